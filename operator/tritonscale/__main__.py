@@ -1,0 +1,3 @@
+from tritonscale.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per `tritonscale` subcommand; each exposes ``add_arguments`` and ``run``."""
