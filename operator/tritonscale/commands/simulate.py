@@ -12,7 +12,7 @@ import yaml
 
 from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest, parse_spec
 from tritonscale.sim.engine import SimConfig
-from tritonscale.sim.policies import POLICIES, HPAConfig
+from tritonscale.sim.policies import POLICIES, HPAConfig, default_deployment
 from tritonscale.sim.report import PolicyResult, run_policy
 from tritonscale.sim.trace import TraceError, load_trace, scale_trace
 
@@ -110,6 +110,14 @@ def run(args: argparse.Namespace) -> int:
     if target is None:
         target = 0.7 if args.hpa_metric == "utilisation" else spec.slo.latency.target_ms
     hpa = HPAConfig(metric=args.hpa_metric, target=target)
+    hpa_pool = args.baseline_pool
+    try:
+        hpa.max_replicas = (
+            spec.pool(hpa_pool).max_replicas if hpa_pool else default_deployment(spec)[1].max_replicas
+        )
+    except KeyError:
+        print(f"error: unknown node pool {hpa_pool!r}", file=sys.stderr)
+        return 2
     names = list(POLICIES) if args.policy == "all" else [args.policy]
     results: list[PolicyResult] = []
     for name in names:

@@ -19,9 +19,11 @@
   panic window; desired = observed / target concurrency per pod (rates limited
   to x1000 up and /2 down per tick); panic when the panic-window demand reaches
   200% of the Ready pods' target, during which it never scales down, until 60 s
-  without that condition. Target concurrency per pod = 70% (Knative's default
-  target utilisation) of the concurrency one replica has at its SLO capacity
-  (Little's law: capacity x median latency there).
+  without that condition. Target concurrency per pod: the in-flight concurrency
+  of one replica serving 70% (Knative's default target utilisation) of its SLO
+  capacity (Little's law: that rate x the median latency there). Concurrency is
+  not linear in rate under batching, so 70% of the concurrency at capacity
+  would under-provision.
 * ``static-peak``: the HPA's Deployment with a fixed replica count sized for
   the trace's peak 1-minute rate x (1 + headroom).
 * ``oracle``: every interval, the cheapest feasible mix (same planner, same
@@ -304,9 +306,11 @@ class KPAPolicy:
         self.interval_s = self.cfg.tick_s
         prof = self.variant.profile_for(self.pool.accelerator)
         assert prof is not None
-        cap = perf.capacity(prof, spec.slo.latency)
-        median_ms = perf.predict_replica(prof, cap, 50.0).latency_ms
-        self.target = max(0.01, self.cfg.target_utilisation * cap * median_ms / 1000.0)
+        # Concurrency of one replica serving target_utilisation x its SLO capacity
+        # (Little's law with the median latency there).
+        rate = self.cfg.target_utilisation * perf.capacity(prof, spec.slo.latency)
+        median_ms = perf.predict_replica(prof, rate, 50.0).latency_ms
+        self.target = max(0.01, rate * median_ms / 1000.0)
         self.start_rps = start_rps
         self.panic_since: float | None = None
         self.max_panic_pods = 0
