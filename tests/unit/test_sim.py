@@ -16,7 +16,7 @@ from tritonscale.sim.engine import Key, SimConfig, Simulator, SimView, _batch_lo
 from tritonscale.sim.report import run_policy, summarize
 from tritonscale.sim.trace import TraceError, load_trace, per_window_rate, scale_trace
 
-AZURE_TRACE = Path(__file__).resolve().parents[2] / "examples" / "traces" / "azure_llm_conv_2023.csv"
+AZURE_TRACE = Path(__file__).resolve().parents[2] / "examples/traces/azure_llm_conv_2023.csv"
 
 SpecFactory = Callable[..., ScaledModelSpec]
 
@@ -39,7 +39,7 @@ def test_batch_loop_follows_triton_dynamic_batching() -> None:
     svc = [0.0, 1.0, 1.5, 2.0, 2.5]  # seconds per batch of 0..4
     # Max batch 4, max queue delay 0.5 s.
     arrivals = [0.0, 0.1, 0.2, 0.3, 0.35, 5.0, 9.0, 9.9]
-    i, t_free, dones, counts, busy = _batch_loop(arrivals, 0.0, 4, 0.5, svc, 100.0)
+    i, _t_free, dones, counts, busy = _batch_loop(arrivals, 0.0, 4, 0.5, svc, 100.0)
     # 4 queued by t=0.3 (< 0.5 delay) -> dispatch a full batch at 0.3.
     # Then 0.35 waits for the instance (free at 2.8) -> alone at 2.8 (delay expired).
     # 5.0 waits its 0.5 s delay -> 5.5; 9.0 and 9.9: 9.0 waits to 9.5 (9.9 not yet there).

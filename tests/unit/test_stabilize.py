@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tritonscale.core.autoscale import decide
-from tritonscale.core.spec import Scaling, ScaledModelSpec
+from tritonscale.core.spec import ScaledModelSpec, Scaling
 from tritonscale.core.stabilize import stabilize_load, transition
 from tritonscale.core.types import Decision, Observation, PlacementState
 

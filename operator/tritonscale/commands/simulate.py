@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     hpa_pool = args.baseline_pool
     try:
         hpa.max_replicas = (
-            spec.pool(hpa_pool).max_replicas if hpa_pool else default_deployment(spec)[1].max_replicas
+            spec.pool(hpa_pool).max_replicas
+            if hpa_pool
+            else default_deployment(spec)[1].max_replicas
         )
     except KeyError:
         print(f"error: unknown node pool {hpa_pool!r}", file=sys.stderr)

@@ -34,7 +34,8 @@ Reasons: ``InitialPlan``, ``ScaledUp``, ``ScaledDown``, ``Held``, ``Transitionin
 
 State (``Decision.state``; JSON-able, a few hundred bytes): ``v`` version,
 ``f`` forecast state, ``w`` load window ``[[t, rps], ...]``, ``L`` last stabilised
-load, ``wo``/``Lo`` the same for the current load that spot protection must hold, ``c`` correction multiplier, ``lvl`` ladder rung, ``rec`` time since the rung
+load, ``wo``/``Lo`` the same for the current load that spot protection must
+hold, ``c`` correction multiplier, ``lvl`` ladder rung, ``rec`` time since the rung
 above has been feasible (or None), ``fail`` consecutive signal failures, ``p``
 last target mix ``[[variant, pool, replicas], ...]``.
 """
@@ -323,7 +324,9 @@ def decide(
     # 6. Transition.
     tr = transition(target_mix, obs.current, sc)
     final = tr.desired
-    msg, lat_pred, ru_cost, ru_text, binding = _explain(spec, planned, final, planned.request.load_rps)
+    msg, lat_pred, ru_cost, ru_text, binding = _explain(
+        spec, planned, final, planned.request.load_rps
+    )
     reason = _outcome_reason(spec, planned)
     if reason is None:
         if tr.held_for_readiness:

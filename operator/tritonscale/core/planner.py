@@ -139,7 +139,7 @@ def _ceil_div(load: float, cap: float) -> int:
         return 0
     if cap <= _EPS:
         return 1 << 40
-    return int(math.ceil(load / cap - 1e-9))
+    return math.ceil(load / cap - 1e-9)
 
 
 def _pool_choice(combos: Sequence[Combo], threshold: float) -> dict[str, Combo]:
@@ -334,7 +334,7 @@ def predicted_latency_ms(
 def runner_up(combos: Sequence[Combo], req: Request, chosen: Plan) -> Plan | None:
     """Best plan that drops one of the chosen (variant, pool) pairs."""
     best: Plan | None = None
-    for key in chosen.keys():
+    for key in chosen.keys():  # noqa: SIM118 - Plan.keys() is a method, not a dict
         alt = solve([c for c in combos if c.key != key], req)
         if alt is not None and alt.keys() != chosen.keys() and (
             best is None or alt.cost_per_hour < best.cost_per_hour

@@ -165,19 +165,19 @@ def hpa_raw_recommendation(
         # Object metric, Value target: ratio applied to the Ready pod count.
         if abs(ratio - 1.0) <= cfg.tolerance:
             return current
-        return int(math.ceil(ratio * max(ready, 1)))
+        return math.ceil(ratio * max(ready, 1))
     # Resource-style utilisation averaged over Ready pods.
     if ready == 0:
         return current
     if unready == 0 or ratio <= 1.0:
         if abs(ratio - 1.0) <= cfg.tolerance:
             return current
-        return int(math.ceil(ratio * ready))
+        return math.ceil(ratio * ready)
     # Scaling up with unready pods: they count as 0% usage.
     new_ratio = metric * ready / (cfg.target * (ready + unready))
     if abs(new_ratio - 1.0) <= cfg.tolerance or new_ratio < 1.0:
         return current
-    return int(math.ceil(new_ratio * (ready + unready)))
+    return math.ceil(new_ratio * (ready + unready))
 
 
 def hpa_normalize(
@@ -204,7 +204,7 @@ def hpa_normalize(
         start = current - added
         limit = max(
             start + cfg.scale_up_pods,
-            int(math.ceil(start * (1.0 + cfg.scale_up_percent / 100.0))),
+            math.ceil(start * (1.0 + cfg.scale_up_percent / 100.0)),
         )
         desired = min(desired, limit, cfg.max_replicas)
     elif desired < current:
@@ -212,7 +212,7 @@ def hpa_normalize(
             d for t, d in st.scale_events if d < 0 and t > now - cfg.scale_down_period_s
         )
         start = current + removed
-        limit = int(math.ceil(start * (1.0 - cfg.scale_down_percent / 100.0)))
+        limit = math.ceil(start * (1.0 - cfg.scale_down_percent / 100.0))
         desired = max(desired, limit, cfg.min_replicas)
     desired = max(cfg.min_replicas, min(cfg.max_replicas, desired))
     if desired != current:
@@ -365,7 +365,8 @@ class StaticPeakPolicy:
     def __init__(self, spec: ScaledModelSpec, peak_rps: float) -> None:
         v, p = default_deployment(spec)
         self.key: Key = (v.name, p.name)
-        self.n = min(p.max_replicas, replicas_for(spec, v, p, peak_rps * (1 + spec.scaling.headroom)))
+        need = replicas_for(spec, v, p, peak_rps * (1 + spec.scaling.headroom))
+        self.n = min(p.max_replicas, need)
         self.interval_s = 60.0
         self.last_reason = "static"
 

@@ -66,7 +66,7 @@ def summarize(
             windows += 1
             seg = lat[a:b]
             # Finite inf-aware percentile: rank of the percentile among sorted values.
-            k = max(0, int(math.ceil(slo.percentile / 100.0 * len(seg))) - 1)
+            k = max(0, math.ceil(slo.percentile / 100.0 * len(seg)) - 1)
             v = float(np.partition(seg, k)[k])
             if v <= slo.target_ms:
                 met += 1

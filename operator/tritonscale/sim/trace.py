@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def load_trace(path: str | Path) -> NDArray[np.float64]:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise TraceError(f"{p}: empty file") from None
+        parse: Callable[[str], float]
         if "timestamp_s" in header:
             col, parse = header.index("timestamp_s"), float
         elif "TIMESTAMP" in header:
@@ -77,7 +79,8 @@ def load_trace(path: str | Path) -> NDArray[np.float64]:
     t = np.sort(np.asarray(values, dtype=np.float64))
     if not np.all(np.isfinite(t)):
         raise TraceError(f"{p}: non-finite timestamps")
-    return t - t[0]
+    out: NDArray[np.float64] = t - t[0]
+    return out
 
 
 def scale_trace(
@@ -90,7 +93,7 @@ def scale_trace(
     if k <= 0 or not math.isfinite(k):
         raise ValueError(f"rate scale must be > 0; got {k}")
     rng = np.random.default_rng(seed)
-    n_full = int(math.floor(k))
+    n_full = math.floor(k)
     frac = k - n_full
     duration = float(arrivals[-1]) + 1e-9 if len(arrivals) else 0.0
     parts: list[NDArray[np.float64]] = []
@@ -105,7 +108,7 @@ def scale_trace(
         if n_full >= 1:
             extra = np.mod(extra + shifts[0], duration)
         parts.append(extra)
-    out = np.concatenate(parts) if parts else np.empty(0)
+    out: NDArray[np.float64] = np.concatenate(parts) if parts else np.empty(0)
     out.sort(kind="stable")
     return out
 
@@ -115,7 +118,7 @@ def per_window_rate(
 ) -> NDArray[np.float64]:
     """Mean arrival rate (rps) in consecutive windows of ``window_s``."""
     end = float(arrivals[-1]) if duration_s is None else duration_s
-    n = max(1, int(math.ceil((end + 1e-9) / window_s)))
+    n = max(1, math.ceil((end + 1e-9) / window_s))
     counts = np.bincount(
         np.minimum((arrivals // window_s).astype(np.int64), n - 1), minlength=n
     )
