@@ -44,7 +44,8 @@ def crd_text() -> str:
 @functools.cache
 def load_crd() -> dict[str, Any]:
     """The parsed CustomResourceDefinition."""
-    crd: dict[str, Any] = yaml.safe_load(crd_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd: dict[str, Any] = yaml.load(crd_text(), Loader=loader)
     return crd
 
 

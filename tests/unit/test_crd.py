@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +21,18 @@ from tritonscale.core.spec import SpecError, parse_manifest
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "scaledmodel.yaml"
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SCALAR_TYPES = {"string", "integer", "number", "boolean"}
 
 
-def _crd() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text())
+@functools.cache
+def _crd_cached() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.load(CRD_FILE.read_text(), Loader=_LOADER)
     return doc
+
+
+def _crd() -> dict[str, Any]:
+    return copy.deepcopy(_crd_cached())
 
 
 def _nodes(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -164,8 +171,14 @@ def test_status_conditions_follow_conventions() -> None:
 
 # ------------------------------------------------------------ agreement with spec.py
 
-def _base() -> dict[str, Any]:
+@functools.cache
+def _example() -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "resnet50.yaml").read_text())
+    return doc
+
+
+def _base() -> dict[str, Any]:
+    doc = copy.deepcopy(_example())
     s = doc["spec"]
     s["model"]["args"] = ["--log-verbose=0"]
     s["model"]["env"] = [{"name": "A", "value": "b"}]
