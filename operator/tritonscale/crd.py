@@ -16,6 +16,7 @@ the same cross-field rules and is the offline source of truth.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -149,3 +150,32 @@ def schema_errors(obj: Any) -> list[FieldError]:
     """Every violation of the CRD's OpenAPI schema in ``obj``, ordered by path."""
     errors = [_field_error(e) for e in _validator().iter_errors(obj)]
     return sorted(set(errors), key=lambda e: (e.path, e.message))
+
+
+def apply_defaults(obj: Any, schema: Mapping[str, Any] | None = None) -> Any:
+    """A copy of ``obj`` with the schema's defaults filled in, as the API server does.
+
+    Structural defaulting: a missing property with a ``default`` gets a copy of it
+    (then its own nested defaults), recursively through objects, list items and
+    ``additionalProperties``; present values are never changed.
+    """
+    schema = openapi_schema() if schema is None else schema
+    return _default(copy.deepcopy(obj), schema)
+
+
+def _default(value: Any, node: Mapping[str, Any]) -> Any:
+    if isinstance(value, dict):
+        props: Mapping[str, Any] = node.get("properties") or {}
+        for key, sub in props.items():
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = _default(value[key], sub)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, Mapping):
+            for key in list(value):
+                if key not in props:
+                    value[key] = _default(value[key], extra)
+    elif isinstance(value, list) and isinstance(node.get("items"), Mapping):
+        return [_default(v, node["items"]) for v in value]
+    return value

@@ -104,6 +104,8 @@ def on_tick(body: Any, memo: Any, logger: Any, **_: Any) -> None:
     labels={LABEL_SM: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
 )
 def on_deployment(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    if type is None:
+        return  # the initial listing: on_resume already reconciles every ScaledModel
     try:
         _reconciler(memo).deployment_event(plain(body), deleted=type == "DELETED")
     except ReconcileError as e:
