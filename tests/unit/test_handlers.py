@@ -345,3 +345,42 @@ def test_spec_update_scales(kube: FakeKube, r: Reconciler) -> None:
 def test_fake_fails_loudly_on_unknown_calls(kube: FakeKube) -> None:
     with pytest.raises(AssertionError):
         kube.create_namespaced_secret("ml", {})
+
+
+def test_stale_signals_removed_from_status(kube: FakeKube, clock: Clock) -> None:
+    signals = FixedSignals(Observation(rps=120.0, latency_ms=20.0))
+    r = Reconciler(kube=kube, signals=signals, clock=clock)
+    r.reconcile(body(kube))
+    assert status(kube)["observed"]["latencyMs"] == 20.0
+    signals.obs = Observation(rps=None, error="prometheus: connection refused")
+    clock.t += 20
+    r.reconcile(body(kube))
+    observed = status(kube)["observed"]
+    assert "rps" not in observed and "latencyMs" not in observed
+    assert observed["error"] == "prometheus: connection refused"
+    assert cond(kube, "SLOMet")["status"] == "Unknown"
+
+
+def test_decision_state_keys_removed(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    states = iter([{"a": 1, "nested": {"x": 1, "y": 2}}, {"nested": {"x": 3}}])
+
+    def fake(spec: Any, obs: Any, state: Any, now: float) -> Decision:
+        return Decision(placements=(Placement("int8", "t4-spot", 1),), reason="X", message="m",
+                        state=next(states))
+
+    monkeypatch.setattr(rec, "_decide", fake)
+    r.reconcile(body(kube))
+    r.reconcile(body(kube))
+    assert status(kube)["autoscaler"] == {"nested": {"x": 3}}
+
+
+def test_same_decision_keeps_its_time(kube: FakeKube, r: Reconciler, clock: Clock) -> None:
+    r.reconcile(body(kube))
+    t0 = status(kube)["lastDecision"]["time"]
+    kube.set_ready("resnet50-int8-t4-spot")
+    clock.t += 100
+    r.reconcile(body(kube))
+    assert status(kube)["ready"] == "1/1"
+    assert status(kube)["lastDecision"]["time"] == t0

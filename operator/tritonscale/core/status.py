@@ -192,16 +192,28 @@ def ready_condition(states: Sequence[PlacementState], draining: bool, target: in
     return Condition(READY, "True", "AllReplicasReady", f"{ready}/{desired} replicas ready")
 
 
-def autoscaler_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """A merge patch turning ``old`` into ``new`` (removed keys set to None)."""
-    out: dict[str, Any] = {k: None for k in (old or {}) if k not in new}
-    out.update(new)
+def replace_patch(old: Any, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning the object ``old`` into ``new`` exactly.
+
+    Merge patches merge nested objects, so keys that ``new`` lacks are set to None
+    (deleted) at every level; otherwise a stale value (an old ``rps``) would stay.
+    """
+    old_map: Mapping[str, Any] = old if isinstance(old, Mapping) else {}
+    out: dict[str, Any] = {k: None for k in old_map if k not in new}
+    for k, v in new.items():
+        if isinstance(v, Mapping) and isinstance(old_map.get(k), Mapping):
+            out[k] = replace_patch(old_map[k], v)
+        else:
+            out[k] = v
     return out
+
+
+autoscaler_patch = replace_patch
 
 
 def _strip(obj: Any) -> Any:
     if isinstance(obj, Mapping):
-        return {k: _strip(v) for k, v in obj.items() if k not in _VOLATILE}
+        return {k: _strip(v) for k, v in obj.items() if k not in _VOLATILE and v is not None}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
@@ -210,12 +222,9 @@ def _strip(obj: Any) -> Any:
 def status_changed(old: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> bool:
     """Would applying ``patch`` change ``old`` in more than timestamps?"""
     old = old or {}
-    for k, v in patch.items():
-        if k == "autoscaler" and isinstance(v, Mapping):
-            cur = old.get(k) or {}
-            if any(cur.get(kk) != vv for kk, vv in v.items()):
-                return True
-            continue
-        if _strip(old.get(k)) != _strip(v):
-            return True
-    return False
+    return any(_strip(old.get(k)) != _strip(v) for k, v in patch.items())
+
+
+def same_decision(old: Any, new: Mapping[str, Any]) -> bool:
+    """Is ``new`` (a ``lastDecision``) the recorded one, timestamps aside?"""
+    return isinstance(old, Mapping) and _strip(old) == _strip(new)

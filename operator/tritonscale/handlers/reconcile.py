@@ -245,18 +245,23 @@ class Reconciler:
         patch: dict[str, Any] = {}
         if decision is not None:
             conds.append(st.satisfiable_condition(decision))
-            patch["lastDecision"] = st.decision_status(decision, now)
+            last = st.decision_status(decision, now)
+            if st.same_decision(status.get("lastDecision"), last):
+                last["time"] = status["lastDecision"].get("time", last["time"])
+            patch["lastDecision"] = st.replace_patch(status.get("lastDecision"), last)
             predicted: dict[str, Any] = {"costPerHour": round(decision.cost_per_hour, 4)}
             if decision.predicted_latency_ms is not None:
                 predicted["latencyMs"] = round(decision.predicted_latency_ms, 3)
-            patch["predicted"] = predicted
-            patch["autoscaler"] = st.autoscaler_patch(status.get("autoscaler"), decision.state)
+            patch["predicted"] = st.replace_patch(status.get("predicted"), predicted)
+            patch["autoscaler"] = st.replace_patch(status.get("autoscaler"), decision.state)
         if obs is not None:
             conds.append(st.signals_condition(obs))
             conds.append(
                 st.slo_condition(obs, spec.slo.latency.target_ms, spec.slo.latency.percentile)
             )
-            patch["observed"] = st.observed_status(obs, now)
+            patch["observed"] = st.replace_patch(
+                status.get("observed"), st.observed_status(obs, now)
+            )
         conds.append(st.ready_condition(states_after, tr.draining, tr.target))
         plan_keys = {p.key for p in plan}
         patch.update(
