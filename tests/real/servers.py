@@ -124,7 +124,7 @@ def stub_bin() -> Path:
         numpy_major = -1
     if 0 <= numpy_major < 2:
         return Path(sys.executable).parent
-    raise ServerSetupError(f"no numpy<2 venv for the Python backend stub at {venv} ({INSTALL_HINT})")
+    raise ServerSetupError(f"no numpy<2 venv for the Python backend stub: {venv} ({INSTALL_HINT})")
 
 
 def stub_environment(install: TritonInstall, base: Mapping[str, str]) -> dict[str, str]:
@@ -145,7 +145,12 @@ def stub_environment(install: TritonInstall, base: Mapping[str, str]) -> dict[st
 
 
 def write_model(
-    repo: Path, name: str, *, base_ms: float, per_item_ms: float, max_batch: int = 8,
+    repo: Path,
+    name: str,
+    *,
+    base_ms: float,
+    per_item_ms: float,
+    max_batch: int = 8,
     queue_delay_us: int = 2000,
 ) -> None:
     """Copy the ``sleepy`` test model into ``repo/name`` with the given timing."""
@@ -156,13 +161,12 @@ def write_model(
     cfg = re.sub(r'name: "sleepy"', f'name: "{name}"', cfg)
     cfg = re.sub(r"max_batch_size: \d+", f"max_batch_size: {max_batch}", cfg)
     cfg = re.sub(
-        r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {queue_delay_us}",
+        r"max_queue_delay_microseconds: \d+",
+        f"max_queue_delay_microseconds: {queue_delay_us}",
         cfg,
     )
     for key, value in (("base_ms", base_ms), ("per_item_ms", per_item_ms)):
-        cfg = re.sub(
-            rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"', rf'\g<1>"{value}"', cfg
-        )
+        cfg = re.sub(rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"', rf'\g<1>"{value}"', cfg)
     (dst / "config.pbtxt").write_text(cfg)
 
 
@@ -229,7 +233,11 @@ class TritonServer:
         env = stub_environment(self.install, os.environ)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
             start_new_session=True,
         )
         log.close()
@@ -293,12 +301,13 @@ class PrometheusServer:
     def config(self) -> dict[str, object]:
         jobs: dict[str, list[dict[str, object]]] = {}
         for t in self.targets:
-            jobs.setdefault(t.job, []).append(
-                {"targets": [t.address], "labels": dict(t.labels)}
-            )
+            jobs.setdefault(t.job, []).append({"targets": [t.address], "labels": dict(t.labels)})
         return {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
-                       "scrape_timeout": "900ms"},
+            "global": {
+                "scrape_interval": "1s",
+                "evaluation_interval": "1s",
+                "scrape_timeout": "900ms",
+            },
             "scrape_configs": [
                 {"job_name": job, "static_configs": cfgs} for job, cfgs in jobs.items()
             ],
@@ -320,7 +329,10 @@ class PrometheusServer:
         ]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
             start_new_session=True,
         )
         log.close()
