@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import sys
 import sysconfig
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -361,3 +363,35 @@ class PrometheusServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def prometheus_query(url: str, expr: str, timeout: float = 2.0) -> list[dict[str, object]]:
+    """Run an instant query directly (test plumbing, independent of the adapter)."""
+    query = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=timeout) as resp:
+        body = json.loads(resp.read())
+    result = body["data"]["result"]
+    assert isinstance(result, list)
+    return result
+
+
+def wait_until_scraped(prom: PrometheusServer, targets: int, timeout: float = 30.0) -> None:
+    """Wait until Prometheus has scraped ``targets`` targets successfully.
+
+    Prometheus hands static targets to its scrape loops about 5 s after start, so
+    this is the real readiness point for tests that read data.
+    """
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        try:
+            seen = len(prometheus_query(prom.url, "up == 1"))
+        except (OSError, ValueError, KeyError):
+            seen = 0
+        if seen >= targets:
+            return
+        time.sleep(0.2)
+    raise ServerSetupError(
+        f"prometheus scraped {seen}/{targets} targets after {timeout}s; log {prom.log_path}:\n"
+        + tail(prom.log_path)
+    )
