@@ -11,11 +11,16 @@
 #   * Debian's prometheus (2.42). Its service is never started (policy-rc.d, and the
 #     tests run /usr/bin/prometheus themselves).
 #
-# Environment: PYTHON (default python3; must be the interpreter that runs the tests),
-# TRITONSCALE_CACHE (default ~/.cache/tritonscale).
+# Environment: the interpreter that runs the tests is $VIRTUAL_ENV/bin/python when
+# VIRTUAL_ENV is set, else $PYTHON, else python3. TRITONSCALE_CACHE (default
+# ~/.cache/tritonscale) holds the stub's venv.
 set -euo pipefail
 
-PYTHON="${PYTHON:-python3}"
+if [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+  PYTHON="$VIRTUAL_ENV/bin/python"
+else
+  PYTHON="${PYTHON:-python3}"
+fi
 PYTRITON_VERSION="0.5.14"
 STUB_NUMPY_VERSION="1.26.4"
 PROMETHEUS_BIN=/usr/bin/prometheus

@@ -60,7 +60,8 @@ class LoadResult:
 def poisson_arrivals(rate: float, duration_s: float, seed: int) -> list[float]:
     """Offsets (seconds from start) of a Poisson process of ``rate`` over ``duration_s``."""
     rng = random.Random(seed)
-    out, t = [], 0.0
+    out: list[float] = []
+    t = 0.0
     while True:
         t += rng.expovariate(rate)
         if t >= duration_s:

@@ -11,7 +11,8 @@ import math
 import time
 
 import pytest
-from conftest import (
+from realload import LoadResult, percentile, run_parallel, run_poisson_load
+from realsupport import (
     HOSTILE_MODEL,
     HOSTILE_NAMESPACE,
     MODEL,
@@ -19,7 +20,6 @@ from conftest import (
     Fleet,
     wait_for,
 )
-from realload import LoadResult, percentile, run_parallel, run_poisson_load
 
 from tritonscale.adapters.prometheus import LabelMapping, PrometheusSignals
 from tritonscale.adapters.signals import GroupKey, to_observation
