@@ -520,3 +520,19 @@ def test_templates_do_not_reference_secrets_or_hostpaths() -> None:
         text = path.read_text()
         assert "hostPath" not in text, path
         assert "secretKeyRef" not in text, path
+
+
+def test_prometheus_rule_alerts_use_exported_metrics() -> None:
+    from test_dashboard import TRITON_METRICS, metric_names
+
+    from tritonscale.adapters.metrics import OperatorMetrics
+
+    rule = one(rendered("monitoring"), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    exported = OperatorMetrics().metric_names()
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} >= {"TritonscaleSLOInfeasible", "TritonscaleSignalsFailing"}
+    for r in rules:
+        names = metric_names(r["expr"])
+        assert names and names <= exported | TRITON_METRICS, r["expr"]
+        assert "{{ $labels.scaledmodel }}" in r["annotations"]["summary"]

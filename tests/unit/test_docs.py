@@ -15,7 +15,9 @@ DOCS = REPO / "docs"
 # The chart ships a byte-identical copy of crds/scaledmodel.yaml (tests/unit/test_chart.py).
 CRD = REPO / "helm" / "tritonscale" / "crds" / "scaledmodel.yaml"
 GEN = REPO / "hack" / "gen-crd-docs.py"
-OWN_DOCS = ["concepts.md", "crd-reference.md", "tuning.md", "comparison.md", "quickstart.md"]
+OWN_DOCS = [
+    "concepts.md", "crd-reference.md", "tuning.md", "comparison.md", "quickstart.md", "metrics.md",
+]  # fmt: skip
 
 
 def test_crd_reference_is_generated_from_the_crd(tmp_path: Path) -> None:
@@ -117,3 +119,12 @@ def test_concepts_explain_the_core_ideas() -> None:
     desc = schema()["properties"]["status"]["properties"]["conditions"]["description"]  # type: ignore[index]
     for cond in re.findall(r"[A-Z][A-Za-z]+", str(desc).split(":", 1)[1]):
         assert f"`{cond}`" in (DOCS / "concepts.md").read_text(), cond
+
+
+def test_metrics_doc_lists_every_exported_metric() -> None:
+    from tritonscale.adapters.metrics import OperatorMetrics
+
+    text = (DOCS / "metrics.md").read_text()
+    for family in OperatorMetrics().registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert f"`{name}`" in text, name
