@@ -366,7 +366,7 @@ def _search(
         keys = _keyset(best[1])
         alts = [(c, a) for c, a in found if _keyset(a) != keys]
         if alts:
-            c, a = min(alts, key=lambda x: x[0])
+            _, a = min(alts, key=lambda x: x[0])
             ru = _make_plan(a, by_key)
     return plan, ru
 
