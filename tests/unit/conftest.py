@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fakes import load_example
 
 from tritonscale.core.spec import ScaledModelSpec, parse_manifest, parse_spec
 
@@ -75,3 +76,8 @@ def make_spec() -> Callable[..., ScaledModelSpec]:
 @pytest.fixture(scope="session")
 def resnet() -> ScaledModelSpec:
     return parse_manifest(yaml.safe_load(EXAMPLE.read_text()))[2]
+
+
+@pytest.fixture
+def resnet50() -> dict[str, Any]:
+    return load_example("resnet50.yaml")

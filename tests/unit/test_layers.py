@@ -28,7 +28,8 @@ def test_core_modules_import_no_io_library() -> None:
     """Belt and braces: importing the whole core pulls in no I/O library."""
     code = (
         "import sys, pkgutil, importlib, tritonscale.core as c\n"
-        "for m in pkgutil.iter_modules(c.__path__): importlib.import_module('tritonscale.core.'+m.name)\n"
+        "for m in pkgutil.iter_modules(c.__path__):\n"
+        "    importlib.import_module('tritonscale.core.' + m.name)\n"
         "bad = [m for m in ('kopf','kubernetes','tritonclient','prometheus_api_client',"
         "'prometheus_client','aiohttp','requests') if m in sys.modules]\n"
         "print(bad); sys.exit(1 if bad else 0)\n"

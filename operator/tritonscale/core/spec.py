@@ -12,6 +12,7 @@ Errors are collected, not raised one at a time: :class:`SpecError` carries every
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -406,7 +407,7 @@ def _parse_batches(r: _Reader, data: Any, path: str, max_batch: int) -> tuple[Ba
     if len(set(sizes)) != len(sizes):
         r.err(path, "batch sizes must be unique")
     out.sort(key=lambda p: p.size)
-    for a, b2 in zip(out, out[1:], strict=False):
+    for a, b2 in itertools.pairwise(out):
         if b2.latency_ms < a.latency_ms:
             r.err(
                 path,
@@ -553,12 +554,12 @@ def _parse_scaling(r: _Reader, data: Any) -> Scaling:
         if v is not None and p is not None and n is not None:
             safe.append(SafePlanEntry(v, p, n))
 
-    def num(key: str, default: float, **kw: float) -> float:
-        v = r.number(d, key, path, default=default, **kw)
+    def num(key: str, default: float, minimum: float, maximum: float) -> float:
+        v = r.number(d, key, path, default=default, minimum=minimum, maximum=maximum)
         return default if v is None else v
 
-    def integer(key: str, default: int, **kw: int) -> int:
-        v = r.integer(d, key, path, default=default, **kw)
+    def integer(key: str, default: int, minimum: int, maximum: int) -> int:
+        v = r.integer(d, key, path, default=default, minimum=minimum, maximum=maximum)
         return default if v is None else v
 
     return Scaling(
