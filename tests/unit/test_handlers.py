@@ -384,3 +384,14 @@ def test_same_decision_keeps_its_time(kube: FakeKube, r: Reconciler, clock: Cloc
     r.reconcile(body(kube))
     assert status(kube)["ready"] == "1/1"
     assert status(kube)["lastDecision"]["time"] == t0
+
+
+def test_service_reapplied_when_stale(kube: FakeKube, r: Reconciler, clock: Clock) -> None:
+    r.reconcile(body(kube))
+    del kube.services[(NS, NAME)]
+    clock.t += 60
+    r.reconcile(body(kube))
+    assert (NS, NAME) not in kube.services  # cached: no extra API call per tick
+    clock.t += r.service_refresh_seconds
+    r.reconcile(body(kube))
+    assert (NS, NAME) in kube.services

@@ -83,7 +83,10 @@ class Reconciler:
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _last_decided: dict[str, float] = field(default_factory=dict, repr=False)
-    _service_hash: dict[str, str] = field(default_factory=dict, repr=False)
+    # Service applied per ScaledModel: (hash, when); re-applied on change or when stale,
+    # so a deleted Service comes back without a watch on Services.
+    _service_hash: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
+    service_refresh_seconds: float = 600.0
     _seen_deployments: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     # -- entry points (called by the Kopf handlers) ------------------------------
@@ -201,9 +204,10 @@ class Reconciler:
         try:
             svc = get_service(owner, spec)
             h = spec_hash(svc)
-            if self._service_hash.get(uid) != h:
+            known = self._service_hash.get(uid)
+            if known is None or known[0] != h or now - known[1] >= self.service_refresh_seconds:
                 self.kube.apply(svc)
-                self._service_hash[uid] = h
+                self._service_hash[uid] = (h, now)
             for p in tr.apply:
                 dep = get_deployment(owner, spec, p, self.options)
                 dname = dep["metadata"]["name"]
