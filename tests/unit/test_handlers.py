@@ -395,3 +395,49 @@ def test_service_reapplied_when_stale(kube: FakeKube, r: Reconciler, clock: Cloc
     clock.t += r.service_refresh_seconds
     r.reconcile(body(kube))
     assert (NS, NAME) in kube.services
+
+
+def _stall(kube: FakeKube, name: str, since: str) -> None:
+    d = kube.deployments[(NS, name)]
+    d["status"]["conditions"] = [
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+         "lastTransitionTime": since},
+    ]
+
+
+def test_pool_loss_replans_elsewhere_make_before_break(
+    kube: FakeKube, r: Reconciler, clock: Clock
+) -> None:
+    clock.t = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    edit_spec(kube, lambda s: s["scaling"].update(minReplicas=2))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-t4-spot", 1)  # one replica lost its node
+    _stall(kube, "resnet50-int8-t4-spot", "2023-11-14T22:13:20Z")
+    clock.t += 100  # not yet past 2 x startupSeconds (90) = 180 s
+    r.reconcile(body(kube))
+    assert kube.deployment_names() == ["resnet50-int8-t4-spot"]
+    clock.t += 100
+    r.reconcile(body(kube))
+    assert status(kube)["unavailablePools"] == ["t4-spot"]
+    assert kube.deployment_names() == ["resnet50-int8-l4-spot", "resnet50-int8-t4-spot"]
+    kube.set_ready("resnet50-int8-l4-spot")
+    r.reconcile(body(kube), decide=False)
+    assert kube.deployment_names() == ["resnet50-int8-l4-spot"]
+    # No flapping back while the pool is in cooldown...
+    clock.t += 60
+    r.reconcile(body(kube))
+    assert kube.deployment_names() == ["resnet50-int8-l4-spot"]
+    # ...and the cheap pool is tried again afterwards.
+    clock.t += r.pool_cooldown_seconds
+    r.reconcile(body(kube))
+    assert "resnet50-int8-t4-spot" in kube.deployment_names()
+    assert status(kube)["unavailablePools"] == []
+
+
+def test_replica_failure_marks_pool_at_once(kube: FakeKube, r: Reconciler) -> None:
+    r.reconcile(body(kube))
+    kube.deployments[(NS, "resnet50-int8-t4-spot")]["status"]["conditions"] = [
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"},
+    ]
+    r.reconcile(body(kube))
+    assert status(kube)["unavailablePools"] == ["t4-spot"]

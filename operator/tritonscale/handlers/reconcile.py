@@ -88,6 +88,9 @@ class Reconciler:
     _service_hash: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
     service_refresh_seconds: float = 600.0
     _seen_deployments: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    # Pools found unable to host replicas, per ScaledModel: pool -> until when avoided.
+    _pools_down: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    pool_cooldown_seconds: float = 600.0
 
     # -- entry points (called by the Kopf handlers) ------------------------------
 
@@ -141,6 +144,7 @@ class Reconciler:
             self._locks.pop(uid, None)
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
+        self._pools_down.pop(uid, None)
 
     # -- internals ---------------------------------------------------------------
 
@@ -150,6 +154,19 @@ class Reconciler:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             yield
+
+    def _unavailable_pools(
+        self, uid: str, spec: ScaledModelSpec, owned: Sequence[Mapping[str, Any]], now: float
+    ) -> frozenset[str]:
+        """Pools seen stalled recently (kept ``pool_cooldown_seconds`` to avoid flapping)."""
+        startup = {p.name: p.startup_seconds for p in spec.node_pools}
+        memory = self._pools_down.setdefault(uid, {})
+        for pool in st.stalled_pools(owned, startup, now):
+            memory[pool] = now + self.pool_cooldown_seconds
+        for pool, until in list(memory.items()):
+            if until <= now or pool not in startup:
+                del memory[pool]
+        return frozenset(memory)
 
     def _event(self, involved: Mapping[str, Any], type_: str, reason: str, msg: str) -> None:
         try:
@@ -181,8 +198,11 @@ class Reconciler:
 
         decision: Decision | None = None
         obs: Observation | None = None
+        down = self._unavailable_pools(uid, spec, owned, now)
         if decide or prev_plan is None:
-            obs = replace(self.signals.observe(ns, name, spec), current=tuple(states))
+            obs = self.signals.observe(ns, name, spec)
+            obs = replace(obs, current=tuple(states),
+                          unavailable_pools=obs.unavailable_pools | down)
             decision = _decide(spec, obs, status.get("autoscaler"), now)
             plan = decision.placements
             if not plan and not decision.slo_feasible:
@@ -278,6 +298,7 @@ class Reconciler:
                 for s in states_after
             ],
             placement=st.placement_summary(states_after),
+            unavailablePools=sorted(down),
             ready=st.ready_summary(states_after),
             readyReplicas=sum(s.ready for s in states_after),
             desiredReplicas=sum(s.desired for s in states_after),
