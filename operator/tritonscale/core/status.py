@@ -125,9 +125,9 @@ def stalled_pools(
         budget = max(floor_seconds, factor * startup_seconds.get(pool, 120.0))
         for c in (d.get("status") or {}).get("conditions") or ():
             ctype, cstatus = c.get("type"), c.get("status")
-            if ctype == "ReplicaFailure" and cstatus == "True":
-                out.add(pool)
-            elif ctype == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+            failed = ctype == "ReplicaFailure" and cstatus == "True"
+            deadline = ctype == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+            if failed or deadline:
                 out.add(pool)
             elif ctype == "Available" and cstatus == "False":
                 since = _parse_time(c.get("lastTransitionTime"))
