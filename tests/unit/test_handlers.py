@@ -441,3 +441,22 @@ def test_replica_failure_marks_pool_at_once(kube: FakeKube, r: Reconciler) -> No
     ]
     r.reconcile(body(kube))
     assert status(kube)["unavailablePools"] == ["t4-spot"]
+
+
+def test_listeners_see_every_outcome(kube: FakeKube, clock: Clock) -> None:
+    seen: list[Any] = []
+
+    def broken(out: Any) -> None:
+        raise RuntimeError("metrics exporter bug")
+
+    r = Reconciler(kube=kube, clock=clock, listeners=[seen.append, broken])
+    out = r.reconcile(body(kube))
+    assert seen == [out]
+    assert out.namespace == NS and out.name == NAME and out.decision is not None
+    assert out.placements[0].key == ("int8", "t4-spot") and out.cost_per_hour == 0.201
+    assert out.duration_seconds >= 0
+    kube.fail("apply", "Deployment/")
+    edit_spec(kube, lambda s: s["scaling"].update(minReplicas=2))
+    with pytest.raises(ReconcileError):
+        r.reconcile(body(kube))
+    assert seen[-1].failure and seen[-1].name == NAME

@@ -64,7 +64,12 @@ class ReconcileError(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
+    """What one reconciliation did; also handed to ``Reconciler.listeners``
+    (e.g. the operator's Prometheus metrics) so they need no hooks in the flow."""
+
     valid: bool
+    namespace: str = ""
+    name: str = ""
     decided: bool = False
     created: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
@@ -72,6 +77,14 @@ class Outcome:
     settled: bool = True
     status_written: bool = False
     errors: tuple[str, ...] = ()
+    decision: Decision | None = None
+    observation: Observation | None = None
+    # What exists after this pass, per (variant, pool).
+    placements: tuple[PlacementState, ...] = ()
+    cost_per_hour: float = 0.0
+    # Set when the pass failed (ReconcileError) and will be retried.
+    failure: str = ""
+    duration_seconds: float = 0.0
 
 
 @dataclass
@@ -91,14 +104,35 @@ class Reconciler:
     # Pools found unable to host replicas, per ScaledModel: pool -> until when avoided.
     _pools_down: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
     pool_cooldown_seconds: float = 600.0
+    # Called with every Outcome (listener errors are logged, never raised).
+    listeners: list[Callable[[Outcome], None]] = field(default_factory=list)
 
     # -- entry points (called by the Kopf handlers) ------------------------------
 
     def reconcile(self, body: Mapping[str, Any], *, decide: bool = True) -> Outcome:
         """Converge one ScaledModel; ``decide`` makes a new decision first."""
         meta = body.get("metadata") or {}
+        started = time.monotonic()
         with self._lock(str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")):
-            return self._reconcile(body, decide)
+            try:
+                out = self._reconcile(body, decide)
+            except ReconcileError as e:
+                self._notify(Outcome(
+                    valid=True, namespace=str(meta.get("namespace", "")),
+                    name=str(meta.get("name", "")), failure=str(e),
+                    duration_seconds=time.monotonic() - started,
+                ))
+                raise
+        out = replace(out, duration_seconds=time.monotonic() - started)
+        self._notify(out)
+        return out
+
+    def _notify(self, out: Outcome) -> None:
+        for listener in self.listeners:
+            try:
+                listener(out)
+            except Exception:
+                log.exception("reconcile listener %r failed", listener)
 
     def tick(self, body: Mapping[str, Any]) -> Outcome | None:
         """Autoscale timer: decide again once ``spec.scaling.intervalSeconds`` passed."""
@@ -306,6 +340,7 @@ class Reconciler:
                 cost_per_hour(spec, [Placement(s.variant, s.pool, s.desired)
                                      for s in states_after if s.pool in known_p]), 4),
         )
+        running_cost = float(patch["costPerHour"])
         written = False
         if st.status_changed(status, patch):
             try:
@@ -317,9 +352,10 @@ class Reconciler:
         if decision is not None:
             self._decision_events(involved, status, decision, prev_plan)
         return Outcome(
-            valid=True, decided=decision is not None, created=tuple(created),
-            updated=tuple(updated), deleted=tuple(deleted), settled=tr.settled,
-            status_written=written,
+            valid=True, namespace=ns, name=name, decided=decision is not None,
+            created=tuple(created), updated=tuple(updated), deleted=tuple(deleted),
+            settled=tr.settled, status_written=written, decision=decision, observation=obs,
+            placements=tuple(states_after), cost_per_hour=running_cost,
         )
 
     def _decision_events(
@@ -366,7 +402,7 @@ class Reconciler:
                 raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
         if old.get("status") != "False" or old.get("message") != msg:
             self._event(involved, "Warning", "InvalidSpec", msg)
-        return Outcome(valid=False, status_written=written,
+        return Outcome(valid=False, namespace=ns, name=name, status_written=written,
                        errors=tuple(str(e) for e in err.errors))
 
     def _apply_failed(
