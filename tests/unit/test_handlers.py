@@ -10,12 +10,27 @@ import pytest
 from fakes import FakeKube, load_example
 
 from tritonscale.adapters.kube import KubeAPIError
-from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.core import autoscale
+from tritonscale.core.placement import initial_placement
+from tritonscale.core.spec import ScaledModelSpec, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement
 from tritonscale.handlers import reconcile as rec
 from tritonscale.handlers.reconcile import ReconcileError, Reconciler
 
 NS, NAME, UID = "ml", "resnet50", "uid-1"
+
+REAL_DECIDE = rec._decide
+
+
+def interim(spec: ScaledModelSpec, obs: Observation, state: Any, now: float) -> Decision:
+    return initial_placement(spec, obs.unavailable_pools)
+
+
+@pytest.fixture(autouse=True)
+def _interim_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reconcile mechanics are tested with the simple, predictable interim rule;
+    the tests named ``test_planner_*`` put the real ``autoscale.decide`` back."""
+    monkeypatch.setattr(rec, "_decide", interim)
 
 
 class Clock:
@@ -460,3 +475,46 @@ def test_listeners_see_every_outcome(kube: FakeKube, clock: Clock) -> None:
     with pytest.raises(ReconcileError):
         r.reconcile(body(kube))
     assert seen[-1].failure and seen[-1].name == NAME
+
+
+# ------------------------------------------------------------- with the real planner
+
+
+def test_planner_is_plugged_in() -> None:
+    spec = parse_manifest(load_example("resnet50.yaml"))[2]
+    obs = Observation(rps=300.0, latency_ms=10.0)
+    assert REAL_DECIDE(spec, obs, None, 1000.0) == autoscale.decide(spec, obs, None, 1000.0)
+
+
+def test_planner_initial_plan_without_signals(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rec, "_decide", REAL_DECIDE)
+    out = r.reconcile(body(kube))
+    assert out.decision is not None and out.decision.reason == "InitialPlan"
+    assert out.created and kube.services
+    assert status(kube)["lastDecision"]["reason"] == "InitialPlan"
+    assert cond(kube, "SignalsAvailable")["status"] == "False"
+    assert isinstance(status(kube)["autoscaler"], dict) and status(kube)["autoscaler"]
+
+
+def test_planner_scales_with_load_and_keeps_old_until_ready(
+    kube: FakeKube, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rec, "_decide", REAL_DECIDE)
+    signals = FixedSignals(Observation(rps=50.0, latency_ms=5.0))
+    r = Reconciler(kube=kube, signals=signals, clock=clock)
+    r.reconcile(body(kube))
+    for name in kube.deployment_names():
+        kube.set_ready(name)
+    first = status(kube)["desiredReplicas"]
+    signals.obs = Observation(rps=3000.0, latency_ms=40.0)
+    for _ in range(6):
+        clock.t += 15
+        r.reconcile(body(kube))
+        for name in kube.deployment_names():
+            kube.set_ready(name)
+    s = status(kube)
+    assert s["desiredReplicas"] > first
+    assert s["lastDecision"]["reason"] in {"ScaledUp", "Transitioning", "Held", "OverBudget"}
+    assert cond(kube, "SLOMet")["status"] == "False"

@@ -22,7 +22,8 @@ from typing import Any
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import status as st
-from tritonscale.core.placement import cost_per_hour, initial_placement, plan_transition
+from tritonscale.core.autoscale import decide
+from tritonscale.core.placement import cost_per_hour, plan_transition
 from tritonscale.core.render import (
     ANNOTATION_SPEC_HASH,
     API_VERSION,
@@ -47,11 +48,12 @@ MAX_ERRORS_IN_MESSAGE = 5
 def _decide(
     spec: ScaledModelSpec, obs: Observation, state: Mapping[str, Any] | None, now: float
 ) -> Decision:
-    """THE planner plug: swap the body for ``return decide(spec, obs, state, now)``
-    (``tritonscale.core.autoscale.decide``) once it lands. Until then, the interim
-    rule: ``minReplicas`` of the cheapest eligible (variant, pool)."""
-    del state, now
-    return initial_placement(spec, obs.unavailable_pools)
+    """THE planner plug: the one place the operator asks for a decision.
+
+    ``tritonscale.core.autoscale.decide`` (the same step ``plan`` and ``simulate``
+    run). The interim rule ``core.placement.initial_placement`` remains available
+    as a fallback policy and for tests."""
+    return decide(spec, obs, state, now)
 
 
 class ReconcileError(Exception):
