@@ -518,3 +518,25 @@ def test_planner_scales_with_load_and_keeps_old_until_ready(
     assert s["desiredReplicas"] > first
     assert s["lastDecision"]["reason"] in {"ScaledUp", "Transitioning", "Held", "OverBudget"}
     assert cond(kube, "SLOMet")["status"] == "False"
+
+
+def test_forget_reaches_signals_and_listeners(kube: FakeKube, clock: Clock) -> None:
+    forgotten: list[tuple[str, str, str]] = []
+
+    class Part:
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        def observe(self, namespace: str, name: str, spec: Any) -> Observation:
+            return Observation(rps=None)
+
+        def __call__(self, out: Any) -> None:
+            pass
+
+        def forget(self, namespace: str, name: str) -> None:
+            forgotten.append((self.tag, namespace, name))
+
+    r = Reconciler(kube=kube, signals=Part("signals"), clock=clock, listeners=[Part("metrics")])
+    r.reconcile(body(kube))
+    r.forget(UID, NS, NAME)
+    assert forgotten == [("signals", NS, NAME), ("metrics", NS, NAME)]

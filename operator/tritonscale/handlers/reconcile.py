@@ -79,6 +79,7 @@ class Outcome:
     settled: bool = True
     status_written: bool = False
     errors: tuple[str, ...] = ()
+    spec: ScaledModelSpec | None = None
     decision: Decision | None = None
     observation: Observation | None = None
     # What exists after this pass, per (variant, pool).
@@ -174,8 +175,16 @@ class Reconciler:
             self._seen_deployments[key] = counts
         return self.refresh(str(namespace), str(sm))
 
-    def forget(self, uid: str) -> None:
-        """The ScaledModel is gone; garbage collection removes its objects."""
+    def forget(self, uid: str, namespace: str = "", name: str = "") -> None:
+        """The ScaledModel is gone; garbage collection removes its objects.
+        Drop in-memory state here and in the signal source and listeners."""
+        for part in (self.signals, *self.listeners):
+            drop = getattr(part, "forget", None)
+            if callable(drop) and namespace and name:
+                try:
+                    drop(namespace, name)
+                except Exception:
+                    log.exception("forgetting %s/%s in %r failed", namespace, name, part)
         with self._guard:
             self._locks.pop(uid, None)
         self._last_decided.pop(uid, None)
@@ -356,7 +365,8 @@ class Reconciler:
         return Outcome(
             valid=True, namespace=ns, name=name, decided=decision is not None,
             created=tuple(created), updated=tuple(updated), deleted=tuple(deleted),
-            settled=tr.settled, status_written=written, decision=decision, observation=obs,
+            settled=tr.settled, status_written=written, spec=spec, decision=decision,
+            observation=obs,
             placements=tuple(states_after), cost_per_hour=running_cost,
         )
 
