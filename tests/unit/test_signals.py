@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from fakes import load_example
 
@@ -71,8 +71,8 @@ def _pod(uid: str, ip: str, variant: str = "int8", ready: bool = True) -> dict[s
 
 
 class FakeScraper:
-    made: list[str] = []
-    closed: list[str] = []
+    made: ClassVar[list[str]] = []
+    closed: ClassVar[list[str]] = []
 
     def __init__(self, url: str, model: str) -> None:
         self.url = url
