@@ -76,3 +76,18 @@ def test_handlers_registered() -> None:
     assert "on_deployment" in {h.id for h in registry._watching.get_all_handlers()}
     assert {"configure", "reconciler"} <= {h.id for h in registry._activities.get_all_handlers()}
     assert lifecycle.plain({"a": [{"b": (1, 2)}]}) == {"a": [{"b": [1, 2]}]}
+
+
+def test_startup_settings() -> None:
+    import logging
+
+    import kopf
+
+    from tritonscale.handlers import lifecycle
+
+    settings = kopf.OperatorSettings()
+    lifecycle.configure(settings=settings, memo=kopf.Memo(max_workers=8))
+    assert settings.execution.max_workers == 8
+    assert settings.posting.level == logging.WARNING
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
