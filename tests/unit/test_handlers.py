@@ -540,3 +540,14 @@ def test_forget_reaches_signals_and_listeners(kube: FakeKube, clock: Clock) -> N
     r.reconcile(body(kube))
     r.forget(UID, NS, NAME)
     assert forgotten == [("signals", NS, NAME), ("metrics", NS, NAME)]
+
+
+def test_read_errors_are_retryable(kube: FakeKube, r: Reconciler) -> None:
+    kube.fail("list_deployments", error=KubeAPIError(503, "ServiceUnavailable"))
+    with pytest.raises(ReconcileError):
+        r.reconcile(body(kube))
+    kube.fail("get_scaledmodel", error=KubeAPIError(None, "connection refused"))
+    with pytest.raises(ReconcileError):
+        r.refresh(NS, NAME)
+    assert r.refresh(NS, "gone") is None
+    assert r.reconcile(body(kube)).valid

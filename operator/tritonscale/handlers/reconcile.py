@@ -149,7 +149,10 @@ class Reconciler:
 
     def refresh(self, namespace: str, name: str) -> Outcome | None:
         """Re-read one ScaledModel and converge to its recorded plan (no new decision)."""
-        body = self.kube.get_scaledmodel(namespace, name)
+        try:
+            body = self.kube.get_scaledmodel(namespace, name)
+        except KubeAPIError as e:
+            raise ReconcileError(f"reading {namespace}/{name}: {e}") from e
         if body is None:
             return None
         return self.reconcile(body, decide=False)
@@ -236,7 +239,11 @@ class Reconciler:
         except SpecError as e:
             return self._invalid(ns, name, involved, status, generation, e, now)
 
-        owned = [d for d in self.kube.list_deployments(ns, name) if _owned_by(d, uid)]
+        try:
+            listed = self.kube.list_deployments(ns, name)
+        except KubeAPIError as e:
+            raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
+        owned = [d for d in listed if _owned_by(d, uid)]
         states = st.states_from_deployments(owned)
         by_name = {str(d["metadata"]["name"]): d for d in owned}
         prev_plan = st.placements_from_status(status)
