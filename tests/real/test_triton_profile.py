@@ -43,7 +43,7 @@ def test_statistics_count_one_batch_size(server: TritonServer) -> None:
     before = pod.statistics(MODEL)
     client = httpclient.InferenceServerClient(server.url)
     t = httpclient.InferInput("INPUT", [4, 1], "FP32")
-    t.set_data_from_numpy(np.ones((4, 1), dtype=np.float32))
+    t.set_data_from_numpy(np.zeros((4, 1), dtype=np.float32))
     for _ in range(10):  # sequential: the dynamic batcher has nothing to merge
         client.infer(MODEL, [t])
     client.close()
