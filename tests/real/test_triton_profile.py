@@ -19,13 +19,13 @@ from tritonscale.core.spec import parse_spec
 
 pytestmark = pytest.mark.triton
 
-TIMING = Timing(base_ms=8.0, per_item_ms=2.0, max_batch=8, queue_delay_us=1000)
+TIMING = Timing(base_ms=8.0, per_item_ms=4.0, max_batch=8, queue_delay_us=1000)
 
 # The model sleeps exactly a + c*b; the Python backend adds its IPC (shared memory
 # round trip to the stub, ~0.5 ms here) and sleep() overshoots by scheduler latency.
-# Measured overhead is positive and, on 2 busy cores, below 3 ms.
+# Measured: 0.5-1.8 ms (idle to load average 8 on 2 cores); allowed: up to 4 ms.
 OVERHEAD_MIN_MS = -0.2
-OVERHEAD_MAX_MS = 3.0
+OVERHEAD_MAX_MS = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +100,14 @@ def test_profile_recovers_configured_batch_latency(server: TritonServer) -> None
 
 
 def test_profile_block_is_accepted_by_the_spec(server: TritonServer, tmp_path: Path) -> None:
+    """The CLI's YAML drops into a real ScaledModel spec (examples/resnet50.yaml)."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "resnet50.yaml"
+    spec = copy.deepcopy(yaml.safe_load(example.read_text())["spec"])
+    accelerator = spec["nodePools"][0]["accelerator"]
     out = tmp_path / "profile.yaml"
     code = profiler.main(
         [
-            "--url", server.url, "--model", MODEL, "--accelerator", "T4",
+            "--url", server.url, "--model", MODEL, "--accelerator", accelerator,
             "--max-batch", "4", "--requests-per-batch", "3", "--warmup", "1",
             "--concurrency", "1", "--sweep-seconds", "0.5", "--output", str(out),
         ]
@@ -111,15 +115,14 @@ def test_profile_block_is_accepted_by_the_spec(server: TritonServer, tmp_path: P
     assert code == 0
     profiles = yaml.safe_load(out.read_text())["profiles"]
     assert [b["size"] for b in profiles[0]["batches"]] == [1, 2, 4]
-    example = Path(__file__).resolve().parents[2] / "examples" / "resnet50.yaml"
-    manifest = yaml.safe_load(example.read_text())
-    spec = copy.deepcopy(manifest["spec"])
-    fp16 = spec["variants"][0]
-    fp16["profiles"] = [p for p in fp16["profiles"] if p["accelerator"] != "T4"] + profiles
+    variant = spec["variants"][0]
+    others = [p for p in variant.get("profiles", []) if p["accelerator"] != accelerator]
+    variant["profiles"] = others + profiles
     parsed = parse_spec(spec)
-    got = next(p for p in parsed.variants[0].profiles if p.accelerator == "T4")
+    got = next(p for p in parsed.variants[0].profiles if p.accelerator == accelerator)
     assert got.max_batch_size == 4
     assert [b.size for b in got.batches] == [1, 2, 4]
+    assert got.max_queue_delay_ms == pytest.approx(TIMING.queue_delay_us / 1000)
 
 
 def test_profile_errors_are_reported(server: TritonServer) -> None:
