@@ -52,9 +52,11 @@ SLOW_FRACTION = 0.10
 SLOW_MS = 40.0
 
 
-def assert_latency_close(server_ms: float, client_ms: float, what: str) -> None:
+def assert_latency_close(
+    server_ms: float, client_ms: float, what: str, relative: float = 0.30
+) -> None:
     assert server_ms <= client_ms + 1.0, f"{what}: server {server_ms:.2f} > client {client_ms:.2f}"
-    assert server_ms >= client_ms - (4.0 + 0.30 * client_ms), (
+    assert server_ms >= client_ms - (4.0 + relative * client_ms), (
         f"{what}: server {server_ms:.2f} far below client {client_ms:.2f}"
     )
 
@@ -107,7 +109,8 @@ def test_signals_match_client_measurements(fleet: Fleet) -> None:
         assert g.request_rate == pytest.approx(want_rate, rel=RATE_TOLERANCE)
         assert g.latency_ms is not None and not g.latency_is_mean
         assert_latency_close(g.latency_ms, p95, f"{key} p95")
-        assert_latency_close(server_p50, p50, f"{key} p50")
+        # At the median (~10 ms) the client's own delay is a larger share: 50 %.
+        assert_latency_close(server_p50, p50, f"{key} p50", relative=0.5)
         assert g.latency_ms > 2 * server_p50  # the bimodal shape is seen, p95 is not p50
         assert g.queue_ms is not None and 0 <= g.queue_ms < g.latency_ms
         assert g.pending_requests is not None and g.pending_requests >= 0
