@@ -1,0 +1,202 @@
+"""The Kubernetes adapter: the only module of the operator that talks to the API.
+
+Everything it sends is built elsewhere (``core/render.py``, ``core/status.py``);
+it returns plain dicts and raises :class:`KubeAPIError` for every API failure, so
+callers and the tests' recording fake share one error type.
+
+Writes of Deployments and Services use server-side apply with the field manager
+``tritonscale`` (``force=True``: the operator owns every field it sets); status is
+a JSON merge patch on the ``status`` subresource.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from tritonscale.core.render import LABEL_SM, MANAGER
+
+GROUP = "tritonscale.io"
+VERSION = "v1alpha1"
+PLURAL = "scaledmodels"
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+
+log = logging.getLogger(__name__)
+
+
+class KubeAPIError(Exception):
+    """An API call failed. ``status`` is the HTTP status (None: no response)."""
+
+    def __init__(self, status: int | None, reason: str, message: str = "") -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{status or 'no response'} {reason}: {message}".strip())
+
+    @property
+    def retryable(self) -> bool:
+        """Transient: worth retrying later (network, conflicts, throttling, server)."""
+        return self.status is None or self.status in (409, 429) or self.status >= 500
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return body[:500]
+        if isinstance(data, Mapping):
+            return str(data.get("message", ""))[:500]
+    return ""
+
+
+class KubeAdapter:
+    """Deployments, Services, ScaledModel status and Events through the ``kubernetes`` client."""
+
+    def __init__(self, api_client: Any = None, component: str = MANAGER) -> None:
+        from kubernetes import client
+
+        self._client = api_client or client.ApiClient()
+        self._apps = client.AppsV1Api(self._client)
+        self._core = client.CoreV1Api(self._client)
+        self._custom = client.CustomObjectsApi(self._client)
+        self._component = component
+        self._instance = os.environ.get("POD_NAME") or socket.gethostname()
+
+    @classmethod
+    def from_environment(cls) -> KubeAdapter:
+        """In-cluster service account if present, else the local kubeconfig."""
+        from kubernetes import client
+        from kubernetes import config as _config
+
+        config: Any = _config  # untyped module
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        return cls(client.ApiClient())
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as e:
+            raise KubeAPIError(e.status or None, str(e.reason or what), _message(e.body)) from e
+        except (OSError, ValueError) as e:  # connection errors, bad responses
+            raise KubeAPIError(None, what, str(e)) from e
+
+    def _plain(self, obj: Any) -> Any:
+        return self._client.sanitize_for_serialization(obj)
+
+    # -- reads --------------------------------------------------------------------
+
+    def list_deployments(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
+        """Deployments labelled as belonging to ``scaledmodel``."""
+        res = self._call(
+            "list deployments",
+            self._apps.list_namespaced_deployment,
+            namespace,
+            label_selector=f"{LABEL_SM}={scaledmodel}",
+        )
+        items = self._plain(res).get("items") or []
+        return [dict(i) for i in items]
+
+    def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self._call(
+                "get scaledmodel",
+                self._custom.get_namespaced_custom_object,
+                GROUP, VERSION, namespace, PLURAL, name,
+            )
+        except KubeAPIError as e:
+            if e.not_found:
+                return None
+            raise
+        return dict(obj)
+
+    # -- writes -------------------------------------------------------------------
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply of a rendered Deployment or Service."""
+        kind = obj.get("kind")
+        meta = obj["metadata"]
+        kwargs = {
+            "field_manager": self._component,
+            "force": True,
+            "_content_type": APPLY_CONTENT_TYPE,
+        }
+        fn: Any
+        if kind == "Deployment":
+            fn = self._apps.patch_namespaced_deployment
+        elif kind == "Service":
+            fn = self._core.patch_namespaced_service
+        else:
+            raise ValueError(f"cannot apply kind {kind!r}")
+        res = self._call(f"apply {kind}", fn, meta["name"], meta["namespace"], dict(obj), **kwargs)
+        out: dict[str, Any] = self._plain(res)
+        return out
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        from kubernetes import client
+
+        try:
+            self._call(
+                "delete deployment",
+                self._apps.delete_namespaced_deployment,
+                name,
+                namespace,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+            )
+        except KubeAPIError as e:
+            if not e.not_found:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """JSON merge patch of ``status`` (None values delete keys)."""
+        self._call(
+            "patch status",
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
+            _content_type="application/merge-patch+json",
+        )
+
+    def event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """Post a core/v1 Event about ``involved`` (apiVersion, kind, namespace, name, uid)."""
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        namespace = str(involved["namespace"])
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": {
+                k: involved[k]
+                for k in ("apiVersion", "kind", "namespace", "name", "uid")
+                if k in involved
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self._component},
+            "reportingComponent": self._component,
+            "reportingInstance": self._instance[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._call("post event", self._core.create_namespaced_event, namespace, body)

@@ -1,0 +1,461 @@
+"""Live signals for a ScaledModel from Prometheus (``prometheus-api-client``).
+
+Prometheus scrapes every Triton pod's metrics port.  Triton labels its series with
+``model`` (the Triton model name) and ``version``; the scrape configuration adds the
+pod's namespace and the pod labels the operator sets, ``tritonscale.io/variant`` and
+``tritonscale.io/pool`` (the usual Kubernetes ``labelmap`` turns them into
+``tritonscale_io_variant`` and ``tritonscale_io_pool``).  :class:`LabelMapping` says
+which Prometheus labels hold each dimension; its defaults are those names, which are
+also the defaults of ``spec.metrics.prometheus.labels``.
+
+Queries (``W`` is the rate window, ``SEL`` the escaped label matchers):
+
+* request rate: ``sum(rate({__name__=~"nv_inference_request_success|
+  nv_inference_request_failure", SEL}[W]))`` -- arrivals, failed and rejected included,
+  because a rejected request is demand too;
+* latency at percentile ``p``: ``max(nv_inference_request_summary_us{SEL,
+  quantile="p/100"} >= 0) / 1000`` when Triton runs with
+  ``--metrics-config summary_latencies=true``.  A quantile of several pods cannot be
+  aggregated exactly; the max over pods is an upper bound of the fleet's quantile (at
+  that value every pod's CDF is >= p, hence so is the mixture's), so the SLO check is
+  conservative.  ``>= 0`` drops the NaN an idle pod's summary reports.  Triton's
+  summary covers a sliding window of about a minute, not ``W``;
+* otherwise the *mean* latency ``rate(nv_inference_request_duration_us[W]) /
+  rate(nv_inference_request_success[W])``, flagged ``is_mean`` (a mean is not a
+  percentile);
+* queue time: mean ``rate(nv_inference_queue_duration_us[W]) /
+  rate(nv_inference_request_success[W])``;
+* pending requests: ``sum(nv_inference_pending_request_count{SEL})``.
+
+Every label value is quoted with :func:`promql_string`, so a namespace or model name
+can never change the query's structure.  Nothing raises to the caller: timeouts,
+connection errors, HTTP errors, garbage, empty results, NaN and Inf all yield an
+unknown value (``None``) with an ``error`` text, and count as a failure in
+:attr:`PrometheusSignals.consecutive_failures`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from tritonscale.adapters.signals import Breakdown, GroupKey, Reading, Signals, finite
+from tritonscale.core.spec import PrometheusSource
+
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+REQUEST_SUCCESS = "nv_inference_request_success"
+REQUEST_FAILURE = "nv_inference_request_failure"
+REQUEST_DURATION = "nv_inference_request_duration_us"
+REQUEST_SUMMARY = "nv_inference_request_summary_us"
+QUEUE_DURATION = "nv_inference_queue_duration_us"
+PENDING = "nv_inference_pending_request_count"
+
+
+def promql_string(value: str) -> str:
+    """``value`` as a double-quoted PromQL string literal.
+
+    PromQL unquotes strings with Go's rules; JSON's escapes (``\\"``, ``\\\\``, ``\\n``,
+    ``\\uXXXX`` for control characters) are a subset of them, and ``ensure_ascii=False``
+    keeps other characters literal (Go rejects JSON's surrogate-pair escapes).
+    """
+    return json.dumps(value, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class LabelMapping:
+    """Which Prometheus labels hold each dimension of a ScaledModel's series.
+
+    ``model`` holds the Triton model name (Triton's own label); ``extra`` are further
+    exact matchers added to every query (e.g. ``(("job", "triton"),)``).
+    """
+
+    namespace: str = "namespace"
+    model: str = "model"
+    variant: str = "tritonscale_io_variant"
+    pool: str = "tritonscale_io_pool"
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [self.namespace, self.model, self.variant, self.pool, *(k for k, _ in self.extra)]
+        for name in names:
+            if not LABEL_NAME.match(name) or name.startswith("__"):
+                raise ValueError(f"not a Prometheus label name: {name!r}")
+        if len({self.variant, self.pool}) != 2:
+            raise ValueError("variant and pool must be different labels")
+
+    @classmethod
+    def from_source(cls, source: PrometheusSource) -> LabelMapping:
+        return cls(
+            namespace=source.namespace_label,
+            model=source.model_label,
+            variant=source.variant_label,
+            pool=source.pool_label,
+            extra=tuple(source.selector),
+        )
+
+    def selector(self, namespace: str, model: str) -> str:
+        """The escaped label matchers (without braces) selecting one ScaledModel."""
+        pairs = [(self.namespace, namespace), (self.model, model), *self.extra]
+        return ",".join(f"{k}={promql_string(v)}" for k, v in pairs)
+
+
+def quantile_label(percentile: float) -> str:
+    """The ``quantile`` label value Triton exports for ``percentile`` (95 -> "0.95")."""
+    q = (Decimal(str(percentile)) / 100).normalize()
+    return format(q, "f")
+
+
+class _QueryError(Exception):
+    """The query got no usable answer (transport, HTTP or format error)."""
+
+
+Sample = tuple[Mapping[str, str], float | None]
+
+
+class PrometheusSignals:
+    """Reads a ScaledModel's load and latency from Prometheus' HTTP API.
+
+    ``window_s`` is the range of ``rate()``; it should span several scrape intervals.
+    ``at`` (unix seconds) evaluates a query at a past instant instead of now.
+
+    ``consecutive_failures`` counts calls in a row that produced an unknown value or
+    failed; any call that produced its value resets it.  For :meth:`signals` a call
+    fails when ``Signals.ok`` is false, so an idle model (rate 0, latency unknown) is
+    not counted as a failing source.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 5.0,
+        labels: LabelMapping | None = None,
+        window_s: int = 60,
+        session: requests.Session | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if window_s < 1:
+            raise ValueError("window_s must be >= 1")
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.labels = labels or LabelMapping()
+        self.window_s = int(window_s)
+        # No retries: one poll is one attempt; the caller's next tick is the retry.
+        self._client: Any = PrometheusConnect(
+            url=self.url, retry=Retry(total=0, raise_on_status=False), session=session
+        )
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._last_error = ""
+
+    @classmethod
+    def from_source(cls, source: PrometheusSource, *, window_s: int = 60) -> PrometheusSignals:
+        return cls(
+            source.url,
+            timeout_s=source.timeout_seconds,
+            labels=LabelMapping.from_source(source),
+            window_s=window_s,
+        )
+
+    # -- failure bookkeeping -------------------------------------------------------
+    @property
+    def consecutive_failures(self) -> int:
+        with self._lock:
+            return self._failures
+
+    @property
+    def last_error(self) -> str:
+        with self._lock:
+            return self._last_error
+
+    def _record(self, ok: bool, error: str = "") -> None:
+        with self._lock:
+            if ok:
+                self._failures = 0
+            else:
+                self._failures += 1
+                self._last_error = error or "unknown"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- raw querying --------------------------------------------------------------
+    def _query(self, expr: str, at: float | None) -> list[Sample]:
+        params: dict[str, str] = {}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        try:
+            raw = self._client.custom_query(expr, params=params, timeout=self.timeout_s)
+        except requests.Timeout as exc:
+            raise _QueryError(f"timeout after {self.timeout_s}s: {exc}") from exc
+        except requests.ConnectionError as exc:
+            raise _QueryError(f"cannot connect to {self.url}: {exc}") from exc
+        except Exception as exc:  # HTTP status, bad JSON, missing keys: all garbage
+            raise _QueryError(f"bad answer from {self.url}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(raw, list):
+            raise _QueryError(f"bad answer from {self.url}: result is {type(raw).__name__}")
+        out: list[Sample] = []
+        for item in raw:
+            try:
+                metric = item["metric"]
+                value = item["value"][1]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise _QueryError(f"bad answer from {self.url}: sample {item!r:.200}") from exc
+            if not isinstance(metric, dict):
+                raise _QueryError(f"bad answer from {self.url}: labels {metric!r:.200}")
+            out.append(({str(k): str(v) for k, v in metric.items()}, finite(value)))
+        return out
+
+    def _scalar(self, expr: str, at: float | None, what: str) -> Reading:
+        try:
+            samples = self._query(expr, at)
+        except _QueryError as exc:
+            return Reading(None, str(exc))
+        if not samples:
+            return Reading(None, f"no data for {what}")
+        if len(samples) > 1:
+            return Reading(None, f"{len(samples)} series for {what}, expected one")
+        value = samples[0][1]
+        if value is None:
+            return Reading(None, f"{what} is NaN or Inf")
+        return Reading(value)
+
+    def _grouped(self, expr: str, at: float | None, what: str) -> Breakdown:
+        try:
+            samples = self._query(expr, at)
+        except _QueryError as exc:
+            return Breakdown({}, str(exc))
+        values: dict[GroupKey, Reading] = {}
+        for metric, value in samples:
+            key = GroupKey(metric.get(self.labels.variant, ""), metric.get(self.labels.pool, ""))
+            values[key] = Reading(value, "" if value is not None else f"{what} is NaN or Inf")
+        return Breakdown(values)
+
+    # -- expressions ---------------------------------------------------------------
+    def _by(self, grouped: bool) -> str:
+        return f" by ({self.labels.variant},{self.labels.pool})" if grouped else ""
+
+    def rate_expr(self, namespace: str, model: str, *, grouped: bool = False) -> str:
+        sel = self.labels.selector(namespace, model)
+        names = f'__name__=~"{REQUEST_SUCCESS}|{REQUEST_FAILURE}"'
+        return f"sum{self._by(grouped)}(rate({{{names},{sel}}}[{self.window_s}s]))"
+
+    def percentile_expr(
+        self, namespace: str, model: str, percentile: float, *, grouped: bool = False
+    ) -> str:
+        sel = self.labels.selector(namespace, model)
+        q = promql_string(quantile_label(percentile))
+        return f"max{self._by(grouped)}({REQUEST_SUMMARY}{{{sel},quantile={q}}} >= 0) / 1000"
+
+    def _per_request_ms_expr(
+        self, numerator: str, namespace: str, model: str, *, grouped: bool
+    ) -> str:
+        sel = self.labels.selector(namespace, model)
+        w = f"[{self.window_s}s]"
+        by = self._by(grouped)
+        return (
+            f"sum{by}(rate({numerator}{{{sel}}}{w})) / "
+            f"sum{by}(rate({REQUEST_SUCCESS}{{{sel}}}{w})) / 1000"
+        )
+
+    def mean_latency_expr(self, namespace: str, model: str, *, grouped: bool = False) -> str:
+        return self._per_request_ms_expr(REQUEST_DURATION, namespace, model, grouped=grouped)
+
+    def queue_expr(self, namespace: str, model: str, *, grouped: bool = False) -> str:
+        return self._per_request_ms_expr(QUEUE_DURATION, namespace, model, grouped=grouped)
+
+    def pending_expr(self, namespace: str, model: str, *, grouped: bool = False) -> str:
+        sel = self.labels.selector(namespace, model)
+        return f"sum{self._by(grouped)}({PENDING}{{{sel}}})"
+
+    # -- whole ScaledModel ---------------------------------------------------------
+    def _recorded(self, reading: Reading) -> Reading:
+        self._record(reading.ok, reading.error)
+        return reading
+
+    def request_rate(self, namespace: str, model: str, *, at: float | None = None) -> Reading:
+        """Arrivals per second (successful + failed) over the rate window."""
+        expr = self.rate_expr(namespace, model)
+        return self._recorded(self._scalar(expr, at, "request rate"))
+
+    def latency(
+        self, namespace: str, model: str, percentile: float, *, at: float | None = None
+    ) -> Reading:
+        """Server-side latency in ms at ``percentile`` (e.g. 95 or 99.9).
+
+        From Triton's ``nv_inference_request_summary_us`` quantile when it is exported;
+        otherwise the MEAN latency over the window -- not a percentile -- with
+        ``Reading.is_mean`` set.
+        """
+        return self._recorded(self._latency(namespace, model, percentile, at))
+
+    def _latency(self, namespace: str, model: str, percentile: float, at: float | None) -> Reading:
+        if not _valid_percentile(percentile):
+            return Reading(None, f"percentile must be in (0, 100); got {percentile!r}")
+        exact = self._scalar(
+            self.percentile_expr(namespace, model, percentile), at, f"p{percentile} latency"
+        )
+        if exact.ok or _is_transport(exact.error):
+            return exact
+        mean = self._scalar(self.mean_latency_expr(namespace, model), at, "mean latency")
+        if mean.ok:
+            return Reading(mean.value, "", is_mean=True)
+        return Reading(None, f"{exact.error}; {mean.error}", is_mean=False)
+
+    def queue_time(self, namespace: str, model: str, *, at: float | None = None) -> Reading:
+        """Mean time (ms) a request waited in Triton's scheduler queue over the window."""
+        return self._recorded(self._scalar(self.queue_expr(namespace, model), at, "queue time"))
+
+    def pending_requests(self, namespace: str, model: str, *, at: float | None = None) -> Reading:
+        """Requests queued or executing right now, summed over pods."""
+        return self._recorded(
+            self._scalar(self.pending_expr(namespace, model), at, "pending requests")
+        )
+
+    # -- per (variant, pool) -------------------------------------------------------
+    def _recorded_breakdown(self, b: Breakdown) -> Breakdown:
+        ok = b.ok and bool(b.values) and all(r.ok for r in b.values.values())
+        self._record(ok, b.error or ("" if b.values else "no data"))
+        return b
+
+    def request_rate_by_group(
+        self, namespace: str, model: str, *, at: float | None = None
+    ) -> Breakdown:
+        expr = self.rate_expr(namespace, model, grouped=True)
+        return self._recorded_breakdown(self._grouped(expr, at, "request rate"))
+
+    def latency_by_group(
+        self, namespace: str, model: str, percentile: float, *, at: float | None = None
+    ) -> Breakdown:
+        """Per group like :meth:`latency`: the percentile where exported, else the mean."""
+        return self._recorded_breakdown(self._latency_by_group(namespace, model, percentile, at))
+
+    def _latency_by_group(
+        self, namespace: str, model: str, percentile: float, at: float | None
+    ) -> Breakdown:
+        if not _valid_percentile(percentile):
+            return Breakdown({}, f"percentile must be in (0, 100); got {percentile!r}")
+        exact = self._grouped(
+            self.percentile_expr(namespace, model, percentile, grouped=True), at, "latency"
+        )
+        if not exact.ok:
+            return exact
+        mean = self._grouped(self.mean_latency_expr(namespace, model, grouped=True), at, "latency")
+        values = dict(exact.values)
+        for key, reading in mean.values.items():
+            if key not in values or not values[key].ok:
+                values[key] = Reading(reading.value, "", is_mean=True) if reading.ok else reading
+        return Breakdown(values, "" if values or not mean.error else mean.error)
+
+    def queue_time_by_group(
+        self, namespace: str, model: str, *, at: float | None = None
+    ) -> Breakdown:
+        expr = self.queue_expr(namespace, model, grouped=True)
+        return self._recorded_breakdown(self._grouped(expr, at, "queue time"))
+
+    def pending_requests_by_group(
+        self, namespace: str, model: str, *, at: float | None = None
+    ) -> Breakdown:
+        expr = self.pending_expr(namespace, model, grouped=True)
+        return self._recorded_breakdown(self._grouped(expr, at, "pending requests"))
+
+    # -- one poll ------------------------------------------------------------------
+    def signals(
+        self,
+        namespace: str,
+        model: str,
+        percentile: float,
+        *,
+        at: float | None = None,
+        by_group: bool = True,
+    ) -> Signals:
+        """All signals for one ScaledModel (and, with ``by_group``, per (variant, pool)).
+
+        Counts as one call for :attr:`consecutive_failures`.  Stops at the first
+        transport failure, so a dead Prometheus costs one timeout, not eight.
+        """
+        rate = self._scalar(self.rate_expr(namespace, model), at, "request rate")
+        if _is_transport(rate.error):
+            result = Signals.unknown(percentile, rate.error)
+            self._record(False, result.error)
+            return result
+        lat = self._latency(namespace, model, percentile, at)
+        queue = self._scalar(self.queue_expr(namespace, model), at, "queue time")
+        pending = self._scalar(self.pending_expr(namespace, model), at, "pending requests")
+        groups: dict[GroupKey, Signals] = {}
+        group_error = ""
+        if by_group:
+            groups, group_error = self._group_signals(namespace, model, percentile, at)
+        errors = [r.error for r in (rate, pending) if r.error]
+        if lat.error and rate.value != 0.0:
+            errors.append(lat.error)
+        if group_error:
+            errors.append(group_error)
+        transport = [e for e in (lat.error, queue.error, pending.error) if _is_transport(e)]
+        result = Signals(
+            percentile=percentile,
+            request_rate=rate.value,
+            latency_ms=lat.value,
+            latency_is_mean=lat.is_mean,
+            queue_ms=queue.value,
+            pending_requests=pending.value,
+            error="; ".join(dict.fromkeys(transport + errors)),
+            groups=groups,
+        )
+        self._record(result.ok, result.error)
+        return result
+
+    def _group_signals(
+        self, namespace: str, model: str, percentile: float, at: float | None
+    ) -> tuple[dict[GroupKey, Signals], str]:
+        parts: Sequence[Breakdown] = (
+            self._grouped(self.rate_expr(namespace, model, grouped=True), at, "request rate"),
+            self._latency_by_group(namespace, model, percentile, at),
+            self._grouped(self.queue_expr(namespace, model, grouped=True), at, "queue time"),
+            self._grouped(self.pending_expr(namespace, model, grouped=True), at, "pending"),
+        )
+        errors = [b.error for b in parts if b.error]
+        if errors:
+            return {}, "per-group: " + "; ".join(dict.fromkeys(errors))
+        rate, lat, queue, pending = (b.values for b in parts)
+        keys = sorted(set(rate) | set(pending))
+        groups: dict[GroupKey, Signals] = {}
+        for key in keys:
+            missing = Reading(None, "no data")
+            r, lr = rate.get(key, missing), lat.get(key, missing)
+            q, p = queue.get(key, missing), pending.get(key, missing)
+            errs = [x.error for x in (r, p) if x.error]
+            if lr.error and r.value != 0.0:
+                errs.append(lr.error)
+            groups[key] = Signals(
+                percentile=percentile,
+                request_rate=r.value,
+                latency_ms=lr.value,
+                latency_is_mean=lr.is_mean,
+                queue_ms=q.value,
+                pending_requests=p.value,
+                error="; ".join(errs),
+            )
+        return groups, ""
+
+
+def _is_transport(error: str) -> bool:
+    return error.startswith(("timeout", "cannot connect", "bad answer"))
+
+
+def _valid_percentile(percentile: float) -> bool:
+    if not isinstance(percentile, int | float) or isinstance(percentile, bool):
+        return False
+    return math.isfinite(percentile) and 0 < percentile < 100

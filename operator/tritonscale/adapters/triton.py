@@ -1,0 +1,450 @@
+"""Talk to one Triton pod directly (``tritonclient[http]`` and its metrics port).
+
+* :class:`TritonPod` -- server liveness/readiness, per-model readiness and the
+  statistics extension (cumulative counts and queue/compute times, overall and per
+  batch size) as typed values.
+* :class:`MetricsScraper` -- a signal source for when no Prometheus is configured:
+  scrapes the pod's metrics port (Prometheus text format), and derives the request rate
+  and mean times from two scrapes' counter deltas.
+
+Like the Prometheus source, nothing here raises for an unreachable or misbehaving pod:
+readiness is ``False`` and values are ``None`` (unknown), with the reason in ``error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tritonscale.adapters.signals import GroupKey, Signals, finite
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Health of one Triton pod as seen from the operator."""
+
+    live: bool
+    ready: bool
+    model_ready: bool
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.live and self.ready and self.model_ready
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A cumulative (count, nanoseconds) pair from the statistics extension."""
+
+    count: int = 0
+    ns: int = 0
+
+    @property
+    def mean_ms(self) -> float | None:
+        return self.ns / self.count / 1e6 if self.count else None
+
+    def __sub__(self, other: Duration) -> Duration:
+        return Duration(self.count - other.count, self.ns - other.ns)
+
+    def __add__(self, other: Duration) -> Duration:
+        return Duration(self.count + other.count, self.ns + other.ns)
+
+    @classmethod
+    def parse(cls, data: Any) -> Duration:
+        if not isinstance(data, Mapping):
+            return cls()
+        return cls(int(data.get("count", 0) or 0), int(data.get("ns", 0) or 0))
+
+
+@dataclass(frozen=True)
+class BatchStatistics:
+    """Executions of batches of exactly ``batch_size`` (one entry per size seen)."""
+
+    batch_size: int
+    compute_input: Duration = Duration()
+    compute_infer: Duration = Duration()
+    compute_output: Duration = Duration()
+
+    @property
+    def count(self) -> int:
+        return self.compute_infer.count
+
+    @property
+    def compute_ms(self) -> float | None:
+        """Mean time of one batch in the backend: input + infer + output."""
+        total = self.compute_input.ns + self.compute_infer.ns + self.compute_output.ns
+        return total / self.count / 1e6 if self.count else None
+
+    def __sub__(self, other: BatchStatistics) -> BatchStatistics:
+        return BatchStatistics(
+            self.batch_size,
+            self.compute_input - other.compute_input,
+            self.compute_infer - other.compute_infer,
+            self.compute_output - other.compute_output,
+        )
+
+    def __add__(self, other: BatchStatistics) -> BatchStatistics:
+        return BatchStatistics(
+            self.batch_size,
+            self.compute_input + other.compute_input,
+            self.compute_infer + other.compute_infer,
+            self.compute_output + other.compute_output,
+        )
+
+
+@dataclass(frozen=True)
+class ModelStatistics:
+    """Cumulative statistics of one model on one pod (all versions summed).
+
+    Subtract an earlier snapshot (``later - earlier``) to get the activity in between.
+    """
+
+    model: str
+    inference_count: int = 0  # items (a batch of n counts n)
+    execution_count: int = 0  # backend executions (batches)
+    success: Duration = Duration()  # end-to-end, per request
+    fail: Duration = Duration()
+    queue: Duration = Duration()
+    compute_input: Duration = Duration()
+    compute_infer: Duration = Duration()
+    compute_output: Duration = Duration()
+    batches: tuple[BatchStatistics, ...] = ()
+
+    @property
+    def mean_queue_ms(self) -> float | None:
+        return self.queue.mean_ms
+
+    @property
+    def mean_request_ms(self) -> float | None:
+        return self.success.mean_ms
+
+    def batch(self, size: int) -> BatchStatistics:
+        for b in self.batches:
+            if b.batch_size == size:
+                return b
+        return BatchStatistics(size)
+
+    def __sub__(self, other: ModelStatistics) -> ModelStatistics:
+        sizes = sorted({b.batch_size for b in self.batches} | {b.batch_size for b in other.batches})
+        return ModelStatistics(
+            model=self.model,
+            inference_count=self.inference_count - other.inference_count,
+            execution_count=self.execution_count - other.execution_count,
+            success=self.success - other.success,
+            fail=self.fail - other.fail,
+            queue=self.queue - other.queue,
+            compute_input=self.compute_input - other.compute_input,
+            compute_infer=self.compute_infer - other.compute_infer,
+            compute_output=self.compute_output - other.compute_output,
+            batches=tuple(self.batch(s) - other.batch(s) for s in sizes),
+        )
+
+    @classmethod
+    def parse(cls, model: str, payload: Any) -> ModelStatistics:
+        """From the statistics extension's JSON (``GET /v2/models/<m>/stats``)."""
+        entries = payload.get("model_stats", []) if isinstance(payload, Mapping) else []
+        total = cls(model)
+        for e in entries:
+            if not isinstance(e, Mapping) or e.get("name", model) != model:
+                continue
+            st = e.get("inference_stats", {})
+            by_size: dict[int, BatchStatistics] = {b.batch_size: b for b in total.batches}
+            for b in e.get("batch_stats", []) or []:
+                size = int(b.get("batch_size", 0))
+                entry = BatchStatistics(
+                    size,
+                    Duration.parse(b.get("compute_input")),
+                    Duration.parse(b.get("compute_infer")),
+                    Duration.parse(b.get("compute_output")),
+                )
+                by_size[size] = by_size[size] + entry if size in by_size else entry
+            total = cls(
+                model=model,
+                inference_count=total.inference_count + int(e.get("inference_count", 0) or 0),
+                execution_count=total.execution_count + int(e.get("execution_count", 0) or 0),
+                success=total.success + Duration.parse(st.get("success")),
+                fail=total.fail + Duration.parse(st.get("fail")),
+                queue=total.queue + Duration.parse(st.get("queue")),
+                compute_input=total.compute_input + Duration.parse(st.get("compute_input")),
+                compute_infer=total.compute_infer + Duration.parse(st.get("compute_infer")),
+                compute_output=total.compute_output + Duration.parse(st.get("compute_output")),
+                batches=tuple(by_size[s] for s in sorted(by_size)),
+            )
+        return total
+
+
+class TritonPod:
+    """Readiness and statistics of one Triton server (``url`` is ``host:port`` of HTTP).
+
+    Calls never raise for network problems: readiness reads ``False`` and
+    :meth:`statistics` returns ``None``, with the reason in :attr:`last_error`.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+        self.url = url.removeprefix("http://")
+        self.timeout_s = timeout_s
+        self.last_error = ""
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            import tritonclient.http as httpclient  # gevent-based: import on first use
+
+            self._client = httpclient.InferenceServerClient(
+                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+            )
+        return self._client
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too
+                client.close()
+
+    def _call(self, fn: Callable[[Any], Any]) -> tuple[Any, str]:
+        with self._lock:
+            try:
+                return fn(self._get_client()), ""
+            except Exception as exc:  # tritonclient raises many types for one failure
+                self._drop_client()
+                self.last_error = _short(exc)
+                return None, self.last_error
+
+    def readiness(self, model: str, version: str = "") -> Readiness:
+        """Server live, server ready and ``model`` ready (all ``False`` if unreachable)."""
+        live, err = self._call(lambda c: bool(c.is_server_live()))
+        if err:
+            return Readiness(False, False, False, err)
+        ready, err2 = self._call(lambda c: bool(c.is_server_ready()))
+        model_ready, err3 = self._call(lambda c: bool(c.is_model_ready(model, version)))
+        return Readiness(
+            bool(live), bool(ready), bool(model_ready), "; ".join(e for e in (err2, err3) if e)
+        )
+
+    def statistics(self, model: str, version: str = "") -> ModelStatistics | None:
+        """Cumulative statistics of ``model`` from the statistics extension, or ``None``."""
+        payload, err = self._call(lambda c: c.get_inference_statistics(model, version))
+        if err:
+            return None
+        try:
+            return ModelStatistics.parse(model, payload)
+        except (TypeError, ValueError, AttributeError) as exc:
+            self.last_error = f"bad statistics from {self.url}: {_short(exc)}"
+            return None
+
+    def model_config(self, model: str, version: str = "") -> Mapping[str, Any] | None:
+        config, err = self._call(lambda c: c.get_model_config(model, version))
+        return config if not err and isinstance(config, Mapping) else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_client()
+
+
+# -- direct scrape of the metrics port -----------------------------------------------
+
+_COUNTERS = {
+    "nv_inference_request_success": "success",
+    "nv_inference_request_failure": "failure",
+    "nv_inference_request_duration_us": "duration_us",
+    "nv_inference_queue_duration_us": "queue_us",
+    "nv_inference_pending_request_count": "pending",
+}
+_SUMMARY = "nv_inference_request_summary_us"
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """One scrape of a pod's metrics for one model (versions summed).
+
+    ``taken_at`` is the scraper's clock (monotonic seconds).  ``quantiles`` maps a
+    quantile (0.95) to the latency summary's value in microseconds, as exported.
+    """
+
+    taken_at: float
+    success: float = 0.0
+    failure: float = 0.0
+    duration_us: float = 0.0
+    queue_us: float = 0.0
+    pending: float = 0.0
+    quantiles: Mapping[float, float] = field(default_factory=dict)
+    found: bool = False
+
+    @classmethod
+    def parse(cls, text: str, model: str, taken_at: float) -> MetricsSnapshot:
+        """Parse Prometheus text format; raises ``ValueError`` on malformed text."""
+        sums: dict[str, float] = dict.fromkeys(_COUNTERS.values(), 0.0)
+        quantiles: dict[float, float] = {}
+        found = False
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.labels.get("model") != model:
+                    continue
+                # The parser renames counter samples to <name>_total; Triton's lack it.
+                name = family.name if family.type in ("counter", "gauge") else s.name
+                if name in _COUNTERS:
+                    found = True
+                    value = finite(s.value)
+                    if value is not None:
+                        sums[_COUNTERS[name]] += value
+                elif s.name == _SUMMARY and "quantile" in s.labels:
+                    q, value = finite(s.labels["quantile"]), finite(s.value)
+                    if q is not None and value is not None:
+                        # Several versions: keep the max, as for several pods.
+                        quantiles[q] = max(value, quantiles.get(q, value))
+        return cls(taken_at=taken_at, quantiles=quantiles, found=found, **sums)
+
+
+def signals_between(earlier: MetricsSnapshot, later: MetricsSnapshot, percentile: float) -> Signals:
+    """Signals of the interval between two scrapes of the same pod and model.
+
+    Rate and mean latency come from counter deltas; the percentile from the later
+    scrape's summary quantile when exported (Triton's summary covers a sliding window
+    of about a minute), else the mean, flagged ``latency_is_mean``.
+    """
+    if not (earlier.found and later.found):
+        return Signals.unknown(percentile, "model not found in metrics")
+    elapsed = later.taken_at - earlier.taken_at
+    if elapsed <= 0:
+        return Signals.unknown(percentile, "scrapes are not in time order")
+    d_success = later.success - earlier.success
+    d_failure = later.failure - earlier.failure
+    d_duration = later.duration_us - earlier.duration_us
+    d_queue = later.queue_us - earlier.queue_us
+    if min(d_success, d_failure, d_duration, d_queue) < 0:
+        return Signals.unknown(percentile, "counter reset between scrapes (restart?)")
+    rate = (d_success + d_failure) / elapsed
+    mean_ms = d_duration / d_success / 1000 if d_success > 0 else None
+    queue_ms = d_queue / d_success / 1000 if d_success > 0 else None
+    q = round(percentile / 100, 6)
+    exported = next((v for k, v in later.quantiles.items() if abs(k - q) < 1e-9), None)
+    latency: float | None
+    if exported is not None and d_success > 0:
+        latency, is_mean = exported / 1000, False
+    else:
+        latency, is_mean = mean_ms, mean_ms is not None
+    return Signals(
+        percentile=percentile,
+        request_rate=rate,
+        latency_ms=latency,
+        latency_is_mean=is_mean,
+        queue_ms=queue_ms,
+        pending_requests=later.pending,
+    )
+
+
+def aggregate(parts: Iterable[Signals], percentile: float) -> Signals:
+    """Combine several pods' (or groups') signals into one.
+
+    Rates and pending requests add up; latency is the max (an upper bound of the
+    combined percentile); queue time is the rate-weighted mean.  Unknown if any part is.
+    """
+    items = list(parts)
+    if not items:
+        return Signals.unknown(percentile, "no pods")
+    bad = [s.error or "unknown" for s in items if not s.ok]
+    if bad:
+        return Signals.unknown(percentile, "; ".join(dict.fromkeys(bad)))
+    rate = sum(s.request_rate or 0.0 for s in items)
+    pending = sum(s.pending_requests or 0.0 for s in items)
+    lats = [s for s in items if s.latency_ms is not None]
+    latency = max((s.latency_ms for s in lats if s.latency_ms is not None), default=None)
+    weighted = [(s.queue_ms, s.request_rate or 0.0) for s in items if s.queue_ms is not None]
+    weight = sum(w for _, w in weighted)
+    queue = sum(q * w for q, w in weighted) / weight if weight > 0 else None
+    return Signals(
+        percentile=percentile,
+        request_rate=rate,
+        latency_ms=latency,
+        latency_is_mean=any(s.latency_is_mean for s in lats),
+        queue_ms=queue,
+        pending_requests=pending,
+    )
+
+
+def aggregate_groups(pods: Mapping[GroupKey, Iterable[Signals]], percentile: float) -> Signals:
+    """Whole-model signals with ``groups`` filled, from per-pod signals per group."""
+    groups = {key: aggregate(items, percentile) for key, items in pods.items()}
+    whole = aggregate(groups.values(), percentile)
+    return Signals(
+        percentile=percentile,
+        request_rate=whole.request_rate,
+        latency_ms=whole.latency_ms,
+        latency_is_mean=whole.latency_is_mean,
+        queue_ms=whole.queue_ms,
+        pending_requests=whole.pending_requests,
+        error=whole.error,
+        groups=groups,
+    )
+
+
+class MetricsScraper:
+    """Signal source reading one pod's metrics port directly (no Prometheus).
+
+    Each :meth:`signals` call scrapes once and compares with the previous scrape, so
+    the first call (and the first after a failure) returns an unknown rate.  The
+    interval between calls is the rate window.
+    """
+
+    def __init__(
+        self,
+        metrics_url: str,
+        model: str,
+        *,
+        timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.metrics_url = metrics_url
+        self.model = model
+        self.timeout_s = timeout_s
+        self._clock = clock
+        self._session = session or requests.Session()
+        self._previous: MetricsSnapshot | None = None
+        self.consecutive_failures = 0
+        self.last_error = ""
+
+    def scrape(self) -> MetricsSnapshot | None:
+        """One scrape, or ``None`` (reason in :attr:`last_error`)."""
+        try:
+            resp = self._session.get(self.metrics_url, timeout=self.timeout_s)
+            resp.raise_for_status()
+            return MetricsSnapshot.parse(resp.text, self.model, self._clock())
+        except Exception as exc:  # transport, HTTP status, malformed exposition text
+            self.last_error = f"scrape {self.metrics_url}: {_short(exc)}"
+            return None
+
+    def signals(self, percentile: float) -> Signals:
+        snap = self.scrape()
+        if snap is None:
+            self._previous = None
+            result = Signals.unknown(percentile, self.last_error)
+        elif self._previous is None:
+            self._previous = snap
+            result = Signals.unknown(percentile, "first scrape: need two for a rate")
+        else:
+            result = signals_between(self._previous, snap, percentile)
+            self._previous = snap
+        if result.ok:
+            self.consecutive_failures = 0
+        else:
+            self.consecutive_failures += 1
+            self.last_error = result.error
+        return result
+
+    def close(self) -> None:
+        self._session.close()

@@ -1,0 +1,130 @@
+"""``tritonscale run``: start the operator (Kopf) against the current cluster.
+
+Examples::
+
+    tritonscale run --all-namespaces
+    tritonscale run --namespace ml --namespace ml-staging --peering tritonscale
+    tritonscale run -A --liveness http://0.0.0.0:8080/healthz --metrics-port 9090
+
+Credentials: the in-cluster service account, else the local kubeconfig.
+Without ``--peering`` the operator runs standalone (one replica); with a peering
+name, replicas coordinate through Kopf's peering objects (the KopfPeering /
+ClusterKopfPeering CRDs must be installed) and only the highest ``--priority``
+one is active.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+HELP = "run the operator (Kopf) against the current cluster"
+NAMESPACES_ENV = "TRITONSCALE_NAMESPACES"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], metavar="NS",
+        help="watch this namespace (repeatable; glob patterns allowed); "
+        f"default from ${NAMESPACES_ENV} (comma separated), else all namespaces",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch the whole cluster"
+    )
+    parser.add_argument(
+        "--peering", metavar="NAME",
+        help="Kopf peering name for high availability (default: standalone)",
+    )
+    parser.add_argument(
+        "--priority", type=int, default=0, help="peering priority of this replica (default 0)"
+    )
+    parser.add_argument(
+        "--liveness", metavar="URL", default="http://0.0.0.0:8080/healthz",
+        help="Kopf liveness endpoint (default %(default)s; 'none' disables)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=9090,
+        help="port of the operator's Prometheus /metrics (default %(default)s; 0 disables)",
+    )
+    parser.add_argument(
+        "--tick-seconds", type=float, default=5.0,
+        help="autoscale timer tick; each ScaledModel decides every intervalSeconds "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=16, help="handler thread pool size (default 16)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format", choices=("full", "plain", "json"), default="full",
+        help="log format (default %(default)s)",
+    )
+
+
+def scope_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Kopf's clusterwide/namespaces arguments from the flags and environment."""
+    namespaces = [n for n in args.namespace if n]
+    if not namespaces and not args.all_namespaces:
+        env = os.environ.get(NAMESPACES_ENV, "")
+        namespaces = [n.strip() for n in env.split(",") if n.strip()]
+    if namespaces:
+        return {"clusterwide": False, "namespaces": namespaces}
+    return {"clusterwide": True, "namespaces": ()}
+
+
+def peering_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.peering:
+        return {"standalone": False, "peering_name": args.peering, "priority": args.priority}
+    return {"standalone": True}
+
+
+def start_metrics(port: int) -> None:
+    if port <= 0:
+        return
+    from prometheus_client import start_http_server
+
+    start_http_server(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ["TRITONSCALE_TICK_SECONDS"] = str(args.tick_seconds)
+    import kopf
+
+    from tritonscale.adapters.kube import KubeAdapter
+    from tritonscale.handlers import lifecycle  # registers the handlers
+    from tritonscale.handlers.ports import NullSignalSource
+    from tritonscale.handlers.reconcile import Reconciler
+
+    fmt = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN,
+           "json": kopf.LogFormat.JSON}[args.log_format]
+    kopf.configure(verbose=args.verbose, log_format=fmt)
+    log = logging.getLogger("tritonscale")
+    reconciler = Reconciler(kube=KubeAdapter.from_environment(), signals=NullSignalSource())
+    memo = kopf.Memo(reconciler=reconciler, max_workers=args.workers)
+    start_metrics(args.metrics_port)
+    scope = scope_kwargs(args)
+    log.info(
+        "tritonscale operator starting: %s, %s, tick %.1fs (handlers: %s)",
+        "cluster-wide" if scope["clusterwide"] else f"namespaces {scope['namespaces']}",
+        f"peering {args.peering!r}" if args.peering else "standalone",
+        args.tick_seconds, lifecycle.__name__,
+    )
+    liveness = None if args.liveness in ("", "none") else args.liveness
+    try:
+        kopf.run(
+            liveness_endpoint=liveness,
+            memo=memo,
+            **scope,
+            **peering_kwargs(args),
+        )
+    except KeyboardInterrupt:  # pragma: no cover
+        return 130
+    except asyncio.CancelledError:  # pragma: no cover
+        return 1
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,423 @@
+"""The autoscaling policy: one pure step, shared by the operator, ``plan`` and ``simulate``.
+
+``decide(spec, obs, state, now) -> Decision`` runs, in order:
+
+1. **Signals.** ``obs.rps`` unknown (None/NaN/Inf or ``obs.error``): hold the
+   current desired replicas (never scale down) with reason ``HeldUnknownSignals``;
+   after ``scaling.failureThreshold`` consecutive failures apply
+   ``scaling.safePlan`` merged with the current replicas (per pair, the larger
+   count: never below current) with reason ``SafePlan``. With nothing deployed and
+   no previous plan, the initial plan is ``max(1, minReplicas)`` replicas of
+   the cheapest combo (reason ``InitialPlan``).
+2. **Forecast** (:mod:`.forecast`) over the longest available pool's
+   ``startupSeconds`` plus one interval.
+3. **Online correction**: when every replica is Ready and the observed latency
+   percentile exceeds the target, a load multiplier ``c`` grows (up to 2x) so the
+   planner adds capacity the perf model did not predict; it decays back to 1
+   while observations stay below 80% of target.
+4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
+   max(forecast, current) x (1 + headroom) x c goes through HPA-like windows.
+5. **Planner** (:mod:`.planner`) with spot protection at the current load x c.
+   When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
+   exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the
+   **degradation ladder** within budget, one rung per step down as needed:
+   1 = drop the headroom, 2 = plan for the current load (no forecast), 3 = best
+   effort: the most load the budget can hold with the fastest variants per
+   dollar above the accuracy floor (reason ``Degraded``). It climbs back one rung
+   only after the rung above has been feasible for ``recoverySeconds``
+   continuously. With no plan meeting the SLO at all (pool limits): best effort,
+   reason ``Infeasible``.
+6. **Transition** (:func:`.stabilize.transition`): step limits and make-before-break.
+
+Reasons: ``InitialPlan``, ``ScaledUp``, ``ScaledDown``, ``Held``, ``Transitioning``,
+``HeldUnknownSignals``, ``SafePlan``, ``Degraded``, ``OverBudget``, ``Infeasible``.
+
+State (``Decision.state``; JSON-able, a few hundred bytes): ``v`` version,
+``f`` forecast state, ``w`` load window ``[[t, rps], ...]``, ``L`` last stabilised
+load, ``wo``/``Lo`` the same for the current load that spot protection must
+hold, ``c`` correction multiplier, ``lvl`` ladder rung, ``rec`` time since the rung
+above has been feasible (or None), ``fail`` consecutive signal failures, ``p``
+last target mix ``[[variant, pool, replicas], ...]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tritonscale.core import forecast as fc
+from tritonscale.core import planner as pl
+from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.core.stabilize import (
+    as_state_mix,
+    from_state_mix,
+    merge_floor,
+    stabilize_load,
+    transition,
+)
+from tritonscale.core.types import Decision, Observation, Placement, finite_or_none
+
+Key = tuple[str, str]
+STATE_VERSION = 1
+MAX_CORRECTION = 2.0
+LADDER_RUNGS = ("normal", "no headroom", "current load", "best effort within budget")
+
+
+@dataclass(frozen=True)
+class _Planned:
+    plan: pl.Plan
+    combos: tuple[pl.Combo, ...]
+    request: pl.Request
+    feasible: bool  # meets the SLO at the request's load
+    within_budget: bool
+    level: int
+    binding: str
+
+
+def _request(spec: ScaledModelSpec, load: float, od_load: float) -> pl.Request:
+    return pl.Request(
+        load_rps=load,
+        od_load_rps=od_load if spec.scaling.spot_protection else 0.0,
+        min_replicas=spec.scaling.min_replicas,
+        max_replicas=spec.scaling.max_replicas,
+        max_cost_per_hour=spec.slo.max_cost_per_hour,
+    )
+
+
+def _plan_ladder(
+    spec: ScaledModelSpec,
+    combos: tuple[pl.Combo, ...],
+    loads: tuple[float, float, float],
+    od_load: float,
+    min_level: int,
+) -> _Planned:
+    """Plan at the first ladder rung >= ``min_level`` that fits (see module doc)."""
+    cost_first = spec.slo.priority == "cost"
+    if not cost_first:
+        req = _request(spec, loads[0], od_load)
+        plan = pl.solve(combos, req)
+        if plan is not None:
+            return _Planned(plan, combos, req, True, True, 0, "")
+        plan = pl.solve(combos, req, respect_budget=False)
+        if plan is not None:
+            return _Planned(plan, combos, req, True, False, 0, "maxCostPerHour")
+        best = pl.best_effort(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
+                                                                           math.inf)
+        return _Planned(best, combos, req, False, _in_budget(spec, best), 0, _limit_name(spec))
+    for level in range(min_level, 3):
+        req = _request(spec, loads[level], od_load)
+        plan = pl.solve(combos, req)
+        if plan is not None:
+            return _Planned(plan, combos, req, True, True, level, "")
+    req = _request(spec, loads[2], od_load)
+    best = pl.best_effort(combos, req, respect_budget=True) or pl.Plan((), 0.0, math.inf,
+                                                                      math.inf)
+    return _Planned(best, combos, req, best.supported_rps >= loads[2], True, 3, "maxCostPerHour")
+
+
+def _in_budget(spec: ScaledModelSpec, plan: pl.Plan) -> bool:
+    cap = spec.slo.max_cost_per_hour
+    return cap is None or plan.cost_per_hour <= cap + 1e-9
+
+
+def _limit_name(spec: ScaledModelSpec) -> str:
+    return "nodePools[*].maxReplicas/maxReplicas"
+
+
+def _feasible_level(
+    spec: ScaledModelSpec, combos: tuple[pl.Combo, ...], loads: tuple[float, float, float],
+    od_load: float,
+) -> int:
+    for level in range(3):
+        if pl.solve(combos, _request(spec, loads[level], od_load)) is not None:
+            return level
+    return 3
+
+
+def _explain(
+    spec: ScaledModelSpec,
+    planned: _Planned,
+    final: Mapping[Key, int],
+    load: float,
+) -> tuple[str, float, float | None, str, str]:
+    """Message, predicted latency, runner-up cost and text, binding constraint."""
+    plan = planned.plan
+    slo = spec.slo.latency
+    lat = pl.predicted_latency_ms(plan, planned.combos, load, slo.percentile)
+    ru = pl.runner_up(planned.combos, planned.request, plan) if plan.total else None
+    ru_text = pl.describe(ru) if ru is not None else ""
+    ru_cost = ru.cost_per_hour if ru is not None else None
+    binding = planned.binding or pl.binding_constraint(spec, planned.combos, planned.request,
+                                                       plan)
+    lat_txt = "inf" if math.isinf(lat) else f"{lat:.1f}"
+    msg = (
+        f"{pl.describe(plan)} at ${plan.cost_per_hour:.2f}/h for {load:.0f} rps: predicted "
+        f"p{slo.percentile:g} {lat_txt} ms vs {slo.target_ms:g} ms target; "
+        f"binding: {binding}"
+    )
+    msg += f"; runner-up {ru_text} at ${ru_cost:.2f}/h" if ru is not None else "; no runner-up"
+    if dict(final) != dict(plan.counts):
+        msg += f"; this step: {_mix_text(final)}"
+    return msg + ".", lat, ru_cost, ru_text, binding
+
+
+def _mix_text(mix: Mapping[Key, int]) -> str:
+    if not mix:
+        return "0 replicas"
+    return " + ".join(f"{n}x {v}@{p}" for (v, p), n in sorted(mix.items()) if n > 0)
+
+
+def _cost(spec: ScaledModelSpec, mix: Mapping[Key, int]) -> float:
+    total = 0.0
+    for (_, p), n in mix.items():
+        try:
+            pool = spec.pool(p)
+        except KeyError:
+            continue
+        total += pool.price_per_hour * max(pool.gpus_per_replica, 1) * n
+    return total
+
+
+def _placements(mix: Mapping[Key, int]) -> tuple[Placement, ...]:
+    return tuple(Placement(v, p, n) for (v, p), n in sorted(mix.items()) if n > 0)
+
+
+def horizon_seconds(spec: ScaledModelSpec, unavailable: frozenset[str] = frozenset()) -> float:
+    """How far ahead to forecast: the slowest available pool's startup + one interval."""
+    starts = [p.startup_seconds for p in spec.node_pools if p.name not in unavailable]
+    return (max(starts) if starts else 0.0) + spec.scaling.interval_seconds
+
+
+def plan_once(spec: ScaledModelSpec, rps: float) -> Decision:
+    """Pure planning for a steady load of ``rps`` (no forecast, windows or state).
+
+    Headroom applies; spot protection uses ``rps`` as the current load.
+    """
+    load = max(0.0, rps) * (1.0 + spec.scaling.headroom)
+    combos = pl.candidates(spec)
+    planned = _plan_ladder(spec, combos, (load, max(0.0, rps), max(0.0, rps)), max(0.0, rps), 0)
+    mix = dict(planned.plan.counts)
+    msg, lat, ru_cost, ru_text, binding = _explain(spec, planned, mix, load)
+    reason = _outcome_reason(spec, planned) or "Planned"
+    return Decision(
+        placements=_placements(mix),
+        reason=reason,
+        message=msg,
+        predicted_latency_ms=None if math.isinf(lat) else lat,
+        cost_per_hour=planned.plan.cost_per_hour,
+        slo_feasible=planned.feasible,
+        binding_constraint=binding,
+        runner_up=ru_text,
+        runner_up_cost_per_hour=ru_cost,
+        details={"load_rps": load, "level": planned.level, "ladder": LADDER_RUNGS[planned.level]},
+    )
+
+
+def _outcome_reason(spec: ScaledModelSpec, planned: _Planned) -> str | None:
+    if planned.level > 0:
+        return "Degraded"
+    if not planned.feasible:
+        return "Infeasible"
+    if not planned.within_budget:
+        return "OverBudget"
+    return None
+
+
+def decide(
+    spec: ScaledModelSpec,
+    obs: Observation,
+    state: Mapping[str, Any] | None,
+    now: float,
+) -> Decision:
+    """One autoscaling step (see the module docstring)."""
+    st: dict[str, Any] = dict(state or {})
+    st["v"] = STATE_VERSION
+    sc = spec.scaling
+    cur = {p.key: p.desired for p in obs.current if p.desired > 0}
+    ready_total = sum(p.ready for p in obs.current)
+    desired_total = sum(p.desired for p in obs.current)
+    rps = finite_or_none(obs.rps) if obs.error is None else None
+    if rps is not None and rps < 0:
+        rps = None
+
+    if rps is None:
+        return _unknown(spec, obs, st, cur, state is None)
+    st["fail"] = 0
+
+    # 2. Forecast.
+    unavailable = frozenset(obs.unavailable_pools)
+    fstate = fc.update(st.get("f"), rps, now)
+    st["f"] = {k: round(v, 6) for k, v in fstate.items()}
+    horizon = horizon_seconds(spec, unavailable)
+    predicted = fc.forecast(fstate, horizon)
+
+    # 3. Online correction from the observed percentile.
+    corr = float(st.get("c", 1.0)) if isinstance(st.get("c", 1.0), (int, float)) else 1.0
+    lat = finite_or_none(obs.latency_ms)
+    target = spec.slo.latency.target_ms
+    if lat is not None and desired_total > 0 and ready_total >= desired_total:
+        if lat > target:
+            corr = min(MAX_CORRECTION, corr * (1.0 + 0.5 * min(1.0, lat / target - 1.0)))
+        elif lat < 0.8 * target:
+            corr = max(1.0, corr * 0.98)
+    st["c"] = round(corr, 4)
+
+    # 4. Load stabilisation.
+    rec = max(predicted, rps) * (1.0 + sc.headroom) * corr
+    prev_l = st.get("L")
+    load, window = stabilize_load(
+        st.get("w"),
+        float(prev_l) if isinstance(prev_l, (int, float)) else None,
+        rec,
+        now,
+        sc.scale_up_stabilization_seconds,
+        sc.scale_down_stabilization_seconds,
+    )
+    st["w"] = [[t, round(v, 3)] for t, v in window]
+    st["L"] = round(load, 3)
+
+    # 5. Plan, with the degradation ladder when priority is cost.
+    combos = pl.candidates(spec, unavailable)
+    scale = load / rec if rec > 0 else 1.0
+    loads = (
+        load,
+        max(predicted, rps) * corr * max(1.0, scale),
+        rps * corr,
+    )
+    # Spot protection holds the current load; it too only falls after the down window.
+    prev_od = st.get("Lo")
+    od_load, od_window = stabilize_load(
+        st.get("wo"),
+        float(prev_od) if isinstance(prev_od, (int, float)) else None,
+        rps * corr,
+        now,
+        sc.scale_up_stabilization_seconds,
+        sc.scale_down_stabilization_seconds,
+    )
+    st["wo"] = [[t, round(v, 3)] for t, v in od_window]
+    st["Lo"] = round(od_load, 3)
+    level = int(st.get("lvl", 0)) if isinstance(st.get("lvl", 0), int) else 0
+    if spec.slo.priority == "cost":
+        feasible_level = _feasible_level(spec, combos, loads, od_load)
+        if feasible_level > level:
+            level = feasible_level
+            st["rec"] = None
+        elif feasible_level < level:
+            since = st.get("rec")
+            if not isinstance(since, (int, float)):
+                st["rec"] = now
+            elif now - float(since) >= sc.recovery_seconds:
+                level -= 1
+                st["rec"] = now if feasible_level < level else None
+        else:
+            st["rec"] = None
+    else:
+        level = 0
+        st["rec"] = None
+    st["lvl"] = level
+    planned = _plan_ladder(spec, combos, loads, od_load, level)
+    target_mix = dict(planned.plan.counts)
+    st["p"] = as_state_mix(target_mix)
+
+    # 6. Transition.
+    tr = transition(target_mix, obs.current, sc)
+    final = tr.desired
+    msg, lat_pred, ru_cost, ru_text, binding = _explain(
+        spec, planned, final, planned.request.load_rps
+    )
+    reason = _outcome_reason(spec, planned)
+    if reason is None:
+        if tr.held_for_readiness:
+            reason = "Transitioning"
+        elif sum(final.values()) > sum(cur.values()):
+            reason = "ScaledUp"
+        elif sum(final.values()) < sum(cur.values()):
+            reason = "ScaledDown"
+        elif final != cur:
+            reason = "Transitioning"
+        else:
+            reason = "Held"
+    return Decision(
+        placements=_placements(final),
+        reason=reason,
+        message=msg,
+        predicted_latency_ms=None if math.isinf(lat_pred) else round(lat_pred, 3),
+        cost_per_hour=_cost(spec, final),
+        slo_feasible=planned.feasible,
+        binding_constraint=binding,
+        runner_up=ru_text,
+        runner_up_cost_per_hour=ru_cost,
+        state=st,
+        details={
+            "rps": round(rps, 3),
+            "forecast_rps": round(predicted, 3),
+            "planning_load_rps": round(planned.request.load_rps, 3),
+            "correction": round(corr, 4),
+            "level": level,
+            "ladder": LADDER_RUNGS[level],
+            "target": as_state_mix(target_mix),
+            "step_limited": tr.step_limited,
+        },
+    )
+
+
+def _unknown(
+    spec: ScaledModelSpec,
+    obs: Observation,
+    st: dict[str, Any],
+    cur: dict[Key, int],
+    first: bool,
+) -> Decision:
+    sc = spec.scaling
+    fails = int(st.get("fail", 0)) + 1 if isinstance(st.get("fail", 0), int) else 1
+    st["fail"] = fails
+    why = obs.error or "request rate unknown"
+    base = cur or from_state_mix(st.get("p"))
+    if not base:
+        # Nothing deployed and no plan yet: minReplicas on the cheapest combo.
+        combos = pl.candidates(spec, obs.unavailable_pools)
+        req = pl.Request(0.0, 0.0, max(1, sc.min_replicas), max(1, sc.max_replicas), None)
+        plan = pl.solve(combos, req) or pl.Plan((), 0.0, math.inf, math.inf)
+        mix = dict(plan.counts)
+        if fails >= sc.failure_threshold and sc.safe_plan:
+            mix = merge_floor(mix, _safe(spec))
+        st["p"] = as_state_mix(mix)
+        return Decision(
+            placements=_placements(mix),
+            reason="InitialPlan" if first or not sc.safe_plan else "SafePlan",
+            message=(
+                f"Signals unknown ({why}); starting with {_mix_text(mix)} at "
+                f"${_cost(spec, mix):.2f}/h, the cheapest combo at minReplicas."
+            ),
+            cost_per_hour=_cost(spec, mix),
+            state=st,
+            details={"failures": fails},
+        )
+    if fails >= sc.failure_threshold and sc.safe_plan:
+        mix = merge_floor(base, _safe(spec))
+        reason = "SafePlan"
+        msg = (
+            f"Signals unknown for {fails} consecutive steps ({why}); applying the safe plan "
+            f"without scaling anything down: {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h."
+        )
+    else:
+        mix = dict(base)
+        reason = "HeldUnknownSignals"
+        msg = (
+            f"Signals unknown ({why}); holding {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h "
+            f"(failure {fails} of {sc.failure_threshold})."
+        )
+    return Decision(
+        placements=_placements(mix),
+        reason=reason,
+        message=msg,
+        cost_per_hour=_cost(spec, mix),
+        state=st,
+        details={"failures": fails},
+    )
+
+
+def _safe(spec: ScaledModelSpec) -> dict[Key, int]:
+    return {(e.variant, e.pool): e.replicas for e in spec.scaling.safe_plan if e.replicas > 0}

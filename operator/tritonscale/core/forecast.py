@@ -1,0 +1,80 @@
+"""Short-horizon demand forecast, robust to single spikes, with tiny serialisable state.
+
+Holt's linear smoothing (level + trend, in rps and rps/second) on the observed
+arrival rate, with irregular sampling handled through ``dt``. Each residual is
+clipped to ``clip`` times the running mean absolute deviation before it moves
+the level or the trend, so one spike shifts the forecast by a bounded amount;
+the deviation itself is smoothed too and gives the burst allowance.
+
+``forecast(state, horizon)`` = level + max(trend, 0) * horizon + z * deviation,
+never below the last observation. Falling trends are not extrapolated:
+scale-down is the stabiliser's job, after its window.
+
+State keys (all floats): ``l`` level (rps), ``b`` trend (rps/s), ``s`` mean
+absolute deviation (rps), ``t`` time of the last update (s), ``y`` last
+observation (rps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    alpha: float = 0.5  # level smoothing per reference interval
+    beta: float = 0.15  # trend smoothing
+    gamma: float = 0.2  # deviation smoothing
+    clip: float = 3.0  # residuals beyond clip * deviation are clipped
+    z: float = 1.5  # burst allowance in deviations
+    ref_interval_s: float = 15.0
+
+
+DEFAULT = ForecastConfig()
+
+
+def _f(state: Mapping[str, Any], key: str, default: float = 0.0) -> float:
+    v = state.get(key, default)
+    return float(v) if isinstance(v, (int, float)) else default
+
+
+def update(
+    state: Mapping[str, Any] | None, rps: float, now: float, cfg: ForecastConfig = DEFAULT
+) -> dict[str, float]:
+    """Fold one observation into the forecast state (returns a new dict)."""
+    y = max(0.0, float(rps))
+    if not state or "l" not in state:
+        return {"l": y, "b": 0.0, "s": 0.05 * y, "t": now, "y": y}
+    level = _f(state, "l")
+    trend = _f(state, "b")
+    dev = _f(state, "s")
+    t0 = _f(state, "t", now)
+    dt = max(1e-3, now - t0)
+    # Smoothing constants scaled to the elapsed time (one reference interval = alpha).
+    k = dt / cfg.ref_interval_s
+    a = 1.0 - (1.0 - cfg.alpha) ** k
+    g = 1.0 - (1.0 - cfg.gamma) ** k
+    pred = max(0.0, level + trend * dt)
+    resid = y - pred
+    floor = max(1e-6, 0.02 * max(pred, y))
+    lim = cfg.clip * max(dev, floor)
+    clipped = max(-lim, min(lim, resid))
+    new_level = max(0.0, pred + a * clipped)
+    new_trend = (1.0 - cfg.beta) * trend + cfg.beta * (new_level - level) / dt
+    new_dev = (1.0 - g) * dev + g * min(abs(resid), 2.0 * lim)
+    return {"l": new_level, "b": new_trend, "s": new_dev, "t": now, "y": y}
+
+
+def forecast(
+    state: Mapping[str, Any] | None, horizon_s: float, cfg: ForecastConfig = DEFAULT
+) -> float:
+    """Peak demand (rps) expected over the next ``horizon_s`` seconds."""
+    if not state or "l" not in state:
+        return 0.0
+    level = _f(state, "l")
+    trend = max(0.0, _f(state, "b"))
+    dev = _f(state, "s")
+    last = _f(state, "y")
+    return max(last, level + trend * max(0.0, horizon_s) + cfg.z * dev)

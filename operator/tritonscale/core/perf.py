@@ -1,0 +1,156 @@
+"""Performance model: latency at load for one (variant, accelerator) profile.
+
+Pure code. Units: rates in requests/second at the API, milliseconds inside.
+
+The model (checked against the request-level simulator in
+``tests/unit/test_perf.py``; tolerances are stated there)
+--------------------------------------------------------------------------------
+One replica runs one Triton model instance behind Triton's dynamic batcher with
+``max_batch_size`` B and ``max_queue_delay`` d. Requests arrive as a Poisson
+stream of rate lambda (the Service splits the ScaledModel's load evenly over the
+replicas, so each gets ``rps / replicas``).
+
+* Service time of a batch of b requests, S(b): piecewise-linear interpolation
+  between the profile's measured points, linear extrapolation beyond them
+  (through the two nearest points; a single point means no batching gain:
+  S(b) = latency * b / size), never below a tenth of the smallest point.
+* Batch size: the batcher's fixed point. When the instance frees up it takes
+  what has queued; if fewer than B, it waits until the oldest request has
+  waited d. So a cycle lasts max(S(b), d_eff) with d_eff = min(d, (B-1)/lambda)
+  (the batch fills before the delay expires), and
+  b = clamp(max(1 + lambda*d_eff, lambda*S(b)), 1, B), solved by iteration.
+* Without congestion a request waits at most one cycle before its batch starts
+  (the batch in service, then the batcher's delay) and then S(b): the
+  percentile-p part is p * max(S(b), d_eff) + S(b).
+* Congestion: full batches serve at most mu = B / S(B); with utilisation
+  u = lambda / mu the overflow queue behaves like a reflected random walk whose
+  steps are (Poisson(u*B) - B) requests per cycle of S(B). Its diffusion
+  (Kingman) approximation is exponential with mean u*S(B) / (2*(1-u)*B) in
+  time, so the percentile-p queueing wait is that mean times ln(1/(1-p)).
+  It grows without bound as u -> 1; at u >= 1 latency is infinite.
+* The percentile is the sum of the two parts (a conservative upper estimate of
+  the quantile of a sum).
+
+:func:`capacity` inverts the model: the largest per-replica rate whose
+predicted percentile meets the SLO target. It is cached per (profile, SLO), so
+the planner's hot path only does arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from tritonscale.core.spec import LatencySLO, Profile
+
+
+def batch_latency_ms(profile: Profile, b: float) -> float:
+    """Compute time (ms) of one batch of ``b`` requests on ``profile``."""
+    pts = profile.batches
+    floor = 0.1 * pts[0].latency_ms
+    if len(pts) == 1:
+        p = pts[0]
+        return max(floor, p.latency_ms * max(b, 1.0) / p.size)
+    if b <= pts[0].size:
+        lo, hi = pts[0], pts[1]
+    elif b >= pts[-1].size:
+        lo, hi = pts[-2], pts[-1]
+    else:
+        k = 1
+        while pts[k].size < b:
+            k += 1
+        lo, hi = pts[k - 1], pts[k]
+    slope = (hi.latency_ms - lo.latency_ms) / (hi.size - lo.size)
+    return max(floor, lo.latency_ms + slope * (b - lo.size))
+
+
+def max_throughput_rps(profile: Profile) -> float:
+    """Saturation throughput of one replica (full batches back to back)."""
+    b = profile.max_batch_size
+    return 1000.0 * b / batch_latency_ms(profile, b)
+
+
+@dataclass(frozen=True)
+class PerfPoint:
+    """Predicted behaviour of one replica at one arrival rate."""
+
+    rps: float
+    batch: float
+    cycle_ms: float
+    utilisation: float  # lambda / saturation throughput
+    busy: float  # fraction of time the instance computes
+    latency_ms: float  # at the requested percentile (inf if overloaded)
+
+
+def predict_replica(profile: Profile, rps: float, percentile: float) -> PerfPoint:
+    """Predict one replica's latency percentile at ``rps`` requests/second."""
+    big_b = float(profile.max_batch_size)
+    d = profile.max_queue_delay_ms
+    lam = max(rps, 0.0) / 1000.0  # requests per ms
+    s_full = batch_latency_ms(profile, big_b)
+    u = lam * s_full / big_b
+    if lam <= 0.0:
+        s1 = batch_latency_ms(profile, 1.0)
+        return PerfPoint(0.0, 1.0, max(s1, d), 0.0, 0.0, d + s1)
+    d_eff = min(d, (big_b - 1.0) / lam) if big_b > 1 else 0.0
+    b = 1.0
+    for _ in range(60):
+        nb = min(big_b, max(1.0 + lam * d_eff, lam * batch_latency_ms(profile, b), 1.0))
+        if abs(nb - b) < 1e-6:
+            b = nb
+            break
+        b = nb
+    s_b = batch_latency_ms(profile, b)
+    cycle = max(s_b, d_eff)
+    busy = min(1.0, lam * s_b / b)
+    if u >= 1.0:
+        return PerfPoint(rps, big_b, s_full, u, 1.0, math.inf)
+    q = min(max(percentile / 100.0, 0.0), 0.999999)
+    base = q * cycle + s_b
+    mean_wait = u * s_full / (2.0 * (1.0 - u) * big_b)
+    wait = mean_wait * math.log(1.0 / (1.0 - q))
+    return PerfPoint(rps, b, cycle, u, busy, base + wait)
+
+
+def predict_latency_ms(profile: Profile, rps: float, replicas: int, percentile: float) -> float:
+    """Latency percentile (ms) with ``rps`` split evenly over ``replicas``."""
+    if replicas <= 0:
+        return math.inf if rps > 0 else 0.0
+    return predict_replica(profile, rps / replicas, percentile).latency_ms
+
+
+def capacity(profile: Profile, slo: LatencySLO) -> float:
+    """Largest per-replica rate (rps) whose predicted percentile meets the target."""
+    return _capacity(profile, slo.percentile, slo.target_ms)
+
+
+@lru_cache(maxsize=4096)
+def _capacity(profile: Profile, percentile: float, target_ms: float) -> float:
+    top = max_throughput_rps(profile)
+
+    def ok(r: float) -> bool:
+        return predict_replica(profile, r, percentile).latency_ms <= target_ms
+
+    if not ok(top * 1e-6):
+        return 0.0
+    # Scan down from saturation (the latency curve need not be monotone at the
+    # light-load end, where the batcher's delay dominates), then bisect.
+    steps = 200
+    lo = 0.0
+    hi = top
+    for i in range(steps, 0, -1):
+        r = top * i / steps
+        if ok(r):
+            lo = r
+            hi = top * min(i + 1, steps) / steps
+            break
+    else:
+        lo, hi = top * 1e-6, top / steps
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo

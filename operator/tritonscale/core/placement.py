@@ -1,0 +1,151 @@
+"""Interim placement rule and make-before-break transitions (pure).
+
+:func:`initial_placement` is the operator's stand-in until the planner's
+``core.autoscale.decide`` lands: ``minReplicas`` of the cheapest variant that meets
+the accuracy floor, on the cheapest node pool that has a profile for it (spilling
+into the next cheapest pools when one pool's ``maxReplicas`` is too small).
+
+:func:`plan_transition` turns (plan, what exists) into what to apply and delete
+without ever dropping below the capacity the plan asks for: placements that left
+the plan, and replicas the plan moves elsewhere, are kept until the plan's own
+placements have enough ready replicas to cover its target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tritonscale.core.spec import NodePool, ScaledModelSpec, Variant
+from tritonscale.core.types import Decision, Placement, PlacementState
+
+
+def cost_per_hour(spec: ScaledModelSpec, placements: Iterable[Placement]) -> float:
+    """Price of the given replicas (``pricePerHour`` is per replica)."""
+    prices = {p.name: p.price_per_hour for p in spec.node_pools}
+    return sum(prices.get(p.pool, 0.0) * p.replicas for p in placements)
+
+
+def summary(placements: Iterable[Placement]) -> str:
+    """``int8@t4-spot x3,fp16@a100 x1`` (largest first; empty string when none)."""
+    items = sorted(
+        (p for p in placements if p.replicas > 0), key=lambda p: (-p.replicas, p.variant, p.pool)
+    )
+    return ",".join(f"{p.variant}@{p.pool} x{p.replicas}" for p in items)
+
+
+def _batch1_ms(variant: Variant, pool: NodePool) -> float:
+    prof = variant.profile_for(pool.accelerator)
+    return prof.batches[0].latency_ms if prof is not None and prof.batches else float("inf")
+
+
+def initial_placement(
+    spec: ScaledModelSpec, unavailable_pools: frozenset[str] = frozenset()
+) -> Decision:
+    """``minReplicas`` of the cheapest eligible (variant, pool) pair."""
+    combos = [(v, p) for v, p, _ in spec.combos() if p.name not in unavailable_pools]
+    want = spec.scaling.min_replicas
+    if not combos:
+        why = (
+            "every node pool that can run an eligible variant is unavailable"
+            if spec.combos()
+            else "no variant meeting spec.slo.minAccuracy has a profile for any pool"
+        )
+        return Decision(
+            placements=(),
+            reason="NoFeasiblePlacement",
+            message=f"Cannot place {spec.model.name}: {why}.",
+            slo_feasible=False,
+            binding_constraint="nodePools",
+        )
+    # Cheapest pool first; among equal prices the faster variant, then names.
+    combos.sort(key=lambda vp: (vp[1].price_per_hour, _batch1_ms(*vp), vp[0].name, vp[1].name))
+    variant = combos[0][0]
+    placements: list[Placement] = []
+    left = want
+    for v, p in combos:
+        if left <= 0:
+            break
+        if v.name != variant.name or p.max_replicas <= 0:
+            continue
+        n = min(left, p.max_replicas)
+        placements.append(Placement(v.name, p.name, n))
+        left -= n
+    cost = cost_per_hour(spec, placements)
+    desc = summary(placements) or "no replicas"
+    feasible = left <= 0
+    binding = "" if feasible else "nodePools[].maxReplicas"
+    reason = "InterimPlacement"
+    message = (
+        f"{desc}: minReplicas ({want}) of the cheapest variant meeting the accuracy floor "
+        f"on the cheapest pool with a profile for it; ${cost:.2f}/h."
+    )
+    if not feasible:
+        reason = "InsufficientCapacity"
+        message += f" {left} replicas do not fit the pools' maxReplicas."
+    max_cost = spec.slo.max_cost_per_hour
+    if max_cost is not None and cost > max_cost:
+        feasible = False
+        binding = "slo.maxCostPerHour"
+        reason = "OverBudget"
+        message += f" Exceeds spec.slo.maxCostPerHour (${max_cost:.2f}/h)."
+    return Decision(
+        placements=tuple(sorted(placements)),
+        reason=reason,
+        message=message,
+        cost_per_hour=cost,
+        slo_feasible=feasible,
+        binding_constraint=binding,
+    )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What to do now to move towards ``plan`` make-before-break.
+
+    ``apply``: the plan's placements to render and apply (a placement the plan
+    shrinks keeps its current size while capacity moves elsewhere). ``keep``:
+    Deployments that left the plan, left untouched (their variant or pool may be
+    gone from the spec) until the plan is ready. ``delete``: Deployments to remove.
+    """
+
+    apply: tuple[Placement, ...]
+    keep: tuple[Placement, ...]
+    delete: tuple[tuple[str, str], ...]
+    # Ready replicas of the plan's own placements, and the plan's target.
+    ready: int
+    target: int
+    # True while anything is held above the plan (kept, or shrink postponed).
+    draining: bool
+
+    @property
+    def settled(self) -> bool:
+        return not self.draining
+
+
+def plan_transition(plan: Sequence[Placement], current: Sequence[PlacementState]) -> Transition:
+    desired = {p.key: p.replicas for p in plan if p.replicas > 0}
+    target = sum(desired.values())
+    now = {c.key: c for c in current}
+    ready = sum(min(c.ready, desired[c.key]) for c in current if c.key in desired)
+    covered = ready >= target
+    apply: list[Placement] = []
+    keep: list[Placement] = []
+    delete: list[tuple[str, str]] = []
+    draining = False
+    for key, n in sorted(desired.items()):
+        have = now.get(key)
+        if not covered and have is not None and have.desired > n and have.ready > 0:
+            apply.append(Placement(key[0], key[1], have.desired))
+            draining = True
+        else:
+            apply.append(Placement(key[0], key[1], n))
+    for key, c in sorted(now.items()):
+        if key in desired:
+            continue
+        if covered or c.ready <= 0:
+            delete.append(key)
+        else:
+            keep.append(Placement(key[0], key[1], c.desired))
+            draining = True
+    return Transition(tuple(apply), tuple(keep), tuple(delete), ready, target, draining)

@@ -1,0 +1,404 @@
+"""Choose the (variant x node pool x replicas) mix: minimum cost under the SLO.
+
+Pure code. The routing model the operator deploys decides the maths: one
+Kubernetes Service fronts every Ready replica of a ScaledModel and splits
+requests evenly (kube-proxy), so with N replicas each gets L / N whatever its
+variant or accelerator. A mix therefore holds the SLO at load L iff
+
+    N * min_{used (variant, pool)} capacity(variant, pool) >= L
+
+where ``capacity`` (:func:`tritonscale.core.perf.capacity`) is the largest
+per-replica rate whose predicted latency percentile meets the target.
+
+Problem (one call of :func:`solve`): minimise sum(price * replicas) subject to
+
+* the SLO at the planning load L (forecast x (1 + headroom)),
+* spot protection (optional): the on-demand replicas alone hold the SLO at the
+  *current* load L_od if every spot replica vanished:
+  N_od * min_{used on-demand} capacity >= L_od,
+* every variant's accuracy >= ``slo.minAccuracy`` (others are never candidates),
+* per-pool ``maxReplicas`` (shared by the variants on that pool), global
+  ``minReplicas`` / ``maxReplicas``, ``maxCostPerHour``,
+* pools listed as unavailable are excluded.
+
+Exact search (no MILP needed): the optimum's smallest spot capacity and
+smallest on-demand capacity are two of the candidates' capacities, so we
+enumerate those pairs of thresholds. For a pair, every pool with a variant
+above its threshold is usable (all variants on a pool cost the same, so the
+pool contributes its most accurate such variant), N and N_od are fixed by the
+constraints, and the cheapest way to buy N units of which at least N_od are
+on-demand is greedy: the N_od cheapest on-demand units, then the cheapest of
+what remains. ``tests/unit/test_planner.py`` checks optimality against brute
+force. With 4 variants x 6 pools that is at most 13 x 13 threshold pairs of a
+six-step greedy each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from tritonscale.core.perf import capacity, predict_latency_ms
+from tritonscale.core.spec import Profile, ScaledModelSpec
+from tritonscale.core.types import Placement
+
+Key = tuple[str, str]
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One candidate (variant, pool) with its per-replica capacity at the SLO."""
+
+    variant: str
+    pool: str
+    accuracy: float
+    capacity_rps: float
+    price_per_hour: float  # per replica
+    spot: bool
+    pool_max: int
+    profile: Profile
+
+    @property
+    def key(self) -> Key:
+        return (self.variant, self.pool)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A mix of replicas with what it costs and what load it holds."""
+
+    counts: tuple[tuple[Key, int], ...]
+    cost_per_hour: float
+    min_capacity_rps: float  # capacity of the weakest replica used (inf if none)
+    od_min_capacity_rps: float
+    on_demand: int = 0  # replicas on on-demand pools
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.counts)
+
+    @property
+    def supported_rps(self) -> float:
+        return 0.0 if self.total == 0 else self.total * self.min_capacity_rps
+
+    def keys(self) -> frozenset[Key]:
+        return frozenset(k for k, n in self.counts if n > 0)
+
+    def placements(self) -> tuple[Placement, ...]:
+        return tuple(Placement(v, p, n) for (v, p), n in self.counts if n > 0)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One planning problem."""
+
+    load_rps: float
+    od_load_rps: float = 0.0  # spot protection: on-demand must hold this
+    min_replicas: int = 0
+    max_replicas: int = 1_000_000
+    max_cost_per_hour: float | None = None
+
+
+def candidates(
+    spec: ScaledModelSpec,
+    unavailable: Iterable[str] = (),
+    min_accuracy: float | None = None,
+) -> tuple[Combo, ...]:
+    """Every allowed (variant, pool) with its capacity at the spec's SLO."""
+    gone = set(unavailable)
+    floor = spec.slo.min_accuracy if min_accuracy is None else min_accuracy
+    out: list[Combo] = []
+    for v in spec.variants:
+        if v.accuracy < floor:
+            continue
+        for p in spec.node_pools:
+            if p.name in gone or p.max_replicas <= 0:
+                continue
+            prof = v.profile_for(p.accelerator)
+            if prof is None:
+                continue
+            out.append(
+                Combo(
+                    variant=v.name,
+                    pool=p.name,
+                    accuracy=v.accuracy,
+                    capacity_rps=capacity(prof, spec.slo.latency),
+                    price_per_hour=p.price_per_hour * max(p.gpus_per_replica, 1),
+                    spot=p.is_spot,
+                    pool_max=p.max_replicas,
+                    profile=prof,
+                )
+            )
+    return tuple(out)
+
+
+def _ceil_div(load: float, cap: float) -> int:
+    if load <= _EPS:
+        return 0
+    if cap <= _EPS:
+        return 1 << 40
+    return math.ceil(load / cap - 1e-9)
+
+
+def _pool_choice(combos: Sequence[Combo], threshold: float) -> dict[str, Combo]:
+    """Per pool, the most accurate variant whose capacity is >= threshold."""
+    best: dict[str, Combo] = {}
+    for c in combos:
+        if c.capacity_rps + _EPS < threshold:
+            continue
+        cur = best.get(c.pool)
+        if cur is None or (c.accuracy, c.capacity_rps) > (cur.accuracy, cur.capacity_rps):
+            best[c.pool] = c
+    return best
+
+
+def _make_plan(alloc: dict[Key, int], by_key: dict[Key, Combo]) -> Plan:
+    counts = tuple(sorted((k, n) for k, n in alloc.items() if n > 0))
+    cost = sum(by_key[k].price_per_hour * n for k, n in counts)
+    caps = [by_key[k].capacity_rps for k, _ in counts]
+    od_caps = [by_key[k].capacity_rps for k, _ in counts if not by_key[k].spot]
+    return Plan(
+        counts=counts,
+        cost_per_hour=cost,
+        min_capacity_rps=min(caps) if caps else math.inf,
+        od_min_capacity_rps=min(od_caps) if od_caps else math.inf,
+        on_demand=sum(n for k, n in counts if not by_key[k].spot),
+    )
+
+
+def _greedy(
+    od_sorted: Sequence[Combo],
+    all_sorted: Sequence[Combo],
+    n_total: int,
+    n_od: int,
+) -> tuple[dict[Key, int], float] | None:
+    """Cheapest N units with at least n_od on-demand; None if caps forbid it.
+
+    ``od_sorted`` / ``all_sorted`` are the usable pools' combos sorted by price.
+    """
+    alloc: dict[Key, int] = {}
+    room: dict[str, int] = {}
+    cost = 0.0
+    need = n_od
+    for c in od_sorted:
+        if need <= 0:
+            break
+        take = c.pool_max if c.pool_max < need else need
+        if take > 0:
+            alloc[c.key] = take
+            cost += take * c.price_per_hour
+            need -= take
+            room[c.pool] = c.pool_max - take
+    if need > 0:
+        return None
+    rest = n_total - n_od
+    for c in all_sorted:
+        if rest <= 0:
+            break
+        free = room.get(c.pool, c.pool_max)
+        take = free if free < rest else rest
+        if take > 0:
+            alloc[c.key] = alloc.get(c.key, 0) + take
+            cost += take * c.price_per_hour
+            room[c.pool] = free - take
+            rest -= take
+    if rest > 0:
+        return None
+    return alloc, cost
+
+
+def _price_key(c: Combo) -> tuple[float, float, bool]:
+    return (c.price_per_hour, -c.capacity_rps, c.spot)
+
+
+def _usable(combos: Sequence[Combo], spot: bool) -> list[tuple[float, list[Combo]]]:
+    """Per threshold (ascending, then inf): the usable pools' combos sorted by price."""
+    own = [c for c in combos if c.spot == spot and c.capacity_rps > 0]
+    out: list[tuple[float, list[Combo]]] = []
+    for k in sorted({c.capacity_rps for c in own}):
+        out.append((k, sorted(_pool_choice(own, k).values(), key=_price_key)))
+    out.append((math.inf, []))
+    return out
+
+
+def solve(
+    combos: Sequence[Combo], req: Request, respect_budget: bool = True
+) -> Plan | None:
+    """Cheapest plan meeting every constraint of ``req``; None if none exists."""
+    by_key = {c.key: c for c in combos}
+    spot_levels = _usable(combos, True)
+    od_levels = _usable(combos, False)
+    budget = req.max_cost_per_hour if respect_budget else None
+    best_alloc: dict[Key, int] | None = None
+    best_cost = math.inf
+    for ko, od_pools in od_levels:
+        if req.od_load_rps > _EPS and not od_pools:
+            continue
+        n_od = _ceil_div(req.od_load_rps, ko) if od_pools else 0
+        od_price = od_pools[0].price_per_hour if od_pools else math.inf
+        for ks, spot_pools in spot_levels:
+            kmin = ks if ks < ko else ko
+            if kmin == math.inf:
+                if req.load_rps > _EPS or req.min_replicas > 0:
+                    continue
+                n = 0
+            else:
+                n = max(req.min_replicas, _ceil_div(req.load_rps, kmin), n_od)
+            if n > req.max_replicas:
+                continue
+            # Lower bound before the greedy: every unit at the cheapest usable price.
+            cheapest = min(od_price, spot_pools[0].price_per_hour if spot_pools else math.inf)
+            if n > 0 and n_od * od_price + (n - n_od) * cheapest > best_cost + 1e-12:
+                continue
+            all_sorted = (
+                sorted([*spot_pools, *od_pools], key=_price_key) if spot_pools else od_pools
+            )
+            got = _greedy(od_pools, all_sorted, n, n_od)
+            if got is None:
+                continue
+            alloc, cost = got
+            if budget is not None and cost > budget + 1e-9:
+                continue
+            if cost < best_cost - 1e-12 or (
+                abs(cost - best_cost) <= 1e-12
+                and best_alloc is not None
+                and _tiebreak(alloc, by_key) > _tiebreak(best_alloc, by_key)
+            ):
+                best_cost = cost
+                best_alloc = alloc
+    return _make_plan(best_alloc, by_key) if best_alloc is not None else None
+
+
+def _tiebreak(alloc: dict[Key, int], by_key: dict[Key, Combo]) -> tuple[float, float]:
+    """Among equal-cost plans prefer more slack, then more accuracy."""
+    used = [by_key[k] for k, n in alloc.items() if n > 0]
+    n = sum(alloc.values())
+    slack = n * min((c.capacity_rps for c in used), default=0.0)
+    acc = min((c.accuracy for c in used), default=0.0)
+    return (slack, acc)
+
+
+def best_effort(
+    combos: Sequence[Combo], req: Request, respect_budget: bool
+) -> Plan | None:
+    """When nothing meets the SLO: the plan that holds the most load (then cheapest)."""
+    by_key = {c.key: c for c in combos}
+    best_alloc: dict[Key, int] | None = None
+    best_score = (-1.0, 0.0)
+    for k in sorted({c.capacity_rps for c in combos if c.capacity_rps > 0}):
+        pools = sorted(
+            _pool_choice(combos, k).values(), key=lambda c: (c.price_per_hour, -c.capacity_rps)
+        )
+        alloc: dict[Key, int] = {}
+        n = 0
+        cost = 0.0
+        for c in pools:
+            for _ in range(c.pool_max):
+                if n >= req.max_replicas:
+                    break
+                if (
+                    respect_budget
+                    and req.max_cost_per_hour is not None
+                    and n >= max(1, req.min_replicas)
+                    and cost + c.price_per_hour > req.max_cost_per_hour + 1e-9
+                ):
+                    break
+                alloc[c.key] = alloc.get(c.key, 0) + 1
+                n += 1
+                cost += c.price_per_hour
+        if n == 0:
+            continue
+        kmin = min(by_key[key].capacity_rps for key in alloc)
+        score = (n * kmin, -cost)
+        if score > best_score:
+            best_score = score
+            best_alloc = alloc
+    return _make_plan(best_alloc, by_key) if best_alloc is not None else None
+
+
+def predicted_latency_ms(
+    plan: Plan, combos: Sequence[Combo], load_rps: float, percentile: float
+) -> float:
+    """Worst predicted percentile over the plan's replicas at ``load_rps`` (even split)."""
+    if plan.total == 0:
+        return math.inf if load_rps > 0 else 0.0
+    by_key = {c.key: c for c in combos}
+    per = load_rps / plan.total
+    return max(
+        predict_latency_ms(by_key[k].profile, per, 1, percentile) for k, _ in plan.counts
+    )
+
+
+def runner_up(combos: Sequence[Combo], req: Request, chosen: Plan) -> Plan | None:
+    """Best plan that drops one of the chosen (variant, pool) pairs."""
+    best: Plan | None = None
+    for key in chosen.keys():  # noqa: SIM118 - Plan.keys() is a method, not a dict
+        alt = solve([c for c in combos if c.key != key], req)
+        if alt is not None and alt.keys() != chosen.keys() and (
+            best is None or alt.cost_per_hour < best.cost_per_hour
+        ):
+            best = alt
+    return best
+
+
+def describe(plan: Plan | None) -> str:
+    if plan is None:
+        return "none"
+    if plan.total == 0:
+        return "0 replicas"
+    return " + ".join(f"{n}x {v}@{p}" for (v, p), n in plan.counts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A planning result with its explanation."""
+
+    plan: Plan
+    feasible: bool  # meets the SLO at the planning load
+    within_budget: bool
+    binding: str
+    runner_up: Plan | None
+    predicted_latency_ms: float
+    load_rps: float
+
+
+def binding_constraint(
+    spec: ScaledModelSpec, combos: Sequence[Combo], req: Request, plan: Plan
+) -> str:
+    """Name the constraint that shapes the chosen (SLO-feasible) plan.
+
+    Each check relaxes one constraint and re-solves: if that makes the plan
+    cheaper, the constraint binds. Checked in order: minReplicas, spot
+    protection, a pool's maxReplicas, global maxReplicas, the accuracy floor;
+    otherwise the latency SLO itself sets the replica count.
+    """
+    if plan.total > 0 and plan.total == req.min_replicas:
+        need = max(
+            _ceil_div(req.load_rps, plan.min_capacity_rps),
+            _ceil_div(req.od_load_rps, plan.od_min_capacity_rps),
+        )
+        if need < req.min_replicas:
+            return "minReplicas"
+    if req.od_load_rps > _EPS:
+        relaxed = solve(combos, replace(req, od_load_rps=0.0))
+        if relaxed is not None and relaxed.cost_per_hour < plan.cost_per_hour - 1e-9:
+            return "spotProtection"
+    uncapped = [replace(c, pool_max=max(c.pool_max, req.max_replicas)) for c in combos]
+    free = solve(uncapped, req)
+    if free is not None and free.cost_per_hour < plan.cost_per_hour - 1e-9:
+        full = sorted(
+            {p for (_, p), n in plan.counts if any(c.pool == p and n >= c.pool_max
+                                                  for c in combos)}
+        )
+        return f"nodePools[{','.join(full) or '*'}].maxReplicas"
+    if plan.total >= req.max_replicas:
+        return "maxReplicas"
+    pools = {c.pool for c in combos}
+    every = [c for c in candidates(spec, min_accuracy=0.0) if c.pool in pools]
+    if len(every) > len(combos):
+        alt = solve(every, req)
+        if alt is not None and alt.cost_per_hour < plan.cost_per_hour - 1e-9:
+            return "minAccuracy"
+    return "latency"

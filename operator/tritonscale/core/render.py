@@ -1,0 +1,322 @@
+"""Desired Kubernetes objects for a ScaledModel, as plain dicts (pure).
+
+``get_*`` builders return objects; only the kube adapter sends them. One
+Deployment per (variant, pool) with replicas > 0, named ``<sm>-<variant>-<pool>``,
+and one Service ``<sm>`` selecting every Triton pod of the model so all variants
+serve the same endpoint while a transition is in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tritonscale.core.spec import NodePool, ScaledModelSpec, Variant
+from tritonscale.core.types import Placement
+
+GROUP = "tritonscale.io"
+API_VERSION = f"{GROUP}/v1alpha1"
+KIND = "ScaledModel"
+MANAGER = "tritonscale"
+
+LABEL_SM = f"{GROUP}/scaledmodel"
+LABEL_VARIANT = f"{GROUP}/variant"
+LABEL_POOL = f"{GROUP}/pool"
+ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
+
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ScaledModel that owns (and garbage-collects) the rendered objects."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Knobs of the pod template that are not part of the ScaledModel API."""
+
+    # Triton waits this long for in-flight requests after SIGTERM.
+    exit_timeout_seconds: int = 30
+    # preStop sleep: time for endpoints and load balancers to stop sending traffic.
+    drain_seconds: int = 10
+    # Extra time past drain + exit timeout before the kubelet sends SIGKILL.
+    grace_margin_seconds: int = 5
+    probe_period_seconds: int = 5
+    # Startup probe budget = startupSeconds x this factor (image pull, model load jitter).
+    startup_margin: float = 1.5
+    # Size of the in-memory /dev/shm (Python backend and shared-memory I/O use it).
+    shm_size: str = "1Gi"
+    run_as_user: int = 1000
+
+
+DEFAULT_OPTIONS = RenderOptions()
+
+
+def deployment_name(sm: str, variant: str, pool: str) -> str:
+    return f"{sm}-{variant}-{pool}"
+
+
+def selector_labels(sm: str, variant: str | None = None, pool: str | None = None) -> dict[str, str]:
+    out = {LABEL_SM: sm}
+    if variant is not None:
+        out[LABEL_VARIANT] = variant
+    if pool is not None:
+        out[LABEL_POOL] = pool
+    return out
+
+
+def labels(sm: str, variant: str | None = None, pool: str | None = None) -> dict[str, str]:
+    """Recommended ``app.kubernetes.io/*`` labels plus the tritonscale selector labels."""
+    out = {
+        "app.kubernetes.io/name": "tritonserver",
+        "app.kubernetes.io/instance": sm,
+        "app.kubernetes.io/component": "inference-server",
+        "app.kubernetes.io/part-of": "tritonscale",
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+    out.update(selector_labels(sm, variant, pool))
+    return out
+
+
+def spec_hash(obj: Any) -> str:
+    """Stable short hash of a JSON-able object."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def triton_args(spec: ScaledModelSpec, variant: Variant, options: RenderOptions) -> list[str]:
+    repo = variant.repository or spec.model.repository
+    args = [
+        "tritonserver",
+        f"--model-repository={repo}",
+        "--model-control-mode=explicit",
+        f"--load-model={spec.model.name}",
+    ]
+    if variant.config_name:
+        args.append(f"--model-config-name={variant.config_name}")
+    args += [
+        "--metrics-config",
+        "summary_latencies=true",
+        "--http-port",
+        str(HTTP_PORT),
+        "--grpc-port",
+        str(GRPC_PORT),
+        "--metrics-port",
+        str(METRICS_PORT),
+        f"--exit-timeout-secs={options.exit_timeout_seconds}",
+    ]
+    args += list(spec.model.args)
+    return args
+
+
+def _resources(spec: ScaledModelSpec, pool: NodePool) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        k: dict(v) for k, v in spec.model.resources.items() if isinstance(v, Mapping)
+    }
+    if pool.gpus_per_replica > 0:
+        limits = res.setdefault("limits", {})
+        limits["nvidia.com/gpu"] = pool.gpus_per_replica
+        # Extended resources: requests must equal limits when both are set.
+        if "requests" in res:
+            res["requests"]["nvidia.com/gpu"] = pool.gpus_per_replica
+    return res
+
+
+def _probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def startup_failure_threshold(pool: NodePool, options: RenderOptions) -> int:
+    """Enough probe periods to cover ``startupSeconds`` with margin (at least 3)."""
+    budget = pool.startup_seconds * options.startup_margin
+    return max(3, math.ceil(budget / options.probe_period_seconds) + 1)
+
+
+def get_pod_template(
+    owner: Owner,
+    spec: ScaledModelSpec,
+    variant: Variant,
+    pool: NodePool,
+    options: RenderOptions = DEFAULT_OPTIONS,
+) -> dict[str, Any]:
+    period = options.probe_period_seconds
+    container: dict[str, Any] = {
+        "name": "tritonserver",
+        "image": spec.model.triton_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": triton_args(spec, variant, options),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": [dict(e) for e in spec.model.env],
+        "resources": _resources(spec, pool),
+        "startupProbe": _probe(
+            "/v2/health/ready", period, startup_failure_threshold(pool, options)
+        ),
+        "readinessProbe": _probe("/v2/health/ready", period, 3),
+        "livenessProbe": _probe("/v2/health/live", period * 2, 3),
+        "lifecycle": {
+            "preStop": {"exec": {"command": ["sleep", str(options.drain_seconds)]}},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+    }
+    if not container["env"]:
+        del container["env"]
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": options.drain_seconds
+        + options.exit_timeout_seconds
+        + options.grace_margin_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": options.run_as_user,
+            "runAsGroup": options.run_as_user,
+            "fsGroup": options.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": options.shm_size}},
+        ],
+    }
+    if pool.node_selector:
+        pod_spec["nodeSelector"] = dict(pool.node_selector)
+    if pool.tolerations:
+        pod_spec["tolerations"] = [t.to_k8s() for t in pool.tolerations]
+    template: dict[str, Any] = {
+        "metadata": {
+            "labels": labels(owner.name, variant.name, pool.name),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(METRICS_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+    template["metadata"]["annotations"][ANNOTATION_SPEC_HASH] = spec_hash(template)
+    return template
+
+
+def get_deployment(
+    owner: Owner,
+    spec: ScaledModelSpec,
+    placement: Placement,
+    options: RenderOptions = DEFAULT_OPTIONS,
+) -> dict[str, Any]:
+    variant = spec.variant(placement.variant)
+    pool = spec.pool(placement.pool)
+    template = get_pod_template(owner, spec, variant, pool, options)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(owner.name, variant.name, pool.name),
+            "namespace": owner.namespace,
+            "labels": labels(owner.name, variant.name, pool.name),
+            "annotations": {
+                ANNOTATION_SPEC_HASH: template["metadata"]["annotations"][ANNOTATION_SPEC_HASH],
+            },
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "replicas": placement.replicas,
+            "selector": {"matchLabels": selector_labels(owner.name, variant.name, pool.name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "minReadySeconds": 0,
+            "progressDeadlineSeconds": max(600, int(pool.startup_seconds * 3)),
+            "revisionHistoryLimit": 3,
+            "template": template,
+        },
+    }
+
+
+def get_deployments(
+    owner: Owner,
+    spec: ScaledModelSpec,
+    placements: Iterable[Placement],
+    options: RenderOptions = DEFAULT_OPTIONS,
+) -> list[dict[str, Any]]:
+    """One Deployment per placement with replicas > 0, in a stable order."""
+    return [
+        get_deployment(owner, spec, p, options)
+        for p in sorted(placements)
+        if p.replicas > 0
+    ]
+
+
+def get_service(owner: Owner, spec: ScaledModelSpec) -> dict[str, Any]:
+    """The model's Service: every ready Triton pod of the ScaledModel, any variant."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": labels(owner.name),
+            "annotations": {"tritonscale.io/model": spec.model.name},
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {
+                    "name": "metrics",
+                    "port": METRICS_PORT,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }

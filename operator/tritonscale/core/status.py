@@ -1,0 +1,230 @@
+"""The ScaledModel ``status`` as pure functions of what was decided and observed.
+
+Conditions follow the Kubernetes API conventions: one entry per ``type`` with
+``status`` True/False/Unknown, a CamelCase ``reason``, a human ``message``,
+``observedGeneration``, and a ``lastTransitionTime`` that only moves when
+``status`` flips.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tritonscale.core.render import LABEL_POOL, LABEL_VARIANT
+from tritonscale.core.types import Decision, Observation, Placement, PlacementState
+
+SPEC_VALID = "SpecValid"
+SATISFIABLE = "Satisfiable"
+READY = "Ready"
+SLO_MET = "SLOMet"
+SIGNALS = "SignalsAvailable"
+CONDITION_TYPES = (SPEC_VALID, SATISFIABLE, READY, SLO_MET, SIGNALS)
+
+# Status keys whose change alone is not worth a write.
+_VOLATILE = ("time",)
+
+
+def iso(now: float) -> str:
+    """RFC 3339 UTC timestamp with second precision, as Kubernetes writes them."""
+    t = dt.datetime.fromtimestamp(now, tz=dt.UTC).replace(microsecond=0)
+    return t.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+def merge_conditions(
+    existing: Sequence[Mapping[str, Any]] | None,
+    updates: Iterable[Condition],
+    generation: int | None,
+    now: float,
+) -> list[dict[str, Any]]:
+    """Existing conditions with ``updates`` applied, in a stable order."""
+    by_type: dict[str, dict[str, Any]] = {
+        str(c["type"]): dict(c) for c in existing or () if isinstance(c, Mapping) and "type" in c
+    }
+    for u in updates:
+        old = by_type.get(u.type)
+        changed = old is None or old.get("status") != u.status
+        new: dict[str, Any] = {
+            "type": u.type,
+            "status": u.status,
+            "reason": u.reason,
+            "message": u.message,
+            "lastTransitionTime": iso(now)
+            if changed or not old or not old.get("lastTransitionTime")
+            else old["lastTransitionTime"],
+        }
+        if generation is not None:
+            new["observedGeneration"] = generation
+        by_type[u.type] = new
+    order = {t: i for i, t in enumerate(CONDITION_TYPES)}
+    return sorted(by_type.values(), key=lambda c: (order.get(c["type"], 99), c["type"]))
+
+
+def condition(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any]:
+    for c in conditions or ():
+        if c.get("type") == type_:
+            return c
+    return {}
+
+
+def states_from_deployments(deployments: Iterable[Mapping[str, Any]]) -> list[PlacementState]:
+    """(variant, pool, desired, ready) of each Deployment labelled by the operator."""
+    out: list[PlacementState] = []
+    for d in deployments:
+        labels = (d.get("metadata") or {}).get("labels") or {}
+        variant, pool = labels.get(LABEL_VARIANT), labels.get(LABEL_POOL)
+        if not variant or not pool:
+            continue
+        desired = int((d.get("spec") or {}).get("replicas") or 0)
+        ready = int((d.get("status") or {}).get("readyReplicas") or 0)
+        out.append(PlacementState(variant, pool, desired, ready))
+    return sorted(out, key=lambda s: s.key)
+
+
+def placements_from_status(status: Mapping[str, Any] | None) -> tuple[Placement, ...] | None:
+    """The plan recorded in ``status.lastDecision.placements`` (None if never decided)."""
+    last = (status or {}).get("lastDecision")
+    if not isinstance(last, Mapping) or not isinstance(last.get("placements"), list):
+        return None
+    out: list[Placement] = []
+    for p in last["placements"]:
+        try:
+            out.append(Placement(str(p["variant"]), str(p["pool"]), int(p["replicas"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(sorted(out))
+
+
+def ready_summary(states: Sequence[PlacementState]) -> str:
+    return f"{sum(s.ready for s in states)}/{sum(s.desired for s in states)}"
+
+
+def placement_summary(states: Sequence[PlacementState]) -> str:
+    """``int8@t4-spot x3,fp16@a100 x1`` from what is deployed (desired replicas)."""
+    items = sorted(
+        (s for s in states if s.desired > 0), key=lambda s: (-s.desired, s.variant, s.pool)
+    )
+    return ",".join(f"{s.variant}@{s.pool} x{s.desired}" for s in items)
+
+
+def decision_status(decision: Decision, now: float) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "reason": decision.reason,
+        "message": decision.message,
+        "time": iso(now),
+        "placements": [
+            {"variant": p.variant, "pool": p.pool, "replicas": p.replicas}
+            for p in sorted(decision.placements)
+        ],
+        "costPerHour": round(decision.cost_per_hour, 4),
+        "sloFeasible": decision.slo_feasible,
+    }
+    if decision.predicted_latency_ms is not None:
+        out["predictedLatencyMs"] = round(decision.predicted_latency_ms, 3)
+    if decision.binding_constraint:
+        out["bindingConstraint"] = decision.binding_constraint
+    if decision.runner_up:
+        out["runnerUp"] = decision.runner_up
+    if decision.runner_up_cost_per_hour is not None:
+        out["runnerUpCostPerHour"] = round(decision.runner_up_cost_per_hour, 4)
+    if decision.details:
+        out["details"] = dict(decision.details)
+    return out
+
+
+def observed_status(obs: Observation, now: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"time": iso(now)}
+    if obs.rps is not None:
+        out["rps"] = round(obs.rps, 3)
+    if obs.latency_ms is not None:
+        out["latencyMs"] = round(obs.latency_ms, 3)
+    if obs.error:
+        out["error"] = obs.error
+    return out
+
+
+def signals_condition(obs: Observation) -> Condition:
+    if obs.ok:
+        return Condition(SIGNALS, "True", "SignalsRead", "load and latency signals are available")
+    return Condition(SIGNALS, "False", "SignalsUnavailable", obs.error or "load is unknown")
+
+
+def slo_condition(obs: Observation, target_ms: float, percentile: float) -> Condition:
+    if obs.latency_ms is None:
+        return Condition(SLO_MET, "Unknown", "LatencyUnknown", "no latency observation yet")
+    ok = obs.latency_ms <= target_ms
+    return Condition(
+        SLO_MET,
+        "True" if ok else "False",
+        "WithinTarget" if ok else "TargetExceeded",
+        f"p{percentile:g} latency {obs.latency_ms:.1f} ms "
+        f"{'<=' if ok else '>'} target {target_ms:g} ms",
+    )
+
+
+def satisfiable_condition(decision: Decision) -> Condition:
+    if decision.slo_feasible:
+        return Condition(SATISFIABLE, "True", "Satisfiable", decision.message)
+    return Condition(SATISFIABLE, "False", decision.reason or "Unsatisfiable", decision.message)
+
+
+def ready_condition(states: Sequence[PlacementState], draining: bool, target: int) -> Condition:
+    ready = sum(s.ready for s in states)
+    desired = sum(s.desired for s in states)
+    if draining:
+        return Condition(
+            READY, "False", "Transitioning",
+            f"new placements have {ready}/{target} ready replicas; old placements are kept "
+            "until they cover the plan",
+        )
+    if ready < desired:
+        return Condition(READY, "False", "ReplicasNotReady", f"{ready}/{desired} replicas ready")
+    return Condition(READY, "True", "AllReplicasReady", f"{ready}/{desired} replicas ready")
+
+
+def replace_patch(old: Any, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning the object ``old`` into ``new`` exactly.
+
+    Merge patches merge nested objects, so keys that ``new`` lacks are set to None
+    (deleted) at every level; otherwise a stale value (an old ``rps``) would stay.
+    """
+    old_map: Mapping[str, Any] = old if isinstance(old, Mapping) else {}
+    out: dict[str, Any] = {k: None for k in old_map if k not in new}
+    for k, v in new.items():
+        if isinstance(v, Mapping) and isinstance(old_map.get(k), Mapping):
+            out[k] = replace_patch(old_map[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+autoscaler_patch = replace_patch
+
+
+def _strip(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _strip(v) for k, v in obj.items() if k not in _VOLATILE and v is not None}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def status_changed(old: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> bool:
+    """Would applying ``patch`` change ``old`` in more than timestamps?"""
+    old = old or {}
+    return any(_strip(old.get(k)) != _strip(v) for k, v in patch.items())
+
+
+def same_decision(old: Any, new: Mapping[str, Any]) -> bool:
+    """Is ``new`` (a ``lastDecision``) the recorded one, timestamps aside?"""
+    return isinstance(old, Mapping) and _strip(old) == _strip(new)

@@ -1,0 +1,122 @@
+"""Kopf wiring: thin handlers that hand the object to the :class:`Reconciler`.
+
+Importing this module registers the handlers in Kopf's default registry;
+``tritonscale run`` imports it and passes the reconciler in ``memo.reconciler``.
+
+- create / update (spec changed) / resume: reconcile with a fresh decision;
+  API failures become ``kopf.TemporaryError`` so Kopf retries with a delay.
+- timer (every ``TRITONSCALE_TICK_SECONDS``, default 5 s): decide again once the
+  ScaledModel's own ``spec.scaling.intervalSeconds`` has passed.
+- events of owned Deployments: refresh ready counts and finish make-before-break
+  transitions as soon as replacements become Ready.
+- delete: nothing to clean up in the cluster (ownerReferences + garbage
+  collection); forget in-memory state. ``optional=True``: no finalizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from tritonscale.core.render import GROUP, LABEL_SM, MANAGER
+from tritonscale.handlers.reconcile import ReconcileError, Reconciler
+
+VERSION = "v1alpha1"
+PLURAL = "scaledmodels"
+DEFAULT_TICK_SECONDS = 5.0
+# Kopf timers have a fixed interval, read when this module is imported; each tick
+# only decides when the ScaledModel's own intervalSeconds has passed.
+TICK_SECONDS = float(os.environ.get("TRITONSCALE_TICK_SECONDS") or DEFAULT_TICK_SECONDS)
+
+log = logging.getLogger(__name__)
+
+
+def plain(obj: Any) -> Any:
+    """Kopf bodies are mapping views; the reconciler gets plain dicts and lists."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def _reconciler(memo: Any) -> Reconciler:
+    r = getattr(memo, "reconciler", None)
+    if r is None:  # pragma: no cover - run.py always sets it
+        raise kopf.PermanentError("tritonscale: no reconciler configured in memo")
+    assert isinstance(r, Reconciler)
+    return r
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    # Keep Kopf's bookkeeping in annotations: the CRD's status schema is strict.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Our own Events explain every change; Kopf's per-handler ones would be noise.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = int(getattr(memo, "max_workers", 0) or 16)
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+
+
+def _spec_handler(body: Any, memo: Any, logger: Any) -> None:
+    try:
+        out = _reconciler(memo).reconcile(plain(body), decide=True)
+    except ReconcileError as e:
+        raise kopf.TemporaryError(str(e), delay=e.delay) from e
+    if not out.valid:
+        logger.warning("invalid spec: %s", "; ".join(out.errors[:5]))
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+def on_create(body: Any, memo: Any, logger: Any, **_: Any) -> None:
+    _spec_handler(body, memo, logger)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_update(body: Any, memo: Any, logger: Any, **_: Any) -> None:
+    _spec_handler(body, memo, logger)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+def on_resume(body: Any, memo: Any, logger: Any, **_: Any) -> None:
+    _spec_handler(body, memo, logger)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=TICK_SECONDS)
+def on_tick(body: Any, memo: Any, logger: Any, **_: Any) -> None:
+    try:
+        _reconciler(memo).tick(plain(body))
+    except ReconcileError as e:
+        logger.warning("autoscale step failed, retrying next tick: %s", e)
+
+
+@kopf.on.event(
+    "apps", "v1", "deployments",
+    labels={LABEL_SM: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
+)
+def on_deployment(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    if type is None:
+        return  # the initial listing: on_resume already reconciles every ScaledModel
+    try:
+        _reconciler(memo).deployment_event(plain(body), deleted=type == "DELETED")
+    except ReconcileError as e:
+        log.warning("refresh after a Deployment event failed: %s", e)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def on_delete(uid: str, memo: Any, **_: Any) -> None:
+    _reconciler(memo).forget(uid)
+
+
+@kopf.on.probe(id="reconciler")
+def probe(memo: Any, **_: Any) -> str:
+    return "configured" if getattr(memo, "reconciler", None) is not None else "missing"

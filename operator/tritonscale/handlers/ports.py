@@ -1,0 +1,50 @@
+"""What the handlers need from the outside world, as small protocols.
+
+``KubeAPI`` is implemented by :class:`tritonscale.adapters.kube.KubeAdapter` (and by
+the recording fake in the tests); ``SignalSource`` by the Prometheus and Triton
+adapters. Both raise or return plain values; neither knows about Kopf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.core.types import Observation
+
+
+class KubeAPI(Protocol):
+    def list_deployments(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]: ...
+
+    def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def delete_deployment(self, namespace: str, name: str) -> None: ...
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+
+    def event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None: ...
+
+
+class SignalSource(Protocol):
+    """Reads load and latency for one ScaledModel.
+
+    Never raises: failures come back as an :class:`Observation` with ``rps=None``
+    and ``error`` set (KEDA's rule: a failing source has one defined meaning).
+    """
+
+    def observe(self, namespace: str, name: str, spec: ScaledModelSpec) -> Observation: ...
+
+
+class NullSignalSource:
+    """No signals: load is unknown, so the plan is held (or the interim rule applies)."""
+
+    def __init__(self, reason: str = "no signal source is configured") -> None:
+        self.reason = reason
+
+    def observe(self, namespace: str, name: str, spec: ScaledModelSpec) -> Observation:
+        return Observation(rps=None, error=self.reason)

@@ -1,0 +1,394 @@
+"""One reconciliation of a ScaledModel, free of Kopf so it is tested with fakes.
+
+Flow (``Reconciler.reconcile``): parse the spec (invalid -> ``SpecValid=False``,
+an Event, and nothing applied) -> read the owned Deployments -> decide (or reuse
+the recorded plan) -> compute a make-before-break transition (pure) -> apply the
+Service and Deployments, delete what left the plan once the plan is ready -> patch
+status from what now exists -> Events for every change.
+
+The planner plugs in at exactly one place, :func:`_decide`; the signal source is
+the ``signals`` argument of :class:`Reconciler`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tritonscale.adapters.kube import KubeAPIError
+from tritonscale.core import status as st
+from tritonscale.core.placement import cost_per_hour, initial_placement, plan_transition
+from tritonscale.core.render import (
+    ANNOTATION_SPEC_HASH,
+    API_VERSION,
+    DEFAULT_OPTIONS,
+    KIND,
+    Owner,
+    RenderOptions,
+    deployment_name,
+    get_deployment,
+    get_service,
+    spec_hash,
+)
+from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest
+from tritonscale.core.types import Decision, Observation, Placement, PlacementState
+from tritonscale.handlers.ports import KubeAPI, NullSignalSource, SignalSource
+
+log = logging.getLogger(__name__)
+
+MAX_ERRORS_IN_MESSAGE = 5
+
+
+def _decide(
+    spec: ScaledModelSpec, obs: Observation, state: Mapping[str, Any] | None, now: float
+) -> Decision:
+    """THE planner plug: swap the body for ``return decide(spec, obs, state, now)``
+    (``tritonscale.core.autoscale.decide``) once it lands. Until then, the interim
+    rule: ``minReplicas`` of the cheapest eligible (variant, pool)."""
+    del state, now
+    return initial_placement(spec, obs.unavailable_pools)
+
+
+class ReconcileError(Exception):
+    """The API refused part of the work; nothing was recorded as done. Retry later."""
+
+    def __init__(self, message: str, delay: float = 10.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class Outcome:
+    valid: bool
+    decided: bool = False
+    created: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    settled: bool = True
+    status_written: bool = False
+    errors: tuple[str, ...] = ()
+
+
+@dataclass
+class Reconciler:
+    kube: KubeAPI
+    signals: SignalSource = field(default_factory=NullSignalSource)
+    clock: Callable[[], float] = time.time
+    options: RenderOptions = DEFAULT_OPTIONS
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _last_decided: dict[str, float] = field(default_factory=dict, repr=False)
+    _service_hash: dict[str, str] = field(default_factory=dict, repr=False)
+    _seen_deployments: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    # -- entry points (called by the Kopf handlers) ------------------------------
+
+    def reconcile(self, body: Mapping[str, Any], *, decide: bool = True) -> Outcome:
+        """Converge one ScaledModel; ``decide`` makes a new decision first."""
+        meta = body.get("metadata") or {}
+        with self._lock(str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")):
+            return self._reconcile(body, decide)
+
+    def tick(self, body: Mapping[str, Any]) -> Outcome | None:
+        """Autoscale timer: decide again once ``spec.scaling.intervalSeconds`` passed."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        interval = _interval(body)
+        last = self._last_decided.get(uid)
+        if last is not None and self.clock() - last < interval:
+            return None
+        return self.reconcile(body, decide=True)
+
+    def refresh(self, namespace: str, name: str) -> Outcome | None:
+        """Re-read one ScaledModel and converge to its recorded plan (no new decision)."""
+        body = self.kube.get_scaledmodel(namespace, name)
+        if body is None:
+            return None
+        return self.reconcile(body, decide=False)
+
+    def deployment_event(self, body: Mapping[str, Any], deleted: bool = False) -> Outcome | None:
+        """A Deployment we own changed: refresh its ScaledModel when counts moved."""
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        sm = labels.get("tritonscale.io/scaledmodel")
+        namespace = meta.get("namespace")
+        if not sm or not namespace:
+            return None
+        key = str(meta.get("uid") or f"{namespace}/{meta.get('name')}")
+        counts = (
+            int((body.get("spec") or {}).get("replicas") or 0),
+            int((body.get("status") or {}).get("readyReplicas") or 0),
+        )
+        if deleted:
+            self._seen_deployments.pop(key, None)
+        elif self._seen_deployments.get(key) == counts:
+            return None
+        else:
+            self._seen_deployments[key] = counts
+        return self.refresh(str(namespace), str(sm))
+
+    def forget(self, uid: str) -> None:
+        """The ScaledModel is gone; garbage collection removes its objects."""
+        with self._guard:
+            self._locks.pop(uid, None)
+        self._last_decided.pop(uid, None)
+        self._service_hash.pop(uid, None)
+
+    # -- internals ---------------------------------------------------------------
+
+    @contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def _event(self, involved: Mapping[str, Any], type_: str, reason: str, msg: str) -> None:
+        try:
+            self.kube.event(involved, type_, reason, msg)
+        except KubeAPIError as e:  # events are best effort; never fail a reconcile
+            log.warning("could not post event %s for %s: %s", reason, involved.get("name"), e)
+
+    def _reconcile(self, body: Mapping[str, Any], decide: bool) -> Outcome:
+        now = self.clock()
+        meta = body.get("metadata") or {}
+        ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid") or "")
+        generation = meta.get("generation")
+        status: dict[str, Any] = dict(body.get("status") or {})
+        involved = {
+            "apiVersion": API_VERSION, "kind": KIND, "namespace": ns, "name": name, "uid": uid,
+        }
+        try:
+            _, _, spec = parse_manifest(
+                {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta,
+                 "spec": body.get("spec")}
+            )
+        except SpecError as e:
+            return self._invalid(ns, name, involved, status, generation, e, now)
+
+        owned = [d for d in self.kube.list_deployments(ns, name) if _owned_by(d, uid)]
+        states = st.states_from_deployments(owned)
+        by_name = {str(d["metadata"]["name"]): d for d in owned}
+        prev_plan = st.placements_from_status(status)
+
+        decision: Decision | None = None
+        obs: Observation | None = None
+        if decide or prev_plan is None:
+            obs = replace(self.signals.observe(ns, name, spec), current=tuple(states))
+            decision = _decide(spec, obs, status.get("autoscaler"), now)
+            plan = decision.placements
+            if not plan and not decision.slo_feasible:
+                # Nothing feasible: hold what runs rather than tear it down.
+                plan = tuple(Placement(s.variant, s.pool, s.desired) for s in states)
+            self._last_decided[uid] = now
+        else:
+            plan = prev_plan
+        known_v = {v.name for v in spec.variants}
+        known_p = {p.name for p in spec.node_pools}
+        plan = tuple(p for p in plan if p.variant in known_v and p.pool in known_p)
+
+        tr = plan_transition(plan, states)
+        owner = Owner(name=name, namespace=ns, uid=uid)
+        created: list[str] = []
+        updated: list[str] = []
+        deleted: list[str] = []
+        after = {s.key: s for s in states}
+        try:
+            svc = get_service(owner, spec)
+            h = spec_hash(svc)
+            if self._service_hash.get(uid) != h:
+                self.kube.apply(svc)
+                self._service_hash[uid] = h
+            for p in tr.apply:
+                dep = get_deployment(owner, spec, p, self.options)
+                dname = dep["metadata"]["name"]
+                cur = by_name.get(dname)
+                if cur is not None and _same(cur, dep):
+                    continue
+                self.kube.apply(dep)
+                prev = after.get(p.key)
+                after[p.key] = PlacementState(
+                    p.variant, p.pool, p.replicas, min(prev.ready, p.replicas) if prev else 0
+                )
+                if cur is None:
+                    created.append(dname)
+                    self._event(involved, "Normal", "CreatedDeployment",
+                                f"Created Deployment {dname}: {p.replicas} x {p.variant} "
+                                f"on {p.pool}")
+                else:
+                    updated.append(dname)
+                    before = int((cur.get("spec") or {}).get("replicas") or 0)
+                    what = (f"scaled {before} -> {p.replicas}" if before != p.replicas
+                            else "rolled to a new pod template")
+                    self._event(involved, "Normal", "UpdatedDeployment",
+                                f"Deployment {dname} {what}")
+            for key in tr.delete:
+                dname = deployment_name(name, key[0], key[1])
+                self.kube.delete_deployment(ns, dname)
+                after.pop(key, None)
+                deleted.append(dname)
+                self._event(involved, "Normal", "DeletedDeployment",
+                            f"Deleted Deployment {dname}: it left the plan and the plan's "
+                            f"{tr.ready}/{tr.target} ready replicas cover it")
+        except KubeAPIError as e:
+            self._service_hash.pop(uid, None)
+            self._apply_failed(ns, name, involved, status, generation, e, now)
+            raise ReconcileError(f"reconciling {ns}/{name}: {e}") from e
+
+        states_after = sorted(after.values(), key=lambda s: s.key)
+        conds = [st.Condition(st.SPEC_VALID, "True", "Valid", "spec is valid")]
+        patch: dict[str, Any] = {}
+        if decision is not None:
+            conds.append(st.satisfiable_condition(decision))
+            last = st.decision_status(decision, now)
+            if st.same_decision(status.get("lastDecision"), last):
+                last["time"] = status["lastDecision"].get("time", last["time"])
+            patch["lastDecision"] = st.replace_patch(status.get("lastDecision"), last)
+            predicted: dict[str, Any] = {"costPerHour": round(decision.cost_per_hour, 4)}
+            if decision.predicted_latency_ms is not None:
+                predicted["latencyMs"] = round(decision.predicted_latency_ms, 3)
+            patch["predicted"] = st.replace_patch(status.get("predicted"), predicted)
+            patch["autoscaler"] = st.replace_patch(status.get("autoscaler"), decision.state)
+        if obs is not None:
+            conds.append(st.signals_condition(obs))
+            conds.append(
+                st.slo_condition(obs, spec.slo.latency.target_ms, spec.slo.latency.percentile)
+            )
+            patch["observed"] = st.replace_patch(
+                status.get("observed"), st.observed_status(obs, now)
+            )
+        conds.append(st.ready_condition(states_after, tr.draining, tr.target))
+        plan_keys = {p.key for p in plan}
+        patch.update(
+            observedGeneration=generation,
+            conditions=st.merge_conditions(status.get("conditions"), conds, generation, now),
+            placements=[
+                {"variant": s.variant, "pool": s.pool, "desired": s.desired, "ready": s.ready,
+                 "deployment": deployment_name(name, s.variant, s.pool),
+                 "planned": s.key in plan_keys}
+                for s in states_after
+            ],
+            placement=st.placement_summary(states_after),
+            ready=st.ready_summary(states_after),
+            readyReplicas=sum(s.ready for s in states_after),
+            desiredReplicas=sum(s.desired for s in states_after),
+            costPerHour=round(
+                cost_per_hour(spec, [Placement(s.variant, s.pool, s.desired)
+                                     for s in states_after if s.pool in known_p]), 4),
+        )
+        written = False
+        if st.status_changed(status, patch):
+            try:
+                self.kube.patch_status(ns, name, patch)
+                written = True
+            except KubeAPIError as e:
+                raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
+
+        if decision is not None:
+            self._decision_events(involved, status, decision, prev_plan)
+        return Outcome(
+            valid=True, decided=decision is not None, created=tuple(created),
+            updated=tuple(updated), deleted=tuple(deleted), settled=tr.settled,
+            status_written=written,
+        )
+
+    def _decision_events(
+        self,
+        involved: Mapping[str, Any],
+        status: Mapping[str, Any],
+        decision: Decision,
+        prev_plan: Sequence[Placement] | None,
+    ) -> None:
+        if prev_plan is None or tuple(sorted(prev_plan)) != tuple(sorted(decision.placements)):
+            self._event(involved, "Normal", decision.reason or "Decided", decision.message)
+        was = st.condition(status.get("conditions"), st.SATISFIABLE).get("status")
+        if not decision.slo_feasible and was != "False":
+            self._event(involved, "Warning", decision.reason or "Unsatisfiable", decision.message)
+
+    def _invalid(
+        self,
+        ns: str,
+        name: str,
+        involved: Mapping[str, Any],
+        status: Mapping[str, Any],
+        generation: Any,
+        err: SpecError,
+        now: float,
+    ) -> Outcome:
+        shown = [str(e) for e in err.errors[:MAX_ERRORS_IN_MESSAGE]]
+        more = len(err.errors) - len(shown)
+        msg = "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
+        old = st.condition(status.get("conditions"), st.SPEC_VALID)
+        patch = {
+            "observedGeneration": generation,
+            "conditions": st.merge_conditions(
+                status.get("conditions"),
+                [st.Condition(st.SPEC_VALID, "False", "InvalidSpec", msg)],
+                generation, now,
+            ),
+        }
+        written = False
+        if st.status_changed(status, patch):
+            try:
+                self.kube.patch_status(ns, name, patch)
+                written = True
+            except KubeAPIError as e:
+                raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
+        if old.get("status") != "False" or old.get("message") != msg:
+            self._event(involved, "Warning", "InvalidSpec", msg)
+        return Outcome(valid=False, status_written=written,
+                       errors=tuple(str(e) for e in err.errors))
+
+    def _apply_failed(
+        self,
+        ns: str,
+        name: str,
+        involved: Mapping[str, Any],
+        status: Mapping[str, Any],
+        generation: Any,
+        err: KubeAPIError,
+        now: float,
+    ) -> None:
+        """Say the apply failed (best effort); record nothing as done."""
+        msg = f"applying the plan failed, will retry: {err}"
+        self._event(involved, "Warning", "ApplyFailed", msg)
+        conds = st.merge_conditions(
+            status.get("conditions"),
+            [st.Condition(st.READY, "False", "ApplyFailed", msg)],
+            None, now,
+        )
+        try:
+            self.kube.patch_status(ns, name, {"conditions": conds})
+        except KubeAPIError as e2:
+            log.warning("could not record apply failure of %s/%s: %s", ns, name, e2)
+        del generation
+
+
+def _interval(body: Mapping[str, Any]) -> float:
+    try:
+        v = float(((body.get("spec") or {}).get("scaling") or {}).get("intervalSeconds") or 15)
+    except (TypeError, ValueError):
+        return 15.0
+    return max(1.0, v)
+
+
+def _owned_by(dep: Mapping[str, Any], uid: str) -> bool:
+    refs = (dep.get("metadata") or {}).get("ownerReferences") or []
+    if not uid:
+        return True
+    return any(r.get("uid") == uid for r in refs)
+
+
+def _same(cur: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
+    """Does the live Deployment already match (replicas and pod template hash)?"""
+    cur_ann = (cur.get("metadata") or {}).get("annotations") or {}
+    want_ann = want["metadata"]["annotations"]
+    return bool(
+        (cur.get("spec") or {}).get("replicas") == want["spec"]["replicas"]
+        and cur_ann.get(ANNOTATION_SPEC_HASH) == want_ann[ANNOTATION_SPEC_HASH]
+    )

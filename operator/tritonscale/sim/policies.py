@@ -1,0 +1,414 @@
+"""Policies the simulator can drive: tritonscale itself and the baselines.
+
+* ``tritonscale``: :func:`tritonscale.core.autoscale.decide`, the same function
+  the operator calls, fed with scraped signals; nothing of the policy lives here.
+* ``hpa``: the Kubernetes HorizontalPodAutoscaler v2 algorithm with its default
+  behavior (kube-controller-manager ``replica_calculator.go`` and
+  ``horizontal.go``): every 15 s, ``desired = ceil(ready * metric / target)``
+  unless within the 10% tolerance; not-yet-Ready pods count as 0% utilisation
+  when scaling up (and never flip the direction); the recommendation is
+  stabilised (scale-down: max over 300 s; scale-up: no window); scale-up is
+  limited per 15 s period to max(+100%, +4 pods); scale-down up to 100%.
+  One Deployment: one variant on one pool (default: the most accurate variant
+  on the cheapest on-demand pool that has a profile for it). Metric:
+  ``utilisation`` (busy fraction of the GPU, like DCGM's GPU utilisation,
+  averaged over Ready pods) or ``latency`` (the observed SLO percentile as an
+  Object metric with a Value target).
+* ``kpa``: Knative's autoscaler (``pkg/autoscaler/scaling/autoscaler.go``): every
+  2 s, average in-flight concurrency over the 60 s stable window and the 6 s
+  panic window; desired = observed / target concurrency per pod (rates limited
+  to x1000 up and /2 down per tick); panic when the panic-window demand reaches
+  200% of the Ready pods' target, during which it never scales down, until 60 s
+  without that condition. Target concurrency per pod: the in-flight concurrency
+  of one replica serving 70% (Knative's default target utilisation) of its SLO
+  capacity (Little's law: that rate x the median latency there). Concurrency is
+  not linear in rate under batching, so 70% of the concurrency at capacity
+  would under-provision.
+* ``static-peak``: the HPA's Deployment with a fixed replica count sized for
+  the trace's peak 1-minute rate x (1 + headroom).
+* ``oracle``: every interval, the cheapest feasible mix (same planner, same
+  constraints incl. spot protection) for the *actual* mean rate of the coming
+  interval, without headroom, and replicas that are Ready at once: a lower
+  bound on cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tritonscale.core import perf
+from tritonscale.core import planner as pl
+from tritonscale.core.autoscale import decide
+from tritonscale.core.spec import NodePool, ScaledModelSpec, Variant
+from tritonscale.core.types import Observation
+from tritonscale.sim.engine import Key, SimView
+
+POLICIES = ("tritonscale", "hpa", "kpa", "static-peak", "oracle")
+
+
+def initial_rate(arrivals: NDArray[np.float64], window_s: float = 60.0) -> float:
+    """Mean rate of the trace's first window: the load the warm fleet was sized for."""
+    if len(arrivals) == 0:
+        return 0.0
+    n = int(np.searchsorted(arrivals, arrivals[0] + window_s, "left"))
+    return n / window_s
+
+
+# ------------------------------------------------------------------ tritonscale
+class TritonscalePolicy:
+    """Drives :func:`tritonscale.core.autoscale.decide` exactly as the operator does."""
+
+    name = "tritonscale"
+
+    def __init__(self, spec: ScaledModelSpec, start_rps: float) -> None:
+        self.spec = spec
+        self.interval_s = spec.scaling.interval_seconds
+        self.start_rps = start_rps
+        self.state: Mapping[str, Any] | None = None
+        self.last_reason = ""
+        self.decisions = 0
+
+    def initial(self, view: SimView) -> Mapping[Key, int]:
+        d = decide(self.spec, Observation(rps=self.start_rps), None, view.now)
+        self.state = d.state
+        self.last_reason = d.reason
+        return d.replicas()
+
+    def step(self, view: SimView) -> Mapping[Key, int]:
+        obs = Observation(
+            rps=view.rps(),
+            latency_ms=view.latency_ms(self.spec.slo.latency.percentile),
+            current=view.current(),
+            unavailable_pools=view.unavailable_pools(),
+        )
+        d = decide(self.spec, obs, self.state, view.now)
+        self.state = d.state
+        self.last_reason = d.reason
+        self.decisions += 1
+        return d.replicas()
+
+
+# --------------------------------------------------------------------- helpers
+def default_deployment(spec: ScaledModelSpec) -> tuple[Variant, NodePool]:
+    """The user's one-Deployment choice: best accuracy on the cheapest on-demand pool."""
+    for v in sorted(spec.eligible_variants(), key=lambda v: -v.accuracy):
+        pools = [p for p in spec.node_pools if v.profile_for(p.accelerator) is not None]
+        od = [p for p in pools if not p.is_spot] or pools
+        if od:
+            return v, min(od, key=lambda p: p.price_per_hour)
+    raise ValueError("no variant has a profile for any node pool")
+
+
+def replicas_for(
+    spec: ScaledModelSpec, variant: Variant, pool: NodePool, rps: float
+) -> int:
+    """Fewest replicas of one (variant, pool) meeting the SLO at ``rps``."""
+    prof = variant.profile_for(pool.accelerator)
+    if prof is None:
+        raise ValueError(f"{variant.name} has no profile for {pool.accelerator}")
+    cap = perf.capacity(prof, spec.slo.latency)
+    if rps <= 0:
+        return max(1, spec.scaling.min_replicas)
+    return max(1, spec.scaling.min_replicas, math.ceil(rps / cap - 1e-9)) if cap > 0 else 1
+
+
+def _replicas_for_utilisation(prof: Any, rps: float, target: float, cap: int) -> int:
+    for n in range(1, cap + 1):
+        if perf.predict_replica(prof, rps / n, 99.0).busy <= target:
+            return n
+    return cap
+
+
+# -------------------------------------------------------------------------- HPA
+@dataclass
+class HPAConfig:
+    metric: str = "utilisation"  # or "latency"
+    target: float = 0.7  # utilisation fraction, or latency in ms
+    tolerance: float = 0.1
+    sync_period_s: float = 15.0
+    scale_down_window_s: float = 300.0
+    scale_up_window_s: float = 0.0
+    scale_up_pods: int = 4
+    scale_up_percent: float = 100.0
+    scale_up_period_s: float = 15.0
+    scale_down_percent: float = 100.0
+    scale_down_period_s: float = 15.0
+    min_replicas: int = 1
+    max_replicas: int = 10
+
+
+@dataclass
+class HPAState:
+    recommendations: list[tuple[float, int]] = field(default_factory=list)
+    scale_events: list[tuple[float, int]] = field(default_factory=list)  # (t, +-delta)
+
+
+def hpa_raw_recommendation(
+    cfg: HPAConfig,
+    current: int,
+    ready: int,
+    metric: float | None,
+    per_ready_usage: float | None = None,
+) -> int:
+    """The replica calculator: desired replicas before behaviors (None metric: hold)."""
+    if metric is None or current == 0:
+        return current
+    ratio = metric / cfg.target
+    unready = max(0, current - ready)
+    if cfg.metric == "latency":
+        # Object metric, Value target: ratio applied to the Ready pod count.
+        if abs(ratio - 1.0) <= cfg.tolerance:
+            return current
+        return math.ceil(ratio * max(ready, 1))
+    # Resource-style utilisation averaged over Ready pods.
+    if ready == 0:
+        return current
+    if unready == 0 or ratio <= 1.0:
+        if abs(ratio - 1.0) <= cfg.tolerance:
+            return current
+        return math.ceil(ratio * ready)
+    # Scaling up with unready pods: they count as 0% usage.
+    new_ratio = metric * ready / (cfg.target * (ready + unready))
+    if abs(new_ratio - 1.0) <= cfg.tolerance or new_ratio < 1.0:
+        return current
+    return math.ceil(new_ratio * (ready + unready))
+
+
+def hpa_normalize(
+    cfg: HPAConfig, st: HPAState, current: int, raw: int, now: float
+) -> int:
+    """Stabilisation windows, then the scale-up/down rate policies, then min/max."""
+    up_rec = raw
+    down_rec = raw
+    for t, r in st.recommendations:
+        if t > now - cfg.scale_up_window_s:
+            up_rec = min(up_rec, r)
+        if t > now - cfg.scale_down_window_s:
+            down_rec = max(down_rec, r)
+    keep = max(cfg.scale_up_window_s, cfg.scale_down_window_s)
+    st.recommendations = [(t, r) for t, r in st.recommendations if t > now - keep]
+    st.recommendations.append((now, raw))
+    desired = current
+    if desired < up_rec:
+        desired = up_rec
+    if desired > down_rec:
+        desired = down_rec
+    if desired > current:
+        added = sum(d for t, d in st.scale_events if d > 0 and t > now - cfg.scale_up_period_s)
+        start = current - added
+        limit = max(
+            start + cfg.scale_up_pods,
+            math.ceil(start * (1.0 + cfg.scale_up_percent / 100.0)),
+        )
+        desired = min(desired, limit, cfg.max_replicas)
+    elif desired < current:
+        removed = -sum(
+            d for t, d in st.scale_events if d < 0 and t > now - cfg.scale_down_period_s
+        )
+        start = current + removed
+        limit = math.ceil(start * (1.0 - cfg.scale_down_percent / 100.0))
+        desired = max(desired, limit, cfg.min_replicas)
+    desired = max(cfg.min_replicas, min(cfg.max_replicas, desired))
+    if desired != current:
+        st.scale_events.append((now, desired - current))
+    horizon = max(cfg.scale_up_period_s, cfg.scale_down_period_s)
+    st.scale_events = [(t, d) for t, d in st.scale_events if t > now - horizon]
+    return desired
+
+
+class HPAPolicy:
+    name = "hpa"
+
+    def __init__(
+        self,
+        spec: ScaledModelSpec,
+        start_rps: float,
+        cfg: HPAConfig | None = None,
+        variant: str | None = None,
+        pool: str | None = None,
+    ) -> None:
+        v0, p0 = default_deployment(spec)
+        self.variant = spec.variant(variant) if variant else v0
+        self.pool = spec.pool(pool) if pool else p0
+        self.key: Key = (self.variant.name, self.pool.name)
+        self.cfg = cfg or HPAConfig(max_replicas=self.pool.max_replicas)
+        self.spec = spec
+        self.interval_s = self.cfg.sync_period_s
+        self.st = HPAState()
+        self.start_rps = start_rps
+        self.last_reason = ""
+        prof = self.variant.profile_for(self.pool.accelerator)
+        assert prof is not None
+        self.profile = prof
+
+    def initial(self, view: SimView) -> Mapping[Key, int]:
+        if self.cfg.metric == "utilisation":
+            n = _replicas_for_utilisation(
+                self.profile, self.start_rps, self.cfg.target, self.cfg.max_replicas
+            )
+        else:
+            n = replicas_for(self.spec, self.variant, self.pool, self.start_rps)
+        n = max(self.cfg.min_replicas, min(self.cfg.max_replicas, n))
+        return {self.key: n}
+
+    def step(self, view: SimView) -> Mapping[Key, int]:
+        cur = {p.key: p for p in view.current()}
+        ps = cur.get(self.key)
+        current = ps.desired if ps else 0
+        ready = ps.ready if ps else 0
+        if self.cfg.metric == "utilisation":
+            metric = view.utilisation(self.key, self.cfg.sync_period_s)
+        else:
+            metric = view.latency_ms(self.spec.slo.latency.percentile)
+        raw = hpa_raw_recommendation(self.cfg, current, ready, metric)
+        desired = hpa_normalize(self.cfg, self.st, current, raw, view.now)
+        self.last_reason = "metric" if metric is not None else "no-metric"
+        return {self.key: desired}
+
+
+# -------------------------------------------------------------------------- KPA
+@dataclass
+class KPAConfig:
+    tick_s: float = 2.0
+    stable_window_s: float = 60.0
+    panic_window_s: float = 6.0
+    panic_threshold: float = 2.0  # 200% of target
+    target_utilisation: float = 0.7
+    max_scale_up_rate: float = 1000.0
+    max_scale_down_rate: float = 2.0
+    min_replicas: int = 1
+    max_replicas: int = 10
+
+
+class KPAPolicy:
+    name = "kpa"
+
+    def __init__(
+        self,
+        spec: ScaledModelSpec,
+        start_rps: float,
+        cfg: KPAConfig | None = None,
+        variant: str | None = None,
+        pool: str | None = None,
+    ) -> None:
+        v0, p0 = default_deployment(spec)
+        self.variant = spec.variant(variant) if variant else v0
+        self.pool = spec.pool(pool) if pool else p0
+        self.key: Key = (self.variant.name, self.pool.name)
+        self.cfg = cfg or KPAConfig(max_replicas=self.pool.max_replicas)
+        self.spec = spec
+        self.interval_s = self.cfg.tick_s
+        prof = self.variant.profile_for(self.pool.accelerator)
+        assert prof is not None
+        # Concurrency of one replica serving target_utilisation x its SLO capacity
+        # (Little's law with the median latency there).
+        rate = self.cfg.target_utilisation * perf.capacity(prof, spec.slo.latency)
+        median_ms = perf.predict_replica(prof, rate, 50.0).latency_ms
+        self.target = max(0.01, rate * median_ms / 1000.0)
+        self.start_rps = start_rps
+        self.panic_since: float | None = None
+        self.max_panic_pods = 0
+        self.last_reason = ""
+
+    def initial(self, view: SimView) -> Mapping[Key, int]:
+        n = replicas_for(self.spec, self.variant, self.pool, self.start_rps)
+        return {self.key: max(self.cfg.min_replicas, min(self.cfg.max_replicas, n))}
+
+    def desired(self, stable: float, panic: float, ready: int, now: float) -> int:
+        """One Knative autoscaler tick (exposed for tests)."""
+        c = self.cfg
+        ready_pods = max(1, ready)
+        max_up = math.ceil(c.max_scale_up_rate * ready_pods)
+        max_down = math.floor(ready_pods / c.max_scale_down_rate)
+        dspc = math.ceil(min(max(stable / self.target, max_down), max_up))
+        dppc = math.ceil(min(max(panic / self.target, max_down), max_up))
+        over = panic / self.target / ready_pods >= c.panic_threshold
+        if over:
+            # Start panicking, or extend the panic while the condition holds.
+            self.panic_since = now
+        elif self.panic_since is not None and self.panic_since + c.stable_window_s < now:
+            # The surge has made its way into the stable window: stop panicking.
+            self.panic_since = None
+            self.max_panic_pods = 0
+        want = dspc
+        if self.panic_since is not None:
+            want = max(want, dppc)
+            # No scale-down while panicking.
+            if want > self.max_panic_pods:
+                self.max_panic_pods = want
+            else:
+                want = self.max_panic_pods
+            self.last_reason = "panic"
+        else:
+            self.last_reason = "stable"
+        return max(c.min_replicas, min(c.max_replicas, want))
+
+    def step(self, view: SimView) -> Mapping[Key, int]:
+        cur = {p.key: p for p in view.current()}
+        ps = cur.get(self.key)
+        ready = ps.ready if ps else 0
+        stable = view.concurrency(self.cfg.stable_window_s)
+        panic = view.concurrency(self.cfg.panic_window_s)
+        return {self.key: self.desired(stable, panic, ready, view.now)}
+
+
+# ------------------------------------------------------------------ static-peak
+class StaticPeakPolicy:
+    name = "static-peak"
+
+    def __init__(self, spec: ScaledModelSpec, peak_rps: float) -> None:
+        v, p = default_deployment(spec)
+        self.key: Key = (v.name, p.name)
+        need = replicas_for(spec, v, p, peak_rps * (1 + spec.scaling.headroom))
+        self.n = min(p.max_replicas, need)
+        self.interval_s = 60.0
+        self.last_reason = "static"
+
+    def initial(self, view: SimView) -> Mapping[Key, int]:
+        return {self.key: self.n}
+
+    def step(self, view: SimView) -> Mapping[Key, int]:
+        return {self.key: self.n}
+
+
+# ----------------------------------------------------------------------- oracle
+class OraclePolicy:
+    name = "oracle"
+
+    def __init__(self, spec: ScaledModelSpec, arrivals: NDArray[np.float64]) -> None:
+        self.spec = spec
+        self.arr = arrivals
+        self.interval_s = spec.scaling.interval_seconds
+        self.last_reason = "oracle"
+
+    def _plan(self, now: float, unavailable: frozenset[str]) -> Mapping[Key, int]:
+        lo = int(np.searchsorted(self.arr, now, "left"))
+        hi = int(np.searchsorted(self.arr, now + self.interval_s, "left"))
+        rate = (hi - lo) / self.interval_s
+        sc = self.spec.scaling
+        combos = pl.candidates(self.spec, unavailable)
+        req = pl.Request(
+            load_rps=rate,
+            od_load_rps=rate if sc.spot_protection else 0.0,
+            min_replicas=sc.min_replicas,
+            max_replicas=sc.max_replicas,
+            max_cost_per_hour=self.spec.slo.max_cost_per_hour,
+        )
+        plan = (
+            pl.solve(combos, req)
+            or pl.solve(combos, req, respect_budget=False)
+            or pl.best_effort(combos, req, respect_budget=False)
+        )
+        return dict(plan.counts) if plan is not None else {}
+
+    def initial(self, view: SimView) -> Mapping[Key, int]:
+        return self._plan(view.now, view.unavailable_pools())
+
+    def step(self, view: SimView) -> Mapping[Key, int]:
+        return self._plan(view.now, view.unavailable_pools())

@@ -1,0 +1,397 @@
+"""Start and stop the real servers the ``tests/real`` suite runs against.
+
+Nothing here is mocked: :class:`TritonServer` runs the ``tritonserver`` binary that the
+``nvidia-pytriton`` wheel ships (2.51, CPU capable, Python backend), and
+:class:`PrometheusServer` runs Debian's ``/usr/bin/prometheus``.  Both are started on free
+loopback ports, waited for through their readiness endpoints (never a blind sleep), and
+keep their logs in a directory the caller chooses.
+
+A missing binary raises :class:`ServerSetupError`; the fixtures let that error fail
+the tests instead of skipping them (run ``hack/install-triton-prometheus.sh``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+PROMETHEUS_BIN = os.environ.get("TRITONSCALE_PROMETHEUS_BIN", "/usr/bin/prometheus")
+INSTALL_HINT = "run hack/install-triton-prometheus.sh"
+
+
+class ServerSetupError(RuntimeError):
+    """A real server could not be found or started."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_status(url: str, timeout: float = 1.0) -> int | None:
+    """GET ``url``; its HTTP status, or ``None`` when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the wheel's tritonserver, its backends and Python backend stub live."""
+
+    root: Path  # .../site-packages/pytriton/tritonserver
+    libs: Path  # .../site-packages/nvidia_pytriton.libs
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    def stub(self) -> Path:
+        tag = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return self.root / "python_backend_stubs" / tag / "triton_python_backend_stub"
+
+
+def find_triton() -> TritonInstall:
+    """Locate the ``nvidia-pytriton`` wheel's tritonserver without importing pytriton.
+
+    Only the wheel's files are used (not its Python package), so it can be installed
+    with ``--no-deps`` and leave the project's own numpy alone.
+    """
+    override = os.environ.get("TRITONSCALE_TRITON_ROOT")
+    if override:
+        root = Path(override)
+    else:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise ServerSetupError(f"nvidia-pytriton is not installed ({INSTALL_HINT})")
+        root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    install = TritonInstall(root=root, libs=root.parent.parent / "nvidia_pytriton.libs")
+    for needed in (install.binary, install.stub(), root / "backends" / "python"):
+        if not needed.exists():
+            raise ServerSetupError(f"{needed} is missing ({INSTALL_HINT})")
+    return install
+
+
+def stub_bin() -> Path:
+    """``bin`` directory of the Python whose numpy the Python backend stub imports.
+
+    The stub ignores PYTHONPATH and embeds the ``python3`` it finds first on PATH
+    (taking its prefix, venv included).  The 2.51 stub mis-marshals output tensors under
+    numpy 2.x ("output tensor shape does not match size of output"), so the installer
+    makes a small venv with numpy<2 (``TRITONSCALE_STUB_VENV`` overrides).  Without it,
+    the running interpreter is used if its numpy is older than 2.
+    """
+    override = os.environ.get("TRITONSCALE_STUB_VENV")
+    tag = f"{sys.version_info.major}.{sys.version_info.minor}"
+    cache = Path(os.environ.get("TRITONSCALE_CACHE", Path.home() / ".cache" / "tritonscale"))
+    venv = Path(override) if override else cache / f"triton-stub-venv-py{tag}"
+    if (venv / "bin" / "python3").exists():
+        return venv / "bin"
+    try:
+        numpy_major = int(importlib.metadata.version("numpy").split(".")[0])
+    except importlib.metadata.PackageNotFoundError:
+        numpy_major = -1
+    if 0 <= numpy_major < 2:
+        return Path(sys.executable).parent
+    raise ServerSetupError(f"no numpy<2 venv for the Python backend stub: {venv} ({INSTALL_HINT})")
+
+
+def stub_environment(install: TritonInstall, base: Mapping[str, str]) -> dict[str, str]:
+    """Environment under which the Python backend stub embeds a Python with numpy<2.
+
+    The stub links ``libpython3.X.so``: LD_LIBRARY_PATH makes it load the running
+    interpreter's library (not the system one) next to the wheel's bundled libraries,
+    and :func:`stub_bin` goes first on PATH so it finds numpy.
+    """
+    env = dict(base)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    ld = [p for p in (libdir, str(install.libs), env.get("LD_LIBRARY_PATH", "")) if p]
+    env["LD_LIBRARY_PATH"] = ":".join(ld)
+    env["PATH"] = os.pathsep.join([str(stub_bin()), env.get("PATH", "")])
+    for var in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"):
+        env.pop(var, None)
+    return env
+
+
+def write_model(
+    repo: Path,
+    name: str,
+    *,
+    base_ms: float,
+    per_item_ms: float,
+    max_batch: int = 8,
+    queue_delay_us: int = 2000,
+) -> None:
+    """Copy the ``sleepy`` test model into ``repo/name`` with the given timing."""
+    src = MODELS_DIR / "sleepy"
+    dst = repo / name
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = (src / "config.pbtxt").read_text()
+    cfg = re.sub(r'name: "sleepy"', f'name: "{name}"', cfg)
+    cfg = re.sub(r"max_batch_size: \d+", f"max_batch_size: {max_batch}", cfg)
+    cfg = re.sub(
+        r"max_queue_delay_microseconds: \d+",
+        f"max_queue_delay_microseconds: {queue_delay_us}",
+        cfg,
+    )
+    for key, value in (("base_ms", base_ms), ("per_item_ms", per_item_ms)):
+        cfg = re.sub(rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"', rf'\g<1>"{value}"', cfg)
+    (dst / "config.pbtxt").write_text(cfg)
+
+
+@dataclass
+class TritonServer:
+    """One real ``tritonserver`` process serving models from a temp repository."""
+
+    workdir: Path
+    models: Sequence[str]
+    install: TritonInstall = field(default_factory=find_triton)
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def repo(self) -> Path:
+        return self.workdir / "models"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "tritonserver.log"
+
+    @property
+    def url(self) -> str:
+        """host:port as tritonclient wants it."""
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def _backends(self) -> Path:
+        """A temp copy of the wheel's backends with the matching stub beside the
+        Python backend (never written into the wheel or the repository)."""
+        dst = self.workdir / "backends"
+        if not dst.exists():
+            shutil.copytree(self.install.root / "backends", dst)
+            stub = dst / "python" / "triton_python_backend_stub"
+            shutil.copy2(self.install.stub(), stub)
+            stub.chmod(0o755)
+        return dst
+
+    def start(self, timeout: float = 90.0) -> TritonServer:
+        self.repo.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(self.install.binary),
+            f"--model-repository={self.repo}",
+            f"--backend-directory={self._backends()}",
+            "--model-control-mode=explicit",
+            *[f"--load-model={m}" for m in self.models],
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--metrics-address=127.0.0.1",
+            "--allow-gpu-metrics=false",
+            "--metrics-config=summary_latencies=true",
+            "--metrics-interval-ms=500",
+            "--exit-timeout-secs=3",
+            "--log-verbose=0",
+        ]
+        env = stub_environment(self.install, os.environ)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        log.close()
+        ready = f"http://{self.url}/v2/health/ready"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerSetupError(
+                    f"tritonserver exited with {self.proc.returncode}; log {self.log_path}:\n"
+                    + tail(self.log_path)
+                )
+            if http_status(ready) == 200 and http_status(self.metrics_url) == 200:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise ServerSetupError(
+            f"tritonserver not ready after {timeout}s; log {self.log_path}:\n" + tail(self.log_path)
+        )
+
+    def stop(self, grace: float = 8.0) -> None:
+        """SIGTERM the server's process group (it and its backend stubs), then SIGKILL."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One Triton metrics endpoint and the labels Prometheus attaches to its series."""
+
+    address: str  # host:port
+    labels: Mapping[str, str]
+    job: str = "triton"
+
+
+@dataclass
+class PrometheusServer:
+    """One real Prometheus process scraping the given targets every second."""
+
+    workdir: Path
+    targets: Sequence[ScrapeTarget]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "prometheus.log"
+
+    def config(self) -> dict[str, object]:
+        jobs: dict[str, list[dict[str, object]]] = {}
+        for t in self.targets:
+            jobs.setdefault(t.job, []).append({"targets": [t.address], "labels": dict(t.labels)})
+        return {
+            "global": {
+                "scrape_interval": "1s",
+                "evaluation_interval": "1s",
+                "scrape_timeout": "900ms",
+            },
+            "scrape_configs": [
+                {"job_name": job, "static_configs": cfgs} for job, cfgs in jobs.items()
+            ],
+        }
+
+    def start(self, timeout: float = 60.0) -> PrometheusServer:
+        if not Path(PROMETHEUS_BIN).exists():
+            raise ServerSetupError(f"{PROMETHEUS_BIN} is missing ({INSTALL_HINT})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = self.workdir / "prometheus.yml"
+        cfg.write_text(yaml.safe_dump(self.config(), sort_keys=False, allow_unicode=True))
+        args = [
+            PROMETHEUS_BIN,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--storage.tsdb.retention.time=2h",
+            "--log.level=info",
+        ]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerSetupError(
+                    f"prometheus exited with {self.proc.returncode}; log {self.log_path}:\n"
+                    + tail(self.log_path)
+                )
+            if http_status(f"{self.url}/-/ready") == 200:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise ServerSetupError(
+            f"prometheus not ready after {timeout}s; log {self.log_path}:\n" + tail(self.log_path)
+        )
+
+    def stop(self, grace: float = 8.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def prometheus_query(url: str, expr: str, timeout: float = 2.0) -> list[dict[str, object]]:
+    """Run an instant query directly (test plumbing, independent of the adapter)."""
+    query = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=timeout) as resp:
+        body = json.loads(resp.read())
+    result = body["data"]["result"]
+    assert isinstance(result, list)
+    return result
+
+
+def wait_until_scraped(prom: PrometheusServer, targets: int, timeout: float = 30.0) -> None:
+    """Wait until Prometheus has scraped ``targets`` targets successfully.
+
+    Prometheus hands static targets to its scrape loops about 5 s after start, so
+    this is the real readiness point for tests that read data.
+    """
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        try:
+            seen = len(prometheus_query(prom.url, "up == 1"))
+        except (OSError, ValueError, KeyError):
+            seen = 0
+        if seen >= targets:
+            return
+        time.sleep(0.2)
+    raise ServerSetupError(
+        f"prometheus scraped {seen}/{targets} targets after {timeout}s; log {prom.log_path}:\n"
+        + tail(prom.log_path)
+    )

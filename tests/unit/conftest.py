@@ -1,0 +1,83 @@
+"""Shared fixtures for the planner/simulator unit tests: small specs built in code."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fakes import load_example
+
+from tritonscale.core.spec import ScaledModelSpec, parse_manifest, parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "resnet50.yaml"
+AZURE_TRACE = ROOT / "examples" / "traces" / "azure_llm_conv_2023.csv"
+
+# Two variants x three pools: "big" is accurate and slow, "small" fast and less accurate.
+BASE: dict[str, Any] = {
+    "model": {"name": "m", "repository": "s3://m"},
+    "variants": [
+        {
+            "name": "big",
+            "precision": "fp16",
+            "accuracy": 0.80,
+            "profiles": [
+                {"accelerator": "T4", "maxBatchSize": 8, "maxQueueDelayMs": 1,
+                 "batches": [{"size": 1, "latencyMs": 4.0}, {"size": 8, "latencyMs": 12.0}]},
+                {"accelerator": "A100", "maxBatchSize": 8, "maxQueueDelayMs": 1,
+                 "batches": [{"size": 1, "latencyMs": 1.5}, {"size": 8, "latencyMs": 4.0}]},
+            ],
+        },
+        {
+            "name": "small",
+            "precision": "int8",
+            "accuracy": 0.75,
+            "profiles": [
+                {"accelerator": "T4", "maxBatchSize": 8, "maxQueueDelayMs": 1,
+                 "batches": [{"size": 1, "latencyMs": 2.0}, {"size": 8, "latencyMs": 5.0}]},
+            ],
+        },
+    ],
+    "nodePools": [
+        {"name": "t4-spot", "accelerator": "T4", "capacityType": "spot",
+         "pricePerHour": 0.2, "maxReplicas": 4, "startupSeconds": 60},
+        {"name": "t4-od", "accelerator": "T4", "pricePerHour": 0.5, "maxReplicas": 4,
+         "startupSeconds": 60},
+        {"name": "a100-od", "accelerator": "A100", "pricePerHour": 3.0, "maxReplicas": 2,
+         "startupSeconds": 120},
+    ],
+    "slo": {"latency": {"percentile": 99, "targetMs": 40}, "minAccuracy": 0.7},
+    "scaling": {"minReplicas": 1, "maxReplicas": 10, "intervalSeconds": 15,
+                "scaleDownStabilizationSeconds": 300, "headroom": 0.0},
+    "metrics": {"source": "none"},
+}
+
+
+def build_spec(**patch: Any) -> ScaledModelSpec:
+    """BASE with top-level sections updated (dicts merged one level deep)."""
+    d = copy.deepcopy(BASE)
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            d[k].update(v)
+        else:
+            d[k] = v
+    return parse_spec(d)
+
+
+@pytest.fixture
+def make_spec() -> Callable[..., ScaledModelSpec]:
+    return build_spec
+
+
+@pytest.fixture(scope="session")
+def resnet() -> ScaledModelSpec:
+    return parse_manifest(yaml.safe_load(EXAMPLE.read_text()))[2]
+
+
+@pytest.fixture
+def resnet50() -> dict[str, Any]:
+    return load_example("resnet50.yaml")

@@ -1,0 +1,139 @@
+"""Baselines against their documented algorithms, step by step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.sim.policies import (
+    HPAConfig,
+    HPAState,
+    KPAConfig,
+    KPAPolicy,
+    StaticPeakPolicy,
+    default_deployment,
+    hpa_normalize,
+    hpa_raw_recommendation,
+)
+from tritonscale.sim.report import run_policy
+from tritonscale.sim.trace import load_trace, scale_trace
+
+SpecFactory = Callable[..., ScaledModelSpec]
+
+
+def test_hpa_tolerance() -> None:
+    cfg = HPAConfig(metric="utilisation", target=0.5)
+    # 10% tolerance: ratio 1.08 -> no change; 1.12 -> ceil(1.12 * 4) = 5.
+    assert hpa_raw_recommendation(cfg, 4, 4, 0.54) == 4
+    assert hpa_raw_recommendation(cfg, 4, 4, 0.56) == 5
+    assert hpa_raw_recommendation(cfg, 4, 4, 0.46) == 4
+    assert hpa_raw_recommendation(cfg, 4, 4, 0.2) == 2
+    assert hpa_raw_recommendation(cfg, 4, 4, None) == 4  # missing metric: hold
+
+
+def test_hpa_unready_pods_count_as_zero_when_scaling_up() -> None:
+    cfg = HPAConfig(metric="utilisation", target=0.5)
+    # 2 Ready at 90%, 2 starting: 0.9*2/(0.5*4) = 0.9 -> would flip direction: hold.
+    assert hpa_raw_recommendation(cfg, 4, 2, 0.9) == 4
+    # 2 Ready at 100%, 1 starting: 1.0*2/(0.5*3) = 1.33 -> ceil(1.33*3) = 4.
+    assert hpa_raw_recommendation(cfg, 3, 2, 1.0) == 4
+
+
+def test_hpa_latency_metric_uses_ready_pods() -> None:
+    cfg = HPAConfig(metric="latency", target=20.0)
+    assert hpa_raw_recommendation(cfg, 3, 3, 40.0) == 6
+    assert hpa_raw_recommendation(cfg, 3, 2, 40.0) == 4
+    assert hpa_raw_recommendation(cfg, 3, 3, 21.0) == 3  # within tolerance
+
+
+def test_hpa_scale_up_limit_is_max_of_100_percent_and_4_pods() -> None:
+    cfg = HPAConfig(max_replicas=100)
+    st = HPAState()
+    # From 1: max(1+4, 2*1) = 5. From 5: max(9, 10) = 10. From 10: 20.
+    assert hpa_normalize(cfg, st, 1, 50, 0.0) == 5
+    assert hpa_normalize(cfg, st, 5, 50, 15.0) == 10
+    assert hpa_normalize(cfg, st, 10, 50, 30.0) == 20
+    assert hpa_normalize(cfg, st, 20, 50, 45.0) == 40
+    assert hpa_normalize(cfg, st, 40, 50, 60.0) == 50
+
+
+def test_hpa_scale_down_stabilisation_window_step_by_step() -> None:
+    cfg = HPAConfig(max_replicas=100)
+    st = HPAState()
+    t = 0.0
+    assert hpa_normalize(cfg, st, 10, 10, t) == 10
+    outs = []
+    for _ in range(25):
+        t += 15.0
+        outs.append(hpa_normalize(cfg, st, outs[-1] if outs else 10, 3, t))
+    # The recommendation of 10 at t=0 is inside the 300 s window until t=300.
+    assert outs[:19] == [10] * 19  # t = 15 .. 285
+    # t = 300: the t=0 recommendation is not "after now - 300" any more, so the
+    # window holds only 3s; the default scale-down policy allows 100% at once.
+    assert outs[19] == 3
+
+
+def test_hpa_min_max_bounds() -> None:
+    cfg = HPAConfig(min_replicas=2, max_replicas=6)
+    st = HPAState()
+    assert hpa_normalize(cfg, st, 4, 30, 0.0) == 6
+    assert hpa_normalize(HPAConfig(min_replicas=2, scale_down_window_s=0), HPAState(), 4, 1,
+                         0.0) == 2
+
+
+def test_kpa_stable_panic_and_no_scale_down_in_panic(resnet: ScaledModelSpec) -> None:
+    kpa = KPAPolicy(resnet, 100.0, KPAConfig(max_replicas=50))
+    tgt = kpa.target
+    # Stable mode: desired = ceil(stable / target).
+    assert kpa.desired(3.2 * tgt, 3.2 * tgt, 4, 0.0) == 4
+    assert kpa.last_reason == "stable"
+    # Panic window demand >= 200% of ready capacity: panic, scale to the panic demand.
+    assert kpa.desired(4 * tgt, 9 * tgt, 4, 2.0) == 9
+    assert kpa.last_reason == "panic"
+    # Still panicking (within 60 s of the last over-threshold tick): never scale down.
+    assert kpa.desired(2 * tgt, 2 * tgt, 9, 30.0) == 9
+    # 60 s after the condition last held, panic ends and the stable value rules,
+    # limited to halving per tick (max scale-down rate 2).
+    assert kpa.desired(2 * tgt, 2 * tgt, 9, 63.0) == 4
+    assert kpa.last_reason == "stable"
+
+
+def test_static_peak_sizes_for_the_peak(resnet: ScaledModelSpec) -> None:
+    v, p = default_deployment(resnet)
+    assert (v.name, p.name) == ("fp16", "t4-ondemand")  # best accuracy, cheapest on-demand
+    pol = StaticPeakPolicy(resnet, 1500.0)
+    prof = v.profile_for(p.accelerator)
+    assert prof is not None
+    from tritonscale.core.perf import capacity
+
+    assert pol.n == int(np.ceil(1500.0 * 1.15 / capacity(prof, resnet.slo.latency)))
+
+
+def test_oracle_is_a_cost_lower_bound(resnet: ScaledModelSpec) -> None:
+    arr = scale_trace(load_trace(
+        __import__("pathlib").Path(__file__).resolve().parents[2]
+        / "examples" / "traces" / "azure_llm_conv_2023.csv"), 300.0)
+    arr = arr[arr < 900.0]
+    costs = {p: run_policy(resnet, arr, p).summary["cost_usd"]
+             for p in ("oracle", "tritonscale", "static-peak", "hpa")}
+    assert costs["oracle"] <= min(costs.values()) + 1e-9
+    assert costs["oracle"] > 0
+    assert costs["tritonscale"] < costs["hpa"]
+
+
+@pytest.mark.parametrize("metric,target", [("utilisation", 0.6), ("latency", 20.0)])
+def test_hpa_policy_runs_in_the_simulator(resnet: ScaledModelSpec, metric: str,
+                                          target: float) -> None:
+    arr = scale_trace(load_trace(
+        __import__("pathlib").Path(__file__).resolve().parents[2]
+        / "examples" / "traces" / "azure_llm_conv_2023.csv"), 150.0)
+    arr = arr[arr < 600.0]
+    res = run_policy(resnet, arr, "hpa", hpa=HPAConfig(metric=metric, target=target,
+                                                       max_replicas=8))
+    keys = {k for s in res.run.steps for k in s.desired}
+    assert keys == {("fp16", "t4-ondemand")}  # one Deployment
+    assert max(sum(s.desired.values()) for s in res.run.steps) <= 8
+    assert res.summary["requests"] == len(arr)

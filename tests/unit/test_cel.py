@@ -1,0 +1,183 @@
+"""The CRD's CEL rules, evaluated with cel-python against defaulted objects.
+
+Each broken object must fail exactly the rule(s) expected, and core/spec.py must
+name the same field: the admission-time rules and the offline rules agree. (The
+real API server also compiles them and checks their cost: see the e2e tests.)
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import celpy
+import pytest
+from fakes import load_example
+
+from tritonscale import crd
+from tritonscale.core.spec import SpecError, parse_manifest
+
+celtypes = celpy.celtypes
+
+
+def _sum(values: Any) -> Any:
+    items = list(values)
+    if all(isinstance(v, celtypes.IntType) for v in items):
+        return celtypes.IntType(sum(int(v) for v in items))
+    return celtypes.DoubleType(sum(float(v) for v in items))
+
+
+def to_cel(value: Any, node: dict[str, Any]) -> Any:
+    """JSON -> CEL the way the API server types it (``number`` is always double)."""
+    t = node.get("type")
+    if isinstance(value, dict):
+        props = node.get("properties") or {}
+        extra = node.get("additionalProperties") if isinstance(
+            node.get("additionalProperties"), dict) else {}
+        return celtypes.MapType({
+            celtypes.StringType(k): to_cel(v, props.get(k, extra or {})) for k, v in value.items()
+        })
+    if isinstance(value, list):
+        return celtypes.ListType([to_cel(v, node.get("items") or {}) for v in value])
+    if isinstance(value, bool):
+        return celtypes.BoolType(value)
+    if t == "number":
+        return celtypes.DoubleType(float(value))
+    if isinstance(value, int):
+        return celtypes.IntType(value)
+    if isinstance(value, float):
+        return celtypes.DoubleType(value)
+    if isinstance(value, str):
+        return celtypes.StringType(value)
+    return celpy.json_to_cel(value)
+
+
+def sites(value: Any, node: dict[str, Any], path: str) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    if node.get("x-kubernetes-validations"):
+        yield path, value, node
+    if isinstance(value, dict):
+        for k, sub in (node.get("properties") or {}).items():
+            if k in value:
+                yield from sites(value[k], sub, f"{path}.{k}" if path else k)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, v in enumerate(value):
+            yield from sites(v, node["items"], f"{path}[{i}]")
+
+
+ENV = celpy.Environment()
+
+
+@functools.cache
+def program(rule: str) -> Any:
+    return ENV.program(ENV.compile(rule), functions={"sum": _sum})
+
+
+def failing_rules(doc: dict[str, Any]) -> list[str]:
+    """Messages of every CEL rule that evaluates to false on the defaulted ``doc``."""
+    schema = crd.openapi_schema()
+    obj = crd.apply_defaults(doc, schema)
+    out: list[str] = []
+    for _path, value, node in sites(obj, schema, ""):
+        for rule in node["x-kubernetes-validations"]:
+            result = program(rule["rule"]).evaluate({"self": to_cel(value, node)})
+            if isinstance(result, Exception):
+                raise AssertionError(f"{rule['rule']}: {result}")
+            if not bool(result):
+                out.append(str(rule["message"]))
+    return out
+
+
+def test_every_rule_compiles_and_examples_pass() -> None:
+    for name in ("resnet50.yaml", "bert.yaml"):
+        assert failing_rules(load_example(name)) == [], name
+
+
+def _field(message: str) -> str:
+    return message.split(":", 1)[0].strip()
+
+
+def _norm(path: str) -> str:
+    return re.sub(r"\[\d+\]", "[]", path)
+
+
+Mutation = Callable[[dict[str, Any]], Any]
+
+CASES: list[tuple[str, Mutation, str]] = [
+    ("no profile for any pool", lambda d: [p.update(accelerator="H100")
+                                           for p in d["spec"]["nodePools"]],
+     "spec.variants[].profiles"),
+    ("accuracy floor", lambda d: d["spec"]["slo"].update(minAccuracy=0.9),
+     "spec.slo.minAccuracy"),
+    ("duplicate variant", lambda d: d["spec"]["variants"][1].update(name="fp16"),
+     "spec.variants[].name"),
+    ("duplicate pool", lambda d: d["spec"]["nodePools"][1].update(name="t4-spot"),
+     "spec.nodePools[].name"),
+    ("safe plan variant", lambda d: d["spec"]["scaling"].update(
+        safePlan=[{"variant": "fp8", "pool": "t4-spot", "replicas": 1}]),
+     "spec.scaling.safePlan[].variant"),
+    ("safe plan pool", lambda d: d["spec"]["scaling"].update(
+        safePlan=[{"variant": "int8", "pool": "h100", "replicas": 1}]),
+     "spec.scaling.safePlan[].pool"),
+    ("min over pools", lambda d: d["spec"]["scaling"].update(minReplicas=27, maxReplicas=40),
+     "spec.scaling.minReplicas"),
+    ("min over max", lambda d: d["spec"]["scaling"].update(minReplicas=17),
+     "spec.scaling.minReplicas"),
+    ("repository and configName", lambda d: d["spec"]["variants"][0].update(repository="s3://x"),
+     "spec.variants[].configName"),
+    ("batch over max", lambda d: d["spec"]["variants"][1]["profiles"][0].update(maxBatchSize=32),
+     "spec.variants[].profiles[].batches[].size"),
+    ("latency falls", lambda d: d["spec"]["variants"][1]["profiles"][0]["batches"][1].update(
+        latencyMs=0.5), "spec.variants[].profiles[].batches"),
+    ("prometheus block", lambda d: d["spec"]["metrics"].pop("prometheus"),
+     "spec.metrics.prometheus"),
+    ("long name", lambda d: d["metadata"].update(name="r" * 21), "metadata.name"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "field"), CASES, ids=[c[0] for c in CASES])
+def test_rule_fails_and_spec_py_agrees(case: str, mutate: Mutation, field: str) -> None:
+    doc = copy.deepcopy(load_example("resnet50.yaml"))
+    mutate(doc)
+    failed = failing_rules(doc)
+    assert [_field(m) for m in failed] == [field], f"{case}: {failed}"
+    with pytest.raises(SpecError) as ei:
+        parse_manifest(doc)
+    paths = {_norm(e.path) for e in ei.value.errors}
+    assert any(p == field or p.startswith(field) or field.startswith(p) for p in paths), (
+        f"{case}: spec.py names {paths}, CEL names {field}"
+    )
+
+
+def test_every_rule_has_a_failing_case() -> None:
+    covered = set()
+    for _, mutate, _ in CASES:
+        doc = copy.deepcopy(load_example("resnet50.yaml"))
+        mutate(doc)
+        covered.update(failing_rules(doc))
+    schema = crd.openapi_schema()
+    all_messages = set()
+
+    def walk(node: dict[str, Any]) -> None:
+        for r in node.get("x-kubernetes-validations", []):
+            all_messages.add(r["message"])
+        for sub in (node.get("properties") or {}).values():
+            walk(sub)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"])
+
+    walk(schema)
+    assert all_messages - covered == set()
+
+
+def test_defaults_applied_like_the_api_server() -> None:
+    doc = load_example("bert.yaml")
+    out = crd.apply_defaults(doc)
+    assert out["spec"]["nodePools"][0]["gpusPerReplica"] == 1
+    assert out["spec"]["scaling"]["maxScaleUpStep"] == 0
+    assert out["spec"]["slo"]["latency"]["percentile"] == 95  # present values kept
+    assert "gpusPerReplica" not in doc["spec"]["nodePools"][0]  # input untouched
+    bare = {"spec": {"slo": {"latency": {"targetMs": 5}}}}
+    assert crd.apply_defaults(bare)["spec"]["scaling"]["minReplicas"] == 1  # from default {}

@@ -1,0 +1,148 @@
+"""The kube adapter's translation to the kubernetes client, with stubbed API classes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tritonscale.adapters.kube import APPLY_CONTENT_TYPE, KubeAdapter, KubeAPIError
+
+
+class Stub:
+    """Records calls; returns or raises what the test queued per method."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.results: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, args, kwargs))
+            res = self.results.get(name)
+            if isinstance(res, Exception):
+                raise res
+            return res
+
+        return call
+
+
+@pytest.fixture
+def adapter() -> tuple[KubeAdapter, Stub, Stub, Stub]:
+    a = KubeAdapter(client.ApiClient())
+    apps, core, custom = Stub(), Stub(), Stub()
+    a._apps, a._core, a._custom = apps, core, custom
+    return a, apps, core, custom
+
+
+def _api_error(status: int, message: str) -> ApiException:
+    e = ApiException(status=status, reason="Reason")
+    e.body = json.dumps({"kind": "Status", "message": message})
+    return e
+
+
+DEP = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "sm-v-p", "namespace": "ml"}, "spec": {"replicas": 1},
+}
+
+
+def test_apply_deployment_is_server_side_apply(adapter: Any) -> None:
+    a, apps, _, _ = adapter
+    apps.results["patch_namespaced_deployment"] = {"metadata": {"name": "sm-v-p"}}
+    assert a.apply(DEP) == {"metadata": {"name": "sm-v-p"}}
+    name, args, kwargs = apps.calls[0]
+    assert name == "patch_namespaced_deployment"
+    assert args[:2] == ("sm-v-p", "ml") and args[2] == DEP
+    assert kwargs == {
+        "field_manager": "tritonscale", "force": True, "_content_type": APPLY_CONTENT_TYPE,
+    }
+
+
+def test_apply_service_and_unknown_kind(adapter: Any) -> None:
+    a, _, core, _ = adapter
+    svc = {"kind": "Service", "metadata": {"name": "sm", "namespace": "ml"}}
+    a.apply(svc)
+    assert core.calls[0][0] == "patch_namespaced_service"
+    with pytest.raises(ValueError):
+        a.apply({"kind": "Secret", "metadata": {"name": "x", "namespace": "ml"}})
+
+
+def test_api_errors_translated(adapter: Any) -> None:
+    a, apps, _, _ = adapter
+    apps.results["patch_namespaced_deployment"] = _api_error(422, "spec.replicas: Invalid")
+    with pytest.raises(KubeAPIError) as ei:
+        a.apply(DEP)
+    assert ei.value.status == 422 and "spec.replicas: Invalid" in str(ei.value)
+    assert not ei.value.retryable
+    apps.results["patch_namespaced_deployment"] = _api_error(503, "etcd unavailable")
+    with pytest.raises(KubeAPIError) as ei2:
+        a.apply(DEP)
+    assert ei2.value.retryable
+    apps.results["patch_namespaced_deployment"] = ConnectionResetError("reset")
+    with pytest.raises(KubeAPIError) as ei3:
+        a.apply(DEP)
+    assert ei3.value.status is None and ei3.value.retryable
+
+
+def test_list_deployments_by_label_returns_dicts(adapter: Any) -> None:
+    a, apps, _, _ = adapter
+    apps.results["list_namespaced_deployment"] = client.V1DeploymentList(
+        items=[client.V1Deployment(metadata=client.V1ObjectMeta(name="sm-v-p"),
+                                   spec=client.V1DeploymentSpec(
+                                       replicas=2,
+                                       selector=client.V1LabelSelector(match_labels={"a": "b"}),
+                                       template=client.V1PodTemplateSpec()))]
+    )
+    out = a.list_deployments("ml", "sm")
+    assert out[0]["metadata"]["name"] == "sm-v-p"
+    assert out[0]["spec"]["replicas"] == 2
+    assert apps.calls[0][2] == {"label_selector": "tritonscale.io/scaledmodel=sm"}
+
+
+def test_delete_ignores_not_found(adapter: Any) -> None:
+    a, apps, _, _ = adapter
+    apps.results["delete_namespaced_deployment"] = _api_error(404, "not found")
+    a.delete_deployment("ml", "gone")
+    apps.results["delete_namespaced_deployment"] = _api_error(403, "forbidden")
+    with pytest.raises(KubeAPIError):
+        a.delete_deployment("ml", "x")
+
+
+def test_get_scaledmodel_none_when_missing(adapter: Any) -> None:
+    a, _, _, custom = adapter
+    custom.results["get_namespaced_custom_object"] = _api_error(404, "nope")
+    assert a.get_scaledmodel("ml", "sm") is None
+    custom.results["get_namespaced_custom_object"] = {"metadata": {"name": "sm"}}
+    assert a.get_scaledmodel("ml", "sm") == {"metadata": {"name": "sm"}}
+
+
+def test_patch_status_is_merge_patch(adapter: Any) -> None:
+    a, _, _, custom = adapter
+    a.patch_status("ml", "sm", {"ready": "1/1"})
+    name, args, kwargs = custom.calls[0]
+    assert name == "patch_namespaced_custom_object_status"
+    assert args == ("tritonscale.io", "v1alpha1", "ml", "scaledmodels", "sm",
+                    {"status": {"ready": "1/1"}})
+    assert kwargs["_content_type"] == "application/merge-patch+json"
+
+
+def test_event_body(adapter: Any) -> None:
+    a, _, core, _ = adapter
+    involved = {"apiVersion": "tritonscale.io/v1alpha1", "kind": "ScaledModel",
+                "namespace": "ml", "name": "sm", "uid": "u"}
+    a.event(involved, "Normal", "ScaledUp", "x" * 2000)
+    name, args, _ = core.calls[0]
+    assert name == "create_namespaced_event" and args[0] == "ml"
+    ev = args[1]
+    assert ev["involvedObject"] == involved
+    assert ev["reason"] == "ScaledUp" and ev["type"] == "Normal"
+    assert len(ev["message"]) == 1024
+    assert ev["metadata"]["generateName"] == "sm."
+    assert ev["source"]["component"] == "tritonscale"

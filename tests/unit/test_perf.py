@@ -1,0 +1,92 @@
+"""Performance model: interpolation, monotonicity, capacity, and agreement with the simulator."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tritonscale.core import perf
+from tritonscale.core.spec import BatchPoint, LatencySLO, Profile, ScaledModelSpec
+from tritonscale.sim.engine import SimConfig, Simulator
+
+P = Profile("T4", 32, (BatchPoint(1, 2.0), BatchPoint(8, 6.0), BatchPoint(32, 18.0)), 2.0)
+
+
+def test_batch_latency_interpolates_and_extrapolates() -> None:
+    assert perf.batch_latency_ms(P, 1) == 2.0
+    assert perf.batch_latency_ms(P, 8) == 6.0
+    assert perf.batch_latency_ms(P, 4.5) == pytest.approx(4.0)
+    assert perf.batch_latency_ms(P, 20) == pytest.approx(12.0)
+    assert perf.batch_latency_ms(P, 40) == pytest.approx(22.0)  # slope of the last segment
+    single = Profile("T4", 8, (BatchPoint(4, 8.0),), 0.0)
+    assert perf.batch_latency_ms(single, 2) == pytest.approx(4.0)
+
+
+def test_latency_grows_with_load_and_is_infinite_at_saturation() -> None:
+    top = perf.max_throughput_rps(P)
+    assert top == pytest.approx(1000 * 32 / 18.0)
+    lats = [perf.predict_replica(P, top * f, 99).latency_ms for f in (0.2, 0.5, 0.8, 0.95, 0.99)]
+    assert lats == sorted(lats)
+    assert lats[-1] > 3 * lats[1]  # queueing blows up near saturation
+    assert math.isinf(perf.predict_replica(P, top * 1.01, 99).latency_ms)
+    assert perf.predict_latency_ms(P, top * 1.5, 2, 99) == pytest.approx(
+        perf.predict_replica(P, top * 0.75, 99).latency_ms
+    )
+
+
+def test_capacity_is_the_largest_rate_meeting_the_target() -> None:
+    slo = LatencySLO(99.0, 30.0)
+    cap = perf.capacity(P, slo)
+    assert 0 < cap < perf.max_throughput_rps(P)
+    assert perf.predict_replica(P, cap, 99).latency_ms <= 30.0 + 1e-6
+    assert perf.predict_replica(P, cap * 1.01, 99).latency_ms > 30.0
+    # An impossible target: no capacity.
+    assert perf.capacity(P, LatencySLO(99.0, 1.0)) == 0.0
+
+
+def _simulated_p99(spec: ScaledModelSpec, key: tuple[str, str], rps: float, replicas: int,
+                   seconds: float = 20.0) -> float:
+    rng = np.random.default_rng(7)
+    arr = np.cumsum(rng.exponential(1.0 / rps, int(rps * seconds)))
+
+    class Static:
+        name = "static"
+        interval_s = 60.0
+
+        def initial(self, view: object) -> dict[tuple[str, str], int]:
+            return {key: replicas}
+
+        def step(self, view: object) -> dict[tuple[str, str], int]:
+            return {key: replicas}
+
+    run = Simulator(spec, arr, SimConfig()).run(Static())
+    lat = (run.done - run.arrivals) * 1000.0
+    return float(np.percentile(lat[len(lat) // 10 :], 99))
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.8, 0.95])
+@pytest.mark.parametrize("combo", [("int8", "t4-spot"), ("fp16", "t4-ondemand"),
+                                   ("int8", "l4-spot")])
+def test_perf_model_matches_simulator(
+    resnet: ScaledModelSpec, combo: tuple[str, str], fraction: float
+) -> None:
+    """Tolerance: the predicted p99 is within 25% of the simulated p99 (Poisson arrivals,
+    two replicas, 20 s) for loads up to 95% of the SLO capacity."""
+    prof = resnet.variant(combo[0]).profile_for(resnet.pool(combo[1]).accelerator)
+    assert prof is not None
+    cap = perf.capacity(prof, resnet.slo.latency)
+    rps = 2 * cap * fraction
+    sim = _simulated_p99(resnet, combo, rps, 2, seconds=20.0 if rps < 5000 else 6.0)
+    model = perf.predict_latency_ms(prof, rps, 2, 99.0)
+    assert model == pytest.approx(sim, rel=0.25), (combo, fraction, model, sim)
+
+
+def test_capacity_holds_the_slo_in_the_simulator(resnet: ScaledModelSpec) -> None:
+    prof = resnet.variant("fp16").profile_for("T4")
+    assert prof is not None
+    cap = perf.capacity(prof, resnet.slo.latency)
+    assert _simulated_p99(resnet, ("fp16", "t4-ondemand"), 2 * cap, 2) <= 25.0 * 1.1
+    # ...and 30% beyond it, the simulator violates the SLO: the model is not loose.
+    assert _simulated_p99(resnet, ("fp16", "t4-ondemand"), 2 * cap * 1.3, 2, 10.0) > 25.0

@@ -1,0 +1,70 @@
+"""``tritonscale run`` flags reach Kopf; the Kopf handlers are registered and thin."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from tritonscale.commands import run as runcmd
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    runcmd.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(runcmd.NAMESPACES_ENV, raising=False)
+    assert runcmd.scope_kwargs(_args()) == {"clusterwide": True, "namespaces": ()}
+    assert runcmd.scope_kwargs(_args("-A")) == {"clusterwide": True, "namespaces": ()}
+    assert runcmd.scope_kwargs(_args("-n", "a", "--namespace", "b")) == {
+        "clusterwide": False, "namespaces": ["a", "b"],
+    }
+    monkeypatch.setenv(runcmd.NAMESPACES_ENV, "x, y")
+    assert runcmd.scope_kwargs(_args())["namespaces"] == ["x", "y"]
+    with pytest.raises(SystemExit):
+        _args("-A", "-n", "a")
+
+
+def test_peering() -> None:
+    assert runcmd.peering_kwargs(_args()) == {"standalone": True}
+    assert runcmd.peering_kwargs(_args("--peering", "ts", "--priority", "10")) == {
+        "standalone": False, "peering_name": "ts", "priority": 10,
+    }
+
+
+def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+
+    from tritonscale.adapters import kube
+    from tritonscale.handlers.reconcile import Reconciler
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kube.KubeAdapter, "from_environment", classmethod(lambda cls: object()))
+    monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(kopf, "configure", lambda **kw: None)
+    args = _args("-n", "ml", "--peering", "ts", "--liveness", "http://0.0.0.0:8081/healthz",
+                 "--metrics-port", "0")
+    assert runcmd.run(args) == 0
+    assert seen["namespaces"] == ["ml"] and seen["clusterwide"] is False
+    assert seen["peering_name"] == "ts" and seen["standalone"] is False
+    assert seen["liveness_endpoint"] == "http://0.0.0.0:8081/healthz"
+    assert isinstance(seen["memo"].reconciler, Reconciler)
+
+
+def test_handlers_registered() -> None:
+    import kopf
+
+    from tritonscale.handlers import lifecycle
+
+    registry = kopf.get_default_registry()
+    changing = {h.id: h for h in registry._changing.get_all_handlers()}
+    assert {"on_create", "on_update/spec", "on_resume", "on_delete"} <= set(changing)
+    assert changing["on_delete"].requires_finalizer is False  # GC does the cleanup
+    assert "on_tick" in {h.id for h in registry._spawning.get_all_handlers()}
+    assert "on_deployment" in {h.id for h in registry._watching.get_all_handlers()}
+    assert {"configure", "reconciler"} <= {h.id for h in registry._activities.get_all_handlers()}
+    assert lifecycle.plain({"a": [{"b": (1, 2)}]}) == {"a": [{"b": [1, 2]}]}

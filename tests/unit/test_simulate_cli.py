@@ -1,0 +1,63 @@
+"""``tritonscale simulate``: JSON fields, table, both trace formats, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tritonscale.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = str(ROOT / "examples" / "resnet50.yaml")
+FIELDS = ("policy", "requests", "slo_attainment", "windows_met", "cost_usd",
+          "mean_cost_per_hour", "p50_ms", "p95_ms", "p99_ms", "dropped")
+
+
+@pytest.fixture
+def plain_trace(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.exponential(1 / 400.0, 400 * 240))  # 400 rps for 4 minutes
+    p = tmp_path / "plain.csv"
+    p.write_text("timestamp_s\n" + "\n".join(f"{x:.6f}" for x in t) + "\n")
+    return p
+
+
+def test_json_all_policies_plain_trace(plain_trace: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--spec", SPEC, "--trace", str(plain_trace), "--rate-scale", "1",
+                 "--json"])
+    assert code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["policy"] for r in rows] == ["tritonscale", "hpa", "kpa", "static-peak", "oracle"]
+    for r in rows:
+        for f in FIELDS:
+            assert f in r, f
+        assert r["requests"] == 400 * 240
+        assert 0.0 <= r["slo_attainment"] <= 1.0 and 0.0 <= r["windows_met"] <= 1.0
+        assert r["cost_usd"] > 0
+
+
+def test_table_azure_trace_one_policy(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # First 2,000 rows of the bundled Azure trace (TIMESTAMP format).
+    lines = (ROOT / "examples/traces/azure_llm_conv_2023.csv").read_text().splitlines()[:2001]
+    p = tmp_path / "azure.csv"
+    p.write_text("\n".join(lines) + "\n")
+    out_png = tmp_path / "out.png"
+    code = main(["simulate", "--spec", SPEC, "--trace", str(p), "--rate-scale", "50",
+                 "--policy", "tritonscale", "--seed", "3", "--plot", str(out_png)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "tritonscale" in out and "SLO att." in out and "win. met" in out
+    assert "100,000 requests" in out
+    assert out_png.stat().st_size > 10_000
+
+
+def test_bad_trace_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text("nope\n1\n")
+    assert main(["simulate", "--spec", SPEC, "--trace", str(p)]) == 2
+    assert "timestamp_s" in capsys.readouterr().err

@@ -1,0 +1,185 @@
+"""Stabiliser with a fake clock: windows, step limits, make-before-break, unknown signals."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from tritonscale.core.autoscale import decide
+from tritonscale.core.spec import ScaledModelSpec, Scaling
+from tritonscale.core.stabilize import stabilize_load, transition
+from tritonscale.core.types import Decision, Observation, PlacementState
+
+SpecFactory = Callable[..., ScaledModelSpec]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def tick(self, s: float = 15.0) -> float:
+        self.t += s
+        return self.t
+
+
+def test_stabilize_load_follows_rises_at_once_and_falls_after_window() -> None:
+    clock = FakeClock()
+    window: list[list[float]] | None = None
+    prev: float | None = None
+    out = []
+    recs = [100.0, 500.0, 200.0, 200.0] + [200.0] * 25
+    for r in recs:
+        prev, window = stabilize_load(window, prev, r, clock.tick(), 0.0, 300.0)
+        out.append(prev)
+    assert out[0] == 100.0
+    assert out[1] == 500.0  # rise followed within one interval
+    # 500 was recommended at step 1 (t=1030); it leaves the 300 s window at t >= 1330,
+    # i.e. step 21 (t = 1015 + 15*21 = 1330).
+    assert out[2:20] == [500.0] * 18
+    assert out[20] == 500.0 and out[21] == 200.0
+    assert len(window) <= 3  # pruned state stays small
+
+
+def test_stabilize_load_up_window_delays_rises() -> None:
+    clock = FakeClock()
+    window: list[list[float]] | None = None
+    prev: float | None = 100.0
+    outs = []
+    for r in [100.0, 400.0, 400.0, 400.0, 400.0, 400.0]:
+        prev, window = stabilize_load(window, prev, r, clock.tick(), 60.0, 300.0)
+        outs.append(prev)
+    # min over the last 60 s stays 100 until the 100 ages out (4 steps later).
+    assert outs[:4] == [100.0] * 4 and outs[5] == 400.0
+
+
+def _ps(key: tuple[str, str], desired: int, ready: int) -> PlacementState:
+    return PlacementState(key[0], key[1], desired, ready)
+
+
+A = ("small", "t4-spot")
+B = ("big", "a100-od")
+
+
+def test_transition_bounded_steps() -> None:
+    sc = Scaling(max_scale_up_step=2, max_scale_down_step=1)
+    up = transition({A: 7}, [_ps(A, 3, 3)], sc)
+    assert up.desired == {A: 5} and up.step_limited
+    down = transition({A: 1}, [_ps(A, 5, 5)], sc)
+    assert down.desired == {A: 4} and down.step_limited
+
+
+def test_transition_make_before_break() -> None:
+    sc = Scaling()
+    # Switching A -> B: B is not Ready yet, so A keeps its Ready replicas.
+    t1 = transition({B: 2}, [_ps(A, 3, 3)], sc)
+    assert t1.desired == {A: 3, B: 2} and t1.held_for_readiness
+    t2 = transition({B: 2}, [_ps(A, 3, 3), _ps(B, 2, 1)], sc)
+    assert t2.desired == {A: 3, B: 2}
+    # B Ready: A goes.
+    t3 = transition({B: 2}, [_ps(A, 3, 3), _ps(B, 2, 2)], sc)
+    assert t3.desired == {B: 2} and not t3.held_for_readiness
+    # Not-Ready old replicas are no capacity: they may go at once.
+    t4 = transition({B: 2}, [_ps(A, 3, 1), _ps(B, 2, 0)], sc)
+    assert t4.desired == {A: 1, B: 2}
+
+
+def _run(spec: ScaledModelSpec, rps_seq: list[float | None], clock: FakeClock,
+         ready_lag: int = 0) -> list[Decision]:
+    """Drive decide like the operator; replicas become Ready ``ready_lag`` steps later."""
+    state: Any = None
+    cur: tuple[PlacementState, ...] = ()
+    history: list[dict[tuple[str, str], int]] = []
+    out = []
+    for rps in rps_seq:
+        d = decide(spec, Observation(rps=rps, current=cur), state, clock.tick())
+        json.dumps(d.state)  # persisted in status: must be JSON-able
+        state = d.state
+        history.append(d.replicas())
+        old = history[-1 - ready_lag] if len(history) > ready_lag else {}
+        cur = tuple(_ps(k, n, min(n, old.get(k, 0))) for k, n in d.replicas().items())
+        out.append(d)
+    return out
+
+
+def test_decide_scales_up_within_one_interval_and_down_after_window(
+    make_spec: SpecFactory,
+) -> None:
+    spec = make_spec(scaling={"scaleDownStabilizationSeconds": 120})
+    clock = FakeClock()
+    ds = _run(spec, [1000.0] * 4 + [5000.0] + [1000.0] * 14, clock)
+    n = [d.total_replicas for d in ds]
+    assert n[3] == 1
+    assert n[4] >= 4 and ds[4].reason == "ScaledUp"  # same interval as the jump
+    # 120 s window = 8 intervals: held at the peak, then down.
+    assert all(x == n[4] for x in n[5:12])
+    assert ds[5].reason == "Held"
+    assert min(n[12:]) < n[4]
+    assert "ScaledDown" in [d.reason for d in ds[12:]]
+
+
+def test_unknown_signals_hold_and_never_scale_down(make_spec: SpecFactory) -> None:
+    spec = make_spec(scaling={"failureThreshold": 3})
+    clock = FakeClock()
+    ds = _run(spec, [4000.0] * 3 + [None, math.nan, math.inf, None, None], clock)
+    held = ds[3:]
+    assert all(d.replicas() == ds[2].replicas() for d in held)
+    assert [d.reason for d in held] == ["HeldUnknownSignals"] * 5  # no safe plan configured
+
+
+def test_safe_plan_after_failure_threshold_never_below_current(make_spec: SpecFactory) -> None:
+    spec = make_spec(
+        scaling={
+            "failureThreshold": 2,
+            "safePlan": [{"variant": "big", "pool": "t4-od", "replicas": 2},
+                         {"variant": "small", "pool": "t4-spot", "replicas": 1}],
+        }
+    )
+    clock = FakeClock()
+    ds = _run(spec, [4000.0] * 2 + [None] * 3 + [4000.0], clock)
+    before = ds[1].replicas()
+    assert before[("small", "t4-spot")] == 3
+    assert ds[2].reason == "HeldUnknownSignals"
+    assert ds[3].reason == "SafePlan" and ds[4].reason == "SafePlan"
+    # Safe plan merged with current: small@t4-spot stays at 3 (not 1), big@t4-od added.
+    assert ds[3].replicas() == {("small", "t4-spot"): 3, ("big", "t4-od"): 2}
+    assert ds[5].state["fail"] == 0  # signals back: failures reset
+
+
+def test_first_call_with_unknown_signals_is_min_replicas_on_cheapest(
+    make_spec: SpecFactory,
+) -> None:
+    spec = make_spec(scaling={"minReplicas": 2})
+    d = decide(spec, Observation(rps=None, error="prometheus timeout"), None, 0.0)
+    assert d.reason == "InitialPlan"
+    assert d.replicas() == {("small", "t4-spot"): 2}
+    assert "prometheus timeout" in d.message
+
+
+def test_not_ready_replicas_count_no_double_add(make_spec: SpecFactory) -> None:
+    spec = make_spec()
+    clock = FakeClock()
+    ds = _run(spec, [1000.0, 4000.0, 4000.0, 4000.0], clock, ready_lag=3)
+    # Replicas added at step 1 are not Ready for 3 steps; nothing is added twice.
+    assert ds[1].total_replicas == ds[2].total_replicas == ds[3].total_replicas
+
+
+def test_variant_change_is_make_before_break_in_decide(make_spec: SpecFactory) -> None:
+    spec = make_spec(scaling={"scaleDownStabilizationSeconds": 0})
+    clock = FakeClock()
+    state: Any = None
+    cur = (_ps(("small", "t4-spot"), 2, 2),)
+    d = decide(spec, Observation(rps=1000.0, current=cur), state, clock.tick())
+    state = d.state
+    # Spot pool lost: the plan moves to t4-od; old spot replicas stay until the new are Ready.
+    gone = frozenset({"t4-spot"})
+    d = decide(spec, Observation(rps=1000.0, current=cur, unavailable_pools=gone), state,
+               clock.tick())
+    assert d.reason == "Transitioning"
+    assert d.replicas()[("small", "t4-spot")] == 2
+    assert d.replicas()[("small", "t4-od")] >= 1
+    cur = (_ps(("small", "t4-spot"), 2, 2), _ps(("small", "t4-od"), 1, 1))
+    d = decide(spec, Observation(rps=1000.0, current=cur, unavailable_pools=gone), d.state,
+               clock.tick())
+    assert ("small", "t4-spot") not in d.replicas()
