@@ -536,3 +536,23 @@ def test_prometheus_rule_alerts_use_exported_metrics() -> None:
         names = metric_names(r["expr"])
         assert names and names <= exported | TRITON_METRICS, r["expr"]
         assert "{{ $labels.scaledmodel }}" in r["annotations"]["summary"]
+
+
+def test_packaged_chart_ships_schema_crds_and_dashboard(tmp_path: Path) -> None:
+    import tarfile
+
+    run_helm("package", str(CHART), "--destination", str(tmp_path))
+    (tgz,) = tmp_path.glob("tritonscale-*.tgz")
+    with tarfile.open(tgz) as tar:
+        names = set(tar.getnames())
+    for required in (
+        "values.schema.json",
+        "crds/scaledmodel.yaml",
+        "crds/kopf-peering.yaml",
+        "dashboards/tritonscale.json",
+        "templates/NOTES.txt",
+        "templates/tests/test-metrics.yaml",
+        "README.md",
+    ):
+        assert f"tritonscale/{required}" in names, required
+    assert not [n for n in names if n.startswith("tritonscale/ci/")], "ci/ values are not shipped"
