@@ -67,7 +67,7 @@ def warm_up(server: TritonServer, model: str, requests: int = 3) -> None:
     client = httpclient.InferenceServerClient(server.url)
     try:
         t = httpclient.InferInput("INPUT", [1, 1], "FP32")
-        t.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))
+        t.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
         for _ in range(requests):
             client.infer(model, [t])
     finally:

@@ -43,7 +43,12 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
     from tritonscale.handlers.reconcile import Reconciler
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(kube.KubeAdapter, "from_environment", classmethod(lambda cls: object()))
+    class StubKube:
+        def list_pods(self, namespace: str, name: str) -> list[Any]:
+            return []
+
+    monkeypatch.setattr(kube.KubeAdapter, "from_environment",
+                        classmethod(lambda cls: StubKube()))
     monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
     args = _args("-n", "ml", "--peering", "ts", "--liveness", "http://0.0.0.0:8081/healthz",
@@ -52,7 +57,10 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
     assert seen["namespaces"] == ["ml"] and seen["clusterwide"] is False
     assert seen["peering_name"] == "ts" and seen["standalone"] is False
     assert seen["liveness_endpoint"] == "http://0.0.0.0:8081/healthz"
-    assert isinstance(seen["memo"].reconciler, Reconciler)
+    rec = seen["memo"].reconciler
+    assert isinstance(rec, Reconciler)
+    assert type(rec.signals).__name__ == "SpecSignalSource"
+    assert type(rec.listeners[0]).__name__ == "MetricsListener"
 
 
 def test_handlers_registered() -> None:
@@ -68,3 +76,18 @@ def test_handlers_registered() -> None:
     assert "on_deployment" in {h.id for h in registry._watching.get_all_handlers()}
     assert {"configure", "reconciler"} <= {h.id for h in registry._activities.get_all_handlers()}
     assert lifecycle.plain({"a": [{"b": (1, 2)}]}) == {"a": [{"b": [1, 2]}]}
+
+
+def test_startup_settings() -> None:
+    import logging
+
+    import kopf
+
+    from tritonscale.handlers import lifecycle
+
+    settings = kopf.OperatorSettings()
+    lifecycle.configure(settings=settings, memo=kopf.Memo(max_workers=8))
+    assert settings.execution.max_workers == 8
+    assert settings.posting.level == logging.WARNING
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)

@@ -115,6 +115,17 @@ class KubeAdapter:
         items = self._plain(res).get("items") or []
         return [dict(i) for i in items]
 
+    def list_pods(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
+        """Triton pods of ``scaledmodel`` (for the direct-scrape signal source)."""
+        res = self._call(
+            "list pods",
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=f"{LABEL_SM}={scaledmodel}",
+        )
+        items = self._plain(res).get("items") or []
+        return [dict(i) for i in items]
+
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj = self._call(

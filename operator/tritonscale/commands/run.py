@@ -83,30 +83,31 @@ def peering_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"standalone": True}
 
 
-def start_metrics(port: int) -> None:
-    if port <= 0:
-        return
-    from prometheus_client import start_http_server
-
-    start_http_server(port)
-
-
 def run(args: argparse.Namespace) -> int:
     os.environ["TRITONSCALE_TICK_SECONDS"] = str(args.tick_seconds)
     import kopf
 
     from tritonscale.adapters.kube import KubeAdapter
+    from tritonscale.adapters.metrics import OperatorMetrics
     from tritonscale.handlers import lifecycle  # registers the handlers
-    from tritonscale.handlers.ports import NullSignalSource
     from tritonscale.handlers.reconcile import Reconciler
+    from tritonscale.handlers.signals import SpecSignalSource
+    from tritonscale.handlers.telemetry import MetricsListener
 
     fmt = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN,
            "json": kopf.LogFormat.JSON}[args.log_format]
     kopf.configure(verbose=args.verbose, log_format=fmt)
     log = logging.getLogger("tritonscale")
-    reconciler = Reconciler(kube=KubeAdapter.from_environment(), signals=NullSignalSource())
-    memo = kopf.Memo(reconciler=reconciler, max_workers=args.workers)
-    start_metrics(args.metrics_port)
+    kube = KubeAdapter.from_environment()
+    metrics = OperatorMetrics()
+    reconciler = Reconciler(
+        kube=kube,
+        signals=SpecSignalSource(list_pods=kube.list_pods),
+        listeners=[MetricsListener(metrics)],
+    )
+    memo = kopf.Memo(reconciler=reconciler, max_workers=args.workers, metrics=metrics)
+    if args.metrics_port > 0:
+        metrics.serve(args.metrics_port)
     scope = scope_kwargs(args)
     log.info(
         "tritonscale operator starting: %s, %s, tick %.1fs (handlers: %s)",

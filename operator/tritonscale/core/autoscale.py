@@ -62,6 +62,7 @@ from tritonscale.core.types import Decision, Observation, Placement, finite_or_n
 Key = tuple[str, str]
 STATE_VERSION = 1
 MAX_CORRECTION = 2.0
+OD_WINDOW_SECONDS = 60.0
 LADDER_RUNGS = ("normal", "no headroom", "current load", "best effort within budget")
 
 
@@ -286,7 +287,8 @@ def decide(
         max(predicted, rps) * corr * max(1.0, scale),
         rps * corr,
     )
-    # Spot protection holds the current load; it too only falls after the down window.
+    # Spot protection holds the *current* load (replacing lost spot capacity takes
+    # a startup anyway); a short window keeps the on-demand part from flapping.
     prev_od = st.get("Lo")
     od_load, od_window = stabilize_load(
         st.get("wo"),
@@ -294,7 +296,7 @@ def decide(
         rps * corr,
         now,
         sc.scale_up_stabilization_seconds,
-        sc.scale_down_stabilization_seconds,
+        min(sc.scale_down_stabilization_seconds, OD_WINDOW_SECONDS),
     )
     st["wo"] = [[t, round(v, 3)] for t, v in od_window]
     st["Lo"] = round(od_load, 3)

@@ -36,7 +36,7 @@ six-step greedy each.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from tritonscale.core.perf import capacity, predict_latency_ms
@@ -106,9 +106,43 @@ def candidates(
     unavailable: Iterable[str] = (),
     min_accuracy: float | None = None,
 ) -> tuple[Combo, ...]:
-    """Every allowed (variant, pool) with its capacity at the spec's SLO."""
-    gone = set(unavailable)
+    """Every allowed (variant, pool) with its capacity at the spec's SLO.
+
+    Cached per (spec object, unavailable pools, floor): the same tuple comes
+    back, so the solver's per-tuple precomputation is reused across steps.
+    """
+    gone = frozenset(unavailable)
     floor = spec.slo.min_accuracy if min_accuracy is None else min_accuracy
+    ck = (id(spec), gone, floor)
+    hit = _CANDIDATES.get(ck)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    result = _candidates(spec, gone, floor)
+    if len(_CANDIDATES) > 256:
+        _CANDIDATES.clear()
+    _CANDIDATES[ck] = (spec, result)
+    return result
+
+
+_CANDIDATES: dict[tuple[int, frozenset[str], float], tuple[ScaledModelSpec,
+                                                           tuple[Combo, ...]]] = {}
+_DERIVED: dict[tuple[int, str], tuple[Sequence[Combo], tuple[Combo, ...]]] = {}
+
+
+def _derived(combos: Sequence[Combo], what: str, make: Callable[[], tuple[Combo, ...]]
+             ) -> tuple[Combo, ...]:
+    """A relaxed copy of ``combos`` (for binding checks), cached per tuple."""
+    hit = _DERIVED.get((id(combos), what))
+    if hit is not None and hit[0] is combos:
+        return hit[1]
+    out = make()
+    if len(_DERIVED) > 256:
+        _DERIVED.clear()
+    _DERIVED[(id(combos), what)] = (combos, out)
+    return out
+
+
+def _candidates(spec: ScaledModelSpec, gone: frozenset[str], floor: float) -> tuple[Combo, ...]:
     out: list[Combo] = []
     for v in spec.variants:
         if v.accuracy < floor:
@@ -223,52 +257,136 @@ def _usable(combos: Sequence[Combo], spot: bool) -> list[tuple[float, list[Combo
     return out
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """One (on-demand threshold, spot threshold) pair with its usable pools."""
+
+    ko: float
+    kmin: float
+    od_sorted: tuple[Combo, ...]
+    all_sorted: tuple[Combo, ...]
+    od_price: float
+    cheapest: float
+
+
+_PAIRS: dict[int, tuple[Sequence[Combo], tuple[_Pair, ...], dict[Key, Combo]]] = {}
+
+
+def _pairs(combos: Sequence[Combo]) -> tuple[tuple[_Pair, ...], dict[Key, Combo]]:
+    """Threshold pairs worth trying, cached per candidate tuple.
+
+    For an on-demand threshold ko, every spot threshold >= ko gives the same
+    replica count (the weakest replica is on-demand), so only the smallest such
+    one (the most usable spot pools) can be optimal; spot thresholds below ko
+    are all tried.
+    """
+    hit = _PAIRS.get(id(combos))
+    if hit is not None and hit[0] is combos:
+        return hit[1], hit[2]
+    spot_levels = _usable(combos, True)
+    od_levels = _usable(combos, False)
+    pairs: list[_Pair] = []
+    for ko, od_pools in od_levels:
+        chosen = [lv for lv in spot_levels if lv[0] < ko]
+        above = [lv for lv in spot_levels if lv[0] >= ko]
+        if above:
+            chosen.append(above[0])
+        for ks, spot_pools in chosen:
+            all_sorted = sorted([*spot_pools, *od_pools], key=_price_key)
+            pairs.append(
+                _Pair(
+                    ko=ko,
+                    kmin=min(ks, ko),
+                    od_sorted=tuple(od_pools),
+                    all_sorted=tuple(all_sorted),
+                    od_price=od_pools[0].price_per_hour if od_pools else math.inf,
+                    cheapest=all_sorted[0].price_per_hour if all_sorted else math.inf,
+                )
+            )
+    by_key = {c.key: c for c in combos}
+    if len(_PAIRS) > 256:
+        _PAIRS.clear()
+    _PAIRS[id(combos)] = (combos, tuple(pairs), by_key)
+    return tuple(pairs), by_key
+
+
+def _search(
+    combos: Sequence[Combo], req: Request, respect_budget: bool, want_runner_up: bool
+) -> tuple[Plan | None, Plan | None]:
+    """Branch and bound over threshold pairs, cheapest lower bound first."""
+    pairs, by_key = _pairs(combos)
+    budget = req.max_cost_per_hour if respect_budget else None
+    entries: list[tuple[float, int, int, int, _Pair]] = []
+    for i, pr in enumerate(pairs):
+        if req.od_load_rps > _EPS and not pr.od_sorted:
+            continue
+        n_od = _ceil_div(req.od_load_rps, pr.ko) if pr.od_sorted else 0
+        if pr.kmin == math.inf:
+            if req.load_rps > _EPS or req.min_replicas > 0:
+                continue
+            n = 0
+        else:
+            n = max(req.min_replicas, _ceil_div(req.load_rps, pr.kmin), n_od)
+        if n > req.max_replicas:
+            continue
+        lb = (n_od * pr.od_price if n_od else 0.0) + (n - n_od) * pr.cheapest if n else 0.0
+        if budget is not None and lb > budget + 1e-9:
+            continue
+        entries.append((lb, i, n, n_od, pr))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    found: list[tuple[float, dict[Key, int]]] = []
+    best: tuple[float, dict[Key, int]] | None = None
+    second = math.inf  # cheapest plan with another set of (variant, pool) than best
+    for lb, _, n, n_od, pr in entries:
+        bound = second if want_runner_up else (best[0] if best else math.inf)
+        if lb > bound + 1e-12:
+            break
+        got = _greedy(pr.od_sorted, pr.all_sorted, n, n_od)
+        if got is None:
+            continue
+        alloc, cost = got
+        if budget is not None and cost > budget + 1e-9:
+            continue
+        found.append((cost, alloc))
+        if (
+            best is None
+            or cost < best[0] - 1e-12
+            or (abs(cost - best[0]) <= 1e-12 and _tiebreak(alloc, by_key)
+                > _tiebreak(best[1], by_key))
+        ):
+            best = (cost, alloc)
+        if want_runner_up:
+            keys = _keyset(best[1])
+            second = min((c for c, a in found if _keyset(a) != keys), default=math.inf)
+    if best is None:
+        return None, None
+    plan = _make_plan(best[1], by_key)
+    ru: Plan | None = None
+    if want_runner_up:
+        keys = _keyset(best[1])
+        alts = [(c, a) for c, a in found if _keyset(a) != keys]
+        if alts:
+            _, a = min(alts, key=lambda x: x[0])
+            ru = _make_plan(a, by_key)
+    return plan, ru
+
+
+def _keyset(alloc: dict[Key, int]) -> frozenset[Key]:
+    return frozenset(k for k, n in alloc.items() if n > 0)
+
+
 def solve(
     combos: Sequence[Combo], req: Request, respect_budget: bool = True
 ) -> Plan | None:
     """Cheapest plan meeting every constraint of ``req``; None if none exists."""
-    by_key = {c.key: c for c in combos}
-    spot_levels = _usable(combos, True)
-    od_levels = _usable(combos, False)
-    budget = req.max_cost_per_hour if respect_budget else None
-    best_alloc: dict[Key, int] | None = None
-    best_cost = math.inf
-    for ko, od_pools in od_levels:
-        if req.od_load_rps > _EPS and not od_pools:
-            continue
-        n_od = _ceil_div(req.od_load_rps, ko) if od_pools else 0
-        od_price = od_pools[0].price_per_hour if od_pools else math.inf
-        for ks, spot_pools in spot_levels:
-            kmin = ks if ks < ko else ko
-            if kmin == math.inf:
-                if req.load_rps > _EPS or req.min_replicas > 0:
-                    continue
-                n = 0
-            else:
-                n = max(req.min_replicas, _ceil_div(req.load_rps, kmin), n_od)
-            if n > req.max_replicas:
-                continue
-            # Lower bound before the greedy: every unit at the cheapest usable price.
-            cheapest = min(od_price, spot_pools[0].price_per_hour if spot_pools else math.inf)
-            if n > 0 and n_od * od_price + (n - n_od) * cheapest > best_cost + 1e-12:
-                continue
-            all_sorted = (
-                sorted([*spot_pools, *od_pools], key=_price_key) if spot_pools else od_pools
-            )
-            got = _greedy(od_pools, all_sorted, n, n_od)
-            if got is None:
-                continue
-            alloc, cost = got
-            if budget is not None and cost > budget + 1e-9:
-                continue
-            if cost < best_cost - 1e-12 or (
-                abs(cost - best_cost) <= 1e-12
-                and best_alloc is not None
-                and _tiebreak(alloc, by_key) > _tiebreak(best_alloc, by_key)
-            ):
-                best_cost = cost
-                best_alloc = alloc
-    return _make_plan(best_alloc, by_key) if best_alloc is not None else None
+    return _search(combos, req, respect_budget, False)[0]
+
+
+def solve_with_runner_up(
+    combos: Sequence[Combo], req: Request, respect_budget: bool = True
+) -> tuple[Plan | None, Plan | None]:
+    """The cheapest plan and the cheapest one using another set of (variant, pool)."""
+    return _search(combos, req, respect_budget, True)
 
 
 def _tiebreak(alloc: dict[Key, int], by_key: dict[Key, Combo]) -> tuple[float, float]:
@@ -332,15 +450,11 @@ def predicted_latency_ms(
 
 
 def runner_up(combos: Sequence[Combo], req: Request, chosen: Plan) -> Plan | None:
-    """Best plan that drops one of the chosen (variant, pool) pairs."""
-    best: Plan | None = None
-    for key in chosen.keys():  # noqa: SIM118 - Plan.keys() is a method, not a dict
-        alt = solve([c for c in combos if c.key != key], req)
-        if alt is not None and alt.keys() != chosen.keys() and (
-            best is None or alt.cost_per_hour < best.cost_per_hour
-        ):
-            best = alt
-    return best
+    """Cheapest plan whose set of (variant, pool) differs from ``chosen``'s."""
+    best, ru = solve_with_runner_up(combos, req)
+    if best is not None and best.keys() != chosen.keys():
+        return best
+    return ru
 
 
 def describe(plan: Plan | None) -> str:
@@ -385,7 +499,11 @@ def binding_constraint(
         relaxed = solve(combos, replace(req, od_load_rps=0.0))
         if relaxed is not None and relaxed.cost_per_hour < plan.cost_per_hour - 1e-9:
             return "spotProtection"
-    uncapped = [replace(c, pool_max=max(c.pool_max, req.max_replicas)) for c in combos]
+    uncapped = _derived(
+        combos,
+        f"uncapped{req.max_replicas}",
+        lambda: tuple(replace(c, pool_max=max(c.pool_max, req.max_replicas)) for c in combos),
+    )
     free = solve(uncapped, req)
     if free is not None and free.cost_per_hour < plan.cost_per_hour - 1e-9:
         full = sorted(
@@ -396,7 +514,11 @@ def binding_constraint(
     if plan.total >= req.max_replicas:
         return "maxReplicas"
     pools = {c.pool for c in combos}
-    every = [c for c in candidates(spec, min_accuracy=0.0) if c.pool in pools]
+    every = _derived(
+        combos,
+        "every",
+        lambda: tuple(c for c in candidates(spec, min_accuracy=0.0) if c.pool in pools),
+    )
     if len(every) > len(combos):
         alt = solve(every, req)
         if alt is not None and alt.cost_per_hour < plan.cost_per_hour - 1e-9:

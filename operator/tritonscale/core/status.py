@@ -91,6 +91,51 @@ def states_from_deployments(deployments: Iterable[Mapping[str, Any]]) -> list[Pl
     return sorted(out, key=lambda s: s.key)
 
 
+def _parse_time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def stalled_pools(
+    deployments: Iterable[Mapping[str, Any]],
+    startup_seconds: Mapping[str, float],
+    now: float,
+    factor: float = 2.0,
+    floor_seconds: float = 120.0,
+) -> set[str]:
+    """Pools whose Deployments cannot get their replicas Ready.
+
+    A Deployment counts as stalled when its ``Available`` condition has been False
+    for longer than ``factor`` x the pool's ``startupSeconds`` (at least
+    ``floor_seconds``) -- nodes lost, spot capacity gone, pods unschedulable -- or
+    when Kubernetes reports ``ReplicaFailure`` or ``ProgressDeadlineExceeded``.
+    """
+    out: set[str] = set()
+    for d in deployments:
+        labels = (d.get("metadata") or {}).get("labels") or {}
+        pool = labels.get(LABEL_POOL)
+        desired = int((d.get("spec") or {}).get("replicas") or 0)
+        ready = int((d.get("status") or {}).get("readyReplicas") or 0)
+        if not pool or desired <= 0 or ready >= desired:
+            continue
+        budget = max(floor_seconds, factor * startup_seconds.get(pool, 120.0))
+        for c in (d.get("status") or {}).get("conditions") or ():
+            ctype, cstatus = c.get("type"), c.get("status")
+            failed = ctype == "ReplicaFailure" and cstatus == "True"
+            deadline = ctype == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+            if failed or deadline:
+                out.add(pool)
+            elif ctype == "Available" and cstatus == "False":
+                since = _parse_time(c.get("lastTransitionTime"))
+                if since is not None and now - since > budget:
+                    out.add(pool)
+    return out
+
+
 def placements_from_status(status: Mapping[str, Any] | None) -> tuple[Placement, ...] | None:
     """The plan recorded in ``status.lastDecision.placements`` (None if never decided)."""
     last = (status or {}).get("lastDecision")

@@ -113,8 +113,8 @@ def on_deployment(type: str | None, body: Any, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def on_delete(uid: str, memo: Any, **_: Any) -> None:
-    _reconciler(memo).forget(uid)
+def on_delete(uid: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _reconciler(memo).forget(uid, namespace or "", name)
 
 
 @kopf.on.probe(id="reconciler")
