@@ -91,3 +91,16 @@ def test_startup_settings() -> None:
     assert settings.posting.level == logging.WARNING
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+
+
+def test_quiet_ticks_filter() -> None:
+    import logging
+
+    f = runcmd.QuietTicks()
+
+    def rec(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    assert not f.filter(rec(logging.INFO, "Timer 'on_tick' succeeded."))
+    assert f.filter(rec(logging.ERROR, "Timer 'on_tick' failed with an exception."))
+    assert f.filter(rec(logging.INFO, "Handler 'on_create' succeeded."))
