@@ -112,13 +112,22 @@ class Reconciler:
 
     # -- entry points (called by the Kopf handlers) ------------------------------
 
-    def reconcile(self, body: Mapping[str, Any], *, decide: bool = True) -> Outcome:
-        """Converge one ScaledModel; ``decide`` makes a new decision first."""
+    def reconcile(
+        self,
+        body: Mapping[str, Any],
+        *,
+        decide: bool = True,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome:
+        """Converge one ScaledModel; ``decide`` makes a new decision first.
+
+        ``deployments``: the model's Deployments if the caller already has them (the
+        Kopf layer keeps an index fed by its watch); otherwise they are listed."""
         meta = body.get("metadata") or {}
         started = time.monotonic()
         with self._lock(str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")):
             try:
-                out = self._reconcile(body, decide)
+                out = self._reconcile(body, decide, deployments)
             except ReconcileError as e:
                 self._notify(Outcome(
                     valid=True, namespace=str(meta.get("namespace", "")),
@@ -137,7 +146,11 @@ class Reconciler:
             except Exception:
                 log.exception("reconcile listener %r failed", listener)
 
-    def tick(self, body: Mapping[str, Any]) -> Outcome | None:
+    def tick(
+        self,
+        body: Mapping[str, Any],
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome | None:
         """Autoscale timer: decide again once ``spec.scaling.intervalSeconds`` passed."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
@@ -145,9 +158,14 @@ class Reconciler:
         last = self._last_decided.get(uid)
         if last is not None and self.clock() - last < interval:
             return None
-        return self.reconcile(body, decide=True)
+        return self.reconcile(body, decide=True, deployments=deployments)
 
-    def refresh(self, namespace: str, name: str) -> Outcome | None:
+    def refresh(
+        self,
+        namespace: str,
+        name: str,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome | None:
         """Re-read one ScaledModel and converge to its recorded plan (no new decision)."""
         try:
             body = self.kube.get_scaledmodel(namespace, name)
@@ -155,9 +173,14 @@ class Reconciler:
             raise ReconcileError(f"reading {namespace}/{name}: {e}") from e
         if body is None:
             return None
-        return self.reconcile(body, decide=False)
+        return self.reconcile(body, decide=False, deployments=deployments)
 
-    def deployment_event(self, body: Mapping[str, Any], deleted: bool = False) -> Outcome | None:
+    def deployment_event(
+        self,
+        body: Mapping[str, Any],
+        deleted: bool = False,
+        deployments: Callable[[str, str], Sequence[Mapping[str, Any]] | None] | None = None,
+    ) -> Outcome | None:
         """A Deployment we own changed: refresh its ScaledModel when counts moved."""
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
@@ -176,7 +199,8 @@ class Reconciler:
             return None
         else:
             self._seen_deployments[key] = counts
-        return self.refresh(str(namespace), str(sm))
+        listed = deployments(str(namespace), str(sm)) if deployments is not None else None
+        return self.refresh(str(namespace), str(sm), listed)
 
     def forget(self, uid: str, namespace: str = "", name: str = "") -> None:
         """The ScaledModel is gone; garbage collection removes its objects.
@@ -222,7 +246,12 @@ class Reconciler:
         except KubeAPIError as e:  # events are best effort; never fail a reconcile
             log.warning("could not post event %s for %s: %s", reason, involved.get("name"), e)
 
-    def _reconcile(self, body: Mapping[str, Any], decide: bool) -> Outcome:
+    def _reconcile(
+        self,
+        body: Mapping[str, Any],
+        decide: bool,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome:
         now = self.clock()
         meta = body.get("metadata") or {}
         ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid") or "")
@@ -239,10 +268,13 @@ class Reconciler:
         except SpecError as e:
             return self._invalid(ns, name, involved, status, generation, e, now)
 
-        try:
-            listed = self.kube.list_deployments(ns, name)
-        except KubeAPIError as e:
-            raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
+        if deployments is not None:
+            listed = [dict(d) for d in deployments]
+        else:
+            try:
+                listed = self.kube.list_deployments(ns, name)
+            except KubeAPIError as e:
+                raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
         owned = [d for d in listed if _owned_by(d, uid)]
         states = st.states_from_deployments(owned)
         by_name = {str(d["metadata"]["name"]): d for d in owned}
