@@ -269,6 +269,20 @@ def replace_patch(old: Any, new: Mapping[str, Any]) -> dict[str, Any]:
 autoscaler_patch = replace_patch
 
 
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch: what the API server stores after ``patch``."""
+    out: dict[str, Any] = dict(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, Mapping):
+            base = out.get(k)
+            out[k] = merge_patch(base if isinstance(base, Mapping) else {}, v)
+        else:
+            out[k] = v
+    return out
+
+
 def _strip(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {k: _strip(v) for k, v in obj.items() if k not in _VOLATILE and v is not None}
