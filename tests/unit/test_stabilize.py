@@ -226,3 +226,18 @@ def test_unknown_signals_move_replicas_that_cannot_be_held(resnet: ScaledModelSp
     d = decide(fewer, Observation(rps=None, error="none", current=cur), first.state,
                clock.tick())
     assert d.replicas() == {("int8", "l4-spot"): 1}
+
+
+def test_scale_to_zero_only_after_idle_seconds(make_spec: SpecFactory) -> None:
+    clock = FakeClock()
+    never = make_spec(scaling={"minReplicas": 0, "scaleDownStabilizationSeconds": 0})
+    ds = _run(never, [100.0] + [0.0] * 10, clock)
+    assert all(d.total_replicas == 1 for d in ds)  # idleSeconds 0: never to zero
+    idle = make_spec(scaling={"minReplicas": 0, "idleSeconds": 60,
+                              "scaleDownStabilizationSeconds": 0})
+    ds = _run(idle, [100.0] + [0.0] * 10, clock)
+    n = [d.total_replicas for d in ds]
+    # Idle from the 2nd step; 60 s = 4 intervals later the floor drops to zero.
+    assert n[:5] == [1] * 5 and n[5:] == [0] * 6
+    back = decide(idle, Observation(rps=50.0, current=()), ds[-1].state, clock.tick())
+    assert back.total_replicas == 1 and back.reason == "ScaledUp"
