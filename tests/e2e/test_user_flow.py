@@ -282,7 +282,7 @@ def test_apply_example_deploys_triton_on_the_chosen_pool(
     # What `kubectl get sm` shows.
     (row,) = _parse_table(cluster.kubectl("get", "sm", "-n", ns).stdout)
     assert row == {"NAME": SM, "PLACEMENT": "int8@t4-spot x1", "READY": "1/1",
-                   "LATENCY": "<none>", "TARGET": "25", "COST/H": "0.201", "SLO": "Unknown",
+                   "LATENCY": "", "TARGET": "25", "COST/H": "0.201", "SLO": "Unknown",
                    "AGE": row["AGE"]}
     (wide,) = _parse_table(cluster.kubectl("get", "scaledmodels", "-o", "wide", "-n", ns).stdout)
     assert wide["REASON"] == "InitialPlan"

@@ -740,7 +740,8 @@ class Cluster:
 
     def _nodes_ready(self, names: Sequence[str]) -> bool:
         self._check_alive()
-        items = self.get_json("nodes", *names)["items"]
+        found = self.get_json("nodes", *names)
+        items = found["items"] if "items" in found else [found]  # one name: one object
         ready = {
             item["metadata"]["name"]
             for item in items
