@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import functools
 import json
 import os
@@ -27,6 +28,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -182,6 +184,7 @@ class Component:
             stderr=subprocess.STDOUT,
             env=dict(env),
             start_new_session=True,  # own process group, killed as a whole
+            preexec_fn=_die_with_parent(os.getpid()),
         )
 
     def alive(self) -> bool:
@@ -209,6 +212,27 @@ class Component:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the child get SIGKILL when the test process dies.
+
+    Teardown does not run when pytest itself is killed (a CI timeout, SIGKILL);
+    without this an orphaned etcd/kube-apiserver would run on. Linux only.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
@@ -381,6 +405,12 @@ class Cluster:
             "admin", "kubernetes-admin", organizations=("system:masters",), client=True
         )
         pki.service_account_keys()
+        # Front proxy (aggregation layer) with its own CA, as kubeadm sets it up: the API
+        # server then publishes the request-header CA that delegating components
+        # (controller manager, scheduler, aggregated API servers) expect.
+        Pki(self.pki_dir / "front-proxy").issue(
+            "front-proxy-client", "front-proxy-client", client=True
+        )
         ca_pem = pki.ca.cert_pem()
         write_kubeconfig(
             self.kubeconfig,
@@ -431,6 +461,13 @@ class Cluster:
             f"--tls-cert-file={d / 'apiserver.crt'}",
             f"--tls-private-key-file={d / 'apiserver.key'}",
             f"--client-ca-file={d / 'ca.crt'}",
+            f"--requestheader-client-ca-file={d / 'front-proxy' / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={d / 'front-proxy' / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={d / 'front-proxy' / 'front-proxy-client.key'}",
             "--authorization-mode=Node,RBAC",
             # /readyz, /healthz and /version stay public, as on kubeadm clusters.
             "--anonymous-auth=true",
