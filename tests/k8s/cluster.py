@@ -240,6 +240,14 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def pod_is_ready(pod: Mapping[str, Any]) -> bool:
+    """A pod (as a JSON dict) is Running and its Ready condition is True."""
+    status = pod.get("status", {})
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
+    )
+
+
 @dataclass(frozen=True)
 class NodePool:
     """Fake nodes made by :meth:`Cluster.add_node_pool`."""
@@ -750,11 +758,7 @@ class Cluster:
                     "status": {
                         "capacity": resources,
                         "allocatable": resources,
-                        "nodeInfo": {
-                            "kubeletVersion": "fake",
-                            "architecture": "amd64",
-                            "operatingSystem": "linux",
-                        },
+                        "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
                     },
                 }
             )
@@ -762,7 +766,7 @@ class Cluster:
         self.kubectl("create", "-f", "-", input=yaml.safe_dump_all(nodes))
         if wait_ready:
             wait_for(
-                lambda: self._nodes_ready(node_names),
+                lambda: self._nodes_ready(name, node_names),
                 timeout=timeout,
                 what=f"nodes of pool {name} Ready (kwok)",
                 on_timeout=self._diagnostics,
@@ -775,9 +779,10 @@ class Cluster:
             gpus_per_node=gpus_per_node,
         )
 
-    def _nodes_ready(self, names: Sequence[str]) -> bool:
+    def _nodes_ready(self, pool: str, names: Sequence[str]) -> bool:
         self._check_alive()
-        items = self.get_json("nodes", *names)["items"]
+        # A selector, not names: `kubectl get nodes NAME -o json` returns a bare object.
+        items = self.get_json("nodes", "-l", f"{NODE_POOL_LABEL}={pool}")["items"]
         ready = {
             item["metadata"]["name"]
             for item in items
@@ -787,6 +792,23 @@ class Cluster:
             )
         }
         return ready == set(names)
+
+    def ready_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Pods matching label ``selector`` that are Running with condition Ready=True."""
+        pods: list[dict[str, Any]] = self.get_json("pods", "-n", namespace, "-l", selector)["items"]
+        return [p for p in pods if pod_is_ready(p)]
+
+    def wait_for_ready_pods(
+        self, namespace: str, selector: str, count: int, *, timeout: float = 90.0
+    ) -> list[dict[str, Any]]:
+        """Wait until exactly ``count`` pods matching ``selector`` are Running and Ready."""
+        wait_for(
+            lambda: len(self.ready_pods(namespace, selector)) == count,
+            timeout=timeout,
+            what=f"{count} ready pods {selector!r} in {namespace}",
+            on_timeout=self._diagnostics,
+        )
+        return self.ready_pods(namespace, selector)
 
     def delete_node_pool(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
         """Delete every node of pool ``name``. Their pods are then removed by the pod GC."""
