@@ -113,7 +113,8 @@ def _plan_ladder(
             return _Planned(plan, combos, req, True, False, 0, "maxCostPerHour")
         best = pl.best_effort(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
                                                                            math.inf)
-        return _Planned(best, combos, req, False, _in_budget(spec, best), 0, _limit_name(spec))
+        return _Planned(best, combos, req, False, _in_budget(spec, best), 0,
+                        _limit_name(spec, best))
     for level in range(min_level, 3):
         req = _request(spec, loads[level], od_load, min_replicas)
         plan, ru = pl.solve_with_runner_up(combos, req)
@@ -130,8 +131,11 @@ def _in_budget(spec: ScaledModelSpec, plan: pl.Plan) -> bool:
     return cap is None or plan.cost_per_hour <= cap + 1e-9
 
 
-def _limit_name(spec: ScaledModelSpec) -> str:
-    return "nodePools[*].maxReplicas/maxReplicas"
+def _limit_name(spec: ScaledModelSpec, plan: pl.Plan) -> str:
+    """What stops a plan from holding the load: the global cap or the pools' caps."""
+    if plan.total >= spec.scaling.max_replicas:
+        return "maxReplicas"
+    return "nodePools[*].maxReplicas"
 
 
 def _feasible_level(
