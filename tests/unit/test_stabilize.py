@@ -94,8 +94,9 @@ def _run(spec: ScaledModelSpec, rps_seq: list[float | None], clock: FakeClock,
     out = []
     for rps in rps_seq:
         d = decide(spec, Observation(rps=rps, current=cur), state, clock.tick())
-        json.dumps(d.state)  # persisted in status: must be JSON-able
-        state = d.state
+        # Persisted in status as JSON between steps, like the operator does.
+        state = json.loads(json.dumps(d.state))
+        assert len(json.dumps(state)) < 1500, state
         history.append(d.replicas())
         old = history[-1 - ready_lag] if len(history) > ready_lag else {}
         cur = tuple(_ps(k, n, min(n, old.get(k, 0))) for k, n in d.replicas().items())
