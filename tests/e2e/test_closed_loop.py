@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.fleet.emulator import FleetEmulator, pod_lister
 from tests.fleet.load import CompressedTrace
 from tests.fleet.operator_proc import OperatorProcess
 from tests.fleet.prometheus import FileSDPrometheus
 from tests.k8s import Cluster
 from tests.k8s.cluster import NODE_POOL_LABEL
+
 from tritonscale.core.spec import parse_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -82,8 +82,9 @@ def scaledmodel(namespace: str, prometheus_url: str) -> dict[str, Any]:
             "maxReplicas": max_r,
             "startupSeconds": 5,
             "nodeSelector": {NODE_POOL_LABEL: nodes},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
-                             "effect": "NoSchedule"}],
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
         }
 
     return {
@@ -98,8 +99,13 @@ def scaledmodel(namespace: str, prometheus_url: str) -> dict[str, Any]:
                 "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
             },
             "variants": [
-                {"name": "int8", "precision": "int8", "accuracy": 0.757,
-                 "configName": "int8", "profiles": [t4_int8]},
+                {
+                    "name": "int8",
+                    "precision": "int8",
+                    "accuracy": 0.757,
+                    "configName": "int8",
+                    "profiles": [t4_int8],
+                },
             ],
             "nodePools": [
                 pool("t4-spot", SPOT_POOL_NODES, "spot", 0.201, 3),
@@ -135,8 +141,9 @@ class Obs:
 class Sampler:
     """Polls the ScaledModel and its Deployments every 0.5 s in a thread."""
 
-    def __init__(self, cluster: Cluster, namespace: str, emu: FleetEmulator,
-                 prom_up: threading.Event) -> None:
+    def __init__(
+        self, cluster: Cluster, namespace: str, emu: FleetEmulator, prom_up: threading.Event
+    ) -> None:
         from kubernetes import client
 
         api = cluster.api_client()
@@ -196,8 +203,7 @@ def timeline(samples: list[Obs], every_s: float = 5.0) -> str:
             obs = f"{s.observed_rps:8.0f}" if s.observed_rps is not None else "       -"
             flag = "" if s.prometheus_up else "  [prometheus down]"
             lines.append(
-                f"{s.t:5.0f} {s.load_rps:9.0f} {obs} {s.desired:7d} {s.ready:5d}  "
-                f"{s.reason}{flag}"
+                f"{s.t:5.0f} {s.load_rps:9.0f} {obs} {s.desired:7d} {s.ready:5d}  {s.reason}{flag}"
             )
             next_t = s.t + every_s
     return "\n".join(lines)
@@ -218,8 +224,9 @@ def test_replicas_follow_load_and_slo_holds(
     cluster: Cluster, namespace: str, loop_pools: None, tmp_path: Path
 ) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/scaledmodels.tritonscale.io",
-                    "--timeout=60s")
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/scaledmodels.tritonscale.io", "--timeout=60s"
+    )
 
     sd_file = tmp_path / "targets.json"
     sd_file.write_text("[]")
@@ -227,11 +234,18 @@ def test_replicas_follow_load_and_slo_holds(
     manifest = scaledmodel(namespace, prom.url)
     _, _, spec = parse_manifest(manifest)
     emu = FleetEmulator(
-        spec, TRACE, pod_lister(cluster.api_client(), namespace, SM), sd_file, SM,
-        tick_s=0.25, window_s=15.0,
+        spec,
+        TRACE,
+        pod_lister(cluster.api_client(), namespace, SM),
+        sd_file,
+        SM,
+        tick_s=0.25,
+        window_s=15.0,
     )
     operator = OperatorProcess(
-        kubeconfig=cluster.kubeconfig, workdir=tmp_path / "operator", namespaces=[namespace],
+        kubeconfig=cluster.kubeconfig,
+        workdir=tmp_path / "operator",
+        namespaces=[namespace],
         tick_seconds=1.0,
     )
     prom_up = threading.Event()
@@ -278,13 +292,14 @@ def test_replicas_follow_load_and_slo_holds(
 
     samples = sampler.samples
     report = timeline(samples)
-    target = spec.slo.latency.target_ms
     hist = emu.history
     print(f"\nclosed loop ({namespace}); outage {outage}\n{report}")
     attainment = emu.attainment_since(WARMUP_S)
     windows = emu.windows_met(skip_windows=int(WARMUP_S // emu.window_s) + 1)
-    print(f"attainment after {WARMUP_S:.0f} s warm-up: {attainment:.4f}; 15 s windows met: "
-          f"{windows:.3f}; max ready {max(h.ready for h in hist)}")
+    print(
+        f"attainment after {WARMUP_S:.0f} s warm-up: {attainment:.4f}; 15 s windows met: "
+        f"{windows:.3f}; max ready {max(h.ready for h in hist)}"
+    )
     (tmp_path / "timeline.txt").write_text(report)
     (tmp_path / "history.json").write_text(json.dumps([h.__dict__ for h in hist]))
 

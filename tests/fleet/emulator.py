@@ -183,9 +183,7 @@ class FleetEmulator:
                 c.info = p
                 if not p.ready:
                     continue
-                prof = self.spec.variant(p.variant).profile_for(
-                    self.spec.pool(p.pool).accelerator
-                )
+                prof = self.spec.variant(p.variant).profile_for(self.spec.pool(p.pool).accelerator)
                 if prof is None:
                     self.errors.append(f"pod {p.name}: no profile for {p.variant}/{p.pool}")
                     continue
@@ -287,9 +285,7 @@ class FleetEmulator:
         target = self.spec.slo.latency.target_ms
         with self._lock:
             req = sum(s.load_rps * s.dt for s in self.history if s.t >= t)
-            ok = sum(
-                s.load_rps * s.dt for s in self.history if s.t >= t and s.worst_ms <= target
-            )
+            ok = sum(s.load_rps * s.dt for s in self.history if s.t >= t and s.worst_ms <= target)
         return ok / req if req else 1.0
 
 
@@ -313,9 +309,7 @@ def pod_lister(api_client: object, namespace: str, scaledmodel: str) -> Callable
             if status.phase != "Running":
                 continue
             labels = meta.labels or {}
-            ready = any(
-                c.type == "Ready" and c.status == "True" for c in status.conditions or ()
-            )
+            ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or ())
             out.append(
                 PodInfo(
                     name=meta.name,

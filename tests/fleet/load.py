@@ -50,8 +50,9 @@ class CompressedTrace:
         tail_s: float = 0.0,
         path: Path = TRACE,
     ) -> CompressedTrace:
-        return cls(tuple(minute_counts(path)), seconds_per_minute, low_rps, peak_rps,
-                   lead_s, tail_s)
+        return cls(
+            tuple(minute_counts(path)), seconds_per_minute, low_rps, peak_rps, lead_s, tail_s
+        )
 
     @property
     def duration_s(self) -> float:

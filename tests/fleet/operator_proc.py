@@ -85,12 +85,21 @@ class OperatorProcess:
     def argv(self) -> list[str]:
         scope = [a for ns in self.namespaces for a in ("--namespace", ns)] or ["--all-namespaces"]
         return [
-            sys.executable, "-m", "tritonscale", "run", *scope,
-            "--metrics-port", str(self.metrics_port),
-            "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
-            "--tick-seconds", str(self.tick_seconds),
-            "--workers", str(self.workers),
-            "--log-format", "plain",
+            sys.executable,
+            "-m",
+            "tritonscale",
+            "run",
+            *scope,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness",
+            f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--tick-seconds",
+            str(self.tick_seconds),
+            "--workers",
+            str(self.workers),
+            "--log-format",
+            "plain",
             *self.extra_args,
         ]
 
@@ -118,9 +127,7 @@ class OperatorProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"operator exited with {self.proc.returncode}:\n{self.tail()}"
-                )
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
             if self._ok(f"http://127.0.0.1:{self.liveness_port}/healthz"):
                 return self
             time.sleep(0.2)
