@@ -16,11 +16,16 @@ The load: the Azure LLM conversation trace's per-minute shape, one trace-minute 
 2.5 s, mapped onto 1,500-16,000 rps (one replica at the quiet ends, four at the
 peak), see tests/fleet/load.py.
 
-Prometheus's ``rate()`` window in the operator is 60 s, i.e. 24 trace-minutes here:
-the operator sees a smoothed, ~30 s late load, which is what the headroom and the
-stabilisation absorb. Mid-test (in the declining part of the trace) Prometheus is
-stopped for ~3 decision intervals: the operator must hold (``HeldUnknownSignals``)
-and never scale down while it is blind.
+Time is compressed (a trace-minute lasts 2.5 s, decisions come every 2 s, pools
+start in 5 s), so the operator's Prometheus ``rate()`` window is compressed too:
+``--prometheus-rate-window 10`` (ten 1 s scrapes, 4 trace-minutes). With the
+default 60 s (24 trace-minutes) the operator would see the load half a minute late
+and a new pod's counter, which Prometheus extrapolates over only the part of the
+window it exists in, as a fraction of its real rate.
+
+Mid-test (in the declining part of the trace) Prometheus is stopped for ~3 decision
+intervals: the operator must hold (``HeldUnknownSignals``) and never scale down
+while it is blind.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ WARMUP_S = 20.0  # first Ready pod and first Prometheus samples come within it
 # be shrinking the fleet.
 OUTAGE_AT_S = TRACE.lead_s + 40 * TRACE.seconds_per_minute
 OUTAGE_S = 3 * INTERVAL_S
+RATE_WINDOW_S = 10
 
 
 def scaledmodel(namespace: str, prometheus_url: str) -> dict[str, Any]:
@@ -247,6 +253,7 @@ def test_replicas_follow_load_and_slo_holds(
         workdir=tmp_path / "operator",
         namespaces=[namespace],
         tick_seconds=1.0,
+        extra_args=["--prometheus-rate-window", str(RATE_WINDOW_S)],
     )
     prom_up = threading.Event()
     sampler: Sampler | None = None
@@ -296,9 +303,12 @@ def test_replicas_follow_load_and_slo_holds(
     print(f"\nclosed loop ({namespace}); outage {outage}\n{report}")
     attainment = emu.attainment_since(WARMUP_S)
     windows = emu.windows_met(skip_windows=int(WARMUP_S // emu.window_s) + 1)
+    misses = [h for h in hist if h.t >= WARMUP_S and h.worst_ms > spec.slo.latency.target_ms]
     print(
         f"attainment after {WARMUP_S:.0f} s warm-up: {attainment:.4f}; 15 s windows met: "
-        f"{windows:.3f}; max ready {max(h.ready for h in hist)}"
+        f"{windows:.3f}; max ready {max(h.ready for h in hist)}; SLO missed during "
+        f"{sum(h.dt for h in misses):.1f} s: "
+        + ", ".join(f"{h.t:.1f}s ({h.load_rps:.0f} rps on {h.ready})" for h in misses[:12])
     )
     (tmp_path / "timeline.txt").write_text(report)
     (tmp_path / "history.json").write_text(json.dumps([h.__dict__ for h in hist]))
@@ -315,11 +325,11 @@ def test_replicas_follow_load_and_slo_holds(
     assert 3 <= peak_desired <= 6, report
     t_peak_first = min(s.t for s in samples if s.desired == peak_desired)
     # Causality: the fleet grows only after the load did, and within the rate window
-    # (60 s) + a few intervals of the load needing it.
+    # + a few intervals of the load needing it.
     rise_t = next(s.t for s in samples if s.load_rps > 2 * 5466 / 1.25)
     assert t_peak_first > TRACE.lead_s, report
     first_3 = next(s.t for s in samples if s.desired >= 3)
-    assert first_3 <= rise_t + 60.0 + 5 * INTERVAL_S, report
+    assert first_3 <= rise_t + RATE_WINDOW_S + 5 * INTERVAL_S, report
     final = samples[-1]
     assert final.desired <= 2 and final.desired < peak_desired, report
     # The shrink follows the fall: the first step down from the peak comes after
@@ -329,24 +339,35 @@ def test_replicas_follow_load_and_slo_holds(
 
     # 2. The emulated SLO holds after warm-up. The emulator counts a request as met
     # when the fleet's predicted p99 (max over Ready pods, perf model at the per-pod
-    # load) is within target; >= 0.95 leaves room for the rate window's lag during
-    # the steepest rises of the trace, which the 25 % headroom absorbs mostly.
+    # load) is within target. Misses are allowed only as reaction lag: the affine
+    # mapping turns the trace's first climb (minutes 1-3: +47 %) into a 2.7x rise
+    # within 5 s while one replica serves, and the operator needs about an interval
+    # plus a scrape to add one. So: >= 0.95 of requests; >= 0.85 of 15 s windows
+    # meeting p99 (one window in ~11 may hold that climb); and every miss is
+    # followed within 3 intervals by more replicas than were Ready at the miss.
     assert attainment >= 0.95, report
-    assert windows >= 0.9, report
+    assert windows >= 0.85, report
     assert all(h.ready >= 1 for h in hist if h.t >= WARMUP_S), "fleet had no Ready pod"
+    for h in misses:
+        assert any(h.t <= s.t <= h.t + 3 * INTERVAL_S and s.desired > h.ready for s in samples), (
+            h,
+            report,
+        )
 
-    # 3. Status shows observed signals that track the offered load (60 s rate
-    # window: compare with the load averaged over the preceding minute).
+    # 3. Status shows observed signals that track the offered load (compare with the
+    # load averaged over the rate window before the observation, plus a scrape).
     with_rps = [s for s in samples if s.observed_rps is not None and s.t > 70.0]
     assert with_rps, report
     s = with_rps[len(with_rps) // 2]
-    mean_load = _mean_load(s.t - 60.0, s.t)
+    mean_load = _mean_load(s.t - RATE_WINDOW_S - 2.0, s.t)
     assert abs(s.observed_rps - mean_load) <= 0.3 * mean_load, (s, mean_load)
 
-    # 4. Prometheus outage: held, never scaled down while blind.
+    # 4. Prometheus outage: held, never scaled down while blind, nor while the restarted
+    # Prometheus's rate() window is still short of samples (it then under-reads the
+    # load; the 20 s scale-down stabilisation remembers the load before the outage).
     assert outage is not None
     t_down, t_up = outage
-    during = [s for s in samples if t_down - 0.5 <= s.t <= t_up + INTERVAL_S]
+    during = [s for s in samples if t_down - 0.5 <= s.t <= t_up + RATE_WINDOW_S]
     assert during, report
     before = max((s for s in samples if s.t < t_down), key=lambda s: s.t)
     assert all(s.desired >= before.desired for s in during), report
