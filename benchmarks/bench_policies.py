@@ -4,7 +4,7 @@ Prints, per rate scale: every policy's summary, tritonscale's cost ratio to the
 oracle, and to the cheapest HPA configuration (sweeping metric and target)
 whose windows_met reaches tritonscale's; then the goals, met or not.
 
-    PYTHONPATH=operator python benchmarks/bench_policies.py [--scales 100 300 1000]
+    PYTHONPATH=operator python benchmarks/bench_policies.py [--scales 100 300 600 1000]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spec", default=str(ROOT / "examples/resnet50.yaml"))
     ap.add_argument("--trace", default=str(ROOT / "examples/traces/azure_llm_conv_2023.csv"))
-    ap.add_argument("--scales", type=float, nargs="+", default=[100.0, 300.0, 1000.0])
+    ap.add_argument("--scales", type=float, nargs="+", default=[100.0, 300.0, 600.0, 1000.0])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     spec = load_spec(args.spec)

@@ -61,6 +61,7 @@ CONTROLLERS = (
     "serviceaccount-controller",
     "namespace-controller",
     "garbage-collector-controller",
+    "clusterrole-aggregation-controller",
     "deployment-controller",
     "replicaset-controller",
     "statefulset-controller",

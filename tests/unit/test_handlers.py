@@ -551,3 +551,38 @@ def test_read_errors_are_retryable(kube: FakeKube, r: Reconciler) -> None:
         r.refresh(NS, NAME)
     assert r.refresh(NS, "gone") is None
     assert r.reconcile(body(kube)).valid
+
+
+def test_stale_event_bodies_do_not_rewind_state(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kopf may hand over a queued body older than the status we last wrote."""
+    seen: list[Any] = []
+
+    def fake(spec: Any, obs: Any, state: Any, now: float) -> Decision:
+        seen.append(state)
+        return Decision(placements=(Placement("int8", "t4-spot", 1),), reason="X", message="m",
+                        state={"n": len(seen)})
+
+    monkeypatch.setattr(rec, "_decide", fake)
+    stale = body(kube)  # no status yet
+    r.reconcile(stale)
+    kube.reset_calls()
+    r.reconcile(stale)  # same stale body again
+    assert seen == [None, {"n": 1}]
+    assert [e for e in kube.events if e[1] == "X"] == []  # the plan did not change
+    # A refresh whose read returns an old status still converges to the recorded plan.
+    kube.scaledmodels[(NS, NAME)].pop("status")
+    out = r.refresh(NS, NAME)
+    assert out is not None and not out.decided
+
+
+def test_status_cache_dropped_after_failed_write(kube: FakeKube, r: Reconciler) -> None:
+    r.reconcile(body(kube))
+    kube.fail("patch_status")
+    edit_spec(kube, lambda s: s["scaling"].update(minReplicas=2))
+    with pytest.raises(ReconcileError):
+        r.reconcile(body(kube))
+    assert r._status == {}
+    r.reconcile(body(kube))
+    assert status(kube)["observedGeneration"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 import pytest
@@ -79,8 +80,6 @@ def test_handlers_registered() -> None:
 
 
 def test_startup_settings() -> None:
-    import logging
-
     import kopf
 
     from tritonscale.handlers import lifecycle
@@ -91,6 +90,63 @@ def test_startup_settings() -> None:
     assert settings.posting.level == logging.WARNING
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+
+
+def test_quiet_ticks_filter() -> None:
+    f = runcmd.QuietTicks()
+
+    def rec(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    assert not f.filter(rec(logging.INFO, "Timer 'on_tick' succeeded."))
+    assert f.filter(rec(logging.ERROR, "Timer 'on_tick' failed with an exception."))
+    assert f.filter(rec(logging.INFO, "Handler 'on_create' succeeded."))
+
+
+def test_handlers_read_deployments_from_the_index() -> None:
+    import kopf
+    from fakes import FakeKube, load_example
+
+    from tritonscale.handlers import lifecycle
+    from tritonscale.handlers.reconcile import Reconciler
+
+    kube = FakeKube()
+    doc = load_example("resnet50.yaml")
+    doc["metadata"].update(namespace="ml", uid="u1", generation=1)
+    kube.add_scaledmodel(doc)
+    memo = kopf.Memo(reconciler=Reconciler(kube=kube))
+    log = logging.getLogger("test")
+    lifecycle.on_create(body=doc, memo=memo, logger=log)  # no index: lists
+    assert ("list_deployments", "ml/resnet50") in kube.calls
+    dep = kube.deployments[("ml", "resnet50-int8-t4-spot")]
+    slim = lifecycle._slim(dep)
+    assert slim["metadata"]["labels"]["tritonscale.io/variant"] == "int8"
+    assert "tritonscale.io/spec-hash" in slim["metadata"]["annotations"]
+    index = {("ml", "resnet50"): [slim]}
+    kube.reset_calls()
+    kube.forbid("list_deployments", "apply", "delete_deployment")
+    body = kube.scaledmodels[("ml", "resnet50")]
+    lifecycle.on_update(body=body, memo=memo, logger=log, deployments_by_model=index)
+    lifecycle.on_deployment(type="MODIFIED", body=dep, memo=memo,
+                            deployments_by_model=index)
+    assert ("list_deployments", "ml/resnet50") not in kube.calls
+
+
+def test_temporary_error_on_api_failure() -> None:
+    import kopf
+    from fakes import FakeKube, load_example
+
+    from tritonscale.handlers import lifecycle
+    from tritonscale.handlers.reconcile import Reconciler
+
+    kube = FakeKube()
+    doc = load_example("resnet50.yaml")
+    doc["metadata"].update(namespace="ml", uid="u1", generation=1)
+    kube.add_scaledmodel(doc)
+    kube.fail("apply", "Deployment/")
+    memo = kopf.Memo(reconciler=Reconciler(kube=kube))
+    with pytest.raises(kopf.TemporaryError):
+        lifecycle.on_create(body=doc, memo=memo, logger=logging.getLogger("t"))
 
 
 def test_prometheus_rate_window_flag(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -183,3 +183,18 @@ def test_variant_change_is_make_before_break_in_decide(make_spec: SpecFactory) -
     d = decide(spec, Observation(rps=1000.0, current=cur, unavailable_pools=gone), d.state,
                clock.tick())
     assert ("small", "t4-spot") not in d.replicas()
+
+
+def test_scale_to_zero_only_after_idle_seconds(make_spec: SpecFactory) -> None:
+    clock = FakeClock()
+    never = make_spec(scaling={"minReplicas": 0, "scaleDownStabilizationSeconds": 0})
+    ds = _run(never, [100.0] + [0.0] * 10, clock)
+    assert all(d.total_replicas == 1 for d in ds)  # idleSeconds 0: never to zero
+    idle = make_spec(scaling={"minReplicas": 0, "idleSeconds": 60,
+                              "scaleDownStabilizationSeconds": 0})
+    ds = _run(idle, [100.0] + [0.0] * 10, clock)
+    n = [d.total_replicas for d in ds]
+    # Idle from the 2nd step; 60 s = 4 intervals later the floor drops to zero.
+    assert n[:5] == [1] * 5 and n[5:] == [0] * 6
+    back = decide(idle, Observation(rps=50.0, current=()), ds[-1].state, clock.tick())
+    assert back.total_replicas == 1 and back.reason == "ScaledUp"

@@ -131,7 +131,11 @@ class KubeAdapter:
             obj = self._call(
                 "get scaledmodel",
                 self._custom.get_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURAL, name,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
             )
         except KubeAPIError as e:
             if e.not_found:
@@ -181,13 +185,16 @@ class KubeAdapter:
         self._call(
             "patch status",
             self._custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
             _content_type="application/merge-patch+json",
         )
 
-    def event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
+    def event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about ``involved`` (apiVersion, kind, namespace, name, uid)."""
         now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         namespace = str(involved["namespace"])

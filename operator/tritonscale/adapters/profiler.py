@@ -381,7 +381,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-seconds", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     parser.add_argument(
-        "--out", "--output", "-o", dest="output", default="-",
+        "--out",
+        "--output",
+        "-o",
+        dest="output",
+        default="-",
         help="YAML destination (default stdout)",
     )
 

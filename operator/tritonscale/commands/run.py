@@ -89,6 +89,17 @@ def peering_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"standalone": True}
 
 
+class QuietTicks(logging.Filter):
+    """Drop Kopf's per-object "Timer 'on_tick' succeeded" lines (one per ScaledModel
+    per tick: 400 lines a second at 2,000 models); failures still log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno <= logging.INFO
+            and str(record.msg).startswith("Timer 'on_tick' succeeded")
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ["TRITONSCALE_TICK_SECONDS"] = str(args.tick_seconds)
     import kopf
@@ -104,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     fmt = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN,
            "json": kopf.LogFormat.JSON}[args.log_format]
     kopf.configure(verbose=args.verbose, log_format=fmt)
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(QuietTicks())
     log = logging.getLogger("tritonscale")
     kube = KubeAdapter.from_environment()
     metrics = OperatorMetrics()

@@ -17,7 +17,7 @@ from tritonscale.sim.report import PolicyResult, run_policy
 from tritonscale.sim.trace import TraceError, load_trace, scale_trace
 
 HELP = "replay an arrival trace against policies and compare cost and SLO"
-DEFAULT_RATE_SCALE = 200.0
+DEFAULT_RATE_SCALE = 500.0
 
 COLUMNS = (
     ("policy", "policy", "{}"),
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_RATE_SCALE,
         help=f"multiply the arrival rate, keeping the trace's shape (default "
-        f"{DEFAULT_RATE_SCALE:g}: the bundled Azure trace then averages ~1,100 req/s)",
+        f"{DEFAULT_RATE_SCALE:g}: the bundled Azure trace then averages ~2,800 req/s)",
     )
     parser.add_argument(
         "--policy", default="all", choices=[*POLICIES, "all"], help="policy to replay"

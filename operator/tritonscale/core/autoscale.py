@@ -37,7 +37,8 @@ State (``Decision.state``; JSON-able, a few hundred bytes): ``v`` version,
 load, ``wo``/``Lo`` the same for the current load that spot protection must
 hold, ``c`` correction multiplier, ``lvl`` ladder rung, ``rec`` time since the rung
 above has been feasible (or None), ``fail`` consecutive signal failures, ``p``
-last target mix ``[[variant, pool, replicas], ...]``.
+last target mix ``[[variant, pool, replicas], ...]``, ``idle`` time since the
+rate has been 0 (scale-to-zero through ``idleSeconds``).
 """
 
 from __future__ import annotations
@@ -77,11 +78,13 @@ class _Planned:
     binding: str
 
 
-def _request(spec: ScaledModelSpec, load: float, od_load: float) -> pl.Request:
+def _request(
+    spec: ScaledModelSpec, load: float, od_load: float, min_replicas: int
+) -> pl.Request:
     return pl.Request(
         load_rps=load,
         od_load_rps=od_load if spec.scaling.spot_protection else 0.0,
-        min_replicas=spec.scaling.min_replicas,
+        min_replicas=min_replicas,
         max_replicas=spec.scaling.max_replicas,
         max_cost_per_hour=spec.slo.max_cost_per_hour,
     )
@@ -93,11 +96,12 @@ def _plan_ladder(
     loads: tuple[float, float, float],
     od_load: float,
     min_level: int,
+    min_replicas: int,
 ) -> _Planned:
     """Plan at the first ladder rung >= ``min_level`` that fits (see module doc)."""
     cost_first = spec.slo.priority == "cost"
     if not cost_first:
-        req = _request(spec, loads[0], od_load)
+        req = _request(spec, loads[0], od_load, min_replicas)
         plan = pl.solve(combos, req)
         if plan is not None:
             return _Planned(plan, combos, req, True, True, 0, "")
@@ -108,11 +112,11 @@ def _plan_ladder(
                                                                            math.inf)
         return _Planned(best, combos, req, False, _in_budget(spec, best), 0, _limit_name(spec))
     for level in range(min_level, 3):
-        req = _request(spec, loads[level], od_load)
+        req = _request(spec, loads[level], od_load, min_replicas)
         plan = pl.solve(combos, req)
         if plan is not None:
             return _Planned(plan, combos, req, True, True, level, "")
-    req = _request(spec, loads[2], od_load)
+    req = _request(spec, loads[2], od_load, min_replicas)
     best = pl.best_effort(combos, req, respect_budget=True) or pl.Plan((), 0.0, math.inf,
                                                                       math.inf)
     return _Planned(best, combos, req, best.supported_rps >= loads[2], True, 3, "maxCostPerHour")
@@ -129,10 +133,10 @@ def _limit_name(spec: ScaledModelSpec) -> str:
 
 def _feasible_level(
     spec: ScaledModelSpec, combos: tuple[pl.Combo, ...], loads: tuple[float, float, float],
-    od_load: float,
+    od_load: float, min_replicas: int,
 ) -> int:
     for level in range(3):
-        if pl.solve(combos, _request(spec, loads[level], od_load)) is not None:
+        if pl.solve(combos, _request(spec, loads[level], od_load, min_replicas)) is not None:
             return level
     return 3
 
@@ -198,7 +202,10 @@ def plan_once(spec: ScaledModelSpec, rps: float) -> Decision:
     """
     load = max(0.0, rps) * (1.0 + spec.scaling.headroom)
     combos = pl.candidates(spec)
-    planned = _plan_ladder(spec, combos, (load, max(0.0, rps), max(0.0, rps)), max(0.0, rps), 0)
+    planned = _plan_ladder(
+        spec, combos, (load, max(0.0, rps), max(0.0, rps)), max(0.0, rps), 0,
+        min_replicas(spec, rps, None, 0.0),
+    )
     mix = dict(planned.plan.counts)
     msg, lat, ru_cost, ru_text, binding = _explain(spec, planned, mix, load)
     reason = _outcome_reason(spec, planned) or "Planned"
@@ -214,6 +221,26 @@ def plan_once(spec: ScaledModelSpec, rps: float) -> Decision:
         runner_up_cost_per_hour=ru_cost,
         details={"load_rps": load, "level": planned.level, "ladder": LADDER_RUNGS[planned.level]},
     )
+
+
+def min_replicas(spec: ScaledModelSpec, rps: float, idle_since: float | None,
+                 now: float) -> int:
+    """Effective replica floor: ``minReplicas``, but 0 only through ``idleSeconds``.
+
+    ``minReplicas: 0`` allows scale-to-zero only when ``idleSeconds`` > 0 and no
+    request has arrived for that long; otherwise at least one replica stays.
+    """
+    sc = spec.scaling
+    if sc.min_replicas > 0:
+        return sc.min_replicas
+    if (
+        sc.idle_seconds > 0
+        and rps <= 0
+        and idle_since is not None
+        and now - idle_since >= sc.idle_seconds
+    ):
+        return 0
+    return 1
 
 
 def _outcome_reason(spec: ScaledModelSpec, planned: _Planned) -> str | None:
@@ -281,6 +308,13 @@ def decide(
 
     # 5. Plan, with the degradation ladder when priority is cost.
     combos = pl.candidates(spec, unavailable)
+    idle = st.get("idle")
+    if rps > 0:
+        idle = None
+    elif not isinstance(idle, (int, float)):
+        idle = now
+    st["idle"] = idle
+    min_eff = min_replicas(spec, rps, idle, now)
     scale = load / rec if rec > 0 else 1.0
     loads = (
         load,
@@ -300,9 +334,13 @@ def decide(
     )
     st["wo"] = [[t, round(v, 3)] for t, v in od_window]
     st["Lo"] = round(od_load, 3)
+    if min_eff == 0:
+        # Idle for idleSeconds with minReplicas 0: scale to zero.
+        loads = (0.0, 0.0, 0.0)
+        od_load = 0.0
     level = int(st.get("lvl", 0)) if isinstance(st.get("lvl", 0), int) else 0
     if spec.slo.priority == "cost":
-        feasible_level = _feasible_level(spec, combos, loads, od_load)
+        feasible_level = _feasible_level(spec, combos, loads, od_load, min_eff)
         if feasible_level > level:
             level = feasible_level
             st["rec"] = None
@@ -319,7 +357,7 @@ def decide(
         level = 0
         st["rec"] = None
     st["lvl"] = level
-    planned = _plan_ladder(spec, combos, loads, od_load, level)
+    planned = _plan_ladder(spec, combos, loads, od_load, level, min_eff)
     target_mix = dict(planned.plan.counts)
     st["p"] = as_state_mix(target_mix)
 

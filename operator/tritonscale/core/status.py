@@ -33,6 +33,14 @@ def iso(now: float) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
+MAX_MESSAGE = 1024
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """Keep status messages readable (a signal error can carry a whole URL)."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Condition:
     type: str
@@ -58,7 +66,7 @@ def merge_conditions(
             "type": u.type,
             "status": u.status,
             "reason": u.reason,
-            "message": u.message,
+            "message": clip(u.message),
             "lastTransitionTime": iso(now)
             if changed or not old or not old.get("lastTransitionTime")
             else old["lastTransitionTime"],
@@ -219,8 +227,13 @@ def slo_condition(obs: Observation, target_ms: float, percentile: float) -> Cond
 
 def satisfiable_condition(decision: Decision) -> Condition:
     if decision.slo_feasible:
-        return Condition(SATISFIABLE, "True", "Satisfiable", decision.message)
-    return Condition(SATISFIABLE, "False", decision.reason or "Unsatisfiable", decision.message)
+        return Condition(
+            SATISFIABLE, "True", "Satisfiable",
+            "a mix within the node pools, accuracy floor and budget can hold the SLO",
+        )
+    return Condition(
+        SATISFIABLE, "False", decision.reason or "Unsatisfiable", clip(decision.message)
+    )
 
 
 def ready_condition(states: Sequence[PlacementState], draining: bool, target: int) -> Condition:
@@ -254,6 +267,20 @@ def replace_patch(old: Any, new: Mapping[str, Any]) -> dict[str, Any]:
 
 
 autoscaler_patch = replace_patch
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch: what the API server stores after ``patch``."""
+    out: dict[str, Any] = dict(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, Mapping):
+            base = out.get(k)
+            out[k] = merge_patch(base if isinstance(base, Mapping) else {}, v)
+        else:
+            out[k] = v
+    return out
 
 
 def _strip(obj: Any) -> Any:

@@ -12,6 +12,7 @@ the ``signals`` argument of :class:`Reconciler`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -107,25 +108,47 @@ class Reconciler:
     # Pools found unable to host replicas, per ScaledModel: pool -> until when avoided.
     _pools_down: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
     pool_cooldown_seconds: float = 600.0
+    # The status this operator last wrote, per ScaledModel uid. The operator is the
+    # only writer of status, so this is never older than the status in a (possibly
+    # queued, stale) event body; decisions always see the state they last persisted.
+    _status: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     # Called with every Outcome (listener errors are logged, never raised).
     listeners: list[Callable[[Outcome], None]] = field(default_factory=list)
 
     # -- entry points (called by the Kopf handlers) ------------------------------
 
-    def reconcile(self, body: Mapping[str, Any], *, decide: bool = True) -> Outcome:
-        """Converge one ScaledModel; ``decide`` makes a new decision first."""
+    def reconcile(
+        self,
+        body: Mapping[str, Any],
+        *,
+        decide: bool = True,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome:
+        """Converge one ScaledModel; ``decide`` makes a new decision first.
+
+        ``deployments``: the model's Deployments if the caller already has them (the
+        Kopf layer keeps an index fed by its watch); otherwise they are listed."""
         meta = body.get("metadata") or {}
+        out: Outcome = self._guarded(
+            str(meta.get("namespace", "")), str(meta.get("name", "")),
+            lambda: self._reconcile(body, decide, deployments),
+        )
+        return out
+
+    def _guarded(self, ns: str, name: str, work: Callable[[], Outcome | None]) -> Any:
+        """Run ``work`` under the model's lock; time it and tell the listeners."""
         started = time.monotonic()
-        with self._lock(str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")):
+        with self._lock(f"{ns}/{name}"):
             try:
-                out = self._reconcile(body, decide)
+                out = work()
             except ReconcileError as e:
                 self._notify(Outcome(
-                    valid=True, namespace=str(meta.get("namespace", "")),
-                    name=str(meta.get("name", "")), failure=str(e),
+                    valid=True, namespace=ns, name=name, failure=str(e),
                     duration_seconds=time.monotonic() - started,
                 ))
                 raise
+        if out is None:
+            return None
         out = replace(out, duration_seconds=time.monotonic() - started)
         self._notify(out)
         return out
@@ -137,7 +160,11 @@ class Reconciler:
             except Exception:
                 log.exception("reconcile listener %r failed", listener)
 
-    def tick(self, body: Mapping[str, Any]) -> Outcome | None:
+    def tick(
+        self,
+        body: Mapping[str, Any],
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome | None:
         """Autoscale timer: decide again once ``spec.scaling.intervalSeconds`` passed."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
@@ -145,19 +172,37 @@ class Reconciler:
         last = self._last_decided.get(uid)
         if last is not None and self.clock() - last < interval:
             return None
-        return self.reconcile(body, decide=True)
+        return self.reconcile(body, decide=True, deployments=deployments)
 
-    def refresh(self, namespace: str, name: str) -> Outcome | None:
-        """Re-read one ScaledModel and converge to its recorded plan (no new decision)."""
-        try:
-            body = self.kube.get_scaledmodel(namespace, name)
-        except KubeAPIError as e:
-            raise ReconcileError(f"reading {namespace}/{name}: {e}") from e
-        if body is None:
-            return None
-        return self.reconcile(body, decide=False)
+    def refresh(
+        self,
+        namespace: str,
+        name: str,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome | None:
+        """Re-read one ScaledModel and converge to its recorded plan (no new decision).
 
-    def deployment_event(self, body: Mapping[str, Any], deleted: bool = False) -> Outcome | None:
+        The object is read under the model's lock, so it is never older than a
+        reconcile that was running when the refresh was asked for."""
+
+        def work() -> Outcome | None:
+            try:
+                body = self.kube.get_scaledmodel(namespace, name)
+            except KubeAPIError as e:
+                raise ReconcileError(f"reading {namespace}/{name}: {e}") from e
+            if body is None:
+                return None
+            return self._reconcile(body, False, deployments)
+
+        out: Outcome | None = self._guarded(namespace, name, work)
+        return out
+
+    def deployment_event(
+        self,
+        body: Mapping[str, Any],
+        deleted: bool = False,
+        deployments: Callable[[str, str], Sequence[Mapping[str, Any]] | None] | None = None,
+    ) -> Outcome | None:
         """A Deployment we own changed: refresh its ScaledModel when counts moved."""
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
@@ -176,7 +221,8 @@ class Reconciler:
             return None
         else:
             self._seen_deployments[key] = counts
-        return self.refresh(str(namespace), str(sm))
+        listed = deployments(str(namespace), str(sm)) if deployments is not None else None
+        return self.refresh(str(namespace), str(sm), listed)
 
     def forget(self, uid: str, namespace: str = "", name: str = "") -> None:
         """The ScaledModel is gone; garbage collection removes its objects.
@@ -189,7 +235,8 @@ class Reconciler:
                 except Exception:
                     log.exception("forgetting %s/%s in %r failed", namespace, name, part)
         with self._guard:
-            self._locks.pop(uid, None)
+            self._locks.pop(f"{namespace}/{name}", None)
+        self._status.pop(uid, None)
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
         self._pools_down.pop(uid, None)
@@ -222,12 +269,20 @@ class Reconciler:
         except KubeAPIError as e:  # events are best effort; never fail a reconcile
             log.warning("could not post event %s for %s: %s", reason, involved.get("name"), e)
 
-    def _reconcile(self, body: Mapping[str, Any], decide: bool) -> Outcome:
+    def _reconcile(
+        self,
+        body: Mapping[str, Any],
+        decide: bool,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome:
         now = self.clock()
         meta = body.get("metadata") or {}
         ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid") or "")
         generation = meta.get("generation")
-        status: dict[str, Any] = dict(body.get("status") or {})
+        cached = self._status.get(uid) if uid else None
+        status: dict[str, Any] = copy.deepcopy(
+            cached if cached is not None else dict(body.get("status") or {})
+        )
         involved = {
             "apiVersion": API_VERSION, "kind": KIND, "namespace": ns, "name": name, "uid": uid,
         }
@@ -239,10 +294,13 @@ class Reconciler:
         except SpecError as e:
             return self._invalid(ns, name, involved, status, generation, e, now)
 
-        try:
-            listed = self.kube.list_deployments(ns, name)
-        except KubeAPIError as e:
-            raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
+        if deployments is not None:
+            listed = [dict(d) for d in deployments]
+        else:
+            try:
+                listed = self.kube.list_deployments(ns, name)
+            except KubeAPIError as e:
+                raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
         owned = [d for d in listed if _owned_by(d, uid)]
         states = st.states_from_deployments(owned)
         by_name = {str(d["metadata"]["name"]): d for d in owned}
@@ -313,6 +371,7 @@ class Reconciler:
                             f"{tr.ready}/{tr.target} ready replicas cover it")
         except KubeAPIError as e:
             self._service_hash.pop(uid, None)
+            self._status.pop(uid, None)
             self._apply_failed(ns, name, involved, status, generation, e, now)
             raise ReconcileError(f"reconciling {ns}/{name}: {e}") from e
 
@@ -359,14 +418,7 @@ class Reconciler:
                                      for s in states_after if s.pool in known_p]), 4),
         )
         running_cost = float(patch["costPerHour"])
-        written = False
-        if st.status_changed(status, patch):
-            try:
-                self.kube.patch_status(ns, name, patch)
-                written = True
-            except KubeAPIError as e:
-                raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
-
+        written = self._write_status(ns, name, uid, status, patch)
         if decision is not None:
             self._decision_events(involved, status, decision, prev_plan)
         return Outcome(
@@ -376,6 +428,23 @@ class Reconciler:
             observation=obs,
             placements=tuple(states_after), cost_per_hour=running_cost,
         )
+
+    def _write_status(
+        self, ns: str, name: str, uid: str, status: Mapping[str, Any], patch: Mapping[str, Any]
+    ) -> bool:
+        """Merge-patch status if it changes; remember what the object now holds."""
+        if not st.status_changed(status, patch):
+            if uid:
+                self._status[uid] = dict(status)
+            return False
+        try:
+            self.kube.patch_status(ns, name, patch)
+        except KubeAPIError as e:
+            self._status.pop(uid, None)
+            raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
+        if uid:
+            self._status[uid] = st.merge_patch(status, patch)
+        return True
 
     def _decision_events(
         self,
@@ -412,13 +481,7 @@ class Reconciler:
                 generation, now,
             ),
         }
-        written = False
-        if st.status_changed(status, patch):
-            try:
-                self.kube.patch_status(ns, name, patch)
-                written = True
-            except KubeAPIError as e:
-                raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
+        written = self._write_status(ns, name, str(involved.get("uid") or ""), status, patch)
         if old.get("status") != "False" or old.get("message") != msg:
             self._event(involved, "Warning", "InvalidSpec", msg)
         return Outcome(valid=False, namespace=ns, name=name, status_written=written,

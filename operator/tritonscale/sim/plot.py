@@ -45,17 +45,26 @@ def plot_runs(spec: ScaledModelSpec, results: Sequence[Any], out: str) -> None:
     ax_load.set_ylabel("load (req/s)")
     ax_load.set_title(f"{spec.model.name}: {n} policies, SLO p{slo.percentile:g} <= "
                       f"{slo.target_ms:g} ms")
-    for res in results:
+    styles = ["-", "--", ":", "-."]
+    for i, res in enumerate(results):
         name = res.summary["policy"]
+        color = f"C{i}"
         steps = res.run.steps
         t = [s.t / 60 for s in steps]
         keys = sorted({k for s in steps for k in s.desired})
-        for k in keys:
-            ax_rep.step(t, [s.desired.get(k, 0) for s in steps], where="post", lw=0.9,
+        for j, k in enumerate(keys):
+            ax_rep.step(t, [s.desired.get(k, 0) for s in steps], where="post", lw=1.0,
+                        color=color, ls=styles[j % len(styles)],
                         label=f"{name}: {k[0]}@{k[1]}")
         xs, ys = _window_percentiles(res.run, slo.percentile, 60.0)
-        ax_lat.plot(xs, np.minimum(ys, slo.target_ms * 10), marker=".", lw=0.8, label=name)
-        ax_cost.step(t, [s.cost_per_hour for s in steps], where="post", lw=0.9, label=name)
+        ax_lat.plot(xs, np.minimum(ys, slo.target_ms * 10), marker=".", lw=0.8, color=color,
+                    label=name)
+        ax_cost.step(t, [s.cost_per_hour for s in steps], where="post", lw=0.9, color=color,
+                     label=f"{name} (${res.summary['mean_cost_per_hour']:.2f}/h mean)")
+    for tp, pool in first.preemptions:
+        for ax in axes:
+            ax.axvline(tp / 60, color="r", lw=0.6, alpha=0.5)
+        ax_rep.annotate(f"preempt {pool}", (tp / 60, 0), fontsize=6, color="r", rotation=90)
     ax_rep.set_ylabel("replicas")
     ax_rep.legend(fontsize=6, ncol=3)
     ax_lat.axhline(slo.target_ms, color="k", ls="--", lw=0.8, label="target")
