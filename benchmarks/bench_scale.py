@@ -333,7 +333,24 @@ def main(argv: list[str] | None = None) -> int:
         burst_lat = watcher.latencies.get("burst", [])
         metrics_after_burst = operator.metrics_text()
 
-        # ---- steady (+ spaced spec updates)
+        # ---- steady (+ spaced spec updates, + the API's own latency as a baseline)
+        api_lat: list[float] = []
+        probing = threading.Event()
+
+        def probe() -> None:
+            i = 0
+            while not probing.wait(0.5):
+                ns, name = names[i % len(names)]
+                i += 7
+                t0 = time.monotonic()
+                try:
+                    api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+                    api_lat.append(time.monotonic() - t0)
+                except Exception:
+                    pass
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
         s_steady0 = operator.stats()
         t_steady0 = time.monotonic()
         gap = args.steady_seconds / max(1, args.updates + 1)
@@ -355,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(rest)
         t_steady1 = time.monotonic()
         s_steady1 = operator.stats()
+        probing.set()
         metrics_end = operator.metrics_text()
         update_lat = watcher.latencies.get("update", [])
         ok = True
@@ -395,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {ms(percentile(update_lat, 99))}  max {ms(max(update_lat, default=math.nan))}",
             f"  operator histogram (whole run) p50 {ms(hq_end[50])}  p99 {ms(hq_end[99])}"
             f"  (n={n_end}, {n_end - n_burst} during steady)",
+            f"  baseline: GET of one ScaledModel by this script  p50 "
+            f"{ms(percentile(api_lat, 50))}  p99 {ms(percentile(api_lat, 99))}  (n={len(api_lat)})",
             f"  CPU {steady_cpu:7.1f} s over {t_steady1 - t_steady0:6.1f} s = "
             f"{steady_cores:.3f} cores",
             f"whole run: CPU {total_cpu:.1f} s over {t_steady1 - t_start:.1f} s = "

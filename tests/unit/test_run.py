@@ -49,7 +49,7 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
             return []
 
     monkeypatch.setattr(kube.KubeAdapter, "from_environment",
-                        classmethod(lambda cls: StubKube()))
+                        classmethod(lambda cls, **kw: StubKube()))
     monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
     args = _args("-n", "ml", "--peering", "ts", "--liveness", "http://0.0.0.0:8081/healthz",
@@ -162,7 +162,7 @@ def test_prometheus_rate_window_flag(monkeypatch: pytest.MonkeyPatch) -> None:
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(kube.KubeAdapter, "from_environment",
-                        classmethod(lambda cls: StubKube()))
+                        classmethod(lambda cls, **kw: StubKube()))
     monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
     src = PrometheusSource(url="http://prometheus:9090")

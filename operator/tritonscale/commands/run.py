@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(QuietTicks())
     log = logging.getLogger("tritonscale")
-    kube = KubeAdapter.from_environment()
+    kube = KubeAdapter.from_environment(pool_size=args.workers + 8)
     metrics = OperatorMetrics()
     reconciler = Reconciler(
         kube=kube,
