@@ -438,6 +438,10 @@ def _unknown(
 ) -> Decision:
     sc = spec.scaling
     fails = int(st.get("fail", 0)) + 1 if isinstance(st.get("fail", 0), int) else 1
+    # Stop counting at the threshold: nothing depends on the count beyond it, and a
+    # count growing every step rewrote the status of every blind ScaledModel every
+    # interval (2,000 models on source none or with Prometheus down: ~130 writes/s).
+    fails = min(fails, max(1, sc.failure_threshold))
     st["fail"] = fails
     why = obs.error or "request rate unknown"
     prev = from_state_mix(st.get("p"))
@@ -475,7 +479,7 @@ def _unknown(
         mix = merge_floor(base, _safe(spec))
         reason = "SafePlan"
         msg = (
-            f"Signals unknown for {fails} consecutive steps ({why}); applying the safe plan "
+            f"Signals unknown for {fails}+ consecutive steps ({why}); applying the safe plan "
             f"without scaling anything down: {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h."
         )
     else:
