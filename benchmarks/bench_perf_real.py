@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="load duration per point")
     ap.add_argument("--points", type=int, default=5, help="loads between 30 and 80 %%")
-    ap.add_argument("--base-ms", type=float, default=5.0)
-    ap.add_argument("--per-item-ms", type=float, default=2.0)
+    ap.add_argument("--base-ms", type=float, default=40.0)
+    ap.add_argument("--per-item-ms", type=float, default=10.0)
     ap.add_argument("--max-batch", type=int, default=8)
-    ap.add_argument("--queue-delay-us", type=int, default=2000)
+    ap.add_argument("--queue-delay-us", type=int, default=10_000)
     args = ap.parse_args(argv)
     timing = Timing(args.base_ms, args.per_item_ms, args.max_batch, args.queue_delay_us)
     fractions = [0.3 + 0.5 * i / max(args.points - 1, 1) for i in range(args.points)]
