@@ -54,8 +54,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
     if any(item.get_closest_marker("e2e") for item in session.items):
+        fd, name = tempfile.mkstemp(prefix="k8s-binaries-", suffix=".log")
+        os.close(fd)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "e2e: obtaining Kubernetes binaries via hack/k8s-binaries.sh "
+                f"(instant when cached, tens of minutes cold; progress: {name})"
+            )
         try:
-            session.stash[_BINARIES_KEY] = k8s_binaries()
+            session.stash[_BINARIES_KEY] = k8s_binaries(log_path=Path(name))
         except BinariesError as exc:
             session.stash[_BINARIES_KEY] = exc
 

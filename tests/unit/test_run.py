@@ -49,7 +49,7 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
             return []
 
     monkeypatch.setattr(kube.KubeAdapter, "from_environment",
-                        classmethod(lambda cls: StubKube()))
+                        classmethod(lambda cls, **kw: StubKube()))
     monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
     args = _args("-n", "ml", "--peering", "ts", "--liveness", "http://0.0.0.0:8081/healthz",
@@ -149,3 +149,28 @@ def test_temporary_error_on_api_failure() -> None:
     memo = kopf.Memo(reconciler=Reconciler(kube=kube))
     with pytest.raises(kopf.TemporaryError):
         lifecycle.on_create(body=doc, memo=memo, logger=logging.getLogger("t"))
+
+
+def test_prometheus_rate_window_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--prometheus-rate-window reaches the Prometheus client's rate() range (default 60)."""
+    import kopf
+
+    from tritonscale.adapters import kube
+    from tritonscale.core.spec import PrometheusSource
+
+    class StubKube:
+        def list_pods(self, namespace: str, name: str) -> list[Any]:
+            return []
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kube.KubeAdapter, "from_environment",
+                        classmethod(lambda cls, **kw: StubKube()))
+    monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(kopf, "configure", lambda **kw: None)
+    src = PrometheusSource(url="http://prometheus:9090")
+    for extra, window in (((), 60), (("--prometheus-rate-window", "10"), 10)):
+        args = _args("-A", "--metrics-port", "0", "--liveness", "none", *extra)
+        assert runcmd.run(args) == 0
+        client = seen["memo"].reconciler.signals._prometheus_factory(src)
+        assert client.window_s == window
+        assert f"[{window}s]" in client.rate_expr("ns", "m")

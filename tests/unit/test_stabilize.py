@@ -94,8 +94,9 @@ def _run(spec: ScaledModelSpec, rps_seq: list[float | None], clock: FakeClock,
     out = []
     for rps in rps_seq:
         d = decide(spec, Observation(rps=rps, current=cur), state, clock.tick())
-        json.dumps(d.state)  # persisted in status: must be JSON-able
-        state = d.state
+        # Persisted in status as JSON between steps, like the operator does.
+        state = json.loads(json.dumps(d.state))
+        assert len(json.dumps(state)) < 1500, state
         history.append(d.replicas())
         old = history[-1 - ready_lag] if len(history) > ready_lag else {}
         cur = tuple(_ps(k, n, min(n, old.get(k, 0))) for k, n in d.replicas().items())
@@ -241,3 +242,30 @@ def test_scale_to_zero_only_after_idle_seconds(make_spec: SpecFactory) -> None:
     assert n[:5] == [1] * 5 and n[5:] == [0] * 6
     back = decide(idle, Observation(rps=50.0, current=()), ds[-1].state, clock.tick())
     assert back.total_replicas == 1 and back.reason == "ScaledUp"
+
+
+def test_unknown_signals_settle_once_the_failure_threshold_is_reached(
+    make_spec: SpecFactory,
+) -> None:
+    """Blind steps past the threshold decide exactly the same (state, message): the
+    status then stays unchanged instead of being rewritten every interval."""
+    from tritonscale.core import status as st
+
+    spec = make_spec(scaling={"failureThreshold": 3})
+    clock = FakeClock()
+    ds = _run(spec, [4000.0] * 2 + [None] * 8, clock)
+    assert [d.state["fail"] for d in ds[2:]] == [1, 2, 3, 3, 3, 3, 3, 3]
+    last = [st.decision_status(d, 0.0) for d in ds[5:]]
+    assert all(st.same_decision(last[0], x) for x in last[1:])
+    assert all(d.state == ds[5].state for d in ds[5:])
+    assert all(d.replicas() == ds[1].replicas() for d in ds[2:])
+
+
+def test_safe_plan_message_past_the_threshold_is_stable(make_spec: SpecFactory) -> None:
+    spec = make_spec(
+        scaling={"failureThreshold": 2,
+                 "safePlan": [{"variant": "big", "pool": "t4-od", "replicas": 1}]}
+    )
+    ds = _run(spec, [4000.0] + [None] * 5, FakeClock())
+    assert [d.reason for d in ds[2:]] == ["SafePlan"] * 4
+    assert len({d.message for d in ds[2:]}) == 1

@@ -75,8 +75,13 @@ class KubeAdapter:
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     @classmethod
-    def from_environment(cls) -> KubeAdapter:
-        """In-cluster service account if present, else the local kubeconfig."""
+    def from_environment(cls, pool_size: int = 32) -> KubeAdapter:
+        """In-cluster service account if present, else the local kubeconfig.
+
+        ``pool_size`` keeps-alive that many connections; it must cover the handler
+        threads calling concurrently (the client's default, 5 x CPUs, is 10 on two
+        cores: with 16 workers every surplus call opened and threw away a TLS
+        connection, "Connection pool is full, discarding connection")."""
         from kubernetes import client
         from kubernetes import config as _config
 
@@ -85,7 +90,9 @@ class KubeAdapter:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls(client.ApiClient())
+        cfg = client.Configuration.get_default_copy()
+        cfg.connection_pool_maxsize = max(1, pool_size)
+        return cls(client.ApiClient(cfg))
 
     # -- plumbing ---------------------------------------------------------------
 

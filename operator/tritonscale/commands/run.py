@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -64,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=16, help="handler thread pool size (default 16)"
     )
+    parser.add_argument(
+        "--prometheus-rate-window", type=int, default=60, metavar="SECONDS",
+        help="range of rate() in Prometheus queries; span at least 4 scrape intervals "
+        "(default %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format", choices=("full", "plain", "json"), default="full",
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tritonscale.adapters.kube import KubeAdapter
     from tritonscale.adapters.metrics import OperatorMetrics
+    from tritonscale.adapters.prometheus import PrometheusSignals
     from tritonscale.handlers import lifecycle  # registers the handlers
     from tritonscale.handlers.reconcile import Reconciler
     from tritonscale.handlers.signals import SpecSignalSource
@@ -117,11 +124,16 @@ def run(args: argparse.Namespace) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(QuietTicks())
     log = logging.getLogger("tritonscale")
-    kube = KubeAdapter.from_environment()
+    kube = KubeAdapter.from_environment(pool_size=args.workers + 8)
     metrics = OperatorMetrics()
     reconciler = Reconciler(
         kube=kube,
-        signals=SpecSignalSource(list_pods=kube.list_pods),
+        signals=SpecSignalSource(
+            list_pods=kube.list_pods,
+            prometheus_factory=functools.partial(
+                PrometheusSignals.from_source, window_s=args.prometheus_rate_window
+            ),
+        ),
         listeners=[MetricsListener(metrics)],
         pool_stall_floor_seconds=args.pool_stall_seconds,
     )

@@ -41,7 +41,8 @@ load, ``wo``/``Lo`` the same for the current load that spot protection must
 hold, ``c`` correction multiplier, ``lvl`` ladder rung, ``rec`` time since the rung
 above has been feasible (or None), ``fail`` consecutive signal failures, ``p``
 last target mix ``[[variant, pool, replicas], ...]``, ``idle`` time since the
-rate has been 0 (scale-to-zero through ``idleSeconds``).
+rate has been 0 (scale-to-zero through ``idleSeconds``), ``bc`` the last binding
+constraint with the mix it was computed for.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class _Planned:
     within_budget: bool
     level: int
     binding: str
+    runner_up: pl.Plan | None = None
+    searched: bool = False  # runner_up was searched for
 
 
 def _request(
@@ -105,20 +108,21 @@ def _plan_ladder(
     cost_first = spec.slo.priority == "cost"
     if not cost_first:
         req = _request(spec, loads[0], od_load, min_replicas)
-        plan = pl.solve(combos, req)
+        plan, ru = pl.solve_with_runner_up(combos, req)
         if plan is not None:
-            return _Planned(plan, combos, req, True, True, 0, "")
+            return _Planned(plan, combos, req, True, True, 0, "", ru, True)
         plan = pl.solve(combos, req, respect_budget=False)
         if plan is not None:
             return _Planned(plan, combos, req, True, False, 0, "maxCostPerHour")
         best = pl.best_effort(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
                                                                            math.inf)
-        return _Planned(best, combos, req, False, _in_budget(spec, best), 0, _limit_name(spec))
+        return _Planned(best, combos, req, False, _in_budget(spec, best), 0,
+                        _limit_name(spec, best))
     for level in range(min_level, 3):
         req = _request(spec, loads[level], od_load, min_replicas)
-        plan = pl.solve(combos, req)
+        plan, ru = pl.solve_with_runner_up(combos, req)
         if plan is not None:
-            return _Planned(plan, combos, req, True, True, level, "")
+            return _Planned(plan, combos, req, True, True, level, "", ru, True)
     req = _request(spec, loads[2], od_load, min_replicas)
     best = pl.best_effort(combos, req, respect_budget=True) or pl.Plan((), 0.0, math.inf,
                                                                       math.inf)
@@ -130,8 +134,11 @@ def _in_budget(spec: ScaledModelSpec, plan: pl.Plan) -> bool:
     return cap is None or plan.cost_per_hour <= cap + 1e-9
 
 
-def _limit_name(spec: ScaledModelSpec) -> str:
-    return "nodePools[*].maxReplicas/maxReplicas"
+def _limit_name(spec: ScaledModelSpec, plan: pl.Plan) -> str:
+    """What stops a plan from holding the load: the global cap or the pools' caps."""
+    if plan.total >= spec.scaling.max_replicas:
+        return "maxReplicas"
+    return "nodePools[*].maxReplicas"
 
 
 def _feasible_level(
@@ -149,16 +156,32 @@ def _explain(
     planned: _Planned,
     final: Mapping[Key, int],
     load: float,
+    st: dict[str, Any] | None = None,
 ) -> tuple[str, float, float | None, str, str]:
-    """Message, predicted latency, runner-up cost and text, binding constraint."""
+    """Message, predicted latency, runner-up cost and text, binding constraint.
+
+    The binding constraint takes a few relaxed re-solves; with ``st`` it is
+    reused while the target mix, rung and candidate set stay the same.
+    """
     plan = planned.plan
     slo = spec.slo.latency
     lat = pl.predicted_latency_ms(plan, planned.combos, load, slo.percentile)
-    ru = pl.runner_up(planned.combos, planned.request, plan) if plan.total else None
+    if planned.searched:
+        ru = planned.runner_up
+    else:
+        ru = pl.runner_up(planned.combos, planned.request, plan) if plan.total else None
     ru_text = pl.describe(ru) if ru is not None else ""
     ru_cost = ru.cost_per_hour if ru is not None else None
-    binding = planned.binding or pl.binding_constraint(spec, planned.combos, planned.request,
-                                                       plan)
+    binding = planned.binding
+    if not binding:
+        sig = f"{pl.describe(plan)}|{planned.level}|{len(planned.combos)}"
+        cached = st.get("bc") if st is not None else None
+        if isinstance(cached, list) and len(cached) == 2 and cached[0] == sig:
+            binding = str(cached[1])
+        else:
+            binding = pl.binding_constraint(spec, planned.combos, planned.request, plan)
+            if st is not None:
+                st["bc"] = [sig, binding]
     lat_txt = "inf" if math.isinf(lat) else f"{lat:.1f}"
     msg = (
         f"{pl.describe(plan)} at ${plan.cost_per_hour:.2f}/h for {load:.0f} rps: predicted "
@@ -368,7 +391,7 @@ def decide(
     tr = transition(target_mix, obs.current, sc)
     final = tr.desired
     msg, lat_pred, ru_cost, ru_text, binding = _explain(
-        spec, planned, final, planned.request.load_rps
+        spec, planned, final, planned.request.load_rps, st
     )
     reason = _outcome_reason(spec, planned)
     if reason is None:
@@ -415,6 +438,10 @@ def _unknown(
 ) -> Decision:
     sc = spec.scaling
     fails = int(st.get("fail", 0)) + 1 if isinstance(st.get("fail", 0), int) else 1
+    # Stop counting at the threshold: nothing depends on the count beyond it, and a
+    # count growing every step rewrote the status of every blind ScaledModel every
+    # interval (2,000 models on source none or with Prometheus down: ~130 writes/s).
+    fails = min(fails, max(1, sc.failure_threshold))
     st["fail"] = fails
     why = obs.error or "request rate unknown"
     prev = from_state_mix(st.get("p"))
@@ -452,7 +479,7 @@ def _unknown(
         mix = merge_floor(base, _safe(spec))
         reason = "SafePlan"
         msg = (
-            f"Signals unknown for {fails} consecutive steps ({why}); applying the safe plan "
+            f"Signals unknown for {fails}+ consecutive steps ({why}); applying the safe plan "
             f"without scaling anything down: {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h."
         )
     else:
