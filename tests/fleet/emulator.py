@@ -62,11 +62,22 @@ class _PodCounters:
 class Score:
     requests: float = 0.0
     requests_within: float = 0.0
-    windows: dict[int, list[float]] = field(default_factory=dict)  # minute -> [req, ok_req]
+    windows: dict[int, list[float]] = field(default_factory=dict)  # window -> [req, ok_req]
 
     @property
     def attainment(self) -> float:
         return self.requests_within / self.requests if self.requests else 1.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One emulator step: time since start, offered load, Ready pods, worst percentile."""
+
+    t: float
+    dt: float
+    load_rps: float
+    ready: int
+    worst_ms: float
 
 
 class FleetEmulator:
@@ -78,6 +89,7 @@ class FleetEmulator:
         sd_file: Path,
         scaledmodel: str,
         tick_s: float = 0.5,
+        window_s: float = 60.0,
     ) -> None:
         self.spec = spec
         self.scaledmodel = scaledmodel
@@ -85,9 +97,10 @@ class FleetEmulator:
         self.list_pods = list_pods
         self.sd_file = sd_file
         self.tick_s = tick_s
+        self.window_s = window_s
         self.pods: dict[str, _PodCounters] = {}
         self.score = Score()
-        self.history: list[tuple[float, float, int, float]] = []  # t, load, ready, p_ms
+        self.history: list[Sample] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._t0 = 0.0
@@ -170,9 +183,7 @@ class FleetEmulator:
                 c.info = p
                 if not p.ready:
                     continue
-                prof = self.spec.variant(p.variant).profile_for(
-                    self.spec.pool(p.pool).accelerator
-                )
+                prof = self.spec.variant(p.variant).profile_for(self.spec.pool(p.pool).accelerator)
                 if prof is None:
                     self.errors.append(f"pod {p.name}: no profile for {p.variant}/{p.pool}")
                     continue
@@ -206,11 +217,11 @@ class FleetEmulator:
             ok = reqs if worst <= target else 0.0
             self.score.requests += reqs
             self.score.requests_within += ok
-            minute = int((now - self._t0) // 60)
-            w = self.score.windows.setdefault(minute, [0.0, 0.0])
+            window = int((now - self._t0) // self.window_s)
+            w = self.score.windows.setdefault(window, [0.0, 0.0])
             w[0] += reqs
             w[1] += ok
-            self.history.append((now - self._t0, load, len(ready), worst))
+            self.history.append(Sample(now - self._t0, dt, load, len(ready), worst))
         self._write_sd(pods)
 
     def _write_sd(self, pods: Sequence[PodInfo]) -> None:
@@ -255,9 +266,59 @@ class FleetEmulator:
         self._server.shutdown()
         self._server.server_close()
 
-    def windows_met(self, skip_minutes: int = 0) -> float:
-        ws = [w for m, w in self.score.windows.items() if m >= skip_minutes and w[0] > 0]
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    def windows_met(self, skip_windows: int = 0) -> float:
+        """Share of windows (``window_s`` long, from the start) meeting the SLO: at
+        least the SLO's percentile of their requests were served within target."""
+        ws = [w for m, w in self.score.windows.items() if m >= skip_windows and w[0] > 0]
         if not ws:
             return 1.0
         need = self.spec.slo.latency.percentile / 100.0
         return sum(1 for w in ws if w[1] >= w[0] * need) / len(ws)
+
+    def attainment_since(self, t: float) -> float:
+        """Share of the requests offered after ``t`` (s since start) served while the
+        fleet's predicted percentile met the target."""
+        target = self.spec.slo.latency.target_ms
+        with self._lock:
+            req = sum(s.load_rps * s.dt for s in self.history if s.t >= t)
+            ok = sum(s.load_rps * s.dt for s in self.history if s.t >= t and s.worst_ms <= target)
+        return ok / req if req else 1.0
+
+
+def pod_lister(api_client: object, namespace: str, scaledmodel: str) -> Callable[[], list[PodInfo]]:
+    """List a ScaledModel's Running pods from the API server (KWOK makes them Running).
+
+    Terminating pods are left out (the Service stops routing to them); a pod is
+    ready when its Ready condition is True.
+    """
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    selector = f"tritonscale.io/scaledmodel={scaledmodel}"
+
+    def pods() -> list[PodInfo]:
+        out = []
+        for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+            meta, status = pod.metadata, pod.status
+            if meta.deletion_timestamp is not None or status is None:
+                continue
+            if status.phase != "Running":
+                continue
+            labels = meta.labels or {}
+            ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or ())
+            out.append(
+                PodInfo(
+                    name=meta.name,
+                    namespace=namespace,
+                    variant=labels.get("tritonscale.io/variant", ""),
+                    pool=labels.get("tritonscale.io/pool", ""),
+                    ready=ready,
+                )
+            )
+        return out
+
+    return pods

@@ -6,6 +6,11 @@ with its own tritonclient connection, sends it.  Arrivals do not wait for earlie
 responses (open loop), as long as a worker is free; ``max_lateness_s`` reports how late
 the worst send was so a test can tell the load it asked for from the load it got.
 Bounded in count and time: it stops by itself after ``duration_s``.
+
+A ``slow_fraction`` of the requests (chosen by the same seeded generator) asks the
+sleepy model for ``slow_ms`` of extra compute, which makes the latency distribution
+bimodal: its p95 then sits well inside the slow mode, far from the p50 and the mean,
+so a test can tell the three apart despite a few ms of client-side noise.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Record:
     sent: float  # wall clock the request left
     done: float  # wall clock the response arrived
     ok: bool
+    slow: bool = False
 
     @property
     def latency_ms(self) -> float:
@@ -57,16 +63,18 @@ class LoadResult:
         return [r.latency_ms for r in self.ok_records if until is None or r.done <= until]
 
 
-def poisson_arrivals(rate: float, duration_s: float, seed: int) -> list[float]:
-    """Offsets (seconds from start) of a Poisson process of ``rate`` over ``duration_s``."""
+def poisson_arrivals(
+    rate: float, duration_s: float, seed: int, slow_fraction: float = 0.0
+) -> list[tuple[float, bool]]:
+    """(offset from start in s, slow?) of a Poisson process of ``rate`` over ``duration_s``."""
     rng = random.Random(seed)
-    out: list[float] = []
+    out: list[tuple[float, bool]] = []
     t = 0.0
     while True:
         t += rng.expovariate(rate)
         if t >= duration_s:
             return out
-        out.append(t)
+        out.append((t, rng.random() < slow_fraction))
 
 
 def run_poisson_load(
@@ -76,33 +84,39 @@ def run_poisson_load(
     rate: float,
     duration_s: float,
     seed: int = 1,
-    workers: int = 8,
+    workers: int = 6,
     batch: int = 1,
+    slow_fraction: float = 0.0,
+    slow_ms: float = 0.0,
 ) -> LoadResult:
     """Send single requests of ``batch`` items to ``model`` at Poisson ``rate`` per second."""
     import tritonclient.http as httpclient
 
-    offsets = poisson_arrivals(rate, duration_s, seed)
-    work: queue.Queue[float | None] = queue.Queue()
+    arrivals = poisson_arrivals(rate, duration_s, seed, slow_fraction)
+    work: queue.Queue[tuple[float, bool] | None] = queue.Queue()
     records: list[Record] = []
     lock = threading.Lock()
 
     def worker() -> None:
         client = httpclient.InferenceServerClient(url, connection_timeout=10, network_timeout=10)
-        tensor = httpclient.InferInput("INPUT", [batch, 1], "FP32")
-        tensor.set_data_from_numpy(np.ones((batch, 1), dtype=np.float32))
+        tensors = {}
+        for slow, extra in ((False, 0.0), (True, slow_ms)):
+            t = httpclient.InferInput("INPUT", [batch, 1], "FP32")
+            t.set_data_from_numpy(np.full((batch, 1), extra, dtype=np.float32))
+            tensors[slow] = t
         try:
             while True:
-                due = work.get()
-                if due is None:
+                item = work.get()
+                if item is None:
                     return
+                due, slow = item
                 sent = time.time()
                 try:
-                    client.infer(model, [tensor])
+                    client.infer(model, [tensors[slow]])
                     ok = True
                 except Exception:
                     ok = False
-                rec = Record(due, sent, time.time(), ok)
+                rec = Record(due, sent, time.time(), ok, slow)
                 with lock:
                     records.append(rec)
         finally:
@@ -113,11 +127,11 @@ def run_poisson_load(
         t.start()
     start_wall = time.time()
     start_mono = time.monotonic()
-    for off in offsets:
+    for off, slow in arrivals:
         delay = start_mono + off - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        work.put(start_wall + off)
+        work.put((start_wall + off, slow))
     remaining = start_mono + duration_s - time.monotonic()
     if remaining > 0:
         time.sleep(remaining)
@@ -129,14 +143,26 @@ def run_poisson_load(
 
 
 def run_parallel(
-    jobs: Sequence[tuple[str, str, float, int]], duration_s: float
+    jobs: Sequence[tuple[str, str, float, int]],
+    duration_s: float,
+    *,
+    slow_fraction: float = 0.0,
+    slow_ms: float = 0.0,
 ) -> list[LoadResult]:
     """Run several loads ``(url, model, rate, seed)`` at the same time."""
     results: list[LoadResult | None] = [None] * len(jobs)
 
     def one(i: int) -> None:
         url, model, rate, seed = jobs[i]
-        results[i] = run_poisson_load(url, model, rate=rate, duration_s=duration_s, seed=seed)
+        results[i] = run_poisson_load(
+            url,
+            model,
+            rate=rate,
+            duration_s=duration_s,
+            seed=seed,
+            slow_fraction=slow_fraction,
+            slow_ms=slow_ms,
+        )
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
     for t in threads:

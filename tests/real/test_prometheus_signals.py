@@ -39,14 +39,24 @@ RATES = {"fp16": 30.0, "int8": 15.0}
 RATE_TOLERANCE = 0.08
 
 
-# Latency tolerance: Triton measures from request arrival to response send; the client
-# adds HTTP/JSON handling and GIL contention in this process (8 sender threads + 2
-# servers + Prometheus on 2 cores): the client side is *higher* by ~1-3 ms. Triton's
-# summary quantiles also carry CKMS rank error (0.001 for p95).  So: server <= client +
-# 1 ms, and server >= client - (4 ms + 25 %).
-def assert_latency_close(server_ms: float, client_ms: float, what: str) -> None:
+# Latency: 10 % of the requests ask the model for 40 ms of extra compute, so the latency
+# distribution is bimodal -- p50 around 10 ms, the mean around 15 ms, p95 inside the
+# slow mode near 50 ms.  Triton measures from request arrival to response send; the
+# client adds HTTP/JSON handling and GIL/CPU contention in this process (12 sender
+# threads, 2 servers and Prometheus on 2 cores), so the client side is *higher*: by
+# ~1-3 ms on an idle machine, by up to ~20 ms with the cores saturated by other work.
+# Triton's summary quantiles also carry CKMS rank error (0.001 for p95).  So:
+# server <= client + 1 ms, and server >= client - (4 ms + 30 %).  The lower bound still
+# separates p95 (~50 ms) from p50 and the mean (10-15 ms), and catches unit errors.
+SLOW_FRACTION = 0.10
+SLOW_MS = 40.0
+
+
+def assert_latency_close(
+    server_ms: float, client_ms: float, what: str, relative: float = 0.30
+) -> None:
     assert server_ms <= client_ms + 1.0, f"{what}: server {server_ms:.2f} > client {client_ms:.2f}"
-    assert server_ms >= client_ms - (4.0 + 0.25 * client_ms), (
+    assert server_ms >= client_ms - (4.0 + relative * client_ms), (
         f"{what}: server {server_ms:.2f} far below client {client_ms:.2f}"
     )
 
@@ -58,11 +68,15 @@ def client_rate(result: LoadResult, at: float) -> float:
 def test_signals_match_client_measurements(fleet: Fleet) -> None:
     adapter = PrometheusSignals(fleet.prometheus.url, timeout_s=5, window_s=WINDOW_S)
     jobs = [(g.server.url, MODEL, RATES[g.variant], seed) for seed, g in enumerate(fleet.groups, 1)]
-    results = dict(zip(("fp16", "int8"), run_parallel(jobs, LOAD_S), strict=True))
+    loads = run_parallel(jobs, LOAD_S, slow_fraction=SLOW_FRACTION, slow_ms=SLOW_MS)
+    results = dict(zip(("fp16", "int8"), loads, strict=True))
     for name, res in results.items():
         assert res.errors == 0, f"{name}: {res.errors} failed requests"
-        # The generator kept up: the load we asked for is the load we sent.
-        assert res.max_lateness_s < 0.25, f"{name}: sends up to {res.max_lateness_s:.3f}s late"
+        # The generator roughly kept up (the comparison itself uses what was actually
+        # sent and completed, so lateness only matters if it distorts the load badly).
+        late = sorted(r.sent - r.scheduled for r in res.records)
+        assert late[len(late) // 2] < 0.05, f"{name}: median send {late[len(late) // 2]:.3f}s late"
+        assert late[-1] < 2.0, f"{name}: a send was {late[-1]:.3f}s late"
 
     # Evaluate inside the load period: the window [at-15, at] saw steady traffic.
     at = max(r.started for r in results.values()) + LOAD_S - 2.0
@@ -84,13 +98,20 @@ def test_signals_match_client_measurements(fleet: Fleet) -> None:
         assert g.ok, g.error
         want_rate = client_rate(res, at)
         p95 = percentile(res.latencies_ms(until=at), 95)
+        p50 = percentile(res.latencies_ms(until=at), 50)
+        server_p50 = adapter.latency_by_group(NAMESPACE, MODEL, 50, at=at).values[key].value
+        assert server_p50 is not None
         print(
             f"{key}: rate {g.request_rate:.3f} vs client {want_rate:.3f}; "
-            f"p95 {g.latency_ms:.2f} ms vs client {p95:.2f} ms; queue {g.queue_ms:.2f} ms"
+            f"p95 {g.latency_ms:.2f} ms vs client {p95:.2f} ms; "
+            f"p50 {server_p50:.2f} ms vs client {p50:.2f} ms; queue {g.queue_ms:.2f} ms"
         )
         assert g.request_rate == pytest.approx(want_rate, rel=RATE_TOLERANCE)
         assert g.latency_ms is not None and not g.latency_is_mean
         assert_latency_close(g.latency_ms, p95, f"{key} p95")
+        # At the median (~10 ms) the client's own delay is a larger share: 50 %.
+        assert_latency_close(server_p50, p50, f"{key} p50", relative=0.5)
+        assert g.latency_ms > 2 * server_p50  # the bimodal shape is seen, p95 is not p50
         assert g.queue_ms is not None and 0 <= g.queue_ms < g.latency_ms
         assert g.pending_requests is not None and g.pending_requests >= 0
 

@@ -19,13 +19,13 @@ from tritonscale.core.spec import parse_spec
 
 pytestmark = pytest.mark.triton
 
-TIMING = Timing(base_ms=8.0, per_item_ms=2.0, max_batch=8, queue_delay_us=1000)
+TIMING = Timing(base_ms=8.0, per_item_ms=4.0, max_batch=8, queue_delay_us=1000)
 
 # The model sleeps exactly a + c*b; the Python backend adds its IPC (shared memory
 # round trip to the stub, ~0.5 ms here) and sleep() overshoots by scheduler latency.
-# Measured overhead is positive and, on 2 busy cores, below 3 ms.
+# Measured: 0.5-1.8 ms (idle to load average 8 on 2 cores); allowed: up to 4 ms.
 OVERHEAD_MIN_MS = -0.2
-OVERHEAD_MAX_MS = 3.0
+OVERHEAD_MAX_MS = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -40,26 +40,33 @@ def test_statistics_count_one_batch_size(server: TritonServer) -> None:
     import tritonclient.http as httpclient
 
     pod = TritonPod(server.url)
-    before = pod.statistics(MODEL)
     client = httpclient.InferenceServerClient(server.url)
     t = httpclient.InferInput("INPUT", [4, 1], "FP32")
-    t.set_data_from_numpy(np.ones((4, 1), dtype=np.float32))
+    t.set_data_from_numpy(np.zeros((4, 1), dtype=np.float32))
+    first = pod.statistics(MODEL)
+    per_request: list[float] = []
+    previous = first
     for _ in range(10):  # sequential: the dynamic batcher has nothing to merge
         client.infer(MODEL, [t])
+        now = pod.statistics(MODEL)
+        assert previous is not None and now is not None
+        one = (now - previous).batch(4)
+        assert one.count == 1 and one.compute_ms is not None
+        per_request.append(one.compute_ms)
+        previous = now
     client.close()
-    after = pod.statistics(MODEL)
-    assert before is not None and after is not None
-    delta = after - before
+    assert first is not None and previous is not None
+    delta = previous - first
     assert delta.success.count == 10 and delta.fail.count == 0
     assert delta.inference_count == 40 and delta.execution_count == 10
-    assert delta.batch(4).count == 10
+    assert delta.batch(4).count == 10 and delta.batch(1).count == 0
     assert delta.queue.count == 10 and delta.mean_queue_ms is not None
-    compute = delta.batch(4).compute_ms
-    assert compute is not None
-    overhead = compute - TIMING.batch_ms(4)
-    print(f"\nbatch 4: compute {compute:.3f} ms, configured {TIMING.batch_ms(4)} ms")
-    assert OVERHEAD_MIN_MS <= overhead <= OVERHEAD_MAX_MS
-    assert delta.mean_request_ms is not None and delta.mean_request_ms >= compute
+    mean = delta.batch(4).compute_ms
+    assert mean is not None and mean == pytest.approx(sum(per_request) / 10, rel=1e-6)
+    compute = sorted(per_request)[5]  # a median: a busy host's outliers do not move it
+    print(f"\nbatch 4: median compute {compute:.3f} ms, configured {TIMING.batch_ms(4)} ms")
+    assert OVERHEAD_MIN_MS <= compute - TIMING.batch_ms(4) <= OVERHEAD_MAX_MS
+    assert delta.mean_request_ms is not None and delta.mean_request_ms >= mean
 
 
 def test_profile_recovers_configured_batch_latency(server: TritonServer) -> None:
@@ -79,7 +86,8 @@ def test_profile_recovers_configured_batch_latency(server: TritonServer) -> None
         assert b.server_ms is not None, "statistics extension must have been used"
         overhead = b.measured_ms - TIMING.batch_ms(b.size)
         assert OVERHEAD_MIN_MS <= overhead <= OVERHEAD_MAX_MS, (b, TIMING.batch_ms(b.size))
-        assert b.client_p50_ms >= b.server_ms  # the client also sees HTTP and queueing
+        # Each request's client time includes its compute; server_ms is a mean.
+        assert b.client_p99_ms >= b.server_ms - 0.5
         assert b.client_p50_ms <= b.client_p95_ms <= b.client_p99_ms
     # The slope recovers per_item_ms: (lat(8) - lat(1)) / 7 within 15 %.
     slope = (result.batches[-1].latency_ms - result.batches[0].latency_ms) / 7
@@ -100,10 +108,14 @@ def test_profile_recovers_configured_batch_latency(server: TritonServer) -> None
 
 
 def test_profile_block_is_accepted_by_the_spec(server: TritonServer, tmp_path: Path) -> None:
+    """The CLI's YAML drops into a real ScaledModel spec (examples/resnet50.yaml)."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "resnet50.yaml"
+    spec = copy.deepcopy(yaml.safe_load(example.read_text())["spec"])
+    accelerator = spec["nodePools"][0]["accelerator"]
     out = tmp_path / "profile.yaml"
     code = profiler.main(
         [
-            "--url", server.url, "--model", MODEL, "--accelerator", "T4",
+            "--url", server.url, "--model", MODEL, "--accelerator", accelerator,
             "--max-batch", "4", "--requests-per-batch", "3", "--warmup", "1",
             "--concurrency", "1", "--sweep-seconds", "0.5", "--output", str(out),
         ]
@@ -111,15 +123,14 @@ def test_profile_block_is_accepted_by_the_spec(server: TritonServer, tmp_path: P
     assert code == 0
     profiles = yaml.safe_load(out.read_text())["profiles"]
     assert [b["size"] for b in profiles[0]["batches"]] == [1, 2, 4]
-    example = Path(__file__).resolve().parents[2] / "examples" / "resnet50.yaml"
-    manifest = yaml.safe_load(example.read_text())
-    spec = copy.deepcopy(manifest["spec"])
-    fp16 = spec["variants"][0]
-    fp16["profiles"] = [p for p in fp16["profiles"] if p["accelerator"] != "T4"] + profiles
+    variant = spec["variants"][0]
+    others = [p for p in variant.get("profiles", []) if p["accelerator"] != accelerator]
+    variant["profiles"] = others + profiles
     parsed = parse_spec(spec)
-    got = next(p for p in parsed.variants[0].profiles if p.accelerator == "T4")
+    got = next(p for p in parsed.variants[0].profiles if p.accelerator == accelerator)
     assert got.max_batch_size == 4
     assert [b.size for b in got.batches] == [1, 2, 4]
+    assert got.max_queue_delay_ms == pytest.approx(TIMING.queue_delay_us / 1000)
 
 
 def test_profile_errors_are_reported(server: TritonServer) -> None:

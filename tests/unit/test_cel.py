@@ -75,10 +75,10 @@ def program(rule: str) -> Any:
     return ENV.program(ENV.compile(rule), functions={"sum": _sum})
 
 
-def failing_rules(doc: dict[str, Any]) -> list[str]:
-    """Messages of every CEL rule that evaluates to false on the defaulted ``doc``."""
+def failing_rules(doc: dict[str, Any], defaults: bool = True) -> list[str]:
+    """Messages of every CEL rule that evaluates to false on the (defaulted) ``doc``."""
     schema = crd.openapi_schema()
-    obj = crd.apply_defaults(doc, schema)
+    obj = crd.apply_defaults(doc, schema) if defaults else doc
     out: list[str] = []
     for _path, value, node in sites(obj, schema, ""):
         for rule in node["x-kubernetes-validations"]:
@@ -93,6 +93,22 @@ def failing_rules(doc: dict[str, Any]) -> list[str]:
 def test_every_rule_compiles_and_examples_pass() -> None:
     for name in ("resnet50.yaml", "bert.yaml"):
         assert failing_rules(load_example(name)) == [], name
+
+
+def test_rules_never_error_on_undefaulted_objects() -> None:
+    """The API server checks defaults (e.g. ``scaling: {}``) before nested defaulting."""
+    for name in ("resnet50.yaml", "bert.yaml"):
+        doc = load_example(name)
+        assert failing_rules(doc, defaults=False) == []
+        doc["spec"]["scaling"] = {}
+        for v in doc["spec"]["variants"]:
+            for p in v["profiles"]:
+                p.pop("maxBatchSize", None)
+                p["batches"] = [{"size": 1, "latencyMs": 1.0}]
+        doc["spec"]["slo"].pop("minAccuracy", None)
+        for p in doc["spec"]["nodePools"]:
+            p.pop("maxReplicas", None)
+        assert failing_rules(doc, defaults=False) == []
 
 
 def _field(message: str) -> str:

@@ -124,6 +124,8 @@ OPERATOR_NAMESPACED = {
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+# A namespace-restricted Kopf lists/watches namespaces (it stalls in retries without).
+NAMESPACED_CLUSTER_READ = {**CRD_READ, ("", "namespaces"): {"get", "list", "watch"}}
 PEERING_VERBS = {"get", "list", "watch", "patch"}
 
 
@@ -236,9 +238,9 @@ def test_namespaced_install_uses_roles_per_namespace() -> None:
     for b in bindings:
         assert b["roleRef"]["kind"] == "Role"
         assert b["subjects"][0]["namespace"] == NS
-    # Only the CRD read is cluster-scoped.
+    # Only reads of cluster-scoped objects (CRDs, namespaces) are cluster-wide.
     (cluster_role,) = of_kind(docs, "ClusterRole")
-    assert grants(cluster_role) == CRD_READ
+    assert grants(cluster_role) == NAMESPACED_CLUSTER_READ
     args = container(docs)["args"]
     assert "--all-namespaces" not in args
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
@@ -325,7 +327,7 @@ def test_ha_namespaced_uses_namespaced_peering() -> None:
     (role,) = of_kind(docs, "Role")
     assert grants(role)[("kopf.dev", "kopfpeerings")] == PEERING_VERBS
     (cluster_role,) = of_kind(docs, "ClusterRole")
-    assert grants(cluster_role) == CRD_READ
+    assert grants(cluster_role) == NAMESPACED_CLUSTER_READ
 
 
 def test_replicas_above_one_without_peering_fail() -> None:
@@ -536,3 +538,23 @@ def test_prometheus_rule_alerts_use_exported_metrics() -> None:
         names = metric_names(r["expr"])
         assert names and names <= exported | TRITON_METRICS, r["expr"]
         assert "{{ $labels.scaledmodel }}" in r["annotations"]["summary"]
+
+
+def test_packaged_chart_ships_schema_crds_and_dashboard(tmp_path: Path) -> None:
+    import tarfile
+
+    run_helm("package", str(CHART), "--destination", str(tmp_path))
+    (tgz,) = tmp_path.glob("tritonscale-*.tgz")
+    with tarfile.open(tgz) as tar:
+        names = set(tar.getnames())
+    for required in (
+        "values.schema.json",
+        "crds/scaledmodel.yaml",
+        "crds/kopf-peering.yaml",
+        "dashboards/tritonscale.json",
+        "templates/NOTES.txt",
+        "templates/tests/test-metrics.yaml",
+        "README.md",
+    ):
+        assert f"tritonscale/{required}" in names, required
+    assert not [n for n in names if n.startswith("tritonscale/ci/")], "ci/ values are not shipped"

@@ -17,6 +17,7 @@ CRD = REPO / "helm" / "tritonscale" / "crds" / "scaledmodel.yaml"
 GEN = REPO / "hack" / "gen-crd-docs.py"
 OWN_DOCS = [
     "concepts.md", "crd-reference.md", "tuning.md", "comparison.md", "quickstart.md", "metrics.md",
+    "README.md",
 ]  # fmt: skip
 
 

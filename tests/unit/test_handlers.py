@@ -10,12 +10,27 @@ import pytest
 from fakes import FakeKube, load_example
 
 from tritonscale.adapters.kube import KubeAPIError
-from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.core import autoscale
+from tritonscale.core.placement import initial_placement
+from tritonscale.core.spec import ScaledModelSpec, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement
 from tritonscale.handlers import reconcile as rec
 from tritonscale.handlers.reconcile import ReconcileError, Reconciler
 
 NS, NAME, UID = "ml", "resnet50", "uid-1"
+
+REAL_DECIDE = rec._decide
+
+
+def interim(spec: ScaledModelSpec, obs: Observation, state: Any, now: float) -> Decision:
+    return initial_placement(spec, obs.unavailable_pools)
+
+
+@pytest.fixture(autouse=True)
+def _interim_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reconcile mechanics are tested with the simple, predictable interim rule;
+    the tests named ``test_planner_*`` put the real ``autoscale.decide`` back."""
+    monkeypatch.setattr(rec, "_decide", interim)
 
 
 class Clock:
@@ -384,3 +399,204 @@ def test_same_decision_keeps_its_time(kube: FakeKube, r: Reconciler, clock: Cloc
     r.reconcile(body(kube))
     assert status(kube)["ready"] == "1/1"
     assert status(kube)["lastDecision"]["time"] == t0
+
+
+def test_service_reapplied_when_stale(kube: FakeKube, r: Reconciler, clock: Clock) -> None:
+    r.reconcile(body(kube))
+    del kube.services[(NS, NAME)]
+    clock.t += 60
+    r.reconcile(body(kube))
+    assert (NS, NAME) not in kube.services  # cached: no extra API call per tick
+    clock.t += r.service_refresh_seconds
+    r.reconcile(body(kube))
+    assert (NS, NAME) in kube.services
+
+
+def _stall(kube: FakeKube, name: str, since: str) -> None:
+    d = kube.deployments[(NS, name)]
+    d["status"]["conditions"] = [
+        {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+         "lastTransitionTime": since},
+    ]
+
+
+def test_pool_loss_replans_elsewhere_make_before_break(
+    kube: FakeKube, r: Reconciler, clock: Clock
+) -> None:
+    clock.t = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    edit_spec(kube, lambda s: s["scaling"].update(minReplicas=2))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-t4-spot", 1)  # one replica lost its node
+    _stall(kube, "resnet50-int8-t4-spot", "2023-11-14T22:13:20Z")
+    clock.t += 100  # not yet past 2 x startupSeconds (90) = 180 s
+    r.reconcile(body(kube))
+    assert kube.deployment_names() == ["resnet50-int8-t4-spot"]
+    clock.t += 100
+    r.reconcile(body(kube))
+    assert status(kube)["unavailablePools"] == ["t4-spot"]
+    assert kube.deployment_names() == ["resnet50-int8-l4-spot", "resnet50-int8-t4-spot"]
+    kube.set_ready("resnet50-int8-l4-spot")
+    r.reconcile(body(kube), decide=False)
+    assert kube.deployment_names() == ["resnet50-int8-l4-spot"]
+    # No flapping back while the pool is in cooldown...
+    clock.t += 60
+    r.reconcile(body(kube))
+    assert kube.deployment_names() == ["resnet50-int8-l4-spot"]
+    # ...and the cheap pool is tried again afterwards.
+    clock.t += r.pool_cooldown_seconds
+    r.reconcile(body(kube))
+    assert "resnet50-int8-t4-spot" in kube.deployment_names()
+    assert status(kube)["unavailablePools"] == []
+
+
+def test_pool_stall_floor_is_configurable(kube: FakeKube, r: Reconciler, clock: Clock) -> None:
+    clock.t = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    edit_spec(kube, lambda s: [p.update(startupSeconds=5) for p in s["nodePools"]])
+    r.pool_stall_floor_seconds = 10.0
+    r.reconcile(body(kube))
+    _stall(kube, "resnet50-int8-t4-spot", "2023-11-14T22:13:20Z")
+    clock.t += 9
+    r.reconcile(body(kube))
+    assert status(kube)["unavailablePools"] == []
+    clock.t += 2  # past max(floor 10 s, 2 x startupSeconds 5 s)
+    r.reconcile(body(kube))
+    assert status(kube)["unavailablePools"] == ["t4-spot"]
+
+
+def test_replica_failure_marks_pool_at_once(kube: FakeKube, r: Reconciler) -> None:
+    r.reconcile(body(kube))
+    kube.deployments[(NS, "resnet50-int8-t4-spot")]["status"]["conditions"] = [
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"},
+    ]
+    r.reconcile(body(kube))
+    assert status(kube)["unavailablePools"] == ["t4-spot"]
+
+
+def test_listeners_see_every_outcome(kube: FakeKube, clock: Clock) -> None:
+    seen: list[Any] = []
+
+    def broken(out: Any) -> None:
+        raise RuntimeError("metrics exporter bug")
+
+    r = Reconciler(kube=kube, clock=clock, listeners=[seen.append, broken])
+    out = r.reconcile(body(kube))
+    assert seen == [out]
+    assert out.namespace == NS and out.name == NAME and out.decision is not None
+    assert out.placements[0].key == ("int8", "t4-spot") and out.cost_per_hour == 0.201
+    assert out.duration_seconds >= 0
+    kube.fail("apply", "Deployment/")
+    edit_spec(kube, lambda s: s["scaling"].update(minReplicas=2))
+    with pytest.raises(ReconcileError):
+        r.reconcile(body(kube))
+    assert seen[-1].failure and seen[-1].name == NAME
+
+
+# ------------------------------------------------------------- with the real planner
+
+
+def test_planner_is_plugged_in() -> None:
+    spec = parse_manifest(load_example("resnet50.yaml"))[2]
+    obs = Observation(rps=300.0, latency_ms=10.0)
+    assert REAL_DECIDE(spec, obs, None, 1000.0) == autoscale.decide(spec, obs, None, 1000.0)
+
+
+def test_planner_initial_plan_without_signals(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rec, "_decide", REAL_DECIDE)
+    out = r.reconcile(body(kube))
+    assert out.decision is not None and out.decision.reason == "InitialPlan"
+    assert out.created and kube.services
+    assert status(kube)["lastDecision"]["reason"] == "InitialPlan"
+    assert cond(kube, "SignalsAvailable")["status"] == "False"
+    assert isinstance(status(kube)["autoscaler"], dict) and status(kube)["autoscaler"]
+
+
+def test_planner_scales_with_load_and_keeps_old_until_ready(
+    kube: FakeKube, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rec, "_decide", REAL_DECIDE)
+    signals = FixedSignals(Observation(rps=50.0, latency_ms=5.0))
+    r = Reconciler(kube=kube, signals=signals, clock=clock)
+    r.reconcile(body(kube))
+    for name in kube.deployment_names():
+        kube.set_ready(name)
+    first = status(kube)["desiredReplicas"]
+    signals.obs = Observation(rps=3000.0, latency_ms=40.0)
+    for _ in range(6):
+        clock.t += 15
+        r.reconcile(body(kube))
+        for name in kube.deployment_names():
+            kube.set_ready(name)
+    s = status(kube)
+    assert s["desiredReplicas"] > first
+    assert s["lastDecision"]["reason"] in {"ScaledUp", "Transitioning", "Held", "OverBudget"}
+    assert cond(kube, "SLOMet")["status"] == "False"
+
+
+def test_forget_reaches_signals_and_listeners(kube: FakeKube, clock: Clock) -> None:
+    forgotten: list[tuple[str, str, str]] = []
+
+    class Part:
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        def observe(self, namespace: str, name: str, spec: Any) -> Observation:
+            return Observation(rps=None)
+
+        def __call__(self, out: Any) -> None:
+            pass
+
+        def forget(self, namespace: str, name: str) -> None:
+            forgotten.append((self.tag, namespace, name))
+
+    r = Reconciler(kube=kube, signals=Part("signals"), clock=clock, listeners=[Part("metrics")])
+    r.reconcile(body(kube))
+    r.forget(UID, NS, NAME)
+    assert forgotten == [("signals", NS, NAME), ("metrics", NS, NAME)]
+
+
+def test_read_errors_are_retryable(kube: FakeKube, r: Reconciler) -> None:
+    kube.fail("list_deployments", error=KubeAPIError(503, "ServiceUnavailable"))
+    with pytest.raises(ReconcileError):
+        r.reconcile(body(kube))
+    kube.fail("get_scaledmodel", error=KubeAPIError(None, "connection refused"))
+    with pytest.raises(ReconcileError):
+        r.refresh(NS, NAME)
+    assert r.refresh(NS, "gone") is None
+    assert r.reconcile(body(kube)).valid
+
+
+def test_stale_event_bodies_do_not_rewind_state(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kopf may hand over a queued body older than the status we last wrote."""
+    seen: list[Any] = []
+
+    def fake(spec: Any, obs: Any, state: Any, now: float) -> Decision:
+        seen.append(state)
+        return Decision(placements=(Placement("int8", "t4-spot", 1),), reason="X", message="m",
+                        state={"n": len(seen)})
+
+    monkeypatch.setattr(rec, "_decide", fake)
+    stale = body(kube)  # no status yet
+    r.reconcile(stale)
+    kube.reset_calls()
+    r.reconcile(stale)  # same stale body again
+    assert seen == [None, {"n": 1}]
+    assert [e for e in kube.events if e[1] == "X"] == []  # the plan did not change
+    # A refresh whose read returns an old status still converges to the recorded plan.
+    kube.scaledmodels[(NS, NAME)].pop("status")
+    out = r.refresh(NS, NAME)
+    assert out is not None and not out.decided
+
+
+def test_status_cache_dropped_after_failed_write(kube: FakeKube, r: Reconciler) -> None:
+    r.reconcile(body(kube))
+    kube.fail("patch_status")
+    edit_spec(kube, lambda s: s["scaling"].update(minReplicas=2))
+    with pytest.raises(ReconcileError):
+        r.reconcile(body(kube))
+    assert r._status == {}
+    r.reconcile(body(kube))
+    assert status(kube)["observedGeneration"] == 2

@@ -146,3 +146,27 @@ def test_event_body(adapter: Any) -> None:
     assert len(ev["message"]) == 1024
     assert ev["metadata"]["generateName"] == "sm."
     assert ev["source"]["component"] == "tritonscale"
+
+
+def test_from_environment_pool_covers_the_workers(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection pool is sized by the caller (run.py: workers + 8), not the
+    client's 5 x CPUs default that made 16 handler threads churn TLS connections."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))
+    from kubernetes.config import kube_config
+
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # load_kube_config replaces the client's default Configuration: restore it after.
+    monkeypatch.setattr(client.Configuration, "_default", client.Configuration._default)
+    a = KubeAdapter.from_environment(pool_size=24)
+    assert a._client.configuration.connection_pool_maxsize == 24
+    assert a._client.rest_client.pool_manager.connection_pool_kw["maxsize"] == 24
+    assert a._client.configuration.host == "https://127.0.0.1:1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 import pytest
@@ -43,16 +44,26 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
     from tritonscale.handlers.reconcile import Reconciler
 
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(kube.KubeAdapter, "from_environment", classmethod(lambda cls: object()))
+    class StubKube:
+        def list_pods(self, namespace: str, name: str) -> list[Any]:
+            return []
+
+    monkeypatch.setattr(kube.KubeAdapter, "from_environment",
+                        classmethod(lambda cls, **kw: StubKube()))
     monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
     args = _args("-n", "ml", "--peering", "ts", "--liveness", "http://0.0.0.0:8081/healthz",
-                 "--metrics-port", "0")
+                 "--metrics-port", "0", "--pool-stall-seconds", "15")
     assert runcmd.run(args) == 0
     assert seen["namespaces"] == ["ml"] and seen["clusterwide"] is False
     assert seen["peering_name"] == "ts" and seen["standalone"] is False
     assert seen["liveness_endpoint"] == "http://0.0.0.0:8081/healthz"
-    assert isinstance(seen["memo"].reconciler, Reconciler)
+    rec = seen["memo"].reconciler
+    assert isinstance(rec, Reconciler)
+    assert type(rec.signals).__name__ == "SpecSignalSource"
+    assert type(rec.listeners[0]).__name__ == "MetricsListener"
+    assert rec.pool_stall_floor_seconds == 15.0
+    assert _args().pool_stall_seconds == 120.0
 
 
 def test_handlers_registered() -> None:
@@ -68,3 +79,98 @@ def test_handlers_registered() -> None:
     assert "on_deployment" in {h.id for h in registry._watching.get_all_handlers()}
     assert {"configure", "reconciler"} <= {h.id for h in registry._activities.get_all_handlers()}
     assert lifecycle.plain({"a": [{"b": (1, 2)}]}) == {"a": [{"b": [1, 2]}]}
+
+
+def test_startup_settings() -> None:
+    import kopf
+
+    from tritonscale.handlers import lifecycle
+
+    settings = kopf.OperatorSettings()
+    lifecycle.configure(settings=settings, memo=kopf.Memo(max_workers=8))
+    assert settings.execution.max_workers == 8
+    assert settings.posting.level == logging.WARNING
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+
+
+def test_quiet_ticks_filter() -> None:
+    f = runcmd.QuietTicks()
+
+    def rec(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    assert not f.filter(rec(logging.INFO, "Timer 'on_tick' succeeded."))
+    assert f.filter(rec(logging.ERROR, "Timer 'on_tick' failed with an exception."))
+    assert f.filter(rec(logging.INFO, "Handler 'on_create' succeeded."))
+
+
+def test_handlers_read_deployments_from_the_index() -> None:
+    import kopf
+    from fakes import FakeKube, load_example
+
+    from tritonscale.handlers import lifecycle
+    from tritonscale.handlers.reconcile import Reconciler
+
+    kube = FakeKube()
+    doc = load_example("resnet50.yaml")
+    doc["metadata"].update(namespace="ml", uid="u1", generation=1)
+    kube.add_scaledmodel(doc)
+    memo = kopf.Memo(reconciler=Reconciler(kube=kube))
+    log = logging.getLogger("test")
+    lifecycle.on_create(body=doc, memo=memo, logger=log)  # no index: lists
+    assert ("list_deployments", "ml/resnet50") in kube.calls
+    dep = kube.deployments[("ml", "resnet50-int8-t4-spot")]
+    slim = lifecycle._slim(dep)
+    assert slim["metadata"]["labels"]["tritonscale.io/variant"] == "int8"
+    assert "tritonscale.io/spec-hash" in slim["metadata"]["annotations"]
+    index = {("ml", "resnet50"): [slim]}
+    kube.reset_calls()
+    kube.forbid("list_deployments", "apply", "delete_deployment")
+    body = kube.scaledmodels[("ml", "resnet50")]
+    lifecycle.on_update(body=body, memo=memo, logger=log, deployments_by_model=index)
+    lifecycle.on_deployment(type="MODIFIED", body=dep, memo=memo,
+                            deployments_by_model=index)
+    assert ("list_deployments", "ml/resnet50") not in kube.calls
+
+
+def test_temporary_error_on_api_failure() -> None:
+    import kopf
+    from fakes import FakeKube, load_example
+
+    from tritonscale.handlers import lifecycle
+    from tritonscale.handlers.reconcile import Reconciler
+
+    kube = FakeKube()
+    doc = load_example("resnet50.yaml")
+    doc["metadata"].update(namespace="ml", uid="u1", generation=1)
+    kube.add_scaledmodel(doc)
+    kube.fail("apply", "Deployment/")
+    memo = kopf.Memo(reconciler=Reconciler(kube=kube))
+    with pytest.raises(kopf.TemporaryError):
+        lifecycle.on_create(body=doc, memo=memo, logger=logging.getLogger("t"))
+
+
+def test_prometheus_rate_window_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--prometheus-rate-window reaches the Prometheus client's rate() range (default 60)."""
+    import kopf
+
+    from tritonscale.adapters import kube
+    from tritonscale.core.spec import PrometheusSource
+
+    class StubKube:
+        def list_pods(self, namespace: str, name: str) -> list[Any]:
+            return []
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kube.KubeAdapter, "from_environment",
+                        classmethod(lambda cls, **kw: StubKube()))
+    monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(kopf, "configure", lambda **kw: None)
+    src = PrometheusSource(url="http://prometheus:9090")
+    for extra, window in (((), 60), (("--prometheus-rate-window", "10"), 10)):
+        args = _args("-A", "--metrics-port", "0", "--liveness", "none", *extra)
+        assert runcmd.run(args) == 0
+        client = seen["memo"].reconciler.signals._prometheus_factory(src)
+        assert client.window_s == window
+        assert f"[{window}s]" in client.rate_expr("ns", "m")

@@ -186,6 +186,49 @@ def test_variant_change_is_make_before_break_in_decide(make_spec: SpecFactory) -
     assert ("small", "t4-spot") not in d.replicas()
 
 
+def test_unknown_signals_move_replicas_that_cannot_be_held(resnet: ScaledModelSpec) -> None:
+    """Found by the e2e tests: with signals unknown, replicas on an unavailable or
+    removed pool (or of a variant below a raised minAccuracy) were held forever, and
+    a removed pool's replicas were filtered out downstream, leaving zero replicas."""
+    from dataclasses import replace
+
+    clock = FakeClock()
+    first = decide(resnet, Observation(rps=None, error="none"), None, clock.tick())
+    assert first.replicas() == {("int8", "t4-spot"): 1}
+    cur = (_ps(("int8", "t4-spot"), 1, 1),)
+
+    # The pool is lost: its replica moves to the next cheapest pool.
+    lost = Observation(rps=None, error="none", current=cur,
+                       unavailable_pools=frozenset({"t4-spot"}))
+    d = decide(resnet, lost, first.state, clock.tick())
+    assert d.reason == "Replaced"
+    assert d.replicas() == {("int8", "l4-spot"): 1}
+    # Next step, while the old replica still drains: the replacement is kept, not added to.
+    draining = replace(lost, current=(*cur, _ps(("int8", "l4-spot"), 1, 0)))
+    again = decide(resnet, draining, d.state, clock.tick())
+    assert again.replicas() == {("int8", "l4-spot"): 1}
+    # Once only the replacement runs, it is simply held.
+    settled = Observation(rps=None, error="none", current=(_ps(("int8", "l4-spot"), 1, 1),),
+                          unavailable_pools=frozenset({"t4-spot"}))
+    held = decide(resnet, settled, again.state, clock.tick())
+    assert held.reason == "HeldUnknownSignals"
+    assert held.replicas() == {("int8", "l4-spot"): 1}
+
+    # minAccuracy raised above int8's accuracy: fp16 replaces it.
+    strict = replace(resnet, slo=replace(resnet.slo, min_accuracy=0.76))
+    d = decide(strict, Observation(rps=None, error="none", current=cur), first.state,
+               clock.tick())
+    assert d.reason == "Replaced"
+    assert d.replicas() == {("fp16", "t4-spot"): 1}
+
+    # The pool is removed from the spec.
+    fewer = replace(resnet, node_pools=tuple(p for p in resnet.node_pools
+                                             if p.name != "t4-spot"))
+    d = decide(fewer, Observation(rps=None, error="none", current=cur), first.state,
+               clock.tick())
+    assert d.replicas() == {("int8", "l4-spot"): 1}
+
+
 def test_scale_to_zero_only_after_idle_seconds(make_spec: SpecFactory) -> None:
     clock = FakeClock()
     never = make_spec(scaling={"minReplicas": 0, "scaleDownStabilizationSeconds": 0})
@@ -209,3 +252,30 @@ def test_forecast_horizon_is_the_startup_of_the_pools_in_use(make_spec: SpecFact
     assert horizon_seconds(spec, pools_in_use=frozenset({"t4-spot"})) == 75.0
     assert horizon_seconds(spec, pools_in_use=frozenset({"t4-spot", "a100-od"})) == 135.0
     assert horizon_seconds(spec, frozenset({"a100-od"})) == 75.0
+
+
+def test_unknown_signals_settle_once_the_failure_threshold_is_reached(
+    make_spec: SpecFactory,
+) -> None:
+    """Blind steps past the threshold decide exactly the same (state, message): the
+    status then stays unchanged instead of being rewritten every interval."""
+    from tritonscale.core import status as st
+
+    spec = make_spec(scaling={"failureThreshold": 3})
+    clock = FakeClock()
+    ds = _run(spec, [4000.0] * 2 + [None] * 8, clock)
+    assert [d.state["fail"] for d in ds[2:]] == [1, 2, 3, 3, 3, 3, 3, 3]
+    last = [st.decision_status(d, 0.0) for d in ds[5:]]
+    assert all(st.same_decision(last[0], x) for x in last[1:])
+    assert all(d.state == ds[5].state for d in ds[5:])
+    assert all(d.replicas() == ds[1].replicas() for d in ds[2:])
+
+
+def test_safe_plan_message_past_the_threshold_is_stable(make_spec: SpecFactory) -> None:
+    spec = make_spec(
+        scaling={"failureThreshold": 2,
+                 "safePlan": [{"variant": "big", "pool": "t4-od", "replicas": 1}]}
+    )
+    ds = _run(spec, [4000.0] + [None] * 5, FakeClock())
+    assert [d.reason for d in ds[2:]] == ["SafePlan"] * 4
+    assert len({d.message for d in ds[2:]}) == 1

@@ -75,8 +75,13 @@ class KubeAdapter:
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     @classmethod
-    def from_environment(cls) -> KubeAdapter:
-        """In-cluster service account if present, else the local kubeconfig."""
+    def from_environment(cls, pool_size: int = 32) -> KubeAdapter:
+        """In-cluster service account if present, else the local kubeconfig.
+
+        ``pool_size`` keeps-alive that many connections; it must cover the handler
+        threads calling concurrently (the client's default, 5 x CPUs, is 10 on two
+        cores: with 16 workers every surplus call opened and threw away a TLS
+        connection, "Connection pool is full, discarding connection")."""
         from kubernetes import client
         from kubernetes import config as _config
 
@@ -85,7 +90,9 @@ class KubeAdapter:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls(client.ApiClient())
+        cfg = client.Configuration.get_default_copy()
+        cfg.connection_pool_maxsize = max(1, pool_size)
+        return cls(client.ApiClient(cfg))
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -115,12 +122,27 @@ class KubeAdapter:
         items = self._plain(res).get("items") or []
         return [dict(i) for i in items]
 
+    def list_pods(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
+        """Triton pods of ``scaledmodel`` (for the direct-scrape signal source)."""
+        res = self._call(
+            "list pods",
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=f"{LABEL_SM}={scaledmodel}",
+        )
+        items = self._plain(res).get("items") or []
+        return [dict(i) for i in items]
+
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj = self._call(
                 "get scaledmodel",
                 self._custom.get_namespaced_custom_object,
-                GROUP, VERSION, namespace, PLURAL, name,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
             )
         except KubeAPIError as e:
             if e.not_found:
@@ -170,13 +192,16 @@ class KubeAdapter:
         self._call(
             "patch status",
             self._custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)},
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": dict(status)},
             _content_type="application/merge-patch+json",
         )
 
-    def event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
-    ) -> None:
+    def event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event about ``involved`` (apiVersion, kind, namespace, name, uid)."""
         now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         namespace = str(involved["namespace"])

@@ -4,11 +4,14 @@ Two measurements, both against the running server:
 
 1. **Batch latency.**  For each batch size 1, 2, 4, ... up to ``max_batch`` (and
    ``max_batch`` itself) one request of that many items is sent at a time
-   (concurrency 1, so the dynamic batcher never merges requests) and the server's
-   compute time of that batch -- compute input + infer + output from the statistics
-   extension's per-batch-size deltas -- is averaged.  That is the ``latencyMs`` the
-   planner's performance model expects (the time one replica is busy with one batch);
-   queueing and HTTP are excluded.  Client-side p50/p95/p99 are reported alongside.
+   (concurrency 1, so the dynamic batcher never merges requests).  Around each
+   request the statistics extension is read, and the delta of that batch size's
+   compute time (input + infer + output) is that batch's server time; a sample in
+   which other traffic also ran a batch of that size is discarded.  The *median* of
+   the samples is the ``latencyMs`` the planner's performance model expects (the time
+   one replica is busy with one batch): queueing and HTTP are excluded, and a few
+   slow outliers (a busy host, a GC pause) do not move it.  Client-side
+   p50/p95/p99 are reported alongside.
    Sizes are forced non-decreasing (the spec requires it), which only matters when
    measurement noise exceeds the difference between two sizes.
 2. **Concurrency sweep.**  ``c`` closed-loop clients each send single-item requests
@@ -61,7 +64,7 @@ class BatchMeasurement:
     size: int
     latency_ms: float  # server compute time of one batch (what goes in the spec)
     measured_ms: float  # before forcing monotonicity
-    server_ms: float | None  # from statistics; None if unavailable
+    server_ms: float | None  # median from statistics; None if unavailable
     client_p50_ms: float
     client_p95_ms: float
     client_p99_ms: float
@@ -295,10 +298,15 @@ def profile(
             for size in sizes:
                 for _ in range(warmup):
                     req.send(size)
-                before = pod.statistics(model)
-                client = [req.send(size) for _ in range(requests_per_batch)]
-                after = pod.statistics(model)
-                server = _server_batch_ms(before, after, size)
+                client: list[float] = []
+                server_samples: list[float] = []
+                for _ in range(requests_per_batch):
+                    before = pod.statistics(model)
+                    client.append(req.send(size))
+                    sample = _server_batch_ms(before, pod.statistics(model), size)
+                    if sample is not None:
+                        server_samples.append(sample)
+                server = percentile(server_samples, 50) if server_samples else None
                 measured = server if server is not None else percentile(client, 50)
                 floor = max(floor, measured)
                 batches.append(
@@ -335,9 +343,12 @@ def profile(
 def _server_batch_ms(
     before: ModelStatistics | None, after: ModelStatistics | None, size: int
 ) -> float | None:
+    """Compute time of the one batch of ``size`` run between two snapshots, or ``None``
+    (statistics unavailable, or other traffic ran batches of that size too)."""
     if before is None or after is None:
         return None
-    return (after - before).batch(size).compute_ms
+    delta = (after - before).batch(size)
+    return delta.compute_ms if delta.count == 1 else None
 
 
 # -- command line ---------------------------------------------------------------------
@@ -369,7 +380,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sweep-seconds", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
-    parser.add_argument("--output", "-o", default="-", help="YAML destination (default stdout)")
+    parser.add_argument(
+        "--out",
+        "--output",
+        "-o",
+        dest="output",
+        default="-",
+        help="YAML destination (default stdout)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -199,11 +199,12 @@ class PrometheusSignals:
         try:
             raw = self._client.custom_query(expr, params=params, timeout=self.timeout_s)
         except requests.Timeout as exc:
-            raise _QueryError(f"timeout after {self.timeout_s}s: {exc}") from exc
+            raise _QueryError(f"timeout after {self.timeout_s}s from {self.url}") from exc
         except requests.ConnectionError as exc:
-            raise _QueryError(f"cannot connect to {self.url}: {exc}") from exc
+            raise _QueryError(f"cannot connect to {self.url}: {_root_cause(exc)}") from exc
         except Exception as exc:  # HTTP status, bad JSON, missing keys: all garbage
-            raise _QueryError(f"bad answer from {self.url}: {type(exc).__name__}: {exc}") from exc
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            raise _QueryError(f"bad answer from {self.url}: {detail}") from exc
         if not isinstance(raw, list):
             raise _QueryError(f"bad answer from {self.url}: result is {type(raw).__name__}")
         out: list[Sample] = []
@@ -459,3 +460,17 @@ def _valid_percentile(percentile: float) -> bool:
     if not isinstance(percentile, int | float) or isinstance(percentile, bool):
         return False
     return math.isfinite(percentile) and 0 < percentile < 100
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's text (urllib3 wraps "Connection refused" three levels deep)."""
+    seen: set[int] = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = exc.__cause__ or exc.__context__
+        assert nxt is not None
+        exc = nxt
+    text = str(exc)
+    if "] " in text and text.startswith("[Errno"):
+        return text
+    return f"{type(exc).__name__}: {text}"[:200]

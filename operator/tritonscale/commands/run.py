@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -57,7 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--pool-stall-seconds", type=float, default=120.0,
+        help="a node pool whose Deployment stays unavailable for 2 x its startupSeconds, "
+        "and at least this long, is avoided for a while (default %(default)s)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=16, help="handler thread pool size (default 16)"
+    )
+    parser.add_argument(
+        "--prometheus-rate-window", type=int, default=60, metavar="SECONDS",
+        help="range of rate() in Prometheus queries; span at least 4 scrape intervals "
+        "(default %(default)s)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
@@ -83,12 +94,15 @@ def peering_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"standalone": True}
 
 
-def start_metrics(port: int) -> None:
-    if port <= 0:
-        return
-    from prometheus_client import start_http_server
+class QuietTicks(logging.Filter):
+    """Drop Kopf's per-object "Timer 'on_tick' succeeded" lines (one per ScaledModel
+    per tick: 400 lines a second at 2,000 models); failures still log."""
 
-    start_http_server(port)
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno <= logging.INFO
+            and str(record.msg).startswith("Timer 'on_tick' succeeded")
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,17 +110,36 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from tritonscale.adapters.kube import KubeAdapter
+    from tritonscale.adapters.metrics import OperatorMetrics
+    from tritonscale.adapters.prometheus import PrometheusSignals
     from tritonscale.handlers import lifecycle  # registers the handlers
-    from tritonscale.handlers.ports import NullSignalSource
     from tritonscale.handlers.reconcile import Reconciler
+    from tritonscale.handlers.signals import SpecSignalSource
+    from tritonscale.handlers.telemetry import MetricsListener
 
     fmt = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN,
            "json": kopf.LogFormat.JSON}[args.log_format]
     kopf.configure(verbose=args.verbose, log_format=fmt)
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(QuietTicks())
     log = logging.getLogger("tritonscale")
-    reconciler = Reconciler(kube=KubeAdapter.from_environment(), signals=NullSignalSource())
-    memo = kopf.Memo(reconciler=reconciler, max_workers=args.workers)
-    start_metrics(args.metrics_port)
+    kube = KubeAdapter.from_environment(pool_size=args.workers + 8)
+    metrics = OperatorMetrics()
+    reconciler = Reconciler(
+        kube=kube,
+        signals=SpecSignalSource(
+            list_pods=kube.list_pods,
+            prometheus_factory=functools.partial(
+                PrometheusSignals.from_source, window_s=args.prometheus_rate_window
+            ),
+        ),
+        listeners=[MetricsListener(metrics)],
+        pool_stall_floor_seconds=args.pool_stall_seconds,
+    )
+    memo = kopf.Memo(reconciler=reconciler, max_workers=args.workers, metrics=metrics)
+    if args.metrics_port > 0:
+        metrics.serve(args.metrics_port)
     scope = scope_kwargs(args)
     log.info(
         "tritonscale operator starting: %s, %s, tick %.1fs (handlers: %s)",

@@ -8,7 +8,10 @@
    ``scaling.safePlan`` merged with the current replicas (per pair, the larger
    count: never below current) with reason ``SafePlan``. With nothing deployed and
    no previous plan, the initial plan is ``max(1, minReplicas)`` replicas of
-   the cheapest combo (reason ``InitialPlan``).
+   the cheapest combo (reason ``InitialPlan``). Replicas that cannot be held
+   (their pool is unavailable or left the spec, their variant left the spec or is
+   below ``minAccuracy``) move to the cheapest usable combos, same total (reason
+   ``Replaced``).
 2. **Forecast** (:mod:`.forecast`) over the time new capacity needs to become
    Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
    of all available pools before there is one) plus one interval.
@@ -31,7 +34,7 @@
 6. **Transition** (:func:`.stabilize.transition`): step limits and make-before-break.
 
 Reasons: ``InitialPlan``, ``ScaledUp``, ``ScaledDown``, ``Held``, ``Transitioning``,
-``HeldUnknownSignals``, ``SafePlan``, ``Degraded``, ``OverBudget``, ``Infeasible``.
+``HeldUnknownSignals``, ``Replaced``, ``SafePlan``, ``Degraded``, ``OverBudget``, ``Infeasible``.
 
 State (``Decision.state``; JSON-able, a few hundred bytes): ``v`` version,
 ``f`` forecast state, ``w`` load window ``[[t, rps], ...]``, ``L`` last stabilised
@@ -449,9 +452,23 @@ def _unknown(
 ) -> Decision:
     sc = spec.scaling
     fails = int(st.get("fail", 0)) + 1 if isinstance(st.get("fail", 0), int) else 1
+    # Stop counting at the threshold: nothing depends on the count beyond it, and a
+    # count growing every step rewrote the status of every blind ScaledModel every
+    # interval (2,000 models on source none or with Prometheus down: ~130 writes/s).
+    fails = min(fails, max(1, sc.failure_threshold))
     st["fail"] = fails
     why = obs.error or "request rate unknown"
-    base = cur or from_state_mix(st.get("p"))
+    prev = from_state_mix(st.get("p"))
+    base = cur or prev
+    combos = pl.candidates(spec, obs.unavailable_pools)
+    usable = {(c.variant, c.pool) for c in combos}
+    gone = {k: n for k, n in base.items() if k not in usable}
+    if gone:
+        # Holding is no option for replicas whose pool is unavailable or no longer in
+        # the spec, or whose variant left the spec or fell below minAccuracy: replace
+        # them (make-before-break happens downstream), or keep a replacement decided
+        # at an earlier step.
+        return _replace_unusable(spec, st, combos, base, prev, gone, why)
     if not base:
         # Nothing deployed and no plan yet: minReplicas on the cheapest combo.
         combos = pl.candidates(spec, obs.unavailable_pools)
@@ -476,7 +493,7 @@ def _unknown(
         mix = merge_floor(base, _safe(spec))
         reason = "SafePlan"
         msg = (
-            f"Signals unknown for {fails} consecutive steps ({why}); applying the safe plan "
+            f"Signals unknown for {fails}+ consecutive steps ({why}); applying the safe plan "
             f"without scaling anything down: {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h."
         )
     else:
@@ -493,6 +510,48 @@ def _unknown(
         cost_per_hour=_cost(spec, mix),
         state=st,
         details={"failures": fails},
+    )
+
+
+def _replace_unusable(
+    spec: ScaledModelSpec,
+    st: dict[str, Any],
+    combos: tuple[pl.Combo, ...],
+    base: Mapping[Key, int],
+    prev: Mapping[Key, int],
+    gone: Mapping[Key, int],
+    why: str,
+) -> Decision:
+    """Signals unknown and part of the held mix cannot run: move it, same replica count."""
+    usable = {(c.variant, c.pool) for c in combos}
+    if prev and all(k in usable for k in prev):
+        mix = dict(prev)  # replaced at an earlier step; the old replicas are draining
+    else:
+        kept = {k: n for k, n in base.items() if k in usable}
+        want = max(1, spec.scaling.min_replicas, sum(base.values()))
+        want = min(want, max(1, spec.scaling.max_replicas))
+        need = max(0, want - sum(kept.values()))
+        mix = dict(kept)
+        if need:
+            req = pl.Request(0.0, 0.0, need, need, None)
+            plan = pl.solve(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
+                                                                            math.inf)
+            for k, n in plan.counts:
+                mix[k] = mix.get(k, 0) + n
+    st["p"] = as_state_mix(mix)
+    lost = ", ".join(f"{v}@{p}" for (v, p) in sorted(gone))
+    return Decision(
+        placements=_placements(mix),
+        reason="Replaced",
+        message=(
+            f"Signals unknown ({why}); {lost} can no longer run (pool unavailable or removed, "
+            f"or variant not eligible): moving to {_mix_text(mix)} at "
+            f"${_cost(spec, mix):.2f}/h."
+        ),
+        cost_per_hour=_cost(spec, mix),
+        slo_feasible=bool(mix),
+        state=st,
+        details={"failures": int(st.get("fail", 0) or 0)},
     )
 
 

@@ -33,6 +33,14 @@ def iso(now: float) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
+MAX_MESSAGE = 1024
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """Keep status messages readable (a signal error can carry a whole URL)."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class Condition:
     type: str
@@ -58,7 +66,7 @@ def merge_conditions(
             "type": u.type,
             "status": u.status,
             "reason": u.reason,
-            "message": u.message,
+            "message": clip(u.message),
             "lastTransitionTime": iso(now)
             if changed or not old or not old.get("lastTransitionTime")
             else old["lastTransitionTime"],
@@ -89,6 +97,51 @@ def states_from_deployments(deployments: Iterable[Mapping[str, Any]]) -> list[Pl
         ready = int((d.get("status") or {}).get("readyReplicas") or 0)
         out.append(PlacementState(variant, pool, desired, ready))
     return sorted(out, key=lambda s: s.key)
+
+
+def _parse_time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def stalled_pools(
+    deployments: Iterable[Mapping[str, Any]],
+    startup_seconds: Mapping[str, float],
+    now: float,
+    factor: float = 2.0,
+    floor_seconds: float = 30.0,
+) -> set[str]:
+    """Pools whose Deployments cannot get their replicas Ready.
+
+    A Deployment counts as stalled when its ``Available`` condition has been False
+    for longer than ``factor`` x the pool's ``startupSeconds`` (at least
+    ``floor_seconds``) -- nodes lost, spot capacity gone, pods unschedulable -- or
+    when Kubernetes reports ``ReplicaFailure`` or ``ProgressDeadlineExceeded``.
+    """
+    out: set[str] = set()
+    for d in deployments:
+        labels = (d.get("metadata") or {}).get("labels") or {}
+        pool = labels.get(LABEL_POOL)
+        desired = int((d.get("spec") or {}).get("replicas") or 0)
+        ready = int((d.get("status") or {}).get("readyReplicas") or 0)
+        if not pool or desired <= 0 or ready >= desired:
+            continue
+        budget = max(floor_seconds, factor * startup_seconds.get(pool, 120.0))
+        for c in (d.get("status") or {}).get("conditions") or ():
+            ctype, cstatus = c.get("type"), c.get("status")
+            failed = ctype == "ReplicaFailure" and cstatus == "True"
+            deadline = ctype == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+            if failed or deadline:
+                out.add(pool)
+            elif ctype == "Available" and cstatus == "False":
+                since = _parse_time(c.get("lastTransitionTime"))
+                if since is not None and now - since > budget:
+                    out.add(pool)
+    return out
 
 
 def placements_from_status(status: Mapping[str, Any] | None) -> tuple[Placement, ...] | None:
@@ -174,8 +227,13 @@ def slo_condition(obs: Observation, target_ms: float, percentile: float) -> Cond
 
 def satisfiable_condition(decision: Decision) -> Condition:
     if decision.slo_feasible:
-        return Condition(SATISFIABLE, "True", "Satisfiable", decision.message)
-    return Condition(SATISFIABLE, "False", decision.reason or "Unsatisfiable", decision.message)
+        return Condition(
+            SATISFIABLE, "True", "Satisfiable",
+            "a mix within the node pools, accuracy floor and budget can hold the SLO",
+        )
+    return Condition(
+        SATISFIABLE, "False", decision.reason or "Unsatisfiable", clip(decision.message)
+    )
 
 
 def ready_condition(states: Sequence[PlacementState], draining: bool, target: int) -> Condition:
@@ -209,6 +267,20 @@ def replace_patch(old: Any, new: Mapping[str, Any]) -> dict[str, Any]:
 
 
 autoscaler_patch = replace_patch
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch: what the API server stores after ``patch``."""
+    out: dict[str, Any] = dict(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, Mapping):
+            base = out.get(k)
+            out[k] = merge_patch(base if isinstance(base, Mapping) else {}, v)
+        else:
+            out[k] = v
+    return out
 
 
 def _strip(obj: Any) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from tritonscale.core.render import GROUP, LABEL_SM, MANAGER
+from tritonscale.core.render import ANNOTATION_SPEC_HASH, GROUP, LABEL_SM, MANAGER
 from tritonscale.handlers.reconcile import ReconcileError, Reconciler
 
 VERSION = "v1alpha1"
@@ -67,9 +67,49 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.networking.request_timeout = 30
 
 
-def _spec_handler(body: Any, memo: Any, logger: Any) -> None:
+@kopf.index(
+    "apps", "v1", "deployments",
+    labels={LABEL_SM: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
+)
+def deployments_by_model(
+    namespace: str | None, labels: Mapping[str, str], body: Any, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The operator's Deployments per (namespace, ScaledModel), kept by Kopf's watch,
+    so a reconcile reads them from memory instead of listing them from the API."""
+    return {(namespace or "", labels[LABEL_SM]): _slim(body)}
+
+
+def _slim(body: Any) -> dict[str, Any]:
+    """What the reconciler reads of a Deployment (keeps the index small)."""
+    meta = body.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "labels": plain(meta.get("labels") or {}),
+            "annotations": {k: v for k, v in ann.items() if k == ANNOTATION_SPEC_HASH},
+            "ownerReferences": plain(meta.get("ownerReferences") or []),
+        },
+        "spec": {"replicas": (body.get("spec") or {}).get("replicas")},
+        "status": plain(body.get("status") or {}),
+    }
+
+
+def _indexed(index: Any, namespace: str, name: str) -> list[dict[str, Any]] | None:
+    if index is None:
+        return None
+    return [dict(d) for d in index.get((namespace, name), [])]
+
+
+def _spec_handler(body: Any, memo: Any, logger: Any, index: Any = None) -> None:
+    meta = body.get("metadata") or {}
     try:
-        out = _reconciler(memo).reconcile(plain(body), decide=True)
+        out = _reconciler(memo).reconcile(
+            plain(body), decide=True,
+            deployments=_indexed(index, str(meta.get("namespace")), str(meta.get("name"))),
+        )
     except ReconcileError as e:
         raise kopf.TemporaryError(str(e), delay=e.delay) from e
     if not out.valid:
@@ -77,24 +117,36 @@ def _spec_handler(body: Any, memo: Any, logger: Any) -> None:
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
-def on_create(body: Any, memo: Any, logger: Any, **_: Any) -> None:
-    _spec_handler(body, memo, logger)
+def on_create(
+    body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
+) -> None:
+    _spec_handler(body, memo, logger, deployments_by_model)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def on_update(body: Any, memo: Any, logger: Any, **_: Any) -> None:
-    _spec_handler(body, memo, logger)
+def on_update(
+    body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
+) -> None:
+    _spec_handler(body, memo, logger, deployments_by_model)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-def on_resume(body: Any, memo: Any, logger: Any, **_: Any) -> None:
-    _spec_handler(body, memo, logger)
+def on_resume(
+    body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
+) -> None:
+    _spec_handler(body, memo, logger, deployments_by_model)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=TICK_SECONDS)
-def on_tick(body: Any, memo: Any, logger: Any, **_: Any) -> None:
+def on_tick(
+    body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
+) -> None:
+    meta = body.get("metadata") or {}
     try:
-        _reconciler(memo).tick(plain(body))
+        _reconciler(memo).tick(
+            plain(body),
+            _indexed(deployments_by_model, str(meta.get("namespace")), str(meta.get("name"))),
+        )
     except ReconcileError as e:
         logger.warning("autoscale step failed, retrying next tick: %s", e)
 
@@ -103,18 +155,23 @@ def on_tick(body: Any, memo: Any, logger: Any, **_: Any) -> None:
     "apps", "v1", "deployments",
     labels={LABEL_SM: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
 )
-def on_deployment(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+def on_deployment(
+    type: str | None, body: Any, memo: Any, deployments_by_model: Any = None, **_: Any
+) -> None:
     if type is None:
         return  # the initial listing: on_resume already reconciles every ScaledModel
     try:
-        _reconciler(memo).deployment_event(plain(body), deleted=type == "DELETED")
+        _reconciler(memo).deployment_event(
+            plain(body), deleted=type == "DELETED",
+            deployments=lambda ns, sm: _indexed(deployments_by_model, ns, sm),
+        )
     except ReconcileError as e:
         log.warning("refresh after a Deployment event failed: %s", e)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def on_delete(uid: str, memo: Any, **_: Any) -> None:
-    _reconciler(memo).forget(uid)
+def on_delete(uid: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    _reconciler(memo).forget(uid, namespace or "", name)
 
 
 @kopf.on.probe(id="reconciler")

@@ -12,6 +12,7 @@ the ``signals`` argument of :class:`Reconciler`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -22,7 +23,8 @@ from typing import Any
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import status as st
-from tritonscale.core.placement import cost_per_hour, initial_placement, plan_transition
+from tritonscale.core.autoscale import decide
+from tritonscale.core.placement import cost_per_hour, plan_transition
 from tritonscale.core.render import (
     ANNOTATION_SPEC_HASH,
     API_VERSION,
@@ -47,11 +49,12 @@ MAX_ERRORS_IN_MESSAGE = 5
 def _decide(
     spec: ScaledModelSpec, obs: Observation, state: Mapping[str, Any] | None, now: float
 ) -> Decision:
-    """THE planner plug: swap the body for ``return decide(spec, obs, state, now)``
-    (``tritonscale.core.autoscale.decide``) once it lands. Until then, the interim
-    rule: ``minReplicas`` of the cheapest eligible (variant, pool)."""
-    del state, now
-    return initial_placement(spec, obs.unavailable_pools)
+    """THE planner plug: the one place the operator asks for a decision.
+
+    ``tritonscale.core.autoscale.decide`` (the same step ``plan`` and ``simulate``
+    run). The interim rule ``core.placement.initial_placement`` remains available
+    as a fallback policy and for tests."""
+    return decide(spec, obs, state, now)
 
 
 class ReconcileError(Exception):
@@ -64,7 +67,12 @@ class ReconcileError(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
+    """What one reconciliation did; also handed to ``Reconciler.listeners``
+    (e.g. the operator's Prometheus metrics) so they need no hooks in the flow."""
+
     valid: bool
+    namespace: str = ""
+    name: str = ""
     decided: bool = False
     created: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
@@ -72,6 +80,15 @@ class Outcome:
     settled: bool = True
     status_written: bool = False
     errors: tuple[str, ...] = ()
+    spec: ScaledModelSpec | None = None
+    decision: Decision | None = None
+    observation: Observation | None = None
+    # What exists after this pass, per (variant, pool).
+    placements: tuple[PlacementState, ...] = ()
+    cost_per_hour: float = 0.0
+    # Set when the pass failed (ReconcileError) and will be retried.
+    failure: str = ""
+    duration_seconds: float = 0.0
 
 
 @dataclass
@@ -83,18 +100,74 @@ class Reconciler:
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _last_decided: dict[str, float] = field(default_factory=dict, repr=False)
-    _service_hash: dict[str, str] = field(default_factory=dict, repr=False)
+    # Service applied per ScaledModel: (hash, when); re-applied on change or when stale,
+    # so a deleted Service comes back without a watch on Services.
+    _service_hash: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
+    service_refresh_seconds: float = 600.0
     _seen_deployments: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    # Pools found unable to host replicas, per ScaledModel: pool -> until when avoided.
+    _pools_down: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    pool_cooldown_seconds: float = 600.0
+    # A pool counts as stalled once a Deployment there stayed unavailable for
+    # 2 x its startupSeconds, and at least this long (``--pool-stall-seconds``).
+    pool_stall_floor_seconds: float = 120.0
+    # The status this operator last wrote, per ScaledModel uid. The operator is the
+    # only writer of status, so this is never older than the status in a (possibly
+    # queued, stale) event body; decisions always see the state they last persisted.
+    _status: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # Called with every Outcome (listener errors are logged, never raised).
+    listeners: list[Callable[[Outcome], None]] = field(default_factory=list)
 
     # -- entry points (called by the Kopf handlers) ------------------------------
 
-    def reconcile(self, body: Mapping[str, Any], *, decide: bool = True) -> Outcome:
-        """Converge one ScaledModel; ``decide`` makes a new decision first."""
-        meta = body.get("metadata") or {}
-        with self._lock(str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")):
-            return self._reconcile(body, decide)
+    def reconcile(
+        self,
+        body: Mapping[str, Any],
+        *,
+        decide: bool = True,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome:
+        """Converge one ScaledModel; ``decide`` makes a new decision first.
 
-    def tick(self, body: Mapping[str, Any]) -> Outcome | None:
+        ``deployments``: the model's Deployments if the caller already has them (the
+        Kopf layer keeps an index fed by its watch); otherwise they are listed."""
+        meta = body.get("metadata") or {}
+        out: Outcome = self._guarded(
+            str(meta.get("namespace", "")), str(meta.get("name", "")),
+            lambda: self._reconcile(body, decide, deployments),
+        )
+        return out
+
+    def _guarded(self, ns: str, name: str, work: Callable[[], Outcome | None]) -> Any:
+        """Run ``work`` under the model's lock; time it and tell the listeners."""
+        started = time.monotonic()
+        with self._lock(f"{ns}/{name}"):
+            try:
+                out = work()
+            except ReconcileError as e:
+                self._notify(Outcome(
+                    valid=True, namespace=ns, name=name, failure=str(e),
+                    duration_seconds=time.monotonic() - started,
+                ))
+                raise
+        if out is None:
+            return None
+        out = replace(out, duration_seconds=time.monotonic() - started)
+        self._notify(out)
+        return out
+
+    def _notify(self, out: Outcome) -> None:
+        for listener in self.listeners:
+            try:
+                listener(out)
+            except Exception:
+                log.exception("reconcile listener %r failed", listener)
+
+    def tick(
+        self,
+        body: Mapping[str, Any],
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome | None:
         """Autoscale timer: decide again once ``spec.scaling.intervalSeconds`` passed."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
@@ -102,16 +175,37 @@ class Reconciler:
         last = self._last_decided.get(uid)
         if last is not None and self.clock() - last < interval:
             return None
-        return self.reconcile(body, decide=True)
+        return self.reconcile(body, decide=True, deployments=deployments)
 
-    def refresh(self, namespace: str, name: str) -> Outcome | None:
-        """Re-read one ScaledModel and converge to its recorded plan (no new decision)."""
-        body = self.kube.get_scaledmodel(namespace, name)
-        if body is None:
-            return None
-        return self.reconcile(body, decide=False)
+    def refresh(
+        self,
+        namespace: str,
+        name: str,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome | None:
+        """Re-read one ScaledModel and converge to its recorded plan (no new decision).
 
-    def deployment_event(self, body: Mapping[str, Any], deleted: bool = False) -> Outcome | None:
+        The object is read under the model's lock, so it is never older than a
+        reconcile that was running when the refresh was asked for."""
+
+        def work() -> Outcome | None:
+            try:
+                body = self.kube.get_scaledmodel(namespace, name)
+            except KubeAPIError as e:
+                raise ReconcileError(f"reading {namespace}/{name}: {e}") from e
+            if body is None:
+                return None
+            return self._reconcile(body, False, deployments)
+
+        out: Outcome | None = self._guarded(namespace, name, work)
+        return out
+
+    def deployment_event(
+        self,
+        body: Mapping[str, Any],
+        deleted: bool = False,
+        deployments: Callable[[str, str], Sequence[Mapping[str, Any]] | None] | None = None,
+    ) -> Outcome | None:
         """A Deployment we own changed: refresh its ScaledModel when counts moved."""
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
@@ -130,14 +224,25 @@ class Reconciler:
             return None
         else:
             self._seen_deployments[key] = counts
-        return self.refresh(str(namespace), str(sm))
+        listed = deployments(str(namespace), str(sm)) if deployments is not None else None
+        return self.refresh(str(namespace), str(sm), listed)
 
-    def forget(self, uid: str) -> None:
-        """The ScaledModel is gone; garbage collection removes its objects."""
+    def forget(self, uid: str, namespace: str = "", name: str = "") -> None:
+        """The ScaledModel is gone; garbage collection removes its objects.
+        Drop in-memory state here and in the signal source and listeners."""
+        for part in (self.signals, *self.listeners):
+            drop = getattr(part, "forget", None)
+            if callable(drop) and namespace and name:
+                try:
+                    drop(namespace, name)
+                except Exception:
+                    log.exception("forgetting %s/%s in %r failed", namespace, name, part)
         with self._guard:
-            self._locks.pop(uid, None)
+            self._locks.pop(f"{namespace}/{name}", None)
+        self._status.pop(uid, None)
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
+        self._pools_down.pop(uid, None)
 
     # -- internals ---------------------------------------------------------------
 
@@ -148,18 +253,41 @@ class Reconciler:
         with lock:
             yield
 
+    def _unavailable_pools(
+        self, uid: str, spec: ScaledModelSpec, owned: Sequence[Mapping[str, Any]], now: float
+    ) -> frozenset[str]:
+        """Pools seen stalled recently (kept ``pool_cooldown_seconds`` to avoid flapping)."""
+        startup = {p.name: p.startup_seconds for p in spec.node_pools}
+        memory = self._pools_down.setdefault(uid, {})
+        stalled = st.stalled_pools(owned, startup, now,
+                                   floor_seconds=self.pool_stall_floor_seconds)
+        for pool in stalled:
+            memory[pool] = now + self.pool_cooldown_seconds
+        for pool, until in list(memory.items()):
+            if until <= now or pool not in startup:
+                del memory[pool]
+        return frozenset(memory)
+
     def _event(self, involved: Mapping[str, Any], type_: str, reason: str, msg: str) -> None:
         try:
             self.kube.event(involved, type_, reason, msg)
         except KubeAPIError as e:  # events are best effort; never fail a reconcile
             log.warning("could not post event %s for %s: %s", reason, involved.get("name"), e)
 
-    def _reconcile(self, body: Mapping[str, Any], decide: bool) -> Outcome:
+    def _reconcile(
+        self,
+        body: Mapping[str, Any],
+        decide: bool,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome:
         now = self.clock()
         meta = body.get("metadata") or {}
         ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid") or "")
         generation = meta.get("generation")
-        status: dict[str, Any] = dict(body.get("status") or {})
+        cached = self._status.get(uid) if uid else None
+        status: dict[str, Any] = copy.deepcopy(
+            cached if cached is not None else dict(body.get("status") or {})
+        )
         involved = {
             "apiVersion": API_VERSION, "kind": KIND, "namespace": ns, "name": name, "uid": uid,
         }
@@ -171,15 +299,25 @@ class Reconciler:
         except SpecError as e:
             return self._invalid(ns, name, involved, status, generation, e, now)
 
-        owned = [d for d in self.kube.list_deployments(ns, name) if _owned_by(d, uid)]
+        if deployments is not None:
+            listed = [dict(d) for d in deployments]
+        else:
+            try:
+                listed = self.kube.list_deployments(ns, name)
+            except KubeAPIError as e:
+                raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
+        owned = [d for d in listed if _owned_by(d, uid)]
         states = st.states_from_deployments(owned)
         by_name = {str(d["metadata"]["name"]): d for d in owned}
         prev_plan = st.placements_from_status(status)
 
         decision: Decision | None = None
         obs: Observation | None = None
+        down = self._unavailable_pools(uid, spec, owned, now)
         if decide or prev_plan is None:
-            obs = replace(self.signals.observe(ns, name, spec), current=tuple(states))
+            obs = self.signals.observe(ns, name, spec)
+            obs = replace(obs, current=tuple(states),
+                          unavailable_pools=obs.unavailable_pools | down)
             decision = _decide(spec, obs, status.get("autoscaler"), now)
             plan = decision.placements
             if not plan and not decision.slo_feasible:
@@ -201,9 +339,10 @@ class Reconciler:
         try:
             svc = get_service(owner, spec)
             h = spec_hash(svc)
-            if self._service_hash.get(uid) != h:
+            known = self._service_hash.get(uid)
+            if known is None or known[0] != h or now - known[1] >= self.service_refresh_seconds:
                 self.kube.apply(svc)
-                self._service_hash[uid] = h
+                self._service_hash[uid] = (h, now)
             for p in tr.apply:
                 dep = get_deployment(owner, spec, p, self.options)
                 dname = dep["metadata"]["name"]
@@ -237,6 +376,7 @@ class Reconciler:
                             f"{tr.ready}/{tr.target} ready replicas cover it")
         except KubeAPIError as e:
             self._service_hash.pop(uid, None)
+            self._status.pop(uid, None)
             self._apply_failed(ns, name, involved, status, generation, e, now)
             raise ReconcileError(f"reconciling {ns}/{name}: {e}") from e
 
@@ -274,6 +414,7 @@ class Reconciler:
                 for s in states_after
             ],
             placement=st.placement_summary(states_after),
+            unavailablePools=sorted(down),
             ready=st.ready_summary(states_after),
             readyReplicas=sum(s.ready for s in states_after),
             desiredReplicas=sum(s.desired for s in states_after),
@@ -281,21 +422,34 @@ class Reconciler:
                 cost_per_hour(spec, [Placement(s.variant, s.pool, s.desired)
                                      for s in states_after if s.pool in known_p]), 4),
         )
-        written = False
-        if st.status_changed(status, patch):
-            try:
-                self.kube.patch_status(ns, name, patch)
-                written = True
-            except KubeAPIError as e:
-                raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
-
+        running_cost = float(patch["costPerHour"])
+        written = self._write_status(ns, name, uid, status, patch)
         if decision is not None:
             self._decision_events(involved, status, decision, prev_plan)
         return Outcome(
-            valid=True, decided=decision is not None, created=tuple(created),
-            updated=tuple(updated), deleted=tuple(deleted), settled=tr.settled,
-            status_written=written,
+            valid=True, namespace=ns, name=name, decided=decision is not None,
+            created=tuple(created), updated=tuple(updated), deleted=tuple(deleted),
+            settled=tr.settled, status_written=written, spec=spec, decision=decision,
+            observation=obs,
+            placements=tuple(states_after), cost_per_hour=running_cost,
         )
+
+    def _write_status(
+        self, ns: str, name: str, uid: str, status: Mapping[str, Any], patch: Mapping[str, Any]
+    ) -> bool:
+        """Merge-patch status if it changes; remember what the object now holds."""
+        if not st.status_changed(status, patch):
+            if uid:
+                self._status[uid] = dict(status)
+            return False
+        try:
+            self.kube.patch_status(ns, name, patch)
+        except KubeAPIError as e:
+            self._status.pop(uid, None)
+            raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
+        if uid:
+            self._status[uid] = st.merge_patch(status, patch)
+        return True
 
     def _decision_events(
         self,
@@ -332,16 +486,10 @@ class Reconciler:
                 generation, now,
             ),
         }
-        written = False
-        if st.status_changed(status, patch):
-            try:
-                self.kube.patch_status(ns, name, patch)
-                written = True
-            except KubeAPIError as e:
-                raise ReconcileError(f"patching status of {ns}/{name}: {e}") from e
+        written = self._write_status(ns, name, str(involved.get("uid") or ""), status, patch)
         if old.get("status") != "False" or old.get("message") != msg:
             self._event(involved, "Warning", "InvalidSpec", msg)
-        return Outcome(valid=False, status_written=written,
+        return Outcome(valid=False, namespace=ns, name=name, status_written=written,
                        errors=tuple(str(e) for e in err.errors))
 
     def _apply_failed(

