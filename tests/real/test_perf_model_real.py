@@ -45,10 +45,10 @@ and 2, and 10 % for 3); the pessimistic side keeps the goal's 20 %: nothing know
 the model pessimistic, and a pessimistic model wastes money.  Loose as the optimistic
 side is, it fails if the model loses queueing (at 80 % its p99 without the queueing
 term is 173 ms against ~330 ms measured: e ~ -0.48) or turns pessimistic.  The finer
-checks do not depend on latency noise: the mean batch size and the compute time per
-batch in Triton's statistics must match the model's fixed point and S(b) of the
-profile within 15 % (before the fixed point was corrected in core/perf.py, it was
-19 % low at 30 % here).
+checks do not depend on latency noise: the mean batch size in Triton's statistics
+must match the model's fixed point within 20 % (measured 2 % to 13 % below it: Triton
+prefetches batches, see 2; the former fixed point was 19 % low at 30 %), and the
+compute time per batch must match S(b) of the profile within 15 %.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ TIMING = Timing(base_ms=40.0, per_item_ms=10.0, max_batch=8, queue_delay_us=10_0
 LOADS = ((0.30, 30.0), (0.55, 20.0), (0.80, 16.0))  # fraction of capacity, seconds
 OPTIMISTIC = 0.45  # predicted >= 0.55 x measured
 PESSIMISTIC = 0.20  # the goal
-BATCH_TOLERANCE = 0.15
+BATCH_TOLERANCE = 0.20
 COMPUTE_TOLERANCE = 0.15
 
 
