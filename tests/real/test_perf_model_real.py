@@ -35,7 +35,8 @@ measured while writing this test:
    and its percentiles fall between two simulated batchers: "the next batch forms
    when the instance frees up" (the model's) and "the next batch forms, after the
    queue delay, while the instance is still busy".  Triton's dynamic batcher does
-   the latter whenever the rate limiter has a payload slot: it enqueues a payload
+   the latter whenever the rate limiter has a payload slot (it prefetches up to 2
+   per instance, RateLimiter::PayloadSlotAvailable): it enqueues a payload
    for the busy instance and grows it only on some wake-ups
    (DynamicBatchScheduler::BatcherThread / GetDynamicBatch in triton core);
 3. p99 from 400-900 samples per load, on a machine with a load average above 10.
