@@ -244,6 +244,16 @@ def test_scale_to_zero_only_after_idle_seconds(make_spec: SpecFactory) -> None:
     assert back.total_replicas == 1 and back.reason == "ScaledUp"
 
 
+def test_forecast_horizon_is_the_startup_of_the_pools_in_use(make_spec: SpecFactory) -> None:
+    from tritonscale.core.autoscale import horizon_seconds
+
+    spec = make_spec()  # t4 pools start in 60 s, a100 in 120 s; interval 15 s
+    assert horizon_seconds(spec) == 135.0
+    assert horizon_seconds(spec, pools_in_use=frozenset({"t4-spot"})) == 75.0
+    assert horizon_seconds(spec, pools_in_use=frozenset({"t4-spot", "a100-od"})) == 135.0
+    assert horizon_seconds(spec, frozenset({"a100-od"})) == 75.0
+
+
 def test_unknown_signals_settle_once_the_failure_threshold_is_reached(
     make_spec: SpecFactory,
 ) -> None:

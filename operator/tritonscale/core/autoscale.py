@@ -12,8 +12,9 @@
    (their pool is unavailable or left the spec, their variant left the spec or is
    below ``minAccuracy``) move to the cheapest usable combos, same total (reason
    ``Replaced``).
-2. **Forecast** (:mod:`.forecast`) over the longest available pool's
-   ``startupSeconds`` plus one interval.
+2. **Forecast** (:mod:`.forecast`) over the time new capacity needs to become
+   Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
+   of all available pools before there is one) plus one interval.
 3. **Online correction**: when every replica is Ready and the observed latency
    percentile exceeds the target, a load multiplier ``c`` grows (up to 2x) so the
    planner adds capacity the perf model did not predict; it decays back to 1
@@ -215,9 +216,20 @@ def _placements(mix: Mapping[Key, int]) -> tuple[Placement, ...]:
     return tuple(Placement(v, p, n) for (v, p), n in sorted(mix.items()) if n > 0)
 
 
-def horizon_seconds(spec: ScaledModelSpec, unavailable: frozenset[str] = frozenset()) -> float:
-    """How far ahead to forecast: the slowest available pool's startup + one interval."""
-    starts = [p.startup_seconds for p in spec.node_pools if p.name not in unavailable]
+def horizon_seconds(
+    spec: ScaledModelSpec,
+    unavailable: frozenset[str] = frozenset(),
+    pools_in_use: frozenset[str] = frozenset(),
+) -> float:
+    """How far ahead to forecast: the time new capacity takes to become Ready.
+
+    Scale-up adds replicas to the pools of the current mix, so the horizon is
+    their slowest ``startupSeconds`` plus one interval; with no mix yet (or
+    only unknown pools), the slowest available pool's.
+    """
+    usable = [p for p in spec.node_pools if p.name not in unavailable]
+    in_use = [p for p in usable if p.name in pools_in_use]
+    starts = [p.startup_seconds for p in (in_use or usable)]
     return (max(starts) if starts else 0.0) + spec.scaling.interval_seconds
 
 
@@ -304,7 +316,9 @@ def decide(
     unavailable = frozenset(obs.unavailable_pools)
     fstate = fc.update(st.get("f"), rps, now)
     st["f"] = {k: round(v, 6) for k, v in fstate.items()}
-    horizon = horizon_seconds(spec, unavailable)
+    horizon = horizon_seconds(
+        spec, unavailable, frozenset(p for _, p in from_state_mix(st.get("p")))
+    )
     predicted = fc.forecast(fstate, horizon)
 
     # 3. Online correction from the observed percentile.
