@@ -5,7 +5,9 @@ of capacity, with relative errors against the 20 % goal (issue 4).
     PYTHONPATH=operator python benchmarks/bench_perf_real.py [--seconds 20] [--points 5]
 
 Starts a real ``tritonserver`` (nvidia-pytriton wheel, CPU, Python backend) serving
-the ``sleepy`` test model (a batch of b takes base + per_item * b ms, dynamic batching),
+the ``sleepy`` test model (a batch of b takes base + per_item * b ms, dynamic batching;
+default 40 + 10*b ms, max batch 8, queue delay 10 ms, as tests/real/test_perf_model_real.py,
+whose docstring says why and explains the errors),
 profiles it with ``tritonscale profile`` (``adapters.profiler.profile``), then drives
 open-loop Poisson load at each point and compares ``core.perf.predict_replica`` with
 the client-side percentiles.  "meas" is the client's latency minus the idle client

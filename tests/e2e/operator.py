@@ -98,7 +98,7 @@ class OperatorProcess:
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
             f"--metrics-port={self.metrics_port}",
             f"--tick-seconds={self.tick_seconds:g}",
-            "--log-format=plain",
+            "--log-format=full",
             *self.extra_args,
         ]
 

@@ -312,6 +312,7 @@ def test_replicas_follow_load_and_slo_holds(
     )
     (tmp_path / "timeline.txt").write_text(report)
     (tmp_path / "history.json").write_text(json.dumps([h.__dict__ for h in hist]))
+    (tmp_path / "samples.json").write_text(json.dumps([x.__dict__ for x in samples]))
 
     assert not emu.errors, emu.errors[:5]
     assert len(sampler.errors) < 5, sampler.errors[:5]
@@ -354,18 +355,32 @@ def test_replicas_follow_load_and_slo_holds(
             report,
         )
 
-    # 3. Status shows observed signals that track the offered load (compare with the
-    # load averaged over the rate window before the observation, plus a scrape).
-    with_rps = [s for s in samples if s.observed_rps is not None and s.t > 70.0]
-    assert with_rps, report
-    s = with_rps[len(with_rps) // 2]
-    mean_load = _mean_load(s.t - RATE_WINDOW_S - 2.0, s.t)
-    assert abs(s.observed_rps - mean_load) <= 0.3 * mean_load, (s, mean_load)
+    # 3. Status shows observed signals that track the offered load: compare each
+    # observed rate between warm-up and the outage with the load averaged over the
+    # rate window before it (plus a decision interval: status is written per
+    # decision). The median relative error must stay within 25 %.
+    assert outage is not None
+    with_rps = [
+        s
+        for s in samples
+        if s.observed_rps is not None and WARMUP_S + RATE_WINDOW_S <= s.t < outage[0]
+    ]
+    assert len(with_rps) >= 20, report
+    errors = sorted(
+        abs(s.observed_rps - m) / m
+        for s in with_rps
+        if (m := _mean_load(s.t - RATE_WINDOW_S - INTERVAL_S, s.t)) > 0
+    )
+    print(
+        f"observed rps vs offered (window mean): median relative error "
+        f"{errors[len(errors) // 2]:.3f} over {len(errors)} samples"
+    )
+    assert errors[len(errors) // 2] <= 0.25, report
+    assert any(s.observed_error == "" for s in with_rps)
 
     # 4. Prometheus outage: held, never scaled down while blind, nor while the restarted
     # Prometheus's rate() window is still short of samples (it then under-reads the
     # load; the 20 s scale-down stabilisation remembers the load before the outage).
-    assert outage is not None
     t_down, t_up = outage
     during = [s for s in samples if t_down - 0.5 <= s.t <= t_up + RATE_WINDOW_S]
     assert during, report

@@ -2,7 +2,7 @@
 
 Each test has its own namespace, its own KWOK node pools (the ScaledModel's pools
 point at them by label, so a test may delete or taint them) and its own operator
-process (watching only that namespace, running on the chart's ServiceAccount).
+process (cluster-wide, as the chart runs it, on the chart's ServiceAccount).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.operator import (
     LABEL_SM,
     DeploymentWatch,
@@ -35,6 +36,16 @@ SM = "resnet50"
 # unavailable for max(--pool-stall-seconds, 2 x startupSeconds) = 10 s is "down".
 STARTUP_SECONDS = 5
 STALL_SECONDS = 10
+INTERVAL_SECONDS = 2  # spec.scaling.intervalSeconds: decide every 2 s
+
+
+
+
+def _example(ns: str) -> dict[str, Any]:
+    manifest = load_example(namespace=ns)
+    manifest["spec"]["scaling"]["intervalSeconds"] = INTERVAL_SECONDS
+    return manifest
+
 
 OperatorFactory = Callable[..., OperatorProcess]
 
@@ -56,7 +67,6 @@ def start_operator(
         op = OperatorProcess(
             operator_kubeconfig,
             cluster.log_dir / f"operator-{request.node.name[:60]}.log",
-            namespaces=[ns],
             extra_args=extra,
         )
         op.start()
@@ -119,19 +129,19 @@ def _assert_single_owned(cluster: Cluster, ns: str, names: list[str]) -> None:
 def test_operator_killed_mid_transition_converges_without_duplicates(
     cluster: Cluster, ns: str, start_operator: OperatorFactory
 ) -> None:
-    manifest = load_example(namespace=ns)
-    pools = isolate_pools(cluster, manifest, _prefix(ns), pools=["t4-spot", "l4-spot"],
+    manifest = _example(ns)
+    pools = isolate_pools(cluster, manifest, _prefix(ns), pools=["t4-spot", "t4-ondemand"],
                           with_nodes=["t4-spot"], startup_seconds=STARTUP_SECONDS)
     op = start_operator()
     _apply(cluster, manifest)
     _wait_converged(cluster, ns, [f"{SM}-int8-t4-spot"], op)
 
-    # Remove t4-spot from the spec: int8 moves to l4-spot, whose nodes do not exist
-    # yet, so the transition hangs half-way: new Deployment Pending, old one kept.
+    # Remove t4-spot from the spec: int8 moves to t4-ondemand, whose nodes do not
+    # exist yet, so the transition hangs half-way: new Deployment Pending, old kept.
     manifest["spec"]["nodePools"] = [p for p in manifest["spec"]["nodePools"]
                                      if p["name"] != "t4-spot"]
     _apply(cluster, manifest)
-    wait_for(lambda: deployment_names(cluster, ns, SM) == [f"{SM}-int8-l4-spot",
+    wait_for(lambda: deployment_names(cluster, ns, SM) == [f"{SM}-int8-t4-ondemand",
                                                            f"{SM}-int8-t4-spot"],
              timeout=60, what="replacement Deployment created beside the old one",
              on_timeout=lambda: dump_state(cluster, ns, op))
@@ -143,21 +153,21 @@ def test_operator_killed_mid_transition_converges_without_duplicates(
     assert old["spec"]["replicas"] == 1 and old["status"].get("readyReplicas") == 1
 
     # Capacity arrives; the operator restarts (same ServiceAccount, new process).
-    add_isolated_nodes(cluster, manifest, "l4-spot", pools["l4-spot"])
+    add_isolated_nodes(cluster, manifest, "t4-ondemand", pools["t4-ondemand"])
     op.start()
-    _wait_converged(cluster, ns, [f"{SM}-int8-l4-spot"], op)
-    _assert_single_owned(cluster, ns, [f"{SM}-int8-l4-spot"])
-    assert _node_pool_of_pods(cluster, ns) == {pools["l4-spot"]}
+    _wait_converged(cluster, ns, [f"{SM}-int8-t4-ondemand"], op)
+    _assert_single_owned(cluster, ns, [f"{SM}-int8-t4-ondemand"])
+    assert _node_pool_of_pods(cluster, ns) == {pools["t4-ondemand"]}
     sm = get_sm(cluster, ns, SM)
     assert sm["status"]["placements"] == [
-        {"variant": "int8", "pool": "l4-spot", "desired": 1, "ready": 1,
-         "deployment": f"{SM}-int8-l4-spot", "planned": True}
+        {"variant": "int8", "pool": "t4-ondemand", "desired": 1, "ready": 1,
+         "deployment": f"{SM}-int8-t4-ondemand", "planned": True}
     ]
     # Another restart changes nothing (resume is idempotent).
     op.stop()
     op.start()
-    _wait_converged(cluster, ns, [f"{SM}-int8-l4-spot"], op)
-    _assert_single_owned(cluster, ns, [f"{SM}-int8-l4-spot"])
+    _wait_converged(cluster, ns, [f"{SM}-int8-t4-ondemand"], op)
+    _assert_single_owned(cluster, ns, [f"{SM}-int8-t4-ondemand"])
     assert "Traceback" not in op.log_text()
 
 
@@ -183,13 +193,22 @@ def _replanned_away(cluster: Cluster, ns: str, op: OperatorProcess, lost: str,
     assert any(e["reason"] == "DeletedDeployment" and f"{SM}-int8-{lost}" in e["message"]
                for e in events), [e["message"] for e in events]
     assert f"{SM}-int8-{now_on}" in watch.names_seen()
+    # The operator's /metrics tells the same story.
+    samples = [(x.name, x.labels, x.value) for f in text_string_to_metric_families(op.metrics())
+               for x in f.samples]
+    sm_labels = {"namespace": ns, "scaledmodel": SM}
+    assert any(n == "tritonscale_decisions_total" and lb.get("reason") == "Replaced"
+               and sm_labels.items() <= lb.items() and v >= 1 for n, lb, v in samples)
+    desired = {lb["pool"]: v for n, lb, v in samples
+               if n == "tritonscale_desired_replicas" and sm_labels.items() <= lb.items()}
+    assert desired == {now_on: 1}, desired  # the lost pool's series is gone
     op.check_alive()
 
 
 def test_node_pool_loss_replans_onto_remaining_pools(
     cluster: Cluster, ns: str, start_operator: OperatorFactory
 ) -> None:
-    manifest = load_example(namespace=ns)
+    manifest = _example(ns)
     pools = isolate_pools(cluster, manifest, _prefix(ns),
                           pools=["t4-ondemand", "a100-ondemand"],
                           startup_seconds=STARTUP_SECONDS)
@@ -208,7 +227,7 @@ def test_node_pool_loss_replans_onto_remaining_pools(
 def test_spot_preemption_replans_onto_remaining_pools(
     cluster: Cluster, ns: str, start_operator: OperatorFactory
 ) -> None:
-    manifest = load_example(namespace=ns)
+    manifest = _example(ns)
     pools = isolate_pools(cluster, manifest, _prefix(ns), pools=["t4-spot", "t4-ondemand"],
                           startup_seconds=STARTUP_SECONDS)
     op = start_operator("--pool-stall-seconds", str(STALL_SECONDS))

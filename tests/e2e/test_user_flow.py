@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.operator import (
+    CRD_FILE,
     LABEL_SM,
     ChartRelease,
     DeploymentWatch,
@@ -280,13 +282,22 @@ def test_apply_example_deploys_triton_on_the_chosen_pool(
         assert pod["metadata"]["labels"]["tritonscale.io/pool"] == "t4-spot"
 
     # What `kubectl get sm` shows.
+    # What `kubectl get sm` shows: the CRD's default columns (priority 0), then -o wide.
+    columns = yaml.safe_load(CRD_FILE.read_text())["spec"]["versions"][0][
+        "additionalPrinterColumns"]
     (row,) = _parse_table(cluster.kubectl("get", "sm", "-n", ns).stdout)
-    assert row == {"NAME": SM, "PLACEMENT": "int8@t4-spot x1", "READY": "1/1",
-                   "LATENCY": "", "TARGET": "25", "COST/H": "0.201", "SLO": "Unknown",
-                   "AGE": row["AGE"]}
+    assert list(row) == ["NAME"] + [c["name"].upper() for c in columns if not c.get("priority")]
+    expected = {"NAME": SM, "PLACEMENT": "int8@t4-spot x1", "READY": "1/1",
+                "LATENCY": "", "TARGET": "25", "COST/H": "0.201", "SLO": "Unknown",
+                "REASON": "InitialPlan", "MESSAGE": "Signals unknown"}
     (wide,) = _parse_table(cluster.kubectl("get", "scaledmodels", "-o", "wide", "-n", ns).stdout)
-    assert wide["REASON"] == "InitialPlan"
-    assert wide["MESSAGE"].startswith("Signals unknown")
+    assert list(wide) == ["NAME"] + [c["name"].upper() for c in columns]
+    assert re.fullmatch(r"\d+s|\d+m\d*s?", wide["AGE"]), wide["AGE"]
+    for shown in (row, wide):
+        for name, value in shown.items():
+            if name in expected:
+                assert value.startswith(expected[name]) if name == "MESSAGE" else (
+                    value == expected[name]), (name, value)
 
     # Events explain what the operator did.
     events = cluster.get_json("events", "-n", ns, "--field-selector",
