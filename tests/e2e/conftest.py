@@ -28,7 +28,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.k8s import BinariesError, Cluster, k8s_binaries  # noqa: E402
+from tests.k8s import BinariesError, Cluster, ClusterError, k8s_binaries  # noqa: E402
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -101,13 +101,21 @@ def k8s_bin_dir(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest, k8s_bin_dir: Path) -> Iterator[Cluster]:
     """A running control plane shared by the session."""
-    workdir = _workdir()
-    c = Cluster(k8s_bin_dir, workdir)
-    try:
-        c.start()
-    except BaseException:
-        sys.stderr.write(f"\nkubernetes control plane failed to start; logs kept in {c.log_dir}\n")
-        raise
+    # One retry with fresh ports: a port picked as free can be taken before the
+    # component binds it when other runs share the machine.
+    for attempt in (1, 2):
+        workdir = _workdir()
+        c = Cluster(k8s_bin_dir, workdir)
+        try:
+            c.start()
+            break
+        except ClusterError:
+            sys.stderr.write(
+                f"\nkubernetes control plane failed to start (attempt {attempt}); "
+                f"logs kept in {c.log_dir}\n"
+            )
+            if attempt == 2:
+                raise
     request.session.stash[_CLUSTER_KEY] = c
     try:
         yield c
