@@ -76,16 +76,19 @@ def main() -> int:
             best = max(sweep, key=lambda x: x[1]["windows_met"])
             print(f"no HPA configuration reaches windows_met {ts['windows_met']:.3f} "
                   f"(best: {best[0]}, {best[1]['windows_met']:.3f} at "
-                  f"${best[1]['mean_cost_per_hour']:.3f}/h)")
-        goals = [
+                  f"${best[1]['mean_cost_per_hour']:.3f}/h; tritonscale costs "
+                  f"{ts['mean_cost_per_hour'] / best[1]['mean_cost_per_hour']:.3f} x that)")
+        goals: list[tuple[str, bool | None]] = [
             ("windows_met >= 0.99", ts["windows_met"] >= 0.99),
             (f"slo_attainment >= {pct / 100:g}", ts["slo_attainment"] >= pct / 100),
             ("cost <= 1.15 x oracle", r_oracle <= 1.15),
             ("cost <= 0.5 x cheapest HPA at same windows_met",
-             (r_hpa <= 0.5) if reach else True),
+             (r_hpa <= 0.5) if reach else None),
         ]
         for g, ok in goals:
-            verdicts.append(f"scale {k:g}: {g}: {'MET' if ok else 'MISSED'}")
+            word = "n/a (no HPA configuration reaches it)" if ok is None else (
+                "MET" if ok else "MISSED")
+            verdicts.append(f"scale {k:g}: {g}: {word}")
         print(f"(scale {k:g} took {time.perf_counter() - t0:.0f} s)")
     print("\n=== goals")
     print("\n".join(verdicts))

@@ -54,8 +54,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
     if any(item.get_closest_marker("e2e") for item in session.items):
+        fd, name = tempfile.mkstemp(prefix="k8s-binaries-", suffix=".log")
+        os.close(fd)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "e2e: obtaining Kubernetes binaries via hack/k8s-binaries.sh "
+                f"(instant when cached, tens of minutes cold; progress: {name})"
+            )
         try:
-            session.stash[_BINARIES_KEY] = k8s_binaries()
+            session.stash[_BINARIES_KEY] = k8s_binaries(log_path=Path(name))
         except BinariesError as exc:
             session.stash[_BINARIES_KEY] = exc
 
@@ -148,3 +156,31 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.create_namespace(name)
     yield name
     cluster.delete_namespace(name, wait=False)
+
+
+# -- the operator chart and node pools shared by the user-flow tests ------------------
+
+
+@pytest.fixture(scope="session")
+def chart_release(cluster: Cluster) -> Any:
+    """The tritonscale chart, ``helm install``-ed once (see ``tests/e2e/operator.py``)."""
+    from tests.e2e.operator import install_chart
+
+    return install_chart(cluster)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, chart_release: Any) -> Path:
+    """A kubeconfig holding a token of the chart's ServiceAccount (its RBAC only)."""
+    return cluster.service_account_kubeconfig(
+        chart_release.namespace, chart_release.service_account
+    )
+
+
+@pytest.fixture(scope="session")
+def example_pools(cluster: Cluster) -> list[Any]:
+    """KWOK nodes for every node pool of examples/resnet50.yaml, labelled and tainted
+    as its nodeSelectors and tolerations expect."""
+    from tests.e2e.operator import add_example_pools, load_example
+
+    return add_example_pools(cluster, load_example(namespace="default"))

@@ -54,13 +54,6 @@ def _gpu_deployment(
     }
 
 
-def _pod_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
-    return pod.get("status", {}).get("phase") == "Running" and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in conditions
-    )
-
-
 def test_versions(cluster: Cluster) -> None:
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert version["clientVersion"]["gitVersion"].startswith("v1.34.")
@@ -80,6 +73,8 @@ def test_gpu_pods_run_on_matching_pool_and_unfit_pod_stays_pending(
         cpu="32",
         memory="128Gi",
     )
+    # A decoy pool without the accelerator label or GPUs: nothing may land there.
+    decoy = cluster.add_node_pool(_pool_name("cpu"), cpu="64", memory="256Gi")
     try:
         node = cluster.get_json("node", pool.node_names[0])
         assert node["status"]["allocatable"][GPU_RESOURCE] == "2"
@@ -88,18 +83,7 @@ def test_gpu_pods_run_on_matching_pool_and_unfit_pod_stays_pending(
         selector = {"tritonscale.io/accelerator": "a100"}
         cluster.apply(_gpu_deployment("triton", selector, replicas=3, gpus=1), namespace=namespace)
 
-        def three_ready() -> bool:
-            pods = cluster.get_json("pods", "-n", namespace, "-l", "app=triton")["items"]
-            ready = [p for p in pods if _pod_ready(p)]
-            return len(ready) == 3
-
-        wait_for(
-            three_ready,
-            timeout=90,
-            what="3 triton pods Running and Ready",
-            on_timeout=cluster.logs_summary,
-        )
-        pods = cluster.get_json("pods", "-n", namespace, "-l", "app=triton")["items"]
+        pods = cluster.wait_for_ready_pods(namespace, "app=triton", 3)
         assert {p["spec"]["nodeName"] for p in pods} <= set(pool.node_names)
         wait_for(
             lambda: (
@@ -128,6 +112,7 @@ def test_gpu_pods_run_on_matching_pool_and_unfit_pod_stays_pending(
         assert not pending[0]["spec"].get("nodeName")
     finally:
         cluster.delete_node_pool(pool.name)
+        cluster.delete_node_pool(decoy.name)
     assert (
         cluster.get_json("nodes", "-l", f"tritonscale.io/e2e-node-pool={pool.name}")["items"] == []
     )
@@ -221,3 +206,21 @@ def test_rbac_forbids_service_account_without_roles(
         )
     finally:
         sa_client.close()  # type: ignore[no-untyped-call]
+
+
+def test_helm_installs_a_chart(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    pool = cluster.add_node_pool(_pool_name("general"), count=1)
+    try:
+        cluster.helm("create", str(tmp_path / "demo"))
+        cluster.helm(
+            "install", "demo", str(tmp_path / "demo"), "-n", namespace, "--wait", "--timeout=120s"
+        )
+        releases = json.loads(cluster.helm("list", "-n", namespace, "-o", "json").stdout)
+        assert [(r["name"], r["status"]) for r in releases] == [("demo", "deployed")]
+        service = cluster.get_json("service", "demo", "-n", namespace)
+        assert service["spec"]["clusterIP"].startswith("10.96.")
+        pods = cluster.wait_for_ready_pods(namespace, "app.kubernetes.io/instance=demo", 1)
+        assert pods[0]["spec"]["nodeName"] in pool.node_names
+        cluster.helm("uninstall", "demo", "-n", namespace, "--wait")
+    finally:
+        cluster.delete_node_pool(pool.name)

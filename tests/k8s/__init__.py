@@ -9,6 +9,7 @@ from .cluster import (
     Cluster,
     ClusterError,
     NodePool,
+    pod_is_ready,
     wait_for,
     write_kubeconfig,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "ClusterError",
     "NodePool",
     "k8s_binaries",
+    "pod_is_ready",
     "wait_for",
     "write_kubeconfig",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import functools
 import json
 import os
@@ -27,6 +28,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -182,6 +184,7 @@ class Component:
             stderr=subprocess.STDOUT,
             env=dict(env),
             start_new_session=True,  # own process group, killed as a whole
+            preexec_fn=_die_with_parent(os.getpid()),
         )
 
     def alive(self) -> bool:
@@ -211,9 +214,38 @@ class Component:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the child get SIGKILL when the test process dies.
+
+    Teardown does not run when pytest itself is killed (a CI timeout, SIGKILL);
+    without this an orphaned etcd/kube-apiserver would run on. Linux only.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _killpg(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def pod_is_ready(pod: Mapping[str, Any]) -> bool:
+    """A pod (as a JSON dict) is Running and its Ready condition is True."""
+    status = pod.get("status", {})
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
+    )
 
 
 @dataclass(frozen=True)
@@ -381,6 +413,12 @@ class Cluster:
             "admin", "kubernetes-admin", organizations=("system:masters",), client=True
         )
         pki.service_account_keys()
+        # Front proxy (aggregation layer) with its own CA, as kubeadm sets it up: the API
+        # server then publishes the request-header CA that delegating components
+        # (controller manager, scheduler, aggregated API servers) expect.
+        Pki(self.pki_dir / "front-proxy").issue(
+            "front-proxy-client", "front-proxy-client", client=True
+        )
         ca_pem = pki.ca.cert_pem()
         write_kubeconfig(
             self.kubeconfig,
@@ -431,6 +469,13 @@ class Cluster:
             f"--tls-cert-file={d / 'apiserver.crt'}",
             f"--tls-private-key-file={d / 'apiserver.key'}",
             f"--client-ca-file={d / 'ca.crt'}",
+            f"--requestheader-client-ca-file={d / 'front-proxy' / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={d / 'front-proxy' / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={d / 'front-proxy' / 'front-proxy-client.key'}",
             "--authorization-mode=Node,RBAC",
             # /readyz, /healthz and /version stay public, as on kubeadm clusters.
             "--anonymous-auth=true",
@@ -713,11 +758,7 @@ class Cluster:
                     "status": {
                         "capacity": resources,
                         "allocatable": resources,
-                        "nodeInfo": {
-                            "kubeletVersion": "fake",
-                            "architecture": "amd64",
-                            "operatingSystem": "linux",
-                        },
+                        "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
                     },
                 }
             )
@@ -725,7 +766,7 @@ class Cluster:
         self.kubectl("create", "-f", "-", input=yaml.safe_dump_all(nodes))
         if wait_ready:
             wait_for(
-                lambda: self._nodes_ready(node_names),
+                lambda: self._nodes_ready(name, node_names),
                 timeout=timeout,
                 what=f"nodes of pool {name} Ready (kwok)",
                 on_timeout=self._diagnostics,
@@ -738,9 +779,10 @@ class Cluster:
             gpus_per_node=gpus_per_node,
         )
 
-    def _nodes_ready(self, names: Sequence[str]) -> bool:
+    def _nodes_ready(self, pool: str, names: Sequence[str]) -> bool:
         self._check_alive()
-        items = self.get_json("nodes", *names)["items"]
+        # A selector, not names: `kubectl get nodes NAME -o json` returns a bare object.
+        items = self.get_json("nodes", "-l", f"{NODE_POOL_LABEL}={pool}")["items"]
         ready = {
             item["metadata"]["name"]
             for item in items
@@ -750,6 +792,23 @@ class Cluster:
             )
         }
         return ready == set(names)
+
+    def ready_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Pods matching label ``selector`` that are Running with condition Ready=True."""
+        pods: list[dict[str, Any]] = self.get_json("pods", "-n", namespace, "-l", selector)["items"]
+        return [p for p in pods if pod_is_ready(p)]
+
+    def wait_for_ready_pods(
+        self, namespace: str, selector: str, count: int, *, timeout: float = 90.0
+    ) -> list[dict[str, Any]]:
+        """Wait until exactly ``count`` pods matching ``selector`` are Running and Ready."""
+        wait_for(
+            lambda: len(self.ready_pods(namespace, selector)) == count,
+            timeout=timeout,
+            what=f"{count} ready pods {selector!r} in {namespace}",
+            on_timeout=self._diagnostics,
+        )
+        return self.ready_pods(namespace, selector)
 
     def delete_node_pool(self, name: str, *, wait: bool = True, timeout: float = 60.0) -> None:
         """Delete every node of pool ``name``. Their pods are then removed by the pod GC."""

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from realservers import PrometheusServer, ScrapeTarget, TritonServer, find_triton, write_model
 
+from tritonscale.core.spec import Profile
+
 NAMESPACE = "prod"
 MODEL = "sleepy"  # the Triton model name, i.e. spec.model.name
 HOSTILE_NAMESPACE = 'ns"}or vector(1)#'
@@ -143,3 +145,199 @@ def wait_for(
             return
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- perf model vs the real server (test_perf_model_real.py, bench_perf_real.py) -------
+
+
+def idle_client_overhead_ms(server: TritonServer, model: str, requests: int = 30) -> float:
+    """Median of (client latency - Triton's own request duration) over isolated
+    single-item requests: HTTP, tritonclient's Python and the server's front end,
+    which the performance model (a replica's queue + compute time) does not contain."""
+    import tritonclient.http as httpclient
+
+    from tritonscale.adapters.triton import TritonPod
+
+    pod = TritonPod(server.url)
+    client = httpclient.InferenceServerClient(server.url)
+    t = httpclient.InferInput("INPUT", [1, 1], "FP32")
+    t.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
+    gaps: list[float] = []
+    try:
+        for _ in range(requests):
+            before = pod.statistics(model)
+            start = time.perf_counter()
+            client.infer(model, [t])
+            client_ms = (time.perf_counter() - start) * 1000.0
+            after = pod.statistics(model)
+            if before is None or after is None:
+                continue
+            delta = after - before
+            if delta.success.count == 1 and delta.success.mean_ms is not None:
+                gaps.append(client_ms - delta.success.mean_ms)
+    finally:
+        client.close()
+        pod.close()
+    if len(gaps) < requests // 2:
+        pytest.fail(f"statistics extension answered for only {len(gaps)}/{requests} requests")
+    return sorted(gaps)[len(gaps) // 2]
+
+
+PERCENTILES = (50.0, 95.0, 99.0)
+
+
+@dataclass(frozen=True)
+class PerfRow:
+    """Predicted vs measured latency percentiles (ms, per PERCENTILES) at one load."""
+
+    fraction: float  # of max_throughput_rps(profile)
+    rps: float  # asked for
+    achieved_rps: float
+    requests: int
+    max_lateness_ms: float  # worst send delay of the load generator
+    errors: int
+    predicted: tuple[float, ...]
+    client: tuple[float, ...]  # client-side minus the idle client overhead
+    raw: tuple[float, ...]  # client-side as measured
+    server: tuple[float, ...]  # Triton's nv_inference_request_summary_us quantiles
+    predicted_batch: float
+    mean_batch: float  # inference_count / execution_count
+    predicted_batch_ms: float  # S(predicted batch)
+    mean_batch_ms: float  # mean compute time of one execution (statistics extension)
+
+    def rel_errors(self, which: str = "client") -> tuple[float, ...]:
+        """(predicted - measured) / measured; > 0 means the model is pessimistic."""
+        measured = getattr(self, which)
+        return tuple((p - m) / m for p, m in zip(self.predicted, measured, strict=True))
+
+
+def reload_model(server: TritonServer, model: str) -> None:
+    """Unload and load ``model``: resets Triton's latency summaries (they have no
+    window a test can choose), then warms the fresh Python-backend instance up."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.url)
+    try:
+        client.unload_model(model)
+        client.load_model(model)
+    finally:
+        client.close()
+    warm_up(server, model)
+
+
+def measure_perf_point(
+    server: TritonServer,
+    model: str,
+    profile: Profile,
+    fraction: float,
+    *,
+    overhead_ms: float,
+    duration_s: float,
+    seed: int,
+    settle_s: float = 2.0,
+) -> PerfRow:
+    """Drive Poisson load at ``fraction`` of the profile's saturation throughput and
+    compare the perf model's percentiles with the client's (leaving out the first
+    ``settle_s`` of arrivals, while the queue fills) and with Triton's own summary."""
+    import requests
+    from realload import percentile, run_poisson_load
+
+    from tritonscale.adapters.triton import MetricsSnapshot, TritonPod
+    from tritonscale.core import perf
+
+    top = perf.max_throughput_rps(profile)
+    rps = fraction * top
+    point = perf.predict_replica(profile, rps, 50.0)
+    predicted = tuple(perf.predict_replica(profile, rps, p).latency_ms for p in PERCENTILES)
+    # Open loop needs a free worker per request in flight (Little: rate x latency),
+    # with margin for the tail.
+    workers = max(8, min(64, int(rps * 3.0 * predicted[-1] / 1000.0) + 4))
+    reload_model(server, model)
+    pod = TritonPod(server.url)
+    try:
+        before = pod.statistics(model)
+        res = run_poisson_load(
+            server.url, model, rate=rps, duration_s=duration_s, seed=seed, workers=workers
+        )
+        after = pod.statistics(model)
+    finally:
+        pod.close()
+    text = requests.get(server.metrics_url, timeout=5).text
+    summary = MetricsSnapshot.parse(text, model, time.monotonic()).quantiles
+    if before is None or after is None or not all(p / 100 in summary for p in PERCENTILES):
+        pytest.fail(f"no statistics or latency summary from {server.url}: {summary}")
+    delta = after - before
+    executions = sum(b.count for b in delta.batches)
+    compute_ms = sum(
+        (b.compute_input.ns + b.compute_infer.ns + b.compute_output.ns) for b in delta.batches
+    )
+    kept = [r for r in res.ok_records if r.scheduled >= res.started + settle_s]
+    if len(kept) < 50 or executions == 0:
+        pytest.fail(f"only {len(kept)} requests completed at {rps:.0f} req/s")
+    raw = tuple(percentile([r.latency_ms for r in kept], p) for p in PERCENTILES)
+    return PerfRow(
+        fraction=fraction,
+        rps=rps,
+        achieved_rps=len(kept) / (duration_s - settle_s),
+        requests=len(kept),
+        max_lateness_ms=res.max_lateness_s * 1000.0,
+        errors=res.errors,
+        predicted=predicted,
+        client=tuple(x - overhead_ms for x in raw),
+        raw=raw,
+        server=tuple(summary[p / 100] / 1000.0 for p in PERCENTILES),
+        predicted_batch=point.batch,
+        mean_batch=delta.inference_count / max(delta.execution_count, 1),
+        predicted_batch_ms=perf.batch_latency_ms(profile, point.batch),
+        mean_batch_ms=compute_ms / executions / 1e6,
+    )
+
+
+def perf_table(rows: list[PerfRow], goal: float | None = None) -> str:
+    """Predicted vs measured table; with ``goal``, whether every |error| is within it."""
+
+    def three(xs: tuple[float, ...]) -> str:
+        return "/".join(f"{x:5.1f}" for x in xs)
+
+    def errs(xs: tuple[float, ...]) -> str:
+        return "/".join(f"{e * 100:+4.0f}%" for e in xs)
+
+    lines = [
+        "load req/s got/s late | predicted p50/p95/p99 | client-overhead      | "
+        "Triton summary       | err vs client     | err vs Triton     | batch pred/got "
+        "| S(b) pred/got" + (" | goal client/Triton" if goal is not None else "")
+    ]
+    for r in rows:
+        line = (
+            f"{r.fraction * 100:3.0f}% {r.rps:5.0f} {r.achieved_rps:5.0f} "
+            f"{r.max_lateness_ms:4.0f} | "
+            f"{three(r.predicted)}     | {three(r.client)}    | {three(r.server)}    | "
+            f"{errs(r.rel_errors('client'))} | {errs(r.rel_errors('server'))} | "
+            f"{r.predicted_batch:4.2f}/{r.mean_batch:4.2f}      | "
+            f"{r.predicted_batch_ms:5.1f}/{r.mean_batch_ms:5.1f}"
+        )
+        if goal is not None:
+            met = [all(abs(e) <= goal for e in r.rel_errors(w)) for w in ("client", "server")]
+            line += " | " + "/".join("MET" if m else "MISSED" for m in met)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def spec_profile_of(block: Mapping[str, object]) -> Profile:
+    """The ``Profile`` the operator would use for a ``tritonscale profile`` block: it
+    goes through the real spec parser, inside examples/resnet50.yaml's first variant."""
+    import copy
+
+    import yaml
+
+    from tritonscale.core.spec import parse_spec
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "resnet50.yaml"
+    spec = copy.deepcopy(yaml.safe_load(example.read_text())["spec"])
+    accelerator = spec["nodePools"][0]["accelerator"]
+    variant = spec["variants"][0]
+    others = [p for p in variant.get("profiles", []) if p["accelerator"] != accelerator]
+    variant["profiles"] = [*others, {**block, "accelerator": accelerator}]
+    parsed = parse_spec(spec).variants[0].profile_for(accelerator)
+    assert parsed is not None
+    return parsed

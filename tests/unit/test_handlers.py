@@ -449,6 +449,20 @@ def test_pool_loss_replans_elsewhere_make_before_break(
     assert status(kube)["unavailablePools"] == []
 
 
+def test_pool_stall_floor_is_configurable(kube: FakeKube, r: Reconciler, clock: Clock) -> None:
+    clock.t = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    edit_spec(kube, lambda s: [p.update(startupSeconds=5) for p in s["nodePools"]])
+    r.pool_stall_floor_seconds = 10.0
+    r.reconcile(body(kube))
+    _stall(kube, "resnet50-int8-t4-spot", "2023-11-14T22:13:20Z")
+    clock.t += 9
+    r.reconcile(body(kube))
+    assert status(kube)["unavailablePools"] == []
+    clock.t += 2  # past max(floor 10 s, 2 x startupSeconds 5 s)
+    r.reconcile(body(kube))
+    assert status(kube)["unavailablePools"] == ["t4-spot"]
+
+
 def test_replica_failure_marks_pool_at_once(kube: FakeKube, r: Reconciler) -> None:
     r.reconcile(body(kube))
     kube.deployments[(NS, "resnet50-int8-t4-spot")]["status"]["conditions"] = [

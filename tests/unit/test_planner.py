@@ -126,6 +126,7 @@ def test_plan_infeasible_returns_best_effort(make_spec: SpecFactory) -> None:
     assert d.reason == "Infeasible"
     assert not d.slo_feasible
     assert d.total_replicas == 10  # global maxReplicas, everything it can get
+    assert d.binding_constraint == "maxReplicas"
     assert d.predicted_latency_ms is None  # overloaded: infinite latency
 
 

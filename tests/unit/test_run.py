@@ -53,7 +53,7 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
     args = _args("-n", "ml", "--peering", "ts", "--liveness", "http://0.0.0.0:8081/healthz",
-                 "--metrics-port", "0")
+                 "--metrics-port", "0", "--pool-stall-seconds", "15")
     assert runcmd.run(args) == 0
     assert seen["namespaces"] == ["ml"] and seen["clusterwide"] is False
     assert seen["peering_name"] == "ts" and seen["standalone"] is False
@@ -62,6 +62,8 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
     assert isinstance(rec, Reconciler)
     assert type(rec.signals).__name__ == "SpecSignalSource"
     assert type(rec.listeners[0]).__name__ == "MetricsListener"
+    assert rec.pool_stall_floor_seconds == 15.0
+    assert _args().pool_stall_seconds == 120.0
 
 
 def test_handlers_registered() -> None:

@@ -124,3 +124,25 @@ def test_metrics_listener() -> None:
     assert "tritonscale_ready_replicas" in text and "tritonscale_signal_failures_total" in text
     listener.forget("ml", "resnet50")
     assert 'scaledmodel="resnet50"' not in m.render().decode()
+
+
+def test_prometheus_breaker_skips_a_dead_server() -> None:
+    calls: list[str] = []
+    now = [100.0]
+
+    class Dead:
+        def __init__(self, cfg: Any) -> None:
+            pass
+
+        def signals(self, namespace: str, model: str, percentile: float) -> Signals:
+            calls.append(namespace)
+            return Signals.unknown(percentile, "cannot connect to http://p:9090: refused")
+
+    src = SpecSignalSource(prometheus_factory=Dead, clock=lambda: now[0], breaker_seconds=10)
+    first = src.observe("a", "m1", _spec())
+    second = src.observe("b", "m2", _spec())
+    assert calls == ["a"]
+    assert "cannot connect" in (first.error or "") and "not retried" in (second.error or "")
+    now[0] += 11
+    src.observe("c", "m3", _spec())
+    assert calls == ["a", "c"]

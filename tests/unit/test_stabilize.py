@@ -94,8 +94,9 @@ def _run(spec: ScaledModelSpec, rps_seq: list[float | None], clock: FakeClock,
     out = []
     for rps in rps_seq:
         d = decide(spec, Observation(rps=rps, current=cur), state, clock.tick())
-        json.dumps(d.state)  # persisted in status: must be JSON-able
-        state = d.state
+        # Persisted in status as JSON between steps, like the operator does.
+        state = json.loads(json.dumps(d.state))
+        assert len(json.dumps(state)) < 1500, state
         history.append(d.replicas())
         old = history[-1 - ready_lag] if len(history) > ready_lag else {}
         cur = tuple(_ps(k, n, min(n, old.get(k, 0))) for k, n in d.replicas().items())
@@ -185,6 +186,49 @@ def test_variant_change_is_make_before_break_in_decide(make_spec: SpecFactory) -
     assert ("small", "t4-spot") not in d.replicas()
 
 
+def test_unknown_signals_move_replicas_that_cannot_be_held(resnet: ScaledModelSpec) -> None:
+    """Found by the e2e tests: with signals unknown, replicas on an unavailable or
+    removed pool (or of a variant below a raised minAccuracy) were held forever, and
+    a removed pool's replicas were filtered out downstream, leaving zero replicas."""
+    from dataclasses import replace
+
+    clock = FakeClock()
+    first = decide(resnet, Observation(rps=None, error="none"), None, clock.tick())
+    assert first.replicas() == {("int8", "t4-spot"): 1}
+    cur = (_ps(("int8", "t4-spot"), 1, 1),)
+
+    # The pool is lost: its replica moves to the next cheapest pool.
+    lost = Observation(rps=None, error="none", current=cur,
+                       unavailable_pools=frozenset({"t4-spot"}))
+    d = decide(resnet, lost, first.state, clock.tick())
+    assert d.reason == "Replaced"
+    assert d.replicas() == {("int8", "l4-spot"): 1}
+    # Next step, while the old replica still drains: the replacement is kept, not added to.
+    draining = replace(lost, current=(*cur, _ps(("int8", "l4-spot"), 1, 0)))
+    again = decide(resnet, draining, d.state, clock.tick())
+    assert again.replicas() == {("int8", "l4-spot"): 1}
+    # Once only the replacement runs, it is simply held.
+    settled = Observation(rps=None, error="none", current=(_ps(("int8", "l4-spot"), 1, 1),),
+                          unavailable_pools=frozenset({"t4-spot"}))
+    held = decide(resnet, settled, again.state, clock.tick())
+    assert held.reason == "HeldUnknownSignals"
+    assert held.replicas() == {("int8", "l4-spot"): 1}
+
+    # minAccuracy raised above int8's accuracy: fp16 replaces it.
+    strict = replace(resnet, slo=replace(resnet.slo, min_accuracy=0.76))
+    d = decide(strict, Observation(rps=None, error="none", current=cur), first.state,
+               clock.tick())
+    assert d.reason == "Replaced"
+    assert d.replicas() == {("fp16", "t4-spot"): 1}
+
+    # The pool is removed from the spec.
+    fewer = replace(resnet, node_pools=tuple(p for p in resnet.node_pools
+                                             if p.name != "t4-spot"))
+    d = decide(fewer, Observation(rps=None, error="none", current=cur), first.state,
+               clock.tick())
+    assert d.replicas() == {("int8", "l4-spot"): 1}
+
+
 def test_scale_to_zero_only_after_idle_seconds(make_spec: SpecFactory) -> None:
     clock = FakeClock()
     never = make_spec(scaling={"minReplicas": 0, "scaleDownStabilizationSeconds": 0})
@@ -198,6 +242,16 @@ def test_scale_to_zero_only_after_idle_seconds(make_spec: SpecFactory) -> None:
     assert n[:5] == [1] * 5 and n[5:] == [0] * 6
     back = decide(idle, Observation(rps=50.0, current=()), ds[-1].state, clock.tick())
     assert back.total_replicas == 1 and back.reason == "ScaledUp"
+
+
+def test_forecast_horizon_is_the_startup_of_the_pools_in_use(make_spec: SpecFactory) -> None:
+    from tritonscale.core.autoscale import horizon_seconds
+
+    spec = make_spec()  # t4 pools start in 60 s, a100 in 120 s; interval 15 s
+    assert horizon_seconds(spec) == 135.0
+    assert horizon_seconds(spec, pools_in_use=frozenset({"t4-spot"})) == 75.0
+    assert horizon_seconds(spec, pools_in_use=frozenset({"t4-spot", "a100-od"})) == 135.0
+    assert horizon_seconds(spec, frozenset({"a100-od"})) == 75.0
 
 
 def test_unknown_signals_settle_once_the_failure_threshold_is_reached(

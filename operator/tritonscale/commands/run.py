@@ -58,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--pool-stall-seconds", type=float, default=120.0,
+        help="a node pool whose Deployment stays unavailable for 2 x its startupSeconds, "
+        "and at least this long, is avoided for a while (default %(default)s)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=16, help="handler thread pool size (default 16)"
     )
     parser.add_argument(
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             ),
         ),
         listeners=[MetricsListener(metrics)],
+        pool_stall_floor_seconds=args.pool_stall_seconds,
     )
     memo = kopf.Memo(reconciler=reconciler, max_workers=args.workers, metrics=metrics)
     if args.metrics_port > 0:

@@ -8,9 +8,13 @@
    ``scaling.safePlan`` merged with the current replicas (per pair, the larger
    count: never below current) with reason ``SafePlan``. With nothing deployed and
    no previous plan, the initial plan is ``max(1, minReplicas)`` replicas of
-   the cheapest combo (reason ``InitialPlan``).
-2. **Forecast** (:mod:`.forecast`) over the longest available pool's
-   ``startupSeconds`` plus one interval.
+   the cheapest combo (reason ``InitialPlan``). Replicas that cannot be held
+   (their pool is unavailable or left the spec, their variant left the spec or is
+   below ``minAccuracy``) move to the cheapest usable combos, same total (reason
+   ``Replaced``).
+2. **Forecast** (:mod:`.forecast`) over the time new capacity needs to become
+   Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
+   of all available pools before there is one) plus one interval.
 3. **Online correction**: when every replica is Ready and the observed latency
    percentile exceeds the target, a load multiplier ``c`` grows (up to 2x) so the
    planner adds capacity the perf model did not predict; it decays back to 1
@@ -30,7 +34,7 @@
 6. **Transition** (:func:`.stabilize.transition`): step limits and make-before-break.
 
 Reasons: ``InitialPlan``, ``ScaledUp``, ``ScaledDown``, ``Held``, ``Transitioning``,
-``HeldUnknownSignals``, ``SafePlan``, ``Degraded``, ``OverBudget``, ``Infeasible``.
+``HeldUnknownSignals``, ``Replaced``, ``SafePlan``, ``Degraded``, ``OverBudget``, ``Infeasible``.
 
 State (``Decision.state``; JSON-able, a few hundred bytes): ``v`` version,
 ``f`` forecast state, ``w`` load window ``[[t, rps], ...]``, ``L`` last stabilised
@@ -38,7 +42,8 @@ load, ``wo``/``Lo`` the same for the current load that spot protection must
 hold, ``c`` correction multiplier, ``lvl`` ladder rung, ``rec`` time since the rung
 above has been feasible (or None), ``fail`` consecutive signal failures, ``p``
 last target mix ``[[variant, pool, replicas], ...]``, ``idle`` time since the
-rate has been 0 (scale-to-zero through ``idleSeconds``).
+rate has been 0 (scale-to-zero through ``idleSeconds``), ``bc`` the last binding
+constraint with the mix it was computed for.
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ class _Planned:
     within_budget: bool
     level: int
     binding: str
+    runner_up: pl.Plan | None = None
+    searched: bool = False  # runner_up was searched for
 
 
 def _request(
@@ -102,20 +109,21 @@ def _plan_ladder(
     cost_first = spec.slo.priority == "cost"
     if not cost_first:
         req = _request(spec, loads[0], od_load, min_replicas)
-        plan = pl.solve(combos, req)
+        plan, ru = pl.solve_with_runner_up(combos, req)
         if plan is not None:
-            return _Planned(plan, combos, req, True, True, 0, "")
+            return _Planned(plan, combos, req, True, True, 0, "", ru, True)
         plan = pl.solve(combos, req, respect_budget=False)
         if plan is not None:
             return _Planned(plan, combos, req, True, False, 0, "maxCostPerHour")
         best = pl.best_effort(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
                                                                            math.inf)
-        return _Planned(best, combos, req, False, _in_budget(spec, best), 0, _limit_name(spec))
+        return _Planned(best, combos, req, False, _in_budget(spec, best), 0,
+                        _limit_name(spec, best))
     for level in range(min_level, 3):
         req = _request(spec, loads[level], od_load, min_replicas)
-        plan = pl.solve(combos, req)
+        plan, ru = pl.solve_with_runner_up(combos, req)
         if plan is not None:
-            return _Planned(plan, combos, req, True, True, level, "")
+            return _Planned(plan, combos, req, True, True, level, "", ru, True)
     req = _request(spec, loads[2], od_load, min_replicas)
     best = pl.best_effort(combos, req, respect_budget=True) or pl.Plan((), 0.0, math.inf,
                                                                       math.inf)
@@ -127,8 +135,11 @@ def _in_budget(spec: ScaledModelSpec, plan: pl.Plan) -> bool:
     return cap is None or plan.cost_per_hour <= cap + 1e-9
 
 
-def _limit_name(spec: ScaledModelSpec) -> str:
-    return "nodePools[*].maxReplicas/maxReplicas"
+def _limit_name(spec: ScaledModelSpec, plan: pl.Plan) -> str:
+    """What stops a plan from holding the load: the global cap or the pools' caps."""
+    if plan.total >= spec.scaling.max_replicas:
+        return "maxReplicas"
+    return "nodePools[*].maxReplicas"
 
 
 def _feasible_level(
@@ -146,16 +157,32 @@ def _explain(
     planned: _Planned,
     final: Mapping[Key, int],
     load: float,
+    st: dict[str, Any] | None = None,
 ) -> tuple[str, float, float | None, str, str]:
-    """Message, predicted latency, runner-up cost and text, binding constraint."""
+    """Message, predicted latency, runner-up cost and text, binding constraint.
+
+    The binding constraint takes a few relaxed re-solves; with ``st`` it is
+    reused while the target mix, rung and candidate set stay the same.
+    """
     plan = planned.plan
     slo = spec.slo.latency
     lat = pl.predicted_latency_ms(plan, planned.combos, load, slo.percentile)
-    ru = pl.runner_up(planned.combos, planned.request, plan) if plan.total else None
+    if planned.searched:
+        ru = planned.runner_up
+    else:
+        ru = pl.runner_up(planned.combos, planned.request, plan) if plan.total else None
     ru_text = pl.describe(ru) if ru is not None else ""
     ru_cost = ru.cost_per_hour if ru is not None else None
-    binding = planned.binding or pl.binding_constraint(spec, planned.combos, planned.request,
-                                                       plan)
+    binding = planned.binding
+    if not binding:
+        sig = f"{pl.describe(plan)}|{planned.level}|{len(planned.combos)}"
+        cached = st.get("bc") if st is not None else None
+        if isinstance(cached, list) and len(cached) == 2 and cached[0] == sig:
+            binding = str(cached[1])
+        else:
+            binding = pl.binding_constraint(spec, planned.combos, planned.request, plan)
+            if st is not None:
+                st["bc"] = [sig, binding]
     lat_txt = "inf" if math.isinf(lat) else f"{lat:.1f}"
     msg = (
         f"{pl.describe(plan)} at ${plan.cost_per_hour:.2f}/h for {load:.0f} rps: predicted "
@@ -189,9 +216,20 @@ def _placements(mix: Mapping[Key, int]) -> tuple[Placement, ...]:
     return tuple(Placement(v, p, n) for (v, p), n in sorted(mix.items()) if n > 0)
 
 
-def horizon_seconds(spec: ScaledModelSpec, unavailable: frozenset[str] = frozenset()) -> float:
-    """How far ahead to forecast: the slowest available pool's startup + one interval."""
-    starts = [p.startup_seconds for p in spec.node_pools if p.name not in unavailable]
+def horizon_seconds(
+    spec: ScaledModelSpec,
+    unavailable: frozenset[str] = frozenset(),
+    pools_in_use: frozenset[str] = frozenset(),
+) -> float:
+    """How far ahead to forecast: the time new capacity takes to become Ready.
+
+    Scale-up adds replicas to the pools of the current mix, so the horizon is
+    their slowest ``startupSeconds`` plus one interval; with no mix yet (or
+    only unknown pools), the slowest available pool's.
+    """
+    usable = [p for p in spec.node_pools if p.name not in unavailable]
+    in_use = [p for p in usable if p.name in pools_in_use]
+    starts = [p.startup_seconds for p in (in_use or usable)]
     return (max(starts) if starts else 0.0) + spec.scaling.interval_seconds
 
 
@@ -278,7 +316,9 @@ def decide(
     unavailable = frozenset(obs.unavailable_pools)
     fstate = fc.update(st.get("f"), rps, now)
     st["f"] = {k: round(v, 6) for k, v in fstate.items()}
-    horizon = horizon_seconds(spec, unavailable)
+    horizon = horizon_seconds(
+        spec, unavailable, frozenset(p for _, p in from_state_mix(st.get("p")))
+    )
     predicted = fc.forecast(fstate, horizon)
 
     # 3. Online correction from the observed percentile.
@@ -365,7 +405,7 @@ def decide(
     tr = transition(target_mix, obs.current, sc)
     final = tr.desired
     msg, lat_pred, ru_cost, ru_text, binding = _explain(
-        spec, planned, final, planned.request.load_rps
+        spec, planned, final, planned.request.load_rps, st
     )
     reason = _outcome_reason(spec, planned)
     if reason is None:
@@ -418,7 +458,17 @@ def _unknown(
     fails = min(fails, max(1, sc.failure_threshold))
     st["fail"] = fails
     why = obs.error or "request rate unknown"
-    base = cur or from_state_mix(st.get("p"))
+    prev = from_state_mix(st.get("p"))
+    base = cur or prev
+    combos = pl.candidates(spec, obs.unavailable_pools)
+    usable = {(c.variant, c.pool) for c in combos}
+    gone = {k: n for k, n in base.items() if k not in usable}
+    if gone:
+        # Holding is no option for replicas whose pool is unavailable or no longer in
+        # the spec, or whose variant left the spec or fell below minAccuracy: replace
+        # them (make-before-break happens downstream), or keep a replacement decided
+        # at an earlier step.
+        return _replace_unusable(spec, st, combos, base, prev, gone, why)
     if not base:
         # Nothing deployed and no plan yet: minReplicas on the cheapest combo.
         combos = pl.candidates(spec, obs.unavailable_pools)
@@ -460,6 +510,48 @@ def _unknown(
         cost_per_hour=_cost(spec, mix),
         state=st,
         details={"failures": fails},
+    )
+
+
+def _replace_unusable(
+    spec: ScaledModelSpec,
+    st: dict[str, Any],
+    combos: tuple[pl.Combo, ...],
+    base: Mapping[Key, int],
+    prev: Mapping[Key, int],
+    gone: Mapping[Key, int],
+    why: str,
+) -> Decision:
+    """Signals unknown and part of the held mix cannot run: move it, same replica count."""
+    usable = {(c.variant, c.pool) for c in combos}
+    if prev and all(k in usable for k in prev):
+        mix = dict(prev)  # replaced at an earlier step; the old replicas are draining
+    else:
+        kept = {k: n for k, n in base.items() if k in usable}
+        want = max(1, spec.scaling.min_replicas, sum(base.values()))
+        want = min(want, max(1, spec.scaling.max_replicas))
+        need = max(0, want - sum(kept.values()))
+        mix = dict(kept)
+        if need:
+            req = pl.Request(0.0, 0.0, need, need, None)
+            plan = pl.solve(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
+                                                                            math.inf)
+            for k, n in plan.counts:
+                mix[k] = mix.get(k, 0) + n
+    st["p"] = as_state_mix(mix)
+    lost = ", ".join(f"{v}@{p}" for (v, p) in sorted(gone))
+    return Decision(
+        placements=_placements(mix),
+        reason="Replaced",
+        message=(
+            f"Signals unknown ({why}); {lost} can no longer run (pool unavailable or removed, "
+            f"or variant not eligible): moving to {_mix_text(mix)} at "
+            f"${_cost(spec, mix):.2f}/h."
+        ),
+        cost_per_hour=_cost(spec, mix),
+        slo_feasible=bool(mix),
+        state=st,
+        details={"failures": int(st.get("fail", 0) or 0)},
     )
 
 

@@ -17,8 +17,13 @@ replicas, so each gets ``rps / replicas``).
 * Batch size: the batcher's fixed point. When the instance frees up it takes
   what has queued; if fewer than B, it waits until the oldest request has
   waited d. So a cycle lasts max(S(b), d_eff) with d_eff = min(d, (B-1)/lambda)
-  (the batch fills before the delay expires), and
-  b = clamp(max(1 + lambda*d_eff, lambda*S(b)), 1, B), solved by iteration.
+  (the batch fills before the delay expires), and b = clamp(m(S(b)), 1, B),
+  solved by iteration, where m is the mean of a Poisson count: n = lambda*S(b)
+  arrived during the previous batch, or (probability e^-n) none did and the next
+  arrival opens a batch of 1 + lambda*d_eff, plus what arrives while the oldest
+  still waits out d_eff (:func:`_mean_batch`). (The former max(1 + lambda*d_eff,
+  lambda*S(b)) ignored that n varies: up to a quarter low at 30-55 % load, against
+  the simulator and against real Triton.)
 * Without congestion a request waits at most one cycle before its batch starts
   (the batch in service, then the batcher's delay) and then S(b): the
   percentile-p part is p * max(S(b), d_eff) + S(b).
@@ -83,6 +88,22 @@ class PerfPoint:
     latency_ms: float  # at the requested percentile (inf if overloaded)
 
 
+def _mean_batch(lam: float, s: float, d: float) -> float:
+    """Mean batch of a cycle that starts when a batch of compute time ``s`` ends
+    (Poisson arrivals at ``lam`` per ms, queue delay ``d``, no cap).
+
+    n = lam*s requests arrived meanwhile (Poisson).  None: the next arrival opens a
+    batch that collects lam*d more during the delay.  Some: the batcher still waits
+    until the oldest (arrived at T1 after the start, T1 ~ Exp(lam) given T1 < s) has
+    waited d, collecting lam*E[(T1 + d - s)+; T1 < s] more.
+    """
+    n = lam * s
+    s0 = max(s - d, 0.0)
+    extra = lam * (max(d - s, 0.0) * math.exp(-lam * s0) - d * math.exp(-n))
+    extra += math.exp(-lam * s0) - math.exp(-n)
+    return n + math.exp(-n) * (1.0 + lam * d) + extra
+
+
 def predict_replica(profile: Profile, rps: float, percentile: float) -> PerfPoint:
     """Predict one replica's latency percentile at ``rps`` requests/second."""
     big_b = float(profile.max_batch_size)
@@ -96,7 +117,7 @@ def predict_replica(profile: Profile, rps: float, percentile: float) -> PerfPoin
     d_eff = min(d, (big_b - 1.0) / lam) if big_b > 1 else 0.0
     b = 1.0
     for _ in range(60):
-        nb = min(big_b, max(1.0 + lam * d_eff, lam * batch_latency_ms(profile, b), 1.0))
+        nb = min(big_b, max(_mean_batch(lam, batch_latency_ms(profile, b), d_eff), 1.0))
         if abs(nb - b) < 1e-6:
             b = nb
             break

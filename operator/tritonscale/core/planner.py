@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tritonscale.core.perf import capacity, predict_latency_ms
 from tritonscale.core.spec import Profile, ScaledModelSpec
@@ -108,24 +109,24 @@ def candidates(
 ) -> tuple[Combo, ...]:
     """Every allowed (variant, pool) with its capacity at the spec's SLO.
 
-    Cached per (spec object, unavailable pools, floor): the same tuple comes
-    back, so the solver's per-tuple precomputation is reused across steps.
+    Cached by content (variants, pools, SLO, unavailable pools, floor), so a
+    spec parsed anew each reconcile still gets the same tuple back and the
+    solver's per-tuple precomputation is reused across steps.
     """
     gone = frozenset(unavailable)
     floor = spec.slo.min_accuracy if min_accuracy is None else min_accuracy
-    ck = (id(spec), gone, floor)
+    ck = (spec.variants, spec.node_pools, spec.slo.latency, gone, floor)
     hit = _CANDIDATES.get(ck)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
+    if hit is not None:
+        return hit
     result = _candidates(spec, gone, floor)
     if len(_CANDIDATES) > 256:
         _CANDIDATES.clear()
-    _CANDIDATES[ck] = (spec, result)
+    _CANDIDATES[ck] = result
     return result
 
 
-_CANDIDATES: dict[tuple[int, frozenset[str], float], tuple[ScaledModelSpec,
-                                                           tuple[Combo, ...]]] = {}
+_CANDIDATES: dict[tuple[Any, ...], tuple[Combo, ...]] = {}
 _DERIVED: dict[tuple[int, str], tuple[Sequence[Combo], tuple[Combo, ...]]] = {}
 
 

@@ -113,7 +113,7 @@ def stalled_pools(
     startup_seconds: Mapping[str, float],
     now: float,
     factor: float = 2.0,
-    floor_seconds: float = 120.0,
+    floor_seconds: float = 30.0,
 ) -> set[str]:
     """Pools whose Deployments cannot get their replicas Ready.
 

@@ -108,6 +108,9 @@ class Reconciler:
     # Pools found unable to host replicas, per ScaledModel: pool -> until when avoided.
     _pools_down: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
     pool_cooldown_seconds: float = 600.0
+    # A pool counts as stalled once a Deployment there stayed unavailable for
+    # 2 x its startupSeconds, and at least this long (``--pool-stall-seconds``).
+    pool_stall_floor_seconds: float = 120.0
     # The status this operator last wrote, per ScaledModel uid. The operator is the
     # only writer of status, so this is never older than the status in a (possibly
     # queued, stale) event body; decisions always see the state they last persisted.
@@ -261,7 +264,9 @@ class Reconciler:
         """Pools seen stalled recently (kept ``pool_cooldown_seconds`` to avoid flapping)."""
         startup = {p.name: p.startup_seconds for p in spec.node_pools}
         memory = self._pools_down.setdefault(uid, {})
-        for pool in st.stalled_pools(owned, startup, now):
+        stalled = st.stalled_pools(owned, startup, now,
+                                   floor_seconds=self.pool_stall_floor_seconds)
+        for pool in stalled:
             memory[pool] = now + self.pool_cooldown_seconds
         for pool, until in list(memory.items()):
             if until <= now or pool not in startup:

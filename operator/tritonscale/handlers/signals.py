@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tritonscale.adapters.prometheus import PrometheusSignals
@@ -29,6 +31,9 @@ from tritonscale.core.types import Observation
 log = logging.getLogger(__name__)
 
 PodLister = Callable[[str, str], list[dict[str, Any]]]
+
+# Errors of PrometheusSignals that mean the server itself is unreachable.
+TRANSPORT_ERRORS = ("timeout", "cannot connect", "bad answer")
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -48,10 +53,21 @@ class SpecSignalSource:
         list_pods: PodLister | None = None,
         prometheus_factory: Callable[[PrometheusSource], Any] = PrometheusSignals.from_source,
         scraper_factory: Callable[[str, str], Any] = MetricsScraper,
+        breaker_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        scrape_workers: int = 8,
     ) -> None:
         self._list_pods = list_pods
         self._prometheus_factory = prometheus_factory
         self._scraper_factory = scraper_factory
+        # After a transport failure (Prometheus down or unreachable), answer "unknown"
+        # without querying for this long: one dead server must not stall every
+        # ScaledModel's reconcile for a timeout each.
+        self.breaker_seconds = breaker_seconds
+        self._clock = clock
+        self._open_until: dict[PrometheusSource, tuple[float, str]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=scrape_workers,
+                                        thread_name_prefix="triton-scrape")
         self._prom: dict[PrometheusSource, Any] = {}
         # (namespace, ScaledModel) -> pod uid -> MetricsScraper
         self._scrapers: dict[tuple[str, str], dict[str, Any]] = {}
@@ -72,11 +88,19 @@ class SpecSignalSource:
     def _prometheus(
         self, namespace: str, spec: ScaledModelSpec, cfg: PrometheusSource
     ) -> Observation:
+        now = self._clock()
         with self._lock:
+            until, why = self._open_until.get(cfg, (0.0, ""))
+            if now < until:
+                return Observation(rps=None, error=f"{why} (not retried for "
+                                   f"{until - now:.0f} s)")
             client = self._prom.get(cfg)
             if client is None:
                 client = self._prom[cfg] = self._prometheus_factory(cfg)
         sig: Signals = client.signals(namespace, spec.model.name, spec.slo.latency.percentile)
+        if sig.error.startswith(TRANSPORT_ERRORS):
+            with self._lock:
+                self._open_until[cfg] = (self._clock() + self.breaker_seconds, sig.error)
         return to_observation(sig)
 
     def _triton(self, namespace: str, name: str, spec: ScaledModelSpec) -> Observation:
@@ -99,13 +123,20 @@ class SpecSignalSource:
             close = getattr(sc, "close", None)
             if callable(close):
                 close()
-        groups: dict[GroupKey, list[Signals]] = {}
+        keys: list[GroupKey] = []
+        scrapers: list[Any] = []
         for pod in pods:
             meta = pod.get("metadata") or {}
             labels = meta.get("labels") or {}
-            uid = str(meta.get("uid") or meta.get("name"))
-            key = GroupKey(str(labels.get(LABEL_VARIANT, "")), str(labels.get(LABEL_POOL, "")))
-            groups.setdefault(key, []).append(live[uid].signals(pct))
+            keys.append(
+                GroupKey(str(labels.get(LABEL_VARIANT, "")), str(labels.get(LABEL_POOL, "")))
+            )
+            scrapers.append(live[str(meta.get("uid") or meta.get("name"))])
+        # Pods are scraped in parallel: a few unreachable ones cost one timeout, not n.
+        results = list(self._pool.map(lambda sc: sc.signals(pct), scrapers))
+        groups: dict[GroupKey, list[Signals]] = {}
+        for key, sig in zip(keys, results, strict=True):
+            groups.setdefault(key, []).append(sig)
         if not groups:
             return Observation(rps=None, error="triton: no Ready Triton pods to scrape")
         return to_observation(aggregate_groups(groups, pct))

@@ -34,6 +34,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,7 +89,8 @@ class TritonscalePolicy:
             unavailable_pools=view.unavailable_pools(),
         )
         d = decide(self.spec, obs, self.state, view.now)
-        self.state = d.state
+        # The operator persists the state as JSON in status between steps: so do we.
+        self.state = json.loads(json.dumps(d.state))
         self.last_reason = d.reason
         self.decisions += 1
         return d.replicas()

@@ -1,0 +1,252 @@
+"""Invalid ScaledModels are rejected by the real API server, naming the field.
+
+What a user sees: ``kubectl apply -f bad.yaml`` fails and says which field is
+wrong and why. Schema violations (enum, range, pattern, type, required) and every
+CEL rule (``x-kubernetes-validations``) of the installed CRD are covered; the CEL
+cases are generated from the CRD itself, so a new rule without a broken manifest
+here fails the suite.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+from tests.e2e.operator import CRD_FILE, deep, load_example, to_yaml
+from tests.k8s import Cluster
+
+pytestmark = pytest.mark.e2e
+
+Manifest = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def bad_ns(cluster: Cluster, chart_release: Any) -> Iterator[str]:
+    """A namespace for the module (nothing is ever created in it); CRD installed."""
+    name = f"invalid-{secrets.token_hex(3)}"
+    cluster.create_namespace(name)
+    yield name
+    cluster.delete_namespace(name)
+
+
+def _valid(ns: str) -> Manifest:
+    return load_example(namespace=ns, name="bad")
+
+
+def _apply(cluster: Cluster, manifest: Manifest) -> tuple[int, str]:
+    res = cluster.kubectl("apply", "-f", "-", input=to_yaml(manifest), check=False)
+    return res.returncode, res.stdout + res.stderr
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def test_the_unbroken_example_is_accepted(cluster: Cluster, bad_ns: str) -> None:
+    """Control: the base manifest every case breaks is valid (server-side dry run)."""
+    res = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=to_yaml(_valid(bad_ns)), check=False
+    )
+    assert res.returncode == 0, res.stderr
+
+
+# -- schema: enum, range, pattern, type, required ---------------------------------------
+
+
+def _set(path: str, value: Any) -> Callable[[Manifest], None]:
+    """A mutation setting ``spec.a.b[0].c`` (dots and [i]) to ``value``; ``...`` deletes."""
+    parts = [int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path)]
+
+    def mutate(m: Manifest) -> None:
+        obj: Any = m
+        for p in parts[:-1]:
+            if isinstance(p, str) and p not in obj:
+                obj[p] = {}
+            obj = obj[p]
+        if value is ...:
+            del obj[parts[-1]]
+        else:
+            obj[parts[-1]] = value
+
+    return mutate
+
+
+SCHEMA_CASES: list[tuple[str, Callable[[Manifest], None], str, str]] = [
+    # (id, mutation, field named in the error, what the server says about it)
+    ("enum-precision", _set("spec.variants[0].precision", "fp4"),
+     "spec.variants[0].precision", 'Unsupported value: "fp4"'),
+    ("enum-capacity-type", _set("spec.nodePools[0].capacityType", "preemptible"),
+     "spec.nodePools[0].capacityType", 'Unsupported value: "preemptible"'),
+    ("enum-metrics-source", _set("spec.metrics.source", "statsd"),
+     "spec.metrics.source", 'Unsupported value: "statsd"'),
+    ("range-accuracy", _set("spec.variants[1].accuracy", 1.5),
+     "spec.variants[1].accuracy", "should be less than or equal to 1"),
+    ("range-percentile-exclusive", _set("spec.slo.latency.percentile", 100),
+     "spec.slo.latency.percentile", "should be less than 100"),
+    ("range-target-positive", _set("spec.slo.latency.targetMs", 0),
+     "spec.slo.latency.targetMs", "should be greater than 0"),
+    ("range-gpus-per-replica", _set("spec.nodePools[2].gpusPerReplica", 17),
+     "spec.nodePools[2].gpusPerReplica", "should be less than or equal to 16"),
+    ("range-negative-price", _set("spec.nodePools[0].pricePerHour", -1),
+     "spec.nodePools[0].pricePerHour", "should be greater than or equal to 0"),
+    ("required-target", _set("spec.slo.latency.targetMs", ...),
+     "spec.slo.latency.targetMs", "Required value"),
+    ("required-node-pools", _set("spec.nodePools", ...), "spec.nodePools", "Required value"),
+    ("required-model-repository", _set("spec.model.repository", ...),
+     "spec.model.repository", "Required value"),
+    ("pattern-variant-name", _set("spec.variants[0].name", "FP16"),
+     "spec.variants[0].name", "should match"),
+    ("pattern-prometheus-url", _set("spec.metrics.prometheus.url", "prometheus:9090"),
+     "spec.metrics.prometheus.url", "should match '^https?://'"),
+    ("type-max-replicas", _set("spec.scaling.maxReplicas", "many"),
+     "spec.scaling.maxReplicas", "must be of type integer"),
+    ("too-many-variants", lambda m: m["spec"]["variants"].extend(
+        dict(deep(m["spec"]["variants"][0]), name=f"v{i}") for i in range(15)),
+     "spec.variants", "must have at most 16 items"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "says"),
+    [pytest.param(m, f, s, id=i) for i, m, f, s in SCHEMA_CASES],
+)
+def test_schema_violation_is_rejected_naming_the_field(
+    cluster: Cluster, bad_ns: str, mutate: Callable[[Manifest], None], field: str, says: str
+) -> None:
+    manifest = _valid(bad_ns)
+    mutate(manifest)
+    rc, out = _apply(cluster, manifest)
+    assert rc != 0, f"accepted:\n{to_yaml(manifest)}"
+    assert 'The ScaledModel "bad" is invalid' in out, out
+    assert field in out and says in out, out
+
+
+# -- every CEL rule of the CRD ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    schema_path: str  # where the rule sits, e.g. "spec.variants[]"
+    rule: str
+    message: str
+    field_path: str
+    reason: str
+
+    @property
+    def id(self) -> str:
+        head = self.message.split(":", 1)[0]
+        return f"{head}:{self.rule[:40]}"
+
+
+def crd_rules() -> list[Rule]:
+    """Every ``x-kubernetes-validations`` entry of the CRD, with where it sits."""
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    (version,) = crd["spec"]["versions"]
+    out: list[Rule] = []
+
+    def walk(schema: dict[str, Any], path: str) -> None:
+        for v in schema.get("x-kubernetes-validations") or ():
+            out.append(Rule(path, _norm(v["rule"]), _norm(v["message"]),
+                            v.get("fieldPath", ""), v.get("reason", "FieldValueInvalid")))
+        for name, sub in (schema.get("properties") or {}).items():
+            walk(sub, f"{path}.{name}" if path else name)
+        if isinstance(schema.get("items"), dict):
+            walk(schema["items"], f"{path}[]")
+
+    walk(version["schema"]["openAPIV3Schema"], "")
+    return out
+
+
+def _dup_variant(m: Manifest) -> None:
+    m["spec"]["variants"].append(dict(deep(m["spec"]["variants"][0])))
+
+
+def _dup_pool(m: Manifest) -> None:
+    m["spec"]["nodePools"].append(dict(deep(m["spec"]["nodePools"][0])))
+
+
+def _only_l4(m: Manifest) -> None:
+    # fp16 has profiles for T4 and A100 only: with just the L4 pool it cannot run.
+    m["spec"]["nodePools"] = [p for p in m["spec"]["nodePools"] if p["name"] == "l4-spot"]
+    m["spec"]["scaling"]["minReplicas"] = 1
+
+
+def _safe_plan(variant: str, pool: str) -> Callable[[Manifest], None]:
+    return _set("spec.scaling.safePlan", [{"variant": variant, "pool": pool, "replicas": 1}])
+
+
+def _many(m: Manifest) -> None:
+    m["spec"]["scaling"].update(minReplicas=100, maxReplicas=200)  # pools allow 8+8+6+4
+
+
+def _min_over_max(m: Manifest) -> None:
+    m["spec"]["scaling"].update(minReplicas=5, maxReplicas=3)
+
+
+def _prometheus_without_config(m: Manifest) -> None:
+    m["spec"]["metrics"] = {"source": "prometheus"}
+
+
+# A broken manifest per CEL rule, keyed by the start of the rule's message, with the
+# field path the error must name.
+CEL_BREAKERS: dict[str, tuple[Callable[[Manifest], None], str]] = {
+    "metadata.name: must be at most 20": (
+        _set("metadata.name", "a-name-of-twenty-five-ch"), "metadata.name"),
+    "spec.variants[].profiles: every variant needs a profile": (_only_l4, "spec.variants"),
+    "spec.slo.minAccuracy: no variant meets": (
+        _set("spec.slo.minAccuracy", 0.99), "spec.slo.minAccuracy"),
+    "spec.variants[].name: variant names must be unique": (_dup_variant, "spec.variants"),
+    "spec.nodePools[].name: node pool names must be unique": (_dup_pool, "spec.nodePools"),
+    "spec.scaling.safePlan[].variant: must name one of": (
+        _safe_plan("nope", "t4-spot"), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan[].pool: must name one of": (
+        _safe_plan("int8", "nope"), "spec.scaling.safePlan"),
+    "spec.scaling.minReplicas: exceeds the sum": (_many, "spec.scaling.minReplicas"),
+    "spec.variants[].configName: set either repository or configName": (
+        _set("spec.variants[0].repository", "s3://models/other"),
+        "spec.variants[0].configName"),
+    "spec.variants[].profiles[].batches[].size: must be <= maxBatchSize": (
+        _set("spec.variants[0].profiles[0].maxBatchSize", 16),
+        "spec.variants[0].profiles[0].batches"),
+    "spec.variants[].profiles[].batches: latencyMs must not decrease": (
+        _set("spec.variants[0].profiles[0].batches[1].latencyMs", 1.0),
+        "spec.variants[0].profiles[0].batches"),
+    "spec.scaling.minReplicas: must be <= spec.scaling.maxReplicas": (
+        _min_over_max, "spec.scaling.minReplicas"),
+    "spec.metrics.prometheus: is required when source is prometheus": (
+        _prometheus_without_config, "spec.metrics.prometheus"),
+}
+
+RULES = crd_rules()
+
+
+def test_the_crd_has_the_rules_this_module_knows() -> None:
+    assert len(RULES) >= 13
+    unknown = [r.message for r in RULES
+               if not any(r.message.startswith(k) for k in CEL_BREAKERS)]
+    stale = [k for k in CEL_BREAKERS if not any(r.message.startswith(k) for r in RULES)]
+    assert not unknown, f"CEL rules without a broken manifest here: {unknown}"
+    assert not stale, f"broken manifests for rules the CRD no longer has: {stale}"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r.id for r in RULES])
+def test_cel_rule_rejects_with_its_message(cluster: Cluster, bad_ns: str, rule: Rule) -> None:
+    (mutate, field), = [v for k, v in CEL_BREAKERS.items() if rule.message.startswith(k)]
+    manifest = _valid(bad_ns)
+    mutate(manifest)
+    rc, out = _apply(cluster, manifest)
+    assert rc != 0, f"accepted despite rule {rule.rule!r}:\n{to_yaml(manifest)}"
+    text = _norm(out)
+    assert f'The ScaledModel "{manifest["metadata"]["name"]}" is invalid' in text, out
+    assert field in text, out
+    if rule.reason == "FieldValueDuplicate":
+        # kube-apiserver renders this reason as field.Duplicate(path, value), which
+        # carries no detail: the user sees "<field>: Duplicate value", not the message.
+        assert f"{field}: Duplicate value" in text, out
+    else:
+        assert rule.message in text, f"rule message {rule.message!r} not in:\n{out}"
