@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         gap = args.steady_seconds / max(1, args.updates + 1)
         for k in range(args.updates):
             time.sleep(gap)
-            ns, name = names[(k * 7919) % len(names)]
+            ns, name = names[(k * 7919) % len(names)]  # distinct models (7919 is prime)
             started = time.monotonic()
             obj = api.patch_namespaced_custom_object(
                 GROUP,
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                 ns,
                 PLURAL,
                 name,
-                {"spec": {"scaling": {"maxReplicas": 3 + (k % 2)}}},
+                {"spec": {"scaling": {"maxReplicas": 3}}},  # from 4: a real spec change
             )
             watcher.expect(f"{ns}/{name}", int(obj["metadata"]["generation"]), started, "update")
         rest = t_steady0 + args.steady_seconds - time.monotonic()
