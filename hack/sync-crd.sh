@@ -23,5 +23,6 @@ if [ "${1:-}" = "--check" ]; then
   exit $rc
 fi
 cp "$src" "$dst"
+cp "$src" operator/tritonscale/data/scaledmodel.yaml
 "$py" hack/gen-crd-docs.py "$src" "$doc"
 echo "sync-crd: $dst and $doc refreshed from $src" >&2

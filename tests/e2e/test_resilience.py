@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.operator import (
     LABEL_SM,
     DeploymentWatch,
@@ -192,6 +193,15 @@ def _replanned_away(cluster: Cluster, ns: str, op: OperatorProcess, lost: str,
     assert any(e["reason"] == "DeletedDeployment" and f"{SM}-int8-{lost}" in e["message"]
                for e in events), [e["message"] for e in events]
     assert f"{SM}-int8-{now_on}" in watch.names_seen()
+    # The operator's /metrics tells the same story.
+    samples = [(x.name, x.labels, x.value) for f in text_string_to_metric_families(op.metrics())
+               for x in f.samples]
+    sm_labels = {"namespace": ns, "scaledmodel": SM}
+    assert any(n == "tritonscale_decisions_total" and lb.get("reason") == "Replaced"
+               and sm_labels.items() <= lb.items() and v >= 1 for n, lb, v in samples)
+    desired = {lb["pool"]: v for n, lb, v in samples
+               if n == "tritonscale_desired_replicas" and sm_labels.items() <= lb.items()}
+    assert desired == {now_on: 1}, desired  # the lost pool's series is gone
     op.check_alive()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tritonscale.core.correction import (
@@ -74,3 +75,63 @@ def test_corrected_spec_scales_profile_latency_pessimistically_per_accelerator()
     assert spec.variant("int8").profile_for("L4") == SPEC.variant("int8").profile_for("L4")
     assert spec.variant("fp16") == SPEC.variant("fp16")
     assert corrected_spec(SPEC, {}) is SPEC
+
+
+def _live_obs(rps: float, factor_vs_model: float, mix: dict[tuple[str, str], int]) -> Observation:
+    """Every placement reports ``factor_vs_model`` x what the uncorrected model predicts."""
+    from tritonscale.core.perf import predict_replica
+
+    total = sum(mix.values())
+    per_rps = {k: rps * n / total for k, n in mix.items()}
+    per_lat = {}
+    for (v, p), n in mix.items():
+        prof = SPEC.variant(v).profile_for(SPEC.pool(p).accelerator)
+        assert prof is not None
+        pred = predict_replica(prof, per_rps[(v, p)] / n, SPEC.slo.latency.percentile)
+        per_lat[(v, p)] = pred.latency_ms * factor_vs_model
+    return Observation(
+        rps=rps,
+        latency_ms=max(per_lat.values()),
+        current=tuple(PlacementState(v, p, n, n) for (v, p), n in mix.items()),
+        per_placement_rps=per_rps,
+        per_placement_latency_ms=per_lat,
+    )
+
+
+def test_decide_learns_per_placement_factor_persists_it_and_plans_with_it() -> None:
+    import json
+
+    from tritonscale.core.autoscale import decide
+
+    state = None
+    now = 0.0
+    d = decide(SPEC, Observation(rps=None), state, now)
+    rps = 3000.0
+    for _ in range(40):
+        mix = d.replicas()
+        now += 15.0
+        # Round-trip through JSON as the operator does through status.
+        state = json.loads(json.dumps(dict(d.state)))
+        d = decide(SPEC, _live_obs(rps, 2.0, mix), state, now)
+    cf = d.state["cf"]
+    # The factor was learnt for what ran, and moved towards 2 (bounded EWMA).
+    assert cf and all(1.5 < f <= 2.0 + 1e-9 for f in cf.values()), cf
+    # The learnt factor survives a restart (state from status) and is used:
+    # planning the same load with the corrected profiles needs at least as much
+    # capacity as planning it with the raw profiles.
+    learnt = decide(SPEC, _live_obs(rps, 2.0, d.replicas()), json.loads(json.dumps(dict(d.state))),
+                    now + 15.0)
+    assert learnt.state["cf"] == pytest.approx(cf, rel=0.2)
+    corrected = corrected_spec(SPEC, cf)
+    assert corrected != SPEC
+    assert learnt.predicted_latency_ms is not None
+
+
+def test_decide_ignores_malformed_factors_in_state() -> None:
+    from tritonscale.core.autoscale import decide
+
+    d = decide(SPEC, Observation(rps=None), None, 0.0)
+    st = dict(d.state)
+    st["cf"] = {"int8/t4-spot": "x", "fp16/t4-spot": float("nan"), "a": -1, "b": True}
+    out = decide(SPEC, Observation(rps=100.0, current=()), st, 15.0)
+    assert out.state.get("cf", {}) == {}

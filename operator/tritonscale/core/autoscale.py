@@ -49,12 +49,14 @@ constraint with the mix it was computed for.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
+from tritonscale.core.correction import corrected_spec, update_factors
+from tritonscale.core.perf import predict_replica
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.stabilize import (
     as_state_mix,
@@ -332,6 +334,16 @@ def decide(
             corr = max(1.0, corr * 0.98)
     st["c"] = round(corr, 4)
 
+    # 3b. Per-(variant, pool) profile correction: observed latency of each
+    # placement vs the uncorrected model at the load it received; bounded,
+    # persisted in state ("cf"), applied to the profiles the planner sees.
+    factors = update_factors(_factors(st.get("cf")), obs, _predictor(spec))
+    if factors:
+        st["cf"] = {k: round(v, 4) for k, v in factors.items()}
+    else:
+        st.pop("cf", None)
+    spec = corrected_spec(spec, factors)
+
     # 4. Load stabilisation.
     rec = max(predicted, rps) * (1.0 + sc.headroom) * corr
     prev_l = st.get("L")
@@ -441,6 +453,36 @@ def decide(
             "step_limited": tr.step_limited,
         },
     )
+
+
+def _factors(raw: Any) -> dict[str, float]:
+    """Correction factors from state, ignoring anything malformed."""
+    if not isinstance(raw, Mapping):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in raw.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    }
+
+
+def _predictor(
+    spec: ScaledModelSpec,
+) -> Callable[[str, str, float, int], tuple[float, float] | None]:
+    """The uncorrected model's (percentile latency, utilisation) for a placement."""
+    pct = spec.slo.latency.percentile
+
+    def predict(variant: str, pool: str, rps: float, replicas: int) -> tuple[float, float] | None:
+        try:
+            prof = spec.variant(variant).profile_for(spec.pool(pool).accelerator)
+        except KeyError:
+            return None
+        if prof is None or replicas <= 0:
+            return None
+        pt = predict_replica(prof, rps / replicas, pct)
+        return pt.latency_ms, pt.utilisation
+
+    return predict
 
 
 def _unknown(

@@ -104,6 +104,32 @@ def _mean_batch(lam: float, s: float, d: float) -> float:
     return n + math.exp(-n) * (1.0 + lam * d) + extra
 
 
+def _fixed_point_batch(profile: Profile, lam: float, d_eff: float, big_b: float) -> float:
+    """The batcher's fixed point b = clamp(mean batch given S(b), 1, B).
+
+    Plain iteration from b = 1 climbs monotonically to it but crawls near
+    saturation (the map's slope approaches 1), so every third step is an
+    Aitken (Steffensen) extrapolation, kept inside [1, B]; the result is checked
+    against one more plain step.
+    """
+
+    def g(x: float) -> float:
+        return min(big_b, max(_mean_batch(lam, batch_latency_ms(profile, x), d_eff), 1.0))
+
+    b = 1.0
+    for _ in range(100):
+        b1 = g(b)
+        if abs(b1 - b) < 1e-7:
+            return b1
+        b2 = g(b1)
+        if abs(b2 - b1) < 1e-7:
+            return b2
+        den = b2 - 2.0 * b1 + b
+        nb = b - (b1 - b) ** 2 / den if abs(den) > 1e-12 else b2
+        b = nb if 1.0 <= nb <= big_b and math.isfinite(nb) else b2
+    return b
+
+
 def predict_replica(profile: Profile, rps: float, percentile: float) -> PerfPoint:
     """Predict one replica's latency percentile at ``rps`` requests/second."""
     big_b = float(profile.max_batch_size)
@@ -115,13 +141,7 @@ def predict_replica(profile: Profile, rps: float, percentile: float) -> PerfPoin
         s1 = batch_latency_ms(profile, 1.0)
         return PerfPoint(0.0, 1.0, max(s1, d), 0.0, 0.0, d + s1)
     d_eff = min(d, (big_b - 1.0) / lam) if big_b > 1 else 0.0
-    b = 1.0
-    for _ in range(60):
-        nb = min(big_b, max(_mean_batch(lam, batch_latency_ms(profile, b), d_eff), 1.0))
-        if abs(nb - b) < 1e-6:
-            b = nb
-            break
-        b = nb
+    b = _fixed_point_batch(profile, lam, d_eff, big_b)
     s_b = batch_latency_ms(profile, b)
     cycle = max(s_b, d_eff)
     busy = min(1.0, lam * s_b / b)
