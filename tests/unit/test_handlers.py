@@ -600,3 +600,32 @@ def test_status_cache_dropped_after_failed_write(kube: FakeKube, r: Reconciler) 
     assert r._status == {}
     r.reconcile(body(kube))
     assert status(kube)["observedGeneration"] == 2
+
+
+def test_timer_handler_skips_ticks_that_are_not_due(
+    kube: FakeKube, r: Reconciler, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """on_tick asks ``due`` first: a tick before intervalSeconds neither copies the
+    body nor reconciles (at 2,000 models most ticks are such no-ops)."""
+    import logging
+
+    import kopf
+
+    from tritonscale.handlers import lifecycle
+
+    memo = kopf.Memo(reconciler=r)
+    log = logging.getLogger("test")
+    lifecycle.on_tick(body=body(kube), memo=memo, logger=log)
+    assert kube.deployment_names() == ["resnet50-int8-t4-spot"]
+    copies: list[Any] = []
+    real_plain = lifecycle.plain
+    monkeypatch.setattr(lifecycle, "plain", lambda obj: copies.append(1) or real_plain(obj))
+    kube.reset_calls()
+    clock.t += 5
+    assert not r.due(body(kube))
+    lifecycle.on_tick(body=body(kube), memo=memo, logger=log)
+    assert copies == [] and kube.calls == []
+    clock.t += 11
+    assert r.due(body(kube))
+    lifecycle.on_tick(body=body(kube), memo=memo, logger=log)
+    assert copies and kube.calls

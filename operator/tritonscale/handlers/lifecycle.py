@@ -141,9 +141,12 @@ def on_resume(
 def on_tick(
     body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
 ) -> None:
+    reconciler = _reconciler(memo)
+    if not reconciler.due(body):
+        return  # most ticks: no copy of the body, no work (2,000 models: ~270 a second)
     meta = body.get("metadata") or {}
     try:
-        _reconciler(memo).tick(
+        reconciler.tick(
             plain(body),
             _indexed(deployments_by_model, str(meta.get("namespace")), str(meta.get("name"))),
         )
