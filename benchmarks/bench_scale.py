@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"== bench_scale: {args.count} ScaledModels, {args.namespaces} namespaces, "
             f"interval {args.interval:g} s, operator tick {args.tick_seconds:g} s ==",
-            f"pods Running (KWOK): {pods}; unreconciled after the burst: {unfinished}",
+            f"pods (KWOK): {pods}; not yet reconciled at the end: {unfinished}",
             f"burst:  created in {t_created - t_burst:6.1f} s, all observed in "
             f"{t_burst_done - t_burst:6.1f} s",
             f"  create -> observedGeneration   p50 {ms(percentile(burst_lat, 50))}  "
