@@ -10,7 +10,11 @@ Importing this module registers the handlers in Kopf's default registry;
 - events of owned Deployments: refresh ready counts and finish make-before-break
   transitions as soon as replacements become Ready.
 - delete: nothing to clean up in the cluster (ownerReferences + garbage
-  collection); forget in-memory state. ``optional=True``: no finalizer.
+  collection); forget in-memory state. ``optional=True`` would mean no finalizer,
+  but Kopf adds its finalizer anyway to every object that has a timer
+  (nolar/kopf#1074), so deleting a ScaledModel while the operator is down waits
+  for it to come back (docs/quickstart.md, "Deleting while the operator is down").
+  Replacing the per-object timer by one operator-wide loop would remove it.
 """
 
 from __future__ import annotations
