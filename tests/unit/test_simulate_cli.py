@@ -61,3 +61,23 @@ def test_bad_trace_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     p.write_text("nope\n1\n")
     assert main(["simulate", "--spec", SPEC, "--trace", str(p)]) == 2
     assert "timestamp_s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--baseline-variant", "fp16", "--baseline-pool", "l4-spot"],
+         "variant 'fp16' has no profile for node pool 'l4-spot'"),
+        (["--baseline-variant", "nope"], "unknown variant 'nope'"),
+    ],
+)
+@pytest.mark.parametrize("policy", ["hpa", "kpa"])
+def test_bad_baseline_choice_is_a_clean_error(
+    plain_trace: Path, capsys: pytest.CaptureFixture[str], policy: str,
+    flags: list[str], needle: str,
+) -> None:
+    code = main(["simulate", "--spec", SPEC, "--trace", str(plain_trace), "--policy", policy,
+                 *flags])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"policy {policy}" in err and needle in err, err

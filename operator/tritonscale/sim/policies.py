@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 from tritonscale.core import perf
 from tritonscale.core import planner as pl
 from tritonscale.core.autoscale import decide
-from tritonscale.core.spec import NodePool, ScaledModelSpec, Variant
+from tritonscale.core.spec import NodePool, Profile, ScaledModelSpec, Variant
 from tritonscale.core.types import Observation
 from tritonscale.sim.engine import Key, SimView
 
@@ -105,6 +105,31 @@ def default_deployment(spec: ScaledModelSpec) -> tuple[Variant, NodePool]:
         if od:
             return v, min(od, key=lambda p: p.price_per_hour)
     raise ValueError("no variant has a profile for any node pool")
+
+
+def single_deployment(
+    spec: ScaledModelSpec, variant: str | None = None, pool: str | None = None
+) -> tuple[Variant, NodePool, Profile]:
+    """The one (variant, pool) a baseline runs: the user's choice, else the default.
+
+    Raises ValueError (naming the choice) when the names are unknown or the variant
+    has no profile for the pool's accelerator."""
+    v0, p0 = default_deployment(spec)
+    try:
+        v = spec.variant(variant) if variant else v0
+    except KeyError:
+        raise ValueError(f"unknown variant {variant!r}") from None
+    try:
+        p = spec.pool(pool) if pool else p0
+    except KeyError:
+        raise ValueError(f"unknown node pool {pool!r}") from None
+    prof = v.profile_for(p.accelerator)
+    if prof is None:
+        raise ValueError(
+            f"variant {v.name!r} has no profile for node pool {p.name!r}'s accelerator "
+            f"{p.accelerator!r}"
+        )
+    return v, p, prof
 
 
 def replicas_for(
@@ -235,9 +260,7 @@ class HPAPolicy:
         variant: str | None = None,
         pool: str | None = None,
     ) -> None:
-        v0, p0 = default_deployment(spec)
-        self.variant = spec.variant(variant) if variant else v0
-        self.pool = spec.pool(pool) if pool else p0
+        self.variant, self.pool, self.profile = single_deployment(spec, variant, pool)
         self.key: Key = (self.variant.name, self.pool.name)
         self.cfg = cfg or HPAConfig(max_replicas=self.pool.max_replicas)
         self.spec = spec
@@ -245,9 +268,6 @@ class HPAPolicy:
         self.st = HPAState()
         self.start_rps = start_rps
         self.last_reason = ""
-        prof = self.variant.profile_for(self.pool.accelerator)
-        assert prof is not None
-        self.profile = prof
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
         if self.cfg.metric == "utilisation":
@@ -299,15 +319,11 @@ class KPAPolicy:
         variant: str | None = None,
         pool: str | None = None,
     ) -> None:
-        v0, p0 = default_deployment(spec)
-        self.variant = spec.variant(variant) if variant else v0
-        self.pool = spec.pool(pool) if pool else p0
+        self.variant, self.pool, prof = single_deployment(spec, variant, pool)
         self.key: Key = (self.variant.name, self.pool.name)
         self.cfg = cfg or KPAConfig(max_replicas=self.pool.max_replicas)
         self.spec = spec
         self.interval_s = self.cfg.tick_s
-        prof = self.variant.profile_for(self.pool.accelerator)
-        assert prof is not None
         # Concurrency of one replica serving target_utilisation x its SLO capacity
         # (Little's law with the median latency there).
         rate = self.cfg.target_utilisation * perf.capacity(prof, spec.slo.latency)
