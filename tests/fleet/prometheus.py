@@ -17,17 +17,10 @@ from tests.real.realservers import PrometheusServer
 class FileSDPrometheus(PrometheusServer):
     sd_file: Path = Path("targets.json")
 
-    def config(self) -> dict[str, object]:
-        return {
-            "global": {
-                "scrape_interval": "1s",
-                "evaluation_interval": "1s",
-                "scrape_timeout": "900ms",
-            },
-            "scrape_configs": [
-                {
-                    "job_name": "triton",
-                    "file_sd_configs": [{"files": [str(self.sd_file)], "refresh_interval": "1s"}],
-                }
-            ],
-        }
+    def scrape_configs(self) -> list[dict[str, object]]:
+        return [
+            {
+                "job_name": "triton",
+                "file_sd_configs": [{"files": [str(self.sd_file)], "refresh_interval": "1s"}],
+            }
+        ]

@@ -300,19 +300,20 @@ class PrometheusServer:
     def log_path(self) -> Path:
         return self.workdir / "prometheus.log"
 
-    def config(self) -> dict[str, object]:
+    def scrape_configs(self) -> list[dict[str, object]]:
         jobs: dict[str, list[dict[str, object]]] = {}
         for t in self.targets:
             jobs.setdefault(t.job, []).append({"targets": [t.address], "labels": dict(t.labels)})
+        return [{"job_name": job, "static_configs": cfgs} for job, cfgs in jobs.items()]
+
+    def config(self) -> dict[str, object]:
         return {
             "global": {
                 "scrape_interval": "1s",
                 "evaluation_interval": "1s",
                 "scrape_timeout": "900ms",
             },
-            "scrape_configs": [
-                {"job_name": job, "static_configs": cfgs} for job, cfgs in jobs.items()
-            ],
+            "scrape_configs": self.scrape_configs(),
         }
 
     def start(self, timeout: float = 60.0) -> PrometheusServer:
