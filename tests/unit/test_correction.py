@@ -113,7 +113,7 @@ def test_decide_learns_per_placement_factor_persists_it_and_plans_with_it() -> N
         # Round-trip through JSON as the operator does through status.
         state = json.loads(json.dumps(dict(d.state)))
         d = decide(SPEC, _live_obs(rps, 2.0, mix), state, now)
-    cf = d.state["cf"]
+    cf = d.state["correction"]
     # The factor was learnt for what ran, and moved towards 2 (bounded EWMA).
     assert cf and all(1.5 < f <= 2.0 + 1e-9 for f in cf.values()), cf
     # The learnt factor survives a restart (state from status) and is used:
@@ -121,17 +121,19 @@ def test_decide_learns_per_placement_factor_persists_it_and_plans_with_it() -> N
     # capacity as planning it with the raw profiles.
     learnt = decide(SPEC, _live_obs(rps, 2.0, d.replicas()), json.loads(json.dumps(dict(d.state))),
                     now + 15.0)
-    assert learnt.state["cf"] == pytest.approx(cf, rel=0.2)
+    assert learnt.state["correction"] == pytest.approx(cf, rel=0.2)
     corrected = corrected_spec(SPEC, cf)
     assert corrected != SPEC
     assert learnt.predicted_latency_ms is not None
 
 
-def test_decide_ignores_malformed_factors_in_state() -> None:
+def test_decide_resets_malformed_factors_in_state_and_says_so() -> None:
     from tritonscale.core.autoscale import decide
 
     d = decide(SPEC, Observation(rps=None), None, 0.0)
+    assert d.state_reset == ""
     st = dict(d.state)
-    st["cf"] = {"int8/t4-spot": "x", "fp16/t4-spot": float("nan"), "a": -1, "b": True}
+    st["correction"] = {"int8/t4-spot": "x", "fp16/t4-spot": float("nan"), "a": -1, "b": True}
     out = decide(SPEC, Observation(rps=100.0, current=()), st, 15.0)
-    assert out.state.get("cf", {}) == {}
+    assert out.state.get("correction", {}) == {}
+    assert "status.autoscaler.correction" in out.state_reset

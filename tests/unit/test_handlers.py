@@ -12,25 +12,17 @@ from fakes import FakeKube, load_example
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import autoscale
 from tritonscale.core.placement import initial_placement
-from tritonscale.core.spec import ScaledModelSpec, parse_manifest
+from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.types import Decision, Observation, Placement
-from tritonscale.handlers import reconcile as rec
 from tritonscale.handlers.reconcile import ReconcileError, Reconciler
 
 NS, NAME, UID = "ml", "resnet50", "uid-1"
 
-REAL_DECIDE = rec._decide
-
-
 def interim(spec: ScaledModelSpec, obs: Observation, state: Any, now: float) -> Decision:
+    """Reconcile mechanics are tested with the simple, predictable interim rule
+    (injected as the Reconciler's policy); the tests named ``test_planner_*`` use
+    the default policy, the real ``autoscale.decide``."""
     return initial_placement(spec, obs.unavailable_pools)
-
-
-@pytest.fixture(autouse=True)
-def _interim_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconcile mechanics are tested with the simple, predictable interim rule;
-    the tests named ``test_planner_*`` put the real ``autoscale.decide`` back."""
-    monkeypatch.setattr(rec, "_decide", interim)
 
 
 class Clock:
@@ -65,7 +57,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def r(kube: FakeKube, clock: Clock) -> Reconciler:
-    return Reconciler(kube=kube, clock=clock)
+    return Reconciler(kube=kube, clock=clock, policy=interim)
 
 
 def body(kube: FakeKube) -> dict[str, Any]:
@@ -90,12 +82,12 @@ def edit_spec(kube: FakeKube, fn: Any) -> None:
     obj["metadata"]["generation"] += 1
 
 
-def use_plan(monkeypatch: pytest.MonkeyPatch, *placements: Placement) -> None:
+def use_plan(r: Reconciler, *placements: Placement) -> None:
     def fake(spec: Any, obs: Any, state: Any, now: float) -> Decision:
         return Decision(placements=tuple(placements), reason="TestPlan",
                         message=f"plan {placements}", state={"step": 1})
 
-    monkeypatch.setattr(rec, "_decide", fake)
+    r.policy = fake
 
 
 def test_create_applies_service_and_deployment_and_status(kube: FakeKube, r: Reconciler) -> None:
@@ -179,61 +171,73 @@ def test_invalid_spec_sets_condition_and_writes_nothing(
     assert not r.reconcile(body(kube)).valid
 
 
-def test_make_before_break(kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch) -> None:
-    use_plan(monkeypatch, Placement("int8", "t4-spot", 2))
+def test_plan_applied_as_decided(kube: FakeKube, r: Reconciler) -> None:
+    """The policy alone decides what runs (make-before-break is decide's job,
+    see the ``test_planner_*`` tests): the reconciler applies the plan and removes
+    every Deployment the plan no longer has."""
+    use_plan(r, Placement("int8", "t4-spot", 2))
     r.reconcile(body(kube))
     kube.set_ready("resnet50-int8-t4-spot")
-    r.reconcile(body(kube), decide=False)
-    # The plan moves to L4: the new Deployment is created, the old one kept.
-    use_plan(monkeypatch, Placement("int8", "l4-spot", 2))
-    kube.reset_calls()
+    use_plan(r, Placement("int8", "t4-spot", 1), Placement("int8", "l4-spot", 2))
     out = r.reconcile(body(kube))
     assert out.created == ("resnet50-int8-l4-spot",) and out.deleted == ()
-    assert not out.settled
-    assert kube.deployment_names() == ["resnet50-int8-l4-spot", "resnet50-int8-t4-spot"]
-    assert kube.deployments[(NS, "resnet50-int8-t4-spot")]["spec"]["replicas"] == 2
-    assert cond(kube, "Ready")["reason"] == "Transitioning"
-    planned = {p["deployment"]: p["planned"] for p in status(kube)["placements"]}
-    assert planned == {"resnet50-int8-l4-spot": True, "resnet50-int8-t4-spot": False}
-    # One new replica ready is not enough: still kept.
-    kube.set_ready("resnet50-int8-l4-spot", 1)
-    kube.forbid("delete_deployment")
-    r.reconcile(body(kube), decide=False)
-    kube.allow_all()
-    assert "resnet50-int8-t4-spot" in kube.deployment_names()
-    # Both ready: the Deployment event refreshes and the old placement goes.
-    kube.set_ready("resnet50-int8-l4-spot", 2)
-    out2 = r.deployment_event(kube.deployments[(NS, "resnet50-int8-l4-spot")])
-    assert out2 is not None and out2.deleted == ("resnet50-int8-t4-spot",)
+    assert kube.deployments[(NS, "resnet50-int8-t4-spot")]["spec"]["replicas"] == 1
+    use_plan(r, Placement("int8", "l4-spot", 2))
+    out = r.reconcile(body(kube))
+    assert out.deleted == ("resnet50-int8-t4-spot",) and out.settled
     assert kube.deployment_names() == ["resnet50-int8-l4-spot"]
-    assert cond(kube, "Ready")["status"] == "True"
-    assert status(kube)["placement"] == "int8@l4-spot x2"
     assert "DeletedDeployment" in [e[1] for e in kube.events]
 
 
-def test_shrinking_placement_waits_for_replacement(
-    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+def test_planner_make_before_break(kube: FakeKube, clock: Clock) -> None:
+    signals = FixedSignals(Observation(rps=50.0, latency_ms=5.0))
+    r = Reconciler(kube=kube, signals=signals, clock=clock)
+    r.reconcile(body(kube))
+    (old,) = kube.deployment_names()
+    kube.set_ready(old)
+    pool = kube.deployments[(NS, old)]["metadata"]["labels"]["tritonscale.io/pool"]
+    # The pool is lost: decide moves the plan, the old Deployment is kept.
+    signals.obs = Observation(rps=50.0, latency_ms=5.0, unavailable_pools=frozenset({pool}))
+    clock.t += 15
+    out = r.reconcile(body(kube))
+    assert out.created and out.deleted == () and not out.settled
+    (new,) = out.created
+    assert kube.deployments[(NS, old)]["spec"]["replicas"] == 1
+    assert cond(kube, "Ready")["reason"] == "Transitioning"
+    planned = {p["deployment"]: p["planned"] for p in status(kube)["placements"]}
+    assert planned == {new: True, old: False}
+    # A Deployment event before the new replica is Ready changes nothing.
+    kube.forbid("delete_deployment")
+    r.deployment_event(kube.deployments[(NS, new)])
+    assert cond(kube, "Ready")["reason"] == "Transitioning"
+    clock.t += 15
+    r.reconcile(body(kube))
+    kube.allow_all()
+    assert old in kube.deployment_names()
+    # Ready: the next decision removes the old placement.
+    kube.set_ready(new)
+    clock.t += 15
+    out = r.reconcile(body(kube))
+    assert out.deleted == (old,) and out.settled
+    assert kube.deployment_names() == [new]
+    assert cond(kube, "Ready")["status"] == "True"
+
+
+def test_planner_removed_variant_kept_until_replacement_ready(
+    kube: FakeKube, clock: Clock
 ) -> None:
-    use_plan(monkeypatch, Placement("int8", "t4-spot", 4))
+    r = Reconciler(kube=kube, clock=clock)
     r.reconcile(body(kube))
     kube.set_ready("resnet50-int8-t4-spot")
-    use_plan(monkeypatch, Placement("int8", "t4-spot", 2), Placement("int8", "l4-spot", 2))
-    r.reconcile(body(kube))
-    assert kube.deployments[(NS, "resnet50-int8-t4-spot")]["spec"]["replicas"] == 4
-    kube.set_ready("resnet50-int8-l4-spot")
-    r.reconcile(body(kube), decide=False)
-    assert kube.deployments[(NS, "resnet50-int8-t4-spot")]["spec"]["replicas"] == 2
-
-
-def test_removed_variant_kept_until_replacement_ready(kube: FakeKube, r: Reconciler) -> None:
-    r.reconcile(body(kube))
-    kube.set_ready("resnet50-int8-t4-spot")
-    # The user drops the int8 variant: fp16 on t4-spot replaces it.
+    # The user drops the int8 variant: fp16 on t4-spot replaces it; the int8
+    # Deployment (no longer renderable) is left untouched until fp16 is Ready.
     edit_spec(kube, lambda s: s["variants"].pop(1))
+    clock.t += 15
     r.reconcile(body(kube))
     assert kube.deployment_names() == ["resnet50-fp16-t4-spot", "resnet50-int8-t4-spot"]
     kube.set_ready("resnet50-fp16-t4-spot")
-    r.reconcile(body(kube), decide=False)
+    clock.t += 15
+    r.reconcile(body(kube))
     assert kube.deployment_names() == ["resnet50-fp16-t4-spot"]
     assert status(kube)["observedGeneration"] == 2
 
@@ -277,7 +281,7 @@ def test_timer_respects_interval(kube: FakeKube, r: Reconciler, clock: Clock) ->
 
 def test_signals_feed_conditions(kube: FakeKube, clock: Clock) -> None:
     obs = Observation(rps=120.0, latency_ms=31.0)
-    r = Reconciler(kube=kube, signals=FixedSignals(obs), clock=clock)
+    r = Reconciler(kube=kube, signals=FixedSignals(obs), clock=clock, policy=interim)
     r.reconcile(body(kube))
     assert cond(kube, "SignalsAvailable")["status"] == "True"
     c = cond(kube, "SLOMet")
@@ -295,29 +299,44 @@ def test_decision_state_persisted_and_passed_back(
         return Decision(placements=(Placement("int8", "t4-spot", 1),), reason="X", message="m",
                         state={"n": len(seen)})
 
-    monkeypatch.setattr(rec, "_decide", fake)
+    r.policy = fake
     r.reconcile(body(kube))
     r.reconcile(body(kube))
     assert seen == [None, {"n": 1}]
     assert status(kube)["autoscaler"] == {"n": 2}
 
 
-def test_unsatisfiable_holds_and_says_why(
-    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_planner_unsatisfiable_holds_and_says_why(kube: FakeKube, clock: Clock) -> None:
+    signals = FixedSignals(Observation(rps=50.0, latency_ms=5.0))
+    r = Reconciler(kube=kube, signals=signals, clock=clock)
     r.reconcile(body(kube))
-
-    def infeasible(spec: Any, obs: Any, state: Any, now: float) -> Decision:
-        return Decision(placements=(), reason="NoFeasiblePlacement",
-                        message="no pool can hold p99 <= 25 ms", slo_feasible=False)
-
-    monkeypatch.setattr(rec, "_decide", infeasible)
+    (running,) = kube.deployment_names()
+    kube.set_ready(running)
+    # Every pool unavailable: nothing is feasible; decide holds what runs.
+    pools = frozenset(p["name"] for p in body(kube)["spec"]["nodePools"])
+    signals.obs = Observation(rps=50.0, latency_ms=5.0, unavailable_pools=pools)
+    clock.t += 15
     kube.forbid("delete_deployment")
-    r.reconcile(body(kube))
-    assert kube.deployment_names() == ["resnet50-int8-t4-spot"]
+    out = r.reconcile(body(kube))
+    assert out.decision is not None and out.decision.reason == "Infeasible"
+    assert kube.deployment_names() == [running]
     c = cond(kube, "Satisfiable")
-    assert c["status"] == "False" and "25 ms" in c["message"]
-    assert ("Warning", "NoFeasiblePlacement") in [(t, rsn) for t, rsn, _ in kube.events]
+    assert c["status"] == "False" and "holding what runs" in c["message"]
+    assert ("Warning", "Infeasible") in [(t, rsn) for t, rsn, _ in kube.events]
+
+
+def test_planner_invalid_state_resets_with_one_event(kube: FakeKube, clock: Clock) -> None:
+    """A tampered status.autoscaler neither crashes nor wedges the model."""
+    r = Reconciler(kube=kube, signals=FixedSignals(Observation(rps=50.0)), clock=clock)
+    kube.scaledmodels[(NS, NAME)]["status"] = {"autoscaler": {"w": [[1]], "c": 1e308}}
+    for _ in range(3):
+        out = r.reconcile(body(kube))
+        assert out.decision is not None and kube.deployment_names()
+        clock.t += 15
+    resets = [e for e in kube.events if e[1] == "AutoscalerStateReset"]
+    assert len(resets) == 1 and resets[0][0] == "Warning"
+    assert "status.autoscaler.loadWindow" in resets[0][2]
+    assert status(kube)["autoscaler"]["version"] == 2
 
 
 def test_over_budget_condition(kube: FakeKube, r: Reconciler) -> None:
@@ -385,7 +404,7 @@ def test_decision_state_keys_removed(
         return Decision(placements=(Placement("int8", "t4-spot", 1),), reason="X", message="m",
                         state=next(states))
 
-    monkeypatch.setattr(rec, "_decide", fake)
+    r.policy = fake
     r.reconcile(body(kube))
     r.reconcile(body(kube))
     assert status(kube)["autoscaler"] == {"nested": {"x": 3}}
@@ -420,9 +439,10 @@ def _stall(kube: FakeKube, name: str, since: str) -> None:
     ]
 
 
-def test_pool_loss_replans_elsewhere_make_before_break(
-    kube: FakeKube, r: Reconciler, clock: Clock
-) -> None:
+def test_pool_loss_replans_elsewhere(kube: FakeKube, r: Reconciler, clock: Clock) -> None:
+    """A stalled pool is reported to the policy as unavailable, for a cooldown.
+    (The interim policy moves at once; decide's make-before-break is tested in
+    test_planner_make_before_break.)"""
     clock.t = 1_700_000_000.0  # 2023-11-14T22:13:20Z
     edit_spec(kube, lambda s: s["scaling"].update(minReplicas=2))
     r.reconcile(body(kube))
@@ -434,10 +454,8 @@ def test_pool_loss_replans_elsewhere_make_before_break(
     clock.t += 100
     r.reconcile(body(kube))
     assert status(kube)["unavailablePools"] == ["t4-spot"]
-    assert kube.deployment_names() == ["resnet50-int8-l4-spot", "resnet50-int8-t4-spot"]
-    kube.set_ready("resnet50-int8-l4-spot")
-    r.reconcile(body(kube), decide=False)
     assert kube.deployment_names() == ["resnet50-int8-l4-spot"]
+    kube.set_ready("resnet50-int8-l4-spot")
     # No flapping back while the pool is in cooldown...
     clock.t += 60
     r.reconcile(body(kube))
@@ -478,7 +496,7 @@ def test_listeners_see_every_outcome(kube: FakeKube, clock: Clock) -> None:
     def broken(out: Any) -> None:
         raise RuntimeError("metrics exporter bug")
 
-    r = Reconciler(kube=kube, clock=clock, listeners=[seen.append, broken])
+    r = Reconciler(kube=kube, clock=clock, policy=interim, listeners=[seen.append, broken])
     out = r.reconcile(body(kube))
     assert seen == [out]
     assert out.namespace == NS and out.name == NAME and out.decision is not None
@@ -494,16 +512,12 @@ def test_listeners_see_every_outcome(kube: FakeKube, clock: Clock) -> None:
 # ------------------------------------------------------------- with the real planner
 
 
-def test_planner_is_plugged_in() -> None:
-    spec = parse_manifest(load_example("resnet50.yaml"))[2]
-    obs = Observation(rps=300.0, latency_ms=10.0)
-    assert REAL_DECIDE(spec, obs, None, 1000.0) == autoscale.decide(spec, obs, None, 1000.0)
+def test_planner_is_plugged_in(kube: FakeKube) -> None:
+    assert Reconciler(kube=kube).policy is autoscale.decide
 
 
-def test_planner_initial_plan_without_signals(
-    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(rec, "_decide", REAL_DECIDE)
+def test_planner_initial_plan_without_signals(kube: FakeKube, clock: Clock) -> None:
+    r = Reconciler(kube=kube, clock=clock)
     out = r.reconcile(body(kube))
     assert out.decision is not None and out.decision.reason == "InitialPlan"
     assert out.created and kube.services
@@ -513,9 +527,8 @@ def test_planner_initial_plan_without_signals(
 
 
 def test_planner_scales_with_load_and_keeps_old_until_ready(
-    kube: FakeKube, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    kube: FakeKube, clock: Clock
 ) -> None:
-    monkeypatch.setattr(rec, "_decide", REAL_DECIDE)
     signals = FixedSignals(Observation(rps=50.0, latency_ms=5.0))
     r = Reconciler(kube=kube, signals=signals, clock=clock)
     r.reconcile(body(kube))
@@ -578,7 +591,7 @@ def test_stale_event_bodies_do_not_rewind_state(
         return Decision(placements=(Placement("int8", "t4-spot", 1),), reason="X", message="m",
                         state={"n": len(seen)})
 
-    monkeypatch.setattr(rec, "_decide", fake)
+    r.policy = fake
     stale = body(kube)  # no status yet
     r.reconcile(stale)
     kube.reset_calls()

@@ -1,4 +1,4 @@
-"""Interim placement rule and make-before-break transitions (pure)."""
+"""Interim placement rule and the Deployment changes a decided plan asks for (pure)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from fakes import load_example
 
-from tritonscale.core.placement import initial_placement, plan_transition, summary
+from tritonscale.core.placement import changes, initial_placement, summary
 from tritonscale.core.spec import parse_spec
 from tritonscale.core.types import Placement, PlacementState
 
@@ -65,37 +65,22 @@ def st(v: str, p: str, desired: int, ready: int) -> PlacementState:
     return PlacementState(v, p, desired, ready)
 
 
-def test_transition_fresh_create() -> None:
-    tr = plan_transition([Placement("a", "p", 2)], [])
-    assert tr.apply == (Placement("a", "p", 2),) and tr.delete == () and tr.settled
+def test_changes_apply_the_plan_as_decided() -> None:
+    spec = _spec()
+    v, p = spec.variants[0].name, spec.node_pools[0].name
+    ch = changes(spec, [Placement(v, p, 2)], [])
+    assert ch.apply == (Placement(v, p, 2),) and ch.keep == () and ch.delete == ()
 
 
-def test_transition_keeps_old_until_new_ready() -> None:
-    plan = [Placement("b", "q", 2)]
-    tr = plan_transition(plan, [st("a", "p", 2, 2), st("b", "q", 2, 1)])
-    assert tr.keep == (Placement("a", "p", 2),) and tr.delete == () and not tr.settled
-    tr2 = plan_transition(plan, [st("a", "p", 2, 2), st("b", "q", 2, 2)])
-    assert tr2.delete == (("a", "p"),) and tr2.settled
-
-
-def test_transition_old_without_ready_replicas_goes_now() -> None:
-    tr = plan_transition([Placement("b", "q", 2)], [st("a", "p", 2, 0)])
-    assert tr.delete == (("a", "p"),) and tr.keep == ()
-
-
-def test_transition_pure_scale_down_is_immediate() -> None:
-    tr = plan_transition([Placement("a", "p", 1)], [st("a", "p", 3, 3)])
-    assert tr.apply == (Placement("a", "p", 1),) and tr.settled
-
-
-def test_transition_shrink_waits_when_capacity_moves() -> None:
-    plan = [Placement("a", "p", 1), Placement("b", "q", 2)]
-    tr = plan_transition(plan, [st("a", "p", 3, 3)])
-    assert Placement("a", "p", 3) in tr.apply and not tr.settled
-    tr2 = plan_transition(plan, [st("a", "p", 3, 3), st("b", "q", 2, 2)])
-    assert Placement("a", "p", 1) in tr2.apply and tr2.settled
-
-
-def test_transition_scale_to_zero() -> None:
-    tr = plan_transition([], [st("a", "p", 2, 2)])
-    assert tr.delete == (("a", "p"),)
+def test_changes_delete_what_left_the_plan_and_keep_what_left_the_spec() -> None:
+    spec = _spec()
+    v, p = spec.variants[0].name, spec.node_pools[0].name
+    current = [st(v, p, 1, 1), st("gone", p, 2, 2), st(v, "old-pool", 1, 1)]
+    # The policy holds "gone" (its variant left the spec) until the new replicas are
+    # Ready: it cannot be rendered, so it is left untouched; old-pool left the plan.
+    ch = changes(spec, [Placement(v, p, 3), Placement("gone", p, 2)], current)
+    assert ch.apply == (Placement(v, p, 3),)
+    assert ch.keep == (Placement("gone", p, 2),)
+    assert ch.delete == ((v, "old-pool"),)
+    # Scale to zero: everything goes.
+    assert set(changes(spec, [], current).delete) == {("gone", p), (v, p), (v, "old-pool")}

@@ -10,7 +10,7 @@ from typing import Any
 from tritonscale.core.autoscale import decide
 from tritonscale.core.spec import ScaledModelSpec, Scaling
 from tritonscale.core.stabilize import stabilize_load, transition
-from tritonscale.core.types import Decision, Observation, PlacementState
+from tritonscale.core.types import Decision, Observation, Placement, PlacementState
 
 SpecFactory = Callable[..., ScaledModelSpec]
 
@@ -145,7 +145,7 @@ def test_safe_plan_after_failure_threshold_never_below_current(make_spec: SpecFa
     assert ds[3].reason == "SafePlan" and ds[4].reason == "SafePlan"
     # Safe plan merged with current: small@t4-spot stays at 3 (not 1), big@t4-od added.
     assert ds[3].replicas() == {("small", "t4-spot"): 3, ("big", "t4-od"): 2}
-    assert ds[5].state["fail"] == 0  # signals back: failures reset
+    assert ds[5].state["failures"] == 0  # signals back: failures reset
 
 
 def test_first_call_with_unknown_signals_is_min_replicas_on_cheapest(
@@ -202,11 +202,18 @@ def test_unknown_signals_move_replicas_that_cannot_be_held(resnet: ScaledModelSp
                        unavailable_pools=frozenset({"t4-spot"}))
     d = decide(resnet, lost, first.state, clock.tick())
     assert d.reason == "Replaced"
-    assert d.replicas() == {("int8", "l4-spot"): 1}
+    assert d.target == (Placement("int8", "l4-spot", 1),)
+    # Make-before-break (in decide, the one transition): the Ready replica stays
+    # until its replacement is Ready.
+    assert d.replicas() == {("int8", "l4-spot"): 1, ("int8", "t4-spot"): 1}
     # Next step, while the old replica still drains: the replacement is kept, not added to.
     draining = replace(lost, current=(*cur, _ps(("int8", "l4-spot"), 1, 0)))
     again = decide(resnet, draining, d.state, clock.tick())
-    assert again.replicas() == {("int8", "l4-spot"): 1}
+    assert again.replicas() == {("int8", "l4-spot"): 1, ("int8", "t4-spot"): 1}
+    # The replacement is Ready: the old replica goes.
+    ready = replace(lost, current=(*cur, _ps(("int8", "l4-spot"), 1, 1)))
+    assert decide(resnet, ready, again.state, clock.tick()).replicas() == {
+        ("int8", "l4-spot"): 1}
     # Once only the replacement runs, it is simply held.
     settled = Observation(rps=None, error="none", current=(_ps(("int8", "l4-spot"), 1, 1),),
                           unavailable_pools=frozenset({"t4-spot"}))
@@ -219,14 +226,16 @@ def test_unknown_signals_move_replicas_that_cannot_be_held(resnet: ScaledModelSp
     d = decide(strict, Observation(rps=None, error="none", current=cur), first.state,
                clock.tick())
     assert d.reason == "Replaced"
-    assert d.replicas() == {("fp16", "t4-spot"): 1}
+    assert d.target == (Placement("fp16", "t4-spot", 1),)
 
     # The pool is removed from the spec.
     fewer = replace(resnet, node_pools=tuple(p for p in resnet.node_pools
                                              if p.name != "t4-spot"))
     d = decide(fewer, Observation(rps=None, error="none", current=cur), first.state,
                clock.tick())
-    assert d.replicas() == {("int8", "l4-spot"): 1}
+    assert d.target == (Placement("int8", "l4-spot", 1),)
+    # Held as it runs (the operator leaves a placement outside the spec untouched).
+    assert d.replicas() == {("int8", "l4-spot"): 1, ("int8", "t4-spot"): 1}
 
 
 def test_scale_to_zero_only_after_idle_seconds(make_spec: SpecFactory) -> None:
@@ -264,7 +273,7 @@ def test_unknown_signals_settle_once_the_failure_threshold_is_reached(
     spec = make_spec(scaling={"failureThreshold": 3})
     clock = FakeClock()
     ds = _run(spec, [4000.0] * 2 + [None] * 8, clock)
-    assert [d.state["fail"] for d in ds[2:]] == [1, 2, 3, 3, 3, 3, 3, 3]
+    assert [d.state["failures"] for d in ds[2:]] == [1, 2, 3, 3, 3, 3, 3, 3]
     last = [st.decision_status(d, 0.0) for d in ds[5:]]
     assert all(st.same_decision(last[0], x) for x in last[1:])
     assert all(d.state == ds[5].state for d in ds[5:])

@@ -1,24 +1,35 @@
 """The autoscaling policy: one pure step, shared by the operator, ``plan`` and ``simulate``.
 
-``decide(spec, obs, state, now) -> Decision`` runs, in order:
+``decide(spec, obs, state, now) -> Decision`` is the whole policy: the operator
+applies ``Decision.placements`` as they are (and removes every other Deployment
+it owns), so every rule below runs identically in ``plan`` and ``simulate``.
+In order:
 
-1. **Signals.** ``obs.rps`` unknown (None/NaN/Inf or ``obs.error``): hold the
-   current desired replicas (never scale down) with reason ``HeldUnknownSignals``;
-   after ``scaling.failureThreshold`` consecutive failures apply
-   ``scaling.safePlan`` merged with the current replicas (per pair, the larger
-   count: never below current) with reason ``SafePlan``. With nothing deployed and
-   no previous plan, the initial plan is ``max(1, minReplicas)`` replicas of
-   the cheapest combo (reason ``InitialPlan``). Replicas that cannot be held
-   (their pool is unavailable or left the spec, their variant left the spec or is
-   below ``minAccuracy``) move to the cheapest usable combos, same total (reason
-   ``Replaced``).
+0. **Inputs.** ``state`` is read through :func:`.state.decode` (versioned,
+   validated; invalid fields are reset and ``Decision.state_reset`` says which,
+   so the operator emits one ``AutoscalerStateReset`` event). Signals outside
+   their physical range are unknown: ``rps`` not finite, negative or above
+   :data:`.state.MAX_RPS`; latencies not finite, negative or above
+   :data:`.state.MAX_LATENCY_MS`.
+1. **Signals.** ``obs.rps`` unknown (None/NaN/Inf/out of range or ``obs.error``):
+   hold the current desired replicas (never scale down) with reason
+   ``HeldUnknownSignals``; after ``scaling.failureThreshold`` consecutive failures
+   apply ``scaling.safePlan`` merged with the current replicas (per pair, the
+   larger count: never below current) with reason ``SafePlan``. With nothing
+   deployed and no previous plan, the initial plan is ``max(1, minReplicas)``
+   replicas of the cheapest combo (reason ``InitialPlan``). Replicas that cannot be
+   held (their pool is unavailable or left the spec, their variant left the spec
+   or is below ``minAccuracy``) move to the cheapest usable combos, same total
+   (reason ``Replaced``).
 2. **Forecast** (:mod:`.forecast`) over the time new capacity needs to become
    Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
    of all available pools before there is one) plus one interval.
 3. **Online correction**: when every replica is Ready and the observed latency
    percentile exceeds the target, a load multiplier ``c`` grows (up to 2x) so the
    planner adds capacity the perf model did not predict; it decays back to 1
-   while observations stay below 80% of target.
+   while observations stay below 80% of target. Per (variant, pool), the
+   observed latency against the model's prediction scales that profile
+   (:mod:`.correction`).
 4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
    max(forecast, current) x (1 + headroom) x c goes through HPA-like windows.
 5. **Planner** (:mod:`.planner`) with spot protection at the current load x c.
@@ -30,27 +41,25 @@
    dollar above the accuracy floor (reason ``Degraded``). It climbs back one rung
    only after the rung above has been feasible for ``recoverySeconds``
    continuously. With no plan meeting the SLO at all (pool limits): best effort,
-   reason ``Infeasible``.
-6. **Transition** (:func:`.stabilize.transition`): step limits and make-before-break.
+   reason ``Infeasible``; with no usable combo at all, what runs is held.
+6. **Transition** (:func:`.stabilize.transition`, the only one): step limits and
+   make-before-break, on every path: a Ready replica the target drops stays
+   until the target's replicas are Ready. Placements whose variant or pool left
+   the spec are only ever held as they run, never grown.
 
 Reasons: ``InitialPlan``, ``ScaledUp``, ``ScaledDown``, ``Held``, ``Transitioning``,
 ``HeldUnknownSignals``, ``Replaced``, ``SafePlan``, ``Degraded``, ``OverBudget``, ``Infeasible``.
 
-State (``Decision.state``; JSON-able, a few hundred bytes): ``v`` version,
-``f`` forecast state, ``w`` load window ``[[t, rps], ...]``, ``L`` last stabilised
-load, ``wo``/``Lo`` the same for the current load that spot protection must
-hold, ``c`` correction multiplier, ``lvl`` ladder rung, ``rec`` time since the rung
-above has been feasible (or None), ``fail`` consecutive signal failures, ``p``
-last target mix ``[[variant, pool, replicas], ...]``, ``idle`` time since the
-rate has been 0 (scale-to-zero through ``idleSeconds``), ``bc`` the last binding
-constraint with the mix it was computed for.
+State: :class:`.state.AutoscalerState` (its JSON layout is documented in
+:mod:`.state`); ``Decision.state`` is its JSON encoding, ``Decision.target``
+the mix being moved to.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tritonscale.core import forecast as fc
@@ -60,16 +69,22 @@ from tritonscale.core.perf import predict_replica
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.stabilize import (
     as_state_mix,
-    from_state_mix,
     merge_floor,
     stabilize_load,
     transition,
 )
+from tritonscale.core.state import (
+    MAX_LATENCY_MS,
+    MAX_LOAD_CORRECTION,
+    MAX_RPS,
+    AutoscalerState,
+    decode,
+    encode,
+)
 from tritonscale.core.types import Decision, Observation, Placement, finite_or_none
 
 Key = tuple[str, str]
-STATE_VERSION = 1
-MAX_CORRECTION = 2.0
+MAX_CORRECTION = MAX_LOAD_CORRECTION
 OD_WINDOW_SECONDS = 60.0
 LADDER_RUNGS = ("normal", "no headroom", "current load", "best effort within budget")
 
@@ -157,15 +172,10 @@ def _feasible_level(
 def _explain(
     spec: ScaledModelSpec,
     planned: _Planned,
-    final: Mapping[Key, int],
     load: float,
-    st: dict[str, Any] | None = None,
-) -> tuple[str, float, float | None, str, str]:
-    """Message, predicted latency, runner-up cost and text, binding constraint.
-
-    The binding constraint takes a few relaxed re-solves; with ``st`` it is
-    reused while the target mix, rung and candidate set stay the same.
-    """
+    binding: str,
+) -> tuple[str, float, float | None, str]:
+    """Message (without its final period), predicted latency, runner-up cost and text."""
     plan = planned.plan
     slo = spec.slo.latency
     lat = pl.predicted_latency_ms(plan, planned.combos, load, slo.percentile)
@@ -175,16 +185,6 @@ def _explain(
         ru = pl.runner_up(planned.combos, planned.request, plan) if plan.total else None
     ru_text = pl.describe(ru) if ru is not None else ""
     ru_cost = ru.cost_per_hour if ru is not None else None
-    binding = planned.binding
-    if not binding:
-        sig = f"{pl.describe(plan)}|{planned.level}|{len(planned.combos)}"
-        cached = st.get("bc") if st is not None else None
-        if isinstance(cached, list) and len(cached) == 2 and cached[0] == sig:
-            binding = str(cached[1])
-        else:
-            binding = pl.binding_constraint(spec, planned.combos, planned.request, plan)
-            if st is not None:
-                st["bc"] = [sig, binding]
     lat_txt = "inf" if math.isinf(lat) else f"{lat:.1f}"
     msg = (
         f"{pl.describe(plan)} at ${plan.cost_per_hour:.2f}/h for {load:.0f} rps: predicted "
@@ -192,9 +192,7 @@ def _explain(
         f"binding: {binding}"
     )
     msg += f"; runner-up {ru_text} at ${ru_cost:.2f}/h" if ru is not None else "; no runner-up"
-    if dict(final) != dict(plan.counts):
-        msg += f"; this step: {_mix_text(final)}"
-    return msg + ".", lat, ru_cost, ru_text, binding
+    return msg, lat, ru_cost, ru_text
 
 
 def _mix_text(mix: Mapping[Key, int]) -> str:
@@ -247,7 +245,11 @@ def plan_once(spec: ScaledModelSpec, rps: float) -> Decision:
         min_replicas(spec, rps, None, 0.0),
     )
     mix = dict(planned.plan.counts)
-    msg, lat, ru_cost, ru_text, binding = _explain(spec, planned, mix, load)
+    binding = planned.binding or pl.binding_constraint(
+        spec, planned.combos, planned.request, planned.plan
+    )
+    msg, lat, ru_cost, ru_text = _explain(spec, planned, load, binding)
+    msg += "."
     reason = _outcome_reason(spec, planned) or "Planned"
     return Decision(
         placements=_placements(mix),
@@ -293,133 +295,99 @@ def _outcome_reason(spec: ScaledModelSpec, planned: _Planned) -> str | None:
     return None
 
 
+def _signal(x: float | None, hi: float) -> float | None:
+    """A signal within its physical range, else unknown (``None``)."""
+    f = finite_or_none(x)
+    return f if f is not None and 0.0 <= f <= hi else None
+
+
+def _sanitized(obs: Observation) -> tuple[Observation, float | None, str | None]:
+    """The observation with out-of-range signals made unknown; (obs, rps, why unknown)."""
+    lat = _signal(obs.latency_ms, MAX_LATENCY_MS)
+    per_rps = {k: v for k, v in obs.per_placement_rps.items()
+               if _signal(v, MAX_RPS) is not None}
+    per_lat = {k: v for k, v in obs.per_placement_latency_ms.items()
+               if _signal(v, MAX_LATENCY_MS) is not None}
+    current = tuple(
+        p if p.desired >= 0 and p.ready >= 0 else replace(p, desired=max(0, p.desired),
+                                                          ready=max(0, p.ready))
+        for p in obs.current
+    )
+    clean = replace(obs, latency_ms=lat, per_placement_rps=per_rps,
+                    per_placement_latency_ms=per_lat, current=current)
+    if obs.error is not None:
+        return clean, None, obs.error
+    rps = _signal(obs.rps, MAX_RPS)
+    why = None
+    if rps is None:
+        raw = finite_or_none(obs.rps)
+        why = (
+            "request rate unknown" if raw is None
+            else f"request rate {raw:.4g} rps outside [0, {MAX_RPS:g}]"
+        )
+    return clean, rps, why
+
+
 def decide(
     spec: ScaledModelSpec,
     obs: Observation,
-    state: Mapping[str, Any] | None,
+    state: AutoscalerState | Mapping[str, Any] | None,
     now: float,
 ) -> Decision:
-    """One autoscaling step (see the module docstring)."""
-    st: dict[str, Any] = dict(state or {})
-    st["v"] = STATE_VERSION
+    """One autoscaling step (see the module docstring).
+
+    ``state`` is the previous ``Decision.state`` (the JSON persisted in status,
+    any version, untrusted) or an :class:`AutoscalerState`; ``None`` on the
+    first step. Never raises on bad state or signals: an invalid state is
+    reset (``Decision.state_reset`` says what), out-of-range signals are unknown.
+    """
+    problems: tuple[str, ...] = ()
+    if isinstance(state, AutoscalerState):
+        prev = state
+    else:
+        decoded = decode(state, now=now, max_replicas=spec.scaling.max_replicas)
+        prev, problems = decoded.state, decoded.problems
+    obs, rps, why = _sanitized(obs)
+    if rps is None:
+        step = _unknown(spec, obs, prev, state is None, why or "request rate unknown")
+    else:
+        step = _known(spec, obs, prev, rps, now)
+    return _finish(spec, obs, step, "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What a path of :func:`decide` chose before the transition."""
+
+    target: dict[Key, int]
+    state: AutoscalerState
+    reason: str | None  # None: derive from the transition (ScaledUp, Held, ...)
+    message: str
+    details: dict[str, Any]
+    cost_per_hour: float | None = None  # of the target, when the path priced it
+    predicted_latency_ms: float | None = None
+    slo_feasible: bool = True
+    binding: str = ""
+    runner_up: str = ""
+    runner_up_cost: float | None = None
+    explain: Callable[[Mapping[Key, int]], str] | None = None
+
+
+def _finish(spec: ScaledModelSpec, obs: Observation, step: _Step, reset: str) -> Decision:
+    """The one transition (step limits, make-before-break) from the target to this step."""
     sc = spec.scaling
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
-    ready_total = sum(p.ready for p in obs.current)
-    desired_total = sum(p.desired for p in obs.current)
-    rps = finite_or_none(obs.rps) if obs.error is None else None
-    if rps is not None and rps < 0:
-        rps = None
-
-    if rps is None:
-        return _unknown(spec, obs, st, cur, state is None)
-    st["fail"] = 0
-
-    # 2. Forecast.
-    unavailable = frozenset(obs.unavailable_pools)
-    fstate = fc.update(st.get("f"), rps, now)
-    st["f"] = {k: round(v, 6) for k, v in fstate.items()}
-    horizon = horizon_seconds(
-        spec, unavailable, frozenset(p for _, p in from_state_mix(st.get("p")))
-    )
-    predicted = fc.forecast(fstate, horizon)
-
-    # 3. Online correction from the observed percentile.
-    corr = float(st.get("c", 1.0)) if isinstance(st.get("c", 1.0), (int, float)) else 1.0
-    lat = finite_or_none(obs.latency_ms)
-    target = spec.slo.latency.target_ms
-    if lat is not None and desired_total > 0 and ready_total >= desired_total:
-        if lat > target:
-            corr = min(MAX_CORRECTION, corr * (1.0 + 0.5 * min(1.0, lat / target - 1.0)))
-        elif lat < 0.8 * target:
-            corr = max(1.0, corr * 0.98)
-    st["c"] = round(corr, 4)
-
-    # 3b. Per-(variant, pool) profile correction: observed latency of each
-    # placement vs the uncorrected model at the load it received; bounded,
-    # persisted in state ("cf"), applied to the profiles the planner sees.
-    factors = update_factors(_factors(st.get("cf")), obs, _predictor(spec))
-    if factors:
-        st["cf"] = {k: round(v, 4) for k, v in factors.items()}
-    else:
-        st.pop("cf", None)
-    spec = corrected_spec(spec, factors)
-
-    # 4. Load stabilisation.
-    rec = max(predicted, rps) * (1.0 + sc.headroom) * corr
-    prev_l = st.get("L")
-    load, window = stabilize_load(
-        st.get("w"),
-        float(prev_l) if isinstance(prev_l, (int, float)) else None,
-        rec,
-        now,
-        sc.scale_up_stabilization_seconds,
-        sc.scale_down_stabilization_seconds,
-    )
-    st["w"] = [[t, round(v, 3)] for t, v in window]
-    st["L"] = round(load, 3)
-
-    # 5. Plan, with the degradation ladder when priority is cost.
-    combos = pl.candidates(spec, unavailable)
-    idle = st.get("idle")
-    if rps > 0:
-        idle = None
-    elif not isinstance(idle, (int, float)):
-        idle = now
-    st["idle"] = idle
-    min_eff = min_replicas(spec, rps, idle, now)
-    scale = load / rec if rec > 0 else 1.0
-    loads = (
-        load,
-        max(predicted, rps) * corr * max(1.0, scale),
-        rps * corr,
-    )
-    # Spot protection holds the *current* load (replacing lost spot capacity takes
-    # a startup anyway); a short window keeps the on-demand part from flapping.
-    prev_od = st.get("Lo")
-    od_load, od_window = stabilize_load(
-        st.get("wo"),
-        float(prev_od) if isinstance(prev_od, (int, float)) else None,
-        rps * corr,
-        now,
-        sc.scale_up_stabilization_seconds,
-        min(sc.scale_down_stabilization_seconds, OD_WINDOW_SECONDS),
-    )
-    st["wo"] = [[t, round(v, 3)] for t, v in od_window]
-    st["Lo"] = round(od_load, 3)
-    if min_eff == 0:
-        # Idle for idleSeconds with minReplicas 0: scale to zero.
-        loads = (0.0, 0.0, 0.0)
-        od_load = 0.0
-    level = int(st.get("lvl", 0)) if isinstance(st.get("lvl", 0), int) else 0
-    if spec.slo.priority == "cost":
-        feasible_level = _feasible_level(spec, combos, loads, od_load, min_eff)
-        if feasible_level > level:
-            level = feasible_level
-            st["rec"] = None
-        elif feasible_level < level:
-            since = st.get("rec")
-            if not isinstance(since, (int, float)):
-                st["rec"] = now
-            elif now - float(since) >= sc.recovery_seconds:
-                level -= 1
-                st["rec"] = now if feasible_level < level else None
-        else:
-            st["rec"] = None
-    else:
-        level = 0
-        st["rec"] = None
-    st["lvl"] = level
-    planned = _plan_ladder(spec, combos, loads, od_load, level, min_eff)
-    target_mix = dict(planned.plan.counts)
-    st["p"] = as_state_mix(target_mix)
-
-    # 6. Transition.
-    tr = transition(target_mix, obs.current, sc)
-    final = tr.desired
-    msg, lat_pred, ru_cost, ru_text, binding = _explain(
-        spec, planned, final, planned.request.load_rps, st
-    )
-    reason = _outcome_reason(spec, planned)
+    tr = transition(step.target, obs.current, sc)
+    known_v = {v.name for v in spec.variants}
+    known_p = {p.name for p in spec.node_pools}
+    final: dict[Key, int] = {}
+    for k, n in tr.desired.items():
+        if k[0] not in known_v or k[1] not in known_p:
+            # Left the spec: only ever held (as it runs) until its replacement is Ready.
+            n = min(n, cur.get(k, 0))
+        if n > 0:
+            final[k] = n
+    reason = step.reason
     if reason is None:
         if tr.held_for_readiness:
             reason = "Transitioning"
@@ -431,39 +399,170 @@ def decide(
             reason = "Transitioning"
         else:
             reason = "Held"
+    message = step.explain(final) if step.explain is not None else step.message
+    details = dict(step.details)
+    details["target"] = as_state_mix(step.target)
+    details["step_limited"] = tr.step_limited
     return Decision(
         placements=_placements(final),
         reason=reason,
-        message=msg,
-        predicted_latency_ms=None if math.isinf(lat_pred) else round(lat_pred, 3),
+        message=message,
+        predicted_latency_ms=step.predicted_latency_ms,
         cost_per_hour=_cost(spec, final),
+        slo_feasible=step.slo_feasible,
+        binding_constraint=step.binding,
+        runner_up=step.runner_up,
+        runner_up_cost_per_hour=step.runner_up_cost,
+        state=encode(step.state),
+        details=details,
+        target=_placements(step.target),
+        state_reset=reset,
+    )
+
+
+def _known(
+    spec: ScaledModelSpec, obs: Observation, prev: AutoscalerState, rps: float, now: float
+) -> _Step:
+    sc = spec.scaling
+    cur = {p.key: p.desired for p in obs.current if p.desired > 0}
+    ready_total = sum(p.ready for p in obs.current)
+    desired_total = sum(p.desired for p in obs.current)
+
+    # 2. Forecast.
+    unavailable = frozenset(obs.unavailable_pools)
+    fstate = fc.update(prev.forecast, rps, now)
+    horizon = horizon_seconds(spec, unavailable, frozenset(p for _, p in prev.target))
+    predicted = fc.forecast(fstate, horizon)
+
+    # 3. Online correction from the observed percentile.
+    corr = prev.load_correction
+    lat = obs.latency_ms
+    target = spec.slo.latency.target_ms
+    if lat is not None and desired_total > 0 and ready_total >= desired_total:
+        if lat > target:
+            corr = min(MAX_CORRECTION, corr * (1.0 + 0.5 * min(1.0, lat / target - 1.0)))
+        elif lat < 0.8 * target:
+            corr = max(1.0, corr * 0.98)
+    corr = round(corr, 4)
+
+    # 3b. Per-(variant, pool) profile correction: observed latency of each
+    # placement vs the uncorrected model at the load it received; bounded,
+    # persisted in state, applied to the profiles the planner sees.
+    factors = {k: round(v, 4) for k, v in
+               update_factors(prev.correction, obs, _predictor(spec)).items()}
+    spec_c = corrected_spec(spec, factors)
+
+    # 4. Load stabilisation.
+    rec = max(predicted, rps) * (1.0 + sc.headroom) * corr
+    load, window = stabilize_load(
+        prev.load_window, prev.load, rec, now,
+        sc.scale_up_stabilization_seconds, sc.scale_down_stabilization_seconds,
+    )
+
+    # 5. Plan, with the degradation ladder when priority is cost.
+    combos = pl.candidates(spec_c, unavailable)
+    idle = None if rps > 0 else (prev.idle_since if prev.idle_since is not None else now)
+    min_eff = min_replicas(spec, rps, idle, now)
+    scale = load / rec if rec > 0 else 1.0
+    loads = (
+        load,
+        max(predicted, rps) * corr * max(1.0, scale),
+        rps * corr,
+    )
+    # Spot protection holds the *current* load (replacing lost spot capacity takes
+    # a startup anyway); a short window keeps the on-demand part from flapping.
+    od_load, od_window = stabilize_load(
+        prev.od_window, prev.od_load, rps * corr, now,
+        sc.scale_up_stabilization_seconds,
+        min(sc.scale_down_stabilization_seconds, OD_WINDOW_SECONDS),
+    )
+    od_kept = od_load
+    if min_eff == 0:
+        # Idle for idleSeconds with minReplicas 0: scale to zero.
+        loads = (0.0, 0.0, 0.0)
+        od_load = 0.0
+    level = prev.level
+    since = prev.recovering_since
+    if spec_c.slo.priority == "cost":
+        feasible_level = _feasible_level(spec_c, combos, loads, od_load, min_eff)
+        if feasible_level > level:
+            level = feasible_level
+            since = None
+        elif feasible_level < level:
+            if since is None:
+                since = now
+            elif now - since >= sc.recovery_seconds:
+                level -= 1
+                since = now if feasible_level < level else None
+        else:
+            since = None
+    else:
+        level = 0
+        since = None
+    planned = _plan_ladder(spec_c, combos, loads, od_load, level, min_eff)
+    target_mix = dict(planned.plan.counts)
+    held = False
+    if not target_mix and cur and min_eff > 0:
+        # Nothing feasible at all (no usable combo): hold what runs, never tear it down.
+        target_mix = dict(cur)
+        held = True
+    sig = f"{pl.describe(planned.plan)}|{planned.level}|{len(planned.combos)}"
+    binding = planned.binding
+    cached = prev.binding
+    if not binding:
+        if cached is not None and cached[0] == sig:
+            binding = cached[1]
+        else:
+            binding = pl.binding_constraint(spec_c, planned.combos, planned.request,
+                                            planned.plan)
+            cached = (sig, binding)
+    new_state = replace(
+        prev,
+        forecast={k: round(v, 6) for k, v in fstate.items()},
+        load_window=tuple((t, round(v, 3)) for t, v in window),
+        load=round(load, 3),
+        od_window=tuple((t, round(v, 3)) for t, v in od_window),
+        od_load=round(od_kept, 3),
+        correction=factors,
+        load_correction=corr,
+        level=level,
+        recovering_since=since,
+        failures=0,
+        target=target_mix,
+        idle_since=idle,
+        binding=cached,
+    )
+    msg, lat_pred, ru_cost, ru_text = _explain(spec_c, planned, planned.request.load_rps,
+                                               binding)
+    reason = _outcome_reason(spec_c, planned)
+
+    def explain(final: Mapping[Key, int]) -> str:
+        if held:
+            return msg + f"; nothing feasible: holding what runs, {_mix_text(final)}."
+        if dict(final) != dict(planned.plan.counts):
+            return msg + f"; this step: {_mix_text(final)}."
+        return msg + "."
+
+    return _Step(
+        target=target_mix,
+        state=new_state,
+        reason=reason,
+        message=msg,
+        explain=explain,
+        predicted_latency_ms=None if math.isinf(lat_pred) else round(lat_pred, 3),
         slo_feasible=planned.feasible,
-        binding_constraint=binding,
+        binding=binding,
         runner_up=ru_text,
-        runner_up_cost_per_hour=ru_cost,
-        state=st,
+        runner_up_cost=ru_cost,
         details={
             "rps": round(rps, 3),
             "forecast_rps": round(predicted, 3),
             "planning_load_rps": round(planned.request.load_rps, 3),
-            "correction": round(corr, 4),
+            "correction": corr,
             "level": level,
             "ladder": LADDER_RUNGS[level],
-            "target": as_state_mix(target_mix),
-            "step_limited": tr.step_limited,
         },
     )
-
-
-def _factors(raw: Any) -> dict[str, float]:
-    """Correction factors from state, ignoring anything malformed."""
-    if not isinstance(raw, Mapping):
-        return {}
-    return {
-        str(k): float(v)
-        for k, v in raw.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-    }
 
 
 def _predictor(
@@ -488,48 +587,56 @@ def _predictor(
 def _unknown(
     spec: ScaledModelSpec,
     obs: Observation,
-    st: dict[str, Any],
-    cur: dict[Key, int],
+    prev: AutoscalerState,
     first: bool,
-) -> Decision:
+    why: str,
+) -> _Step:
     sc = spec.scaling
-    fails = int(st.get("fail", 0)) + 1 if isinstance(st.get("fail", 0), int) else 1
     # Stop counting at the threshold: nothing depends on the count beyond it, and a
     # count growing every step rewrote the status of every blind ScaledModel every
     # interval (2,000 models on source none or with Prometheus down: ~130 writes/s).
-    fails = min(fails, max(1, sc.failure_threshold))
-    st["fail"] = fails
-    why = obs.error or "request rate unknown"
-    prev = from_state_mix(st.get("p"))
-    base = cur or prev
+    fails = min(prev.failures + 1, max(1, sc.failure_threshold))
+    details: dict[str, Any] = {"failures": fails}
+    cur = {p.key: p.desired for p in obs.current if p.desired > 0}
+    base = cur or dict(prev.target)
     combos = pl.candidates(spec, obs.unavailable_pools)
     usable = {(c.variant, c.pool) for c in combos}
     gone = {k: n for k, n in base.items() if k not in usable}
     if gone:
         # Holding is no option for replicas whose pool is unavailable or no longer in
         # the spec, or whose variant left the spec or fell below minAccuracy: replace
-        # them (make-before-break happens downstream), or keep a replacement decided
-        # at an earlier step.
-        return _replace_unusable(spec, st, combos, base, prev, gone, why)
+        # them (the transition keeps them until the replacement is Ready), or keep a
+        # replacement decided at an earlier step.
+        mix = _replacement(spec, combos, base, prev.target)
+        lost = ", ".join(f"{v}@{p}" for (v, p) in sorted(gone))
+        return _Step(
+            target=mix,
+            state=replace(prev, failures=fails, target=mix),
+            reason="Replaced",
+            message=(
+                f"Signals unknown ({why}); {lost} can no longer run (pool unavailable or "
+                f"removed, or variant not eligible): moving to {_mix_text(mix)} at "
+                f"${_cost(spec, mix):.2f}/h."
+            ),
+            slo_feasible=bool(mix),
+            details=details,
+        )
     if not base:
         # Nothing deployed and no plan yet: minReplicas on the cheapest combo.
-        combos = pl.candidates(spec, obs.unavailable_pools)
         req = pl.Request(0.0, 0.0, max(1, sc.min_replicas), max(1, sc.max_replicas), None)
         plan = pl.solve(combos, req) or pl.Plan((), 0.0, math.inf, math.inf)
         mix = dict(plan.counts)
         if fails >= sc.failure_threshold and sc.safe_plan:
             mix = merge_floor(mix, _safe(spec))
-        st["p"] = as_state_mix(mix)
-        return Decision(
-            placements=_placements(mix),
+        return _Step(
+            target=mix,
+            state=replace(prev, failures=fails, target=mix),
             reason="InitialPlan" if first or not sc.safe_plan else "SafePlan",
             message=(
                 f"Signals unknown ({why}); starting with {_mix_text(mix)} at "
                 f"${_cost(spec, mix):.2f}/h, the cheapest combo at minReplicas."
             ),
-            cost_per_hour=_cost(spec, mix),
-            state=st,
-            details={"failures": fails},
+            details=details,
         )
     if fails >= sc.failure_threshold and sc.safe_plan:
         mix = merge_floor(base, _safe(spec))
@@ -545,56 +652,37 @@ def _unknown(
             f"Signals unknown ({why}); holding {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h "
             f"(failure {fails} of {sc.failure_threshold})."
         )
-    return Decision(
-        placements=_placements(mix),
+    return _Step(
+        target=mix,
+        state=replace(prev, failures=fails, target=mix if mix else prev.target),
         reason=reason,
         message=msg,
-        cost_per_hour=_cost(spec, mix),
-        state=st,
-        details={"failures": fails},
+        details=details,
     )
 
 
-def _replace_unusable(
+def _replacement(
     spec: ScaledModelSpec,
-    st: dict[str, Any],
     combos: tuple[pl.Combo, ...],
     base: Mapping[Key, int],
     prev: Mapping[Key, int],
-    gone: Mapping[Key, int],
-    why: str,
-) -> Decision:
+) -> dict[Key, int]:
     """Signals unknown and part of the held mix cannot run: move it, same replica count."""
     usable = {(c.variant, c.pool) for c in combos}
     if prev and all(k in usable for k in prev):
-        mix = dict(prev)  # replaced at an earlier step; the old replicas are draining
-    else:
-        kept = {k: n for k, n in base.items() if k in usable}
-        want = max(1, spec.scaling.min_replicas, sum(base.values()))
-        want = min(want, max(1, spec.scaling.max_replicas))
-        need = max(0, want - sum(kept.values()))
-        mix = dict(kept)
-        if need:
-            req = pl.Request(0.0, 0.0, need, need, None)
-            plan = pl.solve(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
-                                                                            math.inf)
-            for k, n in plan.counts:
-                mix[k] = mix.get(k, 0) + n
-    st["p"] = as_state_mix(mix)
-    lost = ", ".join(f"{v}@{p}" for (v, p) in sorted(gone))
-    return Decision(
-        placements=_placements(mix),
-        reason="Replaced",
-        message=(
-            f"Signals unknown ({why}); {lost} can no longer run (pool unavailable or removed, "
-            f"or variant not eligible): moving to {_mix_text(mix)} at "
-            f"${_cost(spec, mix):.2f}/h."
-        ),
-        cost_per_hour=_cost(spec, mix),
-        slo_feasible=bool(mix),
-        state=st,
-        details={"failures": int(st.get("fail", 0) or 0)},
-    )
+        return dict(prev)  # replaced at an earlier step; the old replicas are draining
+    kept = {k: n for k, n in base.items() if k in usable}
+    want = max(1, spec.scaling.min_replicas, sum(base.values()))
+    want = min(want, max(1, spec.scaling.max_replicas))
+    need = max(0, want - sum(kept.values()))
+    mix = dict(kept)
+    if need:
+        req = pl.Request(0.0, 0.0, need, need, None)
+        plan = pl.solve(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
+                                                                        math.inf)
+        for k, n in plan.counts:
+            mix[k] = mix.get(k, 0) + n
+    return mix
 
 
 def _safe(spec: ScaledModelSpec) -> dict[Key, int]:

@@ -1,14 +1,13 @@
-"""Interim placement rule and make-before-break transitions (pure).
+"""Interim placement rule and the Deployment changes a plan asks for (pure).
 
 :func:`initial_placement` is the operator's stand-in until the planner's
 ``core.autoscale.decide`` lands: ``minReplicas`` of the cheapest variant that meets
 the accuracy floor, on the cheapest node pool that has a profile for it (spilling
 into the next cheapest pools when one pool's ``maxReplicas`` is too small).
 
-:func:`plan_transition` turns (plan, what exists) into what to apply and delete
-without ever dropping below the capacity the plan asks for: placements that left
-the plan, and replicas the plan moves elsewhere, are kept until the plan's own
-placements have enough ready replicas to cover its target.
+:func:`changes` turns (plan, what exists) into what to apply, keep and delete.
+The plan is applied as decided: make-before-break is the policy's job
+(:func:`tritonscale.core.stabilize.transition`, inside ``decide``).
 """
 
 from __future__ import annotations
@@ -100,52 +99,35 @@ def initial_placement(
 
 
 @dataclass(frozen=True)
-class Transition:
-    """What to do now to move towards ``plan`` make-before-break.
+class Changes:
+    """What the operator does to make the Deployments match a decided plan.
 
-    ``apply``: the plan's placements to render and apply (a placement the plan
-    shrinks keeps its current size while capacity moves elsewhere). ``keep``:
-    Deployments that left the plan, left untouched (their variant or pool may be
-    gone from the spec) until the plan is ready. ``delete``: Deployments to remove.
+    ``apply``: the plan's placements to render and apply. ``keep``: placements of
+    the plan whose variant or pool left the spec (the policy holds them as they run
+    until their replacement is Ready): left untouched, they cannot be rendered.
+    ``delete``: existing Deployments the plan no longer has. No policy here: the
+    decision (:func:`tritonscale.core.autoscale.decide`) already applied
+    make-before-break.
     """
 
     apply: tuple[Placement, ...]
     keep: tuple[Placement, ...]
     delete: tuple[tuple[str, str], ...]
-    # Ready replicas of the plan's own placements, and the plan's target.
-    ready: int
-    target: int
-    # True while anything is held above the plan (kept, or shrink postponed).
-    draining: bool
-
-    @property
-    def settled(self) -> bool:
-        return not self.draining
 
 
-def plan_transition(plan: Sequence[Placement], current: Sequence[PlacementState]) -> Transition:
-    desired = {p.key: p.replicas for p in plan if p.replicas > 0}
-    target = sum(desired.values())
-    now = {c.key: c for c in current}
-    ready = sum(min(c.ready, desired[c.key]) for c in current if c.key in desired)
-    covered = ready >= target
+def changes(
+    spec: ScaledModelSpec, plan: Sequence[Placement], current: Sequence[PlacementState]
+) -> Changes:
+    known_v = {v.name for v in spec.variants}
+    known_p = {p.name for p in spec.node_pools}
+    exists = {c.key for c in current if c.desired > 0 or c.ready > 0}
+    want = {p.key: p for p in plan if p.replicas > 0}
     apply: list[Placement] = []
     keep: list[Placement] = []
-    delete: list[tuple[str, str]] = []
-    draining = False
-    for key, n in sorted(desired.items()):
-        have = now.get(key)
-        if not covered and have is not None and have.desired > n and have.ready > 0:
-            apply.append(Placement(key[0], key[1], have.desired))
-            draining = True
-        else:
-            apply.append(Placement(key[0], key[1], n))
-    for key, c in sorted(now.items()):
-        if key in desired:
-            continue
-        if covered or c.ready <= 0:
-            delete.append(key)
-        else:
-            keep.append(Placement(key[0], key[1], c.desired))
-            draining = True
-    return Transition(tuple(apply), tuple(keep), tuple(delete), ready, target, draining)
+    for key, p in sorted(want.items()):
+        if p.variant in known_v and p.pool in known_p:
+            apply.append(p)
+        elif key in exists:
+            keep.append(p)
+    delete = tuple(sorted(k for k in {c.key for c in current} if k not in want))
+    return Changes(tuple(apply), tuple(keep), delete)

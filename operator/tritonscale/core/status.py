@@ -158,6 +158,22 @@ def placements_from_status(status: Mapping[str, Any] | None) -> tuple[Placement,
     return tuple(sorted(out))
 
 
+def target_from_status(status: Mapping[str, Any] | None) -> tuple[Placement, ...] | None:
+    """The mix the last decision was heading to (``lastDecision.details.target``)."""
+    last = (status or {}).get("lastDecision")
+    details = last.get("details") if isinstance(last, Mapping) else None
+    raw = details.get("target") if isinstance(details, Mapping) else None
+    if not isinstance(raw, list):
+        return None
+    out: list[Placement] = []
+    for item in raw:
+        if (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                and isinstance(item[1], str) and isinstance(item[2], int)
+                and not isinstance(item[2], bool) and item[2] > 0):
+            out.append(Placement(item[0], item[1], item[2]))
+    return tuple(sorted(out))
+
+
 def ready_summary(states: Sequence[PlacementState]) -> str:
     return f"{sum(s.ready for s in states)}/{sum(s.desired for s in states)}"
 

@@ -6,8 +6,9 @@ Pure: no I/O imports. These are the contract between layers:
   :class:`Observation` values;
 * :func:`tritonscale.core.autoscale.decide` turns
   (spec, observation, state, now) into a :class:`Decision`;
-* the operator renders ``Decision.placements`` into Deployments, and persists
-  ``Decision.state`` (a small JSON-able dict) in the resource's status.
+* the operator renders ``Decision.placements`` into Deployments (and removes
+  every Deployment that is not among them), and persists ``Decision.state``
+  (a small JSON-able dict, :mod:`tritonscale.core.state`) in the resource's status.
 """
 
 from __future__ import annotations
@@ -99,10 +100,18 @@ class Decision:
     binding_constraint: str = ""
     runner_up: str = ""
     runner_up_cost_per_hour: float | None = None
-    # Small JSON-serialisable controller state persisted in status between steps.
+    # Small JSON-serialisable controller state persisted in status between steps
+    # (:func:`tritonscale.core.state.encode`).
     state: Mapping[str, Any] = field(default_factory=dict)
     # Extra details for status.lastDecision (forecast, degradation level, ...).
     details: Mapping[str, Any] = field(default_factory=dict)
+    # The mix the policy is heading to; ``placements`` is this step towards it
+    # (make-before-break keeps old replicas until the new ones are Ready).
+    # ``None``: the placements are the target.
+    target: tuple[Placement, ...] | None = None
+    # Non-empty when the state read from status was invalid and reset: what was
+    # wrong (the operator emits one ``AutoscalerStateReset`` event with it).
+    state_reset: str = ""
 
     def replicas(self) -> dict[tuple[str, str], int]:
         return {p.key: p.replicas for p in self.placements if p.replicas > 0}

@@ -1,7 +1,8 @@
 """What the handlers need from the outside world, as small protocols.
 
-``KubeAPI`` is implemented by :class:`tritonscale.adapters.kube.KubeAdapter` (and by
-the recording fake in the tests); ``SignalSource`` by the Prometheus and Triton
+``Policy`` is :func:`tritonscale.core.autoscale.decide`; ``KubeAPI`` is implemented
+by :class:`tritonscale.adapters.kube.KubeAdapter` (and by the recording fake in the
+tests); ``SignalSource`` by the Prometheus and Triton
 adapters. Both raise or return plain values; neither knows about Kopf.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from tritonscale.core.spec import ScaledModelSpec
-from tritonscale.core.types import Observation
+from tritonscale.core.types import Decision, Observation
 
 
 class KubeAPI(Protocol):
@@ -28,6 +29,20 @@ class KubeAPI(Protocol):
     def event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None: ...
+
+
+class Policy(Protocol):
+    """The decision step: :func:`tritonscale.core.autoscale.decide` (the default).
+
+    ``state`` is ``status.autoscaler`` as last written (untrusted JSON, or None).
+    The operator applies ``Decision.placements`` as they are, so the policy alone
+    owns holding, make-before-break and which placements may exist.
+    """
+
+    def __call__(
+        self, spec: ScaledModelSpec, obs: Observation, state: Mapping[str, Any] | None,
+        now: float,
+    ) -> Decision: ...
 
 
 class SignalSource(Protocol):

@@ -2,12 +2,14 @@
 
 Flow (``Reconciler.reconcile``): parse the spec (invalid -> ``SpecValid=False``,
 an Event, and nothing applied) -> read the owned Deployments -> decide (or reuse
-the recorded plan) -> compute a make-before-break transition (pure) -> apply the
-Service and Deployments, delete what left the plan once the plan is ready -> patch
-status from what now exists -> Events for every change.
+the recorded plan) -> apply the Service and the plan's Deployments, delete the
+Deployments the plan no longer has -> patch status from what now exists ->
+Events for every change.
 
-The planner plugs in at exactly one place, :func:`_decide`; the signal source is
-the ``signals`` argument of :class:`Reconciler`.
+The policy is the ``policy`` argument of :class:`Reconciler` (default
+:func:`tritonscale.core.autoscale.decide`, the step ``plan`` and ``simulate``
+run); it alone decides what runs, including make-before-break and holding what
+runs when nothing is feasible. The signal source is the ``signals`` argument.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import status as st
 from tritonscale.core.autoscale import decide
-from tritonscale.core.placement import cost_per_hour, plan_transition
+from tritonscale.core.placement import changes, cost_per_hour
 from tritonscale.core.render import (
     ANNOTATION_SPEC_HASH,
     API_VERSION,
@@ -39,22 +41,11 @@ from tritonscale.core.render import (
 )
 from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
-from tritonscale.handlers.ports import KubeAPI, NullSignalSource, SignalSource
+from tritonscale.handlers.ports import KubeAPI, NullSignalSource, Policy, SignalSource
 
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_IN_MESSAGE = 5
-
-
-def _decide(
-    spec: ScaledModelSpec, obs: Observation, state: Mapping[str, Any] | None, now: float
-) -> Decision:
-    """THE planner plug: the one place the operator asks for a decision.
-
-    ``tritonscale.core.autoscale.decide`` (the same step ``plan`` and ``simulate``
-    run). The interim rule ``core.placement.initial_placement`` remains available
-    as a fallback policy and for tests."""
-    return decide(spec, obs, state, now)
 
 
 class ReconcileError(Exception):
@@ -95,6 +86,7 @@ class Outcome:
 class Reconciler:
     kube: KubeAPI
     signals: SignalSource = field(default_factory=NullSignalSource)
+    policy: Policy = decide
     clock: Callable[[], float] = time.time
     options: RenderOptions = DEFAULT_OPTIONS
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
@@ -323,19 +315,16 @@ class Reconciler:
             obs = self.signals.observe(ns, name, spec)
             obs = replace(obs, current=tuple(states),
                           unavailable_pools=obs.unavailable_pools | down)
-            decision = _decide(spec, obs, status.get("autoscaler"), now)
+            decision = self.policy(spec, obs, status.get("autoscaler"), now)
             plan = decision.placements
-            if not plan and not decision.slo_feasible:
-                # Nothing feasible: hold what runs rather than tear it down.
-                plan = tuple(Placement(s.variant, s.pool, s.desired) for s in states)
+            target = decision.target if decision.target is not None else plan
             self._last_decided[uid] = now
         else:
             plan = prev_plan
-        known_v = {v.name for v in spec.variants}
-        known_p = {p.name for p in spec.node_pools}
-        plan = tuple(p for p in plan if p.variant in known_v and p.pool in known_p)
-
-        tr = plan_transition(plan, states)
+            target = st.target_from_status(status) or prev_plan
+        todo = changes(spec, plan, states)
+        wanted = {p.key: p.replicas for p in target}
+        draining = any(p.replicas > wanted.get(p.key, 0) for p in plan)
         owner = Owner(name=name, namespace=ns, uid=uid)
         created: list[str] = []
         updated: list[str] = []
@@ -348,7 +337,7 @@ class Reconciler:
             if known is None or known[0] != h or now - known[1] >= self.service_refresh_seconds:
                 self.kube.apply(svc)
                 self._service_hash[uid] = (h, now)
-            for p in tr.apply:
+            for p in todo.apply:
                 dep = get_deployment(owner, spec, p, self.options)
                 dname = dep["metadata"]["name"]
                 cur = by_name.get(dname)
@@ -371,14 +360,13 @@ class Reconciler:
                             else "rolled to a new pod template")
                     self._event(involved, "Normal", "UpdatedDeployment",
                                 f"Deployment {dname} {what}")
-            for key in tr.delete:
+            for key in todo.delete:
                 dname = deployment_name(name, key[0], key[1])
                 self.kube.delete_deployment(ns, dname)
                 after.pop(key, None)
                 deleted.append(dname)
                 self._event(involved, "Normal", "DeletedDeployment",
-                            f"Deleted Deployment {dname}: it left the plan and the plan's "
-                            f"{tr.ready}/{tr.target} ready replicas cover it")
+                            f"Deleted Deployment {dname}: it left the plan")
         except KubeAPIError as e:
             self._service_hash.pop(uid, None)
             self._status.pop(uid, None)
@@ -407,8 +395,8 @@ class Reconciler:
             patch["observed"] = st.replace_patch(
                 status.get("observed"), st.observed_status(obs, now)
             )
-        conds.append(st.ready_condition(states_after, tr.draining, tr.target))
-        plan_keys = {p.key for p in plan}
+        conds.append(st.ready_condition(states_after, draining, sum(wanted.values())))
+        plan_keys = set(wanted)
         patch.update(
             observedGeneration=generation,
             conditions=st.merge_conditions(status.get("conditions"), conds, generation, now),
@@ -425,16 +413,20 @@ class Reconciler:
             desiredReplicas=sum(s.desired for s in states_after),
             costPerHour=round(
                 cost_per_hour(spec, [Placement(s.variant, s.pool, s.desired)
-                                     for s in states_after if s.pool in known_p]), 4),
+                                     for s in states_after]), 4),
         )
         running_cost = float(patch["costPerHour"])
         written = self._write_status(ns, name, uid, status, patch)
         if decision is not None:
             self._decision_events(involved, status, decision, prev_plan)
+            if decision.state_reset:
+                self._event(involved, "Warning", "AutoscalerStateReset",
+                            f"status.autoscaler was invalid and is reset: "
+                            f"{st.clip(decision.state_reset)}")
         return Outcome(
             valid=True, namespace=ns, name=name, decided=decision is not None,
             created=tuple(created), updated=tuple(updated), deleted=tuple(deleted),
-            settled=tr.settled, status_written=written, spec=spec, decision=decision,
+            settled=not draining, status_written=written, spec=spec, decision=decision,
             observation=obs,
             placements=tuple(states_after), cost_per_hour=running_cost,
         )
