@@ -82,12 +82,9 @@ class TritonscalePolicy:
         return d.replicas()
 
     def step(self, view: SimView) -> Mapping[Key, int]:
-        obs = Observation(
-            rps=view.rps(),
-            latency_ms=view.latency_ms(self.spec.slo.latency.percentile),
-            current=view.current(),
-            unavailable_pools=view.unavailable_pools(),
-        )
+        # The operator's signals: whole-model and per-placement rate and latency,
+        # queue time and pending requests (adapters/signals.py), from the replay.
+        obs = view.observe(self.spec.slo.latency.percentile)
         d = decide(self.spec, obs, self.state, view.now)
         # The operator persists the state as JSON in status between steps: so do we.
         self.state = json.loads(json.dumps(d.state))
