@@ -206,3 +206,65 @@ def test_cli_flags_and_json_timed_out(tmp_path: object,
     assert row["timed_out"] == 0 and row["dropped"] == 0
     assert main([*args, "--client-timeout", "-1"]) == 2
     assert "--client-timeout" in capsys.readouterr().err
+
+
+def test_scale_down_removes_the_newest_ready_replica(make_spec: SpecFactory) -> None:
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-od")
+    sim = Simulator(spec, np.arange(0.0, 10.0, 0.1), SimConfig())
+    sim.apply({key: 3}, instant=True)
+    sim.now = 5.0
+    sim.apply({key: 4})  # a fourth, not Ready until 65 s
+    sim.apply({key: 2})  # removes the starting one, then the newest Ready one
+    assert [r.rid for r in sim.replicas[key]] == [1, 2]
+
+
+def test_removed_replicas_stay_billed_for_their_termination(make_spec: SpecFactory) -> None:
+    """Two replicas at 0.5 $/h, one removed at 120 s of a 600-s replay: billed
+    2 x 120 s + 1 x 480 s + the removed pod's 10-s preStop drain (its queue is empty
+    under 10 req/s of 10-ms requests, so Triton exits at once)."""
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-od")
+    arr = np.arange(0.0, 600.0, 0.1)
+
+    class Shrink(Fixed):
+        interval_s = 15.0
+
+        def step(self, view: SimView) -> Mapping[Key, int]:
+            return {key: 2 if view.now < 120.0 else 1}
+
+    run = Simulator(spec, arr, SimConfig(drain_s=10.0)).run(Shrink({key: 2}))
+    end = arr[-1] + 1e-6
+    expected = 0.5 * (2 * 120.0 + (end - 120.0) + 10.0) / 3600.0
+    assert run.cost_usd == pytest.approx(expected, rel=1e-6)
+    assert [s.cost_per_hour for s in run.steps if s.t == 120.0] == [pytest.approx(1.0)]
+
+
+def test_kpa_concurrency_is_littles_law_in_flight(make_spec: SpecFactory) -> None:
+    """Requests every 100 ms taking 10 ms: 0.1 in flight on average (Little's law).
+    While no replica is Ready requests are refused at once and add nothing."""
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-od")
+    arr = np.arange(0.0, 200.0, 0.1)
+    seen: list[tuple[float, float]] = []
+
+    class Probe(Fixed):
+        interval_s = 10.0
+
+        def step(self, view: SimView) -> Mapping[Key, int]:
+            seen.append((view.now, view.concurrency(6.0)))
+            return self.plan
+
+    # Not warm: the replica is Ready only after the pool's 60-s startup.
+    Simulator(spec, arr, SimConfig(warm_start=False)).run(Probe({key: 1}))
+    early = [c for t, c in seen if t <= 60.0]
+    late = [c for t, c in seen if t >= 80.0]
+    assert early and all(c == 0.0 for c in early)
+    assert late and all(c == pytest.approx(0.1, rel=0.02) for c in late)
+
+
+def test_static_peak_honours_the_baseline_override(resnet: ScaledModelSpec) -> None:
+    from tritonscale.sim.report import make_policy
+
+    p = make_policy("static-peak", resnet, np.arange(0.0, 60.0, 0.01), None, "int8", "l4-spot")
+    assert p.initial(None) == {("int8", "l4-spot"): 1}  # type: ignore[arg-type]

@@ -23,8 +23,10 @@ Pure code (numpy only). What it models, and how:
   signals sampled like Prometheus scrapes (rate over a window, percentile over
   a window of completed requests, busy fraction, in-flight concurrency). New
   replicas become Ready after the pool's ``startupSeconds`` and are billed
-  from the moment they are requested; removed replicas drain their queue and
-  stop being billed at once. Not-Ready replicas are removed first.
+  from the moment they are requested. Scale-down removes not-Ready replicas
+  first, then the newest Ready ones; a removed Ready replica leaves the
+  endpoints at once, finishes its queue, and stays billed for its termination
+  (preStop drain + the in-flight work, ``SimConfig.drain_s``/``exit_timeout_s``).
 * **Spot preemptions** (optional, seeded): a Poisson process per spot pool;
   an event kills every replica of the pool (queued requests are *dropped*),
   and the pool is unavailable for ``preemption_outage_s``; the Deployment's
@@ -43,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tritonscale.core.batcher import serve, service_table
+from tritonscale.core.render import DEFAULT_OPTIONS
 from tritonscale.core.spec import Profile, ScaledModelSpec
 from tritonscale.core.types import Observation, PlacementState
 
@@ -68,6 +71,11 @@ class SimConfig:
     startup_override_s: float | None = None
     # Length of the windows used for ``windows_met``.
     slo_window_s: float = 60.0
+    # A removed Ready replica stays billed for its termination: the preStop drain,
+    # then Triton finishing in-flight work for at most its exit timeout
+    # (core/render.py's RenderOptions defaults).
+    drain_s: float = float(DEFAULT_OPTIONS.drain_seconds)
+    exit_timeout_s: float = float(DEFAULT_OPTIONS.exit_timeout_seconds)
     # How requests are spread over Ready replicas: see LOAD_BALANCING.
     load_balancing: str = "random"
     # A request still queued this long after arrival is abandoned (None: never).
@@ -110,6 +118,7 @@ class Replica:
     ready_at: float
     bill_from: float
     t_free: float = 0.0
+    bill_until: float = math.inf
     pend_t: NDArray[np.float64] = field(default_factory=lambda: _EMPTY_F)
     pend_i: NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I)
     busy_s: float = 0.0
@@ -290,14 +299,26 @@ class Simulator:
         return busy / rep_s
 
     def concurrency(self, window_s: float) -> float:
-        """Mean number of in-flight requests (queued or computing) over the window."""
-        lo = int(np.searchsorted(self.arr, self.now - window_s, "left"))
+        """Time-averaged in-flight requests (queued or computing) over the window, as
+        Knative's queue-proxy reports them: a request counts from its arrival until
+        its response (or until its client gives up); requests refused at once (no
+        Ready replica) never were in flight; requests that arrived before the window
+        and are still in flight count for their time inside it."""
+        w = min(window_s, max(self.now, 1e-9))
+        patience = 600.0 if math.isinf(self._timeout) else self._timeout
+        lo = int(np.searchsorted(self.arr, self.now - w - patience - 60.0, "left"))
         hi = int(np.searchsorted(self.arr, self.now, "left"))
         a = self.arr[lo:hi]
         d = self.done[lo:hi]
-        end = np.where(np.isfinite(d), np.minimum(d, self.now), self.now)
-        w = min(window_s, max(self.now, 1e-9))
-        return float(np.sum(end - a)) / w
+        end = np.where(np.isnan(d), self.now, d)
+        gone = np.isinf(d)
+        if gone.any():
+            to = self.timed_out[lo:hi]
+            end = np.where(gone & to, a + patience, end)
+            end = np.where(gone & ~to, a, end)
+        end = np.minimum(end, self.now)
+        start = np.maximum(a, self.now - w)
+        return float(np.sum(np.clip(end - start, 0.0, None))) / w
 
     def pending(self) -> float:
         """Requests in flight right now (queued or computing), like Triton's
@@ -403,14 +424,22 @@ class Simulator:
                 ready = now if instant else start + self.startup_s(pool)
                 reps.append(self._new_replica(key, ready, start))
             if len(reps) > want:
-                # Remove not-Ready first (newest first), then Ready (newest first).
-                order = sorted(reps, key=lambda r: (r.ready_at <= now, r.rid))
+                # Remove not-Ready first (newest first), then Ready (newest first),
+                # like the ReplicaSet controller's ranking of pods to delete.
+                order = sorted(reps, key=lambda r: (r.ready_at <= now, -r.rid))
                 drop = order[: len(reps) - want]
                 ids = {r.rid for r in drop}
                 self.replicas[key] = [r for r in reps if r.rid not in ids]
                 for r in drop:
                     if r.ready_at <= now:
+                        # Out of the endpoints at once; finishes its queue, then the
+                        # pod terminates: billed for the preStop drain plus the time
+                        # Triton needs for in-flight work (at most its exit timeout).
                         self._serve(r, math.inf)
+                        left = min(max(r.t_free - now, 0.0), self.cfg.exit_timeout_s)
+                        r.bill_until = now + self.cfg.drain_s + left
+                        if r.bill_until > r.bill_from:
+                            self.draining.append(r)
 
     def _serve(self, r: Replica, end: float) -> tuple[float, float, int]:
         """Run ``r``'s batcher up to ``end``: (busy seconds, queue-wait sum, started)."""
@@ -461,12 +490,18 @@ class Simulator:
                 r.bill_from = until
 
     def run_interval(self, t0: float, t1: float) -> None:
-        # Billing for [t0, t1).
+        # Billing for [t0, t1), terminating replicas until their pods are gone.
         for reps in self.replicas.values():
             for r in reps:
                 a = max(t0, r.bill_from)
                 if a < t1:
                     self.cost_usd += r.price_per_hour * (t1 - a) / 3600.0
+        for r in self.draining:
+            a = max(t0, r.bill_from)
+            b = min(t1, r.bill_until)
+            if a < b:
+                self.cost_usd += r.price_per_hour * (b - a) / 3600.0
+        self.draining = [r for r in self.draining if r.bill_until > t1]
         busy_acc: dict[Key, float] = {}
         rep_acc: dict[Key, float] = {}
         q_acc: dict[Key, float] = {}
@@ -608,7 +643,7 @@ class Simulator:
             }
             cost_rate = sum(
                 r.price_per_hour for v in self.replicas.values() for r in v if r.bill_from <= t
-            )
+            ) + sum(r.price_per_hour for r in self.draining if r.bill_from <= t < r.bill_until)
             self.run_interval(t, t1)
             lo = int(np.searchsorted(self.arr, t, "left"))
             hi = int(np.searchsorted(self.arr, t1, "left"))

@@ -377,8 +377,14 @@ class KPAPolicy:
 class StaticPeakPolicy:
     name = "static-peak"
 
-    def __init__(self, spec: ScaledModelSpec, peak_rps: float) -> None:
-        v, p = default_deployment(spec)
+    def __init__(
+        self,
+        spec: ScaledModelSpec,
+        peak_rps: float,
+        variant: str | None = None,
+        pool: str | None = None,
+    ) -> None:
+        v, p, _prof = single_deployment(spec, variant, pool)
         self.key: Key = (v.name, p.name)
         need = replicas_for(spec, v, p, peak_rps * (1 + spec.scaling.headroom))
         self.n = min(p.max_replicas, need)

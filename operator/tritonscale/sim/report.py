@@ -112,7 +112,7 @@ def make_policy(
         return KPAPolicy(spec, start, None, variant, pool)
     if name == "static-peak":
         peak = float(per_window_rate(arrivals, 60.0).max()) if len(arrivals) else 0.0
-        return StaticPeakPolicy(spec, peak)
+        return StaticPeakPolicy(spec, peak, variant, pool)
     if name == "oracle":
         return OraclePolicy(spec, arrivals)
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
