@@ -69,3 +69,99 @@ def test_state_is_versioned_json(spec: ScaledModelSpec) -> None:
     state, _ = _warm(spec)
     assert state["version"] == 2
     assert len(json.dumps(state)) < 1500
+
+
+# ------------------------------------------- simulate runs the operator's rules (issue 9)
+
+
+class _Fleet:
+    """Applies each decision verbatim, as ``simulate`` does (sim/policies.py):
+    new replicas become Ready ``startup_steps`` decisions later; removed ones go at
+    once. Ready replicas on a lost pool stay Ready (a stalled pool in the operator
+    keeps the pods it still has)."""
+
+    def __init__(self, startup_steps: int = 3) -> None:
+        self.startup_steps = startup_steps
+        self.pods: dict[tuple[str, str], list[int]] = {}  # key -> steps until Ready
+        self.min_ready: int | None = None
+
+    def current(self) -> tuple[PlacementState, ...]:
+        return tuple(PlacementState(k[0], k[1], len(v), sum(1 for s in v if s <= 0))
+                     for k, v in sorted(self.pods.items()) if v)
+
+    def ready(self) -> int:
+        return sum(1 for v in self.pods.values() for s in v if s <= 0)
+
+    def apply(self, want: dict[tuple[str, str], int]) -> None:
+        for k in set(self.pods) | set(want):
+            pods = sorted(self.pods.get(k, []))  # Ready (<= 0) first
+            n = want.get(k, 0)
+            while len(pods) < n:
+                pods.append(self.startup_steps)
+            self.pods[k] = pods[:n]  # not-Ready ones go first
+        r = self.ready()
+        self.min_ready = r if self.min_ready is None else min(self.min_ready, r)
+
+    def tick(self) -> None:
+        self.pods = {k: [s - 1 for s in v] for k, v in self.pods.items()}
+
+
+def _drive(spec: ScaledModelSpec, steps: list[dict[str, Any]]) -> _Fleet:
+    fleet = _Fleet()
+    d = decide(spec, Observation(rps=100.0), None, 0.0)
+    fleet.apply(d.replicas())
+    fleet.pods = {k: [0] * len(v) for k, v in fleet.pods.items()}  # a warm fleet
+    fleet.min_ready = fleet.ready()
+    state: Any = json.loads(json.dumps(d.state))
+    now = 0.0
+    for kw in steps:
+        now += spec.scaling.interval_seconds
+        s = kw.pop("spec", spec)
+        d = decide(s, Observation(current=fleet.current(), **kw), state, now)
+        state = json.loads(json.dumps(d.state))
+        fleet.apply(d.replicas())
+        fleet.tick()
+    return fleet
+
+
+def test_simulate_never_below_min_ready_when_a_pool_is_lost_blind(
+    spec: ScaledModelSpec,
+) -> None:
+    """Signals unknown and the pool of the running replicas lost: the replicas move
+    (reason Replaced). The reconciler used to provide make-before-break for that
+    move, so ``simulate`` (which applies decisions verbatim) removed the Ready
+    replicas at once and fell to 0 Ready for a whole startup."""
+    from dataclasses import replace
+
+    two = replace(spec, scaling=replace(spec.scaling, min_replicas=2))
+    first = decide(two, Observation(rps=100.0), None, 0.0)
+    pools = {p.pool for p in first.placements}
+    fleet = _drive(two, [dict(rps=None, error="prometheus down",
+                              unavailable_pools=frozenset(pools))] * 6)
+    assert fleet.min_ready is not None and fleet.min_ready >= 2
+    assert {k[1] for k, v in fleet.pods.items() if v}.isdisjoint(pools)  # it did move
+
+
+def test_simulate_holds_what_runs_when_nothing_is_feasible(spec: ScaledModelSpec) -> None:
+    """Every pool unavailable: nothing is feasible. The reconciler held what runs;
+    ``simulate`` tore the fleet down to 0."""
+    from dataclasses import replace
+
+    two = replace(spec, scaling=replace(spec.scaling, min_replicas=2))
+    every = frozenset(p.name for p in spec.node_pools)
+    fleet = _drive(two, [dict(rps=100.0, unavailable_pools=every)] * 4)
+    assert fleet.min_ready is not None and fleet.min_ready >= 2
+
+
+def test_simulate_never_below_min_ready_when_a_variant_leaves_the_spec(
+    spec: ScaledModelSpec,
+) -> None:
+    from dataclasses import replace
+
+    two = replace(spec, scaling=replace(spec.scaling, min_replicas=2))
+    first = decide(two, Observation(rps=100.0), None, 0.0)
+    (variant,) = {p.variant for p in first.placements}
+    fewer = replace(two, variants=tuple(v for v in two.variants if v.name != variant))
+    for obs in (dict(rps=100.0), dict(rps=None, error="prometheus down")):
+        fleet = _drive(two, [dict(obs, spec=fewer) for _ in range(6)])
+        assert fleet.min_ready is not None and fleet.min_ready >= 2, obs
