@@ -150,6 +150,14 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("prometheus block", lambda d: d["spec"]["metrics"].pop("prometheus"),
      "spec.metrics.prometheus"),
     ("long name", lambda d: d["metadata"].update(name="r" * 21), "metadata.name"),
+    ("gateway without parentRefs", lambda d: d["spec"].update(routing={"mode": "gateway"}),
+     "spec.routing.parentRefs"),
+    ("parentRefs in service mode", lambda d: d["spec"].update(
+        routing={"mode": "service", "parentRefs": [{"name": "gw"}]}),
+     "spec.routing.parentRefs"),
+    ("duplicate parentRefs", lambda d: d["spec"].update(
+        routing={"parentRefs": [{"name": "gw", "port": 80}, {"name": "gw", "port": 80}]}),
+     "spec.routing.parentRefs"),
 ]
 
 
