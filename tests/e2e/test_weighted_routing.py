@@ -291,8 +291,12 @@ def test_weights_follow_a_mix_change_make_before_break(
     deleted = [rv for rv, t, n, _, _ in events if t == "Deployment/DELETED" and n == old_name]
     assert deleted, history
     before = [w for rv, w in routes if rv < deleted[0]]
-    # The last route applied before the Deployment went gave it weight 0.
-    assert before and before[-1].get(old_name) == 0, history
+    # A route giving it weight 0 was applied before the Deployment went, and no later
+    # route gave it weight again (the pass that deletes it also drops its backendRef).
+    zero = [i for i, w in enumerate(before) if w.get(old_name) == 0]
+    assert zero, history
+    assert all(not w.get(old_name) for w in before[zero[0]:]), history
+    assert old_name not in before[-1] or before[-1][old_name] == 0, history
     # A placement never had weight before its Deployment had a Ready replica.
     for rv, w in routes:
         for name, weight in w.items():

@@ -155,9 +155,6 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("parentRefs in service mode", lambda d: d["spec"].update(
         routing={"mode": "service", "parentRefs": [{"name": "gw"}]}),
      "spec.routing.parentRefs"),
-    ("duplicate parentRefs", lambda d: d["spec"].update(
-        routing={"parentRefs": [{"name": "gw", "port": 80}, {"name": "gw", "port": 80}]}),
-     "spec.routing.parentRefs"),
 ]
 
 

@@ -174,7 +174,8 @@ class KubeAdapter:
                 f"apply {kind}", self._custom.patch_namespaced_custom_object, group, version,
                 meta["namespace"], ROUTE_PLURALS[str(kind)], meta["name"], dict(obj), **kwargs,
             )
-            return dict(res)
+            # The generated client may not decode an apply response: None then.
+            return dict(res) if isinstance(res, Mapping) else {}
         else:
             raise ValueError(f"cannot apply kind {kind!r}")
         res = self._call(f"apply {kind}", fn, meta["name"], meta["namespace"], dict(obj), **kwargs)
