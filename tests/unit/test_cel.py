@@ -15,6 +15,7 @@ from typing import Any
 
 import celpy
 import pytest
+from cascade_cases import CASCADE_CASES
 from fakes import load_example
 
 from tritonscale import crd
@@ -150,6 +151,7 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("prometheus block", lambda d: d["spec"]["metrics"].pop("prometheus"),
      "spec.metrics.prometheus"),
     ("long name", lambda d: d["metadata"].update(name="r" * 21), "metadata.name"),
+    *CASCADE_CASES,
 ]
 
 

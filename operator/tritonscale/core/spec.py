@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tritonscale.core.cascade_spec import Cascade, parse_cascade
+
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8")
 CAPACITY_TYPES: tuple[str, ...] = ("onDemand", "spot")
 PRIORITIES: tuple[str, ...] = ("latency", "cost")
@@ -208,6 +210,8 @@ class ScaledModelSpec:
     slo: SLO
     scaling: Scaling = field(default_factory=Scaling)
     metrics: Metrics = field(default_factory=Metrics)
+    # Two tiers answering together (core.cascade plans them); None: one variant per request.
+    cascade: Cascade | None = None
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -653,6 +657,8 @@ def parse_spec(data: Any) -> ScaledModelSpec:
     slo = _parse_slo(r, d.get("slo"))
     scaling = _parse_scaling(r, d.get("scaling"))
     metrics = _parse_metrics(r, d.get("metrics"))
+    cascade = parse_cascade(r, d.get("cascade"), {v.name for v in variants},
+                            slo.min_accuracy if slo is not None else None)
 
     # Cross-field rules (mirrored by CEL rules in the CRD).
     if scaling.min_replicas > scaling.max_replicas:
@@ -669,7 +675,7 @@ def parse_spec(data: Any) -> ScaledModelSpec:
                 f"variant {v.name!r} has no profile for any node pool's accelerator "
                 f"({', '.join(sorted(accelerators))})",
             )
-    if slo is not None and variants and not any(
+    if slo is not None and variants and d.get("cascade") is None and not any(
         v.accuracy >= slo.min_accuracy for v in variants
     ):
         r.err(
@@ -702,6 +708,7 @@ def parse_spec(data: Any) -> ScaledModelSpec:
         slo=slo,
         scaling=scaling,
         metrics=metrics,
+        cascade=cascade,
     )
 
 
