@@ -246,3 +246,79 @@ def test_unknown_signals_start_both_tiers_and_keep_tier1() -> None:
     d2 = decide(spec, Observation(rps=None, error="no data", current=_obs(0, cur).current),
                 dict(d.state), 15.0)
     assert d2.reason == "HeldUnknownSignals"
+
+
+# ------------------------------------------------------------------ accuracy as a lever
+
+
+def _ready_for(spec: Any, rps: float) -> dict[tuple[str, str], tuple[int, int]]:
+    d = plan_once(spec, rps)
+    return {k: (n, n) for k, n in d.replicas().items()}
+
+
+def test_burst_lowers_escalation_within_the_floor_before_the_slo_breaks() -> None:
+    doc = load_example("bert-cascade.yaml")
+    doc["spec"]["slo"]["priority"] = "accuracy"  # the planner wants 0.9 whenever it fits
+    spec = _spec(doc)
+    cur = _ready_for(spec, 900.0)
+    st = {"thr": 0.9}
+    # Burst: the Ready mix cannot hold threshold 0.9 at 1400 rps, but it holds 0.7.
+    d = decide(spec, _obs(1400.0, cur), st, 15.0)
+    c = d.details["cascade"]
+    assert c["targetThreshold"] == 0.9
+    ready = {k: n for k, (n, _) in cur.items()}
+    pt9, pt7 = spec.cascade.point(0.9), spec.cascade.point(0.7)
+    assert not cc.holds(spec, pt9, 1.0, ready, 1400.0, 100.0)
+    assert cc.holds(spec, pt7, 1.0, ready, 1400.0, 100.0)
+    assert c["threshold"] == 0.7 and c["thresholdReason"] == "pressure"
+    assert c["accuracy"] >= spec.slo.min_accuracy
+
+
+def test_priority_accuracy_spends_slack_on_escalation() -> None:
+    doc = load_example("bert-cascade.yaml")
+    doc["spec"]["slo"]["priority"] = "accuracy"
+    spec = _spec(doc)
+    big = _ready_for(spec, 3000.0)
+    d = decide(spec, _obs(300.0, big), {"thr": 0.7}, 15.0)
+    assert d.details["cascade"]["threshold"] == 0.9
+    assert d.details["cascade"]["thresholdReason"] in ("slack", "planned")
+    # priority latency at the same moment: cheapest plan, ties to the more accurate.
+    lat = _spec()
+    d2 = decide(lat, _obs(300.0, big), {"thr": 0.7}, 15.0)
+    assert d2.details["cascade"]["accuracy"] >= lat.slo.min_accuracy
+
+
+def test_budget_ceiling_picks_less_escalation() -> None:
+    doc = load_example("bert-cascade.yaml")
+    spec = _spec(doc)
+    free = cc.plan_cascade(spec, cc.CascadeRequest(load_rps=3000.0))
+    costs = {}
+    for t in (0.7, 0.9):
+        o = cc.plan_cascade(spec, cc.CascadeRequest(load_rps=3000.0, thresholds=frozenset({t})))
+        costs[t] = o.chosen.cost_per_hour
+    assert costs[0.7] < costs[0.9]
+    tight = replace(spec, slo=replace(spec.slo, max_cost_per_hour=costs[0.7] + 1e-6,
+                                      priority="accuracy"))
+    out = cc.plan_cascade(tight, cc.CascadeRequest(load_rps=3000.0,
+                                                   max_cost_per_hour=costs[0.7] + 1e-6))
+    assert out.chosen.point.threshold == 0.7 and out.within_budget
+    assert free.chosen.cost_per_hour <= costs[0.9]
+
+
+def test_observed_escalation_corrects_the_curve_and_missing_signal_holds() -> None:
+    spec = _spec()
+    cur = _ready_for(spec, 900.0)
+    st: dict[str, Any] = {"thr": 0.7}
+    obs = Observation(rps=900.0, current=_obs(0, cur).current, escalated=0.40)  # curve: 0.20
+    d = decide(spec, obs, st, 15.0)
+    scale = d.state["esc"]
+    assert scale > 1.0
+    assert d.details["cascade"]["escalationScale"] == scale
+    st2 = dict(d.state)
+    d2 = decide(spec, Observation(rps=900.0, current=obs.current, escalated=None), st2, 30.0)
+    assert d2.state["esc"] == scale  # held
+    # Planning uses the corrected escalation: tier 2's load grows with it.
+    tiers = d.details["cascade"]["tiers"]
+    thr = d.details["cascade"]["targetThreshold"]
+    assert tiers[1]["loadRps"] == pytest.approx(
+        tiers[0]["loadRps"] * min(1.0, spec.cascade.point(thr).escalated * scale), rel=1e-3)

@@ -396,7 +396,7 @@ def decide(
         loads = (0.0, 0.0, 0.0)
         od_load = 0.0
     if spec.cascade is not None:
-        return cascade_step.step(spec, obs, st, loads[0], od_load, min_eff, {
+        return cascade_step.step(spec, obs, st, loads[0], od_load, min_eff, rps * corr, {
             "rps": round(rps, 3), "forecast_rps": round(predicted, 3),
             "planning_load_rps": round(loads[0], 3), "correction": round(corr, 4)})
     level = int(st.get("lvl", 0)) if isinstance(st.get("lvl", 0), int) else 0

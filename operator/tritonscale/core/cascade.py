@@ -370,6 +370,25 @@ def predicted(spec: ScaledModelSpec, point: EscalationPoint, scale: float,
     return _check(spec, cas, point, e, t1, t2, load_rps, _profiles(spec), True).latency_ms
 
 
+def holds(spec: ScaledModelSpec, point: EscalationPoint, scale: float,
+          mix: Mapping[Key, int], load_rps: float, limit_ms: float) -> bool:
+    """Whether ``mix`` keeps the mixture percentile within ``limit_ms`` at ``load_rps``."""
+    cas = spec.cascade
+    assert cas is not None
+    t1 = _mk_plan({k: n for k, n in mix.items() if k[0] == cas.first.variant}, spec)
+    t2 = _mk_plan({k: n for k, n in mix.items() if k[0] == cas.last.variant}, spec)
+    e = escalated(point, scale)
+    profiles = _profiles(spec)
+    m1 = tier_mixture(t1, profiles, load_rps)
+    m2 = tier_mixture(t2, profiles, e * load_rps)
+    if m1 is None or m2 is None or (e > 0 and load_rps > 0 and not m2):
+        return False
+    if load_rps > 0 and not m1:
+        return False
+    q = spec.slo.latency.percentile / 100.0
+    return mixture_cdf(limit_ms, m1, m2, e, cas.hop_ms) >= q - 1e-9
+
+
 def _mk_plan(mix: Mapping[Key, int], spec: ScaledModelSpec) -> pl.Plan:
     cost = 0.0
     for (_, pool), n in mix.items():
@@ -447,7 +466,11 @@ def plan_cascade(spec: ScaledModelSpec, req: CascadeRequest,
             req.max_replicas else "nodePools[*].maxReplicas"
         return CascadeOutcome(chosen, _in_budget(req, chosen.cost_per_hour), limit, "", None,
                               plain_cost, req.load_rps)
-    found.sort(key=lambda b: (round(b.cost_per_hour, 9), -b.point.accuracy, b.latency_ms))
+    if spec.slo.priority == "accuracy":
+        # Spend what the budget allows on accuracy: the most accurate point that fits.
+        found.sort(key=lambda b: (-b.point.accuracy, round(b.cost_per_hour, 9), b.latency_ms))
+    else:
+        found.sort(key=lambda b: (round(b.cost_per_hour, 9), -b.point.accuracy, b.latency_ms))
     chosen = found[0]
     alts: list[tuple[float, str]] = [(b.cost_per_hour, b.describe()) for b in found[1:]]
     ru_cost, ru_text = min(alts) if alts else (None, "")

@@ -5,13 +5,22 @@ Pure code. The planner (:mod:`tritonscale.core.cascade`) picks the threshold and
 tiers' mixes; this step applies the transition (step limits, make-before-break of
 replicas) and decides the threshold the router runs with:
 
-* **Make-before-break for thresholds.** A threshold that escalates more is applied
-  only once every tier-2 placement of the target mix has its replicas Ready; until
-  then the previous threshold stays (reason ``Transitioning``). A threshold that
-  escalates less is applied at once (tier 2 shrinks later, after the scale-down
-  window).
+* **Accuracy as a live lever** (:func:`applied_threshold`). The threshold the router
+  runs with is judged on the *Ready* replicas at the *current* load: the planned one
+  if they hold the SLO with it; under pressure (a burst while capacity boots, a pool
+  lost, a budget-bound mix) the most escalating threshold within the floor they
+  still hold, before the SLO breaks; with ``priority: accuracy``, slack is spent on
+  a more escalating threshold they hold with a margin.
+* **Make-before-break for thresholds.** Escalation never rises onto capacity that
+  cannot hold it: a higher threshold waits until tier 2's new replicas are Ready
+  (reason ``Transitioning``). Lowering escalation is applied at once (tier 2 shrinks
+  later, after the scale-down window).
+* **Online correction** (:func:`escalation_scale`): the observed escalation rate over
+  what the curve predicts at the running threshold, smoothed and bounded, scales the
+  whole curve's ``escalated``; a missing signal holds the scale.
 
-State keys (inside ``decide``'s state): ``thr`` the threshold the router runs with.
+State keys (inside ``decide``'s state): ``thr`` the threshold the router runs with,
+``esc`` the escalation correction.
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from typing import Any
 
 from tritonscale.core import cascade as cc
 from tritonscale.core import planner as pl
+from tritonscale.core.cascade_spec import EscalationPoint
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.stabilize import as_state_mix, transition
-from tritonscale.core.types import Decision, Observation, Placement
+from tritonscale.core.types import Decision, Observation, Placement, finite_or_none
 
 Key = tuple[str, str]
 
@@ -64,8 +74,8 @@ def explain(spec: ScaledModelSpec, out: cc.CascadeOutcome, applied: float,
     if out.without_cascade_cost is not None:
         msg += f"; without the cascade ${out.without_cascade_cost:.2f}/h"
     if abs(applied - ch.point.threshold) > 1e-9:
-        msg += (f"; router keeps threshold {applied:g} until tier 2 "
-                f"({pl.describe(ch.tier2)}) is Ready")
+        msg += (f"; router runs threshold {applied:g} (accuracy {pt.accuracy:.4f}) on the "
+                f"Ready capacity until tier 2 ({pl.describe(ch.tier2)}) is Ready")
     cur = dict(final)
     if cur != ch.counts:
         msg += "; this step: " + (" + ".join(
@@ -100,19 +110,89 @@ def tier2_ready(spec: ScaledModelSpec, target: Mapping[Key, int], obs: Observati
                if k[0] == cas.last.variant and n > 0)
 
 
-def applied_threshold(spec: ScaledModelSpec, st: Mapping[str, Any], chosen: cc.CascadePlan,
-                      obs: Observation) -> float:
-    """Make-before-break: raise escalation only once tier 2's target is Ready."""
+# Raising escalation needs the Ready mix to hold the SLO with this margin (no flapping).
+RAISE_MARGIN = 0.85
+# Online correction of escalated(threshold): EWMA weight and bounds of the scale.
+ESC_WEIGHT = 0.3
+ESC_BOUNDS = (0.25, 4.0)
+ESC_MIN_RPS = 1.0
+
+
+def escalation_scale(spec: ScaledModelSpec, st: Mapping[str, Any], obs: Observation,
+                     rps: float) -> float:
+    """The correction of the curve's ``escalated`` from the observed rate (held if unknown).
+
+    The router ran the previous step's threshold (``thr``); the observed fraction over
+    what the curve says there, smoothed, bounded, multiplies every point's
+    ``escalated`` (the input mix drifts as a whole: harder inputs escalate more at
+    every threshold).
+    """
     cas = spec.cascade
     assert cas is not None
+    raw = st.get("esc", 1.0)
+    scale = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) \
+        and math.isfinite(raw) and raw > 0 else 1.0
+    seen = finite_or_none(obs.escalated)
+    thr = st.get("thr")
+    point = cas.point(float(thr)) if isinstance(thr, (int, float)) else None
+    if seen is None or not 0.0 <= seen <= 1.0 or point is None or rps < ESC_MIN_RPS:
+        return scale  # a missing escalation signal holds, like other missing signals
+    if point.escalated <= 0:
+        return scale
+    ratio = min(max(seen / point.escalated, ESC_BOUNDS[0]), ESC_BOUNDS[1])
+    scale = (1 - ESC_WEIGHT) * scale + ESC_WEIGHT * ratio
+    return min(max(scale, ESC_BOUNDS[0]), ESC_BOUNDS[1])
+
+
+def applied_threshold(spec: ScaledModelSpec, st: Mapping[str, Any], chosen: cc.CascadePlan,
+                      obs: Observation, rps: float, scale: float) -> tuple[float, str]:
+    """The threshold the router runs with now, and why (``planned``, ``slack``,
+    ``pressure`` or ``makeBeforeBreak``).
+
+    Judged on what is Ready at the current load: the planned threshold if the Ready
+    mix holds the SLO with it; with ``priority: accuracy`` a more escalating one the
+    Ready mix holds with margin (spending slack); under pressure (a burst while
+    capacity boots, a pool lost, a budget-limited mix) the most escalating point
+    within the floor that the Ready mix still holds, else the least escalating one.
+    Escalation never rises onto capacity that cannot hold it: make-before-break.
+    """
+    cas = spec.cascade
+    assert cas is not None
+    floor = spec.slo.min_accuracy
+    target = spec.slo.latency.target_ms
+    allowed = sorted((p for p in cas.points if p.accuracy >= floor),
+                     key=lambda p: p.escalated) or [chosen.point]
     prev_raw = st.get("thr")
     prev = cas.point(float(prev_raw)) if isinstance(prev_raw, (int, float)) else None
-    new = chosen.point
-    if prev is None or new.escalated <= prev.escalated:
-        return new.threshold
-    if tier2_ready(spec, chosen.counts, obs):
-        return new.threshold
-    return prev.threshold
+    ready = {p.key: p.ready for p in obs.current if p.ready > 0}
+
+    def ok(pt: EscalationPoint) -> bool:
+        raising = prev is not None and pt.escalated > prev.escalated
+        limit = target * (RAISE_MARGIN if raising else 1.0)
+        return cc.holds(spec, pt, scale, ready, rps, limit)
+
+    want = chosen.point
+    if spec.slo.priority == "accuracy":
+        for pt in reversed(allowed):
+            if pt.escalated <= want.escalated:
+                break
+            if ok(pt):
+                return pt.threshold, "slack"
+    if ok(want):
+        return want.threshold, "planned"
+    rising = prev is not None and want.escalated > prev.escalated
+
+    def lower(pt: EscalationPoint) -> tuple[float, str]:
+        waiting = rising and prev is not None and pt.escalated <= prev.escalated
+        return pt.threshold, "makeBeforeBreak" if waiting else "pressure"
+
+    for pt in reversed(allowed):
+        if pt.escalated < want.escalated and ok(pt):
+            return lower(pt)
+    low = allowed[0]
+    if rising and prev is not None and prev.escalated < low.escalated:
+        return prev.threshold, "makeBeforeBreak"  # the floor rose: wait for tier 2
+    return lower(low) if low.escalated < want.escalated else (low.threshold, "pressure")
 
 
 def step(
@@ -122,21 +202,28 @@ def step(
     load: float,
     od_load: float,
     min_replicas: int,
+    rps: float,
     base_details: Mapping[str, Any],
 ) -> Decision:
     """Plan, transition and explain one cascade step (``st`` is updated in place)."""
     sc = spec.scaling
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
-    out = cc.plan_cascade(spec, request(spec, load, od_load, min_replicas),
+    scale = escalation_scale(spec, st, obs, rps)
+    st["esc"] = round(scale, 4)
+    out = cc.plan_cascade(spec, request(spec, load, od_load, min_replicas, scale),
                           obs.unavailable_pools)
     target = out.chosen.counts
     st["p"] = as_state_mix(target)
     tr = transition(target, obs.current, sc)
     final = tr.desired
-    applied = applied_threshold(spec, st, out.chosen, obs)
+    applied, why = applied_threshold(spec, st, out.chosen, obs, rps, scale)
     st["thr"] = applied
-    msg, cdet = explain(spec, out, applied, final)
-    held_thr = abs(applied - out.chosen.point.threshold) > 1e-9
+    msg, cdet = explain(spec, out, applied, final, scale)
+    cdet["thresholdReason"] = why
+    cdet["escalationScale"] = round(scale, 4)
+    if obs.escalated is not None:
+        cdet["observedEscalated"] = obs.escalated
+    held_thr = why == "makeBeforeBreak"
     if not out.chosen.feasible:
         reason = "Infeasible"
     elif not out.within_budget:

@@ -23,7 +23,7 @@ from tritonscale.core.cascade_spec import Cascade, parse_cascade
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8")
 CAPACITY_TYPES: tuple[str, ...] = ("onDemand", "spot")
-PRIORITIES: tuple[str, ...] = ("latency", "cost")
+PRIORITIES: tuple[str, ...] = ("latency", "cost", "accuracy")
 METRIC_SOURCES: tuple[str, ...] = ("prometheus", "triton", "none")
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -149,7 +149,7 @@ class SLO:
     latency: LatencySLO
     min_accuracy: float = 0.0
     max_cost_per_hour: float | None = None
-    priority: Literal["latency", "cost"] = "latency"
+    priority: Literal["latency", "cost", "accuracy"] = "latency"
 
 
 @dataclass(frozen=True)
@@ -540,7 +540,7 @@ def _parse_slo(r: _Reader, data: Any) -> SLO | None:
         latency=LatencySLO(pct, target),
         min_accuracy=min_acc,
         max_cost_per_hour=max_cost,
-        priority="cost" if prio == "cost" else "latency",
+        priority="cost" if prio == "cost" else "accuracy" if prio == "accuracy" else "latency",
     )
 
 
