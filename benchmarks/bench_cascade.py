@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bursty_trace import BurstyConfig, generate  # noqa: E402
-
 from tritonscale.commands.simulate import format_table  # noqa: E402
 from tritonscale.core.spec import ScaledModelSpec, parse_manifest  # noqa: E402
 from tritonscale.sim.engine import SimConfig  # noqa: E402

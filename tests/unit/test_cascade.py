@@ -322,3 +322,28 @@ def test_observed_escalation_corrects_the_curve_and_missing_signal_holds() -> No
     thr = d.details["cascade"]["targetThreshold"]
     assert tiers[1]["loadRps"] == pytest.approx(
         tiers[0]["loadRps"] * min(1.0, spec.cascade.point(thr).escalated * scale), rel=1e-3)
+
+
+# ------------------------------------------------------------------ profile --cascade (pure)
+
+
+def test_curve_from_a_labelled_sample_parses_as_escalate_below() -> None:
+    import yaml
+
+    from tritonscale.core import cascade_profile as cp
+
+    rng = np.random.default_rng(0)
+    conf = rng.random(2000)
+    r1 = rng.random(2000) < conf  # tier 1 is right more often when confident
+    r2 = rng.random(2000) < 0.97
+    pts = cp.curve(conf, r1, r2, (0.9, 0.5, 0.7))
+    assert [p.threshold for p in pts] == [0.5, 0.7, 0.9]
+    assert [p.escalated for p in pts] == sorted(p.escalated for p in pts)
+    assert pts[0].escalated == pytest.approx(float(np.mean(conf < 0.5)), abs=1e-4)
+    assert pts[-1].accuracy > float(np.mean(r1))  # escalating the unsure helps
+    doc = with_cascade(load_example())
+    doc["spec"]["cascade"]["tiers"][0].update(yaml.safe_load(cp.to_yaml(pts)))
+    doc["spec"]["slo"]["minAccuracy"] = 0.5
+    assert parse_manifest(doc)[2].cascade is not None
+    with pytest.raises(ValueError, match="confidence"):
+        cp.curve([1.5], [True], [True])
