@@ -52,8 +52,11 @@ class _Tier(Simulator):
     def extend(self, times: NDArray[np.float64]) -> None:
         if len(times) == 0:
             return
+        k = len(times)
         self.arr = np.concatenate((self.arr, times))
-        self.done = np.concatenate((self.done, np.full(len(times), np.nan)))
+        self.done = np.concatenate((self.done, np.full(k, np.nan)))
+        self.timed_out = np.concatenate((self.timed_out, np.zeros(k, dtype=bool)))
+        self.where = np.concatenate((self.where, np.full(k, -1, dtype=self.where.dtype)))
         self.n = len(self.arr)
 
 
@@ -132,6 +135,26 @@ class CascadeSimulator:
         if not np.any(ok):
             return None
         return float(np.percentile((done[ok] - self.arr[lo:hi][ok]) * 1000.0, percentile))
+
+    def observe(self, percentile: float) -> Observation:
+        """The operator's signals: end-to-end rate and latency, each tier's placements'
+        own rate and latency, queue time and pending of both, and the escalation rate."""
+        self.t1.now = self.t2.now = self.now
+        o1 = self.t1.observe(percentile)
+        o2 = self.t2.observe(percentile)
+        pending = None if o1.pending is None or o2.pending is None else o1.pending + o2.pending
+        return Observation(
+            rps=o1.rps,
+            latency_ms=self.latency_ms(percentile),
+            current=self.current(),
+            queue_ms=o1.queue_ms,
+            pending=pending,
+            per_placement_rps={**o1.per_placement_rps, **o2.per_placement_rps},
+            per_placement_latency_ms={**o1.per_placement_latency_ms,
+                                      **o2.per_placement_latency_ms},
+            unavailable_pools=o1.unavailable_pools,
+            escalated=self.escalated(),
+        )
 
     def escalated(self, window_s: float | None = None) -> float | None:
         """Fraction of requests routed in the window that escalated (None: none routed)."""
@@ -241,11 +264,15 @@ class CascadeSimulator:
         self.t2.finish()
         done = self._e2e(0, self.n)
         done[np.isnan(done)] = np.inf
+        timed_out = self.t1.timed_out.copy()
+        has = self.esc & (self.j2 >= 0)
+        timed_out[has] |= self.t2.timed_out[self.j2[has]]
         answered = np.isfinite(done)
         acc = float(np.nanmean(self.acc[answered])) if np.any(answered) else math.nan
         esc = float(np.mean(self.esc[answered])) if np.any(answered) else math.nan
         return CascadeRun(
-            arrivals=self.arr, done=done, cost_usd=self.t1.cost_usd + self.t2.cost_usd,
+            arrivals=self.arr, done=done, timed_out=timed_out,
+            cost_usd=self.t1.cost_usd + self.t2.cost_usd,
             duration_s=self.end_t, steps=steps, preemptions=list(self.t1.preemptions),
             accuracy=acc, escalated=esc,
             thresholds=tuple(zip(self.thr_t, self.thr_v, strict=True)),
@@ -286,14 +313,8 @@ class CascadePolicy:
         return mix
 
     def step(self, view: CascadeSimulator) -> Mapping[Key, int]:
-        obs = Observation(
-            rps=view.rps(),
-            latency_ms=view.latency_ms(self.spec.slo.latency.percentile),
-            current=view.current(),
-            unavailable_pools=view.unavailable_pools(),
-            escalated=view.escalated(),
-        )
-        return self._take(decide(self.spec, obs, self.state, view.now))
+        return self._take(decide(self.spec, view.observe(self.spec.slo.latency.percentile),
+                                 self.state, view.now))
 
 
 def run_cascade(spec: ScaledModelSpec, arrivals: NDArray[np.float64], start_rps: float,
