@@ -101,19 +101,26 @@ def test_replica_distribution_reproduces_the_perf_model() -> None:
 
 def test_cdf_matches_monte_carlo() -> None:
     rng = np.random.default_rng(1)
-    d = cc.ReplicaDist(3.0, 4.0, 2.5)
+    d = cc.ReplicaDist((3.0,), 4.0, 2.5)
     draws = 3.0 + 4.0 * rng.random(400_000) + rng.exponential(2.5, 400_000)
     xs = np.array([3.5, 5.0, 7.0, 9.0, 14.0])
     got = cc._cdf(d, xs)
     want = np.array([(draws <= x).mean() for x in xs])
     assert np.max(np.abs(got - want)) < 0.003
+    # Service-time atoms (the size-biased batch): an equal-weight mixture.
+    d2 = cc.ReplicaDist((2.0, 5.0), 4.0, 2.5)
+    svc = np.where(rng.random(400_000) < 0.5, 2.0, 5.0)
+    draws2 = svc + 4.0 * rng.random(400_000) + rng.exponential(2.5, 400_000)
+    got2 = cc._cdf(d2, xs)
+    want2 = np.array([(draws2 <= x).mean() for x in xs])
+    assert np.max(np.abs(got2 - want2)) < 0.003
 
 
 def test_mixture_percentile_matches_monte_carlo_and_beats_adding_percentiles() -> None:
     rng = np.random.default_rng(2)
     n = 400_000
-    d1 = cc.ReplicaDist(2.0, 3.0, 1.0)
-    d2 = cc.ReplicaDist(10.0, 6.0, 8.0)
+    d1 = cc.ReplicaDist((2.0,), 3.0, 1.0)
+    d2 = cc.ReplicaDist((10.0,), 6.0, 8.0)
     e, hop = 0.2, 1.0
     t1 = 2.0 + 3.0 * rng.random(n) + rng.exponential(1.0, n)
     t2 = 10.0 + 6.0 * rng.random(n) + rng.exponential(8.0, n)

@@ -13,7 +13,8 @@ confidence is below the threshold pays tier 1, the hop and tier 2. So at load L:
   serving both tiers shares its ``maxReplicas``; tier 2 gets what tier 1 leaves).
 
 The latency distribution of one replica is the perf model's
-(:mod:`tritonscale.core.perf`): the compute time of its batch S(b), plus a wait that
+(:mod:`tritonscale.core.perf`): the compute time of the (size-biased) batch a request
+rides in, plus a wait that
 is uniform over one batcher cycle, plus the congestion queue's exponential wait
 (mean u S(B) / (2 (1-u) B)). The perf model adds these parts' quantiles (a
 conservative estimate of one tier's percentile); here they are independent random
@@ -43,7 +44,7 @@ import numpy.typing as npt
 
 from tritonscale.core import planner as pl
 from tritonscale.core.cascade_spec import Cascade, EscalationPoint
-from tritonscale.core.perf import batch_latency_ms, predict_replica
+from tritonscale.core.perf import _poisson_quantile, batch_latency_ms, predict_replica
 from tritonscale.core.spec import LatencySLO, Profile, ScaledModelSpec
 
 Key = tuple[str, str]
@@ -55,7 +56,8 @@ SPLITS = (0.25, 0.4, 0.55, 0.7, 0.85)
 TIER2_PERCENTILES = (99.9, 99.0, 98.0, 95.0, 90.0, 80.0, 50.0)
 # Quadrature of one replica's distribution: uniform part x exponential part.
 _NU = 16
-_NW = 128
+_NW = 64
+_NS = 8  # service-time quantiles of the size-biased batch
 _TOL = 1e-6
 
 
@@ -64,16 +66,31 @@ _TOL = 1e-6
 
 @dataclass(frozen=True)
 class ReplicaDist:
-    """Latency of a request on one replica: service + cycle x U(0,1) + Exp(mean_wait)."""
+    """Latency of a request on one replica: S(its batch) + cycle x U(0,1) + Exp(mean_wait).
 
-    service_ms: float
+    The batch a request rides in is size-biased, ``max(b, min(B, 1 + Poisson(b - 1)))``
+    as in the perf model; ``service_ms`` holds S at equal-probability quantiles of it.
+    """
+
+    service_ms: tuple[float, ...]
     cycle_ms: float
     mean_wait_ms: float
+    profile: Profile | None = None
+    batch: float = 1.0
 
     def quantile_bound(self, q: float) -> float:
         """The perf model's percentile: the parts' quantiles added (an upper estimate)."""
         q = min(max(q, 0.0), 0.999999)
-        return self.service_ms + q * self.cycle_ms + self.mean_wait_ms * math.log(1 / (1 - q))
+        if self.profile is None:
+            s = max(self.service_ms)
+        else:
+            s = batch_latency_ms(self.profile, _batch_q(self.profile, self.batch, q))
+        return s + q * self.cycle_ms + self.mean_wait_ms * math.log(1 / (1 - q))
+
+
+def _batch_q(profile: Profile, b: float, q: float) -> float:
+    big_b = float(profile.max_batch_size)
+    return max(min(big_b, 1.0 + _poisson_quantile(max(b - 1.0, 0.0), q)), b)
 
 
 Mixture = tuple[tuple[float, ReplicaDist], ...]  # (weight, distribution), weights sum to 1
@@ -84,20 +101,29 @@ def replica_dist(profile: Profile, rps: float) -> ReplicaDist | None:
     big_b = float(profile.max_batch_size)
     if rps <= 0:
         s1 = batch_latency_ms(profile, 1.0)
-        return ReplicaDist(s1 + profile.max_queue_delay_ms, 0.0, 0.0)
+        return ReplicaDist((s1 + profile.max_queue_delay_ms,), 0.0, 0.0)
     pt = predict_replica(profile, rps, 50.0)
     if pt.utilisation >= 1.0 or not math.isfinite(pt.latency_ms):
         return None
     s_full = batch_latency_ms(profile, big_b)
     u = pt.utilisation
     mean_wait = u * s_full / (2.0 * (1.0 - u) * big_b)
-    return ReplicaDist(batch_latency_ms(profile, pt.batch), pt.cycle_ms, mean_wait)
+    service = tuple(batch_latency_ms(profile, _batch_q(profile, pt.batch, (i + 0.5) / _NS))
+                    for i in range(_NS))
+    return ReplicaDist(service, pt.cycle_ms, mean_wait, profile, pt.batch)
 
 
 def _cdf(d: ReplicaDist, x: FloatArray) -> FloatArray:
     """P(service + cycle U + W <= x), vectorised over ``x``."""
-    y = np.asarray(x, dtype=np.float64) - d.service_ms
-    c, m = d.cycle_ms, d.mean_wait_ms
+    xs = np.asarray(x, dtype=np.float64)
+    out = np.zeros_like(xs)
+    for s in d.service_ms:
+        out += _cdf_part(s, d.cycle_ms, d.mean_wait_ms, xs)
+    return out / len(d.service_ms)
+
+
+def _cdf_part(service: float, c: float, m: float, x: FloatArray) -> FloatArray:
+    y = x - service
     pos = np.maximum(y, 0.0)
     if c <= _TOL and m <= _TOL:
         return (y >= 0).astype(np.float64)
@@ -120,7 +146,9 @@ def _grid() -> tuple[FloatArray, FloatArray]:
 def _samples(d: ReplicaDist) -> FloatArray:
     """Equal-weight quadrature points of one replica's distribution."""
     u, w = _grid()
-    return (d.service_ms + d.cycle_ms * u[:, None] + d.mean_wait_ms * w[None, :]).ravel()
+    s = np.asarray(d.service_ms)
+    return (s[:, None, None] + d.cycle_ms * u[None, :, None]
+            + d.mean_wait_ms * w[None, None, :]).ravel()
 
 
 def mixture_cdf(x: float, tier1: Mixture, tier2: Mixture, escalated: float,
