@@ -167,9 +167,14 @@ class Reconciler:
             try:
                 out = work()
             except ReconcileError as e:
+                took = time.monotonic() - started
+                # The lock is released right after: with every API call bounded by
+                # its timeout, ``took`` shows how long a stalled server held the model.
+                log.warning("reconcile of %s/%s failed after %.1f s, retry in %.1f s: %s",
+                            ns, name, took, e.delay, e)
                 self._notify(Outcome(
                     valid=True, namespace=ns, name=name, failure=str(e),
-                    duration_seconds=time.monotonic() - started,
+                    duration_seconds=took,
                 ))
                 raise
         if out is None:
