@@ -23,7 +23,7 @@ import urllib3.exceptions
 from urllib3.util.retry import Retry
 
 from tritonscale.core.render import LABEL_SM, MANAGER
-from tritonscale.core.routing import ROUTE_PLURALS
+from tritonscale.core.routing import GATEWAY_GROUP, GATEWAY_VERSION, ROUTE_PLURALS
 
 GROUP = "tritonscale.io"
 VERSION = "v1alpha1"
@@ -194,6 +194,17 @@ class KubeAdapter:
             fn = self._core.read_namespaced_service
         elif kind == "ConfigMap":
             fn = self._core.read_namespaced_config_map
+        elif kind in ROUTE_PLURALS:
+            try:
+                route = self._call(
+                    f"get {kind}", self._custom.get_namespaced_custom_object, GATEWAY_GROUP,
+                    GATEWAY_VERSION, namespace, ROUTE_PLURALS[kind], name,
+                )
+            except KubeAPIError as e:
+                if e.not_found:  # also when the Gateway API CRDs are not installed
+                    return None
+                raise
+            return dict(route) if isinstance(route, Mapping) else None
         else:
             raise ValueError(f"cannot read kind {kind!r}")
         try:
@@ -255,6 +266,15 @@ class KubeAdapter:
         """Delete a per-placement Service (weighted routing); absent is fine."""
         try:
             self._call("delete service", self._core.delete_namespaced_service, name, namespace)
+        except KubeAPIError as e:
+            if not e.not_found:
+                raise
+
+    def delete_route(self, kind: str, namespace: str, name: str) -> None:
+        """Delete an HTTPRoute/GRPCRoute; absent (or no Gateway API CRDs) is fine."""
+        try:
+            self._call(f"delete {kind}", self._custom.delete_namespaced_custom_object,
+                       GATEWAY_GROUP, GATEWAY_VERSION, namespace, ROUTE_PLURALS[kind], name)
         except KubeAPIError as e:
             if not e.not_found:
                 raise
