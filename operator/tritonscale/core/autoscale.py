@@ -62,6 +62,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tritonscale.core import cascade as cc
+from tritonscale.core import cascade_step
 from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
 from tritonscale.core.correction import corrected_spec, update_factors
@@ -69,6 +71,7 @@ from tritonscale.core.perf import predict_replica
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.stabilize import (
     as_state_mix,
+    from_state_mix,
     merge_floor,
     stabilize_load,
     transition,
@@ -239,6 +242,8 @@ def plan_once(spec: ScaledModelSpec, rps: float) -> Decision:
 
     Headroom applies; spot protection uses ``rps`` as the current load.
     """
+    if spec.cascade is not None:
+        return cascade_step.plan_once(spec, rps, min_replicas(spec, rps, None, 0.0))
     load = max(0.0, rps) * (1.0 + spec.scaling.headroom)
     combos = pl.candidates(spec)
     planned = _plan_ladder(
@@ -262,7 +267,8 @@ def plan_once(spec: ScaledModelSpec, rps: float) -> Decision:
         binding_constraint=binding,
         runner_up=ru_text,
         runner_up_cost_per_hour=ru_cost,
-        details={"load_rps": load, "level": planned.level, "ladder": LADDER_RUNGS[planned.level]},
+        details={"load_rps": load, "level": planned.level, "ladder": LADDER_RUNGS[planned.level],
+                 "accuracy": cc.served_accuracy(spec, mix)},
     )
 
 
@@ -482,6 +488,22 @@ def _known(
         # Idle for idleSeconds with minReplicas 0: scale to zero.
         loads = (0.0, 0.0, 0.0)
         od_load = 0.0
+    base = replace(
+        prev,
+        forecast={k: round(v, 6) for k, v in fstate.items()},
+        load_window=tuple((t, round(v, 3)) for t, v in window),
+        load=round(load, 3),
+        od_window=tuple((t, round(v, 3)) for t, v in od_window),
+        od_load=round(od_kept, 3),
+        correction=factors,
+        load_correction=corr,
+        failures=0,
+        idle_since=idle,
+    )
+    if spec.cascade is not None:
+        return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps * corr, {
+            "rps": round(rps, 3), "forecast_rps": round(predicted, 3),
+            "planning_load_rps": round(loads[0], 3), "correction": corr})
     level = prev.level
     since = prev.recovering_since
     if spec_c.slo.priority == "cost":
@@ -518,19 +540,10 @@ def _known(
                                             planned.plan)
             cached = (sig, binding)
     new_state = replace(
-        prev,
-        forecast={k: round(v, 6) for k, v in fstate.items()},
-        load_window=tuple((t, round(v, 3)) for t, v in window),
-        load=round(load, 3),
-        od_window=tuple((t, round(v, 3)) for t, v in od_window),
-        od_load=round(od_kept, 3),
-        correction=factors,
-        load_correction=corr,
+        base,
         level=level,
         recovering_since=since,
-        failures=0,
         target=target_mix,
-        idle_since=idle,
         binding=cached,
     )
     msg, lat_pred, ru_cost, ru_text = _explain(spec_c, planned, planned.request.load_rps,
@@ -562,7 +575,34 @@ def _known(
             "correction": corr,
             "level": level,
             "ladder": LADDER_RUNGS[level],
+            "accuracy": cc.served_accuracy(spec, target_mix),
         },
+    )
+
+
+def _cascade(
+    spec: ScaledModelSpec, obs: Observation, base: AutoscalerState, load: float,
+    od_load: float, min_eff: int, rps: float, details: Mapping[str, Any],
+) -> _Step:
+    """A cascade's plan (:mod:`.cascade_step`); the transition is :func:`_finish`'s."""
+    st: dict[str, Any] = {"esc": base.escalation_scale, "thr": base.threshold}
+    d = cascade_step.step(spec, obs, st, load, od_load, min_eff, rps, details)
+    target = from_state_mix(st.get("p"))
+    thr = st.get("thr")
+    esc = st.get("esc", 1.0)
+    return _Step(
+        target=target,
+        state=replace(base, target=target,
+                      threshold=float(thr) if isinstance(thr, (int, float)) else None,
+                      escalation_scale=float(esc) if isinstance(esc, (int, float)) else 1.0),
+        reason=d.reason,
+        message=d.message,
+        predicted_latency_ms=d.predicted_latency_ms,
+        slo_feasible=d.slo_feasible,
+        binding=d.binding_constraint,
+        runner_up=d.runner_up,
+        runner_up_cost=d.runner_up_cost_per_hour,
+        details={k: v for k, v in d.details.items() if k not in ("target", "step_limited")},
     )
 
 
@@ -600,7 +640,7 @@ def _unknown(
     details: dict[str, Any] = {"failures": fails}
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
     base = cur or dict(prev.target)
-    combos = pl.candidates(spec, obs.unavailable_pools)
+    combos = cc.candidates(spec, obs.unavailable_pools)
     usable = {(c.variant, c.pool) for c in combos}
     gone = {k: n for k, n in base.items() if k not in usable}
     if gone:
@@ -625,8 +665,10 @@ def _unknown(
     if not base:
         # Nothing deployed and no plan yet: minReplicas on the cheapest combo.
         req = pl.Request(0.0, 0.0, max(1, sc.min_replicas), max(1, sc.max_replicas), None)
-        plan = pl.solve(combos, req) or pl.Plan((), 0.0, math.inf, math.inf)
-        mix = dict(plan.counts)
+        plan = pl.solve(pl.candidates(spec, obs.unavailable_pools), req) or pl.Plan(
+            (), 0.0, math.inf, math.inf)
+        mix = (dict(plan.counts) if spec.cascade is None
+               else cc.initial_mix(spec, obs.unavailable_pools))
         if fails >= sc.failure_threshold and sc.safe_plan:
             mix = merge_floor(mix, _safe(spec))
         return _Step(

@@ -27,9 +27,10 @@ JSON layout, version 2 (``version`` is required)::
      "failures": n,                                     # consecutive unknown signals
      "target": [[variant, pool, replicas], ...],        # last target mix
      "idleSince": t | null,                             # rate 0 since (scale to zero)
-     "binding": [signature, text]}                      # cached binding constraint
+     "binding": [signature, text],                      # cached binding constraint
+     "threshold": t, "escalationScale": s}              # cascades only
 
-Version 1 (single-letter keys ``v f w L wo Lo c cf lvl rec fail p idle bc``,
+Version 1 (single-letter keys ``v f w L wo Lo c cf lvl rec fail p idle bc thr esc``,
 written by operators before this module) is migrated on first read.
 
 Pure code.
@@ -57,6 +58,8 @@ CLOCK_SKEW_SECONDS = 60.0
 MIN_FACTOR = 0.5
 MAX_FACTOR = 3.0
 LEVELS = 4
+# Bounds of a cascade's escalation scale (see :mod:`.cascade_step`).
+ESC_MIN, ESC_MAX = 0.25, 4.0
 MAX_LOAD_CORRECTION = 2.0
 
 Key = tuple[str, str]
@@ -82,6 +85,10 @@ class AutoscalerState:
     target: Mapping[Key, int] = field(default_factory=dict)
     idle_since: float | None = None
     binding: tuple[str, str] | None = None
+    # Cascades (:mod:`.cascade_step`): the router's threshold and the online
+    # correction of the escalated fraction.
+    threshold: float | None = None
+    escalation_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,10 @@ def encode(state: AutoscalerState) -> dict[str, Any]:
     out["idleSince"] = state.idle_since
     if state.binding is not None:
         out["binding"] = list(state.binding)
+    if state.threshold is not None:
+        out["threshold"] = state.threshold
+    if state.escalation_scale != 1.0:
+        out["escalationScale"] = _r(state.escalation_scale, 4)
     return out
 
 
@@ -238,6 +249,7 @@ _V1_KEYS = {
     "f": "forecast", "w": "loadWindow", "L": "load", "wo": "odWindow", "Lo": "odLoad",
     "cf": "correction", "c": "loadCorrection", "lvl": "level", "rec": "recoveringSince",
     "fail": "failures", "p": "target", "idle": "idleSince", "bc": "binding",
+    "thr": "threshold", "esc": "escalationScale",
 }
 
 
@@ -294,6 +306,8 @@ def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
         "target": ("target", lambda x: _target(x, max_replicas)),
         "idleSince": ("idle_since", lambda x: _opt_time(x, now)),
         "binding": ("binding", lambda x: None if x is None else _binding(x)),
+        "threshold": ("threshold", lambda x: None if x is None else _num(x, -1e6, 1e6)),
+        "escalationScale": ("escalation_scale", lambda x: _num(x, ESC_MIN, ESC_MAX)),
     }
     for key, (attr, parse) in parsers.items():
         if key not in doc:
