@@ -144,6 +144,10 @@ def test_missing_gateway_api_crds_is_a_clear_condition(
     c = cond(kube, "Routed")
     assert c["status"] == "False" and c["reason"] == "GatewayAPIMissing"
     assert "HTTPRoute" in c["message"] and "Gateway API CRDs" in c["message"]
+    assert [e for e in kube.events if e[:2] == ("Warning", "GatewayAPIMissing")]
+    kube.reset_calls()
+    r.reconcile(body(kube), decide=False)
+    assert not [e for e in kube.events if e[1] == "GatewayAPIMissing"]  # once per change
     # Nothing can route through a gateway: transitions are not held back.
     kube.set_ready("resnet50-int8-t4-spot")
     use_plan(monkeypatch, Placement("int8", "l4-spot", 1))

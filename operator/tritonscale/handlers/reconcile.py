@@ -476,6 +476,10 @@ class Reconciler:
                                      for s in states_after if s.pool in known_p]), 4),
         )
         running_cost = float(patch["costPerHour"])
+        if routed is not None and routed.status == "False":
+            was = st.condition(status.get("conditions"), ROUTED)
+            if was.get("reason") != routed.reason:
+                self._event(involved, "Warning", routed.reason, routed.message)
         written = self._write_status(ns, name, uid, status, patch)
         if decision is not None:
             self._decision_events(involved, status, decision, prev_plan)
