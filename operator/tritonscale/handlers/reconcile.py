@@ -24,6 +24,7 @@ from typing import Any
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import status as st
 from tritonscale.core.autoscale import decide
+from tritonscale.core.fleet import interval_of
 from tritonscale.core.placement import cost_per_hour, plan_transition
 from tritonscale.core.render import (
     ANNOTATION_SPEC_HASH,
@@ -168,7 +169,7 @@ class Reconciler:
         body: Mapping[str, Any],
         deployments: Sequence[Mapping[str, Any]] | None = None,
     ) -> Outcome | None:
-        """Autoscale timer: decide again once ``spec.scaling.intervalSeconds`` passed."""
+        """Autoscale tick: decide again once ``spec.scaling.intervalSeconds`` passed."""
         if not self.due(body):
             return None
         return self.reconcile(body, decide=True, deployments=deployments)
@@ -176,11 +177,11 @@ class Reconciler:
     def due(self, body: Mapping[str, Any]) -> bool:
         """Has ``spec.scaling.intervalSeconds`` passed since the last decision?
 
-        Cheap (reads two fields of ``body``, a Kopf view or a dict), so the timer
-        asks it before copying the body: most ticks have nothing to do."""
+        Cheap (reads two fields of ``body``), so the tick loop asks it before handing
+        the body to a worker."""
         meta = body.get("metadata") or {}
         last = self._last_decided.get(str(meta.get("uid") or ""))
-        return last is None or self.clock() - last >= _interval(body)
+        return last is None or self.clock() - last >= interval_of(body)
 
     def refresh(
         self,
@@ -520,14 +521,6 @@ class Reconciler:
         except KubeAPIError as e2:
             log.warning("could not record apply failure of %s/%s: %s", ns, name, e2)
         del generation
-
-
-def _interval(body: Mapping[str, Any]) -> float:
-    try:
-        v = float(((body.get("spec") or {}).get("scaling") or {}).get("intervalSeconds") or 15)
-    except (TypeError, ValueError):
-        return 15.0
-    return max(1.0, v)
 
 
 def _owned_by(dep: Mapping[str, Any], uid: str) -> bool:
