@@ -46,7 +46,8 @@ from tests.fleet.operator_proc import OperatorProcess, ProcStats  # noqa: E402
 from tests.k8s import Cluster, k8s_binaries  # noqa: E402
 from tests.k8s.cluster import NODE_POOL_LABEL  # noqa: E402
 
-GROUP, VERSION, PLURAL = "tritonscale.io", "v1alpha1", "scaledmodels"
+from tritonscale.core.api import GROUP, PLURAL, VERSION  # noqa: E402
+
 POOL_NODES = "bench-gpu"
 PODS_PER_NODE = 250
 GOAL_P99_S = 1.0

@@ -38,6 +38,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
+from tritonscale.core.api import LABEL_SM
+
 if TYPE_CHECKING:
     from tests.k8s import Cluster, NodePool
 
@@ -258,7 +260,6 @@ EXAMPLES_DIR = REPO_ROOT / "examples"
 CRD_FILE = REPO_ROOT / "crds" / "scaledmodel.yaml"
 RELEASE = "tritonscale"
 RELEASE_NAMESPACE = "tritonscale-system"
-LABEL_SM = "tritonscale.io/scaledmodel"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 SPOT_TAINT = {"key": "tritonscale.io/spot", "value": "true", "effect": "NoSchedule"}
 

@@ -19,11 +19,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from tritonscale.core.render import LABEL_SM, MANAGER
+from tritonscale.core.api import GROUP, LABEL_SM, MANAGER, PLURAL, VERSION
 
-GROUP = "tritonscale.io"
-VERSION = "v1alpha1"
-PLURAL = "scaledmodels"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
 log = logging.getLogger(__name__)

@@ -15,18 +15,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tritonscale.core.api import (  # noqa: F401  (re-exported: render's vocabulary)
+    ANNOTATION_MODEL,
+    ANNOTATION_SPEC_HASH,
+    API_VERSION,
+    GROUP,
+    KIND,
+    LABEL_MANAGED_BY,
+    LABEL_POOL,
+    LABEL_SM,
+    LABEL_VARIANT,
+    MANAGER,
+)
 from tritonscale.core.spec import NodePool, ScaledModelSpec, Variant
 from tritonscale.core.types import Placement
-
-GROUP = "tritonscale.io"
-API_VERSION = f"{GROUP}/v1alpha1"
-KIND = "ScaledModel"
-MANAGER = "tritonscale"
-
-LABEL_SM = f"{GROUP}/scaledmodel"
-LABEL_VARIANT = f"{GROUP}/variant"
-LABEL_POOL = f"{GROUP}/pool"
-ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
@@ -93,7 +95,7 @@ def labels(sm: str, variant: str | None = None, pool: str | None = None) -> dict
         "app.kubernetes.io/instance": sm,
         "app.kubernetes.io/component": "inference-server",
         "app.kubernetes.io/part-of": "tritonscale",
-        "app.kubernetes.io/managed-by": MANAGER,
+        LABEL_MANAGED_BY: MANAGER,
     }
     out.update(selector_labels(sm, variant, pool))
     return out
@@ -296,7 +298,7 @@ def get_service(owner: Owner, spec: ScaledModelSpec) -> dict[str, Any]:
             "name": owner.name,
             "namespace": owner.namespace,
             "labels": labels(owner.name),
-            "annotations": {"tritonscale.io/model": spec.model.name},
+            "annotations": {ANNOTATION_MODEL: spec.model.name},
             "ownerReferences": [owner.reference()],
         },
         "spec": {

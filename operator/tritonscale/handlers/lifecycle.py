@@ -32,13 +32,19 @@ from typing import Any
 
 import kopf
 
+from tritonscale.core.api import (
+    ANNOTATION_SPEC_HASH,
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_SM,
+    MANAGER,
+    PLURAL,
+    VERSION,
+)
 from tritonscale.core.fleet import Shard
-from tritonscale.core.render import ANNOTATION_SPEC_HASH, GROUP, LABEL_SM, MANAGER
 from tritonscale.handlers.reconcile import ReconcileError, Reconciler
 from tritonscale.handlers.ticker import PeeringGate, TickLoop
 
-VERSION = "v1alpha1"
-PLURAL = "scaledmodels"
 DEFAULT_TICK_SECONDS = 1.0
 DEFAULT_TICK_WORKERS = 4
 
@@ -163,7 +169,7 @@ async def stop_ticking(memo: Any, **_: Any) -> None:
 
 @kopf.index(
     "apps", "v1", "deployments",
-    labels={LABEL_SM: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
+    labels={LABEL_SM: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER},
     when=owned_deployment,
 )
 def deployments_by_model(
@@ -234,7 +240,7 @@ def on_resume(
 
 @kopf.on.event(
     "apps", "v1", "deployments",
-    labels={LABEL_SM: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
+    labels={LABEL_SM: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER},
     when=owned_deployment,
 )
 def on_deployment(

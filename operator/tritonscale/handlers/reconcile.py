@@ -23,6 +23,7 @@ from typing import Any
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import status as st
+from tritonscale.core.api import LABEL_SM
 from tritonscale.core.autoscale import decide
 from tritonscale.core.fleet import interval_of
 from tritonscale.core.placement import cost_per_hour, plan_transition
@@ -215,7 +216,7 @@ class Reconciler:
         """A Deployment we own changed: refresh its ScaledModel when counts moved."""
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
-        sm = labels.get("tritonscale.io/scaledmodel")
+        sm = labels.get(LABEL_SM)
         namespace = meta.get("namespace")
         if not sm or not namespace:
             return None
