@@ -15,11 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tritonscale.core.api import (  # noqa: F401  (re-exported: render's vocabulary)
+from tritonscale.core.api import (
     ANNOTATION_MODEL,
     ANNOTATION_SPEC_HASH,
     API_VERSION,
-    GROUP,
     KIND,
     LABEL_MANAGED_BY,
     LABEL_POOL,

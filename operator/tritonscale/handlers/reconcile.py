@@ -23,15 +23,12 @@ from typing import Any
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import status as st
-from tritonscale.core.api import LABEL_SM
+from tritonscale.core.api import ANNOTATION_SPEC_HASH, API_VERSION, KIND, LABEL_SM
 from tritonscale.core.autoscale import decide
 from tritonscale.core.fleet import interval_of
-from tritonscale.core.placement import cost_per_hour, plan_transition
+from tritonscale.core.placement import plan_transition
 from tritonscale.core.render import (
-    ANNOTATION_SPEC_HASH,
-    API_VERSION,
     DEFAULT_OPTIONS,
-    KIND,
     Owner,
     RenderOptions,
     deployment_name,
@@ -388,46 +385,10 @@ class Reconciler:
             raise ReconcileError(f"reconciling {ns}/{name}: {e}") from e
 
         states_after = sorted(after.values(), key=lambda s: s.key)
-        conds = [st.Condition(st.SPEC_VALID, "True", "Valid", "spec is valid")]
-        patch: dict[str, Any] = {}
-        if decision is not None:
-            conds.append(st.satisfiable_condition(decision))
-            last = st.decision_status(decision, now)
-            if st.same_decision(status.get("lastDecision"), last):
-                last["time"] = status["lastDecision"].get("time", last["time"])
-            patch["lastDecision"] = st.replace_patch(status.get("lastDecision"), last)
-            predicted: dict[str, Any] = {"costPerHour": round(decision.cost_per_hour, 4)}
-            if decision.predicted_latency_ms is not None:
-                predicted["latencyMs"] = round(decision.predicted_latency_ms, 3)
-            patch["predicted"] = st.replace_patch(status.get("predicted"), predicted)
-            patch["autoscaler"] = st.replace_patch(status.get("autoscaler"), decision.state)
-        if obs is not None:
-            conds.append(st.signals_condition(obs))
-            conds.append(
-                st.slo_condition(obs, spec.slo.latency.target_ms, spec.slo.latency.percentile)
-            )
-            patch["observed"] = st.replace_patch(
-                status.get("observed"), st.observed_status(obs, now)
-            )
-        conds.append(st.ready_condition(states_after, tr.draining, tr.target))
-        plan_keys = {p.key for p in plan}
-        patch.update(
-            observedGeneration=generation,
-            conditions=st.merge_conditions(status.get("conditions"), conds, generation, now),
-            placements=[
-                {"variant": s.variant, "pool": s.pool, "desired": s.desired, "ready": s.ready,
-                 "deployment": deployment_name(name, s.variant, s.pool),
-                 "planned": s.key in plan_keys}
-                for s in states_after
-            ],
-            placement=st.placement_summary(states_after),
-            unavailablePools=sorted(down),
-            ready=st.ready_summary(states_after),
-            readyReplicas=sum(s.ready for s in states_after),
-            desiredReplicas=sum(s.desired for s in states_after),
-            costPerHour=round(
-                cost_per_hour(spec, [Placement(s.variant, s.pool, s.desired)
-                                     for s in states_after if s.pool in known_p]), 4),
+        patch = st.build_status(
+            old=status, spec=spec, name=name, generation=generation, now=now,
+            states=states_after, plan=plan, draining=tr.draining, target=tr.target,
+            unavailable_pools=down, decision=decision, observation=obs,
         )
         running_cost = float(patch["costPerHour"])
         written = self._write_status(ns, name, uid, status, patch)
