@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
-from tests.fleet.operator_proc import OperatorProcess, ProcStats  # noqa: E402
+from tests.harness.operator import OperatorProcess, ProcStats  # noqa: E402
 from tests.k8s import Cluster, k8s_binaries  # noqa: E402
 from tests.k8s.cluster import NODE_POOL_LABEL  # noqa: E402
 
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         t_burst_done = time.monotonic()
         s_burst = operator.stats()
         burst_lat = watcher.latencies.get("burst", [])
-        metrics_after_burst = operator.metrics_text()
+        metrics_after_burst = operator.metrics()
 
         # ---- steady (+ spaced spec updates, + the API's own latency as a baseline)
         api_lat: list[float] = []
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         t_steady1 = time.monotonic()
         s_steady1 = operator.stats()
         probing.set()
-        metrics_end = operator.metrics_text()
+        metrics_end = operator.metrics()
         update_lat = watcher.latencies.get("update", [])
         ok = True
 
