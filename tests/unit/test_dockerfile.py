@@ -214,10 +214,12 @@ def check_builder(stages: list[Stage], tmp_path: Path, root: Path, cached: bool)
         return re.sub(r"(?<=[\s=:])/(?=[\w])", str(root) + "/", " " + s)[1:]
 
     # `python` in the image is CPython 3.11 (the base); use this interpreter's base.
-    shims = tmp_path / "shims"
-    shims.mkdir()
+    # The venv points at this shim, so it lives beside the (possibly cached) root.
+    shims = root.parent / "shims"
+    shims.mkdir(parents=True, exist_ok=True)
     base_python = getattr(sys, "_base_executable", sys.executable)
-    (shims / "python").symlink_to(base_python)
+    if not (shims / "python").is_symlink():
+        (shims / "python").symlink_to(base_python)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
     env.pop("PYTHONPATH", None)
     env["PATH"] = f"{shims}:{env.get('PATH', '/usr/bin:/bin')}"
@@ -241,13 +243,14 @@ def refresh_project_wheel(
     ).lstrip("/")
     wheels = tmp_path / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    for cmd in (
-        [*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(context)],
-        [*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps",
-         "--force-reinstall", "--no-index", "--no-compile", *map(str, wheels.glob("*.whl"))],
-    ):
+    def run(*cmd: str) -> None:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+    run(*pip, "wheel", "--no-deps", "--wheel-dir", str(wheels), str(context))
+    (wheel,) = wheels.glob("tritonscale-*.whl")
+    run(*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps",
+        "--force-reinstall", "--no-index", "--no-compile", str(wheel))
 
 
 def run_builder(

@@ -78,8 +78,7 @@ def test_handlers_registered() -> None:
     assert {"on_create", "on_update/spec", "on_resume"} == set(changing)
     assert not any(h.requires_finalizer for h in changing.values())
     assert list(registry._spawning.get_all_handlers()) == []
-    assert {"on_deployment", "on_model_event"} <= {
-        h.id for h in registry._watching.get_all_handlers()}
+    assert {"on_deployment"} == {h.id for h in registry._watching.get_all_handlers()}
     assert {"scaledmodels", "deployments_by_model"} <= {
         h.id for h in registry._indexing.get_all_handlers()}
     assert {"configure", "start_ticking", "stop_ticking", "reconciler"} <= {

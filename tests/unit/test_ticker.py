@@ -159,3 +159,16 @@ def test_loop_in_standby_does_not_tick_and_survives_failures() -> None:
     assert standby.ticks == 0 and failing.ticks == 0
     assert len(calls) >= 2 * len(models)  # kept ticking after failures
     assert not failing._inflight or len(failing._inflight) <= len(models)
+
+
+def test_models_that_leave_the_index_are_forgotten_once() -> None:
+    models = [model(u) for u in UIDS[:3]]
+    gone: list[tuple[str, str, str]] = []
+    loop = TickLoop(entries=lambda: list(models), tick=lambda b: None, due=lambda b: True,
+                    gone=lambda *a: gone.append(a))
+    loop.scan(0.0, 1.0)
+    removed = models.pop(1)
+    loop.scan(1.0, 2.0)
+    loop.scan(2.0, 3.0)
+    meta = removed["metadata"]
+    assert gone == [(meta["uid"], "ml", meta["name"])]

@@ -17,8 +17,9 @@ Importing this module registers the handlers in Kopf's default registry;
   transitions as soon as replacements become Ready.
 - deletion: the operator adds NO finalizer; nothing needs cleaning up outside
   owner references (garbage collection removes the Deployments and the Service),
-  so a ScaledModel, or the CRD, deletes even while the operator is down. The
-  DELETED watch event (:func:`on_model_event`) drops the in-memory state.
+  so a ScaledModel, or the CRD, deletes even while the operator is down. When a
+  model leaves the index (Kopf drops it on the DELETED watch event) the tick loop
+  drops its in-memory state (``Reconciler.forget``).
 - shards (``memo.shard``): every handler and both indexes filter on the uid (the
   owner's uid for Deployments), so N operators split the ScaledModels.
 """
@@ -154,6 +155,7 @@ async def start_ticking(
         concurrency=int(getattr(memo, "tick_workers", 0) or DEFAULT_TICK_WORKERS),
         gate=gate if isinstance(gate, PeeringGate) else PeeringGate(),
         executor=settings.execution.executor,
+        gone=reconciler.forget,
     )
     memo.tick_loop = loop
     memo.tick_task = asyncio.create_task(loop.run(), name="tritonscale tick loop")
@@ -255,16 +257,6 @@ def on_deployment(
         )
     except ReconcileError as e:
         log.warning("refresh after a Deployment event failed: %s", e)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL, when=owned_model)
-def on_model_event(
-    type: str | None, uid: str, namespace: str | None, name: str, memo: Any, **_: Any
-) -> None:
-    """A ScaledModel is gone: forget its in-memory state. (Without a finalizer there
-    is no deletion handler to run; the DELETED watch event is the notice.)"""
-    if type == "DELETED":
-        _reconciler(memo).forget(uid, namespace or "", name)
 
 
 @kopf.on.probe(id="reconciler")

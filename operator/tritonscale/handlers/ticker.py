@@ -74,7 +74,9 @@ class TickLoop:
 
     ``entries``: the (slim) bodies of the owned ScaledModels, read at every wake;
     ``tick``: reconcile one body (blocking; runs in ``executor``) and ``due``: has
-    its interval passed since its last decision (cheap, runs in the loop)."""
+    its interval passed since its last decision (cheap, runs in the loop).
+    ``gone(uid, namespace, name)`` is called once for each model that left
+    ``entries`` (deleted: without a finalizer there is no deletion handler)."""
 
     entries: Callable[[], Iterable[Mapping[str, Any]]]
     tick: Callable[[Mapping[str, Any]], object]
@@ -85,17 +87,23 @@ class TickLoop:
     gate_refresh_seconds: float = 5.0
     executor: Executor | None = None
     clock: Callable[[], float] = time.time
+    gone: Callable[[str, str, str], object] | None = None
     _inflight: set[str] = field(default_factory=set)
+    _known: dict[str, tuple[str, str]] = field(default_factory=dict)
     ticks: int = 0
 
     def scan(self, before: float, now: float) -> list[Mapping[str, Any]]:
         """The bodies whose tick slot passed in ``(before, now]`` and that are due,
         not already queued, and ours to act on."""
         out = []
+        known: dict[str, tuple[str, str]] = {}
         for body in self.entries():
             meta = body.get("metadata") or {}
             uid = str(meta.get("uid") or "")
-            if not uid or uid in self._inflight:
+            if not uid:
+                continue
+            known[uid] = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            if uid in self._inflight:
                 continue
             if not crossed_slot(before, now, uid, interval_of(body)):
                 continue
@@ -104,7 +112,18 @@ class TickLoop:
             if not self.due(body):
                 continue
             out.append(body)
+        self._forget_gone(known)
         return out
+
+    def _forget_gone(self, known: dict[str, tuple[str, str]]) -> None:
+        if self.gone is not None:
+            for uid in self._known.keys() - known.keys():
+                ns, name = self._known[uid]
+                try:
+                    self.gone(uid, ns, name)
+                except Exception:
+                    log.exception("forgetting %s/%s failed", ns, name)
+        self._known = known
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
