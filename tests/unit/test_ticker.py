@@ -106,8 +106,36 @@ def test_gate_clusterwide_and_namespaced() -> None:
     assert PeeringGate().active("anything")  # standalone
 
 
+class SimClock:
+    """Simulated seconds: +``step`` at every reading (the loop reads it once a wake)
+    up to ``stop``, so what the loop does depends on how many wakes it had, not on
+    the machine's load."""
+
+    def __init__(self, step: float, stop: float) -> None:
+        self.t = 0.0
+        self.step = step
+        self.stop = stop
+
+    def __call__(self) -> float:
+        self.t = min(self.stop, self.t + self.step)
+        return self.t
+
+
+def _run(loops: list[TickLoop], clock: SimClock) -> None:
+    async def main() -> None:
+        tasks = [asyncio.create_task(x.run()) for x in loops]
+        while clock.t < clock.stop or any(x._inflight for x in loops):
+            await asyncio.sleep(0.01)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+
+
 def test_loop_ticks_each_model_once_per_interval_in_worker_threads() -> None:
-    """The real loop on a fast clock: 200 models, interval 1 s, resolution 50 ms."""
+    """The real loop: 200 models, interval 1 s, 2.5 simulated seconds -> every model
+    ticks 2 or 3 times (its slot boundaries in that span), in worker threads."""
     models = [model(u, interval=1) for u in UIDS[:200]]
     ticked: collections.Counter[str] = collections.Counter()
     threads: set[str] = set()
@@ -118,16 +146,10 @@ def test_loop_ticks_each_model_once_per_interval_in_worker_threads() -> None:
             ticked[body["metadata"]["uid"]] += 1
             threads.add(threading.current_thread().name)
 
+    clock = SimClock(0.02, stop=2.5)
     loop = TickLoop(entries=lambda: models, tick=tick, due=lambda b: True,
-                    resolution=0.05, concurrency=3)
-
-    async def main() -> None:
-        task = asyncio.create_task(loop.run())
-        await asyncio.sleep(2.6)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(main())
+                    resolution=0.01, concurrency=3, clock=clock)
+    _run([loop], clock)
     assert set(ticked) == {m["metadata"]["uid"] for m in models}
     assert set(ticked.values()) <= {2, 3}
     assert loop.ticks == sum(ticked.values())
@@ -142,23 +164,15 @@ def test_loop_in_standby_does_not_tick_and_survives_failures() -> None:
         calls.append(body["metadata"]["uid"])
         raise RuntimeError("boom")
 
+    clock = SimClock(0.02, stop=2.5)
     standby = TickLoop(entries=lambda: models, tick=tick, due=lambda b: True,
-                       resolution=0.05,
+                       resolution=0.01, clock=clock,
                        gate=PeeringGate(source=Peers({"o": _peer(9, 0)}), identity="me"))
     failing = TickLoop(entries=lambda: models, tick=tick, due=lambda b: True,
-                       resolution=0.05)
-
-    async def main() -> None:
-        tasks = [asyncio.create_task(x.run()) for x in (standby, failing)]
-        await asyncio.sleep(2.2)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run(main())
+                       resolution=0.01, clock=clock)
+    _run([standby, failing], clock)
     assert standby.ticks == 0 and failing.ticks == 0
     assert len(calls) >= 2 * len(models)  # kept ticking after failures
-    assert not failing._inflight or len(failing._inflight) <= len(models)
 
 
 def test_models_that_leave_the_index_are_forgotten_once() -> None:
