@@ -15,17 +15,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tritonscale.core.api import (
-    ANNOTATION_MODEL,
-    ANNOTATION_SPEC_HASH,
-    API_VERSION,
-    KIND,
-    LABEL_MANAGED_BY,
-    LABEL_POOL,
-    LABEL_SM,
-    LABEL_VARIANT,
-    MANAGER,
-)
+# The API identity lives in core/api.py; re-exported for older imports from here.
+from tritonscale.core.api import ANNOTATION_MODEL as ANNOTATION_MODEL
+from tritonscale.core.api import ANNOTATION_SPEC_HASH as ANNOTATION_SPEC_HASH
+from tritonscale.core.api import API_VERSION as API_VERSION
+from tritonscale.core.api import GROUP as GROUP
+from tritonscale.core.api import KIND as KIND
+from tritonscale.core.api import LABEL_MANAGED_BY as LABEL_MANAGED_BY
+from tritonscale.core.api import LABEL_POOL as LABEL_POOL
+from tritonscale.core.api import LABEL_SM as LABEL_SM
+from tritonscale.core.api import LABEL_VARIANT as LABEL_VARIANT
+from tritonscale.core.api import MANAGER as MANAGER
 from tritonscale.core.spec import NodePool, ScaledModelSpec, Variant
 from tritonscale.core.types import Placement
 

@@ -319,10 +319,12 @@ def build_status(
     unavailable_pools: Iterable[str] = (),
     decision: Decision | None = None,
     observation: Observation | None = None,
+    extra_conditions: Sequence[Condition] = (),
 ) -> dict[str, Any]:
     """The status merge patch after one reconcile, from what was decided (``decision``,
     None when the recorded plan was reused), observed (``observation``) and now exists
-    (``states``, per (variant, pool)); ``old`` is the status the object holds.
+    (``states``, per (variant, pool)); ``old`` is the status the object holds;
+    ``extra_conditions`` (e.g. ``Routed``) follow the built-in ones.
 
     Pure: the reconciler computes, applies, then writes what this returns."""
     conds = [Condition(SPEC_VALID, "True", "Valid", "spec is valid")]
@@ -345,6 +347,7 @@ def build_status(
         )
         patch["observed"] = replace_patch(old.get("observed"), observed_status(observation, now))
     conds.append(ready_condition(states, draining, target))
+    conds.extend(extra_conditions)
     plan_keys = {p.key for p in plan}
     known_pools = {p.name for p in spec.node_pools}
     patch.update(

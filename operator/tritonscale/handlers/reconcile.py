@@ -36,8 +36,17 @@ from tritonscale.core.render import (
     get_service,
     spec_hash,
 )
+from tritonscale.core.routing import (
+    ROUTED,
+    gate_deletions,
+    get_placement_service,
+    get_routes,
+    placement_service_name,
+    route_weights,
+)
 from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
+from tritonscale.handlers import ownership
 from tritonscale.handlers.ports import KubeAPI, NullSignalSource, SignalSource
 
 log = logging.getLogger(__name__)
@@ -116,6 +125,12 @@ class Reconciler:
     _status: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     # Called with every Outcome (listener errors are logged, never raised).
     listeners: list[Callable[[Outcome], None]] = field(default_factory=list)
+    # Weighted routing: backendRef weights of the routes last applied, per uid (a
+    # Deployment is deleted only once a route giving it weight 0 was applied), and
+    # the hash of the per-placement Services and routes with when they were applied.
+    _route_weights: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict,
+                                                                 repr=False)
+    _route_hash: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
 
     # -- entry points (called by the Kopf handlers) ------------------------------
 
@@ -247,6 +262,8 @@ class Reconciler:
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
         self._pools_down.pop(uid, None)
+        self._route_weights.pop(uid, None)
+        self._route_hash.pop(uid, None)
 
     # -- internals ---------------------------------------------------------------
 
@@ -310,7 +327,7 @@ class Reconciler:
                 listed = self.kube.list_deployments(ns, name)
             except KubeAPIError as e:
                 raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
-        owned = [d for d in listed if _owned_by(d, uid)]
+        owned = [d for d in listed if not uid or ownership.is_ours(d, uid)]
         states = st.states_from_deployments(owned)
         by_name = {str(d["metadata"]["name"]): d for d in owned}
         prev_plan = st.placements_from_status(status)
@@ -340,11 +357,23 @@ class Reconciler:
         updated: list[str] = []
         deleted: list[str] = []
         after = {s.key: s for s in states}
+        deletions = tuple(tr.delete)
+        routed: st.Condition | None = None
         try:
             svc = get_service(owner, spec)
             h = spec_hash(svc)
             known = self._service_hash.get(uid)
-            if known is None or known[0] != h or now - known[1] >= self.service_refresh_seconds:
+            apply_svc = (known is None or known[0] != h
+                         or now - known[1] >= self.service_refresh_seconds)
+            # Never take over an object we did not create (handlers/ownership.py).
+            new_deps = [d for d in (get_deployment(owner, spec, p, self.options)
+                                    for p in tr.apply)
+                        if d["metadata"]["name"] not in by_name]
+            clash = ownership.conflicts(self.kube, uid, ([svc] if apply_svc else []) + new_deps)
+            if clash:
+                return self._ownership_conflict(ns, name, involved, status, generation,
+                                                clash, now, spec, states)
+            if apply_svc:
                 self.kube.apply(svc)
                 self._service_hash[uid] = (h, now)
             for p in tr.apply:
@@ -370,9 +399,13 @@ class Reconciler:
                             else "rolled to a new pod template")
                     self._event(involved, "Normal", "UpdatedDeployment",
                                 f"Deployment {dname} {what}")
-            for key in tr.delete:
+            if spec.routing.weighted:
+                deletions, routed = self._route(owner, spec, uid, after, tr.delete, now)
+            for key in deletions:
                 dname = deployment_name(name, key[0], key[1])
                 self.kube.delete_deployment(ns, dname)
+                if spec.routing.weighted:
+                    self.kube.delete_service(ns, placement_service_name(name, *key))
                 after.pop(key, None)
                 deleted.append(dname)
                 self._event(involved, "Normal", "DeletedDeployment",
@@ -387,8 +420,9 @@ class Reconciler:
         states_after = sorted(after.values(), key=lambda s: s.key)
         patch = st.build_status(
             old=status, spec=spec, name=name, generation=generation, now=now,
-            states=states_after, plan=plan, draining=tr.draining, target=tr.target,
-            unavailable_pools=down, decision=decision, observation=obs,
+            states=states_after, plan=plan, draining=tr.draining or deletions != tr.delete,
+            target=tr.target, unavailable_pools=down, decision=decision, observation=obs,
+            extra_conditions=[routed] if routed is not None else [],
         )
         running_cost = float(patch["costPerHour"])
         written = self._write_status(ns, name, uid, status, patch)
@@ -397,10 +431,60 @@ class Reconciler:
         return Outcome(
             valid=True, namespace=ns, name=name, decided=decision is not None,
             created=tuple(created), updated=tuple(updated), deleted=tuple(deleted),
-            settled=tr.settled, status_written=written, spec=spec, decision=decision,
+            settled=tr.settled and deletions == tr.delete, status_written=written,
+            spec=spec, decision=decision,
             observation=obs,
             placements=tuple(states_after), cost_per_hour=running_cost,
         )
+
+    def _route(
+        self,
+        owner: Owner,
+        spec: ScaledModelSpec,
+        uid: str,
+        after: Mapping[tuple[str, str], PlacementState],
+        delete: Sequence[tuple[str, str]],
+        now: float,
+    ) -> tuple[tuple[tuple[str, str], ...], st.Condition]:
+        """Weighted routing: apply per-placement Services and the routes; return the
+        Deployments that may go now (their weight 0 was applied in an earlier pass)
+        and the ``Routed`` condition.
+
+        Without the Gateway API CRDs nothing can route through a gateway: the
+        condition says so and deletions are not held back. Other route failures
+        keep the previous weights (so deletions wait) and say why."""
+        applied = self._route_weights.get(uid)
+        delete_now, later = gate_deletions(delete, applied)
+        staying = [s for k, s in sorted(after.items()) if k not in delete_now]
+        weights = route_weights(spec, staying, leaving=later)
+        objs = [get_placement_service(owner, spec, s.key) for s in staying]
+        objs += get_routes(owner, spec, weights)
+        h = spec_hash(objs)
+        known = self._route_hash.get(uid)
+        if known is not None and known[0] == h and now - known[1] < self.service_refresh_seconds:
+            self._route_weights[uid] = weights
+            return delete_now, _routed_ok(weights, later)
+        for obj in objs:
+            try:
+                self.kube.apply(obj)
+            except KubeAPIError as e:
+                if obj["kind"] == "Service":
+                    raise
+                self._route_hash.pop(uid, None)
+                if e.not_found:
+                    self._route_weights[uid] = {}
+                    return tuple(delete), st.Condition(
+                        ROUTED, "False", "GatewayAPIMissing",
+                        f"spec.routing.mode is gateway but the API server has no "
+                        f"{obj['apiVersion']} {obj['kind']} (install the Gateway API CRDs): "
+                        f"{e}")
+                return delete_now, st.Condition(
+                    ROUTED, "False", "RouteApplyFailed",
+                    f"applying {obj['kind']} {owner.namespace}/{owner.name} failed, will "
+                    f"retry: {e}")
+        self._route_hash[uid] = (h, now)
+        self._route_weights[uid] = weights
+        return delete_now, _routed_ok(weights, later)
 
     def _write_status(
         self, ns: str, name: str, uid: str, status: Mapping[str, Any], patch: Mapping[str, Any]
@@ -460,6 +544,37 @@ class Reconciler:
         return Outcome(valid=False, namespace=ns, name=name, status_written=written,
                        errors=tuple(str(e) for e in err.errors))
 
+    def _ownership_conflict(
+        self,
+        ns: str,
+        name: str,
+        involved: Mapping[str, Any],
+        status: Mapping[str, Any],
+        generation: Any,
+        clash: Sequence[ownership.Conflict],
+        now: float,
+        spec: ScaledModelSpec,
+        states: Sequence[PlacementState],
+    ) -> Outcome:
+        """Someone else's object has a name we need: touch nothing, say so once."""
+        msg = "; ".join(c.message(name) for c in clash[:MAX_ERRORS_IN_MESSAGE])
+        old = st.condition(status.get("conditions"), st.READY)
+        patch = {
+            "observedGeneration": generation,
+            "conditions": st.merge_conditions(
+                status.get("conditions"),
+                [st.Condition(st.SPEC_VALID, "True", "Valid", "spec is valid"),
+                 st.Condition(st.READY, "False", ownership.REASON, msg)],
+                generation, now,
+            ),
+        }
+        written = self._write_status(ns, name, str(involved.get("uid") or ""), status, patch)
+        if old.get("reason") != ownership.REASON or old.get("message") != msg:
+            self._event(involved, "Warning", ownership.REASON, msg)
+        return Outcome(valid=True, namespace=ns, name=name, settled=False,
+                       status_written=written, errors=(msg,), spec=spec,
+                       placements=tuple(states))
+
     def _apply_failed(
         self,
         ns: str,
@@ -485,11 +600,14 @@ class Reconciler:
         del generation
 
 
-def _owned_by(dep: Mapping[str, Any], uid: str) -> bool:
-    refs = (dep.get("metadata") or {}).get("ownerReferences") or []
-    if not uid:
-        return True
-    return any(r.get("uid") == uid for r in refs)
+def _routed_ok(weights: Mapping[tuple[str, str], int],
+               later: Sequence[tuple[str, str]]) -> st.Condition:
+    text = ", ".join(f"{v}@{p}={w}" for (v, p), w in sorted(weights.items()))
+    msg = f"backendRef weights: {text or 'none'}"
+    if later:
+        msg += "; draining (weight 0, deleted next pass): " + ", ".join(
+            f"{v}@{p}" for v, p in later)
+    return st.Condition(ROUTED, "True", "RoutesApplied", msg)
 
 
 def _same(cur: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
