@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tritonscale.core.api import GROUP, LABEL_SM, MANAGER, PLURAL, VERSION
-from tritonscale.core.routing import ROUTE_PLURALS
+from tritonscale.core.routing import GATEWAY_GROUP, GATEWAY_VERSION, ROUTE_PLURALS
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 
@@ -157,6 +157,17 @@ class KubeAdapter:
             fn = self._core.read_namespaced_service
         elif kind == "ConfigMap":
             fn = self._core.read_namespaced_config_map
+        elif kind in ROUTE_PLURALS:
+            try:
+                route = self._call(
+                    f"get {kind}", self._custom.get_namespaced_custom_object, GATEWAY_GROUP,
+                    GATEWAY_VERSION, namespace, ROUTE_PLURALS[kind], name,
+                )
+            except KubeAPIError as e:
+                if e.not_found:  # also when the Gateway API CRDs are not installed
+                    return None
+                raise
+            return dict(route) if isinstance(route, Mapping) else None
         else:
             raise ValueError(f"cannot read kind {kind!r}")
         try:
@@ -218,6 +229,15 @@ class KubeAdapter:
         """Delete a per-placement Service (weighted routing); absent is fine."""
         try:
             self._call("delete service", self._core.delete_namespaced_service, name, namespace)
+        except KubeAPIError as e:
+            if not e.not_found:
+                raise
+
+    def delete_route(self, kind: str, namespace: str, name: str) -> None:
+        """Delete an HTTPRoute/GRPCRoute; absent (or no Gateway API CRDs) is fine."""
+        try:
+            self._call(f"delete {kind}", self._custom.delete_namespaced_custom_object,
+                       GATEWAY_GROUP, GATEWAY_VERSION, namespace, ROUTE_PLURALS[kind], name)
         except KubeAPIError as e:
             if not e.not_found:
                 raise

@@ -320,11 +320,13 @@ def build_status(
     decision: Decision | None = None,
     observation: Observation | None = None,
     extra_conditions: Sequence[Condition] = (),
+    drop_conditions: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The status merge patch after one reconcile, from what was decided (``decision``,
     None when the recorded plan was reused), observed (``observation``) and now exists
     (``states``, per (variant, pool)); ``old`` is the status the object holds;
-    ``extra_conditions`` (e.g. ``Routed``) follow the built-in ones.
+    ``extra_conditions`` (e.g. ``Routed``) follow the built-in ones; conditions of a
+    type in ``drop_conditions`` are removed.
 
     Pure: the reconciler computes, applies, then writes what this returns."""
     conds = [Condition(SPEC_VALID, "True", "Valid", "spec is valid")]
@@ -348,11 +350,14 @@ def build_status(
         patch["observed"] = replace_patch(old.get("observed"), observed_status(observation, now))
     conds.append(ready_condition(states, draining, target))
     conds.extend(extra_conditions)
+    dropped = set(drop_conditions)
     plan_keys = {p.key for p in plan}
     known_pools = {p.name for p in spec.node_pools}
     patch.update(
         observedGeneration=generation,
-        conditions=merge_conditions(old.get("conditions"), conds, generation, now),
+        conditions=merge_conditions(
+            [c for c in old.get("conditions") or () if c.get("type") not in dropped],
+            conds, generation, now),
         placements=[
             {"variant": s.variant, "pool": s.pool, "desired": s.desired, "ready": s.ready,
              "deployment": deployment_name(name, s.variant, s.pool),

@@ -37,6 +37,8 @@ from tritonscale.core.render import (
     spec_hash,
 )
 from tritonscale.core.routing import (
+    LABEL_BACKEND,
+    ROUTE_KINDS,
     ROUTED,
     gate_deletions,
     get_placement_service,
@@ -359,6 +361,7 @@ class Reconciler:
         after = {s.key: s for s in states}
         deletions = tuple(tr.delete)
         routed: st.Condition | None = None
+        unrouted = False
         try:
             svc = get_service(owner, spec)
             h = spec_hash(svc)
@@ -401,11 +404,17 @@ class Reconciler:
                                 f"Deployment {dname} {what}")
             if spec.routing.weighted:
                 deletions, routed = self._route(owner, spec, uid, after, tr.delete, now)
+            elif uid in self._route_weights or st.condition(status.get("conditions"), ROUTED):
+                self._unroute(owner, uid, after)
+                unrouted = True
             for key in deletions:
                 dname = deployment_name(name, key[0], key[1])
                 self.kube.delete_deployment(ns, dname)
                 if spec.routing.weighted:
-                    self.kube.delete_service(ns, placement_service_name(name, *key))
+                    sname = placement_service_name(name, *key)
+                    live = self.kube.get("Service", ns, sname)
+                    if live is not None and ownership.is_ours(live, uid):
+                        self.kube.delete_service(ns, sname)
                 after.pop(key, None)
                 deleted.append(dname)
                 self._event(involved, "Normal", "DeletedDeployment",
@@ -423,6 +432,7 @@ class Reconciler:
             states=states_after, plan=plan, draining=tr.draining or deletions != tr.delete,
             target=tr.target, unavailable_pools=down, decision=decision, observation=obs,
             extra_conditions=[routed] if routed is not None else [],
+            drop_conditions=[ROUTED] if unrouted else [],
         )
         running_cost = float(patch["costPerHour"])
         written = self._write_status(ns, name, uid, status, patch)
@@ -464,6 +474,12 @@ class Reconciler:
         if known is not None and known[0] == h and now - known[1] < self.service_refresh_seconds:
             self._route_weights[uid] = weights
             return delete_now, _routed_ok(weights, later)
+        # Never take over a Service or route we did not create (handlers/ownership.py).
+        clash = ownership.conflicts(self.kube, uid, objs)
+        if clash:
+            self._route_hash.pop(uid, None)
+            return (), st.Condition(ROUTED, "False", ownership.REASON,
+                                    "; ".join(c.message(owner.name) for c in clash))
         for obj in objs:
             try:
                 self.kube.apply(obj)
@@ -485,6 +501,25 @@ class Reconciler:
         self._route_hash[uid] = (h, now)
         self._route_weights[uid] = weights
         return delete_now, _routed_ok(weights, later)
+
+    def _unroute(
+        self, owner: Owner, uid: str, existing: Mapping[tuple[str, str], PlacementState]
+    ) -> None:
+        """Back to ``service`` mode: remove the routes and per-placement Services this
+        model created in gateway mode (only ours; absent ones are fine)."""
+        ns = owner.namespace
+        for kind in ROUTE_KINDS.values():
+            live = self.kube.get(kind, ns, owner.name)
+            if live is not None and ownership.is_ours(live, uid):
+                self.kube.delete_route(kind, ns, owner.name)
+        for key in sorted(existing):
+            sname = placement_service_name(owner.name, *key)
+            live = self.kube.get("Service", ns, sname)
+            labels = (live or {}).get("metadata", {}).get("labels") or {}
+            if live is not None and ownership.is_ours(live, uid) and LABEL_BACKEND in labels:
+                self.kube.delete_service(ns, sname)
+        self._route_weights.pop(uid, None)
+        self._route_hash.pop(uid, None)
 
     def _write_status(
         self, ns: str, name: str, uid: str, status: Mapping[str, Any], patch: Mapping[str, Any]
