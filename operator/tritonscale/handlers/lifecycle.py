@@ -10,7 +10,7 @@ Importing this module registers the handlers in Kopf's default registry;
   started by :func:`start_ticking`) decides again for each ScaledModel once its
   ``spec.scaling.intervalSeconds`` passed, at a per-uid phase so 2,000 models do
   not wake together. It walks :func:`scaledmodels`, Kopf's index of the models this
-  shard owns. There is no per-object ``@kopf.timer``: Kopf adds its finalizer to
+  shard owns. There is no per-object Kopf timer: Kopf adds its finalizer to
   every object with a timer or daemon, and none to objects that only have
   create/update/resume/event/index handlers.
 - events of owned Deployments: refresh ready counts and finish make-before-break

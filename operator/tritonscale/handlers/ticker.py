@@ -1,7 +1,7 @@
 """The operator-wide tick loop: one asyncio task instead of a Kopf timer per object.
 
-Kopf's ``@kopf.timer`` runs one task per ScaledModel and forces a finalizer on every
-one (so deleting a ScaledModel, or the CRD, while the operator is down hangs). This
+A Kopf timer runs one task per ScaledModel and forces a finalizer on every one
+(so deleting a ScaledModel, or the CRD, while the operator is down hangs). This
 loop needs neither: it wakes every ``resolution`` seconds, walks the ScaledModels
 this process owns (Kopf's index, fed by its watch) and hands each one whose tick
 slot just passed (:mod:`tritonscale.core.fleet`: a per-uid phase spreads them over
