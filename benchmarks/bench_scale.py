@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
 from tests.harness.operator import OperatorProcess, ProcStats  # noqa: E402
-from tests.k8s import Cluster, k8s_binaries  # noqa: E402
+from tests.k8s import Cluster, k8s_binaries, wait_for  # noqa: E402
 from tests.k8s.cluster import NODE_POOL_LABEL  # noqa: E402
 
 from tritonscale.core.api import GROUP, PLURAL, VERSION  # noqa: E402
@@ -355,11 +355,13 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         cluster.start()
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "scaledmodel.yaml"))
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/scaledmodels.tritonscale.io",
-            "--timeout=60s",
+        # `kubectl wait` fails outright while the new CRD has no status yet: retry.
+        wait_for(
+            lambda: cluster.kubectl(
+                "wait", "--for=condition=Established", "crd/scaledmodels.tritonscale.io",
+                "--timeout=10s", check=False,
+            ).returncode == 0,
+            timeout=60, interval=0.5, what="the ScaledModel CRD Established",
         )
         nodes = max(1, math.ceil(args.count * 1.1 / PODS_PER_NODE))
         cluster.add_node_pool(
