@@ -257,6 +257,11 @@ class _MemKube:
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == "Deployment":
+            return self.deployments.get(name)
+        return None
+
     def apply(self, obj: Any) -> dict[str, Any]:
         if obj.get("kind") == "Deployment":
             dep = dict(obj)
@@ -267,6 +272,12 @@ class _MemKube:
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         self.deployments.pop(name, None)
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        return None
+
+    def delete_route(self, kind: str, namespace: str, name: str) -> None:
+        return None
 
     def patch_status(self, namespace: str, name: str, status: Any) -> None:
         self.status.update(status)
