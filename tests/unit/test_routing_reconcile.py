@@ -218,7 +218,7 @@ def test_gateway_objects_we_did_not_create_are_never_taken_over(
         kube.services[(NS, "resnet50-int8-t4-spot")] = foreign
     else:
         kube.routes[("HTTPRoute", NS, NAME)] = foreign
-    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    use_plan(r, Placement("int8", "t4-spot", 1))
     r.reconcile(body(kube))
     c = cond(kube, "Routed")
     assert c["status"] == "False" and c["reason"] == "OwnershipConflict"
@@ -235,7 +235,7 @@ def test_gateway_objects_we_did_not_create_are_never_taken_over(
 def test_back_to_service_mode_removes_routes_and_placement_services(
     kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    use_plan(r, Placement("int8", "t4-spot", 1))
     r.reconcile(body(kube))
     assert kube.routes and (NS, "resnet50-int8-t4-spot") in kube.services
     kube.scaledmodels[(NS, NAME)]["spec"].pop("routing")  # generation kept on purpose
@@ -257,15 +257,16 @@ def test_missing_grpcroute_crd_alone_keeps_make_before_break(
     """HTTPRoute exists (and carries traffic), GRPCRoute's CRD does not: deletions still
     wait for the HTTPRoute's zero weight."""
     kube.missing_route_kinds = {"GRPCRoute"}
-    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    use_plan(r, Placement("int8", "t4-spot", 1))
     r.reconcile(body(kube))
     kube.set_ready("resnet50-int8-t4-spot")
-    use_plan(monkeypatch, Placement("int8", "l4-spot", 1))
+    moving(r, Placement("int8", "t4-spot", 1), Placement("int8", "l4-spot", 1))
     r.reconcile(body(kube))
     kube.set_ready("resnet50-int8-l4-spot")
     assert cond(kube, "Routed")["reason"] == "GatewayAPIMissing"
     assert "GRPCRoute" in cond(kube, "Routed")["message"]
-    out = r.reconcile(body(kube), decide=False)
+    use_plan(r, Placement("int8", "l4-spot", 1))
+    out = r.reconcile(body(kube))
     assert out.deleted == ()
     assert weights(kube)["resnet50-int8-t4-spot"] == 0
     assert r.reconcile(body(kube), decide=False).deleted == ("resnet50-int8-t4-spot",)
