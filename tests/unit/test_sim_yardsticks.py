@@ -268,3 +268,41 @@ def test_static_peak_honours_the_baseline_override(resnet: ScaledModelSpec) -> N
 
     p = make_policy("static-peak", resnet, np.arange(0.0, 60.0, 0.01), None, "int8", "l4-spot")
     assert p.initial(None) == {("int8", "l4-spot"): 1}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("growth", "sizes", "dones"),
+    [
+        # Triton's code comment: the prepared batch grows until the instance frees.
+        (1.0, [4, 4, 1], [2.8, 5.3, 6.3]),
+        # Measured Triton 2.51: it stops growing half-way through the running batch.
+        (0.5, [4, 3, 2], [2.8, 4.8, 6.3]),
+        # No growth: it closes when its own delay expires.
+        (0.0, [4, 2, 3], [2.8, 4.3, 6.3]),
+    ],
+)
+def test_prefetch_against_a_hand_traced_timeline(
+    growth: float, sizes: list[int], dones: list[float]
+) -> None:
+    """Max batch 4, queue delay 0.5 s, S = 1, 1.5, 2, 2.5 s for 1..4 requests.
+
+    Batch 1: four requests by 0.3 s, full, runs 0.3-2.8.  The next batch opens with
+    the arrival at 1.0 while batch 1 runs; its delay expires at 1.5.
+    g = 1: it takes everything queued at 2.8 (1.0, 1.2, 1.52, 2.0: full), 2.8-5.3;
+           2.2 alone, 5.3-6.3.
+    g = 0.5: it stops growing at 0.3 + 0.5 x 2.5 = 1.55 (1.0, 1.2, 1.52), 2.8-4.8;
+           the next one formed during it stops at 2.8 + 0.5 x 2 = 3.8 (2.0, 2.2),
+           4.8-6.3.
+    g = 0: it closes at its delay, 1.5 (1.0, 1.2), 2.8-4.3; then 1.52, 2.0, 2.2
+           (closed at 2.8 when that one started), 4.3-6.3."""
+    arrivals = [0.0, 0.1, 0.2, 0.3, 1.0, 1.2, 1.52, 2.0, 2.2]
+    svc = [0.0, 1.0, 1.5, 2.0, 2.5]
+    r = serve(arrivals, 0.0, 4, 0.5, svc, 100.0, growth=growth)
+    assert r.sizes == sizes
+    assert r.dones == pytest.approx(dones)
+    assert r.left == len(arrivals)
+    # Cut into segments (as the simulator does), the timeline is the same.
+    first = serve(arrivals, 0.0, 4, 0.5, svc, 2.9, growth=growth)
+    rest = serve(arrivals[first.left :], first.t_free, 4, 0.5, svc, 100.0,
+                 growth=growth, last_svc=first.last_svc)
+    assert first.sizes + rest.sizes == sizes
