@@ -71,6 +71,8 @@ class SimConfig:
     startup_override_s: float | None = None
     # Length of the windows used for ``windows_met``.
     slo_window_s: float = 60.0
+    # Windows starting in the first warmup_s seconds are reported apart.
+    warmup_s: float = 300.0
     # A removed Ready replica stays billed for its termination: the preStop drain,
     # then Triton finishing in-flight work for at most its exit timeout
     # (core/render.py's RenderOptions defaults).
