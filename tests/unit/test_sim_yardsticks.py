@@ -322,3 +322,32 @@ def test_warmup_minutes_are_reported_apart(make_spec: SpecFactory) -> None:
     assert (s["warmup_windows"], s["warmup_windows_met"], s["windows_met"]) == (2, 0.0, 1.0)
     s0 = summarize(spec, run, "x", 60.0, warmup_s=0.0)
     assert (s0["warmup_windows"], s0["windows_met"]) == (0, 0.8)
+
+
+def test_oracle_is_sized_on_the_simulator(make_spec: SpecFactory) -> None:
+    """A load stepping 300 -> 2,400 -> 600 req/s: the oracle (zero startup) meets
+    the SLO in every minute, each interval's plan replays within the SLO on its own,
+    and the plan for 60 % of that load does not; foresight,
+    paying the 60-120 s startups, costs at least as much and also meets it."""
+    from tritonscale.sim.policies import OraclePolicy
+    from tritonscale.sim.report import run_policy
+
+    spec = make_spec()
+    parts = [_poisson(r, 120.0, seed=i) + 120.0 * i for i, r in enumerate((300, 2400, 600))]
+    arr = np.concatenate(parts)
+    cfg = SimConfig(warmup_s=0.0)
+    oracle = run_policy(spec, arr, "oracle", cfg).summary
+    foresight = run_policy(spec, arr, "foresight", cfg).summary
+    for s in (oracle, foresight):
+        assert s["windows_met"] >= 0.99, s
+        assert s["dropped"] == 0 and s["timed_out"] == 0
+    assert foresight["cost_usd"] >= oracle["cost_usd"] > 0
+    pol = OraclePolicy(spec, arr, cfg)
+    k = 10  # 150-165 s: the 2,400 req/s step
+    plan = pol.window_plan(k, frozenset())
+    lo, hi = np.searchsorted(arr, [150.0, 165.0])
+    assert pol._meets(plan, int(lo), int(hi), 150.0)
+    # The bisection's lowest margin gives a smaller plan that the replay rejects.
+    smallest = pol._plan((hi - lo) / 15.0 * 0.6, frozenset())
+    assert sum(smallest.values()) < sum(plan.values())
+    assert not pol._meets(smallest, int(lo), int(hi), 150.0)

@@ -119,6 +119,7 @@ def make_policy(
     hpa: HPAConfig | None = None,
     variant: str | None = None,
     pool: str | None = None,
+    config: SimConfig | None = None,
 ) -> Policy:
     start = initial_rate(arrivals)
     if name == "tritonscale":
@@ -131,7 +132,10 @@ def make_policy(
         peak = float(per_window_rate(arrivals, 60.0).max()) if len(arrivals) else 0.0
         return StaticPeakPolicy(spec, peak, variant, pool)
     if name == "oracle":
-        return OraclePolicy(spec, arrivals)
+        return OraclePolicy(spec, arrivals, config)
+    if name == "foresight":
+        horizon = max((p.startup_seconds for p in spec.node_pools), default=0.0)
+        return OraclePolicy(spec, arrivals, config, horizon, "foresight")
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
 
 
@@ -150,7 +154,7 @@ def run_policy(
         cfg = SimConfig(
             **{**cfg.__dict__, "startup_override_s": 0.0},
         )
-    policy = make_policy(name, spec, arrivals, hpa, variant, pool)
+    policy = make_policy(name, spec, arrivals, hpa, variant, pool, cfg)
     sim = Simulator(spec, arrivals, cfg)
     t0 = time.perf_counter()
     run = sim.run(policy, on_step)
