@@ -50,11 +50,31 @@ from numpy.typing import NDArray
 from tritonscale.core import perf
 from tritonscale.core import planner as pl
 from tritonscale.core.autoscale import decide
+from tritonscale.core.routing import route_weights
 from tritonscale.core.spec import NodePool, Profile, ScaledModelSpec, Variant
-from tritonscale.core.types import Observation
+from tritonscale.core.types import Observation, PlacementState
 from tritonscale.sim.engine import Key, SimConfig, Simulator, SimView
 
 POLICIES = ("tritonscale", "hpa", "kpa", "static-peak", "oracle", "foresight")
+
+
+def gateway_weights(
+    spec: ScaledModelSpec, view: SimView, target: Mapping[Key, int], instant: bool = False
+) -> dict[Key, float] | None:
+    """``spec.routing.mode: gateway``: the backendRef weights the operator would apply
+    for this step (:func:`tritonscale.core.routing.route_weights`: Ready replicas x
+    capacity; a placement gets weight once Ready), for the engine's ``weighted`` load
+    balancing. ``instant``: the target's replicas are Ready at once (the oracle).
+    None in service mode (the Service's split)."""
+    if not spec.routing.weighted:
+        return None
+    cur = {s.key: s for s in view.current()}
+    states = [
+        PlacementState(k[0], k[1], n, n if instant else min(cur[k].ready, n) if k in cur else 0)
+        for k, n in sorted(target.items()) if n > 0
+    ]
+    states += [s for k, s in sorted(cur.items()) if target.get(k, 0) <= 0]  # still serving
+    return {k: float(w) for k, w in route_weights(spec, states).items()}
 
 
 def initial_rate(arrivals: NDArray[np.float64], window_s: float = 60.0) -> float:
@@ -78,11 +98,14 @@ class TritonscalePolicy:
         self.state: Mapping[str, Any] | None = None
         self.last_reason = ""
         self.decisions = 0
+        # Gateway mode: backendRef weights per placement (read by the engine).
+        self.route_weights: dict[Key, float] | None = None
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
         d = decide(self.spec, Observation(rps=self.start_rps), None, view.now)
         self.state = d.state
         self.last_reason = d.reason
+        self.route_weights = gateway_weights(self.spec, view, d.replicas(), instant=True)
         return d.replicas()
 
     def step(self, view: SimView) -> Mapping[Key, int]:
@@ -94,6 +117,7 @@ class TritonscalePolicy:
         self.state = json.loads(json.dumps(d.state))
         self.last_reason = d.reason
         self.decisions += 1
+        self.route_weights = gateway_weights(self.spec, view, d.replicas())
         return d.replicas()
 
 
@@ -413,6 +437,7 @@ class _Hold:
     def __init__(self, plan: Mapping[Key, int], interval_s: float) -> None:
         self.plan = plan
         self.interval_s = interval_s
+        self.route_weights: dict[Key, float] | None = None
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
         return self.plan
@@ -455,6 +480,7 @@ class OraclePolicy:
         self.last_reason = name
         self.name = name
         self.lookahead_s = lookahead_s
+        self.route_weights: dict[Key, float] | None = None
         base = config or SimConfig()
         self.check_cfg = SimConfig(
             seed=base.seed,
@@ -476,13 +502,15 @@ class OraclePolicy:
             min_replicas=sc.min_replicas,
             max_replicas=sc.max_replicas,
             max_cost_per_hour=self.spec.slo.max_cost_per_hour,
+            weighted=self.spec.routing.weighted,
         )
         plan = (
             pl.solve(combos, req)
             or pl.solve(combos, req, respect_budget=False)
             or pl.best_effort(combos, req, respect_budget=False)
         )
-        return dict(plan.counts) if plan is not None else {}
+        mix = dict(plan.counts) if plan is not None else {}
+        return mix
 
     def _meets(self, plan: Mapping[Key, int], lo: int, hi: int, t0: float) -> bool:
         if hi <= lo:
@@ -490,7 +518,11 @@ class OraclePolicy:
         if not plan:
             return False
         arr = self.arr[lo:hi] - t0
-        run = Simulator(self.spec, arr, self.check_cfg).run(_Hold(plan, self.interval_s))
+        hold = _Hold(plan, self.interval_s)
+        if self.spec.routing.weighted:
+            ready = [PlacementState(k[0], k[1], n, n) for k, n in sorted(plan.items()) if n > 0]
+            hold.route_weights = {k: float(w) for k, w in route_weights(self.spec, ready).items()}
+        run = Simulator(self.spec, arr, self.check_cfg).run(hold)
         lat = (run.done - run.arrivals) * 1000.0
         slo = self.spec.slo.latency
         k = max(0, math.ceil(slo.percentile / 100.0 * len(lat)) - 1)
@@ -537,7 +569,11 @@ class OraclePolicy:
         return out
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
-        return self._target(view.now, view.unavailable_pools())
+        return self.step(view)
 
     def step(self, view: SimView) -> Mapping[Key, int]:
-        return self._target(view.now, view.unavailable_pools())
+        mix = self._target(view.now, view.unavailable_pools())
+        self.route_weights = gateway_weights(
+            self.spec, view, mix, instant=self.lookahead_s <= 0.0
+        )
+        return mix
