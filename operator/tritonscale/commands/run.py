@@ -72,6 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--api-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="client-side timeout of every Kubernetes API call the reconciler makes; a "
+        "stalled API server holds a model no longer than this (default %(default)s)",
+    )
+    parser.add_argument(
+        "--prometheus-max-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="cap on a ScaledModel's spec.metrics.prometheus.timeoutSeconds "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
         "--allow-prometheus-url", action="append", default=[], metavar="URL",
         help="a Prometheus base URL ScaledModels may query (repeatable; the ScaledModel's "
         "URL must have the same scheme, host and port and a path at or below this one; "
@@ -157,7 +167,13 @@ def run(args: argparse.Namespace) -> int:
             "no Prometheus allowlist (--allow-prometheus-url / $%s): ScaledModels may "
             "make the operator query any http(s) URL", ALLOWED_PROMETHEUS_ENV,
         )
-    kube = KubeAdapter.from_environment(pool_size=args.workers + 8)
+    for flag, value in (("--api-timeout", args.api_timeout),
+                        ("--prometheus-max-timeout", args.prometheus_max_timeout)):
+        if not value > 0:
+            print(f"tritonscale run: {flag} must be positive", file=sys.stderr)
+            return 2
+    kube = KubeAdapter.from_environment(pool_size=args.workers + 8,
+                                        timeout_seconds=args.api_timeout)
     metrics = OperatorMetrics()
     reconciler = Reconciler(
         kube=kube,
@@ -165,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             list_pods=kube.list_pods,
             prometheus_factory=functools.partial(
                 PrometheusSignals.from_source, window_s=args.prometheus_rate_window,
-                allowlist=allowlist,
+                allowlist=allowlist, max_timeout_s=args.prometheus_max_timeout,
             ),
         ),
         listeners=[MetricsListener(metrics)],
