@@ -63,8 +63,15 @@ from functools import lru_cache
 from tritonscale.core.batcher import TRITON_GROWTH, batch_latency_ms
 from tritonscale.core.spec import LatencySLO, Profile
 
-__all__ = ["PerfPoint", "batch_latency_ms", "capacity", "max_throughput_rps",
-           "predict_latency_ms", "predict_replica"]
+__all__ = [
+    "PerfPoint",
+    "batch_latency_ms",
+    "capacity",
+    "max_throughput_rps",
+    "predict_latency_ms",
+    "predict_replica",
+    "prefetch_ms",
+]
 
 
 def max_throughput_rps(profile: Profile) -> float:
@@ -141,6 +148,20 @@ def _fixed_point_batch(profile: Profile, lam: float, d_eff: float, big_b: float)
     return b
 
 
+def _prefetch_ms(growth: float, busy: float, s_b: float, d_eff: float) -> float:
+    return (1.0 - growth) * busy * busy * max(s_b - 0.5 * d_eff, 0.0)
+
+
+def prefetch_ms(profile: Profile, point: PerfPoint, growth: float = TRITON_GROWTH) -> float:
+    """The prefetch term of :func:`predict_replica` at ``point`` (ms, any percentile)."""
+    big_b = float(profile.max_batch_size)
+    lam = max(point.rps, 0.0) / 1000.0
+    if lam <= 0.0:
+        return 0.0
+    d_eff = min(profile.max_queue_delay_ms, (big_b - 1.0) / lam) if big_b > 1 else 0.0
+    return _prefetch_ms(growth, point.busy, batch_latency_ms(profile, point.batch), d_eff)
+
+
 def predict_replica(
     profile: Profile, rps: float, percentile: float, growth: float = TRITON_GROWTH
 ) -> PerfPoint:
@@ -175,7 +196,7 @@ def predict_replica(
     # (S(b) - d_eff / 2), fit against the simulator's exact batcher (-18 %..+26 %
     # at p50, -9 %..+21 % at p95/p99, 20-90 % of saturation, bundled and test
     # profiles; tests/unit/test_perf.py).
-    prefetch = (1.0 - growth) * busy * busy * max(s_b - 0.5 * d_eff, 0.0)
+    prefetch = _prefetch_ms(growth, busy, s_b, d_eff)
     return PerfPoint(rps, b, cycle, u, busy, base + wait + prefetch)
 
 
