@@ -147,6 +147,7 @@ class SimView(Protocol):
         self, key: Key | None = None, window_s: float | None = None
     ) -> float | None: ...
     def concurrency(self, window_s: float) -> float: ...
+    def pending(self) -> float: ...
     def unavailable_pools(self) -> frozenset[str]: ...
 
 
@@ -211,6 +212,7 @@ class Simulator:
                 if prof is not None:
                     self._profiles[(v.name, p.name)] = prof
         self._svc: dict[Key, list[float]] = {}
+        self._pending_lo = 0
 
     # ------------------------------------------------------------------ setup
     def _draw_preemptions(self) -> list[tuple[float, str]]:
@@ -297,6 +299,19 @@ class Simulator:
         end = np.where(np.isfinite(d), np.minimum(d, self.now), self.now)
         w = min(window_s, max(self.now, 1e-9))
         return float(np.sum(end - a)) / w
+
+    def pending(self) -> float:
+        """Requests arrived and not yet completed or dropped, now (Triton's
+        ``nv_inference_pending_request_count`` summed over the fleet, plus the
+        batches executing: a scrape sees both as in flight)."""
+        hi = int(np.searchsorted(self.arr, self.now, "left"))
+        lo = self._pending_lo
+        d = self.done[lo:hi]
+        waiting = np.flatnonzero(np.isnan(d) | ((d > self.now) & np.isfinite(d)))
+        # Everything before the oldest waiting request is finished for good: later
+        # calls start there (requests complete nearly in arrival order).
+        self._pending_lo = lo + int(waiting[0]) if len(waiting) else hi
+        return float(len(waiting))
 
     # --------------------------------------------------------------- mechanics
     def _svc_for(self, key: Key) -> list[float]:

@@ -86,6 +86,7 @@ class TritonscalePolicy:
             rps=view.rps(),
             latency_ms=view.latency_ms(self.spec.slo.latency.percentile),
             current=view.current(),
+            pending=view.pending(),
             unavailable_pools=view.unavailable_pools(),
         )
         d = decide(self.spec, obs, self.state, view.now)
