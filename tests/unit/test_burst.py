@@ -38,13 +38,13 @@ def test_rise_quantile_by_hand() -> None:
     hist = [[0, 100], [15, 100], [30, 150], [45, 100], [60, 100], [75, 100], [90, 300]]
     # t=0: max(100,150)/100-1=0.5; t=15: 150/100-1=0.5; t=30: max(100,100)/150-1<0 -> 0;
     # t=45: 0; t=60: 300/100-1=2.0. Sorted [0,0,0.5,0.5,2.0]; q=0.9 -> ceil(4.5)-1=4 -> 2.0
-    assert burst.rise_quantile(hist, 30.0) == pytest.approx(2.0)
+    assert burst.rise_quantile(hist, 30.0, q=0.9) == pytest.approx(2.0)
     assert burst.rise_quantile(hist, 30.0, q=0.5) == pytest.approx(0.5)
     assert burst.rise_quantile(hist[:2], 30.0) is None
     assert burst.rise_quantile(hist, 30.0, min_samples=6) is None
     # Rises above what a 30-s scale-down window still holds: at t=30 and t=45 the
     # held rate is 150, so only t=0, 15 (0.5) and t=60 (300/150 - 1 = 1.0) rise.
-    assert burst.rise_quantile(hist, 30.0, held_s=30.0) == pytest.approx(1.0)
+    assert burst.rise_quantile(hist, 30.0, held_s=30.0, q=0.9) == pytest.approx(1.0)
     assert burst.rise_quantile(hist, 30.0, held_s=30.0, q=0.6) == pytest.approx(0.5)
 
 
@@ -67,14 +67,14 @@ def test_backlog_by_hand() -> None:
 def test_headroom_follows_volatility_within_bounds() -> None:
     spec = _spec(max_headroom=0.5, scale_down_stabilization_seconds=0.0)
     obs = Observation(rps=100.0)
-    st: dict[str, object] = {"vh": [[t, 100.0 if (t // 15) % 2 else 130.0]
-                                    for t in range(0, 600, 15)]}
+    # A steady ramp of 6% a step: every measured rise over 75 s (5 steps) is
+    # 1.06^5 - 1 = 0.338, between the floor 0.1 and the cap 0.5.
+    st: dict[str, object] = {"vh": [[t, 100.0 * 1.06 ** (t // 15)] for t in range(0, 600, 15)]}
     a = burst.assess(spec, obs, 100.0, st, 600.0, 75.0, 0.0)
-    # Rises of 30% within every horizon: headroom 0.3 (between 0.1 and 0.5).
-    assert a.headroom == pytest.approx(0.3)
+    assert a.headroom == pytest.approx(1.06 ** 5 - 1.0)
     flat = {"vh": [[t, 100.0] for t in range(0, 600, 15)]}
     assert burst.assess(spec, obs, 100.0, flat, 600.0, 75.0, 0.0).headroom == 0.1
-    wild = {"vh": [[t, 100.0 if (t // 15) % 2 else 400.0] for t in range(0, 600, 15)]}
+    wild = {"vh": [[t, 100.0 * 1.5 ** (t // 15)] for t in range(0, 600, 15)]}
     assert burst.assess(spec, obs, 100.0, wild, 600.0, 75.0, 0.0).headroom == 0.5
     # No history yet: the floor.
     assert burst.assess(spec, obs, 100.0, {}, 0.0, 75.0, 0.0).headroom == 0.1

@@ -11,7 +11,8 @@ autoscaler state into three adjustments of the load the planner plans for
    scale-down window ``D``) of per-step rates, at every step ``t`` the rise
    ``max(rate over (t, t + H]) / max(rate over [t - D, t]) - 1`` -- the rise above
    what the scale-down window still holds, so a return from a lull is no rise --
-   and takes its 90th percentile. Headroom = that rise, at least
+   and takes its median (the typical rise: a rare burst does not set the
+   headroom, a sustained ramp does). Headroom = that rise, at least
    ``scaling.headroom`` (the constant floor) and at most ``scaling.maxHeadroom``.
    With fewer than 8 measured rises (about ``H`` + 2 minutes of history), the
    floor applies.
@@ -51,7 +52,7 @@ from typing import Any
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.types import Observation, finite_or_none
 
-RISE_QUANTILE = 0.9
+RISE_QUANTILE = 0.5
 MIN_HISTORY_S = 600.0
 # Fewer measured rises than this: the floor applies (one ramp is not a distribution).
 MIN_RISES = 8
