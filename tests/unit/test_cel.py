@@ -150,6 +150,11 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("prometheus block", lambda d: d["spec"]["metrics"].pop("prometheus"),
      "spec.metrics.prometheus"),
     ("long name", lambda d: d["metadata"].update(name="r" * 21), "metadata.name"),
+    ("gateway without parentRefs", lambda d: d["spec"].update(routing={"mode": "gateway"}),
+     "spec.routing.parentRefs"),
+    ("parentRefs in service mode", lambda d: d["spec"].update(
+        routing={"mode": "service", "parentRefs": [{"name": "gw"}]}),
+     "spec.routing.parentRefs"),
     ("prometheus url with fragment",
      lambda d: d["spec"]["metrics"]["prometheus"].update(url="http://169.254.169.254/x#"),
      "spec.metrics.prometheus.url"),
