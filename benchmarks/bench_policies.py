@@ -27,8 +27,8 @@ Warm-up: the replay starts from each policy's own initial fleet, Ready at t=0; t
 first ``--warmup`` seconds (default 300, more than the slowest startup) are left out
 of the minutes and of the miss counts, not of the cost.
 
-    PYTHONPATH=operator python benchmarks/bench_policies.py            # ~10-20 min
-    PYTHONPATH=operator python benchmarks/bench_policies.py --quick    # ~2 min
+    PYTHONPATH=operator python benchmarks/bench_policies.py            # ~20-25 min
+    PYTHONPATH=operator python benchmarks/bench_policies.py --quick    # ~1-2 min
     ... --traces bundled --scales fleet --preemptions 0 --duration 3600
 """
 
