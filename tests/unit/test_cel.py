@@ -15,6 +15,7 @@ from typing import Any
 
 import celpy
 import pytest
+from cascade_cases import CASCADE_CASES
 from fakes import load_example
 
 from tritonscale import crd
@@ -158,6 +159,7 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("prometheus url with fragment",
      lambda d: d["spec"]["metrics"]["prometheus"].update(url="http://169.254.169.254/x#"),
      "spec.metrics.prometheus.url"),
+    *CASCADE_CASES,
 ]
 
 URLS = [

@@ -7,15 +7,22 @@ this module only wires it into the CLI.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from tritonscale.adapters import profiler
+from tritonscale.adapters import cascade_profiler, profiler
 
 HELP = "measure a live Triton model and print a profiles block for the spec"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     profiler.add_arguments(parser)
+    cascade_profiler.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cascade:
+        return cascade_profiler.run(args)
+    if not args.accelerator:
+        print("tritonscale profile: --accelerator is required", file=sys.stderr)
+        return 2
     return profiler.run(args)

@@ -19,9 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tritonscale.core.cascade_spec import Cascade, parse_cascade
+
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8")
 CAPACITY_TYPES: tuple[str, ...] = ("onDemand", "spot")
-PRIORITIES: tuple[str, ...] = ("latency", "cost")
+PRIORITIES: tuple[str, ...] = ("latency", "cost", "accuracy")
 METRIC_SOURCES: tuple[str, ...] = ("prometheus", "triton", "none")
 ROUTING_MODES: tuple[str, ...] = ("service", "gateway")
 ROUTE_PROTOCOLS: tuple[str, ...] = ("http", "grpc")
@@ -169,7 +171,7 @@ class SLO:
     latency: LatencySLO
     min_accuracy: float = 0.0
     max_cost_per_hour: float | None = None
-    priority: Literal["latency", "cost"] = "latency"
+    priority: Literal["latency", "cost", "accuracy"] = "latency"
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,8 @@ class ScaledModelSpec:
     slo: SLO
     scaling: Scaling = field(default_factory=Scaling)
     metrics: Metrics = field(default_factory=Metrics)
+    # Two tiers answering together (core.cascade plans them); None: one variant per request.
+    cascade: Cascade | None = None
     routing: Routing = field(default_factory=Routing)
 
     def variant(self, name: str) -> Variant:
@@ -604,7 +608,7 @@ def _parse_slo(r: _Reader, data: Any) -> SLO | None:
         latency=LatencySLO(pct, target),
         min_accuracy=min_acc,
         max_cost_per_hour=max_cost,
-        priority="cost" if prio == "cost" else "latency",
+        priority="cost" if prio == "cost" else "accuracy" if prio == "accuracy" else "latency",
     )
 
 
@@ -792,6 +796,8 @@ def parse_spec(data: Any) -> ScaledModelSpec:
     slo = _parse_slo(r, d.get("slo"))
     scaling = _parse_scaling(r, d.get("scaling"))
     metrics = _parse_metrics(r, d.get("metrics"))
+    cascade = parse_cascade(r, d.get("cascade"), {v.name for v in variants},
+                            slo.min_accuracy if slo is not None else None)
     routing = _parse_routing(r, d.get("routing"))
 
     # Cross-field rules (mirrored by CEL rules in the CRD).
@@ -809,7 +815,7 @@ def parse_spec(data: Any) -> ScaledModelSpec:
                 f"variant {v.name!r} has no profile for any node pool's accelerator "
                 f"({', '.join(sorted(accelerators))})",
             )
-    if slo is not None and variants and not any(
+    if slo is not None and variants and d.get("cascade") is None and not any(
         v.accuracy >= slo.min_accuracy for v in variants
     ):
         r.err(
@@ -842,6 +848,7 @@ def parse_spec(data: Any) -> ScaledModelSpec:
         slo=slo,
         scaling=scaling,
         metrics=metrics,
+        cascade=cascade,
         routing=routing,
     )
 
