@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
 from tests.harness.operator import OperatorProcess, ProcStats  # noqa: E402
-from tests.k8s import Cluster, k8s_binaries  # noqa: E402
+from tests.k8s import Cluster, k8s_binaries, wait_for  # noqa: E402
 from tests.k8s.cluster import NODE_POOL_LABEL  # noqa: E402
 
 from tritonscale.core.api import GROUP, PLURAL, VERSION  # noqa: E402
@@ -257,6 +257,11 @@ class _MemKube:
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == "Deployment":
+            return self.deployments.get(name)
+        return None
+
     def apply(self, obj: Any) -> dict[str, Any]:
         if obj.get("kind") == "Deployment":
             dep = dict(obj)
@@ -267,6 +272,12 @@ class _MemKube:
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         self.deployments.pop(name, None)
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        return None
+
+    def delete_route(self, kind: str, namespace: str, name: str) -> None:
+        return None
 
     def patch_status(self, namespace: str, name: str, status: Any) -> None:
         self.status.update(status)
@@ -344,11 +355,13 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         cluster.start()
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "scaledmodel.yaml"))
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/scaledmodels.tritonscale.io",
-            "--timeout=60s",
+        # `kubectl wait` fails outright while the new CRD has no status yet: retry.
+        wait_for(
+            lambda: cluster.kubectl(
+                "wait", "--for=condition=Established", "crd/scaledmodels.tritonscale.io",
+                "--timeout=10s", check=False,
+            ).returncode == 0,
+            timeout=60, interval=0.5, what="the ScaledModel CRD Established",
         )
         nodes = max(1, math.ceil(args.count * 1.1 / PODS_PER_NODE))
         cluster.add_node_pool(

@@ -531,6 +531,10 @@ class Reconciler:
             drop_conditions=[ROUTED] if unrouted else [],
         )
         running_cost = float(patch["costPerHour"])
+        if routed is not None and routed.status == "False":
+            was = st.condition(status.get("conditions"), ROUTED)
+            if was.get("reason") != routed.reason:
+                self._event(involved, "Warning", routed.reason, routed.message)
         written = self._write_status(ns, name, uid, status, patch)
         if decision is not None:
             self._decision_events(involved, status, decision, prev_plan)
@@ -576,6 +580,7 @@ class Reconciler:
             self._route_hash.pop(uid, None)
             return (), st.Condition(ROUTED, "False", ownership.REASON,
                                     "; ".join(c.message(owner.name) for c in clash))
+        routes_applied = 0
         for obj in objs:
             try:
                 self.kube.apply(obj)
@@ -584,16 +589,22 @@ class Reconciler:
                     raise
                 self._route_hash.pop(uid, None)
                 if e.not_found:
-                    self._route_weights[uid] = {}
-                    return tuple(delete), st.Condition(
+                    missing = st.Condition(
                         ROUTED, "False", "GatewayAPIMissing",
                         f"spec.routing.mode is gateway but the API server has no "
                         f"{obj['apiVersion']} {obj['kind']} (install the Gateway API CRDs): "
                         f"{e}")
+                    if routes_applied:  # another route kind exists and carries traffic
+                        self._route_weights[uid] = weights
+                        return delete_now, missing
+                    self._route_weights[uid] = {}
+                    return tuple(delete), missing
                 return delete_now, st.Condition(
                     ROUTED, "False", "RouteApplyFailed",
                     f"applying {obj['kind']} {owner.namespace}/{owner.name} failed, will "
                     f"retry: {e}")
+            if obj["kind"] != "Service":
+                routes_applied += 1
         self._route_hash[uid] = (h, now)
         self._route_weights[uid] = weights
         return delete_now, _routed_ok(weights, later)
