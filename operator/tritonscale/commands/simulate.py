@@ -25,6 +25,7 @@ COLUMNS = (
     ("requests", "requests", "{:,}"),
     ("slo_attainment", "SLO att.", "{:.4f}"),
     ("windows_met", "win. met", "{:.3f}"),
+    ("warmup_windows_met", "warm-up", "{:.3f}"),
     ("cost_usd", "cost $", "{:.2f}"),
     ("mean_cost_per_hour", "$/h", "{:.3f}"),
     ("p50_ms", "p50 ms", "{:.1f}"),
@@ -84,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="a request still queued this long is abandoned and counted as timed out "
         "(default 30; 0 = clients wait forever)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="minutes starting in the first SECONDS are reported apart (default 300)",
     )
     parser.add_argument("--baseline-variant", help="variant for hpa/kpa/static-peak")
     parser.add_argument("--baseline-pool", help="node pool for hpa/kpa/static-peak")
@@ -145,7 +153,11 @@ def run(args: argparse.Namespace) -> int:
     if not (timeout >= 0 and timeout < float("inf")):
         print(f"error: --client-timeout: {timeout!r} must be >= 0 seconds", file=sys.stderr)
         return 2
+    if not (args.warmup >= 0 and args.warmup < float("inf")):
+        print(f"error: --warmup: {args.warmup!r} must be >= 0 seconds", file=sys.stderr)
+        return 2
     cfg = SimConfig(
+        warmup_s=args.warmup,
         seed=args.seed,
         preemption_rate_per_hour=args.preemptions_per_hour,
         load_balancing=args.load_balancing

@@ -62,8 +62,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tritonscale.core import burst, cascade_step, switching
 from tritonscale.core import cascade as cc
-from tritonscale.core import cascade_step
 from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
 from tritonscale.core.correction import corrected_spec, update_factors
@@ -214,6 +214,16 @@ def _cost(spec: ScaledModelSpec, mix: Mapping[Key, int]) -> float:
             continue
         total += pool.price_per_hour * max(pool.gpus_per_replica, 1) * n
     return total
+
+
+def _ready_capacity(spec: ScaledModelSpec, obs: Observation, unavailable: frozenset[str]
+                    ) -> float:
+    """Capacity at the SLO of the Ready replicas, as the planner counts a mix."""
+    caps = {c.key: c.capacity_rps for c in pl.candidates(spec, unavailable)}
+    ready = [(caps.get(p.key, 0.0), p.ready) for p in obs.current if p.ready > 0]
+    if not ready:
+        return 0.0
+    return sum(n for _, n in ready) * min(c for c, _ in ready)
 
 
 def _placements(mix: Mapping[Key, int]) -> tuple[Placement, ...]:
@@ -459,22 +469,33 @@ def _known(
                update_factors(prev.correction, obs, _predictor(spec)).items()}
     spec_c = corrected_spec(spec, factors)
 
+    # 3c. Bursts and cold starts (core/burst.py): volatility headroom, backlog
+    # drain, panic.
+    bst_st: dict[str, Any] = {"vh": [list(x) for x in prev.burst_history],
+                              "pz": prev.panic_until}
+    bst = burst.assess(spec, obs, rps, bst_st, now, horizon,
+                       _ready_capacity(spec, obs, unavailable))
+    burst.store(bst_st, bst)
+
     # 4. Load stabilisation.
-    rec = max(predicted, rps) * (1.0 + sc.headroom) * corr
+    rec = max(predicted, rps, bst.panic_rps) * (1.0 + bst.headroom) * corr
     load, window = stabilize_load(
         prev.load_window, prev.load, rec, now,
         sc.scale_up_stabilization_seconds, sc.scale_down_stabilization_seconds,
     )
+    if bst.panic and prev.load is not None:
+        load = max(load, prev.load)  # no scale-down while panicking
 
     # 5. Plan, with the degradation ladder when priority is cost.
     combos = pl.candidates(spec_c, unavailable)
     idle = None if rps > 0 else (prev.idle_since if prev.idle_since is not None else now)
     min_eff = min_replicas(spec, rps, idle, now)
     scale = load / rec if rec > 0 else 1.0
+    # The drain term comes after the windows: it leaves with the backlog.
     loads = (
-        load,
-        max(predicted, rps) * corr * max(1.0, scale),
-        rps * corr,
+        load + bst.drain_rps * corr,
+        (max(predicted, rps, bst.panic_rps) * max(1.0, scale) + bst.drain_rps) * corr,
+        (rps + bst.drain_rps) * corr,
     )
     # Spot protection holds the *current* load (replacing lost spot capacity takes
     # a startup anyway); a short window keeps the on-demand part from flapping.
@@ -499,6 +520,9 @@ def _known(
         load_correction=corr,
         failures=0,
         idle_since=idle,
+        burst_history=tuple((float(t), float(v)) for t, v in bst_st.get("vh") or ()),
+        panic_until=(float(bst_st["pz"]) if isinstance(bst_st.get("pz"), (int, float))
+                     else None),
     )
     if spec.cascade is not None:
         return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps * corr, {
@@ -523,6 +547,11 @@ def _known(
         level = 0
         since = None
     planned = _plan_ladder(spec_c, combos, loads, od_load, level, min_eff)
+    # 5b. A mix change must pay for itself (core/switching.py).
+    sw = switching.gate(spec_c, combos, planned.request, planned.plan, cur,
+                        respect_budget=planned.within_budget) if planned.feasible else None
+    if sw is not None and sw.held:
+        planned = replace(planned, plan=sw.plan, runner_up=None, searched=False)
     target_mix = dict(planned.plan.counts)
     held = False
     if not target_mix and cur and min_eff > 0:
@@ -550,6 +579,9 @@ def _known(
                                                binding)
     reason = _outcome_reason(spec_c, planned)
 
+    if sw is not None and sw.note:
+        msg += f"; {sw.note}"
+
     def explain(final: Mapping[Key, int]) -> str:
         if held:
             return msg + f"; nothing feasible: holding what runs, {_mix_text(final)}."
@@ -573,6 +605,10 @@ def _known(
             "forecast_rps": round(predicted, 3),
             "planning_load_rps": round(planned.request.load_rps, 3),
             "correction": corr,
+            "burst": bst.details(),
+            "switch": None if sw is None or not sw.switching_cost else {
+                "held": sw.held, "cost": round(sw.switching_cost, 4),
+                "savings": round(sw.savings, 4)},
             "level": level,
             "ladder": LADDER_RUNGS[level],
             "accuracy": cc.served_accuracy(spec, target_mix),

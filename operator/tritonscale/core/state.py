@@ -89,6 +89,9 @@ class AutoscalerState:
     # correction of the escalated fraction.
     threshold: float | None = None
     escalation_scale: float = 1.0
+    # Bursts (:mod:`.burst`): recent rate history and the panic deadline.
+    burst_history: Window = ()
+    panic_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,10 @@ def encode(state: AutoscalerState) -> dict[str, Any]:
         out["threshold"] = state.threshold
     if state.escalation_scale != 1.0:
         out["escalationScale"] = _r(state.escalation_scale, 4)
+    if state.burst_history:
+        out["burstHistory"] = [[_r(t, 3), _r(v, 3)] for t, v in state.burst_history]
+    if state.panic_until is not None:
+        out["panicUntil"] = _r(state.panic_until, 3)
     return out
 
 
@@ -249,7 +256,7 @@ _V1_KEYS = {
     "f": "forecast", "w": "loadWindow", "L": "load", "wo": "odWindow", "Lo": "odLoad",
     "cf": "correction", "c": "loadCorrection", "lvl": "level", "rec": "recoveringSince",
     "fail": "failures", "p": "target", "idle": "idleSince", "bc": "binding",
-    "thr": "threshold", "esc": "escalationScale",
+    "thr": "threshold", "esc": "escalationScale", "vh": "burstHistory", "pz": "panicUntil",
 }
 
 
@@ -308,6 +315,8 @@ def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
         "binding": ("binding", lambda x: None if x is None else _binding(x)),
         "threshold": ("threshold", lambda x: None if x is None else _num(x, -1e6, 1e6)),
         "escalationScale": ("escalation_scale", lambda x: _num(x, ESC_MIN, ESC_MAX)),
+        "burstHistory": ("burst_history", lambda x: _window(x, now)),
+        "panicUntil": ("panic_until", lambda x: None if x is None else _num(x, 0.0, 1e12)),
     }
     for key, (attr, parse) in parsers.items():
         if key not in doc:
