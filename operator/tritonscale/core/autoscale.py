@@ -49,7 +49,7 @@ constraint with the mix it was computed for.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +57,11 @@ from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
 from tritonscale.core.correction import corrected_spec, update_factors
 from tritonscale.core.perf import predict_replica
+from tritonscale.core.safeplan import admissible_safe_plan
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.stabilize import (
     as_state_mix,
     from_state_mix,
-    merge_floor,
     stabilize_load,
     transition,
 )
@@ -517,8 +517,10 @@ def _unknown(
         req = pl.Request(0.0, 0.0, max(1, sc.min_replicas), max(1, sc.max_replicas), None)
         plan = pl.solve(combos, req) or pl.Plan((), 0.0, math.inf, math.inf)
         mix = dict(plan.counts)
+        cut: tuple[str, ...] = ()
         if fails >= sc.failure_threshold and sc.safe_plan:
-            mix = merge_floor(mix, _safe(spec))
+            safe = admissible_safe_plan(spec, mix, obs.unavailable_pools)
+            mix, cut = safe.mix, safe.notes
         st["p"] = as_state_mix(mix)
         return Decision(
             placements=_placements(mix),
@@ -526,17 +528,21 @@ def _unknown(
             message=(
                 f"Signals unknown ({why}); starting with {_mix_text(mix)} at "
                 f"${_cost(spec, mix):.2f}/h, the cheapest combo at minReplicas."
+                + _cut_text(cut)
             ),
             cost_per_hour=_cost(spec, mix),
             state=st,
-            details={"failures": fails},
+            details={"failures": fails, **({"safePlanCut": list(cut)} if cut else {})},
         )
+    cut = ()
     if fails >= sc.failure_threshold and sc.safe_plan:
-        mix = merge_floor(base, _safe(spec))
+        safe = admissible_safe_plan(spec, base, obs.unavailable_pools)
+        mix, cut = safe.mix, safe.notes
         reason = "SafePlan"
         msg = (
             f"Signals unknown for {fails}+ consecutive steps ({why}); applying the safe plan "
             f"without scaling anything down: {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h."
+            + _cut_text(cut)
         )
     else:
         mix = dict(base)
@@ -551,8 +557,13 @@ def _unknown(
         message=msg,
         cost_per_hour=_cost(spec, mix),
         state=st,
-        details={"failures": fails},
+        details={"failures": fails, **({"safePlanCut": list(cut)} if cut else {})},
     )
+
+
+def _cut_text(cut: Sequence[str]) -> str:
+    """The safe plan's entries the limits refused or cut, for the decision message."""
+    return f" Safe plan limited: {'; '.join(cut)}." if cut else ""
 
 
 def _replace_unusable(
@@ -596,6 +607,3 @@ def _replace_unusable(
         details={"failures": int(st.get("fail", 0) or 0)},
     )
 
-
-def _safe(spec: ScaledModelSpec) -> dict[Key, int]:
-    return {(e.variant, e.pool): e.replicas for e in spec.scaling.safe_plan if e.replicas > 0}
