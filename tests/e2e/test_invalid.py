@@ -222,6 +222,83 @@ CEL_BREAKERS: dict[str, tuple[Callable[[Manifest], None], str]] = {
         _prometheus_without_config, "spec.metrics.prometheus"),
 }
 
+def _tolerate(t: dict[str, Any]) -> Callable[[Manifest], None]:
+    return lambda m: m["spec"]["nodePools"][0].setdefault("tolerations", []).append(t)
+
+
+def _resource(part: str, name: str, value: Any) -> Callable[[Manifest], None]:
+    return lambda m: m["spec"]["model"]["resources"].setdefault(part, {}).update({name: value})
+
+
+def _safe(*entries: tuple[str, str, int], floor: float | None = None
+          ) -> Callable[[Manifest], None]:
+    def mutate(m: Manifest) -> None:
+        m["spec"]["scaling"]["safePlan"] = [
+            {"variant": v, "pool": p, "replicas": n} for v, p, n in entries]
+        if floor is not None:
+            m["spec"]["slo"]["minAccuracy"] = floor
+    return mutate
+
+
+CEL_BREAKERS.update({
+    "metadata.name: must be an RFC 1035 label": (_set("metadata.name", "1bad"), "metadata.name"),
+    "spec.model.args: a flag at the end": (_set("spec.model.args", ["--log-file"]),
+                                           "spec.model.args"),
+    "spec.model.args[]: must not set the operator's own": (
+        _set("spec.model.args", ["--http-p=9000"]), "spec.model.args[0]"),
+    "spec.model.env[].valueFrom: must not be set": (
+        _set("spec.model.env", [{"name": "A", "value": "x",
+                                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
+        "spec.model.env[0].valueFrom"),
+    "spec.model.resources.requests: names must be": (
+        _resource("requests", "gpu", "1"), "spec.model.resources.requests"),
+    "spec.model.resources.limits: names must be": (
+        _resource("limits", "kubernetes.io/x", "1"), "spec.model.resources.limits"),
+    "spec.model.resources.requests: nvidia.com/gpu": (
+        _resource("requests", "nvidia.com/gpu", "1"), "spec.model.resources.requests"),
+    "spec.model.resources.limits: nvidia.com/gpu": (
+        _resource("limits", "nvidia.com/gpu", 1), "spec.model.resources.limits"),
+    "spec.model.resources.requests: values must be": (
+        _resource("requests", "cpu", "-1"), "spec.model.resources.requests"),
+    "spec.model.resources.limits: values must be": (
+        _resource("limits", "memory", "lots"), "spec.model.resources.limits"),
+    "spec.model.resources.requests: must be <= the limit": (
+        _resource("requests", "memory", "9Gi"), "spec.model.resources.requests"),
+    "spec.nodePools[].nodeSelector: keys must be": (
+        lambda m: m["spec"]["nodePools"][0]["nodeSelector"].update({"bad key": "x"}),
+        "spec.nodePools[0].nodeSelector"),
+    "spec.nodePools[].tolerations[].operator: must be Exists": (
+        _tolerate({"operator": "Equal", "value": "x"}),
+        "spec.nodePools[0].tolerations[2].operator"),
+    "spec.nodePools[].tolerations[].key: must be a qualified name": (
+        _tolerate({"key": "a b", "operator": "Exists"}), "spec.nodePools[0].tolerations[2].key"),
+    "spec.nodePools[].tolerations[].value: must be empty": (
+        _tolerate({"key": "a", "operator": "Exists", "value": "x"}),
+        "spec.nodePools[0].tolerations[2].value"),
+    "spec.nodePools[].tolerations[].effect: must be NoExecute": (
+        _tolerate({"key": "a", "operator": "Exists", "effect": "NoSchedule",
+                   "tolerationSeconds": 5}), "spec.nodePools[0].tolerations[2].effect"),
+    "spec.metrics.prometheus.labels.pool: must differ": (
+        _set("spec.metrics.prometheus.labels", {"variant": "x", "pool": "x"}),
+        "spec.metrics.prometheus.labels.pool"),
+    "spec.metrics.prometheus.selector: keys must be": (
+        _set("spec.metrics.prometheus.selector", {"__name__": "x"}),
+        "spec.metrics.prometheus.selector"),
+    "spec.scaling.safePlan[].variant: must meet the accuracy floor": (
+        _safe(("int8", "t4-spot", 1), floor=0.76), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan[].pool: the variant needs a profile": (
+        _safe(("fp16", "l4-spot", 1)), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan[]: one entry per": (
+        _safe(("int8", "t4-spot", 1), ("int8", "t4-spot", 1)), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan: puts more replicas on a pool": (
+        _safe(("int8", "t4-spot", 9)), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan: totals more than": (
+        _safe(("int8", "t4-spot", 8), ("int8", "t4-ondemand", 8), ("int8", "l4-spot", 1)),
+        "spec.scaling.safePlan"),
+    "spec.scaling.safePlan: costs more than": (
+        _safe(("int8", "a100-ondemand", 3)), "spec.scaling.safePlan"),
+})
+
 RULES = crd_rules()
 
 

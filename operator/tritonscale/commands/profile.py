@@ -7,8 +7,10 @@ this module only wires it into the CLI.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tritonscale.adapters import profiler
+from tritonscale.commands import inputs
 
 HELP = "measure a live Triton model and print a profiles block for the spec"
 
@@ -18,4 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        inputs.check_profile_args(args)
+    except inputs.InputError as e:
+        print(inputs.clip(f"tritonscale profile: {e}"), file=sys.stderr)
+        return inputs.EXIT_BAD_INPUT
     return profiler.run(args)
