@@ -220,6 +220,9 @@ CEL_BREAKERS: dict[str, tuple[Callable[[Manifest], None], str]] = {
         _min_over_max, "spec.scaling.minReplicas"),
     "spec.metrics.prometheus: is required when source is prometheus": (
         _prometheus_without_config, "spec.metrics.prometheus"),
+    "spec.metrics.prometheus.url: must be a base URL": (
+        _set("spec.metrics.prometheus.url", "http://169.254.169.254/latest/meta-data#"),
+        "spec.metrics.prometheus.url"),
 }
 
 def _tolerate(t: dict[str, Any]) -> Callable[[Manifest], None]:
@@ -298,6 +301,29 @@ CEL_BREAKERS.update({
     "spec.scaling.safePlan: costs more than": (
         _safe(("int8", "a100-ondemand", 3)), "spec.scaling.safePlan"),
 })
+
+
+# Every way the base-URL rule is meant to close (SSRF through a ScaledModel: a cut-off
+# query path, credentials, another host behind "@"): each must be refused by the real
+# API server with the rule's message.
+URL_BREAKERS: list[tuple[str, str]] = [
+    ("fragment", "http://169.254.169.254/latest/meta-data#"),
+    ("query", "http://prometheus:9090/?x="),
+    ("userinfo", "http://admin:secret@prometheus:9090"),
+    ("host-after-port", "http://prometheus:80@evil.example/"),
+    ("backslash", "http://prometheus\\@evil.example/"),
+    ("no-host", "http://"),
+]
+
+
+@pytest.mark.parametrize("url", [u for _, u in URL_BREAKERS], ids=[i for i, _ in URL_BREAKERS])
+def test_prometheus_url_must_be_a_base_url(cluster: Cluster, bad_ns: str, url: str) -> None:
+    manifest = _valid(bad_ns)
+    manifest["spec"]["metrics"]["prometheus"]["url"] = url
+    rc, out = _apply(cluster, manifest)
+    assert rc != 0, f"accepted:\n{to_yaml(manifest)}"
+    text = _norm(out)
+    assert "spec.metrics.prometheus.url" in text and "must be a base URL" in text, out
 
 RULES = crd_rules()
 

@@ -49,7 +49,7 @@ def test_prometheus_stopped_mid_test(fleet: Fleet, real_log_dir: Path) -> None:
         assert not first.ok
         assert first.request_rate is None and first.latency_ms is None
         assert first.queue_ms is None and first.pending_requests is None
-        assert "cannot connect" in first.error
+        assert first.error == "Prometheus: connection refused"
         assert adapter.consecutive_failures == 1
         assert adapter.request_rate(NAMESPACE, MODEL).value is None
         assert adapter.latency(NAMESPACE, MODEL, 95).value is None

@@ -136,7 +136,52 @@ CASES: list[tuple[str, Mutation, str]] = [
         {"variant": "int8", "pool": "l4-spot", "replicas": 1}]), "spec.scaling.safePlan"),
     ("safe plan over budget", lambda d: d["spec"]["scaling"].update(safePlan=[
         {"variant": "int8", "pool": "a100-ondemand", "replicas": 3}]), "spec.scaling.safePlan"),
+    ("prometheus url with fragment",
+     lambda d: d["spec"]["metrics"]["prometheus"].update(url="http://169.254.169.254/x#"),
+     "spec.metrics.prometheus.url"),
 ]
+
+URLS = [
+    ("http://prometheus-operated.monitoring.svc:9090", True),
+    ("https://thanos.example.com/api/prom/", True),
+    ("http://[fd00::1]:9090/", True),
+    ("http://10.0.0.1", True),
+    ("http://p/#", False),
+    ("http://p/?x=1", False),
+    ("http://p?", False),
+    ("http://user:pw@p/", False),
+    ("http://p:80@evil.example/", False),
+    ("http://p/\n", False),
+    ("http://p\\@evil/", False),
+    ("http://p /", False),
+    ("http://", False),
+    ("ftp://p/", False),
+    ("http://-p/", False),
+    ("HTTP://p/", False),
+]
+
+
+@pytest.mark.parametrize(("url", "ok"), URLS, ids=[u for u, _ in URLS])
+def test_prometheus_url_rule_and_spec_py_agree(url: str, ok: bool) -> None:
+    """The CEL rule on spec.metrics.prometheus.url is spec.py's pattern, verdict for verdict."""
+    doc = copy.deepcopy(load_example("resnet50.yaml"))
+    doc["spec"]["metrics"]["prometheus"]["url"] = url
+    cel_ok = "spec.metrics.prometheus.url" not in [_field(m) for m in failing_rules(doc)]
+    try:
+        parse_manifest(doc)
+        py_ok = True
+    except SpecError as e:
+        py_ok = "spec.metrics.prometheus.url" not in {x.path for x in e.errors}
+    assert (cel_ok, py_ok) == (ok, ok)
+
+
+def test_prometheus_url_rule_is_spec_py_pattern() -> None:
+    from tritonscale.core.spec import PROMETHEUS_URL_PATTERN
+
+    url = crd.openapi_schema()["properties"]["spec"]["properties"]["metrics"]["properties"][
+        "prometheus"]["properties"]["url"]
+    (rule,) = url["x-kubernetes-validations"]
+    assert rule["rule"] == f"self.matches(r'^{PROMETHEUS_URL_PATTERN}$')"
 
 
 @pytest.mark.parametrize(("case", "mutate", "field"), CASES, ids=[c[0] for c in CASES])

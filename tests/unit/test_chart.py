@@ -409,7 +409,7 @@ def test_every_value_is_documented() -> None:
 def test_defaults_render_no_optional_objects() -> None:
     kinds = {d["kind"] for d in rendered("default")}
     assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service",
-                     "Deployment"}  # fmt: skip
+                     "Deployment", "NetworkPolicy"}  # fmt: skip
 
 
 def test_metrics_service() -> None:
@@ -459,16 +459,89 @@ def test_dashboard_configmap_ships_the_dashboard() -> None:
     assert shipped == json.loads((CHART / "dashboards" / "tritonscale.json").read_text())
 
 
-def test_network_policy() -> None:
-    docs = rendered("networkpolicy")
+def _egress(np: Doc) -> dict[str, dict[str, Any]]:
+    """Egress rules by the comment-free key: dns, api, prometheus, triton, extra-N."""
+    rules = np["spec"]["egress"]
+    out: dict[str, dict[str, Any]] = {}
+    for i, rule in enumerate(rules):
+        ports = {p["port"] for p in rule.get("ports", [])}
+        peers = rule.get("to", [])
+        if ports == {53}:
+            out["dns"] = rule
+        elif 6443 in ports:
+            out["api"] = rule
+        elif peers and "podSelector" in peers[0] and peers[0]["podSelector"].get(
+                "matchLabels", {}).get("app.kubernetes.io/managed-by") == "tritonscale":
+            out["triton"] = rule
+        elif 9090 in ports and i == 2:
+            out["prometheus"] = rule
+        else:
+            out[f"extra-{i}"] = rule
+    return out
+
+
+def test_network_policy_is_on_by_default_and_limits_egress() -> None:
+    docs = rendered("default")
     np = one(docs, "NetworkPolicy")
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert np["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     ports = [p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]]
     assert sorted(ports) == ["healthz", "metrics"]
-    egress_ports = {p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
-    assert {53, 443} <= egress_ports
+    egress = _egress(np)
+    assert set(egress) == {"dns", "api", "prometheus", "triton"}
+    # Every rule but the API server's (no lookup in `helm template`) names its peers,
+    # and every rule names its ports: nothing else is reachable (cloud metadata, ...).
+    assert all(rule.get("ports") for rule in egress.values())
+    assert all(rule.get("to") for k, rule in egress.items() if k != "api")
+    (dns,) = egress["dns"]["to"]
+    assert dns["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    (prom,) = egress["prometheus"]["to"]
+    assert prom == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    assert [p["port"] for p in egress["prometheus"]["ports"]] == [9090]
+    (triton,) = egress["triton"]["to"]
+    assert triton["namespaceSelector"] == {}  # cluster-wide install
+    assert [p["port"] for p in egress["triton"]["ports"]] == [8002]
+    assert {p["port"] for p in egress["api"]["ports"]} == {443, 6443}
+
+
+def test_network_policy_pinned_api_server_and_namespaced_triton() -> None:
+    np = one(rendered("networkpolicy"), "NetworkPolicy")
+    egress = _egress(np)
+    assert egress["api"]["to"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}]
+    assert np["spec"]["ingress"][1]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    docs = template(values=CHART / "ci" / "namespaced-values.yaml")
+    (triton,) = _egress(one(docs, "NetworkPolicy"))["triton"]["to"]
+    assert triton["namespaceSelector"] == {"matchExpressions": [{
+        "key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"],
+    }]}
+
+
+def test_network_policy_extra_egress_and_off() -> None:
+    docs = template("--set", "networkPolicy.egress[0].ports[0].port=4317")
+    egress = _egress(one(docs, "NetworkPolicy"))
+    assert [r["ports"] for k, r in egress.items() if k.startswith("extra")] == [[{"port": 4317}]]
+    assert not of_kind(template("--set", "networkPolicy.enabled=false"), "NetworkPolicy")
+
+
+def test_prometheus_allowlist_reaches_the_operator() -> None:
+    def allowlist(*args: str, values: Path | None = None) -> str:
+        env = {e["name"]: e for e in container(template(*args, values=values))["env"]}
+        return str(env["TRITONSCALE_ALLOWED_PROMETHEUS_URLS"]["value"])
+
+    assert allowlist() == "http://prometheus-operated.monitoring.svc:9090"
+    assert allowlist(values=CHART / "ci" / "networkpolicy-values.yaml") == (
+        "http://prometheus.monitoring.svc:9090,https://thanos.monitoring.svc:10902/")
+    assert allowlist("--set", "prometheus.allowedUrls={*}") == "*"
+    proc = run_helm("template", "ts", str(CHART), "--set", "prometheus.url=", check=False)
+    assert proc.returncode != 0 and "prometheus.allowedUrls must be set" in proc.stderr
+    proc = run_helm("template", "ts", str(CHART), "--set",
+                    "prometheus.allowedUrls={http://p/?x}", check=False)
+    assert proc.returncode != 0 and "allowedUrls" in proc.stderr
 
 
 # ------------------------------------------------------------- tests & NOTES

@@ -145,6 +145,14 @@ INVALID: list[tuple[str, Mutation, str]] = [
      "spec.metrics.prometheus.url"),
     ("prometheus url scheme", lambda s: s.update(metrics={"prometheus": {"url": "prom:9090"}}),
      "spec.metrics.prometheus.url"),
+    *[(f"prometheus url {why}", lambda s, u=url: s.update(metrics={"prometheus": {"url": u}}),
+       "spec.metrics.prometheus.url")
+      for why, url in [
+          ("fragment", "http://prom:9090/#"), ("query", "http://prom:9090/?x=1"),
+          ("userinfo", "http://user:pw@prom:9090"), ("no host", "http://"),
+          ("port then @", "http://prom:80@evil.example/"), ("newline", "http://prom/\n"),
+          ("backslash", "http://prom\\@evil/"), ("space", "http://prom /"),
+      ]],
     ("prometheus source without block", lambda s: s.update(metrics={"source": "prometheus"}),
      "spec.metrics.prometheus"),
     ("bad label name", lambda s: s.update(metrics={"prometheus": {

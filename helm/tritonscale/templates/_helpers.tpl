@@ -95,6 +95,18 @@ Deployment so `helm template`/`install` fail with a clear message.
 {{- if ne (len .Values.watchNamespaces) (len (uniq .Values.watchNamespaces)) }}
 {{- fail "watchNamespaces must not list a namespace twice" }}
 {{- end }}
+{{- if not (include "tritonscale.prometheusAllowlist" .) }}
+{{- fail "prometheus.url or prometheus.allowedUrls must be set: the operator queries only allowed Prometheus URLs (use [\"*\"] to allow any)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Prometheus base URLs ScaledModels may query, comma separated
+(TRITONSCALE_ALLOWED_PROMETHEUS_URLS): prometheus.allowedUrls, else prometheus.url.
+*/}}
+{{- define "tritonscale.prometheusAllowlist" -}}
+{{- $urls := .Values.prometheus.allowedUrls | default (compact (list .Values.prometheus.url)) -}}
+{{- join "," $urls -}}
 {{- end }}
 
 {{/*

@@ -1,4 +1,4 @@
-"""Live signals for a ScaledModel from Prometheus (``prometheus-api-client``).
+"""Live signals for a ScaledModel from Prometheus's HTTP API.
 
 Prometheus scrapes every Triton pod's metrics port.  Triton labels its series with
 ``model`` (the Triton model name) and ``version``; the scrape configuration adds the
@@ -32,6 +32,14 @@ can never change the query's structure.  Nothing raises to the caller: timeouts,
 connection errors, HTTP errors, garbage, empty results, NaN and Inf all yield an
 unknown value (``None``) with an ``error`` text, and count as a failure in
 :attr:`PrometheusSignals.consecutive_failures`.
+
+The URL comes from a ScaledModel, whose author is not trusted (docs/security.md):
+requests go through :mod:`tritonscale.adapters.outbound` (no redirects, bounded
+time and size), error texts are fixed phrases (``HTTP 403 from Prometheus``,
+``Prometheus: timeout``) that never quote the answer, and a URL outside the
+operator's :class:`UrlAllowlist` is never contacted.  (``prometheus-api-client``
+was dropped for this: it follows redirects and quotes response bodies in its
+exceptions.)
 """
 
 from __future__ import annotations
@@ -40,18 +48,18 @@ import json
 import math
 import re
 import threading
-from collections.abc import Mapping, Sequence
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import requests
-from prometheus_api_client import PrometheusConnect
-from urllib3.util.retry import Retry
 
+from tritonscale.adapters import outbound
 from tritonscale.adapters.signals import Breakdown, GroupKey, Reading, Signals, finite
-from tritonscale.core.spec import PrometheusSource
+from tritonscale.core.spec import PROMETHEUS_URL_PATTERN, PrometheusSource
 
+_BASE_URL = re.compile(PROMETHEUS_URL_PATTERN)
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 REQUEST_SUCCESS = "nv_inference_request_success"
@@ -116,6 +124,83 @@ def quantile_label(percentile: float) -> str:
     return format(q, "f")
 
 
+NOT_ALLOWED = (
+    "Prometheus: spec.metrics.prometheus.url is not on the operator's list of allowed "
+    "Prometheus URLs (--allow-prometheus-url / chart value prometheus.allowedUrls); "
+    "no request was sent"
+)
+
+
+@dataclass(frozen=True)
+class UrlAllowlist:
+    """The Prometheus URLs ScaledModels may make the operator query (an operator setting).
+
+    Each entry is a base URL; a ScaledModel's URL is allowed when it has the same
+    scheme, host and port (default 80/443) as an entry and its path is the entry's
+    path or below it, segment-wise (``http://p:9090/prom`` allows
+    ``http://p:9090/prom/x``, not ``http://p:9090/prometheus`` nor
+    ``http://p:9090.evil.example``).  Paths with ``.``/``..`` segments or percent
+    escapes are never allowed.  ``*`` allows every URL (``allow_all``).
+    """
+
+    prefixes: tuple[str, ...] = ()
+    allow_all: bool = False
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> UrlAllowlist:
+        """From flag/env entries; raises ``ValueError`` naming a bad entry."""
+        prefixes: list[str] = []
+        allow_all = False
+        for raw in entries:
+            entry = raw.strip()
+            if not entry:
+                continue
+            if entry == "*":
+                allow_all = True
+                continue
+            if not _BASE_URL.fullmatch(entry) or _split(entry) is None:
+                raise ValueError(f"not a base URL (http(s)://host[:port][/path]): {entry!r}")
+            prefixes.append(entry)
+        return cls(tuple(prefixes), allow_all)
+
+    def allows(self, url: str) -> bool:
+        if not _BASE_URL.fullmatch(url):
+            return False
+        if self.allow_all:
+            return True
+        want = _split(url)
+        if want is None:
+            return False
+        for prefix in self.prefixes:
+            have = _split(prefix)
+            if have is None or have[:3] != want[:3]:
+                continue
+            base, path = have[3], want[3]
+            if path == base or path.startswith(base + "/") or base == "":
+                return True
+        return False
+
+
+def _split(url: str) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, path without trailing /) or None if unusable."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host or parts.username is not None or parts.query or parts.fragment:
+        return None
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    path = parts.path.rstrip("/")
+    segments = path.split("/")
+    if "%" in path or "." in segments or ".." in segments:
+        return None
+    return scheme, host, port, path
+
+
 class _QueryError(Exception):
     """The query got no usable answer (transport, HTTP or format error)."""
 
@@ -143,6 +228,8 @@ class PrometheusSignals:
         labels: LabelMapping | None = None,
         window_s: int = 60,
         session: requests.Session | None = None,
+        allowed: bool = True,
+        max_bytes: int = outbound.DEFAULT_MAX_BYTES,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -152,21 +239,31 @@ class PrometheusSignals:
         self.timeout_s = timeout_s
         self.labels = labels or LabelMapping()
         self.window_s = int(window_s)
+        self.allowed = allowed
+        self.max_bytes = max_bytes
         # No retries: one poll is one attempt; the caller's next tick is the retry.
-        self._client: Any = PrometheusConnect(
-            url=self.url, retry=Retry(total=0, raise_on_status=False), session=session
-        )
+        # Never a redirect (outbound.get refuses them whatever the session says).
+        self._session = session or outbound.NoRedirectSession()
         self._lock = threading.Lock()
         self._failures = 0
         self._last_error = ""
 
     @classmethod
-    def from_source(cls, source: PrometheusSource, *, window_s: int = 60) -> PrometheusSignals:
+    def from_source(
+        cls,
+        source: PrometheusSource,
+        *,
+        window_s: int = 60,
+        allowlist: UrlAllowlist | None = None,
+    ) -> PrometheusSignals:
+        """A client for ``source``; ``allowlist`` (the operator's setting) decides
+        whether it may send any request at all (``allowed``)."""
         return cls(
             source.url,
             timeout_s=source.timeout_seconds,
             labels=LabelMapping.from_source(source),
             window_s=window_s,
+            allowed=allowlist is None or allowlist.allows(source.url),
         )
 
     # -- failure bookkeeping -------------------------------------------------------
@@ -189,33 +286,40 @@ class PrometheusSignals:
                 self._last_error = error or "unknown"
 
     def close(self) -> None:
-        self._client.close()
+        self._session.close()
 
     # -- raw querying --------------------------------------------------------------
     def _query(self, expr: str, at: float | None) -> list[Sample]:
-        params: dict[str, str] = {}
+        params: dict[str, str] = {"query": expr}
         if at is not None:
             params["time"] = f"{at:.3f}"
+        if not self.allowed:
+            raise _QueryError(NOT_ALLOWED)
         try:
-            raw = self._client.custom_query(expr, params=params, timeout=self.timeout_s)
-        except requests.Timeout as exc:
-            raise _QueryError(f"timeout after {self.timeout_s}s from {self.url}") from exc
-        except requests.ConnectionError as exc:
-            raise _QueryError(f"cannot connect to {self.url}: {_root_cause(exc)}") from exc
-        except Exception as exc:  # HTTP status, bad JSON, missing keys: all garbage
-            detail = f"{type(exc).__name__}: {exc}"[:200]
-            raise _QueryError(f"bad answer from {self.url}: {detail}") from exc
+            body = outbound.get(
+                self._session, f"{self.url}/api/v1/query", peer="Prometheus",
+                timeout_s=self.timeout_s, params=params, max_bytes=self.max_bytes,
+            )
+        except outbound.OutboundError as exc:
+            raise _QueryError(_failure(exc.text)) from None
+        try:
+            doc = json.loads(body)
+            if doc.get("status") != "success":
+                raise ValueError("status is not success")
+            raw = doc["data"]["result"]
+        except Exception:  # bad JSON, missing keys, wrong types: all garbage
+            raise _QueryError(_failure(outbound.INVALID)) from None
         if not isinstance(raw, list):
-            raise _QueryError(f"bad answer from {self.url}: result is {type(raw).__name__}")
+            raise _QueryError(_failure(outbound.INVALID))
         out: list[Sample] = []
         for item in raw:
             try:
                 metric = item["metric"]
                 value = item["value"][1]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise _QueryError(f"bad answer from {self.url}: sample {item!r:.200}") from exc
+            except (KeyError, IndexError, TypeError):
+                raise _QueryError(_failure(outbound.INVALID)) from None
             if not isinstance(metric, dict):
-                raise _QueryError(f"bad answer from {self.url}: labels {metric!r:.200}")
+                raise _QueryError(_failure(outbound.INVALID))
             out.append(({str(k): str(v) for k, v in metric.items()}, finite(value)))
         return out
 
@@ -452,25 +556,22 @@ class PrometheusSignals:
         return groups, ""
 
 
-def _is_transport(error: str) -> bool:
-    return error.startswith(("timeout", "cannot connect", "bad answer"))
+def _failure(kind: str) -> str:
+    """A query failure's text: ``HTTP 403 from Prometheus`` or ``Prometheus: timeout``."""
+    return kind if kind.startswith("HTTP ") else f"Prometheus: {kind}"
+
+
+def is_query_failure(error: str) -> bool:
+    """Did the query itself fail (transport, HTTP status, garbage, not allowed)?
+
+    As opposed to an answer without usable data ("no data for ...")."""
+    return error.startswith(("Prometheus: ", "HTTP "))
+
+
+_is_transport = is_query_failure
 
 
 def _valid_percentile(percentile: float) -> bool:
     if not isinstance(percentile, int | float) or isinstance(percentile, bool):
         return False
     return math.isfinite(percentile) and 0 < percentile < 100
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost cause's text (urllib3 wraps "Connection refused" three levels deep)."""
-    seen: set[int] = set()
-    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
-        assert nxt is not None
-        exc = nxt
-    text = str(exc)
-    if "] " in text and text.startswith("[Errno"):
-        return text
-    return f"{type(exc).__name__}: {text}"[:200]

@@ -23,7 +23,11 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tritonscale.adapters import outbound
 from tritonscale.adapters.signals import GroupKey, Signals, finite
+
+# A Triton pod's /metrics is a few hundred KB even with many models.
+MAX_METRICS_BYTES = 16 * 1024 * 1024
 
 
 def _short(exc: BaseException) -> str:
@@ -413,7 +417,9 @@ class MetricsScraper:
         self.model = model
         self.timeout_s = timeout_s
         self._clock = clock
-        self._session = session or requests.Session()
+        # The pod runs an image the ScaledModel's author chose: no redirects, bounded
+        # time and size, and errors that never quote its answer (adapters/outbound.py).
+        self._session = session or outbound.NoRedirectSession()
         self._previous: MetricsSnapshot | None = None
         self.consecutive_failures = 0
         self.last_error = ""
@@ -421,11 +427,15 @@ class MetricsScraper:
     def scrape(self) -> MetricsSnapshot | None:
         """One scrape, or ``None`` (reason in :attr:`last_error`)."""
         try:
-            resp = self._session.get(self.metrics_url, timeout=self.timeout_s)
-            resp.raise_for_status()
-            return MetricsSnapshot.parse(resp.text, self.model, self._clock())
-        except Exception as exc:  # transport, HTTP status, malformed exposition text
-            self.last_error = f"scrape {self.metrics_url}: {_short(exc)}"
+            body = outbound.get(self._session, self.metrics_url, peer="Triton pod",
+                                timeout_s=self.timeout_s, max_bytes=MAX_METRICS_BYTES)
+        except outbound.OutboundError as exc:
+            self.last_error = f"scrape {self.metrics_url}: {exc.text}"
+            return None
+        try:
+            return MetricsSnapshot.parse(body.decode("utf-8"), self.model, self._clock())
+        except Exception:  # malformed exposition text: the parser's error quotes it
+            self.last_error = f"scrape {self.metrics_url}: invalid metrics text"
             return None
 
     def signals(self, percentile: float) -> Signals:

@@ -25,6 +25,7 @@ from typing import Any
 
 HELP = "run the operator (Kopf) against the current cluster"
 NAMESPACES_ENV = "TRITONSCALE_NAMESPACES"
+ALLOWED_PROMETHEUS_ENV = "TRITONSCALE_ALLOWED_PROMETHEUS_URLS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="range of rate() in Prometheus queries; span at least 4 scrape intervals "
         "(default %(default)s)",
     )
+    parser.add_argument(
+        "--allow-prometheus-url", action="append", default=[], metavar="URL",
+        help="a Prometheus base URL ScaledModels may query (repeatable; the ScaledModel's "
+        "URL must have the same scheme, host and port and a path at or below this one; "
+        "'*' allows any). Default from $" + ALLOWED_PROMETHEUS_ENV + " (comma separated), "
+        "else any URL (a warning is logged)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format", choices=("full", "plain", "json"), default="full",
@@ -86,6 +94,21 @@ def scope_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if namespaces:
         return {"clusterwide": False, "namespaces": namespaces}
     return {"clusterwide": True, "namespaces": ()}
+
+
+def prometheus_allowlist(args: argparse.Namespace) -> Any:
+    """The operator's Prometheus URL allowlist from the flags, else the environment.
+
+    ``None`` when neither is set: every URL that passes validation is allowed."""
+    from tritonscale.adapters.prometheus import UrlAllowlist
+
+    entries = [u for u in args.allow_prometheus_url if u.strip()]
+    if not entries:
+        env = os.environ.get(ALLOWED_PROMETHEUS_ENV, "")
+        entries = [u for u in env.split(",") if u.strip()]
+    if not entries:
+        return None
+    return UrlAllowlist.parse(entries)
 
 
 def peering_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,6 +147,16 @@ def run(args: argparse.Namespace) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(QuietTicks())
     log = logging.getLogger("tritonscale")
+    try:
+        allowlist = prometheus_allowlist(args)
+    except ValueError as e:
+        print(f"tritonscale run: --allow-prometheus-url: {e}", file=sys.stderr)
+        return 2
+    if allowlist is None:
+        log.warning(
+            "no Prometheus allowlist (--allow-prometheus-url / $%s): ScaledModels may "
+            "make the operator query any http(s) URL", ALLOWED_PROMETHEUS_ENV,
+        )
     kube = KubeAdapter.from_environment(pool_size=args.workers + 8)
     metrics = OperatorMetrics()
     reconciler = Reconciler(
@@ -131,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         signals=SpecSignalSource(
             list_pods=kube.list_pods,
             prometheus_factory=functools.partial(
-                PrometheusSignals.from_source, window_s=args.prometheus_rate_window
+                PrometheusSignals.from_source, window_s=args.prometheus_rate_window,
+                allowlist=allowlist,
             ),
         ),
         listeners=[MetricsListener(metrics)],

@@ -28,6 +28,20 @@ METRIC_SOURCES: tuple[str, ...] = ("prometheus", "triton", "none")
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 
+# spec.metrics.prometheus.url: a base URL only. http(s), a host name or an IP (v6 in
+# brackets), an optional port and path; no user info, query or fragment, so the
+# operator's own query path cannot be cut off ("...#", "...?") or credentials smuggled
+# in. The CRD's CEL rule on the field matches this exact pattern (RE2 and Python read
+# it alike; tests/unit/test_cel.py checks the two agree).
+PROMETHEUS_URL_PATTERN = (
+    r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&()*+,;=:@/-]*)?"
+)
+_PROMETHEUS_URL = re.compile(PROMETHEUS_URL_PATTERN)
+PROMETHEUS_URL_RULE = (
+    "must be a base URL: http:// or https://, a host, an optional port and path; "
+    "no user info (@), query (?) or fragment (#)"
+)
 # Variant and pool names: RFC 1123 labels without "--", the separator
 # core/render.py puts between a hyphenated variant and its pool, so Deployment
 # names of one ScaledModel cannot collide.
@@ -693,8 +707,9 @@ def _parse_metrics(r: _Reader, data: Any) -> Metrics:
         pp = f"{path}.prometheus"
         pd = r.obj(prom_d, pp)
         url = r.string(pd, "url", pp, required=True)
-        if url is not None and not re.match(r"^https?://", url):
-            r.err(f"{pp}.url", f"must start with http:// or https://; got {url!r}")
+        if url is not None and not _PROMETHEUS_URL.fullmatch(url):
+            shown = url if len(url) <= 80 else url[:77] + "..."
+            r.err(f"{pp}.url", f"{PROMETHEUS_URL_RULE}; got {shown!r}")
         labels = r.obj(pd.get("labels"), f"{pp}.labels", required=False)
         lp = f"{pp}.labels"
         dflt = PrometheusSource(url="http://x")

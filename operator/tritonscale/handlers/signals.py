@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tritonscale.adapters.prometheus import PrometheusSignals
+from tritonscale.adapters.prometheus import PrometheusSignals, is_query_failure
 from tritonscale.adapters.signals import GroupKey, Signals, to_observation
 from tritonscale.adapters.triton import MetricsScraper, aggregate_groups
 from tritonscale.core.render import LABEL_POOL, LABEL_VARIANT
@@ -31,9 +31,6 @@ from tritonscale.core.types import Observation
 log = logging.getLogger(__name__)
 
 PodLister = Callable[[str, str], list[dict[str, Any]]]
-
-# Errors of PrometheusSignals that mean the server itself is unreachable.
-TRANSPORT_ERRORS = ("timeout", "cannot connect", "bad answer")
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -82,8 +79,10 @@ class SpecSignalSource:
                 return self._triton(namespace, name, spec)
             return Observation(rps=None, error=f"spec.metrics.source is {source}: no signals")
         except Exception as e:  # a source never fails the reconcile
-            log.warning("signals of %s/%s from %s failed: %s", namespace, name, source, e)
-            return Observation(rps=None, error=f"{source}: {type(e).__name__}: {e}")
+            # Logged in full; status gets a fixed text (an exception's message may
+            # quote what an untrusted server answered).
+            log.exception("signals of %s/%s from %s failed", namespace, name, source)
+            return Observation(rps=None, error=f"{source}: internal error ({type(e).__name__})")
 
     def _prometheus(
         self, namespace: str, spec: ScaledModelSpec, cfg: PrometheusSource
@@ -98,7 +97,7 @@ class SpecSignalSource:
             if client is None:
                 client = self._prom[cfg] = self._prometheus_factory(cfg)
         sig: Signals = client.signals(namespace, spec.model.name, spec.slo.latency.percentile)
-        if sig.error.startswith(TRANSPORT_ERRORS):
+        if is_query_failure(sig.error):
             with self._lock:
                 self._open_until[cfg] = (self._clock() + self.breaker_seconds, sig.error)
         return to_observation(sig)
