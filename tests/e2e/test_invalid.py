@@ -105,6 +105,16 @@ SCHEMA_CASES: list[tuple[str, Callable[[Manifest], None], str, str]] = [
      "spec.metrics.prometheus.url", "should match '^https?://'"),
     ("type-max-replicas", _set("spec.scaling.maxReplicas", "many"),
      "spec.scaling.maxReplicas", "must be of type integer"),
+    ("quantity-garbage", _set("spec.model.resources.limits.memory", "lots"),
+     "spec.model.resources.limits.memory", "should match"),
+    ("quantity-negative", _set("spec.model.resources.requests.cpu", -1),
+     "spec.model.resources.requests.cpu", "should be greater than or equal to 0"),
+    ("env-name", _set("spec.model.env", [{"name": "A=B"}]), "spec.model.env[0].name",
+     "should match"),
+    ("node-selector-value", lambda m: m["spec"]["nodePools"][0]["nodeSelector"].update(
+        zone="-x-"), "spec.nodePools[0].nodeSelector.zone", "should match"),
+    ("pool-name-double-dash", _set("spec.nodePools[0].name", "t4--spot"),
+     "spec.nodePools[0].name", "should match"),
     ("too-many-variants", lambda m: m["spec"]["variants"].extend(
         dict(deep(m["spec"]["variants"][0]), name=f"v{i}") for i in range(15)),
      "spec.variants", "must have at most 16 items"),
@@ -124,6 +134,16 @@ def test_schema_violation_is_rejected_naming_the_field(
     assert rc != 0, f"accepted:\n{to_yaml(manifest)}"
     assert 'The ScaledModel "bad" is invalid' in out, out
     assert field in out and says in out, out
+
+
+def test_gpu_in_model_resources_is_an_unknown_field(cluster: Cluster, bad_ns: str) -> None:
+    """GPUs come from the pool's gpusPerReplica; model.resources has cpu, memory and
+    ephemeral-storage only, so kubectl's strict decoding names the field."""
+    manifest = _valid(bad_ns)
+    manifest["spec"]["model"]["resources"]["limits"]["nvidia.com/gpu"] = 1
+    rc, out = _apply(cluster, manifest)
+    assert rc != 0, f"accepted:\n{to_yaml(manifest)}"
+    assert 'unknown field "spec.model.resources.limits.nvidia.com/gpu"' in out, out
 
 
 # -- every CEL rule of the CRD ----------------------------------------------------------
@@ -253,20 +273,16 @@ CEL_BREAKERS.update({
         _set("spec.model.env", [{"name": "A", "value": "x",
                                  "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
         "spec.model.env[0].valueFrom"),
-    "spec.model.resources.requests: names must be": (
-        _resource("requests", "gpu", "1"), "spec.model.resources.requests"),
-    "spec.model.resources.limits: names must be": (
-        _resource("limits", "kubernetes.io/x", "1"), "spec.model.resources.limits"),
-    "spec.model.resources.requests: nvidia.com/gpu": (
-        _resource("requests", "nvidia.com/gpu", "1"), "spec.model.resources.requests"),
-    "spec.model.resources.limits: nvidia.com/gpu": (
-        _resource("limits", "nvidia.com/gpu", 1), "spec.model.resources.limits"),
-    "spec.model.resources.requests: values must be": (
-        _resource("requests", "cpu", "-1"), "spec.model.resources.requests"),
-    "spec.model.resources.limits: values must be": (
-        _resource("limits", "memory", "lots"), "spec.model.resources.limits"),
-    "spec.model.resources.requests: must be <= the limit": (
-        _resource("requests", "memory", "9Gi"), "spec.model.resources.requests"),
+    "spec.model.resources.requests.cpu: must be <=": (
+        lambda m: m["spec"]["model"]["resources"].update(requests={"cpu": "2"},
+                                                         limits={"cpu": "1500m"}),
+        "spec.model.resources.requests.cpu"),
+    "spec.model.resources.requests.memory: must be <=": (
+        _resource("requests", "memory", "9Gi"), "spec.model.resources.requests.memory"),
+    "spec.model.resources.requests.ephemeral-storage: must be <=": (
+        lambda m: m["spec"]["model"]["resources"].update(
+            requests={"ephemeral-storage": 2000}, limits={"ephemeral-storage": "1k"}),
+        "spec.model.resources"),
     "spec.nodePools[].nodeSelector: keys must be": (
         lambda m: m["spec"]["nodePools"][0]["nodeSelector"].update({"bad key": "x"}),
         "spec.nodePools[0].nodeSelector"),

@@ -65,6 +65,14 @@ FUNCTIONS = {"sum": _sum, "isQuantity": _is_quantity, "quantity": _quantity,
              "compareTo": _compare_to}
 
 
+def escape(name: str) -> str:
+    """A property name as CEL sees it (the API server's escaping: ``a-b`` is ``a__dash__b``)."""
+    out = name.replace("__", "__underscores__")
+    for ch, word in ((".", "dot"), ("-", "dash"), ("/", "slash")):
+        out = out.replace(ch, f"__{word}__")
+    return out
+
+
 def to_cel(value: Any, node: dict[str, Any]) -> Any:
     """JSON -> CEL the way the API server types it (``number`` is always double)."""
     t = node.get("type")
@@ -73,7 +81,8 @@ def to_cel(value: Any, node: dict[str, Any]) -> Any:
         extra = node.get("additionalProperties") if isinstance(
             node.get("additionalProperties"), dict) else {}
         return celtypes.MapType({
-            celtypes.StringType(k): to_cel(v, props.get(k, extra or {})) for k, v in value.items()
+            celtypes.StringType(escape(k) if k in props else k):
+                to_cel(v, props.get(k, extra or {})) for k, v in value.items()
         })
     if isinstance(value, list):
         return celtypes.ListType([to_cel(v, node.get("items") or {}) for v in value])

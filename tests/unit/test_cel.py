@@ -89,20 +89,13 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("env value and valueFrom", lambda d: d["spec"]["model"].update(env=[
         {"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
      "spec.model.env[].valueFrom"),
-    ("unknown resource name", lambda d: d["spec"]["model"]["resources"]["requests"].update(
-        {"gpu": "1"}), "spec.model.resources.requests"),
-    ("gpu in resources", lambda d: d["spec"]["model"]["resources"]["limits"].update(
-        {"nvidia.com/gpu": 1}), "spec.model.resources.limits"),
-    ("garbage quantity", lambda d: d["spec"]["model"]["resources"]["limits"].update(
-        memory="lots"), "spec.model.resources.limits"),
-    ("unknown limit name", lambda d: d["spec"]["model"]["resources"]["limits"].update(
-        {"kubernetes.io/x": "1"}), "spec.model.resources.limits"),
-    ("gpu in requests", lambda d: d["spec"]["model"]["resources"]["requests"].update(
-        {"nvidia.com/gpu": "1"}), "spec.model.resources.requests"),
-    ("negative request", lambda d: d["spec"]["model"]["resources"]["requests"].update(
-        cpu=-1), "spec.model.resources.requests"),
-    ("request over limit", lambda d: d["spec"]["model"]["resources"]["requests"].update(
-        memory="9Gi"), "spec.model.resources.requests"),
+    ("cpu request over limit", lambda d: d["spec"]["model"]["resources"].update(
+        requests={"cpu": "2"}, limits={"cpu": "1500m"}), "spec.model.resources.requests.cpu"),
+    ("memory request over limit", lambda d: d["spec"]["model"]["resources"]["requests"].update(
+        memory="9Gi"), "spec.model.resources.requests.memory"),
+    ("storage request over limit", lambda d: d["spec"]["model"]["resources"].update(
+        requests={"ephemeral-storage": 2000}, limits={"ephemeral-storage": "1k"}),
+     "spec.model.resources.requests.ephemeral-storage"),
     ("node selector key", lambda d: d["spec"]["nodePools"][0]["nodeSelector"].update(
         {"bad key": "x"}), "spec.nodePools[].nodeSelector"),
     ("toleration without key", lambda d: d["spec"]["nodePools"][0]["tolerations"].append(

@@ -51,11 +51,17 @@ BAD: list[tuple[str, Mutation, str]] = [
     ("env unknown field", lambda d: _model(d).update(env=[{"name": "A", "valu": "1"}]),
      "spec.model.env[0].valu"),
     ("quantity with garbage", lambda d: _model(d)["resources"]["requests"].update(cpu="2 cores"),
-     "spec.model.resources.requests['cpu']"),
+     "spec.model.resources.requests.cpu"),
     ("quantity decimal exponent", lambda d: _model(d)["resources"]["limits"].update(
-        memory="1e1.5"), "spec.model.resources.limits['memory']"),
+        memory="1e1.5"), "spec.model.resources.limits.memory"),
+    ("negative quantity", lambda d: _model(d)["resources"]["limits"].update(memory=-1),
+     "spec.model.resources.limits.memory"),
     ("unknown resource", lambda d: _model(d)["resources"]["requests"].update(disk="1"),
-     "spec.model.resources.requests['disk']"),
+     "spec.model.resources.requests.disk"),
+    ("gpu resource", lambda d: _model(d)["resources"]["limits"].update({"nvidia.com/gpu": 1}),
+     "spec.model.resources.limits.nvidia.com/gpu"),
+    ("request over limit", lambda d: _model(d)["resources"]["requests"].update(memory="9Gi"),
+     "spec.model.resources.requests.memory"),
     ("args override port", lambda d: _model(d).update(args=["--metrics-port=1"]),
      "spec.model.args[0]"),
     ("args abbreviation", lambda d: _model(d).update(args=["--model-repo", "/x"]),
@@ -88,9 +94,8 @@ GOOD: list[tuple[str, Mutation]] = [
         {"name": "my.env-name", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": ".dot", "value": ""}])),
     ("quantities", lambda d: _model(d)["resources"].update(
-        requests={"cpu": "500m", "memory": 1073741824, "ephemeral-storage": "1e3",
-                  "example.com/fpga": "1", "hugepages-2Mi": "+.5Gi"},
-        limits={"cpu": "1", "memory": "1Gi", "example.com/fpga": 1})),
+        requests={"cpu": "500m", "memory": 1073741824, "ephemeral-storage": "+.5Gi"},
+        limits={"cpu": "1", "memory": "1Gi", "ephemeral-storage": "1e9"})),
     ("other tritonserver args", lambda d: _model(d).update(
         args=["--log-verbose", "1", "--metrics-config=summary_quantiles=0.5", "--model-load-"
               "thread-count=2", "--exit-on-error=true"])),

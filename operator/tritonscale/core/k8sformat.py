@@ -130,33 +130,8 @@ def parse_quantity(value: str | int) -> Decimal:
     return number.scaleb(int(suffix[1:]))  # e/E exponent
 
 
-# Container resource names: the standard ones, hugepages-<size>, or an extended
-# resource "<domain>/<name>" outside the kubernetes.io domains.
+# Container resources a ScaledModel may request; GPUs come from the node pool.
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
-RESOURCE_NAME = (
-    r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMGTPE]i?|"
-    rf"{DNS1123_SUBDOMAIN}/{QUALIFIED_NAME_PART})$"
-)
-_RESOURCE_NAME = re2(RESOURCE_NAME)
-KUBERNETES_DOMAIN = r"^([^/]*[.])?kubernetes[.]io/"
-_KUBERNETES_DOMAIN = re2(KUBERNETES_DOMAIN)
-
-
-def is_extended_resource(name: str) -> bool:
-    return "/" in name
-
-
-def resource_name_errors(name: str) -> list[str]:
-    if not _RESOURCE_NAME.search(name) or (
-        "/" in name and not _QUALIFIED_PREFIX.search(name)
-    ):
-        return [
-            "must be cpu, memory, ephemeral-storage, hugepages-<size> or an extended "
-            "resource <domain>/<name>"
-        ]
-    if _KUBERNETES_DOMAIN.search(name):
-        return ["extended resources must not use the kubernetes.io domain"]
-    return []
 
 
 # -- tritonserver flags the operator owns ---------------------------------------------

@@ -539,10 +539,14 @@ def _parse_model(r: _Reader, data: Any) -> ModelSpec | None:
     repo = r.string(d, "repository", path, required=True)
     image = r.string(d, "tritonImage", path, default=DEFAULT_TRITON_IMAGE)
     args = r.lst(d.get("args"), f"{path}.args", required=False)
+    if len(args) > 64:
+        r.err(f"{path}.args", "must have at most 64 items")
     for i, a in enumerate(args):
         if not isinstance(a, str):
             r.err(f"{path}.args[{i}]", "must be a string")
             continue
+        if len(a) > 1024:
+            r.err(f"{path}.args[{i}]", "must be at most 1024 characters")
         for m in k8s.arg_errors(a):
             r.err(f"{path}.args[{i}]", m)
     if args and isinstance(args[-1], str) and k8s.dangling_flag(args[-1]):
@@ -576,6 +580,8 @@ def _check_env(r: _Reader, data: Any, path: str) -> None:
     name = data.get("name")
     if not isinstance(name, str):
         r.err(f"{path}.name", "is required")
+    elif len(name) > 253:
+        r.err(f"{path}.name", "must be at most 253 characters")
     else:
         for m in k8s.env_var_name_errors(name):
             r.err(f"{path}.name", m)
@@ -585,6 +591,8 @@ def _check_env(r: _Reader, data: Any, path: str) -> None:
     value = data.get("value")
     if value is not None and not isinstance(value, str):
         r.err(f"{path}.value", f"must be a string, got {type(value).__name__}")
+    elif isinstance(value, str) and len(value) > 32768:
+        r.err(f"{path}.value", "must be at most 32768 characters")
     vf = data.get("valueFrom")
     if vf is not None and not isinstance(vf, Mapping):
         r.err(f"{path}.valueFrom", f"must be an object, got {type(vf).__name__}")
@@ -592,11 +600,9 @@ def _check_env(r: _Reader, data: Any, path: str) -> None:
         r.err(f"{path}.valueFrom", "must not be set when value is not empty")
 
 
-GPU_RESOURCE = "nvidia.com/gpu"
-
-
 def _check_resources(r: _Reader, res: Mapping[str, Any], path: str) -> None:
-    """Container requests/limits as the API server checks them; GPUs come from the pool."""
+    """Container requests/limits as the API server checks them (cpu, memory and
+    ephemeral-storage only: GPUs come from the pool's gpusPerReplica)."""
     parsed: dict[str, dict[str, Any]] = {}
     for key in res:
         if key not in ("requests", "limits"):
@@ -605,15 +611,11 @@ def _check_resources(r: _Reader, res: Mapping[str, Any], path: str) -> None:
         block = r.obj(res.get(part), f"{path}.{part}", required=False)
         parsed[part] = {}
         for rname, q in block.items():
-            rp = f"{path}.{part}[{str(rname)[:80]!r}]"
-            if not isinstance(rname, str):
-                r.err(f"{path}.{part}", "resource names must be strings")
+            rp = f"{path}.{part}.{str(rname)[:80]}"
+            if rname not in k8s.STANDARD_RESOURCES:
+                r.err(rp, f"unknown field (allowed: {', '.join(k8s.STANDARD_RESOURCES)}; "
+                      f"GPUs come from spec.nodePools[].gpusPerReplica)")
                 continue
-            bad_name = k8s.resource_name_errors(rname)
-            for m in bad_name:
-                r.err(rp, m)
-            if rname == GPU_RESOURCE:
-                r.err(rp, "is set from spec.nodePools[].gpusPerReplica; do not set it here")
             if isinstance(q, bool) or not isinstance(q, (int, str)):
                 r.err(rp, f"must be a quantity string or integer, got {type(q).__name__}")
                 continue
@@ -624,7 +626,7 @@ def _check_resources(r: _Reader, res: Mapping[str, Any], path: str) -> None:
     for rname, req in parsed["requests"].items():
         lim = parsed["limits"].get(rname)
         if lim is not None and req > lim:
-            r.err(f"{path}.requests[{rname[:80]!r}]", f"must be <= the {rname} limit")
+            r.err(f"{path}.requests.{rname}", f"must be <= limits.{rname}")
 
 
 def _parse_slo(r: _Reader, data: Any) -> SLO | None:
@@ -729,13 +731,13 @@ def _parse_metrics(r: _Reader, data: Any) -> Metrics:
             ("variant", prom.variant_label),
             ("pool", prom.pool_label),
         ):
-            if not _PROM_LABEL.search(val):
+            if len(val) > 128 or not _PROM_LABEL.search(val):
                 r.err(f"{lp}.{key}", f"must be a Prometheus label name not starting with "
                       f"'__'; got {val[:80]!r}")
         if prom.variant_label == prom.pool_label:
             r.err(f"{lp}.pool", "must differ from the variant label")
         for key, _ in prom.selector:
-            if not _PROM_LABEL.search(key):
+            if len(key) > 128 or not _PROM_LABEL.search(key):
                 r.err(f"{pp}.selector", f"key {key[:80]!r} must be a Prometheus label name "
                       f"not starting with '__'")
     elif source == "prometheus":
