@@ -109,6 +109,12 @@ class FakeKube:
         obj = self.scaledmodels.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self._enter("get", f"{kind}/{namespace}/{name}")
+        store = {"Deployment": self.deployments, "Service": self.services}[kind]
+        obj = store.get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])

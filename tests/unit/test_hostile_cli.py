@@ -295,6 +295,8 @@ for v in ("0", "-1", "nan", "inf", "1.5", "x"):
 for v in ("0", "-5", "nan", "1e12"):
     OPTION_CASES.append((f"hpa-latency-target-{v}", _sim("--hpa-metric", "latency",
                                                           "--hpa-target", v), "--hpa-target"))
+for v in ("-1", "nan", "inf", "1e9"):
+    OPTION_CASES.append((f"client-timeout-{v}", _sim("--client-timeout", v), "--client-timeout"))
 for v in ("-1", str(2**64), "x", "1.5"):
     OPTION_CASES.append((f"seed-{v[:8]}", _sim("--seed", v), "--seed"))
 for v in ("/nonexistent-dir/out.png", "/", "/proc/out.png", "/proc/self", "/dev/null/x.png"):

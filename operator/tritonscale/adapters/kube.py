@@ -150,6 +150,26 @@ class KubeAdapter:
             raise
         return dict(obj)
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The live Deployment, Service or ConfigMap ``name``, or None if absent."""
+        fn: Any
+        if kind == "Deployment":
+            fn = self._apps.read_namespaced_deployment
+        elif kind == "Service":
+            fn = self._core.read_namespaced_service
+        elif kind == "ConfigMap":
+            fn = self._core.read_namespaced_config_map
+        else:
+            raise ValueError(f"cannot read kind {kind!r}")
+        try:
+            res = self._call(f"get {kind}", fn, name, namespace)
+        except KubeAPIError as e:
+            if e.not_found:
+                return None
+            raise
+        out: dict[str, Any] = self._plain(res)
+        return out
+
     # -- writes -------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from tritonscale.commands import inputs
 from tritonscale.core.spec import ScaledModelSpec
-from tritonscale.sim.engine import SimConfig
+from tritonscale.sim.engine import LOAD_BALANCING, SimConfig, StepRecord
 from tritonscale.sim.policies import POLICIES, HPAConfig, default_deployment
 from tritonscale.sim.report import PolicyResult, run_policy
 
@@ -27,6 +28,7 @@ COLUMNS = (
     ("p95_ms", "p95 ms", "{:.1f}"),
     ("p99_ms", "p99 ms", "{:.1f}"),
     ("dropped", "dropped", "{:,}"),
+    ("timed_out", "timed out", "{:,}"),
     ("max_replicas", "max rep.", "{}"),
 )
 
@@ -64,6 +66,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="HPA target: utilisation fraction (default 0.7) or latency ms (default SLO target)",
     )
+    parser.add_argument(
+        "--load-balancing",
+        choices=list(LOAD_BALANCING),
+        default="random",
+        help="how requests spread over Ready replicas: random (kube-proxy iptables, "
+        "default), round-robin (IPVS rr) or weighted (by the policy's route weights)",
+    )
+    parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request still queued this long is abandoned and counted as timed out "
+        "(default 30; 0 = clients wait forever)",
+    )
     parser.add_argument("--baseline-variant", help="variant for hpa/kpa/static-peak")
     parser.add_argument("--baseline-pool", help="node pool for hpa/kpa/static-peak")
 
@@ -89,13 +106,39 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def progress_printer(policy: str, duration_s: float) -> Callable[[StepRecord], None]:
+    """A step callback drawing one self-overwriting progress line on stderr."""
+    last = [-1]
+
+    def show(step: StepRecord) -> None:
+        pct = int(100 * step.t / duration_s) if duration_s > 0 else 100
+        if pct == last[0]:
+            return
+        last[0] = pct
+        sys.stderr.write(
+            f"\r\033[K{policy}: {pct:3d}% ({step.t / 60:.1f} of {duration_s / 60:.1f} min "
+            f"replayed, {sum(step.desired.values())} replicas)"
+        )
+        sys.stderr.flush()
+
+    return show
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         spec, arrivals = inputs.simulate_inputs(args)
     except inputs.InputError as e:
         print(inputs.clip(f"error: {e}"), file=sys.stderr)
         return inputs.EXIT_BAD_INPUT
-    cfg = SimConfig(seed=args.seed, preemption_rate_per_hour=args.preemptions_per_hour)
+    timeout = args.client_timeout
+    cfg = SimConfig(
+        seed=args.seed,
+        preemption_rate_per_hour=args.preemptions_per_hour,
+        load_balancing=args.load_balancing,
+        client_timeout_s=timeout if timeout > 0 else None,
+    )
+    duration = float(arrivals[-1]) if len(arrivals) else 0.0
+    show_progress = not args.json and sys.stderr.isatty()
     target = args.hpa_target
     if target is None:
         target = 0.7 if args.hpa_metric == "utilisation" else spec.slo.latency.target_ms
@@ -117,10 +160,14 @@ def run(args: argparse.Namespace) -> int:
             res = run_policy(
                 spec, arrivals, name, cfg, hpa if name == "hpa" else None,
                 args.baseline_variant, args.baseline_pool,
+                on_step=progress_printer(name, duration) if show_progress else None,
             )
         except (KeyError, ValueError) as e:
             print(f"error: policy {name}: {e}", file=sys.stderr)
             return 2
+        if show_progress:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
         if args.json:
             print(json.dumps(res.summary), flush=True)
         results.append(res)

@@ -39,6 +39,7 @@ from tritonscale.core.render import (
 )
 from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
+from tritonscale.handlers import ownership
 from tritonscale.handlers.ports import KubeAPI, NullSignalSource, SignalSource
 
 log = logging.getLogger(__name__)
@@ -311,7 +312,7 @@ class Reconciler:
                 listed = self.kube.list_deployments(ns, name)
             except KubeAPIError as e:
                 raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
-        owned = [d for d in listed if _owned_by(d, uid)]
+        owned = [d for d in listed if not uid or ownership.is_ours(d, uid)]
         states = st.states_from_deployments(owned)
         by_name = {str(d["metadata"]["name"]): d for d in owned}
         prev_plan = st.placements_from_status(status)
@@ -345,7 +346,17 @@ class Reconciler:
             svc = get_service(owner, spec)
             h = spec_hash(svc)
             known = self._service_hash.get(uid)
-            if known is None or known[0] != h or now - known[1] >= self.service_refresh_seconds:
+            apply_svc = (known is None or known[0] != h
+                         or now - known[1] >= self.service_refresh_seconds)
+            # Never take over an object we did not create (handlers/ownership.py).
+            new_deps = [d for d in (get_deployment(owner, spec, p, self.options)
+                                    for p in tr.apply)
+                        if d["metadata"]["name"] not in by_name]
+            clash = ownership.conflicts(self.kube, uid, ([svc] if apply_svc else []) + new_deps)
+            if clash:
+                return self._ownership_conflict(ns, name, involved, status, generation,
+                                                clash, now, spec, states)
+            if apply_svc:
                 self.kube.apply(svc)
                 self._service_hash[uid] = (h, now)
             for p in tr.apply:
@@ -497,6 +508,37 @@ class Reconciler:
         return Outcome(valid=False, namespace=ns, name=name, status_written=written,
                        errors=tuple(str(e) for e in err.errors))
 
+    def _ownership_conflict(
+        self,
+        ns: str,
+        name: str,
+        involved: Mapping[str, Any],
+        status: Mapping[str, Any],
+        generation: Any,
+        clash: Sequence[ownership.Conflict],
+        now: float,
+        spec: ScaledModelSpec,
+        states: Sequence[PlacementState],
+    ) -> Outcome:
+        """Someone else's object has a name we need: touch nothing, say so once."""
+        msg = "; ".join(c.message(name) for c in clash[:MAX_ERRORS_IN_MESSAGE])
+        old = st.condition(status.get("conditions"), st.READY)
+        patch = {
+            "observedGeneration": generation,
+            "conditions": st.merge_conditions(
+                status.get("conditions"),
+                [st.Condition(st.SPEC_VALID, "True", "Valid", "spec is valid"),
+                 st.Condition(st.READY, "False", ownership.REASON, msg)],
+                generation, now,
+            ),
+        }
+        written = self._write_status(ns, name, str(involved.get("uid") or ""), status, patch)
+        if old.get("reason") != ownership.REASON or old.get("message") != msg:
+            self._event(involved, "Warning", ownership.REASON, msg)
+        return Outcome(valid=True, namespace=ns, name=name, settled=False,
+                       status_written=written, errors=(msg,), spec=spec,
+                       placements=tuple(states))
+
     def _apply_failed(
         self,
         ns: str,
@@ -528,13 +570,6 @@ def _interval(body: Mapping[str, Any]) -> float:
     except (TypeError, ValueError):
         return 15.0
     return max(1.0, v)
-
-
-def _owned_by(dep: Mapping[str, Any], uid: str) -> bool:
-    refs = (dep.get("metadata") or {}).get("ownerReferences") or []
-    if not uid:
-        return True
-    return any(r.get("uid") == uid for r in refs)
 
 
 def _same(cur: Mapping[str, Any], want: Mapping[str, Any]) -> bool:

@@ -3,23 +3,30 @@
 Pure code (numpy only). What it models, and how:
 
 * **Arrivals** are the trace's exact timestamps (seconds), see :mod:`.trace`.
-* **Load balancing**: the Kubernetes Service spreads requests over Ready
-  replicas; the simulator uses strict round-robin over the Ready replicas in a
-  fixed order (a deterministic stand-in for kube-proxy's random choice with
-  the same even split). Replicas that are starting or draining get nothing.
-* **Replica** = one Triton model instance with the dynamic batcher: when the
-  instance is free and requests are queued, it dispatches at once if
-  ``max_batch_size`` are waiting or the oldest has waited ``max_queue_delay``;
-  otherwise it waits until either happens. A batch of b takes the profile's
-  compute time S(b) (piecewise-linear interpolation, :func:`..core.perf.batch_latency_ms`).
-  The batch loop is exact and event-driven per replica (a tight loop over
+* **Load balancing** (``SimConfig.load_balancing``): ``"random"`` (default) is
+  kube-proxy's iptables mode: every request picks one Ready replica uniformly at
+  random (seeded), so replicas see Poisson-thinned, uneven short-term loads;
+  ``"round-robin"`` is strict rotation over the Ready replicas (IPVS ``rr``, a
+  flattering even split); ``"weighted"`` picks a placement with probability
+  proportional to the weight the policy gives it (``Policy.route_weights``, e.g.
+  Gateway API backendRef weights; placements without Ready replicas are left out
+  and the rest renormalised; no weights = the random Service split), then a Ready
+  replica of it at random. Replicas that are starting or draining get nothing.
+* **Replica** = one Triton model instance with the dynamic batcher of
+  :mod:`tritonscale.core.batcher` (the same description the performance model
+  uses). The batch loop is exact and event-driven per replica (a tight loop over
   batches with ``bisect`` on the replica's queue).
+* **Client patience** (``SimConfig.client_timeout_s``, default 30 s): a request
+  not yet in a running batch that long after it arrived is abandoned by its
+  client, leaves the queue without using the GPU and counts as *timed out*.
 * **Scaling**: a policy is called every ``interval_s`` of simulated time with
   signals sampled like Prometheus scrapes (rate over a window, percentile over
   a window of completed requests, busy fraction, in-flight concurrency). New
   replicas become Ready after the pool's ``startupSeconds`` and are billed
-  from the moment they are requested; removed replicas drain their queue and
-  stop being billed at once. Not-Ready replicas are removed first.
+  from the moment they are requested. Scale-down removes not-Ready replicas
+  first, then the newest Ready ones; a removed Ready replica leaves the
+  endpoints at once, finishes its queue, and stays billed for its termination
+  (preStop drain + the in-flight work, ``SimConfig.drain_s``/``exit_timeout_s``).
 * **Spot preemptions** (optional, seeded): a Poisson process per spot pool;
   an event kills every replica of the pool (queued requests are *dropped*),
   and the pool is unavailable for ``preemption_outage_s``; the Deployment's
@@ -30,7 +37,6 @@ Pure code (numpy only). What it models, and how:
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,11 +44,14 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from tritonscale.core.perf import batch_latency_ms
+from tritonscale.core.batcher import serve, service_table
+from tritonscale.core.render import DEFAULT_OPTIONS
 from tritonscale.core.spec import Profile, ScaledModelSpec
-from tritonscale.core.types import PlacementState
+from tritonscale.core.types import Observation, PlacementState
 
 Key = tuple[str, str]
+
+LOAD_BALANCING = ("random", "round-robin", "weighted")
 
 
 @dataclass(frozen=True)
@@ -62,56 +71,36 @@ class SimConfig:
     startup_override_s: float | None = None
     # Length of the windows used for ``windows_met``.
     slo_window_s: float = 60.0
+    # A removed Ready replica stays billed for its termination: the preStop drain,
+    # then Triton finishing in-flight work for at most its exit timeout
+    # (core/render.py's RenderOptions defaults).
+    drain_s: float = float(DEFAULT_OPTIONS.drain_seconds)
+    exit_timeout_s: float = float(DEFAULT_OPTIONS.exit_timeout_seconds)
+    # How requests are spread over Ready replicas: see LOAD_BALANCING.
+    load_balancing: str = "random"
+    # A request still queued this long after arrival is abandoned (None: never).
+    client_timeout_s: float | None = 30.0
 
-
-def service_table(profile: Profile) -> list[float]:
-    """Batch compute time in seconds, indexed by batch size 0..max_batch_size."""
-    return [0.0] + [
-        batch_latency_ms(profile, b) / 1000.0 for b in range(1, profile.max_batch_size + 1)
-    ]
+    def __post_init__(self) -> None:
+        if self.load_balancing not in LOAD_BALANCING:
+            raise ValueError(
+                f"load_balancing: {self.load_balancing!r} is not one of "
+                f"{', '.join(LOAD_BALANCING)}"
+            )
+        t = self.client_timeout_s
+        if t is not None and not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"client_timeout_s: {t!r} must be a positive number of seconds")
 
 
 def _batch_loop(
     pa: list[float], t_free: float, big_b: int, d: float, svc: list[float], end: float
 ) -> tuple[int, float, list[float], list[int], float]:
-    """Serve queued arrivals ``pa`` (sorted) until the next dispatch is >= ``end``.
+    """:func:`tritonscale.core.batcher.serve` without client timeouts (older callers)."""
+    r = serve(pa, t_free, big_b, d, svc, end)
+    return r.left, r.t_free, r.dones, r.sizes, r.busy_s
 
-    Returns (served count, time the instance frees up, completion time per
-    batch, size per batch, busy seconds).
-    """
-    n = len(pa)
-    i = 0
-    dones: list[float] = []
-    counts: list[int] = []
-    busy = 0.0
-    while i < n:
-        a = pa[i]
-        s = t_free if t_free > a else a
-        if s >= end:
-            break
-        jf = i + big_b - 1
-        if jf < n and pa[jf] <= s:
-            disp = s
-            cnt = big_b
-        else:
-            dl = a + d
-            if dl <= s:
-                disp = s
-            else:
-                disp = dl
-                if jf < n and pa[jf] < dl:
-                    disp = pa[jf]
-                if disp >= end:
-                    break
-            hi = i + big_b if i + big_b < n else n
-            cnt = bisect_right(pa, disp, i, hi) - i
-        st = svc[cnt]
-        t_free = disp + st
-        busy += st
-        dones.append(t_free)
-        counts.append(cnt)
-        i += cnt
-    return i, t_free, dones, counts, busy
+
+__all__ = ["LOAD_BALANCING", "SimConfig", "Simulator", "service_table"]
 
 
 _EMPTY_F = np.empty(0, dtype=np.float64)
@@ -129,6 +118,7 @@ class Replica:
     ready_at: float
     bill_from: float
     t_free: float = 0.0
+    bill_until: float = math.inf
     pend_t: NDArray[np.float64] = field(default_factory=lambda: _EMPTY_F)
     pend_i: NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I)
     busy_s: float = 0.0
@@ -148,9 +138,14 @@ class SimView(Protocol):
     ) -> float | None: ...
     def concurrency(self, window_s: float) -> float: ...
     def unavailable_pools(self) -> frozenset[str]: ...
+    def observe(self, percentile: float) -> Observation: ...
 
 
 class Policy(Protocol):
+    """A scaling policy. It may also carry ``route_weights`` (a mapping
+    (variant, pool) -> weight, read after every call) for ``"weighted"`` load
+    balancing."""
+
     name: str
     interval_s: float
 
@@ -173,7 +168,8 @@ class SimRun:
     """Raw outcome of one replay: per-request completion times and a time series."""
 
     arrivals: NDArray[np.float64]
-    done: NDArray[np.float64]  # completion time; inf = dropped
+    done: NDArray[np.float64]  # completion time; inf = dropped or timed out
+    timed_out: NDArray[np.bool_]  # abandoned by the client while queued
     cost_usd: float
     duration_s: float
     steps: list[StepRecord]
@@ -192,6 +188,17 @@ class Simulator:
         self.arr = np.ascontiguousarray(arrivals, dtype=np.float64)
         self.n = len(self.arr)
         self.done = np.full(self.n, np.nan)
+        # Abandoned by their client (done = inf as well).
+        self.timed_out = np.zeros(self.n, dtype=bool)
+        # Index (in self.keys) of the placement each request was routed to; -1: none.
+        self.where = np.full(self.n, -1, dtype=np.int16)
+        self.keys: list[Key] = []
+        self._key_ix: dict[Key, int] = {}
+        self._rng = np.random.default_rng(self.cfg.seed + 104729)
+        self.weights: dict[Key, float] = {}
+        self._timeout = (
+            math.inf if self.cfg.client_timeout_s is None else float(self.cfg.client_timeout_s)
+        )
         self.end_t = float(self.arr[-1]) + 1e-6 if self.n else 0.0
         self.now = 0.0
         self.replicas: dict[Key, list[Replica]] = {}
@@ -203,7 +210,10 @@ class Simulator:
         self.preemptions = self._draw_preemptions()
         self._pre_i = 0
         self.steps: list[StepRecord] = []
-        self._busy_hist: list[tuple[float, dict[Key, float], dict[Key, float]]] = []
+        # Per interval end: busy seconds, Ready replica-seconds, queue-wait sum and count.
+        self._busy_hist: list[
+            tuple[float, dict[Key, float], dict[Key, float], dict[Key, float], dict[Key, int]]
+        ] = []
         self._profiles: dict[Key, Profile] = {}
         for v in spec.variants:
             for p in spec.node_pools:
@@ -275,7 +285,7 @@ class Simulator:
         w = window_s or 15.0
         busy = 0.0
         rep_s = 0.0
-        for t, b, r in reversed(self._busy_hist):
+        for t, b, r, _qs, _qn in reversed(self._busy_hist):
             if t < self.now - w - 1e-9:
                 break
             for k, v in b.items():
@@ -289,16 +299,94 @@ class Simulator:
         return busy / rep_s
 
     def concurrency(self, window_s: float) -> float:
-        """Mean number of in-flight requests (queued or computing) over the window."""
-        lo = int(np.searchsorted(self.arr, self.now - window_s, "left"))
+        """Time-averaged in-flight requests (queued or computing) over the window, as
+        Knative's queue-proxy reports them: a request counts from its arrival until
+        its response (or until its client gives up); requests refused at once (no
+        Ready replica) never were in flight; requests that arrived before the window
+        and are still in flight count for their time inside it."""
+        w = min(window_s, max(self.now, 1e-9))
+        patience = 600.0 if math.isinf(self._timeout) else self._timeout
+        lo = int(np.searchsorted(self.arr, self.now - w - patience - 60.0, "left"))
         hi = int(np.searchsorted(self.arr, self.now, "left"))
         a = self.arr[lo:hi]
         d = self.done[lo:hi]
-        end = np.where(np.isfinite(d), np.minimum(d, self.now), self.now)
-        w = min(window_s, max(self.now, 1e-9))
-        return float(np.sum(end - a)) / w
+        end = np.where(np.isnan(d), self.now, d)
+        gone = np.isinf(d)
+        if gone.any():
+            to = self.timed_out[lo:hi]
+            end = np.where(gone & to, a + patience, end)
+            end = np.where(gone & ~to, a, end)
+        end = np.minimum(end, self.now)
+        start = np.maximum(a, self.now - w)
+        return float(np.sum(np.clip(end - start, 0.0, None))) / w
+
+    def pending(self) -> float:
+        """Requests in flight right now (queued or computing), like Triton's
+        ``nv_inference_pending_request_count`` summed over replicas."""
+        horizon = 600.0 if math.isinf(self._timeout) else self._timeout + 120.0
+        lo = int(np.searchsorted(self.arr, self.now - horizon, "left"))
+        hi = int(np.searchsorted(self.arr, self.now, "left"))
+        d = self.done[lo:hi]
+        routed = self.where[lo:hi] >= 0
+        return float(np.count_nonzero(routed & (np.isnan(d) | ((d > self.now) & np.isfinite(d)))))
+
+    def queue_ms(self, window_s: float | None = None) -> float | None:
+        """Mean scheduler-queue wait (ms) of requests whose batch started in the window."""
+        w = window_s or self.cfg.rate_window_s
+        qs = 0.0
+        qn = 0
+        for t, _b, _r, s, n in reversed(self._busy_hist):
+            if t < self.now - w - 1e-9:
+                break
+            qs += sum(s.values())
+            qn += sum(n.values())
+        return 1000.0 * qs / qn if qn else None
+
+    def observe(self, percentile: float) -> Observation:
+        """What the operator's signal sources report (adapters/signals.py), from the
+        replay: arrival rate and latency at ``percentile`` for the whole model and
+        per (variant, pool), queue time, pending requests, what exists, lost pools."""
+        now = self.now
+        rw = min(self.cfg.rate_window_s, max(now, 1e-9))
+        lo = int(np.searchsorted(self.arr, now - rw, "left"))
+        hi = int(np.searchsorted(self.arr, now, "left"))
+        per_rps: dict[Key, float] = {}
+        if hi > lo and self.keys:
+            cnt = np.bincount(self.where[lo:hi] + 1, minlength=len(self.keys) + 1)
+            for ix, k in enumerate(self.keys):
+                if cnt[ix + 1]:
+                    per_rps[k] = float(cnt[ix + 1]) / rw
+        lw = self.cfg.latency_window_s
+        lo = int(np.searchsorted(self.arr, now - lw, "left"))
+        done = self.done[lo:hi]
+        ok = done <= now
+        lat = (done[ok] - self.arr[lo:hi][ok]) * 1000.0
+        wh = self.where[lo:hi][ok]
+        per_lat: dict[Key, float] = {}
+        for ix, k in enumerate(self.keys):
+            sel = lat[wh == ix]
+            if len(sel):
+                per_lat[k] = float(np.percentile(sel, percentile))
+        return Observation(
+            rps=self.rps(),
+            latency_ms=float(np.percentile(lat, percentile)) if len(lat) else None,
+            current=self.current(),
+            queue_ms=self.queue_ms(),
+            pending=self.pending(),
+            per_placement_rps=per_rps,
+            per_placement_latency_ms=per_lat,
+            unavailable_pools=self.unavailable_pools(),
+        )
 
     # --------------------------------------------------------------- mechanics
+    def _ix(self, key: Key) -> int:
+        ix = self._key_ix.get(key)
+        if ix is None:
+            ix = len(self.keys)
+            self.keys.append(key)
+            self._key_ix[key] = ix
+        return ix
+
     def _svc_for(self, key: Key) -> list[float]:
         s = self._svc.get(key)
         if s is None:
@@ -336,28 +424,54 @@ class Simulator:
                 ready = now if instant else start + self.startup_s(pool)
                 reps.append(self._new_replica(key, ready, start))
             if len(reps) > want:
-                # Remove not-Ready first (newest first), then Ready (newest first).
-                order = sorted(reps, key=lambda r: (r.ready_at <= now, r.rid))
+                # Remove not-Ready first (newest first), then Ready (newest first),
+                # like the ReplicaSet controller's ranking of pods to delete.
+                order = sorted(reps, key=lambda r: (r.ready_at <= now, -r.rid))
                 drop = order[: len(reps) - want]
                 ids = {r.rid for r in drop}
                 self.replicas[key] = [r for r in reps if r.rid not in ids]
                 for r in drop:
                     if r.ready_at <= now:
+                        # Out of the endpoints at once; finishes its queue, then the
+                        # pod terminates: billed for the preStop drain plus the time
+                        # Triton needs for in-flight work (at most its exit timeout).
                         self._serve(r, math.inf)
+                        left = min(max(r.t_free - now, 0.0), self.cfg.exit_timeout_s)
+                        r.bill_until = now + self.cfg.drain_s + left
+                        if r.bill_until > r.bill_from:
+                            self.draining.append(r)
 
-    def _serve(self, r: Replica, end: float) -> float:
+    def _serve(self, r: Replica, end: float) -> tuple[float, float, int]:
+        """Run ``r``'s batcher up to ``end``: (busy seconds, queue-wait sum, started)."""
         if len(r.pend_t) == 0:
-            return 0.0
-        i, t_free, dones, counts, busy = _batch_loop(
-            r.pend_t.tolist(), r.t_free, r.big_b, r.delay_s, r.svc, end
+            return 0.0, 0.0, 0
+        res = serve(
+            r.pend_t.tolist(), r.t_free, r.big_b, r.delay_s, r.svc, end, self._timeout
         )
-        r.t_free = t_free
+        r.t_free = res.t_free
+        qsum = 0.0
+        started = 0
+        i = res.left
         if i:
-            self.done[r.pend_i[:i]] = np.repeat(np.asarray(dones), np.asarray(counts))
+            idx = r.pend_i[:i]
+            if res.abandoned:
+                gone = np.zeros(i, dtype=bool)
+                gone[np.asarray(res.abandoned, dtype=np.int64)] = True
+                self.done[idx[gone]] = np.inf
+                self.timed_out[idx[gone]] = True
+                idx = idx[~gone]
+                arr_served = r.pend_t[:i][~gone]
+            else:
+                arr_served = r.pend_t[:i]
+            if len(idx):
+                sizes = np.asarray(res.sizes)
+                self.done[idx] = np.repeat(np.asarray(res.dones), sizes)
+                qsum = float(np.sum(np.repeat(np.asarray(res.starts), sizes) - arr_served))
+                started = len(idx)
             r.pend_t = r.pend_t[i:]
             r.pend_i = r.pend_i[i:]
-        r.busy_s += busy
-        return busy
+        r.busy_s += res.busy_s
+        return res.busy_s, qsum, started
 
     def _preempt(self, t: float, pool: str) -> None:
         until = t + self.cfg.preemption_outage_s
@@ -376,14 +490,22 @@ class Simulator:
                 r.bill_from = until
 
     def run_interval(self, t0: float, t1: float) -> None:
-        # Billing for [t0, t1).
+        # Billing for [t0, t1), terminating replicas until their pods are gone.
         for reps in self.replicas.values():
             for r in reps:
                 a = max(t0, r.bill_from)
                 if a < t1:
                     self.cost_usd += r.price_per_hour * (t1 - a) / 3600.0
+        for r in self.draining:
+            a = max(t0, r.bill_from)
+            b = min(t1, r.bill_until)
+            if a < b:
+                self.cost_usd += r.price_per_hour * (b - a) / 3600.0
+        self.draining = [r for r in self.draining if r.bill_until > t1]
         busy_acc: dict[Key, float] = {}
         rep_acc: dict[Key, float] = {}
+        q_acc: dict[Key, float] = {}
+        qn_acc: dict[Key, int] = {}
         cuts = {t1}
         for reps in self.replicas.values():
             for r in reps:
@@ -401,14 +523,20 @@ class Simulator:
                 pool = self.preemptions[self._pre_i][1]
                 self._pre_i += 1
                 self._preempt(a, pool)
-            self._segment(a, b, busy_acc, rep_acc)
+            self._segment(a, b, busy_acc, rep_acc, q_acc, qn_acc)
             a = b
-        self._busy_hist.append((t1, busy_acc, {k: v for k, v in rep_acc.items()}))
+        self._busy_hist.append((t1, busy_acc, rep_acc, q_acc, qn_acc))
         if len(self._busy_hist) > 64:
             del self._busy_hist[:32]
 
     def _segment(
-        self, a: float, b: float, busy_acc: dict[Key, float], rep_acc: dict[Key, float]
+        self,
+        a: float,
+        b: float,
+        busy_acc: dict[Key, float],
+        rep_acc: dict[Key, float],
+        q_acc: dict[Key, float],
+        qn_acc: dict[Key, int],
     ) -> None:
         ready = [
             r for key in sorted(self.replicas) for r in self.replicas[key] if r.ready_at <= a
@@ -420,25 +548,60 @@ class Simulator:
             if n:
                 self.done[lo:hi] = np.inf
             return
-        m = len(ready)
         if n:
+            self._route(ready, lo, hi)
+        for r in ready:
+            busy, qs, qn = self._serve(r, b)
+            busy_acc[r.key] = busy_acc.get(r.key, 0.0) + busy
+            rep_acc[r.key] = rep_acc.get(r.key, 0.0) + (b - a)
+            q_acc[r.key] = q_acc.get(r.key, 0.0) + qs
+            qn_acc[r.key] = qn_acc.get(r.key, 0) + qn
+
+    def _route_probabilities(self, ready: list[Replica]) -> NDArray[np.float64] | None:
+        """Per Ready replica, the chance a request goes to it (None: uniform)."""
+        if self.cfg.load_balancing != "weighted" or not self.weights:
+            return None
+        per_key: dict[Key, int] = {}
+        for r in ready:
+            per_key[r.key] = per_key.get(r.key, 0) + 1
+        p = np.array(
+            [max(self.weights.get(r.key, 0.0), 0.0) / per_key[r.key] for r in ready],
+            dtype=np.float64,
+        )
+        total = float(p.sum())
+        if not (total > 0 and math.isfinite(total)):
+            return None
+        out: NDArray[np.float64] = p / total
+        return out
+
+    def _append(self, r: Replica, idx: NDArray[np.int64]) -> None:
+        if len(r.pend_t):
+            r.pend_t = np.concatenate((r.pend_t, self.arr[idx]))
+            r.pend_i = np.concatenate((r.pend_i, idx))
+        else:
+            r.pend_t = self.arr[idx]
+            r.pend_i = idx
+        self.where[idx] = self._ix(r.key)
+
+    def _route(self, ready: list[Replica], lo: int, hi: int) -> None:
+        """Send arrivals ``lo..hi-1`` to Ready replicas (see LOAD_BALANCING)."""
+        m = len(ready)
+        n = hi - lo
+        if self.cfg.load_balancing == "round-robin":
             off = self._rr % m
             for j, r in enumerate(ready):
                 start = lo + ((j - off) % m)
-                if start >= hi:
-                    continue
-                idx = np.arange(start, hi, m, dtype=np.int64)
-                if len(r.pend_t):
-                    r.pend_t = np.concatenate((r.pend_t, self.arr[start:hi:m]))
-                    r.pend_i = np.concatenate((r.pend_i, idx))
-                else:
-                    r.pend_t = self.arr[start:hi:m]
-                    r.pend_i = idx
+                if start < hi:
+                    self._append(r, np.arange(start, hi, m, dtype=np.int64))
             self._rr = (self._rr + n) % m
-        for r in ready:
-            busy = self._serve(r, b)
-            busy_acc[r.key] = busy_acc.get(r.key, 0.0) + busy
-            rep_acc[r.key] = rep_acc.get(r.key, 0.0) + (b - a)
+            return
+        p = self._route_probabilities(ready)
+        choice = self._rng.integers(0, m, n) if p is None else self._rng.choice(m, n, p=p)
+        order = np.argsort(choice, kind="stable").astype(np.int64) + lo
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(choice, minlength=m))))
+        for j, r in enumerate(ready):
+            if bounds[j + 1] > bounds[j]:
+                self._append(r, order[bounds[j] : bounds[j + 1]])
 
     def finish(self) -> None:
         for reps in self.replicas.values():
@@ -449,9 +612,19 @@ class Simulator:
         self.done[np.isnan(self.done)] = np.inf
 
     # ------------------------------------------------------------------ driver
+    def _take_weights(self, policy: Policy) -> None:
+        w = getattr(policy, "route_weights", None)
+        if isinstance(w, Mapping):
+            self.weights = {
+                (str(k[0]), str(k[1])): float(v)
+                for k, v in w.items()
+                if math.isfinite(float(v)) and float(v) >= 0
+            }
+
     def run(self, policy: Policy, on_step: Callable[[StepRecord], None] | None = None) -> SimRun:
         self.now = 0.0
         init = policy.initial(self)
+        self._take_weights(policy)
         self.apply(init, instant=self.cfg.warm_start)
         t = 0.0
         interval = float(policy.interval_s)
@@ -460,6 +633,7 @@ class Simulator:
             self.now = t
             if not first:
                 target = policy.step(self)
+                self._take_weights(policy)
                 self.apply(target)
             first = False
             t1 = min(t + interval, self.end_t)
@@ -469,7 +643,7 @@ class Simulator:
             }
             cost_rate = sum(
                 r.price_per_hour for v in self.replicas.values() for r in v if r.bill_from <= t
-            )
+            ) + sum(r.price_per_hour for r in self.draining if r.bill_from <= t < r.bill_until)
             self.run_interval(t, t1)
             lo = int(np.searchsorted(self.arr, t, "left"))
             hi = int(np.searchsorted(self.arr, t1, "left"))
@@ -490,6 +664,7 @@ class Simulator:
         return SimRun(
             arrivals=self.arr,
             done=self.done,
+            timed_out=self.timed_out,
             cost_usd=self.cost_usd,
             duration_s=self.end_t,
             steps=self.steps,

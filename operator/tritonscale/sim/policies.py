@@ -82,12 +82,9 @@ class TritonscalePolicy:
         return d.replicas()
 
     def step(self, view: SimView) -> Mapping[Key, int]:
-        obs = Observation(
-            rps=view.rps(),
-            latency_ms=view.latency_ms(self.spec.slo.latency.percentile),
-            current=view.current(),
-            unavailable_pools=view.unavailable_pools(),
-        )
+        # The operator's signals: whole-model and per-placement rate and latency,
+        # queue time and pending requests (adapters/signals.py), from the replay.
+        obs = view.observe(self.spec.slo.latency.percentile)
         d = decide(self.spec, obs, self.state, view.now)
         # The operator persists the state as JSON in status between steps: so do we.
         self.state = json.loads(json.dumps(d.state))
@@ -380,8 +377,14 @@ class KPAPolicy:
 class StaticPeakPolicy:
     name = "static-peak"
 
-    def __init__(self, spec: ScaledModelSpec, peak_rps: float) -> None:
-        v, p = default_deployment(spec)
+    def __init__(
+        self,
+        spec: ScaledModelSpec,
+        peak_rps: float,
+        variant: str | None = None,
+        pool: str | None = None,
+    ) -> None:
+        v, p, _prof = single_deployment(spec, variant, pool)
         self.key: Key = (v.name, p.name)
         need = replicas_for(spec, v, p, peak_rps * (1 + spec.scaling.headroom))
         self.n = min(p.max_replicas, need)

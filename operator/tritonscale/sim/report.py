@@ -3,7 +3,9 @@
 Metrics (one dict per policy):
 
 * ``requests``: arrivals in the (scaled) trace; ``dropped``: arrivals never
-  served (no Ready replica, or queued on a preempted replica).
+  served (no Ready replica, or queued on a preempted replica); ``timed_out``:
+  arrivals whose client gave up while they were still queued
+  (``--client-timeout``, default 30 s). Both count as misses everywhere.
 * ``slo_attainment``: fraction of all requests (dropped count as misses)
   served within the latency target.
 * ``windows_met``: fraction of non-empty 1-minute windows (by arrival time)
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tritonscale.core.spec import ScaledModelSpec
-from tritonscale.sim.engine import Policy, SimConfig, SimRun, Simulator
+from tritonscale.sim.engine import Policy, SimConfig, SimRun, Simulator, StepRecord
 from tritonscale.sim.policies import (
     POLICIES,
     HPAConfig,
@@ -51,7 +54,8 @@ def summarize(
     lat = (run.done - run.arrivals) * 1000.0  # inf = dropped
     n = len(lat)
     served = lat[np.isfinite(lat)]
-    dropped = n - len(served)
+    timed_out = int(np.count_nonzero(run.timed_out))
+    dropped = n - len(served) - timed_out
     within = int(np.count_nonzero(lat <= slo.target_ms))
     # Per-window percentile; dropped count as +inf.
     met = 0
@@ -86,6 +90,7 @@ def summarize(
         "p95_ms": pct(95),
         "p99_ms": pct(99),
         "dropped": int(dropped),
+        "timed_out": timed_out,
         "max_replicas": max((sum(s.desired.values()) for s in run.steps), default=0),
     }
 
@@ -107,7 +112,7 @@ def make_policy(
         return KPAPolicy(spec, start, None, variant, pool)
     if name == "static-peak":
         peak = float(per_window_rate(arrivals, 60.0).max()) if len(arrivals) else 0.0
-        return StaticPeakPolicy(spec, peak)
+        return StaticPeakPolicy(spec, peak, variant, pool)
     if name == "oracle":
         return OraclePolicy(spec, arrivals)
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
@@ -121,6 +126,7 @@ def run_policy(
     hpa: HPAConfig | None = None,
     variant: str | None = None,
     pool: str | None = None,
+    on_step: Callable[[StepRecord], None] | None = None,
 ) -> PolicyResult:
     cfg = config or SimConfig()
     if name == "oracle":
@@ -130,7 +136,7 @@ def run_policy(
     policy = make_policy(name, spec, arrivals, hpa, variant, pool)
     sim = Simulator(spec, arrivals, cfg)
     t0 = time.perf_counter()
-    run = sim.run(policy)
+    run = sim.run(policy, on_step)
     elapsed = time.perf_counter() - t0
     summary = summarize(spec, run, name, cfg.slo_window_s)
     summary["sim_seconds"] = round(elapsed, 2)

@@ -1,0 +1,270 @@
+"""Simulator yardsticks against independent calculations: random load balancing vs
+the exact M/D/1 queue, client timeouts vs a hand-built trace, weighted routing,
+and the operator-like observation (per-placement latency)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pytest
+
+from tritonscale.cli import main
+from tritonscale.core.batcher import serve
+from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.sim.engine import Key, SimConfig, Simulator, SimView
+from tritonscale.sim.report import summarize
+
+SpecFactory = Callable[..., ScaledModelSpec]
+
+D_MS = 10.0  # deterministic service time of the batch-1 model
+
+
+def _unbatched(make_spec: SpecFactory) -> ScaledModelSpec:
+    """One variant, batch size 1 and no queue delay: each replica is an M/D/1 queue."""
+    return make_spec(
+        variants=[
+            {
+                "name": "one",
+                "precision": "fp16",
+                "accuracy": 0.9,
+                "profiles": [
+                    {"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
+                     "batches": [{"size": 1, "latencyMs": D_MS}]},
+                ],
+            }
+        ]
+    )
+
+
+class Fixed:
+    name = "fixed"
+    interval_s = 30.0
+
+    def __init__(self, plan: Mapping[Key, int],
+                 weights: Mapping[Key, float] | None = None) -> None:
+        self.plan = plan
+        if weights is not None:
+            self.route_weights = dict(weights)
+
+    def initial(self, view: SimView) -> Mapping[Key, int]:
+        return self.plan
+
+    def step(self, view: SimView) -> Mapping[Key, int]:
+        return self.plan
+
+
+def _poisson(rate: float, seconds: float, seed: int = 11) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.exponential(1.0 / rate, int(rate * seconds)))
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.8])
+def test_random_split_gives_each_replica_an_md1_queue(make_spec: SpecFactory,
+                                                      rho: float) -> None:
+    """Poisson arrivals split at random over 4 replicas: each replica is M/D/1 at
+    rate lambda/4, whose mean wait is rho*D / (2*(1 - rho)) (Pollaczek-Khinchine).
+    Round-robin hands each replica every 4th arrival (Erlang-4 gaps) and waits far
+    less: the flattering split the simulator used to assume."""
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-od")
+    n = 4
+    lam = rho * n * 1000.0 / D_MS
+    arr = _poisson(lam, 240.0)
+    expected_wait_ms = rho * D_MS / (2.0 * (1.0 - rho))
+
+    def mean_wait(lb: str) -> float:
+        run = Simulator(spec, arr, SimConfig(load_balancing=lb, client_timeout_s=None)).run(
+            Fixed({key: n})
+        )
+        lat = (run.done - run.arrivals) * 1000.0
+        assert np.isfinite(lat).all()
+        return float(np.mean(lat[len(lat) // 10 :])) - D_MS
+
+    assert mean_wait("random") == pytest.approx(expected_wait_ms, rel=0.08)
+    assert mean_wait("round-robin") < 0.6 * expected_wait_ms
+
+
+def test_random_split_is_seeded(make_spec: SpecFactory) -> None:
+    spec = _unbatched(make_spec)
+    arr = _poisson(300.0, 30.0)
+    key = ("one", "t4-od")
+    a = Simulator(spec, arr, SimConfig(seed=1)).run(Fixed({key: 3}))
+    b = Simulator(spec, arr, SimConfig(seed=1)).run(Fixed({key: 3}))
+    c = Simulator(spec, arr, SimConfig(seed=2)).run(Fixed({key: 3}))
+    assert np.array_equal(a.done, b.done)
+    assert not np.array_equal(a.done, c.done)
+
+
+def test_timeout_against_a_hand_built_trace() -> None:
+    """Ten requests at t=0 on an unbatched 1-s instance, clients wait 3.5 s: the
+    first four start at 0, 1, 2, 3 s; the fifth could start at 4 s > 3.5 s, so it
+    and every later one is abandoned at 3.5 s and never uses the instance."""
+    svc = [0.0, 1.0]
+    r = serve([0.0] * 10, 0.0, 1, 0.0, svc, 100.0, timeout=3.5)
+    assert r.starts == [0.0, 1.0, 2.0, 3.0]
+    assert r.dones == [1.0, 2.0, 3.0, 4.0]
+    assert r.abandoned == [4, 5, 6, 7, 8, 9] and r.left == 10
+    assert r.busy_s == pytest.approx(4.0)
+    # Abandonment happens when patience runs out, not earlier: with the segment
+    # ending at 3.2 s nobody has given up yet.
+    early = serve([0.0] * 10, 0.0, 1, 0.0, svc, 3.2, timeout=3.5)
+    assert early.abandoned == [] and early.left == 4
+    # Later arrivals that still have patience are served after the abandoned ones.
+    mixed = serve([0.0, 0.0, 0.0, 2.5], 0.0, 1, 0.0, svc, 100.0, timeout=1.5)
+    assert mixed.abandoned == [2] and mixed.starts == [0.0, 1.0, 2.5]
+
+
+def test_timed_out_requests_are_reported_apart_from_dropped(make_spec: SpecFactory) -> None:
+    """An overloaded replica (200 req/s offered, 100 req/s served) for 20 s with 2-s
+    patience.  The arrival at t waits t s (100 req/s of backlog, 10 ms each) until
+    the wait reaches 2 s at t = 2; from then on the instance serves 100 req/s and the
+    other 100 req/s time out: 18 s x 100 = 1,800 timed out, none dropped, and no
+    served request waited more than 2 s."""
+    spec = _unbatched(make_spec)
+    arr = np.arange(0.0, 20.0, 0.005)
+    run = Simulator(spec, arr, SimConfig(client_timeout_s=2.0)).run(
+        Fixed({("one", "t4-od"): 1})
+    )
+    s = summarize(spec, run, "fixed")
+    assert s["dropped"] == 0
+    assert s["timed_out"] == pytest.approx(1800, abs=5)
+    lat = (run.done - run.arrivals)[~run.timed_out]
+    assert np.isfinite(lat).all() and lat.max() <= 2.0 + D_MS / 1000.0 + 1e-9
+    # Without a timeout the same overload serves everything, with tails of ~10 s.
+    patient = Simulator(spec, arr, SimConfig(client_timeout_s=None)).run(
+        Fixed({("one", "t4-od"): 1})
+    )
+    assert not patient.timed_out.any()
+    assert float(np.max(patient.done - patient.arrivals)) > 9.0
+
+
+def test_weighted_split_follows_the_policys_weights(make_spec: SpecFactory) -> None:
+    """Weights 3:1 over two placements (one replica each): 75 % / 25 % of requests;
+    a weight for a placement with no Ready replica is ignored."""
+    spec = _unbatched(make_spec)
+    arr = _poisson(40.0, 300.0)
+    a, b = ("one", "t4-od"), ("one", "t4-spot")
+    sim = Simulator(spec, arr, SimConfig(load_balancing="weighted"))
+    sim.run(Fixed({a: 1, b: 1}, weights={a: 3.0, b: 1.0, ("one", "a100-od"): 50.0}))
+    share = np.bincount(sim.where, minlength=2) / len(arr)
+    assert share[sim.keys.index(a)] == pytest.approx(0.75, abs=0.01)
+    assert share[sim.keys.index(b)] == pytest.approx(0.25, abs=0.01)
+    # Without weights the weighted mode is the Service's even random split.
+    even = Simulator(spec, arr, SimConfig(load_balancing="weighted"))
+    even.run(Fixed({a: 1, b: 1}))
+    assert np.bincount(even.where)[0] / len(arr) == pytest.approx(0.5, abs=0.01)
+
+
+def test_config_rejects_unknown_balancing_and_bad_timeout() -> None:
+    with pytest.raises(ValueError, match="load_balancing"):
+        SimConfig(load_balancing="least-conn")
+    with pytest.raises(ValueError, match="client_timeout_s"):
+        SimConfig(client_timeout_s=0.0)
+
+
+def test_observation_carries_per_placement_signals(make_spec: SpecFactory) -> None:
+    """The policy sees what the operator's signal sources report: per (variant,
+    pool) rate and latency percentile, pending requests and queue time."""
+    spec = _unbatched(make_spec)
+    arr = _poisson(150.0, 120.0)
+    a, b = ("one", "t4-od"), ("one", "t4-spot")
+    seen = []
+
+    class Probe(Fixed):
+        def step(self, view: SimView) -> Mapping[Key, int]:
+            seen.append(view.observe(99.0))
+            return self.plan
+
+    Simulator(spec, arr, SimConfig()).run(Probe({a: 1, b: 2}))
+    obs = seen[-1]
+    assert set(obs.per_placement_rps) == {a, b}
+    assert obs.per_placement_rps[a] == pytest.approx(50.0, rel=0.2)
+    assert obs.per_placement_rps[b] == pytest.approx(100.0, rel=0.2)
+    # Each replica runs at rho = 0.5: M/D/1 p99 is a few service times.
+    for k in (a, b):
+        assert D_MS < obs.per_placement_latency_ms[k] < 10 * D_MS
+    assert obs.latency_ms is not None and obs.rps == pytest.approx(150.0, rel=0.15)
+    assert obs.pending is not None and 0 <= obs.pending < 30
+    assert obs.queue_ms is not None and 0 < obs.queue_ms < 3 * D_MS
+    assert {p.key for p in obs.current} == {a, b}
+
+
+def test_cli_flags_and_json_timed_out(tmp_path: object,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    trace = Path(str(tmp_path)) / "t.csv"
+    t = _poisson(300.0, 120.0)
+    trace.write_text("timestamp_s\n" + "\n".join(f"{x:.6f}" for x in t) + "\n")
+    args = ["simulate", "--spec", str(root / "examples/resnet50.yaml"), "--trace", str(trace),
+            "--rate-scale", "1", "--policy", "static-peak", "--json"]
+    assert main([*args, "--load-balancing", "round-robin", "--client-timeout", "5"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["timed_out"] == 0 and row["dropped"] == 0
+    assert main([*args, "--client-timeout", "-1"]) == 2
+    assert "--client-timeout" in capsys.readouterr().err
+
+
+def test_scale_down_removes_the_newest_ready_replica(make_spec: SpecFactory) -> None:
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-od")
+    sim = Simulator(spec, np.arange(0.0, 10.0, 0.1), SimConfig())
+    sim.apply({key: 3}, instant=True)
+    sim.now = 5.0
+    sim.apply({key: 4})  # a fourth, not Ready until 65 s
+    sim.apply({key: 2})  # removes the starting one, then the newest Ready one
+    assert [r.rid for r in sim.replicas[key]] == [1, 2]
+
+
+def test_removed_replicas_stay_billed_for_their_termination(make_spec: SpecFactory) -> None:
+    """Two replicas at 0.5 $/h, one removed at 120 s of a 600-s replay: billed
+    2 x 120 s + 1 x 480 s + the removed pod's 10-s preStop drain (its queue is empty
+    under 10 req/s of 10-ms requests, so Triton exits at once)."""
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-od")
+    arr = np.arange(0.0, 600.0, 0.1)
+
+    class Shrink(Fixed):
+        interval_s = 15.0
+
+        def step(self, view: SimView) -> Mapping[Key, int]:
+            return {key: 2 if view.now < 120.0 else 1}
+
+    run = Simulator(spec, arr, SimConfig(drain_s=10.0)).run(Shrink({key: 2}))
+    end = arr[-1] + 1e-6
+    expected = 0.5 * (2 * 120.0 + (end - 120.0) + 10.0) / 3600.0
+    assert run.cost_usd == pytest.approx(expected, rel=1e-6)
+    assert [s.cost_per_hour for s in run.steps if s.t == 120.0] == [pytest.approx(1.0)]
+
+
+def test_kpa_concurrency_is_littles_law_in_flight(make_spec: SpecFactory) -> None:
+    """Requests every 100 ms taking 10 ms: 0.1 in flight on average (Little's law).
+    While no replica is Ready requests are refused at once and add nothing."""
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-od")
+    arr = np.arange(0.0, 200.0, 0.1)
+    seen: list[tuple[float, float]] = []
+
+    class Probe(Fixed):
+        interval_s = 10.0
+
+        def step(self, view: SimView) -> Mapping[Key, int]:
+            seen.append((view.now, view.concurrency(6.0)))
+            return self.plan
+
+    # Not warm: the replica is Ready only after the pool's 60-s startup.
+    Simulator(spec, arr, SimConfig(warm_start=False)).run(Probe({key: 1}))
+    early = [c for t, c in seen if t <= 60.0]
+    late = [c for t, c in seen if t >= 80.0]
+    assert early and all(c == 0.0 for c in early)
+    assert late and all(c == pytest.approx(0.1, rel=0.02) for c in late)
+
+
+def test_static_peak_honours_the_baseline_override(resnet: ScaledModelSpec) -> None:
+    from tritonscale.sim.report import make_policy
+
+    p = make_policy("static-peak", resnet, np.arange(0.0, 60.0, 0.01), None, "int8", "l4-spot")
+    assert p.initial(None) == {("int8", "l4-spot"): 1}  # type: ignore[arg-type]
