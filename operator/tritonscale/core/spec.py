@@ -52,6 +52,8 @@ _PROM_LABEL = k8s.re2(k8s.PROM_LABEL_NAME)
 # "<sm>-<variant>-<pool>" (or "<sm>-<variant>--<pool>") Deployment names stay <= 63
 # characters, so each part is kept short.
 MAX_PART_NAME = 20
+# Longest FieldError message (and path): they quote user input.
+MAX_MESSAGE = 300
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,10 @@ class _Reader:
         self.errors: list[FieldError] = []
 
     def err(self, path: str, message: str) -> None:
-        self.errors.append(FieldError(path, message))
+        # Messages quote user input: keep them short (they reach status and events).
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        self.errors.append(FieldError(path[:MAX_MESSAGE], message))
 
     def obj(self, data: Any, path: str, required: bool = True) -> Mapping[str, Any]:
         if data is None:
