@@ -30,3 +30,9 @@ if [ -x hack/k8s-binaries.sh ]; then
   bindir=$(hack/k8s-binaries.sh | tail -n 1)
   echo "kubernetes binaries: $bindir"
 fi
+
+# Gateway API CRDs (weighted routing e2e), from the sigs.k8s.io/gateway-api Go module.
+if [ -x hack/gateway-api-crds.sh ]; then
+  crds=$(hack/gateway-api-crds.sh | tail -n 1)
+  echo "gateway api crds: $crds"
+fi

@@ -18,7 +18,7 @@ from tritonscale.adapters.kube import KubeAPIError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-WRITES = ("apply", "delete_deployment", "patch_status", "event")
+WRITES = ("apply", "delete_deployment", "delete_service", "patch_status", "event")
 
 
 def load_example(name: str = "resnet50.yaml") -> dict[str, Any]:
@@ -40,6 +40,8 @@ class FakeKube:
     def __init__(self) -> None:
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.routes: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.route_crds_missing = False
         self.scaledmodels: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.status_patches: list[dict[str, Any]] = []
@@ -129,11 +131,21 @@ class FakeKube:
         if obj["kind"] == "Service":
             self.services[key] = copy.deepcopy(dict(obj))
             return copy.deepcopy(dict(obj))
+        if obj["kind"] in ("HTTPRoute", "GRPCRoute"):
+            if self.route_crds_missing:
+                raise KubeAPIError(404, "NotFound", "the server could not find the requested "
+                                   "resource")
+            self.routes[(obj["kind"], *key)] = copy.deepcopy(dict(obj))
+            return copy.deepcopy(dict(obj))
         raise AssertionError(f"unexpected kind {obj['kind']}")
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         self._enter("delete_deployment", f"{namespace}/{name}")
         self.deployments.pop((namespace, name), None)
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        self._enter("delete_service", f"{namespace}/{name}")
+        self.services.pop((namespace, name), None)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._enter("patch_status", f"{namespace}/{name}")

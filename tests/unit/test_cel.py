@@ -129,6 +129,11 @@ CASES: list[tuple[str, Mutation, str]] = [
         {"variant": "int8", "pool": "l4-spot", "replicas": 1}]), "spec.scaling.safePlan"),
     ("safe plan over budget", lambda d: d["spec"]["scaling"].update(safePlan=[
         {"variant": "int8", "pool": "a100-ondemand", "replicas": 3}]), "spec.scaling.safePlan"),
+    ("gateway without parentRefs", lambda d: d["spec"].update(routing={"mode": "gateway"}),
+     "spec.routing.parentRefs"),
+    ("parentRefs in service mode", lambda d: d["spec"].update(
+        routing={"mode": "service", "parentRefs": [{"name": "gw"}]}),
+     "spec.routing.parentRefs"),
     ("prometheus url with fragment",
      lambda d: d["spec"]["metrics"]["prometheus"].update(url="http://169.254.169.254/x#"),
      "spec.metrics.prometheus.url"),

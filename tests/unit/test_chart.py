@@ -120,6 +120,10 @@ OPERATOR_NAMESPACED = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "update", "delete"},
     ("", "pods"): {"get", "list", "watch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch",
+                                                  "update", "delete"},
+    ("gateway.networking.k8s.io", "grpcroutes"): {"get", "list", "watch", "create", "patch",
+                                                  "update", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }

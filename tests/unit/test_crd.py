@@ -189,6 +189,10 @@ def _base() -> dict[str, Any]:
     s["metrics"]["prometheus"]["labels"] = {"namespace": "namespace"}
     s["metrics"]["prometheus"]["timeoutSeconds"] = 5
     s["variants"][0]["profiles"][0]["maxBatchSize"] = 4096
+    s["routing"] = {
+        "mode": "gateway", "protocols": ["http", "grpc"],
+        "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "http", "port": 80}],
+    }
     parse_manifest(doc)  # the base is valid
     return doc
 
@@ -304,6 +308,10 @@ def test_enum_constants_match() -> None:
     assert tuple(pool["capacityType"]["enum"]) == specmod.CAPACITY_TYPES
     assert tuple(props["slo"]["properties"]["priority"]["enum"]) == specmod.PRIORITIES
     assert tuple(props["metrics"]["properties"]["source"]["enum"]) == specmod.METRIC_SOURCES
+    routing = props["routing"]["properties"]
+    assert tuple(routing["mode"]["enum"]) == specmod.ROUTING_MODES
+    assert tuple(routing["protocols"]["items"]["enum"]) == specmod.ROUTE_PROTOCOLS
+    assert routing["parentRefs"]["maxItems"] == specmod.MAX_PARENT_REFS
 
 
 def _camel_to_snake(s: str) -> str:

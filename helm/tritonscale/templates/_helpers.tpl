@@ -136,6 +136,11 @@ cluster-wide install and the per-namespace Roles of a namespaced one.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# spec.routing.mode gateway: weighted Gateway API routes (server-side apply). Harmless
+# without the Gateway API CRDs: RBAC names resources, it does not need them to exist.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes", "grpcroutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # Triton pods: readiness and (direct-scrape signal source) their IPs.
 - apiGroups: [""]
   resources: ["pods"]

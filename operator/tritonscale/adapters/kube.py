@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tritonscale.core.render import LABEL_SM, MANAGER
+from tritonscale.core.routing import ROUTE_PLURALS
 
 GROUP = "tritonscale.io"
 VERSION = "v1alpha1"
@@ -186,6 +187,15 @@ class KubeAdapter:
             fn = self._apps.patch_namespaced_deployment
         elif kind == "Service":
             fn = self._core.patch_namespaced_service
+        elif kind in ROUTE_PLURALS:
+            # Gateway API routes: no typed client; the custom-objects API with SSA.
+            group, version = str(obj["apiVersion"]).split("/", 1)
+            res = self._call(
+                f"apply {kind}", self._custom.patch_namespaced_custom_object, group, version,
+                meta["namespace"], ROUTE_PLURALS[str(kind)], meta["name"], dict(obj), **kwargs,
+            )
+            # The generated client may not decode an apply response: None then.
+            return dict(res) if isinstance(res, Mapping) else {}
         else:
             raise ValueError(f"cannot apply kind {kind!r}")
         res = self._call(f"apply {kind}", fn, meta["name"], meta["namespace"], dict(obj), **kwargs)
@@ -203,6 +213,14 @@ class KubeAdapter:
                 namespace,
                 body=client.V1DeleteOptions(propagation_policy="Background"),
             )
+        except KubeAPIError as e:
+            if not e.not_found:
+                raise
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """Delete a per-placement Service (weighted routing); absent is fine."""
+        try:
+            self._call("delete service", self._core.delete_namespaced_service, name, namespace)
         except KubeAPIError as e:
             if not e.not_found:
                 raise

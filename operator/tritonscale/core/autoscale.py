@@ -96,6 +96,7 @@ def _request(
         min_replicas=min_replicas,
         max_replicas=spec.scaling.max_replicas,
         max_cost_per_hour=spec.slo.max_cost_per_hour,
+        weighted=spec.routing.weighted,
     )
 
 

@@ -1,11 +1,17 @@
 """Choose the (variant x node pool x replicas) mix: minimum cost under the SLO.
 
-Pure code. The routing model the operator deploys decides the maths: one
-Kubernetes Service fronts every Ready replica of a ScaledModel and splits
-requests evenly (kube-proxy), so with N replicas each gets L / N whatever its
-variant or accelerator. A mix therefore holds the SLO at load L iff
+Pure code. The routing model the operator deploys decides the maths. In
+``spec.routing.mode: service`` (the default) one Kubernetes Service fronts every
+Ready replica of a ScaledModel and splits requests evenly (kube-proxy), so with
+N replicas each gets L / N whatever its variant or accelerator. A mix therefore
+holds the SLO at load L iff
 
     N * min_{used (variant, pool)} capacity(variant, pool) >= L
+
+In ``mode: gateway`` (``Request.weighted``) Gateway API routes weight each
+placement by its capacity, so a mix holds sum_k n_k * capacity_k >= L; that
+problem is solved by :mod:`.weighted` (an exact integer program) and everything
+below about thresholds applies to the even split only.
 
 where ``capacity`` (:func:`tritonscale.core.perf.capacity`) is the largest
 per-replica rate whose predicted latency percentile meets the target.
@@ -40,6 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tritonscale.core import weighted
 from tritonscale.core.perf import capacity, predict_latency_ms
 from tritonscale.core.spec import Profile, ScaledModelSpec
 from tritonscale.core.types import Placement
@@ -75,6 +82,9 @@ class Plan:
     min_capacity_rps: float  # capacity of the weakest replica used (inf if none)
     od_min_capacity_rps: float
     on_demand: int = 0  # replicas on on-demand pools
+    # Weighted routing: the mix holds the sum of its capacities, not N x the weakest.
+    weighted: bool = False
+    capacity_sum_rps: float = 0.0
 
     @property
     def total(self) -> int:
@@ -82,6 +92,8 @@ class Plan:
 
     @property
     def supported_rps(self) -> float:
+        if self.weighted:
+            return self.capacity_sum_rps
         return 0.0 if self.total == 0 else self.total * self.min_capacity_rps
 
     def keys(self) -> frozenset[Key]:
@@ -100,6 +112,8 @@ class Request:
     min_replicas: int = 0
     max_replicas: int = 1_000_000
     max_cost_per_hour: float | None = None
+    # spec.routing.mode gateway: capacities add up (see .weighted).
+    weighted: bool = False
 
 
 def candidates(
@@ -189,7 +203,7 @@ def _pool_choice(combos: Sequence[Combo], threshold: float) -> dict[str, Combo]:
     return best
 
 
-def _make_plan(alloc: dict[Key, int], by_key: dict[Key, Combo]) -> Plan:
+def _make_plan(alloc: dict[Key, int], by_key: dict[Key, Combo], weighted: bool = False) -> Plan:
     counts = tuple(sorted((k, n) for k, n in alloc.items() if n > 0))
     cost = sum(by_key[k].price_per_hour * n for k, n in counts)
     caps = [by_key[k].capacity_rps for k, _ in counts]
@@ -200,6 +214,8 @@ def _make_plan(alloc: dict[Key, int], by_key: dict[Key, Combo]) -> Plan:
         min_capacity_rps=min(caps) if caps else math.inf,
         od_min_capacity_rps=min(od_caps) if od_caps else math.inf,
         on_demand=sum(n for k, n in counts if not by_key[k].spot),
+        weighted=weighted,
+        capacity_sum_rps=sum(by_key[k].capacity_rps * n for k, n in counts),
     )
 
 
@@ -315,6 +331,8 @@ def _search(
     combos: Sequence[Combo], req: Request, respect_budget: bool, want_runner_up: bool
 ) -> tuple[Plan | None, Plan | None]:
     """Branch and bound over threshold pairs, cheapest lower bound first."""
+    if req.weighted:
+        return _search_weighted(combos, req, respect_budget, want_runner_up)
     pairs, by_key = _pairs(combos)
     budget = req.max_cost_per_hour if respect_budget else None
     entries: list[tuple[float, int, int, int, _Pair]] = []
@@ -372,6 +390,20 @@ def _search(
     return plan, ru
 
 
+def _search_weighted(
+    combos: Sequence[Combo], req: Request, respect_budget: bool, want_runner_up: bool
+) -> tuple[Plan | None, Plan | None]:
+    by_key = {c.key: c for c in combos}
+    alloc = weighted.solve(combos, req, respect_budget)
+    if alloc is None:
+        return None, None
+    ru: Plan | None = None
+    if want_runner_up:
+        alt = weighted.runner_up(combos, req, alloc, respect_budget)
+        ru = _make_plan(alt, by_key, True) if alt is not None else None
+    return _make_plan(alloc, by_key, True), ru
+
+
 def _keyset(alloc: dict[Key, int]) -> frozenset[Key]:
     return frozenset(k for k, n in alloc.items() if n > 0)
 
@@ -404,6 +436,9 @@ def best_effort(
 ) -> Plan | None:
     """When nothing meets the SLO: the plan that holds the most load (then cheapest)."""
     by_key = {c.key: c for c in combos}
+    if req.weighted:
+        got = weighted.best_effort(combos, req, respect_budget)
+        return _make_plan(got, by_key, True) if got is not None else None
     best_alloc: dict[Key, int] | None = None
     best_score = (-1.0, 0.0)
     for k in sorted({c.capacity_rps for c in combos if c.capacity_rps > 0}):
@@ -440,10 +475,19 @@ def best_effort(
 def predicted_latency_ms(
     plan: Plan, combos: Sequence[Combo], load_rps: float, percentile: float
 ) -> float:
-    """Worst predicted percentile over the plan's replicas at ``load_rps`` (even split)."""
+    """Worst predicted percentile over the plan's replicas at ``load_rps`` (even split,
+    or capacity-weighted for a weighted plan)."""
     if plan.total == 0:
         return math.inf if load_rps > 0 else 0.0
     by_key = {c.key: c for c in combos}
+    if plan.weighted:
+        shares = weighted.share_load(
+            plan.counts, {k: by_key[k].capacity_rps for k, _ in plan.counts}, load_rps
+        )
+        return max(
+            predict_latency_ms(by_key[k].profile, shares[k], 1, percentile)
+            for k, _ in plan.counts
+        )
     per = load_rps / plan.total
     return max(
         predict_latency_ms(by_key[k].profile, per, 1, percentile) for k, _ in plan.counts
@@ -489,7 +533,11 @@ def binding_constraint(
     protection, a pool's maxReplicas, global maxReplicas, the accuracy floor;
     otherwise the latency SLO itself sets the replica count.
     """
-    if plan.total > 0 and plan.total == req.min_replicas:
+    if plan.total > 0 and plan.total == req.min_replicas and req.weighted:
+        fewer = solve(combos, replace(req, min_replicas=0))
+        if fewer is not None and fewer.total < req.min_replicas:
+            return "minReplicas"
+    elif plan.total > 0 and plan.total == req.min_replicas:
         need = max(
             _ceil_div(req.load_rps, plan.min_capacity_rps),
             _ceil_div(req.od_load_rps, plan.od_min_capacity_rps),

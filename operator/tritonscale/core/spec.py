@@ -25,8 +25,18 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8")
 CAPACITY_TYPES: tuple[str, ...] = ("onDemand", "spot")
 PRIORITIES: tuple[str, ...] = ("latency", "cost")
 METRIC_SOURCES: tuple[str, ...] = ("prometheus", "triton", "none")
+ROUTING_MODES: tuple[str, ...] = ("service", "gateway")
+ROUTE_PROTOCOLS: tuple[str, ...] = ("http", "grpc")
+MAX_PARENT_REFS = 8
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+
+# RFC 1123 label, as Kubernetes requires for names that end up in object names.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# RFC 1123 subdomain (Gateway names, listener section names).
+_DNS_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 # spec.metrics.prometheus.url: a base URL only. http(s), a host name or an IP (v6 in
 # brackets), an optional port and path; no user info, query or fragment, so the
@@ -224,6 +234,46 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class ParentRef:
+    """A Gateway API ParentReference (a Gateway, optionally one listener of it)."""
+
+    name: str
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = None
+
+    def to_k8s(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": self.name,
+        }
+        if self.namespace is not None:
+            out["namespace"] = self.namespace
+        if self.section_name is not None:
+            out["sectionName"] = self.section_name
+        if self.port is not None:
+            out["port"] = self.port
+        return out
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How requests reach the replicas.
+
+    ``service``: one Service over every Ready pod (an even split per replica).
+    ``gateway``: one Service per (variant, pool) and Gateway API routes whose
+    backendRefs carry weights = each placement's share of the Ready capacity.
+    """
+
+    mode: Literal["service", "gateway"] = "service"
+    protocols: tuple[str, ...] = ("http",)
+    parent_refs: tuple[ParentRef, ...] = ()
+
+    @property
+    def weighted(self) -> bool:
+        return self.mode == "gateway"
+
+
+@dataclass(frozen=True)
 class ScaledModelSpec:
     model: ModelSpec
     variants: tuple[Variant, ...]
@@ -231,6 +281,7 @@ class ScaledModelSpec:
     slo: SLO
     scaling: Scaling = field(default_factory=Scaling)
     metrics: Metrics = field(default_factory=Metrics)
+    routing: Routing = field(default_factory=Routing)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -795,6 +846,73 @@ def _check_safe_plan(
                   f"(${slo.max_cost_per_hour:g}/h)")
 
 
+def _parse_parent_ref(r: _Reader, data: Any, path: str) -> ParentRef | None:
+    d = r.obj(data, path)
+    name = r.string(d, "name", path, required=True)
+    if name is not None and name and (len(name) > 253 or not _DNS_SUBDOMAIN.match(name)):
+        r.err(f"{path}.name", f"must be a lowercase RFC 1123 subdomain of at most 253 "
+              f"characters; got {name!r}")
+    ns = r.string(d, "namespace", path)
+    if ns is not None and (len(ns) > 63 or not _DNS_LABEL.match(ns)):
+        r.err(f"{path}.namespace", f"must be a lowercase RFC 1123 label of at most 63 "
+              f"characters; got {ns!r}")
+    section = r.string(d, "sectionName", path)
+    if section is not None and (len(section) > 253 or not _DNS_SUBDOMAIN.match(section)):
+        r.err(f"{path}.sectionName", f"must be a lowercase RFC 1123 subdomain of at most "
+              f"253 characters; got {section!r}")
+    port = r.integer(d, "port", path, minimum=1, maximum=65535)
+    for key in d:
+        if key not in ("name", "namespace", "sectionName", "port"):
+            r.err(f"{path}.{key}", "unknown field (allowed: name, namespace, sectionName, port)")
+    if not name:
+        return None
+    return ParentRef(name, ns, section, port)
+
+
+def _parse_routing(r: _Reader, data: Any) -> Routing:
+    path = "spec.routing"
+    d = r.obj(data, path, required=False)
+    has_refs = d.get("parentRefs") is not None
+    mode = r.string(d, "mode", path, default="gateway" if has_refs else "service",
+                    enum=ROUTING_MODES)
+    protocols: list[str] = []
+    pitems = r.lst(d.get("protocols"), f"{path}.protocols", required=False)
+    if d.get("protocols") is not None and not pitems:
+        r.err(f"{path}.protocols", "must have at least one entry")
+    for i, proto in enumerate(pitems):
+        if proto not in ROUTE_PROTOCOLS:
+            r.err(f"{path}.protocols[{i}]",
+                  f"must be one of {', '.join(ROUTE_PROTOCOLS)}; got {proto!r}")
+        elif proto in protocols:
+            r.err(f"{path}.protocols[{i}]", f"duplicate protocol {proto!r}")
+        else:
+            protocols.append(proto)
+    refs: list[ParentRef] = []
+    ritems = r.lst(d.get("parentRefs"), f"{path}.parentRefs", required=False)
+    if has_refs and not ritems:
+        r.err(f"{path}.parentRefs", "must have at least one entry")
+    if len(ritems) > MAX_PARENT_REFS:
+        r.err(f"{path}.parentRefs", f"must have at most {MAX_PARENT_REFS} entries; "
+              f"got {len(ritems)}")
+    for i, item in enumerate(ritems[:MAX_PARENT_REFS]):
+        ref = _parse_parent_ref(r, item, f"{path}.parentRefs[{i}]")
+        if ref is None:
+            continue
+        if ref in refs:
+            r.err(f"{path}.parentRefs[{i}]", "duplicate parent reference")
+        refs.append(ref)
+    if mode == "gateway" and not has_refs:
+        r.err(f"{path}.parentRefs", "is required when mode is gateway")
+    if mode == "service" and has_refs:
+        r.err(f"{path}.parentRefs",
+              "is only used when mode is gateway (set mode: gateway or remove parentRefs)")
+    return Routing(
+        mode="gateway" if mode == "gateway" else "service",
+        protocols=tuple(protocols) or ("http",),
+        parent_refs=tuple(refs),
+    )
+
+
 def parse_spec(data: Any) -> ScaledModelSpec:
     """Parse a ScaledModel ``spec`` mapping; raise :class:`SpecError` listing every problem."""
     r = _Reader()
@@ -821,6 +939,7 @@ def parse_spec(data: Any) -> ScaledModelSpec:
     slo = _parse_slo(r, d.get("slo"))
     scaling = _parse_scaling(r, d.get("scaling"))
     metrics = _parse_metrics(r, d.get("metrics"))
+    routing = _parse_routing(r, d.get("routing"))
 
     # Cross-field rules (mirrored by CEL rules in the CRD).
     if scaling.min_replicas > scaling.max_replicas:
@@ -872,6 +991,7 @@ def parse_spec(data: Any) -> ScaledModelSpec:
         slo=slo,
         scaling=scaling,
         metrics=metrics,
+        routing=routing,
     )
 
 

@@ -38,6 +38,14 @@ from tritonscale.core.render import (
     get_service,
     spec_hash,
 )
+from tritonscale.core.routing import (
+    ROUTED,
+    gate_deletions,
+    get_placement_service,
+    get_routes,
+    placement_service_name,
+    route_weights,
+)
 from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
 from tritonscale.handlers import ownership
@@ -125,6 +133,12 @@ class Reconciler:
     # model name and namespace. Filled by the Kopf index before any handler runs
     # (handlers/lifecycle.py model_names) and by every reconcile.
     _claims: dict[str, admission.Claim] = field(default_factory=dict, repr=False)
+    # Weighted routing: backendRef weights of the routes last applied, per uid (a
+    # Deployment is deleted only once a route giving it weight 0 was applied), and
+    # the hash of the per-placement Services and routes with when they were applied.
+    _route_weights: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict,
+                                                                 repr=False)
+    _route_hash: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
 
     # -- entry points (called by the Kopf handlers) ------------------------------
 
@@ -257,6 +271,8 @@ class Reconciler:
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
         self._pools_down.pop(uid, None)
+        self._route_weights.pop(uid, None)
+        self._route_hash.pop(uid, None)
 
     def claim(self, uid: str, body: Mapping[str, Any]) -> None:
         """Record which Triton model name the ScaledModel ``body`` serves."""
@@ -385,6 +401,8 @@ class Reconciler:
         updated: list[str] = []
         deleted: list[str] = []
         after = {s.key: s for s in states}
+        deletions = tuple(tr.delete)
+        routed: st.Condition | None = None
         try:
             svc = get_service(owner, spec)
             h = spec_hash(svc)
@@ -425,9 +443,13 @@ class Reconciler:
                             else "rolled to a new pod template")
                     self._event(involved, "Normal", "UpdatedDeployment",
                                 f"Deployment {dname} {what}")
-            for key in tr.delete:
+            if spec.routing.weighted:
+                deletions, routed = self._route(owner, spec, uid, after, tr.delete, now)
+            for key in deletions:
                 dname = deployment_name(name, key[0], key[1])
                 self.kube.delete_deployment(ns, dname)
+                if spec.routing.weighted:
+                    self.kube.delete_service(ns, placement_service_name(name, *key))
                 after.pop(key, None)
                 deleted.append(dname)
                 self._event(involved, "Normal", "DeletedDeployment",
@@ -461,7 +483,10 @@ class Reconciler:
             patch["observed"] = st.replace_patch(
                 status.get("observed"), st.observed_status(obs, now)
             )
-        conds.append(st.ready_condition(states_after, tr.draining, tr.target))
+        conds.append(st.ready_condition(states_after, tr.draining or deletions != tr.delete,
+                                        tr.target))
+        if routed is not None:
+            conds.append(routed)
         plan_keys = {p.key for p in plan}
         patch.update(
             observedGeneration=generation,
@@ -488,10 +513,60 @@ class Reconciler:
         return Outcome(
             valid=True, namespace=ns, name=name, decided=decision is not None,
             created=tuple(created), updated=tuple(updated), deleted=tuple(deleted),
-            settled=tr.settled, status_written=written, spec=spec, decision=decision,
+            settled=tr.settled and deletions == tr.delete, status_written=written,
+            spec=spec, decision=decision,
             observation=obs,
             placements=tuple(states_after), cost_per_hour=running_cost,
         )
+
+    def _route(
+        self,
+        owner: Owner,
+        spec: ScaledModelSpec,
+        uid: str,
+        after: Mapping[tuple[str, str], PlacementState],
+        delete: Sequence[tuple[str, str]],
+        now: float,
+    ) -> tuple[tuple[tuple[str, str], ...], st.Condition]:
+        """Weighted routing: apply per-placement Services and the routes; return the
+        Deployments that may go now (their weight 0 was applied in an earlier pass)
+        and the ``Routed`` condition.
+
+        Without the Gateway API CRDs nothing can route through a gateway: the
+        condition says so and deletions are not held back. Other route failures
+        keep the previous weights (so deletions wait) and say why."""
+        applied = self._route_weights.get(uid)
+        delete_now, later = gate_deletions(delete, applied)
+        staying = [s for k, s in sorted(after.items()) if k not in delete_now]
+        weights = route_weights(spec, staying, leaving=later)
+        objs = [get_placement_service(owner, spec, s.key) for s in staying]
+        objs += get_routes(owner, spec, weights)
+        h = spec_hash(objs)
+        known = self._route_hash.get(uid)
+        if known is not None and known[0] == h and now - known[1] < self.service_refresh_seconds:
+            self._route_weights[uid] = weights
+            return delete_now, _routed_ok(weights, later)
+        for obj in objs:
+            try:
+                self.kube.apply(obj)
+            except KubeAPIError as e:
+                if obj["kind"] == "Service":
+                    raise
+                self._route_hash.pop(uid, None)
+                if e.not_found:
+                    self._route_weights[uid] = {}
+                    return tuple(delete), st.Condition(
+                        ROUTED, "False", "GatewayAPIMissing",
+                        f"spec.routing.mode is gateway but the API server has no "
+                        f"{obj['apiVersion']} {obj['kind']} (install the Gateway API CRDs): "
+                        f"{e}")
+                return delete_now, st.Condition(
+                    ROUTED, "False", "RouteApplyFailed",
+                    f"applying {obj['kind']} {owner.namespace}/{owner.name} failed, will "
+                    f"retry: {e}")
+        self._route_hash[uid] = (h, now)
+        self._route_weights[uid] = weights
+        return delete_now, _routed_ok(weights, later)
 
     def _write_status(
         self, ns: str, name: str, uid: str, status: Mapping[str, Any], patch: Mapping[str, Any]
@@ -606,6 +681,16 @@ class Reconciler:
         except KubeAPIError as e2:
             log.warning("could not record apply failure of %s/%s: %s", ns, name, e2)
         del generation
+
+
+def _routed_ok(weights: Mapping[tuple[str, str], int],
+               later: Sequence[tuple[str, str]]) -> st.Condition:
+    text = ", ".join(f"{v}@{p}={w}" for (v, p), w in sorted(weights.items()))
+    msg = f"backendRef weights: {text or 'none'}"
+    if later:
+        msg += "; draining (weight 0, deleted next pass): " + ", ".join(
+            f"{v}@{p}" for v, p in later)
+    return st.Condition(ROUTED, "True", "RoutesApplied", msg)
 
 
 def _interval(body: Mapping[str, Any]) -> float:

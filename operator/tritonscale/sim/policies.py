@@ -420,6 +420,7 @@ class OraclePolicy:
             min_replicas=sc.min_replicas,
             max_replicas=sc.max_replicas,
             max_cost_per_hour=self.spec.slo.max_cost_per_hour,
+            weighted=self.spec.routing.weighted,
         )
         plan = (
             pl.solve(combos, req)

@@ -1,0 +1,191 @@
+"""The reconciler in gateway mode against the recording fake: per-placement Services,
+weighted routes, make-before-break on weights, missing Gateway API CRDs."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from fakes import FakeKube, load_example
+
+from tritonscale.core.types import Decision, Placement
+from tritonscale.handlers import reconcile as rec
+from tritonscale.handlers.reconcile import Reconciler
+
+NS, NAME, UID = "ml", "resnet50", "uid-1"
+ROUTING = {"mode": "gateway", "protocols": ["http", "grpc"],
+           "parentRefs": [{"name": "gw", "namespace": "infra"}]}
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    k = FakeKube()
+    doc = load_example("resnet50.yaml")
+    doc["metadata"].update(namespace=NS, uid=UID, generation=1)
+    doc["spec"]["routing"] = copy.deepcopy(ROUTING)
+    k.add_scaledmodel(doc)
+    return k
+
+
+class Clock:
+    t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def r(kube: FakeKube) -> Reconciler:
+    return Reconciler(kube=kube, clock=Clock())
+
+
+def body(kube: FakeKube) -> dict[str, Any]:
+    return copy.deepcopy(kube.scaledmodels[(NS, NAME)])
+
+
+def cond(kube: FakeKube, type_: str) -> Mapping[str, Any]:
+    for c in kube.scaledmodels[(NS, NAME)].get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def use_plan(monkeypatch: pytest.MonkeyPatch, *placements: Placement) -> None:
+    def fake(spec: Any, obs: Any, state: Any, now: float) -> Decision:
+        return Decision(placements=tuple(placements), reason="TestPlan", message="plan")
+
+    monkeypatch.setattr(rec, "_decide", fake)
+
+
+def weights(kube: FakeKube, kind: str = "HTTPRoute") -> dict[str, int]:
+    route = kube.routes[(kind, NS, NAME)]
+    return {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+
+
+def test_gateway_mode_renders_services_and_weighted_routes(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 2), Placement("fp16", "l4-spot", 1))
+    r.reconcile(body(kube))
+    assert {n for _, n in kube.services} == {
+        "resnet50", "resnet50-int8-t4-spot", "resnet50-fp16-l4-spot"}
+    assert set(kube.routes) == {("HTTPRoute", NS, NAME), ("GRPCRoute", NS, NAME)}
+    # Nothing Ready yet: weights follow the planned capacity (never all zero).
+    w0 = weights(kube)
+    assert sum(w0.values()) == 1000 and all(v > 0 for v in w0.values())
+    kube.set_ready("resnet50-int8-t4-spot")
+    r.reconcile(body(kube), decide=False)
+    # Only int8@t4 is Ready: it takes every request until fp16@l4 is Ready.
+    assert weights(kube) == {"resnet50-int8-t4-spot": 1000, "resnet50-fp16-l4-spot": 0}
+    assert weights(kube, "GRPCRoute") == weights(kube)
+    assert kube.routes[("GRPCRoute", NS, NAME)]["spec"]["rules"][0]["backendRefs"][0][
+        "port"] == 8001
+    kube.set_ready("resnet50-fp16-l4-spot")
+    r.reconcile(body(kube), decide=False)
+    w = weights(kube)
+    assert 0 < w["resnet50-fp16-l4-spot"] < 1000 and sum(w.values()) == 1000
+    assert cond(kube, "Routed")["status"] == "True"
+
+
+def test_weight_reaches_zero_before_the_deployment_goes(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 2))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-t4-spot")
+    r.reconcile(body(kube), decide=False)
+    use_plan(monkeypatch, Placement("int8", "l4-spot", 2))
+    r.reconcile(body(kube))
+    assert weights(kube) == {"resnet50-int8-t4-spot": 1000, "resnet50-int8-l4-spot": 0}
+    kube.set_ready("resnet50-int8-l4-spot")
+    # The plan is covered: the old placement's weight goes to 0, its Deployment stays.
+    out = r.reconcile(body(kube), decide=False)
+    assert out.deleted == () and not out.settled
+    assert weights(kube) == {"resnet50-int8-t4-spot": 0, "resnet50-int8-l4-spot": 1000}
+    assert "resnet50-int8-t4-spot" in kube.deployment_names()
+    # Next pass: the route with weight 0 was applied, so the Deployment and its Service go.
+    kube.reset_calls()
+    out = r.reconcile(body(kube), decide=False)
+    assert out.deleted == ("resnet50-int8-t4-spot",) and out.settled
+    order = [c for c in kube.calls if c[0] in ("apply", "delete_deployment", "delete_service")]
+    route_i = order.index(("apply", f"HTTPRoute/{NS}/{NAME}"))
+    assert route_i < order.index(("delete_deployment", f"{NS}/resnet50-int8-t4-spot"))
+    assert weights(kube) == {"resnet50-int8-l4-spot": 1000}
+    assert (NS, "resnet50-int8-t4-spot") not in kube.services
+
+
+def test_restart_zeroes_weight_before_deleting(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r1 = Reconciler(kube=kube, clock=Clock())
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 2))
+    r1.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-t4-spot")
+    use_plan(monkeypatch, Placement("int8", "l4-spot", 2))
+    r1.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-l4-spot")
+    # A new operator process does not know which weights were applied: zero first.
+    r2 = Reconciler(kube=kube, clock=Clock())
+    out = r2.reconcile(body(kube), decide=False)
+    assert out.deleted == ()
+    assert weights(kube)["resnet50-int8-t4-spot"] == 0
+    assert r2.reconcile(body(kube), decide=False).deleted == ("resnet50-int8-t4-spot",)
+
+
+def test_missing_gateway_api_crds_is_a_clear_condition(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kube.route_crds_missing = True
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    out = r.reconcile(body(kube))
+    assert out.created == ("resnet50-int8-t4-spot",)  # Deployments are still managed
+    c = cond(kube, "Routed")
+    assert c["status"] == "False" and c["reason"] == "GatewayAPIMissing"
+    assert "HTTPRoute" in c["message"] and "Gateway API CRDs" in c["message"]
+    # Nothing can route through a gateway: transitions are not held back.
+    kube.set_ready("resnet50-int8-t4-spot")
+    use_plan(monkeypatch, Placement("int8", "l4-spot", 1))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-l4-spot")
+    assert r.reconcile(body(kube), decide=False).deleted == ("resnet50-int8-t4-spot",)
+    # The CRDs get installed: routes appear and the condition clears.
+    kube.route_crds_missing = False
+    r.reconcile(body(kube), decide=False)
+    assert weights(kube) == {"resnet50-int8-l4-spot": 1000}
+    assert cond(kube, "Routed")["status"] == "True"
+
+
+def test_route_failure_keeps_deletions_waiting(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tritonscale.adapters.kube import KubeAPIError
+
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-t4-spot")
+    use_plan(monkeypatch, Placement("int8", "l4-spot", 1))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-l4-spot")
+    kube.fail("apply", "HTTPRoute", KubeAPIError(403, "Forbidden", "no RBAC"))
+    out = r.reconcile(body(kube), decide=False)
+    assert out.deleted == ()
+    assert cond(kube, "Routed")["reason"] == "RouteApplyFailed"
+    assert weights(kube)["resnet50-int8-t4-spot"] == 1000  # the old route still stands
+    r.reconcile(body(kube), decide=False)  # weight 0 applied now
+    assert weights(kube)["resnet50-int8-t4-spot"] == 0
+    assert r.reconcile(body(kube), decide=False).deleted == ("resnet50-int8-t4-spot",)
+
+
+def test_service_mode_never_touches_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    k = FakeKube()
+    doc = load_example("resnet50.yaml")
+    doc["metadata"].update(namespace=NS, uid=UID, generation=1)
+    k.add_scaledmodel(doc)
+    k.route_crds_missing = True
+    r = Reconciler(kube=k, clock=Clock())
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    r.reconcile(copy.deepcopy(k.scaledmodels[(NS, NAME)]))
+    assert not k.routes and {n for _, n in k.services} == {"resnet50"}
+    assert not [c for c in k.calls if "Route" in c[1]]
