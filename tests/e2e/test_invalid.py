@@ -264,6 +264,11 @@ def _safe(*entries: tuple[str, str, int], floor: float | None = None
 
 
 CEL_BREAKERS.update({
+    "spec.routing.parentRefs: is required when mode is gateway": (
+        _set("spec.routing", {"mode": "gateway"}), "spec.routing.parentRefs"),
+    "spec.routing.parentRefs: is only used when mode is gateway": (
+        _set("spec.routing", {"mode": "service", "parentRefs": [{"name": "gw"}]}),
+        "spec.routing.parentRefs"),
     "metadata.name: must be an RFC 1035 label": (_set("metadata.name", "1bad"), "metadata.name"),
     "spec.model.args: a flag at the end": (_set("spec.model.args", ["--log-file"]),
                                            "spec.model.args"),
