@@ -18,7 +18,8 @@ from tritonscale.adapters.kube import KubeAPIError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-WRITES = ("apply", "delete_deployment", "delete_service", "patch_status", "event")
+WRITES = ("apply", "delete_deployment", "delete_service", "delete_route", "patch_status",
+          "event")
 
 
 def load_example(name: str = "resnet50.yaml") -> dict[str, Any]:
@@ -113,6 +114,11 @@ class FakeKube:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self._enter("get", f"{kind}/{namespace}/{name}")
+        if kind in ("HTTPRoute", "GRPCRoute"):
+            if self.route_crds_missing:
+                return None
+            obj = self.routes.get((kind, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
         store = {"Deployment": self.deployments, "Service": self.services}[kind]
         obj = store.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
@@ -146,6 +152,10 @@ class FakeKube:
     def delete_service(self, namespace: str, name: str) -> None:
         self._enter("delete_service", f"{namespace}/{name}")
         self.services.pop((namespace, name), None)
+
+    def delete_route(self, kind: str, namespace: str, name: str) -> None:
+        self._enter("delete_route", f"{kind}/{namespace}/{name}")
+        self.routes.pop((kind, namespace, name), None)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._enter("patch_status", f"{namespace}/{name}")

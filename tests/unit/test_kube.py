@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -62,7 +63,48 @@ def test_apply_deployment_is_server_side_apply(adapter: Any) -> None:
     assert args[:2] == ("sm-v-p", "ml") and args[2] == DEP
     assert kwargs == {
         "field_manager": "tritonscale", "force": True, "_content_type": APPLY_CONTENT_TYPE,
+        "_request_timeout": (5.0, 10.0),
     }
+
+
+def test_every_call_has_a_client_side_timeout(adapter: Any) -> None:
+    a, apps, core, custom = adapter
+    a.timeout = (2.0, 3.0)
+    apps.results["list_namespaced_deployment"] = client.V1DeploymentList(items=[])
+    core.results["list_namespaced_pod"] = client.V1PodList(items=[])
+    a.list_deployments("ml", "sm")
+    a.list_pods("ml", "sm")
+    a.get("Service", "ml", "sm")
+    a.get("Deployment", "ml", "sm")
+    custom.results["get_namespaced_custom_object"] = {"metadata": {}}
+    a.get_scaledmodel("ml", "sm")
+    a.apply(DEP)
+    a.delete_deployment("ml", "x")
+    a.patch_status("ml", "sm", {"a": 1})
+    a.event({"namespace": "ml", "name": "sm"}, "Normal", "R", "m")
+    calls = apps.calls + core.calls + custom.calls
+    assert len(calls) == 9
+    assert all(kw.get("_request_timeout") == (2.0, 3.0) for _, _, kw in calls), calls
+    assert KubeAdapter(client.ApiClient(), timeout_seconds=30).timeout == (5.0, 30)
+    with pytest.raises(ValueError):
+        KubeAdapter(client.ApiClient(), timeout_seconds=0)
+
+
+@pytest.mark.parametrize("exc", [
+    urllib3.exceptions.MaxRetryError(
+        None, "/x", urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out")),  # type: ignore[arg-type]
+    urllib3.exceptions.MaxRetryError(
+        None, "/x", urllib3.exceptions.NewConnectionError(None, "refused")),  # type: ignore[arg-type]
+    urllib3.exceptions.ProtocolError("Connection aborted."),
+    urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out"),  # type: ignore[arg-type]
+    TimeoutError("timed out"),
+])
+def test_transport_errors_become_kube_api_errors(adapter: Any, exc: Exception) -> None:
+    a, apps, _, _ = adapter
+    apps.results["patch_namespaced_deployment"] = exc
+    with pytest.raises(KubeAPIError) as ei:
+        a.apply(DEP)
+    assert ei.value.status is None and ei.value.retryable
 
 
 def test_apply_service_and_unknown_kind(adapter: Any) -> None:
@@ -103,7 +145,7 @@ def test_list_deployments_by_label_returns_dicts(adapter: Any) -> None:
     out = a.list_deployments("ml", "sm")
     assert out[0]["metadata"]["name"] == "sm-v-p"
     assert out[0]["spec"]["replicas"] == 2
-    assert apps.calls[0][2] == {"label_selector": "tritonscale.io/scaledmodel=sm"}
+    assert apps.calls[0][2]["label_selector"] == "tritonscale.io/scaledmodel=sm"
 
 
 def test_delete_ignores_not_found(adapter: Any) -> None:

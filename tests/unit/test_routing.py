@@ -304,3 +304,95 @@ def test_plan_once_in_gateway_mode_is_weighted() -> None:
     assert d_gw.cost_per_hour <= d_svc.cost_per_hour + 1e-9
     assert d_gw.predicted_latency_ms is not None
     assert d_gw.predicted_latency_ms <= gw.slo.latency.target_ms + 1e-6
+
+
+# ----------------------------------------------------------------------- simulator
+
+
+def test_simulator_splits_by_the_operators_weights_in_gateway_mode() -> None:
+    """A fixed two-placement fleet in gateway mode: the engine's weighted split sends
+    each placement its capacity share (counted per request), the random split does not."""
+    import numpy as np
+
+    from tritonscale.sim.engine import SimConfig, Simulator
+    from tritonscale.sim.policies import OraclePolicy
+
+    spec = _gw_spec()
+    mix = {("distil-int8", "t4-spot"): 3, ("distil-int8", "l4-ondemand"): 1}
+
+    class Fixed(OraclePolicy):
+        def _plan(self, now: float, unavailable: frozenset[str]) -> dict[Any, int]:
+            return dict(mix)
+
+    rng = np.random.default_rng(1)
+    arrivals = np.cumsum(rng.exponential(1 / 2000.0, 60_000))
+    cap = {k: rt.replica_capacity(spec, k) or 0.0 for k in mix}
+    total = sum(cap[k] * n for k, n in mix.items())
+    for lb in ("weighted", "random"):
+        sim = Simulator(spec, arrivals, SimConfig(seed=3, load_balancing=lb,
+                                                   startup_override_s=0.0))
+        policy = Fixed(spec, arrivals)
+        sim.run(policy)
+        assert policy.route_weights is not None
+        got = np.bincount(sim.where[sim.where >= 0], minlength=len(sim.keys))
+        share = {k: got[sim._ix(k)] / got.sum() for k in mix}
+        want = {k: cap[k] * n / total for k, n in mix.items()}
+        even = {k: n / sum(mix.values()) for k, n in mix.items()}
+        for k in mix:
+            if lb == "weighted":
+                assert share[k] == pytest.approx(want[k], abs=0.01), (share, want)
+            else:
+                assert share[k] == pytest.approx(even[k], abs=0.01), (share, even)
+
+
+def test_simulate_defaults_to_weighted_split_in_gateway_mode(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    import yaml
+
+    from tritonscale.commands import simulate
+
+    seen: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(spec: Any, arrivals: Any, name: str, cfg: Any, *a: Any, **k: Any) -> Any:
+        seen.append(cfg.load_balancing)
+        raise Stop
+
+    monkeypatch.setattr(simulate, "run_policy", capture)
+    trace = tmp_path / "t.csv"
+    trace.write_text("timestamp_s\n" + "".join(f"{i / 10}\n" for i in range(100)))
+    for routing, want in (({"parentRefs": [{"name": "gw"}]}, "weighted"), (None, "random")):
+        p = tmp_path / "sm.yaml"
+        doc = _doc(routing)
+        if routing is None:
+            del doc["spec"]["routing"]
+        p.write_text(yaml.safe_dump(doc))
+        parser = argparse.ArgumentParser()
+        simulate.add_arguments(parser)
+        args = parser.parse_args(["--spec", str(p), "--trace", str(trace),
+                                  "--policy", "oracle"])
+        with pytest.raises(Stop):
+            simulate.run(args)
+        assert seen[-1] == want
+
+
+def test_fleet_example_is_cheaper_with_weighted_routing_when_pools_bind() -> None:
+    """The docs/tuning.md table: at 20,000 rps on examples/bert-fleet.yaml the pools'
+    maxReplicas bind and the weighted plan costs well under the even-split plan."""
+    doc = load_example("bert-fleet.yaml")
+    svc = parse_manifest(doc)[2]
+    doc["spec"]["routing"] = {"parentRefs": [{"name": "gw"}]}
+    gw = parse_manifest(doc)[2]
+    for rps in (2000.0, 8000.0):
+        assert plan_once(gw, rps).cost_per_hour == pytest.approx(plan_once(svc, rps)
+                                                                 .cost_per_hour)
+    d_svc, d_gw = plan_once(svc, 20_000.0), plan_once(gw, 20_000.0)
+    assert d_svc.slo_feasible and d_gw.slo_feasible
+    assert d_gw.cost_per_hour < 0.5 * d_svc.cost_per_hour
+    assert d_gw.cost_per_hour == pytest.approx(13.55, abs=0.01)
+    assert d_svc.cost_per_hour == pytest.approx(34.53, abs=0.01)

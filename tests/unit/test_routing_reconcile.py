@@ -189,3 +189,48 @@ def test_service_mode_never_touches_routes(monkeypatch: pytest.MonkeyPatch) -> N
     r.reconcile(copy.deepcopy(k.scaledmodels[(NS, NAME)]))
     assert not k.routes and {n for _, n in k.services} == {"resnet50"}
     assert not [c for c in k.calls if "Route" in c[1]]
+
+
+@pytest.mark.parametrize("kind", ["Service", "HTTPRoute"])
+def test_gateway_objects_we_did_not_create_are_never_taken_over(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    foreign = {"apiVersion": "v1", "kind": kind,
+               "metadata": {"name": "resnet50-int8-t4-spot" if kind == "Service" else NAME,
+                            "namespace": NS, "labels": {"team": "other"}},
+               "spec": {"selector": {"app": "theirs"}}}
+    if kind == "Service":
+        kube.services[(NS, "resnet50-int8-t4-spot")] = foreign
+    else:
+        kube.routes[("HTTPRoute", NS, NAME)] = foreign
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    r.reconcile(body(kube))
+    c = cond(kube, "Routed")
+    assert c["status"] == "False" and c["reason"] == "OwnershipConflict"
+    assert "was not created by ScaledModel resnet50" in c["message"]
+    applied = [t for m, t in kube.calls if m == "apply"]
+    assert not [t for t in applied if "Route" in t or (t.endswith("-int8-t4-spot")
+                and t.startswith("Service"))]
+    if kind == "Service":
+        assert kube.services[(NS, "resnet50-int8-t4-spot")] == foreign
+    else:
+        assert kube.routes[("HTTPRoute", NS, NAME)] == foreign
+
+
+def test_back_to_service_mode_removes_routes_and_placement_services(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    r.reconcile(body(kube))
+    assert kube.routes and (NS, "resnet50-int8-t4-spot") in kube.services
+    kube.scaledmodels[(NS, NAME)]["spec"].pop("routing")  # generation kept on purpose
+    # A new process (memory lost): the Routed condition in status still says to clean up.
+    r2 = Reconciler(kube=kube, clock=Clock())
+    r2.reconcile(body(kube))
+    assert not kube.routes
+    assert {n for _, n in kube.services} == {"resnet50"}
+    assert cond(kube, "Routed") == {}
+    assert "resnet50-int8-t4-spot" in kube.deployment_names()
+    kube.reset_calls()
+    r2.reconcile(body(kube))  # done once: no more route calls
+    assert not [c for c in kube.calls if "Route" in c[1]]

@@ -19,13 +19,19 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+import urllib3.exceptions
+from urllib3.util.retry import Retry
+
 from tritonscale.core.render import LABEL_SM, MANAGER
-from tritonscale.core.routing import ROUTE_PLURALS
+from tritonscale.core.routing import GATEWAY_GROUP, GATEWAY_VERSION, ROUTE_PLURALS
 
 GROUP = "tritonscale.io"
 VERSION = "v1alpha1"
 PLURAL = "scaledmodels"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+# Client-side timeout of every API call (``tritonscale run --api-timeout``).
+DEFAULT_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +68,31 @@ def _message(body: Any) -> str:
     return ""
 
 
+def _transport(exc: BaseException) -> str:
+    """A short text for a failure without an HTTP response."""
+    reason = getattr(exc, "reason", None)  # MaxRetryError wraps the real cause
+    inner = reason if isinstance(reason, BaseException) else exc
+    if isinstance(inner, urllib3.exceptions.TimeoutError | TimeoutError):
+        return "timeout"
+    return f"{type(inner).__name__}: {inner}"[:300]
+
+
 class KubeAdapter:
     """Deployments, Services, ScaledModel status and Events through the ``kubernetes`` client."""
 
-    def __init__(self, api_client: Any = None, component: str = MANAGER) -> None:
+    def __init__(
+        self,
+        api_client: Any = None,
+        component: str = MANAGER,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         from kubernetes import client
 
+        if not timeout_seconds > 0:
+            raise ValueError("timeout_seconds must be positive")
+        # Every call gets a client-side (connect, read) timeout: a stalled API server
+        # must not hold a model's lock (and a worker) for longer than this.
+        self.timeout = (min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), timeout_seconds)
         self._client = api_client or client.ApiClient()
         self._apps = client.AppsV1Api(self._client)
         self._core = client.CoreV1Api(self._client)
@@ -76,7 +101,9 @@ class KubeAdapter:
         self._instance = os.environ.get("POD_NAME") or socket.gethostname()
 
     @classmethod
-    def from_environment(cls, pool_size: int = 32) -> KubeAdapter:
+    def from_environment(
+        cls, pool_size: int = 32, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> KubeAdapter:
         """In-cluster service account if present, else the local kubeconfig.
 
         ``pool_size`` keeps-alive that many connections; it must cover the handler
@@ -93,19 +120,26 @@ class KubeAdapter:
             config.load_kube_config()
         cfg = client.Configuration.get_default_copy()
         cfg.connection_pool_maxsize = max(1, pool_size)
-        return cls(client.ApiClient(cfg))
+        # urllib3 would retry a timed-out GET three times (4 x the timeout under the
+        # lock); the reconciler retries with backoff instead. One reconnect is kept for
+        # a pooled connection the server closed.
+        cfg.retries = Retry(total=1, connect=1, read=0, status=0, redirect=0, other=0)
+        return cls(client.ApiClient(cfg), timeout_seconds=timeout_seconds)
 
     # -- plumbing ---------------------------------------------------------------
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
 
+        kwargs.setdefault("_request_timeout", self.timeout)
         try:
             return fn(*args, **kwargs)
         except ApiException as e:
             raise KubeAPIError(e.status or None, str(e.reason or what), _message(e.body)) from e
-        except (OSError, ValueError) as e:  # connection errors, bad responses
-            raise KubeAPIError(None, what, str(e)) from e
+        except (OSError, ValueError, urllib3.exceptions.HTTPError) as e:
+            # No response: connection errors, timeouts (urllib3's MaxRetryError,
+            # ReadTimeoutError, ProtocolError, ...), unparseable answers.
+            raise KubeAPIError(None, what, _transport(e)) from e
 
     def _plain(self, obj: Any) -> Any:
         return self._client.sanitize_for_serialization(obj)
@@ -160,6 +194,17 @@ class KubeAdapter:
             fn = self._core.read_namespaced_service
         elif kind == "ConfigMap":
             fn = self._core.read_namespaced_config_map
+        elif kind in ROUTE_PLURALS:
+            try:
+                route = self._call(
+                    f"get {kind}", self._custom.get_namespaced_custom_object, GATEWAY_GROUP,
+                    GATEWAY_VERSION, namespace, ROUTE_PLURALS[kind], name,
+                )
+            except KubeAPIError as e:
+                if e.not_found:  # also when the Gateway API CRDs are not installed
+                    return None
+                raise
+            return dict(route) if isinstance(route, Mapping) else None
         else:
             raise ValueError(f"cannot read kind {kind!r}")
         try:
@@ -221,6 +266,15 @@ class KubeAdapter:
         """Delete a per-placement Service (weighted routing); absent is fine."""
         try:
             self._call("delete service", self._core.delete_namespaced_service, name, namespace)
+        except KubeAPIError as e:
+            if not e.not_found:
+                raise
+
+    def delete_route(self, kind: str, namespace: str, name: str) -> None:
+        """Delete an HTTPRoute/GRPCRoute; absent (or no Gateway API CRDs) is fine."""
+        try:
+            self._call(f"delete {kind}", self._custom.delete_namespaced_custom_object,
+                       GATEWAY_GROUP, GATEWAY_VERSION, namespace, ROUTE_PLURALS[kind], name)
         except KubeAPIError as e:
             if not e.not_found:
                 raise

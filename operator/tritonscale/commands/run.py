@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--api-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="client-side timeout of every Kubernetes API call the reconciler makes; a "
+        "stalled API server holds a model no longer than this (default %(default)s)",
+    )
+    parser.add_argument(
         "--allow-prometheus-url", action="append", default=[], metavar="URL",
         help="a Prometheus base URL ScaledModels may query (repeatable; the ScaledModel's "
         "URL must have the same scheme, host and port and a path at or below this one; "
@@ -180,7 +185,11 @@ def run(args: argparse.Namespace) -> int:
             "no Prometheus allowlist (--allow-prometheus-url / $%s): ScaledModels may "
             "make the operator query any http(s) URL", ALLOWED_PROMETHEUS_ENV,
         )
-    kube = KubeAdapter.from_environment(pool_size=args.workers + 8)
+    if not args.api_timeout > 0:
+        print("tritonscale run: --api-timeout must be positive", file=sys.stderr)
+        return 2
+    kube = KubeAdapter.from_environment(pool_size=args.workers + 8,
+                                        timeout_seconds=args.api_timeout)
     metrics = OperatorMetrics()
     reconciler = Reconciler(
         kube=kube,

@@ -69,9 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--load-balancing",
         choices=list(LOAD_BALANCING),
-        default="random",
-        help="how requests spread over Ready replicas: random (kube-proxy iptables, "
-        "default), round-robin (IPVS rr) or weighted (by the policy's route weights)",
+        default=None,
+        help="how requests spread over Ready replicas: random (kube-proxy iptables; "
+        "the default for spec.routing.mode service), round-robin (IPVS rr) or weighted "
+        "(by the policy's route weights; the default for spec.routing.mode gateway)",
     )
     parser.add_argument(
         "--client-timeout",
@@ -134,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = SimConfig(
         seed=args.seed,
         preemption_rate_per_hour=args.preemptions_per_hour,
-        load_balancing=args.load_balancing,
+        load_balancing=args.load_balancing
+        or ("weighted" if spec.routing.weighted else "random"),
         client_timeout_s=timeout if timeout > 0 else None,
     )
     duration = float(arrivals[-1]) if len(arrivals) else 0.0

@@ -39,6 +39,8 @@ from tritonscale.core.render import (
     spec_hash,
 )
 from tritonscale.core.routing import (
+    LABEL_BACKEND,
+    ROUTE_KINDS,
     ROUTED,
     gate_deletions,
     get_placement_service,
@@ -48,7 +50,7 @@ from tritonscale.core.routing import (
 )
 from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
-from tritonscale.handlers import ownership
+from tritonscale.handlers import apierrors, ownership
 from tritonscale.handlers.ports import KubeAPI, NullSignalSource, SignalSource
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,13 @@ class Reconciler:
     # only writer of status, so this is never older than the status in a (possibly
     # queued, stale) event body; decisions always see the state they last persisted.
     _status: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # API failures (handlers/apierrors.py): consecutive transient failures and when
+    # the next attempt is due, per uid; models blocked by a permanent failure.
+    backoff: apierrors.Backoff = field(default_factory=apierrors.Backoff)
+    permanent_recheck_seconds: float = 300.0
+    _failures: dict[str, int] = field(default_factory=dict, repr=False)
+    _retry_at: dict[str, float] = field(default_factory=dict, repr=False)
+    _blocked: dict[str, apierrors.Blocked] = field(default_factory=dict, repr=False)
     # Called with every Outcome (listener errors are logged, never raised).
     listeners: list[Callable[[Outcome], None]] = field(default_factory=list)
     # Images ScaledModels may run (``tritonscale run --allow-image``); empty: any.
@@ -167,9 +176,14 @@ class Reconciler:
             try:
                 out = work()
             except ReconcileError as e:
+                took = time.monotonic() - started
+                # The lock is released right after: with every API call bounded by
+                # its timeout, ``took`` shows how long a stalled server held the model.
+                log.warning("reconcile of %s/%s failed after %.1f s, retry in %.1f s: %s",
+                            ns, name, took, e.delay, e)
                 self._notify(Outcome(
                     valid=True, namespace=ns, name=name, failure=str(e),
-                    duration_seconds=time.monotonic() - started,
+                    duration_seconds=took,
                 ))
                 raise
         if out is None:
@@ -201,8 +215,16 @@ class Reconciler:
         Cheap (reads two fields of ``body``, a Kopf view or a dict), so the timer
         asks it before copying the body: most ticks have nothing to do."""
         meta = body.get("metadata") or {}
-        last = self._last_decided.get(str(meta.get("uid") or ""))
-        return last is None or self.clock() - last >= _interval(body)
+        uid = str(meta.get("uid") or "")
+        now = self.clock()
+        if now < self._retry_at.get(uid, 0.0):
+            return False  # backing off after a failure
+        blocked = self._blocked.get(uid)
+        if blocked is not None and blocked.generation == meta.get("generation") and (
+                now < blocked.until):
+            return False  # a permanent failure: wait for a spec change
+        last = self._last_decided.get(uid)
+        return last is None or now - last >= _interval(body)
 
     def refresh(
         self,
@@ -271,6 +293,9 @@ class Reconciler:
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
         self._pools_down.pop(uid, None)
+        self._failures.pop(uid, None)
+        self._retry_at.pop(uid, None)
+        self._blocked.pop(uid, None)
         self._route_weights.pop(uid, None)
         self._route_hash.pop(uid, None)
 
@@ -329,13 +354,89 @@ class Reconciler:
                 del memory[pool]
         return frozenset(memory)
 
-    def _event(self, involved: Mapping[str, Any], type_: str, reason: str, msg: str) -> None:
+    def _event(self, involved: Mapping[str, Any], type_: str, reason: str, msg: str,
+               best_effort: bool = False) -> None:
         try:
             self.kube.event(involved, type_, reason, msg)
-        except KubeAPIError as e:  # events are best effort; never fail a reconcile
+        except KubeAPIError as e:  # events are best effort; never fail a reconcile...
+            if e.status is None and not best_effort:
+                raise  # ...but no answer at all: end the pass, the next call would wait too
             log.warning("could not post event %s for %s: %s", reason, involved.get("name"), e)
 
     def _reconcile(
+        self,
+        body: Mapping[str, Any],
+        decide: bool,
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome:
+        """One pass, with API failures classified (handlers/apierrors.py): permanent
+        ones block the model until its spec changes, others raise for a retry after
+        a jittered backoff."""
+        meta = body.get("metadata") or {}
+        uid, generation = str(meta.get("uid") or ""), meta.get("generation")
+        blocked = self._blocked.get(uid)
+        if blocked is not None:
+            if blocked.generation == generation and self.clock() < blocked.until:
+                return Outcome(valid=True, namespace=str(meta.get("namespace", "")),
+                               name=str(meta.get("name", "")), failure=blocked.message)
+            del self._blocked[uid]
+        try:
+            out = self._reconcile_pass(body, decide, deployments)
+        except (ReconcileError, KubeAPIError) as e:
+            return self._failed(body, e)
+        self._failures.pop(uid, None)
+        self._retry_at.pop(uid, None)
+        return out
+
+    def _failed(self, body: Mapping[str, Any], exc: ReconcileError | KubeAPIError) -> Outcome:
+        meta = body.get("metadata") or {}
+        ns, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta.get("uid") or "")
+        generation = meta.get("generation")
+        err = exc if isinstance(exc, KubeAPIError) else exc.__cause__
+        api = err if isinstance(err, KubeAPIError) else None
+        kind = apierrors.classify(api)
+        # Whatever the pass did is re-read next time.
+        self._service_hash.pop(uid, None)
+        self._status.pop(uid, None)
+        now = self.clock()
+        involved = {"apiVersion": API_VERSION, "kind": KIND, "namespace": ns, "name": name,
+                    "uid": uid}
+        status = dict(body.get("status") or {})
+        text = str(exc) if isinstance(exc, ReconcileError) else f"reconciling {ns}/{name}: {exc}"
+        if kind is apierrors.Kind.PERMANENT and api is not None:
+            self._failures.pop(uid, None)
+            msg = f"the API server refused it, not retried until the spec changes: {text}"
+            self._blocked[uid] = apierrors.Blocked(generation,
+                                                   now + self.permanent_recheck_seconds, msg)
+            self._report(ns, name, involved, status, _rejected_reason(api), msg, now)
+            log.warning("%s/%s: %s", ns, name, msg)
+            return Outcome(valid=True, namespace=ns, name=name, failure=msg)
+        self._last_decided.pop(uid, None)  # the timer retries after the backoff
+        attempt = self._failures[uid] = self._failures.get(uid, 0) + 1
+        delay = self.backoff.delay(kind, attempt)
+        self._retry_at[uid] = now + delay
+        if api is not None and api.status is not None and attempt == 1:
+            # The server answers: say so once per failure streak. (With no answer at
+            # all, a status patch or event would only wait for another timeout.)
+            self._report(ns, name, involved, status, "ApplyFailed",
+                         f"applying the plan failed, will retry: {text}", now)
+        raise ReconcileError(text, delay=delay) from (api or exc)
+
+    def _report(self, ns: str, name: str, involved: Mapping[str, Any],
+                status: Mapping[str, Any], reason: str, msg: str, now: float) -> None:
+        """Ready=False with ``reason``; one Warning event when that condition changes."""
+        old = st.condition(status.get("conditions"), st.READY)
+        if old.get("reason") != reason or old.get("message") != st.clip(msg):
+            self._event(involved, "Warning", reason, msg, best_effort=True)
+        conds = st.merge_conditions(
+            status.get("conditions"), [st.Condition(st.READY, "False", reason, msg)], None, now,
+        )
+        try:
+            self.kube.patch_status(ns, name, {"conditions": conds})
+        except KubeAPIError as e2:
+            log.warning("could not record the failure of %s/%s: %s", ns, name, e2)
+
+    def _reconcile_pass(
         self,
         body: Mapping[str, Any],
         decide: bool,
@@ -403,6 +504,7 @@ class Reconciler:
         after = {s.key: s for s in states}
         deletions = tuple(tr.delete)
         routed: st.Condition | None = None
+        unrouted = False
         try:
             svc = get_service(owner, spec)
             h = spec_hash(svc)
@@ -445,20 +547,23 @@ class Reconciler:
                                 f"Deployment {dname} {what}")
             if spec.routing.weighted:
                 deletions, routed = self._route(owner, spec, uid, after, tr.delete, now)
+            elif uid in self._route_weights or st.condition(status.get("conditions"), ROUTED):
+                self._unroute(owner, uid, after)
+                unrouted = True
             for key in deletions:
                 dname = deployment_name(name, key[0], key[1])
                 self.kube.delete_deployment(ns, dname)
                 if spec.routing.weighted:
-                    self.kube.delete_service(ns, placement_service_name(name, *key))
+                    sname = placement_service_name(name, *key)
+                    live = self.kube.get("Service", ns, sname)
+                    if live is not None and ownership.is_ours(live, uid):
+                        self.kube.delete_service(ns, sname)
                 after.pop(key, None)
                 deleted.append(dname)
                 self._event(involved, "Normal", "DeletedDeployment",
                             f"Deleted Deployment {dname}: it left the plan and the plan's "
                             f"{tr.ready}/{tr.target} ready replicas cover it")
-        except KubeAPIError as e:
-            self._service_hash.pop(uid, None)
-            self._status.pop(uid, None)
-            self._apply_failed(ns, name, involved, status, generation, e, now)
+        except KubeAPIError as e:  # reported and classified by _reconcile
             raise ReconcileError(f"reconciling {ns}/{name}: {e}") from e
 
         states_after = sorted(after.values(), key=lambda s: s.key)
@@ -490,7 +595,10 @@ class Reconciler:
         plan_keys = {p.key for p in plan}
         patch.update(
             observedGeneration=generation,
-            conditions=st.merge_conditions(status.get("conditions"), conds, generation, now),
+            conditions=st.merge_conditions(
+                [c for c in status.get("conditions") or ()
+                 if not (unrouted and c.get("type") == ROUTED)],
+                conds, generation, now),
             placements=[
                 {"variant": s.variant, "pool": s.pool, "desired": s.desired, "ready": s.ready,
                  "deployment": deployment_name(name, s.variant, s.pool),
@@ -546,6 +654,12 @@ class Reconciler:
         if known is not None and known[0] == h and now - known[1] < self.service_refresh_seconds:
             self._route_weights[uid] = weights
             return delete_now, _routed_ok(weights, later)
+        # Never take over a Service or route we did not create (handlers/ownership.py).
+        clash = ownership.conflicts(self.kube, uid, objs)
+        if clash:
+            self._route_hash.pop(uid, None)
+            return (), st.Condition(ROUTED, "False", ownership.REASON,
+                                    "; ".join(c.message(owner.name) for c in clash))
         for obj in objs:
             try:
                 self.kube.apply(obj)
@@ -567,6 +681,25 @@ class Reconciler:
         self._route_hash[uid] = (h, now)
         self._route_weights[uid] = weights
         return delete_now, _routed_ok(weights, later)
+
+    def _unroute(
+        self, owner: Owner, uid: str, existing: Mapping[tuple[str, str], PlacementState]
+    ) -> None:
+        """Back to ``service`` mode: remove the routes and per-placement Services this
+        model created in gateway mode (only ours; absent ones are fine)."""
+        ns = owner.namespace
+        for kind in ROUTE_KINDS.values():
+            live = self.kube.get(kind, ns, owner.name)
+            if live is not None and ownership.is_ours(live, uid):
+                self.kube.delete_route(kind, ns, owner.name)
+        for key in sorted(existing):
+            sname = placement_service_name(owner.name, *key)
+            live = self.kube.get("Service", ns, sname)
+            labels = (live or {}).get("metadata", {}).get("labels") or {}
+            if live is not None and ownership.is_ours(live, uid) and LABEL_BACKEND in labels:
+                self.kube.delete_service(ns, sname)
+        self._route_weights.pop(uid, None)
+        self._route_hash.pop(uid, None)
 
     def _write_status(
         self, ns: str, name: str, uid: str, status: Mapping[str, Any], patch: Mapping[str, Any]
@@ -658,29 +791,10 @@ class Reconciler:
                        status_written=written, errors=(msg,), spec=spec,
                        placements=tuple(states))
 
-    def _apply_failed(
-        self,
-        ns: str,
-        name: str,
-        involved: Mapping[str, Any],
-        status: Mapping[str, Any],
-        generation: Any,
-        err: KubeAPIError,
-        now: float,
-    ) -> None:
-        """Say the apply failed (best effort); record nothing as done."""
-        msg = f"applying the plan failed, will retry: {err}"
-        self._event(involved, "Warning", "ApplyFailed", msg)
-        conds = st.merge_conditions(
-            status.get("conditions"),
-            [st.Condition(st.READY, "False", "ApplyFailed", msg)],
-            None, now,
-        )
-        try:
-            self.kube.patch_status(ns, name, {"conditions": conds})
-        except KubeAPIError as e2:
-            log.warning("could not record apply failure of %s/%s: %s", ns, name, e2)
-        del generation
+
+def _rejected_reason(err: KubeAPIError) -> str:
+    return {400: "Invalid", 403: "Forbidden", 404: "NotFound", 422: "Invalid"}.get(
+        err.status or 0, "Rejected")
 
 
 def _routed_ok(weights: Mapping[tuple[str, str], int],

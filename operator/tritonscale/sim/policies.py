@@ -46,11 +46,31 @@ from numpy.typing import NDArray
 from tritonscale.core import perf
 from tritonscale.core import planner as pl
 from tritonscale.core.autoscale import decide
+from tritonscale.core.routing import route_weights
 from tritonscale.core.spec import NodePool, Profile, ScaledModelSpec, Variant
-from tritonscale.core.types import Observation
+from tritonscale.core.types import Observation, PlacementState
 from tritonscale.sim.engine import Key, SimView
 
 POLICIES = ("tritonscale", "hpa", "kpa", "static-peak", "oracle")
+
+
+def gateway_weights(
+    spec: ScaledModelSpec, view: SimView, target: Mapping[Key, int], instant: bool = False
+) -> dict[Key, float] | None:
+    """``spec.routing.mode: gateway``: the backendRef weights the operator would apply
+    for this step (:func:`tritonscale.core.routing.route_weights`: Ready replicas x
+    capacity; a placement gets weight once Ready), for the engine's ``weighted`` load
+    balancing. ``instant``: the target's replicas are Ready at once (the oracle).
+    None in service mode (the Service's split)."""
+    if not spec.routing.weighted:
+        return None
+    cur = {s.key: s for s in view.current()}
+    states = [
+        PlacementState(k[0], k[1], n, n if instant else min(cur[k].ready, n) if k in cur else 0)
+        for k, n in sorted(target.items()) if n > 0
+    ]
+    states += [s for k, s in sorted(cur.items()) if target.get(k, 0) <= 0]  # still serving
+    return {k: float(w) for k, w in route_weights(spec, states).items()}
 
 
 def initial_rate(arrivals: NDArray[np.float64], window_s: float = 60.0) -> float:
@@ -74,11 +94,14 @@ class TritonscalePolicy:
         self.state: Mapping[str, Any] | None = None
         self.last_reason = ""
         self.decisions = 0
+        # Gateway mode: backendRef weights per placement (read by the engine).
+        self.route_weights: dict[Key, float] | None = None
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
         d = decide(self.spec, Observation(rps=self.start_rps), None, view.now)
         self.state = d.state
         self.last_reason = d.reason
+        self.route_weights = gateway_weights(self.spec, view, d.replicas(), instant=True)
         return d.replicas()
 
     def step(self, view: SimView) -> Mapping[Key, int]:
@@ -90,6 +113,7 @@ class TritonscalePolicy:
         self.state = json.loads(json.dumps(d.state))
         self.last_reason = d.reason
         self.decisions += 1
+        self.route_weights = gateway_weights(self.spec, view, d.replicas())
         return d.replicas()
 
 
@@ -407,6 +431,7 @@ class OraclePolicy:
         self.arr = arrivals
         self.interval_s = spec.scaling.interval_seconds
         self.last_reason = "oracle"
+        self.route_weights: dict[Key, float] | None = None
 
     def _plan(self, now: float, unavailable: frozenset[str]) -> Mapping[Key, int]:
         lo = int(np.searchsorted(self.arr, now, "left"))
@@ -427,10 +452,15 @@ class OraclePolicy:
             or pl.solve(combos, req, respect_budget=False)
             or pl.best_effort(combos, req, respect_budget=False)
         )
-        return dict(plan.counts) if plan is not None else {}
+        mix = dict(plan.counts) if plan is not None else {}
+        return mix
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
-        return self._plan(view.now, view.unavailable_pools())
+        mix = self._plan(view.now, view.unavailable_pools())
+        self.route_weights = gateway_weights(self.spec, view, mix, instant=True)
+        return mix
 
     def step(self, view: SimView) -> Mapping[Key, int]:
-        return self._plan(view.now, view.unavailable_pools())
+        mix = self._plan(view.now, view.unavailable_pools())
+        self.route_weights = gateway_weights(self.spec, view, mix, instant=True)
+        return mix
