@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cascade_cases import CASCADE_CASES
 from celk8s import failing_rules
 from fakes import load_example
 
@@ -137,6 +138,7 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("prometheus url with fragment",
      lambda d: d["spec"]["metrics"]["prometheus"].update(url="http://169.254.169.254/x#"),
      "spec.metrics.prometheus.url"),
+    *CASCADE_CASES,
 ]
 
 URLS = [

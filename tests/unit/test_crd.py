@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cascade_cases import with_cascade
 
 from tritonscale import crd
 from tritonscale.core import spec as specmod
@@ -189,6 +190,7 @@ def _base() -> dict[str, Any]:
     s["metrics"]["prometheus"]["labels"] = {"namespace": "namespace"}
     s["metrics"]["prometheus"]["timeoutSeconds"] = 5
     s["variants"][0]["profiles"][0]["maxBatchSize"] = 4096
+    with_cascade(doc)
     s["routing"] = {
         "mode": "gateway", "protocols": ["http", "grpc"],
         "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "http", "port": 80}],

@@ -241,3 +241,13 @@ def test_from_source_applies_the_allowlist() -> None:
     assert not PrometheusSignals.from_source(PrometheusSource("http://169.254.169.254"),
                                              allowlist=allow).allowed
     assert PrometheusSignals.from_source(PrometheusSource("http://x:1")).allowed
+
+
+def test_operator_caps_the_spec_timeout() -> None:
+    from tritonscale.core.spec import PrometheusSource
+
+    src = PrometheusSource("http://prom:9090", timeout_seconds=300)
+    assert PrometheusSignals.from_source(src, max_timeout_s=10).timeout_s == 10
+    assert PrometheusSignals.from_source(src).timeout_s == 300
+    short = PrometheusSource("http://prom:9090", timeout_seconds=2)
+    assert PrometheusSignals.from_source(short, max_timeout_s=10).timeout_s == 2

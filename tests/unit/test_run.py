@@ -174,3 +174,41 @@ def test_prometheus_rate_window_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         client = seen["memo"].reconciler.signals._prometheus_factory(src)
         assert client.window_s == window
         assert f"[{window}s]" in client.rate_expr("ns", "m")
+
+
+def test_security_flags_reach_the_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--allow-prometheus-url (or its env), --prometheus-max-timeout and --api-timeout."""
+    import kopf
+
+    from tritonscale.adapters import kube
+    from tritonscale.core.spec import PrometheusSource
+
+    class StubKube:
+        def list_pods(self, namespace: str, name: str) -> list[Any]:
+            return []
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kube.KubeAdapter, "from_environment",
+                        classmethod(lambda cls, **kw: seen.update(kube=kw) or StubKube()))
+    monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(kopf, "configure", lambda **kw: None)
+    monkeypatch.delenv(runcmd.ALLOWED_PROMETHEUS_ENV, raising=False)
+    ok = PrometheusSource(url="http://prom:9090", timeout_seconds=60)
+    meta = PrometheusSource(url="http://169.254.169.254")
+    base = ("-A", "--metrics-port", "0", "--liveness", "none")
+
+    def factory(*extra: str) -> Any:
+        assert runcmd.run(_args(*base, *extra)) == 0
+        return seen["memo"].reconciler.signals._prometheus_factory
+
+    f = factory("--allow-prometheus-url", "http://prom:9090", "--api-timeout", "4",
+                "--prometheus-max-timeout", "7")
+    assert f(ok).allowed and not f(meta).allowed and f(ok).timeout_s == 7
+    assert seen["kube"]["timeout_seconds"] == 4
+    monkeypatch.setenv(runcmd.ALLOWED_PROMETHEUS_ENV, "http://other:9090, http://prom:9090")
+    f = factory()
+    assert f(ok).allowed and not f(meta).allowed
+    monkeypatch.delenv(runcmd.ALLOWED_PROMETHEUS_ENV)
+    assert factory()(meta).allowed  # no allowlist configured: anything valid (warned)
+    assert runcmd.run(_args(*base, "--allow-prometheus-url", "prom:9090")) == 2
+    assert runcmd.run(_args(*base, "--api-timeout", "0")) == 2

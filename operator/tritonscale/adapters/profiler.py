@@ -368,7 +368,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="localhost:8000", help="Triton HTTP host:port")
     parser.add_argument("--model", required=True, help="Triton model name")
     parser.add_argument(
-        "--accelerator", required=True, help="accelerator name for the profile (e.g. T4)"
+        "--accelerator", help="accelerator name for the profile (e.g. T4); required "
+        "unless --cascade"
     )
     parser.add_argument(
         "--max-batch", type=int, default=None, help="largest batch (default: model's)"
@@ -391,6 +392,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.accelerator:
+        print("tritonscale profile: --accelerator is required", file=sys.stderr)
+        return 2
     try:
         result = profile(
             args.url,

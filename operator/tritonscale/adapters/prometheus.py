@@ -255,12 +255,18 @@ class PrometheusSignals:
         *,
         window_s: int = 60,
         allowlist: UrlAllowlist | None = None,
+        max_timeout_s: float | None = None,
     ) -> PrometheusSignals:
         """A client for ``source``; ``allowlist`` (the operator's setting) decides
-        whether it may send any request at all (``allowed``)."""
+        whether it may send any request at all (``allowed``). ``max_timeout_s`` (an
+        operator setting) caps the spec's ``timeoutSeconds``: a ScaledModel must not
+        hold a worker for minutes with a server that never answers."""
+        timeout = source.timeout_seconds
+        if max_timeout_s is not None:
+            timeout = min(timeout, max_timeout_s)
         return cls(
             source.url,
-            timeout_s=source.timeout_seconds,
+            timeout_s=timeout,
             labels=LabelMapping.from_source(source),
             window_s=window_s,
             allowed=allowlist is None or allowlist.allows(source.url),

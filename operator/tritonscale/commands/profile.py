@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tritonscale.adapters import profiler
+from tritonscale.adapters import cascade_profiler, profiler
 from tritonscale.commands import inputs
 
 HELP = "measure a live Triton model and print a profiles block for the spec"
@@ -17,9 +17,15 @@ HELP = "measure a live Triton model and print a profiles block for the spec"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     profiler.add_arguments(parser)
+    cascade_profiler.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cascade:
+        return cascade_profiler.run(args)
+    if not args.accelerator:
+        print("tritonscale profile: --accelerator is required", file=sys.stderr)
+        return 2
     try:
         inputs.check_profile_args(args)
     except inputs.InputError as e:

@@ -78,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stalled API server holds a model no longer than this (default %(default)s)",
     )
     parser.add_argument(
+        "--prometheus-max-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="cap on a ScaledModel's spec.metrics.prometheus.timeoutSeconds "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
         "--allow-prometheus-url", action="append", default=[], metavar="URL",
         help="a Prometheus base URL ScaledModels may query (repeatable; the ScaledModel's "
         "URL must have the same scheme, host and port and a path at or below this one; "
@@ -185,9 +190,11 @@ def run(args: argparse.Namespace) -> int:
             "no Prometheus allowlist (--allow-prometheus-url / $%s): ScaledModels may "
             "make the operator query any http(s) URL", ALLOWED_PROMETHEUS_ENV,
         )
-    if not args.api_timeout > 0:
-        print("tritonscale run: --api-timeout must be positive", file=sys.stderr)
-        return 2
+    for flag, value in (("--api-timeout", args.api_timeout),
+                        ("--prometheus-max-timeout", args.prometheus_max_timeout)):
+        if not value > 0:
+            print(f"tritonscale run: {flag} must be positive", file=sys.stderr)
+            return 2
     kube = KubeAdapter.from_environment(pool_size=args.workers + 8,
                                         timeout_seconds=args.api_timeout)
     metrics = OperatorMetrics()
@@ -197,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
             list_pods=kube.list_pods,
             prometheus_factory=functools.partial(
                 PrometheusSignals.from_source, window_s=args.prometheus_rate_window,
-                allowlist=allowlist,
+                allowlist=allowlist, max_timeout_s=args.prometheus_max_timeout,
             ),
         ),
         listeners=[MetricsListener(metrics)],

@@ -53,6 +53,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tritonscale.core import cascade as cc
+from tritonscale.core import cascade_step
 from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
 from tritonscale.core.correction import corrected_spec, update_factors
@@ -241,6 +243,8 @@ def plan_once(spec: ScaledModelSpec, rps: float) -> Decision:
 
     Headroom applies; spot protection uses ``rps`` as the current load.
     """
+    if spec.cascade is not None:
+        return cascade_step.plan_once(spec, rps, min_replicas(spec, rps, None, 0.0))
     load = max(0.0, rps) * (1.0 + spec.scaling.headroom)
     combos = pl.candidates(spec)
     planned = _plan_ladder(
@@ -260,7 +264,8 @@ def plan_once(spec: ScaledModelSpec, rps: float) -> Decision:
         binding_constraint=binding,
         runner_up=ru_text,
         runner_up_cost_per_hour=ru_cost,
-        details={"load_rps": load, "level": planned.level, "ladder": LADDER_RUNGS[planned.level]},
+        details={"load_rps": load, "level": planned.level, "ladder": LADDER_RUNGS[planned.level],
+                 "accuracy": cc.served_accuracy(spec, mix)},
     )
 
 
@@ -391,6 +396,10 @@ def decide(
         # Idle for idleSeconds with minReplicas 0: scale to zero.
         loads = (0.0, 0.0, 0.0)
         od_load = 0.0
+    if spec.cascade is not None:
+        return cascade_step.step(spec, obs, st, loads[0], od_load, min_eff, rps * corr, {
+            "rps": round(rps, 3), "forecast_rps": round(predicted, 3),
+            "planning_load_rps": round(loads[0], 3), "correction": round(corr, 4)})
     level = int(st.get("lvl", 0)) if isinstance(st.get("lvl", 0), int) else 0
     if spec.slo.priority == "cost":
         feasible_level = _feasible_level(spec, combos, loads, od_load, min_eff)
@@ -452,6 +461,7 @@ def decide(
             "ladder": LADDER_RUNGS[level],
             "target": as_state_mix(target_mix),
             "step_limited": tr.step_limited,
+            "accuracy": cc.served_accuracy(spec, target_mix),
         },
     )
 
@@ -503,7 +513,7 @@ def _unknown(
     why = obs.error or "request rate unknown"
     prev = from_state_mix(st.get("p"))
     base = cur or prev
-    combos = pl.candidates(spec, obs.unavailable_pools)
+    combos = cc.candidates(spec, obs.unavailable_pools)
     usable = {(c.variant, c.pool) for c in combos}
     gone = {k: n for k, n in base.items() if k not in usable}
     if gone:
@@ -517,7 +527,8 @@ def _unknown(
         combos = pl.candidates(spec, obs.unavailable_pools)
         req = pl.Request(0.0, 0.0, max(1, sc.min_replicas), max(1, sc.max_replicas), None)
         plan = pl.solve(combos, req) or pl.Plan((), 0.0, math.inf, math.inf)
-        mix = dict(plan.counts)
+        mix = (dict(plan.counts) if spec.cascade is None
+               else cc.initial_mix(spec, obs.unavailable_pools))
         cut: tuple[str, ...] = ()
         if fails >= sc.failure_threshold and sc.safe_plan:
             safe = admissible_safe_plan(spec, mix, obs.unavailable_pools)

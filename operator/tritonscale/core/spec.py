@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tritonscale.core import k8sformat as k8s
+from tritonscale.core.cascade_spec import Cascade, parse_cascade
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8")
 CAPACITY_TYPES: tuple[str, ...] = ("onDemand", "spot")
-PRIORITIES: tuple[str, ...] = ("latency", "cost")
+PRIORITIES: tuple[str, ...] = ("latency", "cost", "accuracy")
 METRIC_SOURCES: tuple[str, ...] = ("prometheus", "triton", "none")
 ROUTING_MODES: tuple[str, ...] = ("service", "gateway")
 ROUTE_PROTOCOLS: tuple[str, ...] = ("http", "grpc")
@@ -180,7 +181,7 @@ class SLO:
     latency: LatencySLO
     min_accuracy: float = 0.0
     max_cost_per_hour: float | None = None
-    priority: Literal["latency", "cost"] = "latency"
+    priority: Literal["latency", "cost", "accuracy"] = "latency"
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,8 @@ class ScaledModelSpec:
     slo: SLO
     scaling: Scaling = field(default_factory=Scaling)
     metrics: Metrics = field(default_factory=Metrics)
+    # Two tiers answering together (core.cascade plans them); None: one variant per request.
+    cascade: Cascade | None = None
     routing: Routing = field(default_factory=Routing)
 
     def variant(self, name: str) -> Variant:
@@ -703,7 +706,7 @@ def _parse_slo(r: _Reader, data: Any) -> SLO | None:
         latency=LatencySLO(pct, target),
         min_accuracy=min_acc,
         max_cost_per_hour=max_cost,
-        priority="cost" if prio == "cost" else "latency",
+        priority="cost" if prio == "cost" else "accuracy" if prio == "accuracy" else "latency",
     )
 
 
@@ -939,6 +942,8 @@ def parse_spec(data: Any) -> ScaledModelSpec:
     slo = _parse_slo(r, d.get("slo"))
     scaling = _parse_scaling(r, d.get("scaling"))
     metrics = _parse_metrics(r, d.get("metrics"))
+    cascade = parse_cascade(r, d.get("cascade"), {v.name for v in variants},
+                            slo.min_accuracy if slo is not None else None)
     routing = _parse_routing(r, d.get("routing"))
 
     # Cross-field rules (mirrored by CEL rules in the CRD).
@@ -956,7 +961,7 @@ def parse_spec(data: Any) -> ScaledModelSpec:
                 f"variant {v.name!r} has no profile for any node pool's accelerator "
                 f"({', '.join(sorted(accelerators))})",
             )
-    if slo is not None and variants and not any(
+    if slo is not None and variants and d.get("cascade") is None and not any(
         v.accuracy >= slo.min_accuracy for v in variants
     ):
         r.err(
@@ -991,6 +996,7 @@ def parse_spec(data: Any) -> ScaledModelSpec:
         slo=slo,
         scaling=scaling,
         metrics=metrics,
+        cascade=cascade,
         routing=routing,
     )
 

@@ -78,6 +78,8 @@ class Observation:
     error: str | None = None
     # Pools that currently cannot host replicas (nodes lost, preempted).
     unavailable_pools: frozenset[str] = frozenset()
+    # Cascades: observed fraction of requests escalated to the last tier (None: unknown).
+    escalated: float | None = None
 
     @property
     def ok(self) -> bool:

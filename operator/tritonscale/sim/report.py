@@ -13,6 +13,8 @@ Metrics (one dict per policy):
   slow) is within the target.
 * ``cost_usd`` over the replay; ``mean_cost_per_hour`` = cost / duration.
 * ``p50_ms, p95_ms, p99_ms`` over served requests.
+* ``accuracy``: expected accuracy served (a cascade's per request at the threshold
+  the router ran; one variant's, or the Ready replicas' mean, otherwise).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.sim.cascade import run_accuracy, run_cascade
 from tritonscale.sim.engine import Policy, SimConfig, SimRun, Simulator, StepRecord
 from tritonscale.sim.policies import (
     POLICIES,
@@ -92,7 +95,12 @@ def summarize(
         "dropped": int(dropped),
         "timed_out": timed_out,
         "max_replicas": max((sum(s.desired.values()) for s in run.steps), default=0),
+        "accuracy": _round(run_accuracy(spec, run), 5),
     }
+
+
+def _round(x: float, digits: int) -> float | None:
+    return round(x, digits) if math.isfinite(x) else None
 
 
 def make_policy(
@@ -133,6 +141,11 @@ def run_policy(
         cfg = SimConfig(
             **{**cfg.__dict__, "startup_override_s": 0.0},
         )
+    if name == "tritonscale" and spec.cascade is not None:
+        crun, secs = run_cascade(spec, arrivals, initial_rate(arrivals), cfg)
+        summary = summarize(spec, crun, name, cfg.slo_window_s)
+        summary["sim_seconds"] = round(secs, 2)
+        return PolicyResult(summary, crun)
     policy = make_policy(name, spec, arrivals, hpa, variant, pool)
     sim = Simulator(spec, arrivals, cfg)
     t0 = time.perf_counter()
