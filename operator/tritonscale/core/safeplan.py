@@ -39,7 +39,8 @@ def admissible_safe_plan(
 ) -> SafePlanResult:
     """``base`` raised toward the safe plan, entry by entry, within every limit.
 
-    Entries are refused whose variant is unknown or below ``slo.minAccuracy``, whose
+    Entries are refused whose variant is unknown or below ``slo.minAccuracy`` (and not
+    a tier of ``spec.cascade``), whose
     pool is unknown or unavailable, or whose variant has no profile for the pool's
     accelerator; the others are cut so the merged mix stays within the pool's
     ``maxReplicas``, ``scaling.maxReplicas`` and ``slo.maxCostPerHour``. ``base``
@@ -49,6 +50,8 @@ def admissible_safe_plan(
     variants = {v.name: v for v in spec.variants}
     pools = {p.name: p for p in spec.node_pools}
     budget = spec.slo.max_cost_per_hour
+    # A cascade's tiers answer together; a tier below the floor may run.
+    tiers = set(spec.cascade.variants()) if spec.cascade is not None else set()
     mix = {k: n for k, n in base.items() if n > 0}
     notes: list[str] = []
     for e in spec.scaling.safe_plan:
@@ -61,7 +64,7 @@ def admissible_safe_plan(
         if v is None or p is None:
             notes.append(f"{what} skipped: not in the spec")
             continue
-        if v.accuracy < spec.slo.min_accuracy:
+        if v.accuracy < spec.slo.min_accuracy and e.variant not in tiers:
             notes.append(f"{what} skipped: below minAccuracy {spec.slo.min_accuracy:g}")
             continue
         if v.profile_for(p.accelerator) is None:

@@ -807,7 +807,7 @@ def _parse_metrics(r: _Reader, data: Any) -> Metrics:
 
 def _check_safe_plan(
     r: _Reader, scaling: Scaling, variants: Sequence[Variant], pools: Sequence[NodePool],
-    slo: SLO,
+    slo: SLO, cascade_tiers: set[Any],
 ) -> None:
     """``scaling.safePlan`` obeys every limit the planner obeys (mirrored by CEL rules).
 
@@ -823,7 +823,7 @@ def _check_safe_plan(
         seen.add((e.variant, e.pool))
         v = vby.get(e.variant)
         p = pby.get(e.pool)
-        if v is not None and v.accuracy < slo.min_accuracy:
+        if v is not None and v.accuracy < slo.min_accuracy and e.variant not in cascade_tiers:
             r.err(f"{path}[{i}].variant", f"variant {e.variant!r} is below the accuracy "
                   f"floor spec.slo.minAccuracy ({slo.min_accuracy:g})")
         if v is not None and p is not None and v.profile_for(p.accelerator) is None:
@@ -977,7 +977,13 @@ def parse_spec(data: Any) -> ScaledModelSpec:
         if e.pool not in pnames:
             r.err(f"spec.scaling.safePlan[{i}].pool", f"unknown node pool {e.pool!r}")
     if slo is not None:
-        _check_safe_plan(r, scaling, variants, pools, slo)
+        # A cascade's tiers answer together: a tier below the floor may run (the
+        # cascade's curve is what meets it), so the safe plan may name it too.
+        raw = d.get("cascade")
+        tiers = raw.get("tiers") if isinstance(raw, Mapping) else None
+        tier_variants = {t.get("variant") for t in tiers if isinstance(t, Mapping)} \
+            if isinstance(tiers, list) else set()
+        _check_safe_plan(r, scaling, variants, pools, slo, tier_variants)
     total_pool_max = sum(p.max_replicas for p in pools)
     if pools and scaling.min_replicas > total_pool_max:
         r.err(
