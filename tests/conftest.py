@@ -9,8 +9,16 @@ for a local run on a machine without those components.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# The harness package (tests/harness: one free_port, one OperatorProcess) and the
+# other support packages import as ``tests.*`` from every suite.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -25,13 +25,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from tritonscale.core.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from tritonscale.core.spec import FieldError
 
-GROUP = "tritonscale.io"
-VERSION = "v1alpha1"
-KIND = "ScaledModel"
-PLURAL = "scaledmodels"
-API_VERSION = f"{GROUP}/{VERSION}"
+__all__ = ["API_VERSION", "GROUP", "KIND", "PLURAL", "VERSION"]
 
 _DROP = {"description", "default", "format", "example", "externalDocs", "nullable"}
 

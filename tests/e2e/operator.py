@@ -1,251 +1,29 @@
-"""Run the tritonscale operator as a local subprocess for end-to-end tests.
-
-The operator is started exactly as a user would start it outside the cluster,
-``python -m tritonscale run ...``, with ``KUBECONFIG`` pointing at the kubeconfig
-it must use (in these tests: a token of the Helm chart's ServiceAccount, so the
-chart's RBAC is what the operator runs with). Its output goes to a log file that
-is kept with the cluster's logs and shown when a test fails.
-
-Typical use::
-
-    op = OperatorProcess(kubeconfig, log_dir / "operator.log")
-    op.start()                  # waits for Kopf's /healthz
-    op.metrics()                # text of GET /metrics
-    op.kill()                   # SIGKILL, as an OOM kill or node loss would
-    op.start()                  # a new process, same ports and log file
-    op.stop()                   # SIGTERM, then SIGKILL after a grace period
+"""Shared helpers of the e2e tests: the chart release, example manifests, node pools
+that match them, and a Deployment watcher. The operator process itself is
+:class:`tests.harness.operator.OperatorProcess` (re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from tests.harness.operator import OperatorError, OperatorProcess  # noqa: F401 (re-export)
+
+from tritonscale.core.api import LABEL_SM
 
 if TYPE_CHECKING:
     from tests.k8s import Cluster, NodePool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OPERATOR_SRC = REPO_ROOT / "operator"
-
-
-class OperatorError(RuntimeError):
-    """The operator process did not start, or exited unexpectedly."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OperatorProcess:
-    """One ``tritonscale run`` process (restartable) with its own ports and log file.
-
-    ``namespaces`` empty means ``--all-namespaces``. ``extra_args`` are appended
-    to the command line (for example ``["--pool-stall-seconds", "10"]``).
-    """
-
-    def __init__(
-        self,
-        kubeconfig: Path,
-        log_path: Path,
-        *,
-        namespaces: Sequence[str] = (),
-        tick_seconds: float = 1.0,
-        extra_args: Sequence[str] = (),
-        python: str = sys.executable,
-    ) -> None:
-        self.kubeconfig = kubeconfig
-        self.log_path = log_path
-        self.namespaces = tuple(namespaces)
-        self.tick_seconds = tick_seconds
-        self.extra_args = tuple(extra_args)
-        self.python = python
-        self.metrics_port = free_port()
-        self.health_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self._log: IO[bytes] | None = None
-
-    # ------------------------------------------------------------------ command
-
-    @property
-    def argv(self) -> list[str]:
-        scope = [f"--namespace={n}" for n in self.namespaces] or ["--all-namespaces"]
-        return [
-            self.python,
-            "-m",
-            "tritonscale",
-            "run",
-            *scope,
-            f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
-            f"--metrics-port={self.metrics_port}",
-            f"--tick-seconds={self.tick_seconds:g}",
-            "--log-format=full",
-            *self.extra_args,
-        ]
-
-    def _env(self) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            # Never let an in-cluster config or another kubeconfig leak in.
-            if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
-        }
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(OPERATOR_SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
-        )
-        env["PYTHONUNBUFFERED"] = "1"
-        env["POD_NAME"] = "e2e-local-operator"
-        return env
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the process and wait until Kopf's liveness endpoint answers 200."""
-        if self.alive():
-            raise OperatorError("operator already running")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.starts += 1
-        self._log.write(f"\n+ (start #{self.starts}) {' '.join(self.argv)}\n".encode())
-        self._log.flush()
-        self.process = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self._env(),
-            cwd=str(REPO_ROOT),
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.alive():
-                raise OperatorError(
-                    f"operator exited with {self.returncode} during startup:\n{self.tail()}"
-                )
-            if self.healthy():
-                return
-            if time.monotonic() > deadline:
-                self.kill()
-                raise OperatorError(
-                    f"operator /healthz did not answer within {timeout:.0f} s:\n{self.tail()}"
-                )
-            time.sleep(0.25)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.process is None else self.process.poll()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "operator not started"
-        return self.process.pid
-
-    def _signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no goodbye (as an OOM kill or a lost node)."""
-        if self.process is None:
-            return
-        self._signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self._close_log("killed with SIGKILL")
-
-    def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.process.wait(timeout=30)
-        else:
-            self._signal(signal.SIGKILL)  # strays left in its process group
-        self._close_log(f"stopped (exit {self.process.returncode})")
-
-    def _close_log(self, what: str) -> None:
-        if self._log is not None:
-            self._log.write(f"+ {what}\n".encode())
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> OperatorProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ endpoints
-
-    def _get(self, port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                return int(resp.status), resp.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as e:
-            return int(e.code), e.read().decode("utf-8", "replace")
-
-    def healthy(self) -> bool:
-        try:
-            return self._get(self.health_port, "/healthz", timeout=2.0)[0] == 200
-        except OSError:
-            return False
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
-
-    def metrics(self) -> str:
-        """The Prometheus exposition of ``GET /metrics`` (raises unless 200)."""
-        status, body = self._get(self.metrics_port, "/metrics")
-        if status != 200:
-            raise OperatorError(f"GET {self.metrics_url} returned {status}: {body[:500]}")
-        return body
-
-    # ------------------------------------------------------------------ logs
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        if not self.alive():
-            raise OperatorError(f"operator exited with {self.returncode}:\n{self.tail()}")
 
 
 # ---------------------------------------------------------------------------------
@@ -258,7 +36,6 @@ EXAMPLES_DIR = REPO_ROOT / "examples"
 CRD_FILE = REPO_ROOT / "crds" / "scaledmodel.yaml"
 RELEASE = "tritonscale"
 RELEASE_NAMESPACE = "tritonscale-system"
-LABEL_SM = "tritonscale.io/scaledmodel"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 SPOT_TAINT = {"key": "tritonscale.io/spot", "value": "true", "effect": "NoSchedule"}
 

@@ -41,8 +41,8 @@ from typing import Any
 import pytest
 from tests.fleet.emulator import FleetEmulator, pod_lister
 from tests.fleet.load import CompressedTrace
-from tests.fleet.operator_proc import OperatorProcess
 from tests.fleet.prometheus import FileSDPrometheus
+from tests.harness.operator import OperatorProcess
 from tests.k8s import Cluster
 from tests.k8s.cluster import NODE_POOL_LABEL
 

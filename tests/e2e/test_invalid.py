@@ -212,6 +212,25 @@ def _prometheus_without_config(m: Manifest) -> None:
     m["spec"]["metrics"] = {"source": "prometheus"}
 
 
+def _cascade(tier1: str = "int8", tier2: str = "fp16",
+             curve: list[tuple[float, float, float]] | None = None,
+             last_curve: bool = False) -> Callable[[Manifest], None]:
+    """A two-tier cascade over the example's variants (int8 first, then fp16)."""
+    points = curve if curve is not None else [(0.5, 0.1, 0.76), (0.8, 0.3, 0.762)]
+    below = [{"threshold": t, "escalated": e, "accuracy": a} for t, e, a in points]
+
+    def mutate(m: Manifest) -> None:
+        last: dict[str, Any] = {"variant": tier2}
+        if last_curve:
+            last["escalateBelow"] = below
+        m["spec"]["cascade"] = {
+            "tiers": [{"variant": tier1, "escalateBelow": below}, last],
+            "confidence": {"output": "CONFIDENCE"},
+        }
+
+    return mutate
+
+
 # A broken manifest per CEL rule, keyed by the start of the rule's message, with the
 # field path the error must name.
 CEL_BREAKERS: dict[str, tuple[Callable[[Manifest], None], str]] = {
@@ -240,6 +259,25 @@ CEL_BREAKERS: dict[str, tuple[Callable[[Manifest], None], str]] = {
         _min_over_max, "spec.scaling.minReplicas"),
     "spec.metrics.prometheus: is required when source is prometheus": (
         _prometheus_without_config, "spec.metrics.prometheus"),
+    "spec.routing.parentRefs: is required when mode is gateway": (
+        _set("spec.routing", {"mode": "gateway"}), "spec.routing.parentRefs"),
+    "spec.routing.parentRefs: is only used when mode is gateway": (
+        _set("spec.routing", {"mode": "service", "parentRefs": [{"name": "gw"}]}),
+        "spec.routing.parentRefs"),
+    "spec.cascade.tiers[].variant: must name one of spec.variants": (
+        _cascade(tier2="nope"), "spec.cascade.tiers"),
+    "spec.cascade.tiers[].escalateBelow: the best accuracy of the curve": (
+        _cascade(curve=[(0.5, 0.1, 0.70), (0.8, 0.3, 0.74)]), "spec.cascade.tiers"),
+    "spec.cascade.tiers[].variant: a variant may serve only one tier": (
+        _cascade(tier2="int8"), "spec.cascade.tiers"),
+    "spec.cascade.tiers[].escalateBelow: required on the first tier": (
+        _cascade(last_curve=True), "spec.cascade.tiers"),
+    "spec.cascade.tiers[].escalateBelow: thresholds must be strictly ascending": (
+        _cascade(curve=[(0.8, 0.1, 0.76), (0.5, 0.3, 0.762)]),
+        "spec.cascade.tiers[0].escalateBelow"),
+    "spec.cascade.tiers[].escalateBelow: escalated must not decrease": (
+        _cascade(curve=[(0.5, 0.3, 0.76), (0.8, 0.1, 0.762)]),
+        "spec.cascade.tiers[0].escalateBelow"),
     "spec.metrics.prometheus.url: must be a base URL": (
         _set("spec.metrics.prometheus.url", "http://169.254.169.254/latest/meta-data#"),
         "spec.metrics.prometheus.url"),

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import yaml
+from tests.harness.net import free_port
 
 from .pki import CertFiles, Pki
 
@@ -84,13 +84,6 @@ CONTROLLERS = (
 
 class ClusterError(RuntimeError):
     """The control plane failed to start, or a command against it failed."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from tests.harness.net import free_port
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 PROMETHEUS_BIN = os.environ.get("TRITONSCALE_PROMETHEUS_BIN", "/usr/bin/prometheus")
@@ -41,13 +41,6 @@ INSTALL_HINT = "run hack/install-triton-prometheus.sh"
 
 class ServerSetupError(RuntimeError):
     """A real server could not be found or started."""
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_status(url: str, timeout: float = 1.0) -> int | None:

@@ -43,6 +43,7 @@ class FakeKube:
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.routes: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.route_crds_missing = False
+        self.missing_route_kinds: set[str] = set()
         self.scaledmodels: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.status_patches: list[dict[str, Any]] = []
@@ -138,7 +139,7 @@ class FakeKube:
             self.services[key] = copy.deepcopy(dict(obj))
             return copy.deepcopy(dict(obj))
         if obj["kind"] in ("HTTPRoute", "GRPCRoute"):
-            if self.route_crds_missing:
+            if self.route_crds_missing or obj["kind"] in self.missing_route_kinds:
                 raise KubeAPIError(404, "NotFound", "the server could not find the requested "
                                    "resource")
             self.routes[(obj["kind"], *key)] = copy.deepcopy(dict(obj))

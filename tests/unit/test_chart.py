@@ -334,6 +334,54 @@ def test_ha_namespaced_uses_namespaced_peering() -> None:
     assert grants(cluster_role) == NAMESPACED_CLUSTER_READ
 
 
+def test_shards_render_one_deployment_and_peering_per_shard() -> None:
+    """shards: 2 -> two Deployments with disjoint selectors, each passing its shard
+    and its own peering name; one peering object and one PDB per shard."""
+    docs = rendered("shards")
+    deps = sorted(of_kind(docs, "Deployment"), key=lambda d: d["metadata"]["name"])
+    assert [d["metadata"]["name"] for d in deps] == [
+        "ts-tritonscale-shard-0", "ts-tritonscale-shard-1"]
+    selectors = []
+    for i, dep in enumerate(deps):
+        assert dep["spec"]["replicas"] == 2  # active + standby
+        sel = dep["spec"]["selector"]["matchLabels"]
+        assert sel["tritonscale.io/shard"] == str(i)
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert all(pod_labels.get(k) == v for k, v in sel.items())
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        assert "--shards=2" in c["args"] and f"--shard={i}" in c["args"]
+        assert f"--peering=tritonscale-shard-{i}" in c["args"]
+        selectors.append(sel)
+    assert selectors[0] != selectors[1]
+    peerings = sorted(p["metadata"]["name"] for p in of_kind(docs, "ClusterKopfPeering"))
+    assert peerings == ["tritonscale-shard-0", "tritonscale-shard-1"]
+    pdbs = {p["metadata"]["name"]: p for p in of_kind(docs, "PodDisruptionBudget")}
+    for dep in deps:
+        assert pdbs[dep["metadata"]["name"]]["spec"]["selector"] == dep["spec"]["selector"]
+    # The metrics Service still reaches every shard's pods.
+    svc = one(docs, "Service")
+    for dep in deps:
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+
+
+def test_one_shard_renders_as_before() -> None:
+    """shards: 1 keeps the Deployment's name and selector (selectors are immutable:
+    an upgrade must not have to recreate the Deployment)."""
+    dep = one(rendered("default"), "Deployment")
+    assert dep["metadata"]["name"] == "ts-tritonscale"
+    assert "tritonscale.io/shard" not in dep["spec"]["selector"]["matchLabels"]
+    assert not any(a.startswith("--shard") for a in container(rendered("default"))["args"])
+
+
+def test_namespaced_shards_get_a_peering_per_shard_and_namespace() -> None:
+    docs = template("--set", "shards=3", "--set", "peering.enabled=true",
+                    "--set", "watchNamespaces={a,b}")
+    names = sorted((p["metadata"]["namespace"], p["metadata"]["name"])
+                   for p in of_kind(docs, "KopfPeering"))
+    assert names == [(ns, f"tritonscale-shard-{i}") for ns in "ab" for i in range(3)]
+
+
 def test_replicas_above_one_without_peering_fail() -> None:
     proc = run_helm("template", "ts", str(CHART), "--set", "replicaCount=2", check=False)
     assert proc.returncode != 0
@@ -345,6 +393,8 @@ def test_replicas_above_one_without_peering_fail() -> None:
     ("args", "needle"),
     [
         (["--set", "replicaCount=-1"], "replicaCount"),
+        (["--set", "shards=0"], "shards"),
+        (["--set", "shards=two"], "shards"),
         (["--set", "replicaCuont=1"], "replicaCuont"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
         (["--set", "metrics.port=70000"], "port"),

@@ -602,30 +602,22 @@ def test_status_cache_dropped_after_failed_write(kube: FakeKube, r: Reconciler) 
     assert status(kube)["observedGeneration"] == 2
 
 
-def test_timer_handler_skips_ticks_that_are_not_due(
-    kube: FakeKube, r: Reconciler, clock: Clock, monkeypatch: pytest.MonkeyPatch
+def test_tick_loop_skips_models_that_are_not_due(
+    kube: FakeKube, r: Reconciler, clock: Clock
 ) -> None:
-    """on_tick asks ``due`` first: a tick before intervalSeconds neither copies the
-    body nor reconciles (at 2,000 models most ticks are such no-ops)."""
-    import logging
+    """The operator-wide loop asks ``due`` (two reads of the body) before handing a
+    model to a worker: at a slot boundary before intervalSeconds passed (a spec change
+    decided just now) nothing is queued and nothing is called."""
+    from tritonscale.core.fleet import phase
+    from tritonscale.handlers.ticker import TickLoop
 
-    import kopf
-
-    from tritonscale.handlers import lifecycle
-
-    memo = kopf.Memo(reconciler=r)
-    log = logging.getLogger("test")
-    lifecycle.on_tick(body=body(kube), memo=memo, logger=log)
-    assert kube.deployment_names() == ["resnet50-int8-t4-spot"]
-    copies: list[Any] = []
-    real_plain = lifecycle.plain
-    monkeypatch.setattr(lifecycle, "plain", lambda obj: copies.append(1) or real_plain(obj))
+    b = body(kube)
+    r.reconcile(b)
     kube.reset_calls()
-    clock.t += 5
-    assert not r.due(body(kube))
-    lifecycle.on_tick(body=body(kube), memo=memo, logger=log)
-    assert copies == [] and kube.calls == []
-    clock.t += 11
-    assert r.due(body(kube))
-    lifecycle.on_tick(body=body(kube), memo=memo, logger=log)
-    assert copies and kube.calls
+    loop = TickLoop(entries=lambda: [b], tick=lambda body: None, due=r.due, clock=clock)
+    start = clock.t - (clock.t % 15) + phase(UID, 15)  # a slot boundary of this model
+    assert loop.scan(start - 0.5, start + 0.5) == []  # decided < 15 s ago
+    clock.t += 15
+    assert not loop.scan(clock.t - 0.5, clock.t)  # due, but no slot boundary passed
+    assert loop.scan(start + 14.5, start + 15.5) == [b]
+    assert kube.calls == []

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import socket
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.harness.net import free_port
 
 from tritonscale.adapters.metrics import OperatorMetrics
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
@@ -173,15 +173,8 @@ def test_metric_names_cover_what_is_rendered(m: OperatorMetrics) -> None:
         assert required in names_present(m), required
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_serve_exposes_metrics_over_http(m: OperatorMetrics) -> None:
-    port = _free_port()
+    port = free_port()
     m.observe_decision(NS, SM, decision(), 0.1)
     m.serve(port, addr="127.0.0.1")
     m.serve(port, addr="127.0.0.1")  # idempotent: no "address in use"

@@ -144,6 +144,10 @@ def test_missing_gateway_api_crds_is_a_clear_condition(
     c = cond(kube, "Routed")
     assert c["status"] == "False" and c["reason"] == "GatewayAPIMissing"
     assert "HTTPRoute" in c["message"] and "Gateway API CRDs" in c["message"]
+    assert [e for e in kube.events if e[:2] == ("Warning", "GatewayAPIMissing")]
+    kube.reset_calls()
+    r.reconcile(body(kube), decide=False)
+    assert not [e for e in kube.events if e[1] == "GatewayAPIMissing"]  # once per change
     # Nothing can route through a gateway: transitions are not held back.
     kube.set_ready("resnet50-int8-t4-spot")
     use_plan(monkeypatch, Placement("int8", "l4-spot", 1))
@@ -234,3 +238,23 @@ def test_back_to_service_mode_removes_routes_and_placement_services(
     kube.reset_calls()
     r2.reconcile(body(kube))  # done once: no more route calls
     assert not [c for c in kube.calls if "Route" in c[1]]
+
+
+def test_missing_grpcroute_crd_alone_keeps_make_before_break(
+    kube: FakeKube, r: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPRoute exists (and carries traffic), GRPCRoute's CRD does not: deletions still
+    wait for the HTTPRoute's zero weight."""
+    kube.missing_route_kinds = {"GRPCRoute"}
+    use_plan(monkeypatch, Placement("int8", "t4-spot", 1))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-t4-spot")
+    use_plan(monkeypatch, Placement("int8", "l4-spot", 1))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-l4-spot")
+    assert cond(kube, "Routed")["reason"] == "GatewayAPIMissing"
+    assert "GRPCRoute" in cond(kube, "Routed")["message"]
+    out = r.reconcile(body(kube), decide=False)
+    assert out.deleted == ()
+    assert weights(kube)["resnet50-int8-t4-spot"] == 0
+    assert r.reconcile(body(kube), decide=False).deleted == ("resnet50-int8-t4-spot",)

@@ -67,17 +67,22 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_handlers_registered() -> None:
+    """No timers or daemons (Kopf would force its finalizer on every ScaledModel) and
+    no handler that needs a finalizer: deletion never waits for the operator."""
     import kopf
 
     from tritonscale.handlers import lifecycle
 
     registry = kopf.get_default_registry()
     changing = {h.id: h for h in registry._changing.get_all_handlers()}
-    assert {"on_create", "on_update/spec", "on_resume", "on_delete"} <= set(changing)
-    assert changing["on_delete"].requires_finalizer is False  # GC does the cleanup
-    assert "on_tick" in {h.id for h in registry._spawning.get_all_handlers()}
-    assert "on_deployment" in {h.id for h in registry._watching.get_all_handlers()}
-    assert {"configure", "reconciler"} <= {h.id for h in registry._activities.get_all_handlers()}
+    assert {"on_create", "on_update/spec", "on_resume"} == set(changing)
+    assert not any(h.requires_finalizer for h in changing.values())
+    assert list(registry._spawning.get_all_handlers()) == []
+    assert {"on_deployment"} == {h.id for h in registry._watching.get_all_handlers()}
+    assert {"scaledmodels", "deployments_by_model"} <= {
+        h.id for h in registry._indexing.get_all_handlers()}
+    assert {"configure", "start_ticking", "stop_ticking", "reconciler"} <= {
+        h.id for h in registry._activities.get_all_handlers()}
     assert lifecycle.plain({"a": [{"b": (1, 2)}]}) == {"a": [{"b": [1, 2]}]}
 
 
@@ -87,22 +92,48 @@ def test_startup_settings() -> None:
     from tritonscale.handlers import lifecycle
 
     settings = kopf.OperatorSettings()
-    lifecycle.configure(settings=settings, memo=kopf.Memo(max_workers=8))
+    lifecycle.configure(settings=settings, memo=kopf.Memo(max_workers=8, peering_lifetime=7))
     assert settings.execution.max_workers == 8
     assert settings.posting.level == logging.WARNING
+    assert settings.peering.lifetime == 7
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
 
 
-def test_quiet_ticks_filter() -> None:
-    f = runcmd.QuietTicks()
+def test_shard_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--shard/--shards reach the handlers' filters through the memo (no environment)."""
+    import kopf
 
-    def rec(level: int, msg: str) -> logging.LogRecord:
-        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+    from tritonscale.adapters import kube
+    from tritonscale.core.fleet import Shard
+    from tritonscale.handlers import lifecycle
 
-    assert not f.filter(rec(logging.INFO, "Timer 'on_tick' succeeded."))
-    assert f.filter(rec(logging.ERROR, "Timer 'on_tick' failed with an exception."))
-    assert f.filter(rec(logging.INFO, "Handler 'on_create' succeeded."))
+    class StubKube:
+        def list_pods(self, namespace: str, name: str) -> list[Any]:
+            return []
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kube.KubeAdapter, "from_environment",
+                        classmethod(lambda cls, **kw: StubKube()))
+    monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(kopf, "configure", lambda **kw: None)
+    args = _args("-A", "--metrics-port", "0", "--liveness", "none", "--shards", "3",
+                 "--shard", "2", "--tick-seconds", "0.5", "--peering", "ts-2")
+    assert runcmd.run(args) == 0
+    memo = seen["memo"]
+    assert memo.shard == Shard(2, 3) and memo.tick_seconds == 0.5
+    assert memo.gate.priority == seen["priority"] > 0  # random: identical replicas elect one
+    assert memo.gate.identity == str(seen["identity"])
+    owned = [u for u in (f"uid-{i}" for i in range(300)) if lifecycle.owned_model(u, memo)]
+    assert 60 < len(owned) < 140
+    dep_meta = {"ownerReferences": [{"kind": "ScaledModel", "uid": owned[0]}]}
+    assert lifecycle.owned_deployment(dep_meta, memo)
+    other = next(f"x{i}" for i in range(99) if not Shard(2, 3).owns(f"x{i}"))
+    assert not lifecycle.owned_deployment(
+        {"ownerReferences": [{"kind": "ScaledModel", "uid": other}]}, memo)
+    for bad in (("--shards", "0"), ("--shards", "2", "--shard", "2")):
+        with pytest.raises(SystemExit, match="shard"):
+            runcmd.run(_args("-A", "--metrics-port", "0", "--liveness", "none", *bad))
 
 
 def test_handlers_read_deployments_from_the_index() -> None:

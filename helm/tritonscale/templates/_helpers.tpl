@@ -52,6 +52,33 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
+Name of shard N's Deployment (and PodDisruptionBudget): the full name when the
+operator is not sharded (shards: 1), else "<fullname>-shard-N". Called with
+(list $root N).
+*/}}
+{{- define "tritonscale.shardName" -}}
+{{- $root := index . 0 }}
+{{- if gt (int $root.Values.shards) 1 }}
+{{- printf "%s-shard-%d" (include "tritonscale.fullname" $root | trunc 55 | trimSuffix "-") (int (index . 1)) }}
+{{- else }}
+{{- include "tritonscale.fullname" $root }}
+{{- end }}
+{{- end }}
+
+{{/*
+Kopf peering name of shard N: peering.name, with "-shard-N" when sharded (each
+shard elects its own active replica). Called with (list $root N).
+*/}}
+{{- define "tritonscale.peeringName" -}}
+{{- $root := index . 0 }}
+{{- if gt (int $root.Values.shards) 1 }}
+{{- printf "%s-shard-%d" $root.Values.peering.name (int (index . 1)) }}
+{{- else }}
+{{- $root.Values.peering.name }}
+{{- end }}
+{{- end }}
+
+{{/*
 ServiceAccount name.
 */}}
 {{- define "tritonscale.serviceAccountName" -}}

@@ -22,12 +22,9 @@ from typing import Any
 import urllib3.exceptions
 from urllib3.util.retry import Retry
 
-from tritonscale.core.render import LABEL_SM, MANAGER
+from tritonscale.core.api import GROUP, LABEL_SM, MANAGER, PLURAL, VERSION
 from tritonscale.core.routing import GATEWAY_GROUP, GATEWAY_VERSION, ROUTE_PLURALS
 
-GROUP = "tritonscale.io"
-VERSION = "v1alpha1"
-PLURAL = "scaledmodels"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 # Client-side timeout of every API call (``tritonscale run --api-timeout``).
 DEFAULT_TIMEOUT_SECONDS = 10.0

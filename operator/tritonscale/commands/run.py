@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 import os
+import secrets
 import sys
 from typing import Any
 
@@ -44,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Kopf peering name for high availability (default: standalone)",
     )
     parser.add_argument(
-        "--priority", type=int, default=0, help="peering priority of this replica (default 0)"
+        "--priority", type=int, default=None,
+        help="peering priority of this replica; the highest acts, equal priorities "
+        "pause each other (default: random, so identical replicas elect one)",
     )
     parser.add_argument(
         "--liveness", metavar="URL", default="http://0.0.0.0:8080/healthz",
@@ -55,9 +58,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="port of the operator's Prometheus /metrics (default %(default)s; 0 disables)",
     )
     parser.add_argument(
-        "--tick-seconds", type=float, default=5.0,
-        help="autoscale timer tick; each ScaledModel decides every intervalSeconds "
-        "(default %(default)s)",
+        "--tick-seconds", type=float, default=1.0,
+        help="resolution of the operator-wide tick loop; each ScaledModel decides once "
+        "per its intervalSeconds, at its own phase (default %(default)s)",
+    )
+    parser.add_argument(
+        "--tick-workers", type=int, default=4,
+        help="ticks reconciled concurrently by the tick loop (default %(default)s)",
+    )
+    parser.add_argument(
+        "--shards", type=int, default=1,
+        help="split the ScaledModels over this many operators by uid hash "
+        "(default %(default)s: one owns all)",
+    )
+    parser.add_argument(
+        "--shard", type=int, default=0,
+        help="which share this operator owns, 0 .. shards-1 (default %(default)s); "
+        "give each shard its own --peering name",
+    )
+    parser.add_argument(
+        "--peering-lifetime", type=int, default=60, metavar="SECONDS",
+        help="how long a silent peer counts as alive: the failover delay after a "
+        "replica dies (default %(default)s)",
     )
     parser.add_argument(
         "--pool-stall-seconds", type=float, default=120.0,
@@ -141,24 +163,25 @@ def image_policy(args: argparse.Namespace) -> Any:
 
 def peering_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.peering:
-        return {"standalone": False, "peering_name": args.peering, "priority": args.priority}
+        priority = args.priority
+        if priority is None:
+            priority = secrets.randbelow(2**31 - 1) + 1
+        return {"standalone": False, "peering_name": args.peering, "priority": priority}
     return {"standalone": True}
 
 
-class QuietTicks(logging.Filter):
-    """Drop Kopf's per-object "Timer 'on_tick' succeeded" lines (one per ScaledModel
-    per tick: 400 lines a second at 2,000 models); failures still log."""
+def shard_of_args(args: argparse.Namespace) -> Any:
+    from tritonscale.core.fleet import Shard
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.levelno <= logging.INFO
-            and str(record.msg).startswith("Timer 'on_tick' succeeded")
-        )
+    try:
+        return Shard(args.shard, args.shards)
+    except ValueError as e:
+        raise SystemExit(f"tritonscale run: --shard/--shards: {e}") from e
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ["TRITONSCALE_TICK_SECONDS"] = str(args.tick_seconds)
     import kopf
+    from kopf._core.engines.peering import detect_own_id
 
     from tritonscale.adapters.kube import KubeAdapter
     from tritonscale.adapters.metrics import OperatorMetrics
@@ -167,13 +190,11 @@ def run(args: argparse.Namespace) -> int:
     from tritonscale.handlers.reconcile import Reconciler
     from tritonscale.handlers.signals import SpecSignalSource
     from tritonscale.handlers.telemetry import MetricsListener
+    from tritonscale.handlers.ticker import PeeringGate
 
     fmt = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN,
            "json": kopf.LogFormat.JSON}[args.log_format]
     kopf.configure(verbose=args.verbose, log_format=fmt)
-    if not args.verbose:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(QuietTicks())
     log = logging.getLogger("tritonscale")
     try:
         allowlist = prometheus_allowlist(args)
@@ -211,23 +232,41 @@ def run(args: argparse.Namespace) -> int:
         pool_stall_floor_seconds=args.pool_stall_seconds,
         image_policy=images,
     )
-    memo = kopf.Memo(reconciler=reconciler, max_workers=args.workers, metrics=metrics)
+    shard = shard_of_args(args)
+    scope = scope_kwargs(args)
+    peering = peering_kwargs(args)
+    identity = detect_own_id(manual=False)
+    gate = PeeringGate()
+    if not peering["standalone"]:
+        from tritonscale.adapters.peering import PeeringReader
+
+        gate = PeeringGate(
+            source=PeeringReader(None, args.peering),
+            identity=str(identity), priority=int(peering["priority"]),
+            clusterwide=bool(scope["clusterwide"]),
+        )
+    memo = kopf.Memo(
+        reconciler=reconciler, max_workers=args.workers, metrics=metrics, shard=shard,
+        tick_seconds=args.tick_seconds, tick_workers=args.tick_workers, gate=gate,
+        peering_lifetime=args.peering_lifetime,
+    )
     if args.metrics_port > 0:
         metrics.serve(args.metrics_port)
-    scope = scope_kwargs(args)
     log.info(
-        "tritonscale operator starting: %s, %s, tick %.1fs (handlers: %s)",
+        "tritonscale operator starting: %s, %s, %s, tick loop every %.1fs (handlers: %s)",
         "cluster-wide" if scope["clusterwide"] else f"namespaces {scope['namespaces']}",
-        f"peering {args.peering!r}" if args.peering else "standalone",
-        args.tick_seconds, lifecycle.__name__,
+        f"peering {args.peering!r} priority {peering['priority']} as {identity}"
+        if args.peering else "standalone",
+        shard, args.tick_seconds, lifecycle.__name__,
     )
     liveness = None if args.liveness in ("", "none") else args.liveness
     try:
         kopf.run(
             liveness_endpoint=liveness,
             memo=memo,
+            identity=identity,
             **scope,
-            **peering_kwargs(args),
+            **peering,
         )
     except KeyboardInterrupt:  # pragma: no cover
         return 130

@@ -15,18 +15,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# The API identity lives in core/api.py; re-exported for older imports from here.
+from tritonscale.core.api import ANNOTATION_MODEL as ANNOTATION_MODEL
+from tritonscale.core.api import ANNOTATION_SPEC_HASH as ANNOTATION_SPEC_HASH
+from tritonscale.core.api import API_VERSION as API_VERSION
+from tritonscale.core.api import GROUP as GROUP
+from tritonscale.core.api import KIND as KIND
+from tritonscale.core.api import LABEL_MANAGED_BY as LABEL_MANAGED_BY
+from tritonscale.core.api import LABEL_POOL as LABEL_POOL
+from tritonscale.core.api import LABEL_SM as LABEL_SM
+from tritonscale.core.api import LABEL_VARIANT as LABEL_VARIANT
+from tritonscale.core.api import MANAGER as MANAGER
 from tritonscale.core.spec import NodePool, ScaledModelSpec, Variant
 from tritonscale.core.types import Placement
-
-GROUP = "tritonscale.io"
-API_VERSION = f"{GROUP}/v1alpha1"
-KIND = "ScaledModel"
-MANAGER = "tritonscale"
-
-LABEL_SM = f"{GROUP}/scaledmodel"
-LABEL_VARIANT = f"{GROUP}/variant"
-LABEL_POOL = f"{GROUP}/pool"
-ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
@@ -103,7 +104,7 @@ def labels(sm: str, variant: str | None = None, pool: str | None = None) -> dict
         "app.kubernetes.io/instance": sm,
         "app.kubernetes.io/component": "inference-server",
         "app.kubernetes.io/part-of": "tritonscale",
-        "app.kubernetes.io/managed-by": MANAGER,
+        LABEL_MANAGED_BY: MANAGER,
     }
     out.update(selector_labels(sm, variant, pool))
     return out
@@ -307,7 +308,7 @@ def get_service(owner: Owner, spec: ScaledModelSpec) -> dict[str, Any]:
             "name": owner.name,
             "namespace": owner.namespace,
             "labels": labels(owner.name),
-            "annotations": {"tritonscale.io/model": spec.model.name},
+            "annotations": {ANNOTATION_MODEL: spec.model.name},
             "ownerReferences": [owner.reference()],
         },
         "spec": {

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tritonscale.core import k8sformat as k8s
+from tritonscale.core.api import API_VERSION, KIND
 from tritonscale.core.cascade_spec import Cascade, parse_cascade
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8")
@@ -1011,10 +1012,10 @@ def parse_manifest(doc: Any) -> tuple[str, str, ScaledModelSpec]:
     """Parse a whole ScaledModel object; return (namespace, name, spec)."""
     r = _Reader()
     d = r.obj(doc, "<document>")
-    if d.get("apiVersion") != "tritonscale.io/v1alpha1":
-        r.err("apiVersion", f"must be tritonscale.io/v1alpha1; got {d.get('apiVersion')!r}")
-    if d.get("kind") != "ScaledModel":
-        r.err("kind", f"must be ScaledModel; got {d.get('kind')!r}")
+    if d.get("apiVersion") != API_VERSION:
+        r.err("apiVersion", f"must be {API_VERSION}; got {d.get('apiVersion')!r}")
+    if d.get("kind") != KIND:
+        r.err("kind", f"must be {KIND}; got {d.get('kind')!r}")
     meta = r.obj(d.get("metadata"), "metadata")
     name = r.string(meta, "name", "metadata", required=True)
     if name is not None and (not _OBJECT_NAME.search(name) or len(name) > MAX_PART_NAME):

@@ -13,7 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tritonscale.core.render import LABEL_POOL, LABEL_VARIANT
+from tritonscale.core.api import LABEL_POOL, LABEL_VARIANT
+from tritonscale.core.placement import cost_per_hour
+from tritonscale.core.render import deployment_name
+from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
 
 SPEC_VALID = "SpecValid"
@@ -300,3 +303,74 @@ def status_changed(old: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> b
 def same_decision(old: Any, new: Mapping[str, Any]) -> bool:
     """Is ``new`` (a ``lastDecision``) the recorded one, timestamps aside?"""
     return isinstance(old, Mapping) and _strip(old) == _strip(new)
+
+
+def build_status(
+    *,
+    old: Mapping[str, Any],
+    spec: ScaledModelSpec,
+    name: str,
+    generation: Any,
+    now: float,
+    states: Sequence[PlacementState],
+    plan: Sequence[Placement],
+    draining: bool,
+    target: int,
+    unavailable_pools: Iterable[str] = (),
+    decision: Decision | None = None,
+    observation: Observation | None = None,
+    extra_conditions: Sequence[Condition] = (),
+    drop_conditions: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The status merge patch after one reconcile, from what was decided (``decision``,
+    None when the recorded plan was reused), observed (``observation``) and now exists
+    (``states``, per (variant, pool)); ``old`` is the status the object holds;
+    ``extra_conditions`` (e.g. ``Routed``) follow the built-in ones; conditions of a
+    type in ``drop_conditions`` are removed.
+
+    Pure: the reconciler computes, applies, then writes what this returns."""
+    conds = [Condition(SPEC_VALID, "True", "Valid", "spec is valid")]
+    patch: dict[str, Any] = {}
+    if decision is not None:
+        conds.append(satisfiable_condition(decision))
+        last = decision_status(decision, now)
+        if same_decision(old.get("lastDecision"), last):
+            last["time"] = old["lastDecision"].get("time", last["time"])
+        patch["lastDecision"] = replace_patch(old.get("lastDecision"), last)
+        predicted: dict[str, Any] = {"costPerHour": round(decision.cost_per_hour, 4)}
+        if decision.predicted_latency_ms is not None:
+            predicted["latencyMs"] = round(decision.predicted_latency_ms, 3)
+        patch["predicted"] = replace_patch(old.get("predicted"), predicted)
+        patch["autoscaler"] = replace_patch(old.get("autoscaler"), decision.state)
+    if observation is not None:
+        conds.append(signals_condition(observation))
+        conds.append(
+            slo_condition(observation, spec.slo.latency.target_ms, spec.slo.latency.percentile)
+        )
+        patch["observed"] = replace_patch(old.get("observed"), observed_status(observation, now))
+    conds.append(ready_condition(states, draining, target))
+    conds.extend(extra_conditions)
+    dropped = set(drop_conditions)
+    plan_keys = {p.key for p in plan}
+    known_pools = {p.name for p in spec.node_pools}
+    patch.update(
+        observedGeneration=generation,
+        conditions=merge_conditions(
+            [c for c in old.get("conditions") or () if c.get("type") not in dropped],
+            conds, generation, now),
+        placements=[
+            {"variant": s.variant, "pool": s.pool, "desired": s.desired, "ready": s.ready,
+             "deployment": deployment_name(name, s.variant, s.pool),
+             "planned": s.key in plan_keys}
+            for s in states
+        ],
+        placement=placement_summary(states),
+        unavailablePools=sorted(unavailable_pools),
+        ready=ready_summary(states),
+        readyReplicas=sum(s.ready for s in states),
+        desiredReplicas=sum(s.desired for s in states),
+        costPerHour=round(
+            cost_per_hour(spec, [Placement(s.variant, s.pool, s.desired)
+                                 for s in states if s.pool in known_pools]), 4),
+    )
+    return patch

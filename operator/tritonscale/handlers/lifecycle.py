@@ -1,40 +1,53 @@
 """Kopf wiring: thin handlers that hand the object to the :class:`Reconciler`.
 
 Importing this module registers the handlers in Kopf's default registry;
-``tritonscale run`` imports it and passes the reconciler in ``memo.reconciler``.
+``tritonscale run`` passes everything they need in the memo (``reconciler``,
+``shard``, ``ticks``: the settings are code, not environment variables).
 
 - create / update (spec changed) / resume: reconcile with a fresh decision;
   API failures become ``kopf.TemporaryError`` so Kopf retries with a delay.
-- timer (every ``TRITONSCALE_TICK_SECONDS``, default 5 s): decide again once the
-  ScaledModel's own ``spec.scaling.intervalSeconds`` has passed.
+- ticks: ONE operator-wide loop (:class:`tritonscale.handlers.ticker.TickLoop`,
+  started by :func:`start_ticking`) decides again for each ScaledModel once its
+  ``spec.scaling.intervalSeconds`` passed, at a per-uid phase so 2,000 models do
+  not wake together. It walks :func:`scaledmodels`, Kopf's index of the models this
+  shard owns. There is no per-object Kopf timer: Kopf adds its finalizer to
+  every object with a timer or daemon, and none to objects that only have
+  create/update/resume/event/index handlers.
 - events of owned Deployments: refresh ready counts and finish make-before-break
   transitions as soon as replacements become Ready.
-- delete: nothing to clean up in the cluster (ownerReferences + garbage
-  collection); forget in-memory state. ``optional=True`` would mean no finalizer,
-  but Kopf adds its finalizer anyway to every object that has a timer
-  (nolar/kopf#1074), so deleting a ScaledModel while the operator is down waits
-  for it to come back (docs/quickstart.md, "Deleting while the operator is down").
-  Replacing the per-object timer by one operator-wide loop would remove it.
+- deletion: the operator adds NO finalizer; nothing needs cleaning up outside
+  owner references (garbage collection removes the Deployments and the Service),
+  so a ScaledModel, or the CRD, deletes even while the operator is down. When a
+  model leaves the index (Kopf drops it on the DELETED watch event) the tick loop
+  drops its in-memory state (``Reconciler.forget``).
+- shards (``memo.shard``): every handler and both indexes filter on the uid (the
+  owner's uid for Deployments), so N operators split the ScaledModels.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kopf
 
-from tritonscale.core.render import ANNOTATION_SPEC_HASH, GROUP, LABEL_SM, MANAGER
+from tritonscale.core.api import (
+    ANNOTATION_SPEC_HASH,
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_SM,
+    MANAGER,
+    PLURAL,
+    VERSION,
+)
+from tritonscale.core.fleet import Shard
 from tritonscale.handlers.reconcile import ReconcileError, Reconciler
+from tritonscale.handlers.ticker import PeeringGate, TickLoop
 
-VERSION = "v1alpha1"
-PLURAL = "scaledmodels"
-DEFAULT_TICK_SECONDS = 5.0
-# Kopf timers have a fixed interval, read when this module is imported; each tick
-# only decides when the ScaledModel's own intervalSeconds has passed.
-TICK_SECONDS = float(os.environ.get("TRITONSCALE_TICK_SECONDS") or DEFAULT_TICK_SECONDS)
+DEFAULT_TICK_SECONDS = 1.0
+DEFAULT_TICK_WORKERS = 4
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +69,25 @@ def _reconciler(memo: Any) -> Reconciler:
     return r
 
 
+def _shard(memo: Any) -> Shard:
+    shard = getattr(memo, "shard", None)
+    return shard if isinstance(shard, Shard) else Shard()
+
+
+def owned_model(uid: str | None, memo: Any, **_: Any) -> bool:
+    """Filter of every ScaledModel handler: is this model in our shard?"""
+    return _shard(memo).owns(uid)
+
+
+def owned_deployment(meta: Mapping[str, Any], memo: Any, **_: Any) -> bool:
+    """Filter of the Deployment handlers: is the owning ScaledModel in our shard?"""
+    shard = _shard(memo)
+    if shard.count == 1:
+        return True
+    refs = meta.get("ownerReferences") or []
+    return any(r.get("kind") == "ScaledModel" and shard.owns(r.get("uid")) for r in refs)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # Keep Kopf's bookkeeping in annotations: the CRD's status schema is strict.
@@ -69,11 +101,78 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    lifetime = getattr(memo, "peering_lifetime", None)
+    if lifetime:
+        settings.peering.lifetime = int(lifetime)
+
+
+@kopf.index(GROUP, VERSION, PLURAL, when=owned_model)
+def scaledmodels(uid: str, body: Any, **_: Any) -> dict[str, dict[str, Any]]:
+    """The ScaledModels this shard owns, by uid, as the tick loop reads them: what the
+    reconciler needs (metadata, spec, status), without Kopf's bookkeeping annotations."""
+    meta = body.get("metadata") or {}
+    return {uid: {
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "generation": meta.get("generation"),
+            "labels": plain(meta.get("labels") or {}),
+        },
+        "spec": plain(body.get("spec") or {}),
+        "status": plain(body.get("status") or {}),
+    }}
+
+
+def _bodies(index: Any) -> Iterator[Mapping[str, Any]]:
+    for store in index.values():
+        yield from store
+
+
+@kopf.on.startup()
+async def start_ticking(
+    memo: Any, settings: kopf.OperatorSettings, scaledmodels: Any = None,
+    deployments_by_model: Any = None, **_: Any,
+) -> None:
+    """Start the operator-wide tick loop (one asyncio task for all ScaledModels)."""
+    reconciler = _reconciler(memo)
+
+    def tick(body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        try:
+            reconciler.tick(body, _indexed(
+                deployments_by_model, str(meta.get("namespace")), str(meta.get("name"))))
+        except ReconcileError as e:
+            log.warning("autoscale step of %s/%s failed, retrying next interval: %s",
+                        meta.get("namespace"), meta.get("name"), e)
+
+    gate = getattr(memo, "gate", None)
+    loop = TickLoop(
+        entries=lambda: _bodies(scaledmodels or {}),
+        tick=tick,
+        due=reconciler.due,
+        resolution=float(getattr(memo, "tick_seconds", 0) or DEFAULT_TICK_SECONDS),
+        concurrency=int(getattr(memo, "tick_workers", 0) or DEFAULT_TICK_WORKERS),
+        gate=gate if isinstance(gate, PeeringGate) else PeeringGate(),
+        executor=settings.execution.executor,
+        gone=reconciler.forget,
+    )
+    memo.tick_loop = loop
+    memo.tick_task = asyncio.create_task(loop.run(), name="tritonscale tick loop")
+
+
+@kopf.on.cleanup()
+async def stop_ticking(memo: Any, **_: Any) -> None:
+    task = getattr(memo, "tick_task", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @kopf.index(
     "apps", "v1", "deployments",
-    labels={LABEL_SM: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
+    labels={LABEL_SM: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER},
+    when=owned_deployment,
 )
 def deployments_by_model(
     namespace: str | None, labels: Mapping[str, str], body: Any, **_: Any
@@ -138,47 +237,31 @@ def _spec_handler(body: Any, memo: Any, logger: Any, index: Any = None) -> None:
         logger.warning("invalid spec: %s", "; ".join(out.errors[:5]))
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL, when=owned_model)
 def on_create(
     body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
 ) -> None:
     _spec_handler(body, memo, logger, deployments_by_model)
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=owned_model)
 def on_update(
     body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
 ) -> None:
     _spec_handler(body, memo, logger, deployments_by_model)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=owned_model)
 def on_resume(
     body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
 ) -> None:
     _spec_handler(body, memo, logger, deployments_by_model)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, initial_delay=TICK_SECONDS)
-def on_tick(
-    body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
-) -> None:
-    reconciler = _reconciler(memo)
-    if not reconciler.due(body):
-        return  # most ticks: no copy of the body, no work (2,000 models: ~270 a second)
-    meta = body.get("metadata") or {}
-    try:
-        reconciler.tick(
-            plain(body),
-            _indexed(deployments_by_model, str(meta.get("namespace")), str(meta.get("name"))),
-        )
-    except ReconcileError as e:
-        logger.warning("autoscale step failed, retrying next tick: %s", e)
-
-
 @kopf.on.event(
     "apps", "v1", "deployments",
-    labels={LABEL_SM: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
+    labels={LABEL_SM: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER},
+    when=owned_deployment,
 )
 def on_deployment(
     type: str | None, body: Any, memo: Any, deployments_by_model: Any = None, **_: Any
@@ -192,11 +275,6 @@ def on_deployment(
         )
     except ReconcileError as e:
         log.warning("refresh after a Deployment event failed: %s", e)
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def on_delete(uid: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    _reconciler(memo).forget(uid, namespace or "", name)
 
 
 @kopf.on.probe(id="reconciler")

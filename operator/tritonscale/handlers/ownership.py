@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tritonscale.core.render import MANAGER
+from tritonscale.core.api import LABEL_MANAGED_BY, MANAGER
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = LABEL_MANAGED_BY
 REASON = "OwnershipConflict"
 
 

@@ -24,13 +24,12 @@ from typing import Any
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import admission
 from tritonscale.core import status as st
+from tritonscale.core.api import ANNOTATION_SPEC_HASH, API_VERSION, KIND, LABEL_SM
 from tritonscale.core.autoscale import decide
-from tritonscale.core.placement import cost_per_hour, plan_transition
+from tritonscale.core.fleet import interval_of
+from tritonscale.core.placement import plan_transition
 from tritonscale.core.render import (
-    ANNOTATION_SPEC_HASH,
-    API_VERSION,
     DEFAULT_OPTIONS,
-    KIND,
     Owner,
     RenderOptions,
     deployment_name,
@@ -204,7 +203,7 @@ class Reconciler:
         body: Mapping[str, Any],
         deployments: Sequence[Mapping[str, Any]] | None = None,
     ) -> Outcome | None:
-        """Autoscale timer: decide again once ``spec.scaling.intervalSeconds`` passed."""
+        """Autoscale tick: decide again once ``spec.scaling.intervalSeconds`` passed."""
         if not self.due(body):
             return None
         return self.reconcile(body, decide=True, deployments=deployments)
@@ -212,8 +211,8 @@ class Reconciler:
     def due(self, body: Mapping[str, Any]) -> bool:
         """Has ``spec.scaling.intervalSeconds`` passed since the last decision?
 
-        Cheap (reads two fields of ``body``, a Kopf view or a dict), so the timer
-        asks it before copying the body: most ticks have nothing to do."""
+        Cheap (reads two fields of ``body``), so the tick loop asks it before handing
+        the body to a worker."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         now = self.clock()
@@ -224,7 +223,7 @@ class Reconciler:
                 now < blocked.until):
             return False  # a permanent failure: wait for a spec change
         last = self._last_decided.get(uid)
-        return last is None or now - last >= _interval(body)
+        return last is None or now - last >= interval_of(body)
 
     def refresh(
         self,
@@ -258,7 +257,7 @@ class Reconciler:
         """A Deployment we own changed: refresh its ScaledModel when counts moved."""
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
-        sm = labels.get("tritonscale.io/scaledmodel")
+        sm = labels.get(LABEL_SM)
         namespace = meta.get("namespace")
         if not sm or not namespace:
             return None
@@ -567,54 +566,18 @@ class Reconciler:
             raise ReconcileError(f"reconciling {ns}/{name}: {e}") from e
 
         states_after = sorted(after.values(), key=lambda s: s.key)
-        conds = [st.Condition(st.SPEC_VALID, "True", "Valid", "spec is valid")]
-        patch: dict[str, Any] = {}
-        if decision is not None:
-            conds.append(st.satisfiable_condition(decision))
-            last = st.decision_status(decision, now)
-            if st.same_decision(status.get("lastDecision"), last):
-                last["time"] = status["lastDecision"].get("time", last["time"])
-            patch["lastDecision"] = st.replace_patch(status.get("lastDecision"), last)
-            predicted: dict[str, Any] = {"costPerHour": round(decision.cost_per_hour, 4)}
-            if decision.predicted_latency_ms is not None:
-                predicted["latencyMs"] = round(decision.predicted_latency_ms, 3)
-            patch["predicted"] = st.replace_patch(status.get("predicted"), predicted)
-            patch["autoscaler"] = st.replace_patch(status.get("autoscaler"), decision.state)
-        if obs is not None:
-            conds.append(st.signals_condition(obs))
-            conds.append(
-                st.slo_condition(obs, spec.slo.latency.target_ms, spec.slo.latency.percentile)
-            )
-            patch["observed"] = st.replace_patch(
-                status.get("observed"), st.observed_status(obs, now)
-            )
-        conds.append(st.ready_condition(states_after, tr.draining or deletions != tr.delete,
-                                        tr.target))
-        if routed is not None:
-            conds.append(routed)
-        plan_keys = {p.key for p in plan}
-        patch.update(
-            observedGeneration=generation,
-            conditions=st.merge_conditions(
-                [c for c in status.get("conditions") or ()
-                 if not (unrouted and c.get("type") == ROUTED)],
-                conds, generation, now),
-            placements=[
-                {"variant": s.variant, "pool": s.pool, "desired": s.desired, "ready": s.ready,
-                 "deployment": deployment_name(name, s.variant, s.pool),
-                 "planned": s.key in plan_keys}
-                for s in states_after
-            ],
-            placement=st.placement_summary(states_after),
-            unavailablePools=sorted(down),
-            ready=st.ready_summary(states_after),
-            readyReplicas=sum(s.ready for s in states_after),
-            desiredReplicas=sum(s.desired for s in states_after),
-            costPerHour=round(
-                cost_per_hour(spec, [Placement(s.variant, s.pool, s.desired)
-                                     for s in states_after if s.pool in known_p]), 4),
+        patch = st.build_status(
+            old=status, spec=spec, name=name, generation=generation, now=now,
+            states=states_after, plan=plan, draining=tr.draining or deletions != tr.delete,
+            target=tr.target, unavailable_pools=down, decision=decision, observation=obs,
+            extra_conditions=[routed] if routed is not None else [],
+            drop_conditions=[ROUTED] if unrouted else [],
         )
         running_cost = float(patch["costPerHour"])
+        if routed is not None and routed.status == "False":
+            was = st.condition(status.get("conditions"), ROUTED)
+            if was.get("reason") != routed.reason:
+                self._event(involved, "Warning", routed.reason, routed.message)
         written = self._write_status(ns, name, uid, status, patch)
         if decision is not None:
             self._decision_events(involved, status, decision, prev_plan)
@@ -660,6 +623,7 @@ class Reconciler:
             self._route_hash.pop(uid, None)
             return (), st.Condition(ROUTED, "False", ownership.REASON,
                                     "; ".join(c.message(owner.name) for c in clash))
+        routes_applied = 0
         for obj in objs:
             try:
                 self.kube.apply(obj)
@@ -668,16 +632,22 @@ class Reconciler:
                     raise
                 self._route_hash.pop(uid, None)
                 if e.not_found:
-                    self._route_weights[uid] = {}
-                    return tuple(delete), st.Condition(
+                    missing = st.Condition(
                         ROUTED, "False", "GatewayAPIMissing",
                         f"spec.routing.mode is gateway but the API server has no "
                         f"{obj['apiVersion']} {obj['kind']} (install the Gateway API CRDs): "
                         f"{e}")
+                    if routes_applied:  # another route kind exists and carries traffic
+                        self._route_weights[uid] = weights
+                        return delete_now, missing
+                    self._route_weights[uid] = {}
+                    return tuple(delete), missing
                 return delete_now, st.Condition(
                     ROUTED, "False", "RouteApplyFailed",
                     f"applying {obj['kind']} {owner.namespace}/{owner.name} failed, will "
                     f"retry: {e}")
+            if obj["kind"] != "Service":
+                routes_applied += 1
         self._route_hash[uid] = (h, now)
         self._route_weights[uid] = weights
         return delete_now, _routed_ok(weights, later)
@@ -805,14 +775,6 @@ def _routed_ok(weights: Mapping[tuple[str, str], int],
         msg += "; draining (weight 0, deleted next pass): " + ", ".join(
             f"{v}@{p}" for v, p in later)
     return st.Condition(ROUTED, "True", "RoutesApplied", msg)
-
-
-def _interval(body: Mapping[str, Any]) -> float:
-    try:
-        v = float(((body.get("spec") or {}).get("scaling") or {}).get("intervalSeconds") or 15)
-    except (TypeError, ValueError):
-        return 15.0
-    return max(1.0, v)
 
 
 def _same(cur: Mapping[str, Any], want: Mapping[str, Any]) -> bool:

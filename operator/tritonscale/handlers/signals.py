@@ -24,7 +24,7 @@ from typing import Any
 from tritonscale.adapters.prometheus import PrometheusSignals, is_query_failure
 from tritonscale.adapters.signals import GroupKey, Signals, to_observation
 from tritonscale.adapters.triton import MetricsScraper, aggregate_groups
-from tritonscale.core.render import LABEL_POOL, LABEL_VARIANT
+from tritonscale.core.api import LABEL_POOL, LABEL_VARIANT
 from tritonscale.core.spec import PrometheusSource, ScaledModelSpec
 from tritonscale.core.types import Observation
 
