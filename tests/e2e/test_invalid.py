@@ -301,40 +301,7 @@ def _safe(*entries: tuple[str, str, int], floor: float | None = None
     return mutate
 
 
-def _cascade(mutate: Callable[[dict[str, Any]], Any]) -> Callable[[Manifest], None]:
-    """Give the example a valid cascade (int8 first, fp16 for the unsure), then break it."""
-    def apply(m: Manifest) -> None:
-        m["spec"]["cascade"] = {
-            "tiers": [
-                {"variant": "int8", "escalateBelow": [
-                    {"threshold": 0.5, "escalated": 0.1, "accuracy": 0.76},
-                    {"threshold": 0.8, "escalated": 0.3, "accuracy": 0.765}]},
-                {"variant": "fp16"},
-            ],
-            "confidence": {"output": "CONFIDENCE"},
-        }
-        mutate(m["spec"]["cascade"])
-    return apply
-
-
 CEL_BREAKERS.update({
-    "spec.cascade.tiers[].variant: must name one of": (
-        _cascade(lambda c: c["tiers"][1].update(variant="fp8")), "spec"),
-    "spec.cascade.tiers[].variant: a variant may serve only one tier": (
-        _cascade(lambda c: c["tiers"][1].update(variant="int8")), "spec.cascade"),
-    "spec.cascade.tiers[].escalateBelow: required on the first tier": (
-        _cascade(lambda c: c["tiers"][1].update(
-            escalateBelow=[{"threshold": 0.5, "escalated": 0.1, "accuracy": 0.8}])),
-        "spec.cascade"),
-    "spec.cascade.tiers[].escalateBelow: thresholds must be strictly ascending": (
-        _cascade(lambda c: c["tiers"][0]["escalateBelow"][1].update(threshold=0.5)),
-        "spec.cascade"),
-    "spec.cascade.tiers[].escalateBelow: escalated must not decrease": (
-        _cascade(lambda c: c["tiers"][0]["escalateBelow"][1].update(escalated=0.05)),
-        "spec.cascade"),
-    "spec.cascade.tiers[].escalateBelow: the best accuracy of the curve": (
-        _cascade(lambda c: [p.update(accuracy=0.74) for p in c["tiers"][0]["escalateBelow"]]),
-        "spec"),
     "spec.routing.parentRefs: is required when mode is gateway": (
         _set("spec.routing", {"mode": "gateway"}), "spec.routing.parentRefs"),
     "spec.routing.parentRefs: is only used when mode is gateway": (
