@@ -12,13 +12,22 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
-from realservers import MODELS_DIR, TritonServer, find_triton
+from realservers import (
+    MODELS_DIR,
+    PrometheusServer,
+    ScrapeTarget,
+    TritonServer,
+    find_triton,
+    prometheus_query,
+    wait_until_scraped,
+)
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -102,3 +111,120 @@ def test_profile_cascade_measures_the_curve_on_the_live_models(digits: Any) -> N
                     "confidence": {"output": "CONFIDENCE"}},
     })
     assert spec.cascade is not None and len(spec.cascade.points) == 4
+
+
+# ------------------------------------------------------------------ the router, for real
+
+ROUTER = "digits_cascade"
+ROUTER_SOURCE = ROOT / "operator" / "tritonscale" / "data" / "router" / "model.py"
+
+
+def _router_config(tier2_url: str, threshold_file: Path) -> str:
+    params = {
+        "tier1_model": TIER1, "tier2_url": tier2_url, "tier2_model": TIER2,
+        "confidence_output": "CONFIDENCE", "threshold": "0.5",
+        "threshold_file": str(threshold_file), "tier2_timeout_s": "10",
+    }
+    body = "\n".join(
+        f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
+        for k, v in params.items())
+    return f"""name: "{ROUTER}"
+backend: "python"
+max_batch_size: 64
+input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 64 ] }} ]
+output [
+  {{ name: "LABEL" data_type: TYPE_INT32 dims: [ 1 ] }},
+  {{ name: "CONFIDENCE" data_type: TYPE_FP32 dims: [ 1 ] }}
+]
+dynamic_batching {{ max_queue_delay_microseconds: 1000 }}
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+{body}
+"""
+
+
+def _ask(url: str, x: np.ndarray) -> np.ndarray:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url, connection_timeout=30, network_timeout=30)
+    try:
+        labels = []
+        for i in range(0, len(x), 32):
+            part = np.ascontiguousarray(x[i:i + 32])
+            t = httpclient.InferInput("INPUT", list(part.shape), "FP32")
+            t.set_data_from_numpy(part)
+            res = client.infer(ROUTER, [t])
+            labels.append(res.as_numpy("LABEL").reshape(-1))
+        return np.concatenate(labels)
+    finally:
+        client.close()
+
+
+def test_router_escalates_changes_threshold_live_and_prometheus_scrapes_it(
+    digits: Any, real_log_dir: Path
+) -> None:
+    tier2, sample, _acc1, _acc2 = digits
+    data = np.load(sample)
+    x, y = data["x"], data["y"]
+    workdir = real_log_dir / "triton-router"
+    workdir.mkdir(parents=True, exist_ok=True)
+    thr_file = workdir / "threshold"
+    thr_file.write_text("0.5\n")
+    server = TritonServer(workdir=workdir, models=[TIER1, ROUTER], install=find_triton())
+    server.repo.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(tier2.repo / TIER1, server.repo / TIER1)
+    (server.repo / ROUTER / "1").mkdir(parents=True)
+    shutil.copy2(ROUTER_SOURCE, server.repo / ROUTER / "1" / "model.py")
+    (server.repo / ROUTER / "config.pbtxt").write_text(
+        _router_config(f"http://{tier2.url}", thr_file))
+    server.start()
+    prom = PrometheusServer(workdir / "prom", [
+        ScrapeTarget(f"127.0.0.1:{server.metrics_port}", {"namespace": "t"})])
+    try:
+        prom.start()
+        wait_until_scraped(prom, 1)
+        # Ground truth from tier 1 and tier 2 alone: what the router must reproduce.
+        conf, r1, r2 = _answers(tier2, x, y)
+        for thr in (0.5, 0.9):
+            thr_file.write_text(f"{thr}\n")  # no restart: the router re-reads it
+            before = _counter(server, "tritonscale_cascade_escalated_total")
+            got = _ask(server.url, x)
+            esc = _counter(server, "tritonscale_cascade_escalated_total") - before
+            want_esc = int(np.count_nonzero(conf < thr))
+            assert esc == want_esc, (thr, esc, want_esc)
+            want_acc = float(np.mean(np.where(conf < thr, r2, r1)))
+            assert float(np.mean(got == y)) == pytest.approx(want_acc, abs=1e-9), thr
+        assert _counter(server, "tritonscale_cascade_fallback_total") == 0
+        # Prometheus scrapes the escalation counters from the metrics port.
+        deadline = time.monotonic() + 30
+        seen = 0.0
+        while time.monotonic() < deadline:
+            res = prometheus_query(prom.url, "tritonscale_cascade_escalated_total")
+            seen = float(res[0]["value"][1]) if res else 0.0  # type: ignore[index]
+            if seen >= _counter(server, "tritonscale_cascade_escalated_total"):
+                break
+            time.sleep(0.5)
+        assert seen == _counter(server, "tritonscale_cascade_escalated_total") > 0
+    finally:
+        prom.stop()
+        server.stop()
+
+
+def _answers(server: TritonServer, x: np.ndarray, y: np.ndarray) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray]:
+    from tritonscale.adapters.cascade_profiler import measure
+
+    a = measure(server.url, TIER1, server.url, TIER2, x, y, input_name="INPUT",
+                confidence="CONFIDENCE", label="LABEL")
+    return a.confidence, a.tier1_right, a.tier2_right
+
+
+def _counter(server: TritonServer, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
