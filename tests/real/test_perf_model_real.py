@@ -22,37 +22,23 @@ request.  Two measurements of it:
   before each load, which resets them).
 
 Tolerance (relative error e = (predicted - measured) / measured, per percentile and
-load, against both measurements): -0.45 <= e <= +0.20.  The issue's goal is |e| <= 0.20;
-benchmarks/bench_perf_real.py reports it per point.  On this machine the model is
-optimistic by 0-35 %: within 20 % at p50 at 30 % and at p95/p99 at 80 % of capacity,
-20-35 % low elsewhere, for reasons measured while writing this test:
+load): |e| <= 0.25 against Triton's own summary, -0.35 <= e <= +0.25 against the
+overhead-corrected client view.  The issue's goal is |e| <= 0.20; benchmarks/
+bench_perf_real.py reports it per point and docs/comparison.md shows its table
+(5/5 loads within 20 %, worst |e| 16 %, on 2026-11-30).  The margin over the goal is
+for this 2-core machine, whose load average is often above 10: p99 comes from 400-900
+samples per load, and the client's view (a Python load generator sharing the cores)
+once showed a single-point p99 spike of -68 % while Triton's summary of the same
+requests stayed within 20 %.
 
-1. the closed form vs an exact simulation of the batcher it describes (the
-   simulator's batch loop): up to 12-15 % low at p95/p99 at 30-55 %
-   (tests/unit/test_perf.py allows 25 %);
-2. real Triton queues longer than that batcher.  At 55 % its mean queue time was
-   60 ms where the simulator fed the very arrival times the client sent gives ~36 ms,
-   its batches are smaller than simulated, and its percentiles fall between two
-   simulated batchers: "the next batch forms when the instance frees up" (the
-   model's) and "the next batch forms, after the queue delay, while the instance is
-   still busy".  Triton's dynamic batcher does prefetch batches for a busy instance
-   (up to 2 per instance, RateLimiter::PayloadSlotAvailable) and is meant to grow a
-   queued one until it runs (DynamicBatchScheduler::GetDynamicBatch); smaller
-   batches and longer queues say the growth is partial here.  A constant per-batch
-   overhead does not explain it (it would make batches larger).  It matters because
-   with small batches the instance is busy 74-100 % of the time at 30-80 % of the
-   full-batch capacity;
-3. p99 from 400-900 samples per load, on a machine with a load average above 10.
-
-So the optimistic side allows 45 % (predicted >= 0.55 x measured: ~0.85 / 1.30 for 1
-and 2, and 10 % for 3); the pessimistic side keeps the goal's 20 %: nothing known makes
-the model pessimistic, and a pessimistic model wastes money.  Loose as the optimistic
-side is, it fails if the model loses queueing (at 80 % its p99 without the queueing
-term is 173 ms against ~330 ms measured: e ~ -0.48) or turns pessimistic.  The finer
+What made the model meet the goal (it was 20-35 % optimistic before): Triton
+prepares the next batch while the instance computes, and that prepared batch stops
+growing part-way through the running batch (core/batcher.py, TRITON_GROWTH = 0.5)
+instead of taking everything queued when the instance frees up; and a request at
+the p-th percentile rides in a larger-than-mean batch (core/perf.py).  The finer
 checks do not depend on latency noise: the mean batch size in Triton's statistics
-must match the model's fixed point within 20 % (measured 2 % to 13 % below it: Triton
-prefetches batches, see 2; the former fixed point was 19 % low at 30 %), and the
-compute time per batch must match S(b) of the profile within 15 %.
+must match the model's fixed point within 20 %, and the compute time per batch must
+match S(b) of the profile within 15 %.
 """
 
 from __future__ import annotations
@@ -81,8 +67,8 @@ pytestmark = pytest.mark.triton
 
 TIMING = Timing(base_ms=40.0, per_item_ms=10.0, max_batch=8, queue_delay_us=10_000)
 LOADS = ((0.30, 30.0), (0.55, 20.0), (0.80, 16.0))  # fraction of capacity, seconds
-OPTIMISTIC = 0.45  # predicted >= 0.55 x measured
-PESSIMISTIC = 0.20  # the goal
+OPTIMISTIC = {"server": 0.25, "client": 0.35}  # see the docstring
+PESSIMISTIC = 0.25
 BATCH_TOLERANCE = 0.20
 COMPUTE_TOLERANCE = 0.15
 
@@ -137,8 +123,8 @@ def test_prediction_matches_measured_percentiles(server: TritonServer, profile: 
             )
         )
     print(
-        f"\nidle client overhead {overhead:.2f} ms; tolerance -{OPTIMISTIC:.0%}.."
-        f"+{PESSIMISTIC:.0%} (goal +-20 %); "
+        f"\nidle client overhead {overhead:.2f} ms; tolerance -{OPTIMISTIC['server']:.0%}"
+        f"(client -{OPTIMISTIC['client']:.0%})..+{PESSIMISTIC:.0%} (goal +-20 %); "
         f"max_throughput_rps {perf.max_throughput_rps(profile):.1f}"
     )
     print(perf_table(rows, goal=0.20))
@@ -154,7 +140,7 @@ def test_prediction_matches_measured_percentiles(server: TritonServer, profile: 
         assert r.mean_batch_ms == pytest.approx(r.predicted_batch_ms, rel=COMPUTE_TOLERANCE), where
         for which in ("client", "server"):
             for p, e in zip((50, 95, 99), r.rel_errors(which), strict=True):
-                assert -OPTIMISTIC <= e <= PESSIMISTIC, f"p{p} {where} vs {which}: {e:+.0%}"
+                assert -OPTIMISTIC[which] <= e <= PESSIMISTIC, f"p{p} {where} vs {which}: {e:+.0%}"
         # The overhead-corrected client view and Triton's own summary agree.
         for c, s in zip(r.client, r.server, strict=True):
             assert c == pytest.approx(s, rel=0.15, abs=3.0), (where, r.client, r.server)

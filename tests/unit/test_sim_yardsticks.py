@@ -268,3 +268,86 @@ def test_static_peak_honours_the_baseline_override(resnet: ScaledModelSpec) -> N
 
     p = make_policy("static-peak", resnet, np.arange(0.0, 60.0, 0.01), None, "int8", "l4-spot")
     assert p.initial(None) == {("int8", "l4-spot"): 1}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("growth", "sizes", "dones"),
+    [
+        # Triton's code comment: the prepared batch grows until the instance frees.
+        (1.0, [4, 4, 1], [2.8, 5.3, 6.3]),
+        # Measured Triton 2.51: it stops growing half-way through the running batch.
+        (0.5, [4, 3, 2], [2.8, 4.8, 6.3]),
+        # No growth: it closes when its own delay expires.
+        (0.0, [4, 2, 3], [2.8, 4.3, 6.3]),
+    ],
+)
+def test_prefetch_against_a_hand_traced_timeline(
+    growth: float, sizes: list[int], dones: list[float]
+) -> None:
+    """Max batch 4, queue delay 0.5 s, S = 1, 1.5, 2, 2.5 s for 1..4 requests.
+
+    Batch 1: four requests by 0.3 s, full, runs 0.3-2.8.  The next batch opens with
+    the arrival at 1.0 while batch 1 runs; its delay expires at 1.5.
+    g = 1: it takes everything queued at 2.8 (1.0, 1.2, 1.52, 2.0: full), 2.8-5.3;
+           2.2 alone, 5.3-6.3.
+    g = 0.5: it stops growing at 0.3 + 0.5 x 2.5 = 1.55 (1.0, 1.2, 1.52), 2.8-4.8;
+           the next one formed during it stops at 2.8 + 0.5 x 2 = 3.8 (2.0, 2.2),
+           4.8-6.3.
+    g = 0: it closes at its delay, 1.5 (1.0, 1.2), 2.8-4.3; then 1.52, 2.0, 2.2
+           (closed at 2.8 when that one started), 4.3-6.3."""
+    arrivals = [0.0, 0.1, 0.2, 0.3, 1.0, 1.2, 1.52, 2.0, 2.2]
+    svc = [0.0, 1.0, 1.5, 2.0, 2.5]
+    r = serve(arrivals, 0.0, 4, 0.5, svc, 100.0, growth=growth)
+    assert r.sizes == sizes
+    assert r.dones == pytest.approx(dones)
+    assert r.left == len(arrivals)
+    # Cut into segments (as the simulator does), the timeline is the same.
+    first = serve(arrivals, 0.0, 4, 0.5, svc, 2.9, growth=growth)
+    rest = serve(arrivals[first.left :], first.t_free, 4, 0.5, svc, 100.0,
+                 growth=growth, last_svc=first.last_svc)
+    assert first.sizes + rest.sizes == sizes
+
+
+def test_warmup_minutes_are_reported_apart(make_spec: SpecFactory) -> None:
+    """Ten minutes at 1 req/s, the first 100 s at 1 s latency (SLO: p99 <= 40 ms):
+    minutes 0 and 1 miss.  With a 120-s warm-up they are the warm-up's (0 of 2 met)
+    and all 8 later minutes meet; without one, 8 of 10."""
+    from tritonscale.sim.engine import SimRun
+
+    spec = make_spec()
+    arr = np.arange(0.0, 600.0, 1.0)
+    done = arr + np.where(arr < 100.0, 1.0, 0.001)
+    run = SimRun(arr, done, np.zeros(len(arr), dtype=bool), 0.0, 600.0, [], [])
+    s = summarize(spec, run, "x", 60.0, warmup_s=120.0)
+    assert (s["warmup_windows"], s["warmup_windows_met"], s["windows_met"]) == (2, 0.0, 1.0)
+    s0 = summarize(spec, run, "x", 60.0, warmup_s=0.0)
+    assert (s0["warmup_windows"], s0["windows_met"]) == (0, 0.8)
+
+
+def test_oracle_is_sized_on_the_simulator(make_spec: SpecFactory) -> None:
+    """A load stepping 300 -> 2,400 -> 600 req/s: the oracle (zero startup) meets
+    the SLO in every minute, each interval's plan replays within the SLO on its own,
+    and the plan for 60 % of that load does not; foresight,
+    paying the 60-120 s startups, costs at least as much and also meets it."""
+    from tritonscale.sim.policies import OraclePolicy
+    from tritonscale.sim.report import run_policy
+
+    spec = make_spec()
+    parts = [_poisson(r, 120.0, seed=i) + 120.0 * i for i, r in enumerate((300, 2400, 600))]
+    arr = np.concatenate(parts)
+    cfg = SimConfig(warmup_s=0.0)
+    oracle = run_policy(spec, arr, "oracle", cfg).summary
+    foresight = run_policy(spec, arr, "foresight", cfg).summary
+    for s in (oracle, foresight):
+        assert s["windows_met"] >= 0.99, s
+        assert s["dropped"] == 0 and s["timed_out"] == 0
+    assert foresight["cost_usd"] >= oracle["cost_usd"] > 0
+    pol = OraclePolicy(spec, arr, cfg)
+    k = 10  # 150-165 s: the 2,400 req/s step
+    plan = pol.window_plan(k, frozenset())
+    lo, hi = np.searchsorted(arr, [150.0, 165.0])
+    assert pol._meets(plan, int(lo), int(hi), 150.0)
+    # The bisection's lowest margin gives a smaller plan that the replay rejects.
+    smallest = pol._plan((hi - lo) / 15.0 * 0.6, frozenset())
+    assert sum(smallest.values()) < sum(plan.values())
+    assert not pol._meets(smallest, int(lo), int(hi), 150.0)

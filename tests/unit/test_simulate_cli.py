@@ -31,7 +31,8 @@ def test_json_all_policies_plain_trace(plain_trace: Path,
                  "--json"])
     assert code == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["policy"] for r in rows] == ["tritonscale", "hpa", "kpa", "static-peak", "oracle"]
+    assert [r["policy"] for r in rows] == ["tritonscale", "hpa", "kpa", "static-peak", "oracle",
+                                          "foresight"]
     for r in rows:
         for f in FIELDS:
             assert f in r, f

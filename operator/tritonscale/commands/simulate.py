@@ -22,6 +22,7 @@ COLUMNS = (
     ("requests", "requests", "{:,}"),
     ("slo_attainment", "SLO att.", "{:.4f}"),
     ("windows_met", "win. met", "{:.3f}"),
+    ("warmup_windows_met", "warm-up", "{:.3f}"),
     ("cost_usd", "cost $", "{:.2f}"),
     ("mean_cost_per_hour", "$/h", "{:.3f}"),
     ("p50_ms", "p50 ms", "{:.1f}"),
@@ -82,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a request still queued this long is abandoned and counted as timed out "
         "(default 30; 0 = clients wait forever)",
     )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="minutes starting in the first SECONDS are reported apart (default 300)",
+    )
     parser.add_argument("--baseline-variant", help="variant for hpa/kpa/static-peak")
     parser.add_argument("--baseline-pool", help="node pool for hpa/kpa/static-peak")
 
@@ -132,7 +140,14 @@ def run(args: argparse.Namespace) -> int:
         print(inputs.clip(f"error: {e}"), file=sys.stderr)
         return inputs.EXIT_BAD_INPUT
     timeout = args.client_timeout
+    if not (timeout >= 0 and timeout < float("inf")):
+        print(f"error: --client-timeout: {timeout!r} must be >= 0 seconds", file=sys.stderr)
+        return 2
+    if not (args.warmup >= 0 and args.warmup < float("inf")):
+        print(f"error: --warmup: {args.warmup!r} must be >= 0 seconds", file=sys.stderr)
+        return 2
     cfg = SimConfig(
+        warmup_s=args.warmup,
         seed=args.seed,
         preemption_rate_per_hour=args.preemptions_per_hour,
         load_balancing=args.load_balancing

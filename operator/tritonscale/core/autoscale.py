@@ -19,8 +19,13 @@
    percentile exceeds the target, a load multiplier ``c`` grows (up to 2x) so the
    planner adds capacity the perf model did not predict; it decays back to 1
    while observations stay below 80% of target.
-4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
-   max(forecast, current) x (1 + headroom) x c goes through HPA-like windows.
+4. **Bursts** (:mod:`.burst`): headroom from the load's recent volatility over
+   the startup horizon (between ``headroom`` and ``maxHeadroom``), a backlog drain
+   term (Triton's pending requests / queue time; added after the windows) and a
+   KPA-like panic (no scale-down while a backlog or latency over target lasts).
+   **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
+   max(forecast, current, panic load) x (1 + headroom) x c goes through HPA-like
+   windows.
 5. **Planner** (:mod:`.planner`) with spot protection at the current load x c.
    When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
    exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the
@@ -31,6 +36,8 @@
    only after the rung above has been feasible for ``recoverySeconds``
    continuously. With no plan meeting the SLO at all (pool limits): best effort,
    reason ``Infeasible``.
+   A plan that moves replicas onto (variant, pool) pairs not deployed now must pay
+   for itself (:mod:`.switching`): otherwise the plan stays on the deployed pairs.
 6. **Transition** (:func:`.stabilize.transition`): step limits and make-before-break.
 
 Reasons: ``InitialPlan``, ``ScaledUp``, ``ScaledDown``, ``Held``, ``Transitioning``,
@@ -41,7 +48,8 @@ State (``Decision.state``; JSON-able, a few hundred bytes): ``v`` version,
 load, ``wo``/``Lo`` the same for the current load that spot protection must
 hold, ``c`` correction multiplier, ``lvl`` ladder rung, ``rec`` time since the rung
 above has been feasible (or None), ``fail`` consecutive signal failures, ``p``
-last target mix ``[[variant, pool, replicas], ...]``, ``idle`` time since the
+last target mix ``[[variant, pool, replicas], ...]``, ``vh``/``pz`` the burst
+rules' rate history and panic deadline (:mod:`.burst`), ``idle`` time since the
 rate has been 0 (scale-to-zero through ``idleSeconds``), ``bc`` the last binding
 constraint with the mix it was computed for.
 """
@@ -50,11 +58,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from tritonscale.core import burst, cascade_step, switching
 from tritonscale.core import cascade as cc
-from tritonscale.core import cascade_step
 from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
 from tritonscale.core.correction import corrected_spec, update_factors
@@ -350,8 +358,14 @@ def decide(
         st.pop("cf", None)
     spec = corrected_spec(spec, factors)
 
+    # 3c. Bursts and cold starts (core/burst.py): volatility headroom, backlog
+    # drain, panic.
+    bst = burst.assess(spec, obs, rps, st, now, horizon,
+                       _ready_capacity(spec, obs, unavailable))
+    burst.store(st, bst)
+
     # 4. Load stabilisation.
-    rec = max(predicted, rps) * (1.0 + sc.headroom) * corr
+    rec = max(predicted, rps, bst.panic_rps) * (1.0 + bst.headroom) * corr
     prev_l = st.get("L")
     load, window = stabilize_load(
         st.get("w"),
@@ -361,6 +375,8 @@ def decide(
         sc.scale_up_stabilization_seconds,
         sc.scale_down_stabilization_seconds,
     )
+    if bst.panic and isinstance(prev_l, (int, float)):
+        load = max(load, float(prev_l))  # no scale-down while panicking
     st["w"] = [[t, round(v, 3)] for t, v in window]
     st["L"] = round(load, 3)
 
@@ -374,10 +390,11 @@ def decide(
     st["idle"] = idle
     min_eff = min_replicas(spec, rps, idle, now)
     scale = load / rec if rec > 0 else 1.0
+    # The drain term comes after the windows: it leaves with the backlog.
     loads = (
-        load,
-        max(predicted, rps) * corr * max(1.0, scale),
-        rps * corr,
+        load + bst.drain_rps * corr,
+        (max(predicted, rps, bst.panic_rps) * max(1.0, scale) + bst.drain_rps) * corr,
+        (rps + bst.drain_rps) * corr,
     )
     # Spot protection holds the *current* load (replacing lost spot capacity takes
     # a startup anyway); a short window keeps the on-demand part from flapping.
@@ -420,6 +437,11 @@ def decide(
         st["rec"] = None
     st["lvl"] = level
     planned = _plan_ladder(spec, combos, loads, od_load, level, min_eff)
+    # 5b. A mix change must pay for itself (core/switching.py).
+    sw = switching.gate(spec, combos, planned.request, planned.plan, cur,
+                        respect_budget=planned.within_budget) if planned.feasible else None
+    if sw is not None and sw.held:
+        planned = replace(planned, plan=sw.plan, runner_up=None, searched=False)
     target_mix = dict(planned.plan.counts)
     st["p"] = as_state_mix(target_mix)
 
@@ -429,6 +451,8 @@ def decide(
     msg, lat_pred, ru_cost, ru_text, binding = _explain(
         spec, planned, final, planned.request.load_rps, st
     )
+    if sw is not None and sw.note:
+        msg = msg[:-1] + f"; {sw.note}."
     reason = _outcome_reason(spec, planned)
     if reason is None:
         if tr.held_for_readiness:
@@ -457,6 +481,10 @@ def decide(
             "forecast_rps": round(predicted, 3),
             "planning_load_rps": round(planned.request.load_rps, 3),
             "correction": round(corr, 4),
+            "burst": bst.details(),
+            "switch": None if sw is None or not sw.switching_cost else {
+                "held": sw.held, "cost": round(sw.switching_cost, 4),
+                "savings": round(sw.savings, 4)},
             "level": level,
             "ladder": LADDER_RUNGS[level],
             "target": as_state_mix(target_mix),
@@ -464,6 +492,16 @@ def decide(
             "accuracy": cc.served_accuracy(spec, target_mix),
         },
     )
+
+
+def _ready_capacity(spec: ScaledModelSpec, obs: Observation, unavailable: frozenset[str]
+                    ) -> float:
+    """Capacity at the SLO of the Ready replicas, as the planner counts a mix."""
+    caps = {c.key: c.capacity_rps for c in pl.candidates(spec, unavailable)}
+    ready = [(caps.get(p.key, 0.0), p.ready) for p in obs.current if p.ready > 0]
+    if not ready:
+        return 0.0
+    return sum(n for _, n in ready) * min(c for c, _ in ready)
 
 
 def _factors(raw: Any) -> dict[str, float]:

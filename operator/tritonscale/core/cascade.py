@@ -44,7 +44,12 @@ import numpy.typing as npt
 
 from tritonscale.core import planner as pl
 from tritonscale.core.cascade_spec import Cascade, EscalationPoint
-from tritonscale.core.perf import _poisson_quantile, batch_latency_ms, predict_replica
+from tritonscale.core.perf import (
+    _poisson_quantile,
+    batch_latency_ms,
+    predict_replica,
+    prefetch_ms,
+)
 from tritonscale.core.spec import LatencySLO, Profile, ScaledModelSpec
 
 Key = tuple[str, str]
@@ -77,6 +82,8 @@ class ReplicaDist:
     mean_wait_ms: float
     profile: Profile | None = None
     batch: float = 1.0
+    # The perf model's prefetch term (already inside ``service_ms``).
+    extra_ms: float = 0.0
 
     def quantile_bound(self, q: float) -> float:
         """The perf model's percentile: the parts' quantiles added (an upper estimate)."""
@@ -85,6 +92,7 @@ class ReplicaDist:
             s = max(self.service_ms)
         else:
             s = batch_latency_ms(self.profile, _batch_q(self.profile, self.batch, q))
+            s += self.extra_ms
         return s + q * self.cycle_ms + self.mean_wait_ms * math.log(1 / (1 - q))
 
 
@@ -108,9 +116,12 @@ def replica_dist(profile: Profile, rps: float) -> ReplicaDist | None:
     s_full = batch_latency_ms(profile, big_b)
     u = pt.utilisation
     mean_wait = u * s_full / (2.0 * (1.0 - u) * big_b)
-    service = tuple(batch_latency_ms(profile, _batch_q(profile, pt.batch, (i + 0.5) / _NS))
-                    for i in range(_NS))
-    return ReplicaDist(service, pt.cycle_ms, mean_wait, profile, pt.batch)
+    extra = prefetch_ms(profile, pt)
+    service = tuple(
+        batch_latency_ms(profile, _batch_q(profile, pt.batch, (i + 0.5) / _NS)) + extra
+        for i in range(_NS)
+    )
+    return ReplicaDist(service, pt.cycle_ms, mean_wait, profile, pt.batch, extra)
 
 
 def _cdf(d: ReplicaDist, x: FloatArray) -> FloatArray:

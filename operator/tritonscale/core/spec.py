@@ -213,6 +213,11 @@ class Scaling:
     safe_plan: tuple[SafePlanEntry, ...] = ()
     # Seconds of sustained recovery before the degradation ladder steps back up.
     recovery_seconds: float = 300.0
+    # Bursts (core/burst.py): the volatility headroom's cap, the time a backlog is
+    # planned to drain in, and how long a panic (backlog or latency over target) holds.
+    max_headroom: float = 1.0
+    drain_seconds: float = 60.0
+    panic_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -755,6 +760,9 @@ def _parse_scaling(r: _Reader, data: Any) -> Scaling:
         safe_plan=tuple(safe),
         recovery_seconds=num("recoverySeconds", dflt.recovery_seconds, minimum=0,
                              maximum=86_400),
+        max_headroom=num("maxHeadroom", dflt.max_headroom, minimum=0, maximum=10),
+        drain_seconds=num("drainSeconds", dflt.drain_seconds, minimum=0, maximum=3600),
+        panic_seconds=num("panicSeconds", dflt.panic_seconds, minimum=0, maximum=3600),
     )
 
 

@@ -44,7 +44,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from tritonscale.core.batcher import serve, service_table
+from tritonscale.core.batcher import TRITON_GROWTH, serve, service_table
 from tritonscale.core.render import DEFAULT_OPTIONS
 from tritonscale.core.spec import Profile, ScaledModelSpec
 from tritonscale.core.types import Observation, PlacementState
@@ -71,11 +71,15 @@ class SimConfig:
     startup_override_s: float | None = None
     # Length of the windows used for ``windows_met``.
     slo_window_s: float = 60.0
+    # Windows starting in the first warmup_s seconds are reported apart.
+    warmup_s: float = 300.0
     # A removed Ready replica stays billed for its termination: the preStop drain,
     # then Triton finishing in-flight work for at most its exit timeout
     # (core/render.py's RenderOptions defaults).
     drain_s: float = float(DEFAULT_OPTIONS.drain_seconds)
     exit_timeout_s: float = float(DEFAULT_OPTIONS.exit_timeout_seconds)
+    # How far a prepared batch grows while the previous one runs (core/batcher.py).
+    batch_growth: float = TRITON_GROWTH
     # How requests are spread over Ready replicas: see LOAD_BALANCING.
     load_balancing: str = "random"
     # A request still queued this long after arrival is abandoned (None: never).
@@ -118,6 +122,7 @@ class Replica:
     ready_at: float
     bill_from: float
     t_free: float = 0.0
+    last_svc: float = 0.0
     bill_until: float = math.inf
     pend_t: NDArray[np.float64] = field(default_factory=lambda: _EMPTY_F)
     pend_i: NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I)
@@ -446,9 +451,11 @@ class Simulator:
         if len(r.pend_t) == 0:
             return 0.0, 0.0, 0
         res = serve(
-            r.pend_t.tolist(), r.t_free, r.big_b, r.delay_s, r.svc, end, self._timeout
+            r.pend_t.tolist(), r.t_free, r.big_b, r.delay_s, r.svc, end, self._timeout,
+            self.cfg.batch_growth, r.last_svc,
         )
         r.t_free = res.t_free
+        r.last_svc = res.last_svc
         qsum = 0.0
         started = 0
         i = res.left

@@ -26,10 +26,14 @@
   would under-provision.
 * ``static-peak``: the HPA's Deployment with a fixed replica count sized for
   the trace's peak 1-minute rate x (1 + headroom).
-* ``oracle``: every interval, the cheapest feasible mix (same planner, same
-  constraints incl. spot protection) for the *actual* mean rate of the coming
-  interval, without headroom, and replicas that are Ready at once: a lower
-  bound on cost.
+* ``oracle``: knows every future arrival and starts replicas instantly; each
+  interval gets the cheapest mix (same planner, same constraints incl. spot
+  protection) that the *simulator* shows meeting the SLO over that interval
+  (:class:`OraclePolicy`), not the one the performance model promises: what no
+  policy can beat on cost while meeting the SLO, where the pools can.
+* ``foresight``: the same sizing, run with the pools' real startup times: it
+  requests capacity startupSeconds ahead of the load that needs it, the best
+  any policy could do on this fleet.
 """
 
 from __future__ import annotations
@@ -49,9 +53,9 @@ from tritonscale.core.autoscale import decide
 from tritonscale.core.routing import route_weights
 from tritonscale.core.spec import NodePool, Profile, ScaledModelSpec, Variant
 from tritonscale.core.types import Observation, PlacementState
-from tritonscale.sim.engine import Key, SimView
+from tritonscale.sim.engine import Key, SimConfig, Simulator, SimView
 
-POLICIES = ("tritonscale", "hpa", "kpa", "static-peak", "oracle")
+POLICIES = ("tritonscale", "hpa", "kpa", "static-peak", "oracle", "foresight")
 
 
 def gateway_weights(
@@ -423,20 +427,73 @@ class StaticPeakPolicy:
 
 
 # ----------------------------------------------------------------------- oracle
+# Load multipliers the oracle tries when sizing a window on the simulator.
+ORACLE_MARGINS = (0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3, 1.5, 2.0, 3.0)
+
+
+class _Hold:
+    name = "hold"
+
+    def __init__(self, plan: Mapping[Key, int], interval_s: float) -> None:
+        self.plan = plan
+        self.interval_s = interval_s
+        self.route_weights: dict[Key, float] | None = None
+
+    def initial(self, view: SimView) -> Mapping[Key, int]:
+        return self.plan
+
+    def step(self, view: SimView) -> Mapping[Key, int]:
+        return self.plan
+
+
 class OraclePolicy:
+    """References with perfect knowledge of the arrivals (see the module docstring).
+
+    Every interval is sized on the simulator itself: the planner's cheapest mix for
+    the interval's actual rate x m, for the smallest m in :data:`ORACLE_MARGINS`
+    (bisected) whose replay of that interval alone -- replicas Ready, queues empty,
+    the same load balancing, batcher and client timeout -- meets the SLO
+    percentile; the largest m when none does (the pools' capacity binds).  As the
+    percentile of a minute is at most the largest percentile of its intervals, every
+    minute then meets the SLO, up to queues carried across interval boundaries.
+
+    ``lookahead_s = 0`` is ``oracle`` (run with zero startup: what no policy can
+    beat on cost).  ``lookahead_s`` = the pools' longest startup is ``foresight``
+    (run with the real startups): it holds, for each (variant, pool), the most any
+    interval from now to ``lookahead_s`` ahead needs, so capacity requested now is
+    Ready when that load comes -- the best a policy could do on this fleet.
+    """
+
     name = "oracle"
 
-    def __init__(self, spec: ScaledModelSpec, arrivals: NDArray[np.float64]) -> None:
+    def __init__(
+        self,
+        spec: ScaledModelSpec,
+        arrivals: NDArray[np.float64],
+        config: SimConfig | None = None,
+        lookahead_s: float = 0.0,
+        name: str = "oracle",
+    ) -> None:
         self.spec = spec
         self.arr = arrivals
         self.interval_s = spec.scaling.interval_seconds
-        self.last_reason = "oracle"
+        self.last_reason = name
+        self.name = name
+        self.lookahead_s = lookahead_s
         self.route_weights: dict[Key, float] | None = None
+        base = config or SimConfig()
+        self.check_cfg = SimConfig(
+            seed=base.seed,
+            load_balancing=base.load_balancing,
+            client_timeout_s=base.client_timeout_s,
+            batch_growth=base.batch_growth,
+            startup_override_s=0.0,
+            warmup_s=0.0,
+        )
+        self._sized: dict[tuple[int, frozenset[str]], dict[Key, int]] = {}
+        self.windows_sized = 0
 
-    def _plan(self, now: float, unavailable: frozenset[str]) -> Mapping[Key, int]:
-        lo = int(np.searchsorted(self.arr, now, "left"))
-        hi = int(np.searchsorted(self.arr, now + self.interval_s, "left"))
-        rate = (hi - lo) / self.interval_s
+    def _plan(self, rate: float, unavailable: frozenset[str]) -> dict[Key, int]:
         sc = self.spec.scaling
         combos = pl.candidates(self.spec, unavailable)
         req = pl.Request(
@@ -455,12 +512,68 @@ class OraclePolicy:
         mix = dict(plan.counts) if plan is not None else {}
         return mix
 
+    def _meets(self, plan: Mapping[Key, int], lo: int, hi: int, t0: float) -> bool:
+        if hi <= lo:
+            return True
+        if not plan:
+            return False
+        arr = self.arr[lo:hi] - t0
+        hold = _Hold(plan, self.interval_s)
+        if self.spec.routing.weighted:
+            ready = [PlacementState(k[0], k[1], n, n) for k, n in sorted(plan.items()) if n > 0]
+            hold.route_weights = {k: float(w) for k, w in route_weights(self.spec, ready).items()}
+        run = Simulator(self.spec, arr, self.check_cfg).run(hold)
+        lat = (run.done - run.arrivals) * 1000.0
+        slo = self.spec.slo.latency
+        k = max(0, math.ceil(slo.percentile / 100.0 * len(lat)) - 1)
+        return float(np.partition(lat, k)[k]) <= slo.target_ms
+
+    def window_plan(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
+        """The cheapest plan found to meet the SLO over interval ``k`` (cached)."""
+        got = self._sized.get((k, unavailable))
+        if got is not None:
+            return got
+        t0 = k * self.interval_s
+        lo = int(np.searchsorted(self.arr, t0, "left"))
+        hi = int(np.searchsorted(self.arr, t0 + self.interval_s, "left"))
+        rate = (hi - lo) / self.interval_s
+        best: dict[Key, int] | None = None
+        a, b = 0, len(ORACLE_MARGINS) - 1
+        tried: dict[tuple[tuple[Key, int], ...], bool] = {}
+        while a <= b:
+            mid = (a + b) // 2
+            plan = self._plan(rate * ORACLE_MARGINS[mid], unavailable)
+            sig = tuple(sorted(plan.items()))
+            ok = tried.get(sig)
+            if ok is None:
+                ok = self._meets(plan, lo, hi, t0)
+                tried[sig] = ok
+            if ok:
+                best = plan
+                b = mid - 1
+            else:
+                a = mid + 1
+        if best is None:
+            best = self._plan(rate * ORACLE_MARGINS[-1], unavailable)
+        self._sized[(k, unavailable)] = best
+        self.windows_sized += 1
+        return best
+
+    def _target(self, now: float, unavailable: frozenset[str]) -> Mapping[Key, int]:
+        k0 = int(now // self.interval_s + 1e-9)
+        k1 = k0 + math.ceil(self.lookahead_s / self.interval_s - 1e-9)
+        out: dict[Key, int] = {}
+        for k in range(k0, k1 + 1):
+            for key, n in self.window_plan(k, unavailable).items():
+                out[key] = max(out.get(key, 0), n)
+        return out
+
     def initial(self, view: SimView) -> Mapping[Key, int]:
-        mix = self._plan(view.now, view.unavailable_pools())
-        self.route_weights = gateway_weights(self.spec, view, mix, instant=True)
-        return mix
+        return self.step(view)
 
     def step(self, view: SimView) -> Mapping[Key, int]:
-        mix = self._plan(view.now, view.unavailable_pools())
-        self.route_weights = gateway_weights(self.spec, view, mix, instant=True)
+        mix = self._target(view.now, view.unavailable_pools())
+        self.route_weights = gateway_weights(
+            self.spec, view, mix, instant=self.lookahead_s <= 0.0
+        )
         return mix

@@ -9,8 +9,12 @@ Metrics (one dict per policy):
 * ``slo_attainment``: fraction of all requests (dropped count as misses)
   served within the latency target.
 * ``windows_met``: fraction of non-empty 1-minute windows (by arrival time)
-  whose observed latency percentile (dropped requests count as infinitely
-  slow) is within the target.
+  after the warm-up whose observed latency percentile (dropped and timed-out
+  requests count as infinitely slow) is within the target;
+  ``warmup_windows_met`` the same for the ``warmup_windows`` windows that
+  start inside the first ``warmup_s`` seconds (``--warmup``), reported apart:
+  the replay starts from the fleet the policy plans for the trace's first
+  minute, Ready at once, but its signal windows and forecasts are still empty.
 * ``cost_usd`` over the replay; ``mean_cost_per_hour`` = cost / duration.
 * ``p50_ms, p95_ms, p99_ms`` over served requests.
 * ``accuracy``: expected accuracy served (a cascade's per request at the threshold
@@ -51,7 +55,11 @@ class PolicyResult:
 
 
 def summarize(
-    spec: ScaledModelSpec, run: SimRun, policy: str, window_s: float = 60.0
+    spec: ScaledModelSpec,
+    run: SimRun,
+    policy: str,
+    window_s: float = 60.0,
+    warmup_s: float = 0.0,
 ) -> dict[str, Any]:
     slo = spec.slo.latency
     lat = (run.done - run.arrivals) * 1000.0  # inf = dropped
@@ -60,9 +68,12 @@ def summarize(
     timed_out = int(np.count_nonzero(run.timed_out))
     dropped = n - len(served) - timed_out
     within = int(np.count_nonzero(lat <= slo.target_ms))
-    # Per-window percentile; dropped count as +inf.
+    # Per-window percentile; dropped count as +inf.  Windows that start inside the
+    # warm-up are counted apart.
     met = 0
     windows = 0
+    wmet = 0
+    wwindows = 0
     if n:
         idx = (run.arrivals // window_s).astype(np.int64)
         bounds = np.searchsorted(idx, np.arange(idx[-1] + 2), "left")
@@ -70,13 +81,16 @@ def summarize(
             a, b = bounds[w], bounds[w + 1]
             if b <= a:
                 continue
-            windows += 1
             seg = lat[a:b]
             # Finite inf-aware percentile: rank of the percentile among sorted values.
             k = max(0, math.ceil(slo.percentile / 100.0 * len(seg)) - 1)
-            v = float(np.partition(seg, k)[k])
-            if v <= slo.target_ms:
-                met += 1
+            ok = float(np.partition(seg, k)[k]) <= slo.target_ms
+            if w * window_s < warmup_s:
+                wwindows += 1
+                wmet += ok
+            else:
+                windows += 1
+                met += ok
 
     def pct(q: float) -> float:
         return round(float(np.percentile(served, q)), 3) if len(served) else math.nan
@@ -87,6 +101,9 @@ def summarize(
         "requests": int(n),
         "slo_attainment": round(within / n, 5) if n else 1.0,
         "windows_met": round(met / windows, 5) if windows else 1.0,
+        "warmup_s": warmup_s,
+        "warmup_windows": wwindows,
+        "warmup_windows_met": round(wmet / wwindows, 5) if wwindows else 1.0,
         "cost_usd": round(run.cost_usd, 4),
         "mean_cost_per_hour": round(run.cost_usd / hours, 4) if hours > 0 else 0.0,
         "p50_ms": pct(50),
@@ -110,6 +127,7 @@ def make_policy(
     hpa: HPAConfig | None = None,
     variant: str | None = None,
     pool: str | None = None,
+    config: SimConfig | None = None,
 ) -> Policy:
     start = initial_rate(arrivals)
     if name == "tritonscale":
@@ -122,7 +140,10 @@ def make_policy(
         peak = float(per_window_rate(arrivals, 60.0).max()) if len(arrivals) else 0.0
         return StaticPeakPolicy(spec, peak, variant, pool)
     if name == "oracle":
-        return OraclePolicy(spec, arrivals)
+        return OraclePolicy(spec, arrivals, config)
+    if name == "foresight":
+        horizon = max((p.startup_seconds for p in spec.node_pools), default=0.0)
+        return OraclePolicy(spec, arrivals, config, horizon, "foresight")
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
 
 
@@ -143,14 +164,14 @@ def run_policy(
         )
     if name == "tritonscale" and spec.cascade is not None:
         crun, secs = run_cascade(spec, arrivals, initial_rate(arrivals), cfg)
-        summary = summarize(spec, crun, name, cfg.slo_window_s)
+        summary = summarize(spec, crun, name, cfg.slo_window_s, cfg.warmup_s)
         summary["sim_seconds"] = round(secs, 2)
         return PolicyResult(summary, crun)
-    policy = make_policy(name, spec, arrivals, hpa, variant, pool)
+    policy = make_policy(name, spec, arrivals, hpa, variant, pool, cfg)
     sim = Simulator(spec, arrivals, cfg)
     t0 = time.perf_counter()
     run = sim.run(policy, on_step)
     elapsed = time.perf_counter() - t0
-    summary = summarize(spec, run, name, cfg.slo_window_s)
+    summary = summarize(spec, run, name, cfg.slo_window_s, cfg.warmup_s)
     summary["sim_seconds"] = round(elapsed, 2)
     return PolicyResult(summary, run)

@@ -1,0 +1,212 @@
+"""Bursts and cold starts: volatility headroom, backlog drain and a panic path.
+
+Pure code. :func:`assess` turns one step's signals and a short history kept in the
+autoscaler state into three adjustments of the load the planner plans for
+(:func:`tritonscale.core.autoscale.decide` applies them):
+
+1. **Volatility headroom.** New capacity takes ``H`` = the startup horizon of the
+   pools in use (slowest ``startupSeconds`` + one interval) to become Ready, so the
+   fleet must hold whatever the load can rise to within ``H``. The rule measures
+   it on the load's recent past: over the last ``max(600 s, 4 H)`` (plus the
+   scale-down window ``D``) of per-step rates, at every step ``t`` the rise
+   ``max(rate over (t, t + H]) / max(rate over [t - D, t]) - 1`` -- the rise above
+   what the scale-down window still holds, so a return from a lull is no rise --
+   and takes its median (the typical rise: a rare burst does not set the
+   headroom, a sustained ramp does). Headroom = that rise, at least
+   ``scaling.headroom`` (the constant floor) and at most ``scaling.maxHeadroom``.
+   With fewer than 8 measured rises (about ``H`` + 2 minutes of history), the
+   floor applies.
+2. **Backlog drain.** Requests waiting beyond what a fleet meeting the SLO holds
+   in flight (Little's law: arrival rate x latency target) are a backlog; capacity
+   sized for the arrival rate alone never drains it (only the headroom does,
+   slowly). New capacity is Ready only after ``H``, by when the Ready fleet has
+   drained ``(capacity - rps) x H`` of it (or, overloaded, added to it), so the
+   planning load gets ``max(0, backlog - (capacity - rps) x H) / drainSeconds`` on
+   top: the backlog left when new capacity is Ready drains within
+   ``scaling.drainSeconds``. This term is added after the stabilisation windows, so
+   it leaves as soon as the backlog does. ``capacity`` is the Ready replicas'
+   capacity at the SLO as the planner counts it. Backlog =
+   ``max(pending - rps x target, rps x (queue - target / 2))`` from Triton's
+   ``nv_inference_pending_request_count`` and ``nv_inference_queue_duration_us``
+   (the larger estimate; either may be unknown).
+3. **Panic** (like Knative's KPA panic mode): a backlog above one second of
+   arrivals, or an observed latency above the target, starts (or extends) a panic
+   of ``scaling.panicSeconds``. While panicking the planning load never falls (no
+   scale-down on a stale forecast or a window that has not seen the surge yet),
+   and, when Triton's backlog signals are unknown (latency is the only evidence),
+   the load is at least the observed rate scaled by the latency overshoot
+   (``rps x min(2, latency / target)``): the policy does not wait for the forecast
+   to catch up.
+
+State (keys in the autoscaler state): ``vh`` per-step rate history
+``[[t, rps], ...]``, ``pz`` the time the panic ends (or absent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.core.types import Observation, finite_or_none
+
+RISE_QUANTILE = 0.5
+MIN_HISTORY_S = 600.0
+# Fewer measured rises than this: the floor applies (one ramp is not a distribution).
+MIN_RISES = 8
+MAX_LATENCY_BOOST = 2.0
+# A backlog above this many seconds of arrivals starts a panic.
+PANIC_BACKLOG_S = 1.0
+
+
+@dataclass(frozen=True)
+class BurstAssessment:
+    """What :func:`assess` found, for the planning load and the explanation."""
+
+    headroom: float  # fraction added to max(forecast, rps)
+    volatility: float | None  # measured rise quantile, None until enough history
+    backlog: float  # requests beyond what a fleet meeting the SLO holds in flight
+    drain_rps: float  # added to the planning load to drain the backlog
+    panic: bool
+    panic_rps: float  # floor of the pre-headroom load while panicking (0 otherwise)
+    history: list[list[float]]
+    panic_until: float | None
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "headroom": round(self.headroom, 4),
+            "volatility": None if self.volatility is None else round(self.volatility, 4),
+            "backlog": round(self.backlog, 1),
+            "drain_rps": round(self.drain_rps, 3),
+            "panic": self.panic,
+        }
+
+
+def _history(raw: Any, now: float, keep_s: float) -> list[list[float]]:
+    out: list[list[float]] = []
+    if isinstance(raw, list):
+        for item in raw:
+            if (
+                isinstance(item, (list, tuple))
+                and len(item) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in item)
+            ):
+                t, v = float(item[0]), float(item[1])
+                if math.isfinite(t) and math.isfinite(v) and v >= 0 and now - keep_s <= t < now:
+                    out.append([t, v])
+    out.sort()
+    return out
+
+
+def rise_quantile(
+    history: Sequence[Sequence[float]],
+    horizon_s: float,
+    held_s: float = 0.0,
+    q: float = RISE_QUANTILE,
+    min_samples: int = 1,
+) -> float | None:
+    """Quantile ``q`` of how far the rate rose within ``horizon_s`` above what was held.
+
+    At each step ``t``: ``max(rate over (t, t + horizon]) / max(rate over
+    [t - held_s, t]) - 1`` (at least 0). ``held_s`` is the scale-down window: the
+    stabilised load still holds the highest rate of that window, so a return to a
+    recent level (the end of a lull) is no rise. Only steps whose whole horizon
+    lies inside the history count; None with fewer than ``min_samples``.
+    """
+    if not history:
+        return None
+    end = history[-1][0]
+    rises: list[float] = []
+    n = len(history)
+    for i in range(n):
+        t, v = history[i]
+        if t + horizon_s > end + 1e-9:
+            break
+        peak = max((history[j][1] for j in range(i + 1, n) if history[j][0] <= t + horizon_s),
+                   default=v)
+        held = max((history[j][1] for j in range(i + 1) if history[j][0] >= t - held_s),
+                   default=v)
+        rises.append(max(0.0, peak / max(held, 1e-9) - 1.0))
+    if len(rises) < max(1, min_samples):
+        return None
+    rises.sort()
+    k = min(len(rises) - 1, max(0, math.ceil(q * len(rises)) - 1))
+    return rises[k]
+
+
+def backlog_requests(
+    pending: float | None, queue_ms: float | None, rps: float, target_ms: float
+) -> float:
+    """Requests beyond what a fleet meeting the SLO holds in flight (0 if unknown)."""
+    est = 0.0
+    if pending is not None and pending >= 0:
+        est = max(est, pending - rps * target_ms / 1000.0)
+    if queue_ms is not None and queue_ms >= 0:
+        est = max(est, rps * (queue_ms - target_ms / 2.0) / 1000.0)
+    return max(0.0, est)
+
+
+def assess(
+    spec: ScaledModelSpec,
+    obs: Observation,
+    rps: float,
+    state: Mapping[str, Any],
+    now: float,
+    horizon_s: float,
+    ready_capacity_rps: float,
+) -> BurstAssessment:
+    """The step's headroom, backlog drain and panic (see the module docstring)."""
+    sc = spec.scaling
+    target = spec.slo.latency.target_ms
+    held = sc.scale_down_stabilization_seconds
+    keep = max(MIN_HISTORY_S, 4.0 * horizon_s) + held
+    hist = _history(state.get("vh"), now, keep)
+    hist.append([now, rps])
+    vol = rise_quantile(hist, horizon_s, held, RISE_QUANTILE, MIN_RISES)
+    floor = sc.headroom
+    cap = max(floor, sc.max_headroom)
+    headroom = floor if vol is None else min(cap, max(floor, vol))
+
+    backlog = backlog_requests(
+        finite_or_none(obs.pending), finite_or_none(obs.queue_ms), rps, target
+    )
+    left = backlog - (ready_capacity_rps - rps) * horizon_s
+    drain = max(0.0, left) / sc.drain_seconds if sc.drain_seconds > 0 and backlog > 0 else 0.0
+
+    lat = finite_or_none(obs.latency_ms)
+    over = lat is not None and lat > target
+    pz = state.get("pz")
+    panic_until = float(pz) if isinstance(pz, (int, float)) and not isinstance(pz, bool) else None
+    if panic_until is not None and (panic_until <= now or sc.panic_seconds <= 0):
+        panic_until = None
+    if sc.panic_seconds > 0 and (over or backlog > PANIC_BACKLOG_S * max(rps, 1.0)):
+        panic_until = now + sc.panic_seconds
+    panic = panic_until is not None
+    panic_rps = 0.0
+    if panic:
+        blind = finite_or_none(obs.pending) is None and finite_or_none(obs.queue_ms) is None
+        boost = 1.0
+        if blind and lat is not None and over:
+            boost = min(MAX_LATENCY_BOOST, lat / target)
+        panic_rps = rps * boost
+    return BurstAssessment(
+        headroom=headroom,
+        volatility=vol,
+        backlog=backlog,
+        drain_rps=drain,
+        panic=panic,
+        panic_rps=panic_rps,
+        history=[[round(t, 1), round(v, 2)] for t, v in hist],
+        panic_until=panic_until,
+    )
+
+
+def store(st: dict[str, Any], a: BurstAssessment) -> None:
+    """Persist the assessment's history and panic deadline in the autoscaler state."""
+    st["vh"] = a.history
+    if a.panic_until is not None:
+        st["pz"] = round(a.panic_until, 3)
+    else:
+        st.pop("pz", None)

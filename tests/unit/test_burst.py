@@ -1,0 +1,164 @@
+"""Burst rules (core/burst.py) against hand calculations, and their hooks in decide()."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tritonscale.core import burst
+from tritonscale.core.autoscale import decide
+from tritonscale.core.spec import (
+    SLO,
+    BatchPoint,
+    LatencySLO,
+    ModelSpec,
+    NodePool,
+    Profile,
+    ScaledModelSpec,
+    Scaling,
+    Variant,
+)
+from tritonscale.core.types import Observation, PlacementState
+
+
+def _spec(**scaling: float) -> ScaledModelSpec:
+    prof = Profile("T4", 8, (BatchPoint(1, 5.0), BatchPoint(8, 20.0)), 2.0)
+    return ScaledModelSpec(
+        model=ModelSpec("m", "s3://m"),
+        variants=(Variant("v", "fp16", 0.9, (prof,)),),
+        node_pools=(NodePool("p", "T4", 1.0, max_replicas=100, startup_seconds=60.0),),
+        slo=SLO(LatencySLO(95.0, 100.0)),
+        scaling=replace(Scaling(min_replicas=1, max_replicas=100, headroom=0.1), **scaling),
+    )
+
+
+def test_rise_quantile_by_hand() -> None:
+    # Steps every 15 s; horizon 30 s: rises are measured where t + 30 <= last t (=90).
+    hist = [[0, 100], [15, 100], [30, 150], [45, 100], [60, 100], [75, 100], [90, 300]]
+    # t=0: max(100,150)/100-1=0.5; t=15: 150/100-1=0.5; t=30: max(100,100)/150-1<0 -> 0;
+    # t=45: 0; t=60: 300/100-1=2.0. Sorted [0,0,0.5,0.5,2.0]; q=0.9 -> ceil(4.5)-1=4 -> 2.0
+    assert burst.rise_quantile(hist, 30.0, q=0.9) == pytest.approx(2.0)
+    assert burst.rise_quantile(hist, 30.0, q=0.5) == pytest.approx(0.5)
+    assert burst.rise_quantile(hist[:2], 30.0) is None
+    assert burst.rise_quantile(hist, 30.0, min_samples=6) is None
+    # Rises above what a 30-s scale-down window still holds: at t=30 and t=45 the
+    # held rate is 150, so only t=0, 15 (0.5) and t=60 (300/150 - 1 = 1.0) rise.
+    assert burst.rise_quantile(hist, 30.0, held_s=30.0, q=0.9) == pytest.approx(1.0)
+    assert burst.rise_quantile(hist, 30.0, held_s=30.0, q=0.6) == pytest.approx(0.5)
+
+
+def test_a_return_from_a_lull_is_no_rise() -> None:
+    lull = [[t, 1000.0] for t in range(0, 300, 15)] + [[t, 50.0] for t in range(300, 360, 15)]
+    lull += [[t, 1000.0] for t in range(360, 900, 15)]
+    assert burst.rise_quantile(lull, 75.0, held_s=300.0, q=1.0) == 0.0
+    assert burst.rise_quantile(lull, 75.0, held_s=0.0, q=1.0) == pytest.approx(19.0)
+
+
+def test_backlog_by_hand() -> None:
+    # 1000 rps, target 100 ms: a fleet meeting the SLO holds ~100 requests in flight.
+    assert burst.backlog_requests(600.0, None, 1000.0, 100.0) == pytest.approx(500.0)
+    # Mean queue 550 ms: rps x (0.55 - 0.05) s = 500 requests.
+    assert burst.backlog_requests(None, 550.0, 1000.0, 100.0) == pytest.approx(500.0)
+    assert burst.backlog_requests(50.0, 10.0, 1000.0, 100.0) == 0.0
+    assert burst.backlog_requests(None, None, 1000.0, 100.0) == 0.0
+
+
+def test_headroom_follows_volatility_within_bounds() -> None:
+    spec = _spec(max_headroom=0.5, scale_down_stabilization_seconds=0.0)
+    obs = Observation(rps=100.0)
+    # A steady ramp of 6% a step: every measured rise over 75 s (5 steps) is
+    # 1.06^5 - 1 = 0.338, between the floor 0.1 and the cap 0.5.
+    st: dict[str, object] = {"vh": [[t, 100.0 * 1.06 ** (t // 15)] for t in range(0, 600, 15)]}
+    a = burst.assess(spec, obs, 100.0, st, 600.0, 75.0, 0.0)
+    assert a.headroom == pytest.approx(1.06 ** 5 - 1.0)
+    flat = {"vh": [[t, 100.0] for t in range(0, 600, 15)]}
+    assert burst.assess(spec, obs, 100.0, flat, 600.0, 75.0, 0.0).headroom == 0.1
+    wild = {"vh": [[t, 100.0 * 1.5 ** (t // 15)] for t in range(0, 600, 15)]}
+    assert burst.assess(spec, obs, 100.0, wild, 600.0, 75.0, 0.0).headroom == 0.5
+    # No history yet: the floor.
+    assert burst.assess(spec, obs, 100.0, {}, 0.0, 75.0, 0.0).headroom == 0.1
+
+
+def test_drain_accounts_for_what_the_ready_fleet_drains_first() -> None:
+    spec = _spec(drain_seconds=60.0)
+    obs = Observation(rps=1000.0, pending=20_100.0)  # backlog 20,000
+    # Ready capacity 1100 rps: 100 rps spare x 75 s = 7,500 drained before new
+    # capacity is Ready; 12,500 left, to drain in 60 s: +208.3 rps.
+    a = burst.assess(spec, obs, 1000.0, {}, 0.0, 75.0, 1100.0)
+    assert a.backlog == pytest.approx(20_000.0)
+    assert a.drain_rps == pytest.approx(12_500.0 / 60.0)
+    assert a.panic
+    # Enough spare capacity to drain it before anything new could be Ready: nothing.
+    b = burst.assess(spec, obs, 1000.0, {}, 0.0, 75.0, 1300.0)
+    assert b.drain_rps == 0.0
+    off = burst.assess(_spec(drain_seconds=0.0), obs, 1000.0, {}, 0.0, 75.0, 1100.0)
+    assert off.drain_rps == 0.0
+
+
+def test_panic_starts_extends_and_ends() -> None:
+    spec = _spec(panic_seconds=60.0)
+    hot = Observation(rps=100.0, latency_ms=150.0, pending=0.0)
+    a = burst.assess(spec, hot, 100.0, {}, 0.0, 75.0, 500.0)
+    assert a.panic and a.panic_until == 60.0
+    # Backlog signals known: no latency boost, the floor is the rate itself.
+    assert a.panic_rps == pytest.approx(100.0)
+    st: dict[str, object] = {}
+    burst.store(st, a)
+    calm = Observation(rps=100.0, latency_ms=50.0, pending=0.0)
+    assert burst.assess(spec, calm, 100.0, st, 59.0, 75.0, 500.0).panic
+    assert not burst.assess(spec, calm, 100.0, st, 61.0, 75.0, 500.0).panic
+    # Latency the only evidence: plan for rps x min(2, latency / target).
+    blind = Observation(rps=100.0, latency_ms=150.0)
+    assert burst.assess(spec, blind, 100.0, {}, 0.0, 75.0, 500.0).panic_rps == 150.0
+    assert not burst.assess(_spec(panic_seconds=0.0), hot, 100.0, {}, 0.0, 75.0,
+                            500.0).panic
+
+
+def _ready(spec: ScaledModelSpec, n: int) -> tuple[PlacementState, ...]:
+    return (PlacementState("v", "p", n, n),)
+
+
+def test_decide_drains_a_backlog_and_holds_in_panic() -> None:
+    spec = _spec(drain_seconds=30.0, scale_down_stabilization_seconds=0.0)
+    d0 = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    n0 = d0.total_replicas
+    cur = _ready(spec, n0)
+    calm = decide(spec, Observation(rps=1000.0, current=cur, pending=10.0,
+                                    latency_ms=40.0), d0.state, 15.0)
+    backlog = decide(spec, Observation(rps=1000.0, current=cur, pending=60_000.0,
+                                       latency_ms=400.0), d0.state, 15.0)
+    assert backlog.total_replicas > calm.total_replicas
+    assert backlog.details["burst"]["drain_rps"] > 0  # type: ignore[index]
+    # The backlog is gone but the panic holds: the load falls, the fleet does not.
+    after = decide(spec, Observation(rps=300.0, current=_ready(spec, backlog.total_replicas),
+                                     pending=0.0, latency_ms=40.0), backlog.state, 30.0)
+    assert after.details["burst"]["panic"] is True  # type: ignore[index]
+    assert after.total_replicas >= calm.total_replicas
+    # Without panic the same step lowers the stabilised load.
+    nopanic = decide(replace(spec, scaling=replace(spec.scaling, panic_seconds=0.0)),
+                     Observation(rps=300.0, current=_ready(spec, backlog.total_replicas),
+                                 pending=0.0, latency_ms=40.0), backlog.state, 30.0)
+    assert nopanic.details["burst"]["panic"] is False  # type: ignore[index]
+    assert nopanic.state["L"] < backlog.state["L"] == after.state["L"]
+
+
+def test_simulator_reports_pending_requests() -> None:
+    """The simulator's pending count against a hand-traced single replica."""
+    import numpy as np
+
+    from tritonscale.sim.engine import SimConfig, Simulator
+
+    spec = _spec()
+    # Batch of 1 takes 5 ms, of 8 takes 20 ms; max queue delay 2 ms. Ten requests at
+    # t=0 (0.0001 s apart) on one replica: the first batch (8) dispatches at
+    # 0.0008 s (the 8th arrival) and completes at 0.0208; the last two wait for it.
+    arr = np.arange(10) * 1e-4
+    sim = Simulator(spec, np.append(arr, 10.0), SimConfig())
+    sim.apply({("v", "p"): 1}, instant=True)
+    sim.run_interval(0.0, 0.01)
+    sim.now = 0.01
+    assert sim.pending() == 10.0  # 8 executing + 2 queued
+    sim.run_interval(0.01, 0.05)
+    sim.now = 0.05
+    assert sim.pending() == 0.0
