@@ -3,14 +3,20 @@
 Each subcommand lives in ``tritonscale/commands/<name>.py`` exposing
 ``HELP: str``, ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
 imported lazily so ``tritonscale validate`` does not pay for Kopf or scipy.
+
+Bad input ends with one line on stderr and exit code 2 (argparse's usage errors
+included, without the usage dump); an unexpected exception in an offline command
+ends with one line and exit code 70 (set ``TRITONSCALE_DEBUG=1`` for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from tritonscale import __version__
 
@@ -24,8 +30,24 @@ COMMANDS: dict[str, str] = {
 }
 
 
+EXIT_INTERNAL = 70  # EX_SOFTWARE
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[: limit - 3] + "..."
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: what (see prog --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, _one_line(f"{self.prog}: error: {message} (see {self.prog} --help)")
+                  + "\n")
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tritonscale",
         description="Run NVIDIA Triton fleets against latency and cost SLOs.",
     )
@@ -47,7 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
     run = args._run
-    code: int = run(args)
+    if args.command == "run" or os.environ.get("TRITONSCALE_DEBUG") == "1":
+        code: int = run(args)
+        return code
+    try:
+        code = run(args)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # last resort: never a traceback for an offline command
+        print(_one_line(f"tritonscale {args.command}: internal error: {type(e).__name__}: "
+                        f"{e} (please report it; TRITONSCALE_DEBUG=1 shows the traceback)"),
+              file=sys.stderr)
+        return EXIT_INTERNAL
     return code
 
 

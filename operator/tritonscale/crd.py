@@ -73,6 +73,10 @@ def to_jsonschema(node: Mapping[str, Any], *, root: bool = True) -> dict[str, An
             out[key] = {k: to_jsonschema(v, root=False) for k, v in value.items()}
         elif key == "items" or (key == "additionalProperties" and isinstance(value, Mapping)):
             out[key] = to_jsonschema(value, root=False)
+        elif key == "pattern":
+            # Go's RE2 (the API server) anchors $ at the end of the text; Python's re,
+            # which jsonschema uses, also before a final newline.
+            out[key] = str(value).replace("$", r"\Z")
         elif key in ("exclusiveMinimum", "exclusiveMaximum"):
             continue  # handled with minimum/maximum below
         elif key in ("allOf", "anyOf", "oneOf"):

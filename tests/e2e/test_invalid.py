@@ -105,6 +105,16 @@ SCHEMA_CASES: list[tuple[str, Callable[[Manifest], None], str, str]] = [
      "spec.metrics.prometheus.url", "should match '^https?://'"),
     ("type-max-replicas", _set("spec.scaling.maxReplicas", "many"),
      "spec.scaling.maxReplicas", "must be of type integer"),
+    ("quantity-garbage", _set("spec.model.resources.limits.memory", "lots"),
+     "spec.model.resources.limits.memory", "should match"),
+    ("quantity-negative", _set("spec.model.resources.requests.cpu", -1),
+     "spec.model.resources.requests.cpu", "should be greater than or equal to 0"),
+    ("env-name", _set("spec.model.env", [{"name": "A=B"}]), "spec.model.env[0].name",
+     "should match"),
+    ("node-selector-value", lambda m: m["spec"]["nodePools"][0]["nodeSelector"].update(
+        zone="-x-"), "spec.nodePools[0].nodeSelector.zone", "should match"),
+    ("pool-name-double-dash", _set("spec.nodePools[0].name", "t4--spot"),
+     "spec.nodePools[0].name", "should match"),
     ("too-many-variants", lambda m: m["spec"]["variants"].extend(
         dict(deep(m["spec"]["variants"][0]), name=f"v{i}") for i in range(15)),
      "spec.variants", "must have at most 16 items"),
@@ -124,6 +134,16 @@ def test_schema_violation_is_rejected_naming_the_field(
     assert rc != 0, f"accepted:\n{to_yaml(manifest)}"
     assert 'The ScaledModel "bad" is invalid' in out, out
     assert field in out and says in out, out
+
+
+def test_gpu_in_model_resources_is_an_unknown_field(cluster: Cluster, bad_ns: str) -> None:
+    """GPUs come from the pool's gpusPerReplica; model.resources has cpu, memory and
+    ephemeral-storage only, so kubectl's strict decoding names the field."""
+    manifest = _valid(bad_ns)
+    manifest["spec"]["model"]["resources"]["limits"]["nvidia.com/gpu"] = 1
+    rc, out = _apply(cluster, manifest)
+    assert rc != 0, f"accepted:\n{to_yaml(manifest)}"
+    assert 'unknown field "spec.model.resources.limits.nvidia.com/gpu"' in out, out
 
 
 # -- every CEL rule of the CRD ----------------------------------------------------------
@@ -262,6 +282,85 @@ CEL_BREAKERS: dict[str, tuple[Callable[[Manifest], None], str]] = {
         _set("spec.metrics.prometheus.url", "http://169.254.169.254/latest/meta-data#"),
         "spec.metrics.prometheus.url"),
 }
+
+def _tolerate(t: dict[str, Any]) -> Callable[[Manifest], None]:
+    return lambda m: m["spec"]["nodePools"][0].setdefault("tolerations", []).append(t)
+
+
+def _resource(part: str, name: str, value: Any) -> Callable[[Manifest], None]:
+    return lambda m: m["spec"]["model"]["resources"].setdefault(part, {}).update({name: value})
+
+
+def _safe(*entries: tuple[str, str, int], floor: float | None = None
+          ) -> Callable[[Manifest], None]:
+    def mutate(m: Manifest) -> None:
+        m["spec"]["scaling"]["safePlan"] = [
+            {"variant": v, "pool": p, "replicas": n} for v, p, n in entries]
+        if floor is not None:
+            m["spec"]["slo"]["minAccuracy"] = floor
+    return mutate
+
+
+CEL_BREAKERS.update({
+    "spec.routing.parentRefs: is required when mode is gateway": (
+        _set("spec.routing", {"mode": "gateway"}), "spec.routing.parentRefs"),
+    "spec.routing.parentRefs: is only used when mode is gateway": (
+        _set("spec.routing", {"mode": "service", "parentRefs": [{"name": "gw"}]}),
+        "spec.routing.parentRefs"),
+    "metadata.name: must be an RFC 1035 label": (_set("metadata.name", "1bad"), "metadata.name"),
+    "spec.model.args: a flag at the end": (_set("spec.model.args", ["--log-file"]),
+                                           "spec.model.args"),
+    "spec.model.args[]: must not set the operator's own": (
+        _set("spec.model.args", ["--http-p=9000"]), "spec.model.args[0]"),
+    "spec.model.env[].valueFrom: must not be set": (
+        _set("spec.model.env", [{"name": "A", "value": "x",
+                                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
+        "spec.model.env[0].valueFrom"),
+    "spec.model.resources.requests.cpu: must be <=": (
+        lambda m: m["spec"]["model"]["resources"].update(requests={"cpu": "2"},
+                                                         limits={"cpu": "1500m"}),
+        "spec.model.resources.requests.cpu"),
+    "spec.model.resources.requests.memory: must be <=": (
+        _resource("requests", "memory", "9Gi"), "spec.model.resources.requests.memory"),
+    "spec.model.resources.requests.ephemeral-storage: must be <=": (
+        lambda m: m["spec"]["model"]["resources"].update(
+            requests={"ephemeral-storage": 2000}, limits={"ephemeral-storage": "1k"}),
+        "spec.model.resources"),
+    "spec.nodePools[].nodeSelector: keys must be": (
+        lambda m: m["spec"]["nodePools"][0]["nodeSelector"].update({"bad key": "x"}),
+        "spec.nodePools[0].nodeSelector"),
+    "spec.nodePools[].tolerations[].operator: must be Exists": (
+        _tolerate({"operator": "Equal", "value": "x"}),
+        "spec.nodePools[0].tolerations[2].operator"),
+    "spec.nodePools[].tolerations[].key: must be a qualified name": (
+        _tolerate({"key": "a b", "operator": "Exists"}), "spec.nodePools[0].tolerations[2].key"),
+    "spec.nodePools[].tolerations[].value: must be empty": (
+        _tolerate({"key": "a", "operator": "Exists", "value": "x"}),
+        "spec.nodePools[0].tolerations[2].value"),
+    "spec.nodePools[].tolerations[].effect: must be NoExecute": (
+        _tolerate({"key": "a", "operator": "Exists", "effect": "NoSchedule",
+                   "tolerationSeconds": 5}), "spec.nodePools[0].tolerations[2].effect"),
+    "spec.metrics.prometheus.labels.pool: must differ": (
+        _set("spec.metrics.prometheus.labels", {"variant": "x", "pool": "x"}),
+        "spec.metrics.prometheus.labels.pool"),
+    "spec.metrics.prometheus.selector: keys must be": (
+        _set("spec.metrics.prometheus.selector", {"__name__": "x"}),
+        "spec.metrics.prometheus.selector"),
+    "spec.scaling.safePlan[].variant: must meet the accuracy floor": (
+        _safe(("int8", "t4-spot", 1), floor=0.76), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan[].pool: the variant needs a profile": (
+        _safe(("fp16", "l4-spot", 1)), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan[]: one entry per": (
+        _safe(("int8", "t4-spot", 1), ("int8", "t4-spot", 1)), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan: puts more replicas on a pool": (
+        _safe(("int8", "t4-spot", 9)), "spec.scaling.safePlan"),
+    "spec.scaling.safePlan: totals more than": (
+        _safe(("int8", "t4-spot", 8), ("int8", "t4-ondemand", 8), ("int8", "l4-spot", 1)),
+        "spec.scaling.safePlan"),
+    "spec.scaling.safePlan: costs more than": (
+        _safe(("int8", "a100-ondemand", 3)), "spec.scaling.safePlan"),
+})
+
 
 # Every way the base-URL rule is meant to close (SSRF through a ScaledModel: a cut-off
 # query path, credentials, another host behind "@"): each must be refused by the real

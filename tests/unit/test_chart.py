@@ -598,6 +598,19 @@ def test_prometheus_allowlist_reaches_the_operator() -> None:
     assert proc.returncode != 0 and "allowedUrls" in proc.stderr
 
 
+def test_image_allowlist_reaches_the_operator() -> None:
+    def allowed(*args: str) -> str:
+        env = {e["name"]: e for e in container(template(*args))["env"]}
+        return str(env["TRITONSCALE_ALLOWED_IMAGES"]["value"])
+
+    assert allowed() == ""
+    assert allowed("--set", "tritonImages.allowed={nvcr.io/nvidia/tritonserver:*,r.io/t/*}") \
+        == "nvcr.io/nvidia/tritonserver:*,r.io/t/*"
+    proc = run_helm("template", "ts", str(CHART), "--set", "tritonImages.allowed={a b}",
+                    check=False)
+    assert proc.returncode != 0 and "tritonImages" in proc.stderr
+
+
 # ------------------------------------------------------------- tests & NOTES
 def test_helm_test_pod_fetches_metrics() -> None:
     docs = template("--show-only", "templates/tests/test-metrics.yaml")

@@ -186,7 +186,6 @@ def _base() -> dict[str, Any]:
     s["scaling"]["safePlan"] = [{"variant": "int8", "pool": "t4-ondemand", "replicas": 2}]
     s["nodePools"][0]["tolerations"][0] = {
         "key": "k", "operator": "Equal", "value": "v", "effect": "NoSchedule",
-        "tolerationSeconds": 30,
     }
     s["metrics"]["prometheus"]["labels"] = {"namespace": "namespace"}
     s["metrics"]["prometheus"]["timeoutSeconds"] = 5

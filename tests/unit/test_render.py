@@ -60,13 +60,41 @@ def test_triton_args(resnet50: dict[str, Any]) -> None:
     assert "--model-control-mode=explicit" in args
     assert "--load-model=resnet50" in args
     assert "--model-config-name=fp16" in args
-    i = args.index("--metrics-config")
-    assert args[i + 1] == "summary_latencies=true"
-    ports = (("--http-port", "8000"), ("--grpc-port", "8001"), ("--metrics-port", "8002"))
-    for flag, port in ports:
-        assert args[args.index(flag) + 1] == port
+    assert "--metrics-config=summary_latencies=true" in args
+    for flag in ("--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"):
+        assert flag in args
     assert "--exit-timeout-secs=30" in args
-    assert args[-1] == "--log-verbose=1"
+    # The user's args come first, the operator's flags after them (the last value wins).
+    assert args[1] == "--log-verbose=1"
+    assert args[-1] == "--exit-timeout-secs=30"
+
+
+def test_operator_flags_follow_user_args(resnet50: dict[str, Any]) -> None:
+    """Even a value-taking flag at the end of args cannot swallow a port flag."""
+    resnet50["spec"]["model"]["args"] = ["--log-file", "/tmp/t.log", "--log-verbose=1"]
+    args = _container(
+        render.get_deployment(OWNER, _spec(resnet50), Placement("int8", "t4-spot", 1))
+    )["args"]
+    assert args[1:4] == ["--log-file", "/tmp/t.log", "--log-verbose=1"]
+    tail = args[4:]
+    assert all(a.startswith("--") and "=" in a for a in tail)
+    assert {a.split("=", 1)[0] for a in tail} >= {
+        "--http-port", "--grpc-port", "--metrics-port", "--model-repository", "--load-model",
+    }
+
+
+def test_deployment_names_cannot_collide() -> None:
+    """The audit's pair: variant a-b on pool c, variant a on pool b-c."""
+    assert render.deployment_name("m", "a-b", "c") == "m-a-b--c"
+    assert render.deployment_name("m", "a", "b-c") == "m-a-b-c"
+
+
+def test_deployment_names_unique_over_many_pairs() -> None:
+    parts = ["a", "b", "a-b", "b-c", "c", "a-b-c", "ab", "b-a"]
+    pairs = [(v, p) for v in parts for p in parts]
+    names = [render.deployment_name("m-x", v, p) for v, p in pairs]
+    assert len(set(names)) == len(pairs)
+    assert render.deployment_name("resnet50", "int8", "t4-spot") == "resnet50-int8-t4-spot"
 
 
 def test_variant_repository_overrides_and_no_config_name(resnet50: dict[str, Any]) -> None:

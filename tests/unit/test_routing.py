@@ -201,7 +201,7 @@ def test_routes_carry_weights_and_parent_refs() -> None:
                                             "namespace": "infra", "sectionName": "web"}]
         refs = r["spec"]["rules"][0]["backendRefs"]
         assert {(b["name"], b["weight"], b["port"]) for b in refs} == {
-            ("bert-distil-int8-t4-spot", 300, port), ("bert-distil-int8-l4-ondemand", 700, port)}
+            ("bert-distil-int8--t4-spot", 300, port), ("bert-distil-int8--l4-ondemand", 700, port)}
     only_http = rt.get_routes(OWNER, _spec({"parentRefs": [{"name": "gw"}]}), w)
     assert [r["kind"] for r in only_http] == ["HTTPRoute"]
 

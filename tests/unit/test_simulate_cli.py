@@ -78,7 +78,7 @@ def test_bad_baseline_choice_is_a_clean_error(
     flags: list[str], needle: str,
 ) -> None:
     code = main(["simulate", "--spec", SPEC, "--trace", str(plain_trace), "--policy", policy,
-                 *flags])
+                 "--rate-scale", "1", *flags])
     assert code == 2
     err = capsys.readouterr().err
     assert f"policy {policy}" in err and needle in err, err

@@ -74,7 +74,7 @@ def test_multi_document_and_other_kinds(tmp_path: Path, capsys: pytest.CaptureFi
 def test_invalid_yaml_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "x.yaml"
     p.write_text("spec: [unclosed\n")
-    assert main(["validate", str(p), str(tmp_path / "nope.yaml")]) == 1
+    assert main(["validate", str(p), str(tmp_path / "nope.yaml")]) == 2
     out = capsys.readouterr().out
     assert f"{p}: line" in out
     assert "nope.yaml: cannot read" in out

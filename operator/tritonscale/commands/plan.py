@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
-import yaml
-
-from tritonscale.commands.simulate import load_spec
+from tritonscale.commands.inputs import EXIT_BAD_INPUT, InputError, check_number, clip, load_spec
 from tritonscale.core.autoscale import plan_once
-from tritonscale.core.spec import SpecError
 
 HELP = "make one planning decision for a given load and explain it"
 
@@ -22,15 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
 
 
+# Far beyond any one model's traffic; keeps the planner's arithmetic in range.
+MAX_RPS = 1e9
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        check_number(args.rps, "--rps", low=0.0, high=MAX_RPS)
         spec = load_spec(args.spec)
-    except (OSError, SpecError, yaml.YAMLError) as e:
-        print(f"error: {args.spec}: {e}", file=sys.stderr)
-        return 2
-    if not math.isfinite(args.rps) or args.rps < 0:
-        print(f"error: --rps must be a finite number >= 0; got {args.rps}", file=sys.stderr)
-        return 2
+    except InputError as e:
+        print(clip(f"error: {e}"), file=sys.stderr)
+        return EXIT_BAD_INPUT
     d = plan_once(spec, args.rps)
     if args.json:
         out = {

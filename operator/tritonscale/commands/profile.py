@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from tritonscale.adapters import cascade_profiler, profiler
+from tritonscale.commands import inputs
 
 HELP = "measure a live Triton model and print a profiles block for the spec"
 
@@ -25,4 +26,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.accelerator:
         print("tritonscale profile: --accelerator is required", file=sys.stderr)
         return 2
+    try:
+        inputs.check_profile_args(args)
+    except inputs.InputError as e:
+        print(inputs.clip(f"tritonscale profile: {e}"), file=sys.stderr)
+        return inputs.EXIT_BAD_INPUT
     return profiler.run(args)

@@ -27,6 +27,7 @@ from typing import Any
 HELP = "run the operator (Kopf) against the current cluster"
 NAMESPACES_ENV = "TRITONSCALE_NAMESPACES"
 ALLOWED_PROMETHEUS_ENV = "TRITONSCALE_ALLOWED_PROMETHEUS_URLS"
+ALLOWED_IMAGES_ENV = "TRITONSCALE_ALLOWED_IMAGES"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'*' allows any). Default from $" + ALLOWED_PROMETHEUS_ENV + " (comma separated), "
         "else any URL (a warning is logged)",
     )
+    parser.add_argument(
+        "--allow-image", action="append", default=[], metavar="PATTERN",
+        help="a glob pattern spec.model.tritonImage must match (repeatable, e.g. "
+        "'nvcr.io/nvidia/tritonserver:*'); a ScaledModel with another image gets "
+        "SpecValid=False (ImageNotAllowed) and nothing is applied. Default from $"
+        + ALLOWED_IMAGES_ENV + " (comma separated), else any image",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format", choices=("full", "plain", "json"), default="full",
@@ -141,6 +149,16 @@ def prometheus_allowlist(args: argparse.Namespace) -> Any:
     if not entries:
         return None
     return UrlAllowlist.parse(entries)
+
+
+def image_policy(args: argparse.Namespace) -> Any:
+    """The operator's image allowlist from the flags, else the environment."""
+    from tritonscale.core.admission import ImagePolicy
+
+    entries = [p for p in args.allow_image if p.strip()]
+    if not entries:
+        entries = os.environ.get(ALLOWED_IMAGES_ENV, "").split(",")
+    return ImagePolicy.parse(entries)
 
 
 def peering_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,6 +201,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"tritonscale run: --allow-prometheus-url: {e}", file=sys.stderr)
         return 2
+    try:
+        images = image_policy(args)
+    except ValueError as e:
+        print(f"tritonscale run: --allow-image: {e}", file=sys.stderr)
+        return 2
     if allowlist is None:
         log.warning(
             "no Prometheus allowlist (--allow-prometheus-url / $%s): ScaledModels may "
@@ -207,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         listeners=[MetricsListener(metrics)],
         pool_stall_floor_seconds=args.pool_stall_seconds,
+        image_policy=images,
     )
     shard = shard_of_args(args)
     scope = scope_kwargs(args)

@@ -6,16 +6,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest, parse_spec
+from tritonscale.commands import inputs
+from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.sim.engine import LOAD_BALANCING, SimConfig, StepRecord
 from tritonscale.sim.policies import POLICIES, HPAConfig, default_deployment
 from tritonscale.sim.report import PolicyResult, run_policy
-from tritonscale.sim.trace import TraceError, load_trace, scale_trace
 
 HELP = "replay an arrival trace against policies and compare cost and SLO"
 DEFAULT_RATE_SCALE = 500.0
@@ -98,10 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_spec(path: str) -> ScaledModelSpec:
-    doc = yaml.safe_load(Path(path).read_text())
-    if isinstance(doc, dict) and "apiVersion" in doc:
-        return parse_manifest(doc)[2]
-    return parse_spec(doc.get("spec", doc) if isinstance(doc, dict) else doc)
+    """The ScaledModel at ``path``, read with the CLI's bounds (commands/inputs.py)."""
+    return inputs.load_spec(path)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -140,15 +135,10 @@ def progress_printer(policy: str, duration_s: float) -> Callable[[StepRecord], N
 
 def run(args: argparse.Namespace) -> int:
     try:
-        spec = load_spec(args.spec)
-    except (OSError, SpecError, yaml.YAMLError) as e:
-        print(f"error: {args.spec}: {e}", file=sys.stderr)
-        return 2
-    try:
-        arrivals = scale_trace(load_trace(args.trace), args.rate_scale, seed=args.seed)
-    except (OSError, TraceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        spec, arrivals = inputs.simulate_inputs(args)
+    except inputs.InputError as e:
+        print(inputs.clip(f"error: {e}"), file=sys.stderr)
+        return inputs.EXIT_BAD_INPUT
     timeout = args.client_timeout
     if not (timeout >= 0 and timeout < float("inf")):
         print(f"error: --client-timeout: {timeout!r} must be >= 0 seconds", file=sys.stderr)

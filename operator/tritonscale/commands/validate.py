@@ -3,9 +3,11 @@
 Each document is checked twice: against the CRD's OpenAPI schema (what the API
 server enforces structurally) and by ``core/spec.py`` (the same cross-field rules
 the CRD's CEL expressions enforce at admission, plus the operator's own). Errors
-print as ``FILE: field.path: message``; the exit code is 1 if any document fails.
-Documents of other kinds are skipped with a note, so a file may also carry e.g. a
-Namespace.
+print as ``FILE: field.path: message``. Exit codes: 0 all valid, 1 a ScaledModel
+has problems (one line each), 2 a file could not be read as YAML at all (one line
+naming the file and why: missing, binary, not UTF-8, too large, invalid or hostile
+YAML; see :mod:`tritonscale.commands.inputs` for the bounds). Documents of other
+kinds are skipped with a note, so a file may also carry e.g. a Namespace.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
+from tritonscale.commands.inputs import (
+    EXIT_BAD_INPUT,
+    MAX_SPEC_BYTES,
+    InputError,
+    clip,
+    load_yaml_documents,
+    read_text,
+)
 from tritonscale.core.spec import FieldError, SpecError, parse_manifest
 
 HELP = "check ScaledModel YAML files offline against the CRD schema and core rules"
@@ -56,15 +63,16 @@ def _is_scaledmodel(doc: Any) -> bool:
     return doc.get("kind") == "ScaledModel" or api.startswith("tritonscale.io/")
 
 
+def _meta(doc: dict[str, Any]) -> dict[str, Any]:
+    meta = doc.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
 def validate_stream(name: str, text: str, out: TextIO, quiet: bool = False) -> int:
-    """Validate every document in ``text``; print findings; return the error count."""
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "yaml"
-        print(f"{name}: {where}: invalid YAML: {getattr(e, 'problem', e)}", file=out)
-        return 1
+    """Validate every document in ``text``; print findings; return the error count.
+
+    Raises :class:`InputError` when ``text`` is not (bounded, valid) YAML."""
+    docs = load_yaml_documents(text, name)
     errors = 0
     seen = 0
     for i, doc in enumerate(docs):
@@ -73,38 +81,38 @@ def validate_stream(name: str, text: str, out: TextIO, quiet: bool = False) -> i
         seen += 1
         if not _is_scaledmodel(doc):
             if not quiet:
-                kind = doc.get("kind", "?")
-                meta = doc.get("metadata") or {}
-                print(f"{name}: skipped {kind}/{meta.get('name', '?')} (not a ScaledModel)",
-                      file=out)
+                kind = clip(str(doc.get("kind", "?")), 60)
+                obj = clip(str(_meta(doc).get("name", "?")), 60)
+                print(clip(f"{name}: skipped {kind}/{obj} (not a ScaledModel)"), file=out)
             continue
         problems = validate_document(doc)
         label = name if len(docs) == 1 else f"{name}[{i}]"
         for p in problems:
-            print(f"{label}: {p.path}: {p.message}", file=out)
+            print(clip(f"{label}: {p.path}: {p.message}"), file=out)
         errors += len(problems)
         if not problems and not quiet:
-            _, obj_name, spec = parse_manifest(doc)
-            ns = (doc.get("metadata") or {}).get("namespace", "default")
+            ns, obj_name, spec = parse_manifest(doc)
             print(
                 f"{label}: OK ScaledModel {ns}/{obj_name} "
                 f"({len(spec.variants)} variants, {len(spec.node_pools)} node pools)",
                 file=out,
             )
     if seen == 0:
-        print(f"{name}: no documents", file=out)
-        return 1
+        raise InputError(f"{name}: no YAML documents")
     return errors
 
 
 def run(args: argparse.Namespace) -> int:
     failures = 0
+    unreadable = 0
     for f in args.files:
         try:
-            text = sys.stdin.read() if f == "-" else Path(f).read_text(encoding="utf-8")
-        except OSError as e:
-            print(f"{f}: cannot read: {e.strerror or e}", file=sys.stdout)
-            failures += 1
-            continue
-        failures += validate_stream(f, text, sys.stdout, quiet=args.quiet)
+            text = read_text(f, max_bytes=MAX_SPEC_BYTES, stdin=sys.stdin)
+            name = "<stdin>" if f == "-" else f
+            failures += validate_stream(name, text, sys.stdout, quiet=args.quiet)
+        except InputError as e:
+            print(clip(str(e)), file=sys.stdout)
+            unreadable += 1
+    if unreadable:
+        return EXIT_BAD_INPUT
     return 1 if failures else 0

@@ -58,7 +58,7 @@ the mix being moved to.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,11 +68,11 @@ from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
 from tritonscale.core.correction import corrected_spec, update_factors
 from tritonscale.core.perf import predict_replica
+from tritonscale.core.safeplan import admissible_safe_plan
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.stabilize import (
     as_state_mix,
     from_state_mix,
-    merge_floor,
     stabilize_load,
     transition,
 )
@@ -705,8 +705,12 @@ def _unknown(
             (), 0.0, math.inf, math.inf)
         mix = (dict(plan.counts) if spec.cascade is None
                else cc.initial_mix(spec, obs.unavailable_pools))
+        cut: tuple[str, ...] = ()
         if fails >= sc.failure_threshold and sc.safe_plan:
-            mix = merge_floor(mix, _safe(spec))
+            safe = admissible_safe_plan(spec, mix, obs.unavailable_pools)
+            mix, cut = safe.mix, safe.notes
+        if cut:
+            details["safePlanCut"] = list(cut)
         return _Step(
             target=mix,
             state=replace(prev, failures=fails, target=mix),
@@ -714,15 +718,20 @@ def _unknown(
             message=(
                 f"Signals unknown ({why}); starting with {_mix_text(mix)} at "
                 f"${_cost(spec, mix):.2f}/h, the cheapest combo at minReplicas."
+                + _cut_text(cut)
             ),
             details=details,
         )
     if fails >= sc.failure_threshold and sc.safe_plan:
-        mix = merge_floor(base, _safe(spec))
+        safe = admissible_safe_plan(spec, base, obs.unavailable_pools)
+        mix, cut = safe.mix, safe.notes
+        if cut:
+            details["safePlanCut"] = list(cut)
         reason = "SafePlan"
         msg = (
             f"Signals unknown for {fails}+ consecutive steps ({why}); applying the safe plan "
             f"without scaling anything down: {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h."
+            + _cut_text(cut)
         )
     else:
         mix = dict(base)
@@ -738,6 +747,11 @@ def _unknown(
         message=msg,
         details=details,
     )
+
+
+def _cut_text(cut: Sequence[str]) -> str:
+    """The safe plan's entries the limits refused or cut, for the decision message."""
+    return f" Safe plan limited: {'; '.join(cut)}." if cut else ""
 
 
 def _replacement(

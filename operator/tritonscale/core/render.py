@@ -1,7 +1,7 @@
 """Desired Kubernetes objects for a ScaledModel, as plain dicts (pure).
 
 ``get_*`` builders return objects; only the kube adapter sends them. One
-Deployment per (variant, pool) with replicas > 0, named ``<sm>-<variant>-<pool>``,
+Deployment per (variant, pool) with replicas > 0 (named by :func:`deployment_name`)
 and one Service ``<sm>`` selecting every Triton pod of the model so all variants
 serve the same endpoint while a transition is in flight.
 """
@@ -75,7 +75,17 @@ DEFAULT_OPTIONS = RenderOptions()
 
 
 def deployment_name(sm: str, variant: str, pool: str) -> str:
-    return f"{sm}-{variant}-{pool}"
+    """``<sm>-<variant>-<pool>``, or ``<sm>-<variant>--<pool>`` if the variant has a "-".
+
+    Variant and pool names are DNS labels without "--" (core/spec.py, the CRD), so
+    the names of one ScaledModel never collide: without a "-" in the variant, the
+    variant is everything up to the first "-" after ``<sm>-``; with one, the pool
+    starts after the only "--". (Plain ``<sm>-<variant>-<pool>`` made variant
+    ``a-b`` on pool ``c`` and variant ``a`` on pool ``b-c`` the same Deployment.)
+    At most 20 + 1 + 20 + 2 + 20 = 63 characters.
+    """
+    sep = "--" if "-" in variant else "-"
+    return f"{sm}-{variant}{sep}{pool}"
 
 
 def selector_labels(sm: str, variant: str | None = None, pool: str | None = None) -> dict[str, str]:
@@ -107,9 +117,15 @@ def spec_hash(obj: Any) -> str:
 
 
 def triton_args(spec: ScaledModelSpec, variant: Variant, options: RenderOptions) -> list[str]:
+    """``tritonserver``, the ScaledModel's ``model.args``, then the operator's own flags.
+
+    The operator's flags come last, each one token (``--flag=value``), so they win
+    over anything earlier (tritonserver keeps the last value of a flag); core/spec.py
+    also refuses args naming them."""
     repo = variant.repository or spec.model.repository
     args = [
         "tritonserver",
+        *spec.model.args,
         f"--model-repository={repo}",
         "--model-control-mode=explicit",
         f"--load-model={spec.model.name}",
@@ -117,17 +133,12 @@ def triton_args(spec: ScaledModelSpec, variant: Variant, options: RenderOptions)
     if variant.config_name:
         args.append(f"--model-config-name={variant.config_name}")
     args += [
-        "--metrics-config",
-        "summary_latencies=true",
-        "--http-port",
-        str(HTTP_PORT),
-        "--grpc-port",
-        str(GRPC_PORT),
-        "--metrics-port",
-        str(METRICS_PORT),
+        "--metrics-config=summary_latencies=true",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
         f"--exit-timeout-secs={options.exit_timeout_seconds}",
     ]
-    args += list(spec.model.args)
     return args
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tritonscale.core import k8sformat as k8s
 from tritonscale.core.api import API_VERSION, KIND
 from tritonscale.core.cascade_spec import Cascade, parse_cascade
 
@@ -53,9 +54,18 @@ PROMETHEUS_URL_RULE = (
     "must be a base URL: http:// or https://, a host, an optional port and path; "
     "no user info (@), query (?) or fragment (#)"
 )
-# Combined "<sm>-<variant>-<pool>" Deployment names must stay <= 63 characters
-# (they become pod label values), so each part is kept short.
+# Variant and pool names: RFC 1123 labels without "--", the separator
+# core/render.py puts between a hyphenated variant and its pool, so Deployment
+# names of one ScaledModel cannot collide.
+_PART_NAME = k8s.re2(k8s.PART_NAME)
+# The ScaledModel's name is its Service's name: an RFC 1035 label (starts with a letter).
+_OBJECT_NAME = k8s.re2(k8s.OBJECT_NAME)
+_PROM_LABEL = k8s.re2(k8s.PROM_LABEL_NAME)
+# "<sm>-<variant>-<pool>" (or "<sm>-<variant>--<pool>") Deployment names stay <= 63
+# characters, so each part is kept short.
 MAX_PART_NAME = 20
+# Longest FieldError message (and path): they quote user input.
+MAX_MESSAGE = 300
 
 
 @dataclass(frozen=True)
@@ -319,7 +329,10 @@ class _Reader:
         self.errors: list[FieldError] = []
 
     def err(self, path: str, message: str) -> None:
-        self.errors.append(FieldError(path, message))
+        # Messages quote user input: keep them short (they reach status and events).
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        self.errors.append(FieldError(path[:MAX_MESSAGE], message))
 
     def obj(self, data: Any, path: str, required: bool = True) -> Mapping[str, Any]:
         if data is None:
@@ -364,11 +377,11 @@ class _Reader:
             self.err(p, "must not be empty")
         if enum is not None and v not in enum:
             self.err(p, f"must be one of {', '.join(enum)}; got {v!r}")
-        if dns and v and (not _DNS_LABEL.match(v) or len(v) > MAX_PART_NAME):
+        if dns and v and (not _PART_NAME.search(v) or len(v) > MAX_PART_NAME):
             self.err(
                 p,
                 f"must be a lowercase RFC 1123 label of at most {MAX_PART_NAME} "
-                f"characters; got {v!r}",
+                f"characters without '--'; got {v[:40]!r}",
             )
         return v
 
@@ -526,10 +539,25 @@ def _parse_toleration(r: _Reader, data: Any, path: str) -> Toleration:
         d, "effect", path, enum=("NoSchedule", "PreferNoSchedule", "NoExecute")
     )
     secs = r.integer(d, "tolerationSeconds", path)
+    key = r.string(d, "key", path)
+    value = r.string(d, "value", path)
+    # The API server's validateTolerations rules.
+    if key:
+        for m in k8s.qualified_name_errors(key):
+            r.err(f"{path}.key", m)
+    elif op != "Exists":
+        r.err(f"{path}.operator", "must be Exists when key is empty (match every taint)")
+    if value is not None:
+        for m in k8s.label_value_errors(value):
+            r.err(f"{path}.value", m)
+        if op == "Exists" and value:
+            r.err(f"{path}.value", "must be empty when operator is Exists")
+    if secs is not None and effect != "NoExecute":
+        r.err(f"{path}.effect", "must be NoExecute when tolerationSeconds is set")
     return Toleration(
-        key=r.string(d, "key", path),
+        key=key,
         operator=op or "Equal",
-        value=r.string(d, "value", path),
+        value=value,
         effect=effect,
         toleration_seconds=secs,
     )
@@ -549,6 +577,11 @@ def _parse_pool(r: _Reader, data: Any, path: str) -> NodePool | None:
     maxr = r.integer(d, "maxReplicas", path, default=10, minimum=0, maximum=1000)
     startup = r.number(d, "startupSeconds", path, default=120.0, minimum=0.0, maximum=3600.0)
     sel = r.str_map(d, "nodeSelector", path)
+    for k, v in sel:
+        for m in k8s.qualified_name_errors(k):
+            r.err(f"{path}.nodeSelector", f"key {k[:80]!r} {m}")
+        for m in k8s.label_value_errors(v):
+            r.err(f"{path}.nodeSelector[{k[:80]!r}]", m)
     if name is None or acc is None or price is None:
         return None
     return NodePool(
@@ -571,14 +604,24 @@ def _parse_model(r: _Reader, data: Any) -> ModelSpec | None:
     repo = r.string(d, "repository", path, required=True)
     image = r.string(d, "tritonImage", path, default=DEFAULT_TRITON_IMAGE)
     args = r.lst(d.get("args"), f"{path}.args", required=False)
+    if len(args) > 64:
+        r.err(f"{path}.args", "must have at most 64 items")
     for i, a in enumerate(args):
         if not isinstance(a, str):
             r.err(f"{path}.args[{i}]", "must be a string")
+            continue
+        if len(a) > 1024:
+            r.err(f"{path}.args[{i}]", "must be at most 1024 characters")
+        for m in k8s.arg_errors(a):
+            r.err(f"{path}.args[{i}]", m)
+    if args and isinstance(args[-1], str) and k8s.dangling_flag(args[-1]):
+        r.err(f"{path}.args[{len(args) - 1}]", "a flag at the end without =value would "
+              "take the operator's next flag as its value; write --flag=value")
     env = r.lst(d.get("env"), f"{path}.env", required=False)
     for i, e in enumerate(env):
-        if not isinstance(e, Mapping) or not isinstance(e.get("name"), str):
-            r.err(f"{path}.env[{i}].name", "is required")
+        _check_env(r, e, f"{path}.env[{i}]")
     res = r.obj(d.get("resources"), f"{path}.resources", required=False)
+    _check_resources(r, res, f"{path}.resources")
     if name is None or repo is None:
         return None
     return ModelSpec(
@@ -589,6 +632,66 @@ def _parse_model(r: _Reader, data: Any) -> ModelSpec | None:
         env=tuple(e for e in env if isinstance(e, Mapping)),
         resources=dict(res),
     )
+
+
+_ENV_KEYS = ("name", "value", "valueFrom")
+
+
+def _check_env(r: _Reader, data: Any, path: str) -> None:
+    """One Kubernetes EnvVar: a valid name, a string value or a valueFrom, not both."""
+    if not isinstance(data, Mapping):
+        r.err(path, f"must be an object, got {type(data).__name__}")
+        return
+    name = data.get("name")
+    if not isinstance(name, str):
+        r.err(f"{path}.name", "is required")
+    elif len(name) > 253:
+        r.err(f"{path}.name", "must be at most 253 characters")
+    else:
+        for m in k8s.env_var_name_errors(name):
+            r.err(f"{path}.name", m)
+    for key in data:
+        if key not in _ENV_KEYS:
+            r.err(f"{path}.{str(key)[:40]}", f"unknown field (allowed: {', '.join(_ENV_KEYS)})")
+    value = data.get("value")
+    if value is not None and not isinstance(value, str):
+        r.err(f"{path}.value", f"must be a string, got {type(value).__name__}")
+    elif isinstance(value, str) and len(value) > 32768:
+        r.err(f"{path}.value", "must be at most 32768 characters")
+    vf = data.get("valueFrom")
+    if vf is not None and not isinstance(vf, Mapping):
+        r.err(f"{path}.valueFrom", f"must be an object, got {type(vf).__name__}")
+    if isinstance(value, str) and value and vf is not None:
+        r.err(f"{path}.valueFrom", "must not be set when value is not empty")
+
+
+def _check_resources(r: _Reader, res: Mapping[str, Any], path: str) -> None:
+    """Container requests/limits as the API server checks them (cpu, memory and
+    ephemeral-storage only: GPUs come from the pool's gpusPerReplica)."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for key in res:
+        if key not in ("requests", "limits"):
+            r.err(f"{path}.{str(key)[:40]}", "unknown field (allowed: limits, requests)")
+    for part in ("requests", "limits"):
+        block = r.obj(res.get(part), f"{path}.{part}", required=False)
+        parsed[part] = {}
+        for rname, q in block.items():
+            rp = f"{path}.{part}.{str(rname)[:80]}"
+            if rname not in k8s.STANDARD_RESOURCES:
+                r.err(rp, f"unknown field (allowed: {', '.join(k8s.STANDARD_RESOURCES)}; "
+                      f"GPUs come from spec.nodePools[].gpusPerReplica)")
+                continue
+            if isinstance(q, bool) or not isinstance(q, (int, str)):
+                r.err(rp, f"must be a quantity string or integer, got {type(q).__name__}")
+                continue
+            try:
+                parsed[part][rname] = k8s.parse_quantity(q)
+            except ValueError as e:
+                r.err(rp, str(e))
+    for rname, req in parsed["requests"].items():
+        lim = parsed["limits"].get(rname)
+        if lim is not None and req > lim:
+            r.err(f"{path}.requests.{rname}", f"must be <= limits.{rname}")
 
 
 def _parse_slo(r: _Reader, data: Any) -> SLO | None:
@@ -696,12 +799,63 @@ def _parse_metrics(r: _Reader, data: Any) -> Metrics:
             ("variant", prom.variant_label),
             ("pool", prom.pool_label),
         ):
-            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", val):
-                r.err(f"{lp}.{key}", f"must be a Prometheus label name; got {val!r}")
+            if len(val) > 128 or not _PROM_LABEL.search(val):
+                r.err(f"{lp}.{key}", f"must be a Prometheus label name not starting with "
+                      f"'__'; got {val[:80]!r}")
+        if prom.variant_label == prom.pool_label:
+            r.err(f"{lp}.pool", "must differ from the variant label")
+        for key, _ in prom.selector:
+            if len(key) > 128 or not _PROM_LABEL.search(key):
+                r.err(f"{pp}.selector", f"key {key[:80]!r} must be a Prometheus label name "
+                      f"not starting with '__'")
     elif source == "prometheus":
         r.err(f"{path}.prometheus", "is required when source is prometheus")
     port = r.integer(d, "tritonMetricsPort", path, default=8002, minimum=1, maximum=65535)
     return Metrics(source=source or "triton", prometheus=prom, triton_metrics_port=port or 8002)
+
+
+def _check_safe_plan(
+    r: _Reader, scaling: Scaling, variants: Sequence[Variant], pools: Sequence[NodePool],
+    slo: SLO, cascade_tiers: set[Any],
+) -> None:
+    """``scaling.safePlan`` obeys every limit the planner obeys (mirrored by CEL rules).
+
+    Entries naming an unknown variant or pool are reported by the caller; here they
+    only count toward nothing."""
+    path = "spec.scaling.safePlan"
+    vby = {v.name: v for v in variants}
+    pby = {p.name: p for p in pools}
+    seen: set[tuple[str, str]] = set()
+    for i, e in enumerate(scaling.safe_plan):
+        if (e.variant, e.pool) in seen:
+            r.err(f"{path}[{i}]", f"duplicate entry for {e.variant}@{e.pool}")
+        seen.add((e.variant, e.pool))
+        v = vby.get(e.variant)
+        p = pby.get(e.pool)
+        if v is not None and v.accuracy < slo.min_accuracy and e.variant not in cascade_tiers:
+            r.err(f"{path}[{i}].variant", f"variant {e.variant!r} is below the accuracy "
+                  f"floor spec.slo.minAccuracy ({slo.min_accuracy:g})")
+        if v is not None and p is not None and v.profile_for(p.accelerator) is None:
+            r.err(f"{path}[{i}].pool", f"variant {e.variant!r} has no profile for pool "
+                  f"{e.pool!r}'s accelerator {p.accelerator!r}")
+    for j, p in enumerate(pools):
+        n = sum(e.replicas for e in scaling.safe_plan if e.pool == p.name)
+        if n > p.max_replicas:
+            r.err(f"{path}", f"puts {n} replicas on pool {p.name!r}, over its "
+                  f"spec.nodePools[{j}].maxReplicas ({p.max_replicas})")
+    total = sum(e.replicas for e in scaling.safe_plan)
+    if total > scaling.max_replicas:
+        r.err(f"{path}", f"totals {total} replicas, over spec.scaling.maxReplicas "
+              f"({scaling.max_replicas})")
+    if slo.max_cost_per_hour is not None:
+        # Summed in entry order, like the CEL rule, so both round the same way.
+        cost = 0.0
+        for e in scaling.safe_plan:
+            p = pby.get(e.pool)
+            cost += float(e.replicas) * (p.price_per_hour if p is not None else 0.0)
+        if cost > slo.max_cost_per_hour:
+            r.err(f"{path}", f"costs ${cost:g}/h, over spec.slo.maxCostPerHour "
+                  f"(${slo.max_cost_per_hour:g}/h)")
 
 
 def _parse_parent_ref(r: _Reader, data: Any, path: str) -> ParentRef | None:
@@ -831,6 +985,14 @@ def parse_spec(data: Any) -> ScaledModelSpec:
             r.err(f"spec.scaling.safePlan[{i}].variant", f"unknown variant {e.variant!r}")
         if e.pool not in pnames:
             r.err(f"spec.scaling.safePlan[{i}].pool", f"unknown node pool {e.pool!r}")
+    if slo is not None:
+        # A cascade's tiers answer together: a tier below the floor may run (the
+        # cascade's curve is what meets it), so the safe plan may name it too.
+        raw = d.get("cascade")
+        tiers = raw.get("tiers") if isinstance(raw, Mapping) else None
+        tier_variants = {t.get("variant") for t in tiers if isinstance(t, Mapping)} \
+            if isinstance(tiers, list) else set()
+        _check_safe_plan(r, scaling, variants, pools, slo, tier_variants)
     total_pool_max = sum(p.max_replicas for p in pools)
     if pools and scaling.min_replicas > total_pool_max:
         r.err(
@@ -864,9 +1026,10 @@ def parse_manifest(doc: Any) -> tuple[str, str, ScaledModelSpec]:
         r.err("kind", f"must be {KIND}; got {d.get('kind')!r}")
     meta = r.obj(d.get("metadata"), "metadata")
     name = r.string(meta, "name", "metadata", required=True)
-    if name is not None and (not _DNS_LABEL.match(name) or len(name) > MAX_PART_NAME):
-        r.err("metadata.name", f"must be an RFC 1123 label of at most {MAX_PART_NAME} "
-              f"characters; got {name!r}")
+    if name is not None and (not _OBJECT_NAME.search(name) or len(name) > MAX_PART_NAME):
+        r.err("metadata.name", f"must be an RFC 1035 label (lowercase, starting with a "
+              f"letter: it names the Service) of at most {MAX_PART_NAME} characters; "
+              f"got {name[:40]!r}")
     ns = r.string(meta, "namespace", "metadata", default="default") or "default"
     errors = list(r.errors)
     try:

@@ -182,6 +182,24 @@ def deployments_by_model(
     return {(namespace or "", labels[LABEL_SM]): _slim(body)}
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def model_names(uid: str | None, body: Any, memo: Any, **_: Any) -> dict[Any, Any]:
+    """Tell the reconciler which Triton model each ScaledModel serves. Kopf fills
+    indexes before it runs any handler, so the first reconcile of a ScaledModel
+    already knows every older one serving the same model name in its namespace
+    (core/admission.py: they would count each other's traffic)."""
+    reconciler = getattr(memo, "reconciler", None)
+    if reconciler is not None and uid:
+        meta = body.get("metadata") or {}
+        model = (body.get("spec") or {}).get("model")
+        reconciler.claim(uid, {
+            "metadata": {k: meta.get(k) for k in ("namespace", "name", "creationTimestamp")},
+            "spec": {"model": {"name": model.get("name")}} if isinstance(model, Mapping)
+            else {},
+        })
+    return {}
+
+
 def _slim(body: Any) -> dict[str, Any]:
     """What the reconciler reads of a Deployment (keeps the index small)."""
     meta = body.get("metadata") or {}

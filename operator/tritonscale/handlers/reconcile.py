@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tritonscale.adapters.kube import KubeAPIError
+from tritonscale.core import admission
 from tritonscale.core import status as st
 from tritonscale.core.api import ANNOTATION_SPEC_HASH, API_VERSION, KIND, LABEL_SM
 from tritonscale.core.autoscale import decide
@@ -126,6 +127,12 @@ class Reconciler:
     _blocked: dict[str, apierrors.Blocked] = field(default_factory=dict, repr=False)
     # Called with every Outcome (listener errors are logged, never raised).
     listeners: list[Callable[[Outcome], None]] = field(default_factory=list)
+    # Images ScaledModels may run (``tritonscale run --allow-image``); empty: any.
+    image_policy: admission.ImagePolicy = field(default_factory=admission.ImagePolicy)
+    # Which Triton model each known ScaledModel serves, by uid: one ScaledModel per
+    # model name and namespace. Filled by the Kopf index before any handler runs
+    # (handlers/lifecycle.py model_names) and by every reconcile.
+    _claims: dict[str, admission.Claim] = field(default_factory=dict, repr=False)
     # Weighted routing: backendRef weights of the routes last applied, per uid (a
     # Deployment is deleted only once a route giving it weight 0 was applied), and
     # the hash of the per-placement Services and routes with when they were applied.
@@ -272,6 +279,7 @@ class Reconciler:
                     log.exception("forgetting %s/%s in %r failed", namespace, name, part)
         with self._guard:
             self._locks.pop(f"{namespace}/{name}", None)
+            self._claims.pop(uid, None)
         self._status.pop(uid, None)
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
@@ -281,6 +289,37 @@ class Reconciler:
         self._blocked.pop(uid, None)
         self._route_weights.pop(uid, None)
         self._route_hash.pop(uid, None)
+
+    def claim(self, uid: str, body: Mapping[str, Any]) -> None:
+        """Record which Triton model name the ScaledModel ``body`` serves."""
+        meta = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        model = spec.get("model") if isinstance(spec, Mapping) else None
+        mname = model.get("name") if isinstance(model, Mapping) else None
+        with self._guard:
+            if not uid or not isinstance(mname, str):
+                self._claims.pop(uid, None)
+                return
+            self._claims[uid] = admission.Claim(
+                str(meta.get("namespace") or ""), str(meta.get("name") or ""), mname,
+                str(meta.get("creationTimestamp") or ""),
+            )
+
+    def _not_admitted(
+        self, uid: str, body: Mapping[str, Any], spec: ScaledModelSpec
+    ) -> tuple[str, SpecError] | None:
+        """The operator-wide rules (core/admission.py): (reason, errors) or None."""
+        errors = admission.image_errors(spec, self.image_policy)
+        if errors:
+            return admission.IMAGE_NOT_ALLOWED, SpecError(errors)
+        self.claim(uid, body)
+        with self._guard:
+            me = self._claims.get(uid)
+            others = [c for u, c in self._claims.items() if u != uid]
+        errors = admission.model_name_errors(me, others) if me is not None else []
+        if errors:
+            return admission.MODEL_NAME_CONFLICT, SpecError(errors)
+        return None
 
     # -- internals ---------------------------------------------------------------
 
@@ -412,6 +451,10 @@ class Reconciler:
             )
         except SpecError as e:
             return self._invalid(ns, name, involved, status, generation, e, now)
+        refused = self._not_admitted(uid, body, spec)
+        if refused is not None:
+            return self._invalid(ns, name, involved, status, generation, refused[1], now,
+                                 reason=refused[0])
 
         if deployments is not None:
             listed = [dict(d) for d in deployments]
@@ -660,6 +703,7 @@ class Reconciler:
         generation: Any,
         err: SpecError,
         now: float,
+        reason: str = "InvalidSpec",
     ) -> Outcome:
         shown = [str(e) for e in err.errors[:MAX_ERRORS_IN_MESSAGE]]
         more = len(err.errors) - len(shown)
@@ -669,13 +713,13 @@ class Reconciler:
             "observedGeneration": generation,
             "conditions": st.merge_conditions(
                 status.get("conditions"),
-                [st.Condition(st.SPEC_VALID, "False", "InvalidSpec", msg)],
+                [st.Condition(st.SPEC_VALID, "False", reason, msg)],
                 generation, now,
             ),
         }
         written = self._write_status(ns, name, str(involved.get("uid") or ""), status, patch)
         if old.get("status") != "False" or old.get("message") != msg:
-            self._event(involved, "Warning", "InvalidSpec", msg)
+            self._event(involved, "Warning", reason, msg)
         return Outcome(valid=False, namespace=ns, name=name, status_written=written,
                        errors=tuple(str(e) for e in err.errors))
 

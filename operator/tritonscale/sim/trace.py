@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -50,30 +50,49 @@ def _parse_timestamp(text: str) -> float:
 def load_trace(path: str | Path) -> NDArray[np.float64]:
     """Read arrival times (seconds from the first arrival, sorted)."""
     p = Path(path)
-    with p.open(newline="") as fh:
-        reader = csv.reader(fh)
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            return parse_trace(fh, str(p))
+    except UnicodeDecodeError as e:
+        raise TraceError(f"{p}: not UTF-8 text (offset {e.start})") from None
+
+
+def parse_trace(lines: Iterable[str], name: str) -> NDArray[np.float64]:
+    """Arrival times from CSV ``lines`` (see the module doc); TraceError names ``name``."""
+    p = name
+    try:
+        return _parse(csv.reader(lines), p)
+    except csv.Error as e:
+        raise TraceError(f"{p}: not a CSV trace: {str(e)[:100]}") from None
+
+
+def _parse(reader: Iterable[list[str]], p: str) -> NDArray[np.float64]:
+    rows = iter(reader)
+    try:
+        header = [h.strip() for h in next(rows)]
+    except StopIteration:
+        raise TraceError(f"{p}: empty file") from None
+    parse: Callable[[str], float]
+    if "timestamp_s" in header:
+        col, parse = header.index("timestamp_s"), float
+    elif "TIMESTAMP" in header:
+        col, parse = header.index("TIMESTAMP"), _parse_timestamp
+    else:
+        got = ", ".join(header)
+        raise TraceError(
+            f"{p}: need a 'timestamp_s' column (seconds) or an Azure 'TIMESTAMP' column; "
+            f"got {got[:80] + '...' if len(got) > 80 else got}"
+        )
+    values: list[float] = []
+    for lineno, row in enumerate(rows, start=2):
+        if not row or col >= len(row) or not row[col].strip():
+            continue
         try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise TraceError(f"{p}: empty file") from None
-        parse: Callable[[str], float]
-        if "timestamp_s" in header:
-            col, parse = header.index("timestamp_s"), float
-        elif "TIMESTAMP" in header:
-            col, parse = header.index("TIMESTAMP"), _parse_timestamp
-        else:
+            values.append(parse(row[col]))
+        except (ValueError, OverflowError, OSError) as e:
             raise TraceError(
-                f"{p}: need a 'timestamp_s' column (seconds) or an Azure 'TIMESTAMP' column; "
-                f"got {', '.join(header)}"
-            )
-        values: list[float] = []
-        for lineno, row in enumerate(reader, start=2):
-            if not row or col >= len(row) or not row[col].strip():
-                continue
-            try:
-                values.append(parse(row[col]))
-            except ValueError as e:
-                raise TraceError(f"{p}:{lineno}: bad timestamp {row[col]!r}: {e}") from None
+                f"{p}:{lineno}: bad timestamp {row[col][:40]!r}: {str(e)[:80]}"
+            ) from None
     if not values:
         raise TraceError(f"{p}: no arrivals")
     t = np.sort(np.asarray(values, dtype=np.float64))
