@@ -68,6 +68,7 @@ from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
 from tritonscale.core.correction import corrected_spec, update_factors
 from tritonscale.core.perf import predict_replica
+from tritonscale.core.pricing import mix_cost_per_hour
 from tritonscale.core.safeplan import admissible_safe_plan
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.stabilize import (
@@ -206,14 +207,7 @@ def _mix_text(mix: Mapping[Key, int]) -> str:
 
 
 def _cost(spec: ScaledModelSpec, mix: Mapping[Key, int]) -> float:
-    total = 0.0
-    for (_, p), n in mix.items():
-        try:
-            pool = spec.pool(p)
-        except KeyError:
-            continue
-        total += pool.price_per_hour * max(pool.gpus_per_replica, 1) * n
-    return total
+    return mix_cost_per_hour(spec, mix)
 
 
 def _ready_capacity(spec: ScaledModelSpec, obs: Observation, unavailable: frozenset[str]

@@ -50,6 +50,7 @@ from tritonscale.core.perf import (
     predict_replica,
     prefetch_ms,
 )
+from tritonscale.core.pricing import mix_cost_per_hour
 from tritonscale.core.spec import LatencySLO, Profile, ScaledModelSpec
 
 Key = tuple[str, str]
@@ -429,14 +430,8 @@ def holds(spec: ScaledModelSpec, point: EscalationPoint, scale: float,
 
 
 def _mk_plan(mix: Mapping[Key, int], spec: ScaledModelSpec) -> pl.Plan:
-    cost = 0.0
-    for (_, pool), n in mix.items():
-        try:
-            p = spec.pool(pool)
-        except KeyError:
-            continue
-        cost += p.price_per_hour * max(p.gpus_per_replica, 1) * n
-    return pl.Plan(tuple(sorted((k, n) for k, n in mix.items() if n > 0)), cost, 0.0, 0.0)
+    return pl.Plan(tuple(sorted((k, n) for k, n in mix.items() if n > 0)),
+                   mix_cost_per_hour(spec, mix), 0.0, 0.0)
 
 
 def _best_at(spec: ScaledModelSpec, cas: Cascade, point: EscalationPoint, req: CascadeRequest,

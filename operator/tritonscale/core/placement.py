@@ -15,14 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tritonscale.core.pricing import cost_per_hour, replica_price_per_hour
 from tritonscale.core.spec import NodePool, ScaledModelSpec, Variant
 from tritonscale.core.types import Decision, Placement, PlacementState
-
-
-def cost_per_hour(spec: ScaledModelSpec, placements: Iterable[Placement]) -> float:
-    """Price of the given replicas (``pricePerHour`` is per replica)."""
-    prices = {p.name: p.price_per_hour for p in spec.node_pools}
-    return sum(prices.get(p.pool, 0.0) * p.replicas for p in placements)
 
 
 def summary(placements: Iterable[Placement]) -> str:
@@ -58,7 +53,8 @@ def initial_placement(
             binding_constraint="nodePools",
         )
     # Cheapest pool first; among equal prices the faster variant, then names.
-    combos.sort(key=lambda vp: (vp[1].price_per_hour, _batch1_ms(*vp), vp[0].name, vp[1].name))
+    combos.sort(key=lambda vp: (replica_price_per_hour(vp[1]), _batch1_ms(*vp), vp[0].name,
+                                vp[1].name))
     variant = combos[0][0]
     placements: list[Placement] = []
     left = want

@@ -48,6 +48,7 @@ from typing import Any
 
 from tritonscale.core import weighted
 from tritonscale.core.perf import capacity, predict_latency_ms
+from tritonscale.core.pricing import replica_price_per_hour
 from tritonscale.core.spec import Profile, ScaledModelSpec
 from tritonscale.core.types import Placement
 
@@ -174,7 +175,7 @@ def _candidates(spec: ScaledModelSpec, gone: frozenset[str], floor: float) -> tu
                     pool=p.name,
                     accuracy=v.accuracy,
                     capacity_rps=capacity(prof, spec.slo.latency),
-                    price_per_hour=p.price_per_hour * max(p.gpus_per_replica, 1),
+                    price_per_hour=replica_price_per_hour(p),
                     spot=p.is_spot,
                     pool_max=p.max_replicas,
                     profile=prof,

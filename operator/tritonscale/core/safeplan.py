@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from tritonscale.core.pricing import mix_cost_per_hour, replica_price_per_hour
 from tritonscale.core.spec import ScaledModelSpec
 
 Key = tuple[str, str]
@@ -28,8 +29,7 @@ class SafePlanResult:
 
 
 def _cost(spec: ScaledModelSpec, mix: Mapping[Key, int]) -> float:
-    prices = {p.name: p.price_per_hour for p in spec.node_pools}
-    return sum(prices.get(pool, 0.0) * n for (_, pool), n in mix.items())
+    return mix_cost_per_hour(spec, mix)
 
 
 def admissible_safe_plan(
@@ -83,10 +83,11 @@ def admissible_safe_plan(
             f"maxReplicas {spec.scaling.max_replicas}":
                 spec.scaling.max_replicas - sum(mix.values()),
         }
-        if budget is not None and p.price_per_hour > 0:
+        price = replica_price_per_hour(p)
+        if budget is not None and price > 0:
             left = budget - _cost(spec, mix)
             rooms[f"maxCostPerHour {budget:g}"] = (
-                math.floor(left / p.price_per_hour + 1e-9) if left > 0 else 0
+                math.floor(left / price + 1e-9) if left > 0 else 0
             )
         limit, room = min(rooms.items(), key=lambda kv: kv[1])
         grant = max(0, min(want, room))

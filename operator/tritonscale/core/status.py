@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonscale.core.api import LABEL_POOL, LABEL_VARIANT
-from tritonscale.core.placement import cost_per_hour
+from tritonscale.core.pricing import cost_per_hour
 from tritonscale.core.render import deployment_name
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState

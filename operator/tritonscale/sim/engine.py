@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tritonscale.core.batcher import TRITON_GROWTH, serve, service_table
+from tritonscale.core.pricing import replica_price_per_hour
 from tritonscale.core.render import DEFAULT_OPTIONS
 from tritonscale.core.spec import Profile, ScaledModelSpec
 from tritonscale.core.types import Observation, PlacementState
@@ -410,8 +411,7 @@ class Simulator:
             big_b=prof.max_batch_size,
             delay_s=prof.max_queue_delay_ms / 1000.0,
             svc=self._svc_for(key),
-            price_per_hour=self.spec.pool(key[1]).price_per_hour
-            * max(self.spec.pool(key[1]).gpus_per_replica, 1),
+            price_per_hour=replica_price_per_hour(self.spec.pool(key[1])),
             ready_at=ready_at,
             bill_from=bill_from,
             t_free=ready_at,

@@ -50,6 +50,7 @@ from numpy.typing import NDArray
 from tritonscale.core import perf
 from tritonscale.core import planner as pl
 from tritonscale.core.autoscale import decide
+from tritonscale.core.pricing import replica_price_per_hour
 from tritonscale.core.routing import route_weights
 from tritonscale.core.spec import NodePool, Profile, ScaledModelSpec, Variant
 from tritonscale.core.types import Observation, PlacementState
@@ -128,7 +129,7 @@ def default_deployment(spec: ScaledModelSpec) -> tuple[Variant, NodePool]:
         pools = [p for p in spec.node_pools if v.profile_for(p.accelerator) is not None]
         od = [p for p in pools if not p.is_spot] or pools
         if od:
-            return v, min(od, key=lambda p: p.price_per_hour)
+            return v, min(od, key=replica_price_per_hour)
     raise ValueError("no variant has a profile for any node pool")
 
 
