@@ -149,7 +149,8 @@ def _plan_ladder(
     req = _request(spec, loads[2], od_load, min_replicas)
     best = pl.best_effort(combos, req, respect_budget=True) or pl.Plan((), 0.0, math.inf,
                                                                       math.inf)
-    return _Planned(best, combos, req, best.supported_rps >= loads[2], True, 3, "maxCostPerHour")
+    return _Planned(best, combos, req, best.supported_rps >= loads[2], _in_budget(spec, best), 3,
+                    "maxCostPerHour")
 
 
 def _in_budget(spec: ScaledModelSpec, plan: pl.Plan) -> bool:
@@ -208,6 +209,19 @@ def _mix_text(mix: Mapping[Key, int]) -> str:
 
 def _cost(spec: ScaledModelSpec, mix: Mapping[Key, int]) -> float:
     return mix_cost_per_hour(spec, mix)
+
+
+def _bounded(mix: Mapping[Key, int], limit: int) -> dict[Key, int]:
+    """``mix`` cut to at most ``limit`` replicas (what is kept in state: a held mix
+    may exceed a lowered ``maxReplicas``, a stored target may not)."""
+    out: dict[Key, int] = {}
+    left = max(1, limit)
+    for k, n in sorted(mix.items()):
+        take = min(n, left)
+        if take > 0:
+            out[k] = take
+            left -= take
+    return out
 
 
 def _ready_capacity(spec: ScaledModelSpec, obs: Observation, unavailable: frozenset[str]
@@ -298,7 +312,8 @@ def min_replicas(spec: ScaledModelSpec, rps: float, idle_since: float | None,
 
 def _outcome_reason(spec: ScaledModelSpec, planned: _Planned) -> str | None:
     if planned.level > 0:
-        return "Degraded"
+        # Best effort within budget; OverBudget when even minReplicas exceed it.
+        return "Degraded" if planned.within_budget else "OverBudget"
     if not planned.feasible:
         return "Infeasible"
     if not planned.within_budget:
@@ -566,12 +581,12 @@ def _known(
         base,
         level=level,
         recovering_since=since,
-        target=target_mix,
+        target=_bounded(target_mix, sc.max_replicas),
         binding=cached,
     )
     msg, lat_pred, ru_cost, ru_text = _explain(spec_c, planned, planned.request.load_rps,
                                                binding)
-    reason = _outcome_reason(spec_c, planned)
+    reason = "Infeasible" if held else _outcome_reason(spec_c, planned)
 
     if sw is not None and sw.note:
         msg += f"; {sw.note}"
@@ -682,7 +697,7 @@ def _unknown(
         lost = ", ".join(f"{v}@{p}" for (v, p) in sorted(gone))
         return _Step(
             target=mix,
-            state=replace(prev, failures=fails, target=mix),
+            state=replace(prev, failures=fails, target=_bounded(mix, sc.max_replicas)),
             reason="Replaced",
             message=(
                 f"Signals unknown ({why}); {lost} can no longer run (pool unavailable or "
@@ -694,9 +709,14 @@ def _unknown(
         )
     if not base:
         # Nothing deployed and no plan yet: minReplicas on the cheapest combo.
-        req = pl.Request(0.0, 0.0, max(1, sc.min_replicas), max(1, sc.max_replicas), None)
-        plan = pl.solve(pl.candidates(spec, obs.unavailable_pools), req) or pl.Plan(
-            (), 0.0, math.inf, math.inf)
+        req = pl.Request(0.0, 0.0, max(1, sc.min_replicas), max(1, sc.max_replicas),
+                         spec.slo.max_cost_per_hour)
+        first_combos = pl.candidates(spec, obs.unavailable_pools)
+        plan = pl.solve(first_combos, req)
+        over = plan is None and spec.cascade is None
+        if plan is None:
+            plan = pl.solve(first_combos, req, respect_budget=False) or pl.Plan(
+                (), 0.0, math.inf, math.inf)
         mix = (dict(plan.counts) if spec.cascade is None
                else cc.initial_mix(spec, obs.unavailable_pools))
         cut: tuple[str, ...] = ()
@@ -707,11 +727,13 @@ def _unknown(
             details["safePlanCut"] = list(cut)
         return _Step(
             target=mix,
-            state=replace(prev, failures=fails, target=mix),
-            reason="InitialPlan" if first or not sc.safe_plan else "SafePlan",
+            state=replace(prev, failures=fails, target=_bounded(mix, sc.max_replicas)),
+            reason=("OverBudget" if over and (first or not sc.safe_plan)
+                    else "InitialPlan" if first or not sc.safe_plan else "SafePlan"),
             message=(
                 f"Signals unknown ({why}); starting with {_mix_text(mix)} at "
-                f"${_cost(spec, mix):.2f}/h, the cheapest combo at minReplicas."
+                f"${_cost(spec, mix):.2f}/h, the cheapest combo at minReplicas"
+                + (" (above maxCostPerHour: nothing smaller fits)." if over else ".")
                 + _cut_text(cut)
             ),
             details=details,
@@ -736,7 +758,8 @@ def _unknown(
         )
     return _Step(
         target=mix,
-        state=replace(prev, failures=fails, target=mix if mix else prev.target),
+        state=replace(prev, failures=fails,
+                      target=_bounded(mix, sc.max_replicas) if mix else prev.target),
         reason=reason,
         message=msg,
         details=details,
