@@ -38,7 +38,8 @@ In order:
    **degradation ladder** within budget, one rung per step down as needed:
    1 = drop the headroom, 2 = plan for the current load (no forecast), 3 = best
    effort: the most load the budget can hold with the fastest variants per
-   dollar above the accuracy floor (reason ``Degraded``). It climbs back one rung
+   dollar above the accuracy floor (reason ``Degraded``; ``OverBudget`` when even
+   ``minReplicas`` cost more than the budget). It climbs back one rung
    only after the rung above has been feasible for ``recoverySeconds``
    continuously. With no plan meeting the SLO at all (pool limits): best effort,
    reason ``Infeasible``; with no usable combo at all, what runs is held.
