@@ -69,6 +69,9 @@ def operators(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[
 def _model(ns: str, name: str) -> dict[str, Any]:
     m = load_example(namespace=ns, name=name)
     m["spec"]["scaling"]["intervalSeconds"] = INTERVAL_SECONDS
+    # One ScaledModel per Triton model name and namespace (they would count each
+    # other's traffic; the operator refuses the second with ModelNameConflict).
+    m["spec"]["model"]["name"] = f"resnet50-{name}"
     return m
 
 
