@@ -61,6 +61,9 @@ def _manifest(cluster: Cluster, ns: str, pools: tuple[str, ...] = ("t4-spot",)
 
 
 def _apply(cluster: Cluster, manifest: dict[str, Any]) -> None:
+    # One ScaledModel per Triton model name and namespace (the operator refuses a
+    # second with ModelNameConflict): each serves a model named after itself.
+    manifest["spec"]["model"]["name"] = manifest["metadata"]["name"]
     cluster.kubectl("apply", "-f", "-", input=to_yaml(manifest))
 
 
