@@ -257,12 +257,15 @@ def test_concurrent_writer_storm_converges(
     t = threading.Thread(target=storm, daemon=True)
     t.start()
     try:
-        _wait_converged(cluster, ns, op)
+        # Generous timeouts: the operator first spends ~55 s on Kopf's retries of the
+        # namespace list the namespaced RBAC denies, and the storm floods it with
+        # Deployment events (one CI run needed more than 90 s for the pool move).
+        _wait_converged(cluster, ns, op, timeout=240)
         # Move the model (make-before-break onto the other pool) during the storm.
         manifest["spec"]["nodePools"] = [p for p in manifest["spec"]["nodePools"]
                                          if p["name"] != "t4-spot"]
         _apply(cluster, manifest)
-        _wait_converged(cluster, ns, op, pool="t4-ondemand")
+        _wait_converged(cluster, ns, op, timeout=240, pool="t4-ondemand")
     finally:
         stop.set()
         t.join(timeout=10)
