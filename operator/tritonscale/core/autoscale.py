@@ -75,6 +75,7 @@ from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.stabilize import (
     as_state_mix,
     from_state_mix,
+    movement_reason,
     stabilize_load,
     transition,
 )
@@ -416,16 +417,7 @@ def _finish(spec: ScaledModelSpec, obs: Observation, step: _Step, reset: str) ->
             final[k] = n
     reason = step.reason
     if reason is None:
-        if tr.held_for_readiness:
-            reason = "Transitioning"
-        elif sum(final.values()) > sum(cur.values()):
-            reason = "ScaledUp"
-        elif sum(final.values()) < sum(cur.values()):
-            reason = "ScaledDown"
-        elif final != cur:
-            reason = "Transitioning"
-        else:
-            reason = "Held"
+        reason = movement_reason(tr.held_for_readiness, final, cur)
     message = step.explain(final) if step.explain is not None else step.message
     details = dict(step.details)
     details["target"] = as_state_mix(step.target)

@@ -33,7 +33,7 @@ from tritonscale.core import cascade as cc
 from tritonscale.core import planner as pl
 from tritonscale.core.cascade_spec import EscalationPoint
 from tritonscale.core.spec import ScaledModelSpec
-from tritonscale.core.stabilize import as_state_mix, transition
+from tritonscale.core.stabilize import as_state_mix, movement_reason, transition
 from tritonscale.core.types import Decision, Observation, Placement, finite_or_none
 
 Key = tuple[str, str]
@@ -228,16 +228,8 @@ def step(
         reason = "Infeasible"
     elif not out.within_budget:
         reason = "OverBudget"
-    elif tr.held_for_readiness or held_thr:
-        reason = "Transitioning"
-    elif sum(final.values()) > sum(cur.values()):
-        reason = "ScaledUp"
-    elif sum(final.values()) < sum(cur.values()):
-        reason = "ScaledDown"
-    elif final != cur:
-        reason = "Transitioning"
     else:
-        reason = "Held"
+        reason = movement_reason(tr.held_for_readiness or held_thr, final, cur)
     lat = out.chosen.latency_ms
     return Decision(
         placements=tuple(Placement(v, p, n) for (v, p), n in sorted(final.items()) if n > 0),

@@ -126,6 +126,22 @@ def transition(
     return Transition({k: v for k, v in sorted(out.items()) if v > 0}, held, limited)
 
 
+def movement_reason(held: bool, final: Mapping[Key, int], cur: Mapping[Key, int]) -> str:
+    """The reason for a step that met its plan: how ``final`` moves from ``cur``.
+
+    ``held`` means a make-before-break wait (new capacity not Ready yet).
+    """
+    if held:
+        return "Transitioning"
+    if sum(final.values()) > sum(cur.values()):
+        return "ScaledUp"
+    if sum(final.values()) < sum(cur.values()):
+        return "ScaledDown"
+    if dict(final) != dict(cur):
+        return "Transitioning"
+    return "Held"
+
+
 def merge_floor(a: Mapping[Key, int], b: Mapping[Key, int]) -> dict[Key, int]:
     """Per-key maximum of two mixes (used to never go below ``current``)."""
     keys = set(a) | set(b)
