@@ -288,3 +288,41 @@ def test_safe_plan_message_past_the_threshold_is_stable(make_spec: SpecFactory) 
     ds = _run(spec, [4000.0] + [None] * 5, FakeClock())
     assert [d.reason for d in ds[2:]] == ["SafePlan"] * 4
     assert len({d.message for d in ds[2:]}) == 1
+
+
+def test_transition_holds_ready_replicas_while_a_shrunk_placement_still_boots() -> None:
+    # A cascade's tier 2 moves from C (Ready) to B (booting), and the new target asks
+    # B for fewer replicas than were booting: B is still not Ready, so C must stay.
+    # (The old rule looked only at placements not being shrunk, dropped C, and left
+    # tier 2 with no Ready replica: every escalated request was lost.)
+    c = ("big", "l4-od")
+    sc = Scaling()
+    t = transition({A: 5, B: 4}, [_ps(A, 10, 10), _ps(c, 4, 4), _ps(B, 6, 0)], sc)
+    assert t.desired.get(c) == 4 and t.held_for_readiness
+    assert t.desired[A] == 10 and t.desired[B] == 4
+
+
+def test_transition_surge_stays_within_pool_limits_and_rolls_a_full_pool() -> None:
+    # Swap 3 Ready A for 3 B on the same pool of maxReplicas 4: the surge may use
+    # the one free slot only (the old rule asked for 6 replicas on a 4-node pool:
+    # the extra pods would never schedule, so A would be held for ever).
+    a, b = ("small", "p"), ("big", "p")
+    sc = Scaling()
+    lim = {"p": 4}
+    t1 = transition({b: 3}, [_ps(a, 3, 3)], sc, lim)
+    assert t1.desired == {a: 3, b: 1}
+    # b's first replica is booting: wait.
+    t2 = transition({b: 3}, [_ps(a, 3, 3), _ps(b, 1, 0)], sc, lim)
+    assert t2.desired == {a: 3, b: 1}
+    # Ready, pool full, nothing booting: release one old replica for one new.
+    t3 = transition({b: 3}, [_ps(a, 3, 3), _ps(b, 1, 1)], sc, lim)
+    assert t3.desired == {a: 2, b: 2}
+    t4 = transition({b: 3}, [_ps(a, 2, 2), _ps(b, 2, 2)], sc, lim)
+    assert t4.desired == {a: 1, b: 3}
+    t5 = transition({b: 3}, [_ps(a, 1, 1), _ps(b, 3, 3)], sc, lim)
+    assert t5.desired == {b: 3}
+    for t in (t1, t2, t3, t4, t5):
+        assert sum(t.desired.values()) <= 4
+    # The total limit bounds the surge the same way.
+    tot = transition({B: 3}, [_ps(A, 3, 3)], sc, max_total=4)
+    assert tot.desired == {A: 3, B: 1}

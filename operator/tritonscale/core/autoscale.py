@@ -76,6 +76,7 @@ from tritonscale.core.stabilize import (
     as_state_mix,
     from_state_mix,
     movement_reason,
+    pool_limits,
     stabilize_load,
     transition,
 )
@@ -405,7 +406,7 @@ def _finish(spec: ScaledModelSpec, obs: Observation, step: _Step, reset: str) ->
     """The one transition (step limits, make-before-break) from the target to this step."""
     sc = spec.scaling
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
-    tr = transition(step.target, obs.current, sc)
+    tr = transition(step.target, obs.current, sc, pool_limits(spec), sc.max_replicas)
     known_v = {v.name for v in spec.variants}
     known_p = {p.name for p in spec.node_pools}
     final: dict[Key, int] = {}

@@ -33,7 +33,7 @@ from tritonscale.core import cascade as cc
 from tritonscale.core import planner as pl
 from tritonscale.core.cascade_spec import EscalationPoint
 from tritonscale.core.spec import ScaledModelSpec
-from tritonscale.core.stabilize import as_state_mix, movement_reason, transition
+from tritonscale.core.stabilize import as_state_mix, movement_reason, pool_limits, transition
 from tritonscale.core.types import Decision, Observation, Placement, finite_or_none
 
 Key = tuple[str, str]
@@ -214,7 +214,7 @@ def step(
                           obs.unavailable_pools)
     target = out.chosen.counts
     st["p"] = as_state_mix(target)
-    tr = transition(target, obs.current, sc)
+    tr = transition(target, obs.current, sc, pool_limits(spec), sc.max_replicas)
     final = tr.desired
     applied, why = applied_threshold(spec, st, out.chosen, obs, rps, scale)
     st["thr"] = applied

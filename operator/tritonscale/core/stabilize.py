@@ -17,7 +17,8 @@ Pure code, two parts:
    total), not-yet-Ready replicas count as capacity being added (the target is
    in desired replicas, so nothing is added twice), and make-before-break:
    while any target (variant, pool) has fewer Ready replicas than it needs,
-   no Ready replica elsewhere is removed (not-Ready ones may go).
+   no Ready replica elsewhere is removed (not-Ready ones may go). Given the
+   pools' ``maxReplicas`` (and the total limit), the surge stays within them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tritonscale.core.spec import Scaling
+from tritonscale.core.spec import ScaledModelSpec, Scaling
 from tritonscale.core.types import PlacementState
 
 Key = tuple[str, str]
@@ -99,7 +100,14 @@ def transition(
     target: Mapping[Key, int],
     current: Sequence[PlacementState],
     scaling: Scaling,
+    pool_max: Mapping[str, int] | None = None,
+    max_total: int | None = None,
 ) -> Transition:
+    """This step's desired replicas on the way to ``target`` (see the module docstring).
+
+    ``pool_max`` (pool -> maxReplicas) and ``max_total`` bound the desired replicas,
+    surge included: see :func:`_fit_limits`.
+    """
     cur = {p.key: p.desired for p in current if p.desired > 0}
     ready = {p.key: p.ready for p in current}
     keys = set(cur) | {k for k, v in target.items() if v > 0}
@@ -114,8 +122,11 @@ def transition(
         rems = _limit(rems, scaling.max_scale_down_step)
         limited = True
     out = {k: cur.get(k, 0) + adds.get(k, 0) - rems.get(k, 0) for k in keys}
-    # Make-before-break: new capacity must be Ready before Ready capacity goes.
-    waiting = any(out[k] > ready.get(k, 0) and out[k] > 0 for k in keys if k not in rems)
+    # Make-before-break: new capacity must be Ready before Ready capacity goes. A
+    # placement the target shrinks counts too: shrunk to replicas that are not
+    # Ready yet, it is still capacity on its way (a tier of a cascade moving to
+    # another pool shrinks its booting placement while dropping its Ready one).
+    waiting = any(out[k] > ready.get(k, 0) and out[k] > 0 for k in keys)
     held = False
     if waiting:
         for k in rems:
@@ -123,7 +134,63 @@ def transition(
             if keep > out[k]:
                 out[k] = keep
                 held = True
+    if pool_max is not None or max_total is not None:
+        out = _fit_limits(out, cur, ready, want, pool_max, max_total)
     return Transition({k: v for k, v in sorted(out.items()) if v > 0}, held, limited)
+
+
+def _fit_limits(
+    out: dict[Key, int],
+    cur: Mapping[Key, int],
+    ready: Mapping[Key, int],
+    want: Mapping[Key, int],
+    pool_max: Mapping[str, int] | None,
+    max_total: int | None,
+) -> dict[Key, int]:
+    """Keep a transition within each pool's ``maxReplicas`` and the total limit.
+
+    Make-before-break surges: old replicas stay while new ones boot. In a pool at
+    its limit the new ones cannot be scheduled (and would never become Ready, so
+    the old ones would be held for ever), so: replicas being added get the free
+    slots only (not-Ready ones first to go); when a limit still binds and nothing
+    in it is booting, one held Ready replica is released per step, so a full pool
+    rolls over one replica at a time instead of deadlocking.
+    """
+    out = dict(out)
+    groups: list[tuple[list[Key], int]] = []
+    if pool_max is not None:
+        for pool, limit in sorted(pool_max.items()):
+            groups.append(([k for k in sorted(out) if k[1] == pool], max(0, limit)))
+    if max_total is not None:
+        groups.append((sorted(out), max(0, max_total)))
+    for keys, limit in groups:
+        excess = sum(out[k] for k in keys) - limit
+        if excess <= 0:
+            continue
+        # 1. Adds beyond the current desired replicas: only what fits is added.
+        for k in sorted(keys, key=lambda k: out[k] - cur.get(k, 0), reverse=True):
+            cut = min(excess, max(0, out[k] - cur.get(k, 0)))
+            out[k] -= cut
+            excess -= cut
+        # 2. Replicas not Ready beyond what the target keeps (booting, not needed).
+        for k in keys:
+            cut = min(excess, max(0, out[k] - max(want.get(k, 0), ready.get(k, 0))))
+            out[k] -= cut
+            excess -= cut
+        # 3. Still over (held Ready replicas fill the limit): roll one at a time.
+        booting = any(out[k] > ready.get(k, 0) for k in keys)
+        gone = next((k for k in keys if out[k] > want.get(k, 0)), None)
+        short = next((k for k in keys if out[k] < want.get(k, 0)), None)
+        if excess >= 0 and not booting and gone is not None and (excess > 0 or short):
+            out[gone] -= 1
+            if short is not None and excess == 0:
+                out[short] += 1  # the freed slot goes to the new placement
+    return out
+
+
+def pool_limits(spec: ScaledModelSpec) -> dict[str, int]:
+    """Each node pool's ``maxReplicas`` (the bound of a transition's surge)."""
+    return {p.name: p.max_replicas for p in spec.node_pools}
 
 
 def movement_reason(held: bool, final: Mapping[Key, int], cur: Mapping[Key, int]) -> str:
