@@ -354,3 +354,20 @@ def test_curve_from_a_labelled_sample_parses_as_escalate_below() -> None:
     assert parse_manifest(doc)[2].cascade is not None
     with pytest.raises(ValueError, match="confidence"):
         cp.curve([1.5], [True], [True])
+
+
+def test_infeasible_load_sizes_both_tiers_for_the_most_load_they_hold() -> None:
+    # 100k req/s is beyond the example's pools (T4 16, L4 8). The old best effort
+    # filled both pools with tier 1 and left tier 2 one replica: at 12 % escalation
+    # it could not hold even 30k req/s. Sized together, the same pools hold more.
+    spec = _spec()
+    out = cc.plan_cascade(spec, cc.CascadeRequest(100_000.0, min_replicas=1,
+                                                  max_replicas=24))
+    ch = out.chosen
+    assert not ch.feasible
+    assert all(n <= spec.pool(p).max_replicas
+               for p, n in cc._pool_use(cc._mk_plan(ch.counts, spec)).items())
+    assert sum(ch.counts.values()) <= 24
+    low = min(spec.cascade.points, key=lambda p: p.escalated)
+    assert cc.holds(spec, low, 1.0, ch.counts, 30_000.0, spec.slo.latency.target_ms)
+    assert ch.tier2.total >= 4

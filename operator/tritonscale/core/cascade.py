@@ -464,6 +464,43 @@ def _best_effort(spec: ScaledModelSpec, cas: Cascade, point: EscalationPoint,
     return replace(got, feasible=False)
 
 
+# Bisection steps of :func:`_most_load` (the held load within ~0.1 % of the best).
+MOST_LOAD_STEPS = 10
+
+
+def _most_load(spec: ScaledModelSpec, cas: Cascade, point: EscalationPoint,
+               req: CascadeRequest, unavailable: frozenset[str],
+               profiles: Mapping[Key, Profile]) -> CascadePlan | None:
+    """Nothing holds the SLO at the load: the plan holding the most load there is.
+
+    Both tiers sized together for the largest load L' <= the request's that some
+    plan holds within the pools' limits (budget ignored), found by bisection. Filling
+    tier 1 first and giving tier 2 what is left starves tier 2: every escalated
+    request then queues, and the cascade holds far less than its pools allow.
+    None when not even a tiny load is held.
+    """
+    def at(load: float) -> CascadePlan | None:
+        r = replace(req, load_rps=load, od_load_rps=min(req.od_load_rps, load))
+        return _best_at(spec, cas, point, r, unavailable, profiles, False)
+
+    lo = 0.05 * req.load_rps
+    best = at(lo)
+    if best is None:
+        return None
+    hi = req.load_rps
+    for _ in range(MOST_LOAD_STEPS):
+        mid = 0.5 * (lo + hi)
+        got = at(mid)
+        if got is None:
+            hi = mid
+        else:
+            lo, best = mid, got
+    # Judged at the request's load: it does not hold it (the caller reports Infeasible).
+    got = _check(spec, cas, point, best.escalated, best.tier1, best.tier2, req.load_rps,
+                 profiles, True)
+    return replace(got, feasible=False)
+
+
 def _without_cascade(spec: ScaledModelSpec, req: CascadeRequest, unavailable: frozenset[str]
                      ) -> pl.Plan | None:
     plain = replace(spec, cascade=None)
@@ -495,7 +532,8 @@ def plan_cascade(spec: ScaledModelSpec, req: CascadeRequest,
     plain_cost = plain.cost_per_hour if plain is not None else None
     if not found:
         low = min(allowed, key=lambda p: p.escalated)
-        chosen = _best_effort(spec, cas, low, req, gone, profiles)
+        chosen = _most_load(spec, cas, low, req, gone, profiles) or _best_effort(
+            spec, cas, low, req, gone, profiles)
         limit = "maxReplicas" if chosen.counts and sum(chosen.counts.values()) >= \
             req.max_replicas else "nodePools[*].maxReplicas"
         return CascadeOutcome(chosen, _in_budget(req, chosen.cost_per_hour), limit, "", None,
