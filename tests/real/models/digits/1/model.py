@@ -3,9 +3,15 @@
 ``weights.npz`` beside this file holds ``W0, b0, W1, b1, ...``: dense layers with ReLU
 between them and a softmax at the end (one layer = multinomial logistic regression).
 Outputs: LABEL (argmax) and CONFIDENCE (the top softmax probability, in [0, 1]).
+
+Optional config parameters ``base_ms`` and ``per_item_ms``: a batch of b also sleeps
+base_ms + per_item_ms * b, so a test can give the tiers GPU-like service times that
+the machine's CPU noise does not swamp (as the sleepy model does).
 """
 
+import json
 import os
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -17,6 +23,9 @@ class TritonPythonModel:
         with np.load(path) as data:
             n = len([k for k in data.files if k.startswith("W")])
             self.layers = [(data[f"W{i}"], data[f"b{i}"]) for i in range(n)]
+        params = json.loads(args["model_config"]).get("parameters", {})
+        self.base_ms = float(params.get("base_ms", {}).get("string_value", "0") or 0)
+        self.per_item_ms = float(params.get("per_item_ms", {}).get("string_value", "0") or 0)
 
     def _forward(self, x):
         h = x.astype(np.float64)
@@ -32,6 +41,9 @@ class TritonPythonModel:
         xs = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
         sizes = [len(x) for x in xs]
         probs = self._forward(np.concatenate(xs, axis=0))
+        pause = self.base_ms + self.per_item_ms * sum(sizes)
+        if pause > 0:
+            time.sleep(pause / 1000.0)
         out = []
         start = 0
         for n in sizes:
