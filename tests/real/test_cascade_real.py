@@ -335,12 +335,12 @@ def _idle_paths(router_server: TritonServer, tier2: TritonServer, rows: np.ndarr
 
 def _open_loop(url: str, rows: np.ndarray, rate: float, duration_s: float,
                seed: int, workers: int = 24) -> Any:
-    """Open-loop Poisson arrivals at the router, one image each (realload's method)."""
+    """Open-loop Poisson arrivals at the router, one image each (as harness/real/load.py)."""
     import queue
     import threading
 
     import tritonclient.http as httpclient
-    from realload import LoadResult, Record, poisson_arrivals
+    from tests.harness.real.load import LoadResult, Record, poisson_arrivals
 
     arrivals = poisson_arrivals(rate, duration_s, seed)
     order = np.random.default_rng(seed).integers(0, len(rows), size=len(arrivals))
@@ -403,7 +403,7 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
     digits: Any, router: Any, curve_run: subprocess.CompletedProcess[str]
 ) -> None:
     import requests
-    from realload import percentile
+    from tests.harness.real.load import percentile
 
     from tritonscale.adapters import profiler
     from tritonscale.adapters.triton import MetricsSnapshot
