@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,7 +41,14 @@ from numpy.typing import NDArray
 from tritonscale.core import perf
 from tritonscale.core.pricing import replica_price_per_hour
 from tritonscale.core.spec import ScaledModelSpec
-from tritonscale.sim.engine import Key, SimConfig, SimRun, Simulator, StepRecord
+from tritonscale.sim.engine import (
+    DEFAULT_PREROLL_S,
+    Key,
+    SimConfig,
+    SimRun,
+    Simulator,
+    StepRecord,
+)
 from tritonscale.sim.policies import (
     HPAConfig,
     HPAPolicy,
@@ -231,7 +238,10 @@ def sweep(
     progress: Callable[[str], Callable[[StepRecord], None] | None] | None = None,
 ) -> Sweep:
     """Baseline ``name`` on its fairest (variant, pool) (module doc): the winner's
-    complete replay and what was tried."""
+    complete replay and what was tried. Each replay starts from the baseline's steady
+    state (``cfg.preroll_max_s``; None: up to DEFAULT_PREROLL_S)."""
+    if cfg.preroll_max_s is None:
+        cfg = replace(cfg, preroll_max_s=DEFAULT_PREROLL_S)
     keys = candidates(spec, arrivals, variant, pool)
     acc = {v.name: v.accuracy for v in spec.variants}
     order = sorted(keys, key=lambda k: (estimate(spec, arrivals, k), -acc[k[0]], k))
