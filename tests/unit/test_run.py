@@ -138,7 +138,7 @@ def test_shard_flags(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_handlers_read_deployments_from_the_index() -> None:
     import kopf
-    from fakes import FakeKube, load_example
+    from tests.harness.fakes import FakeKube, load_example
 
     from tritonscale.handlers import lifecycle
     from tritonscale.handlers.reconcile import Reconciler
@@ -167,7 +167,7 @@ def test_handlers_read_deployments_from_the_index() -> None:
 
 def test_temporary_error_on_api_failure() -> None:
     import kopf
-    from fakes import FakeKube, load_example
+    from tests.harness.fakes import FakeKube, load_example
 
     from tritonscale.handlers import lifecycle
     from tritonscale.handlers.reconcile import Reconciler
