@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from fakes import FakeKube, load_example
+from tests.harness.fakes import FakeKube, load_example
 
 from tritonscale.core import cascade_render as cr
 from tritonscale.core.api import ANNOTATION_SPEC_HASH, LABEL_VARIANT
