@@ -448,7 +448,12 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
         "scaling": {"minReplicas": 2, "maxReplicas": 4},
         "cascade": {"tiers": [{"variant": "linear", "escalateBelow": block},
                               {"variant": "mlp"}],
-                    "confidence": {"output": "CONFIDENCE"}, "hopMs": round(hop_ms, 3)},
+                    "confidence": {"output": "CONFIDENCE"}, "hopMs": round(hop_ms, 3),
+                    "io": {"maxBatchSize": 64,
+                           "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
+                           "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
+                                       {"name": "CONFIDENCE", "dataType": "FP32",
+                                        "dims": [1]}]}},
     })
     out = cc.plan_cascade(spec, cc.CascadeRequest(
         LOAD_RPS, min_replicas=2, max_replicas=4,
