@@ -274,7 +274,8 @@ def _counter(server: TritonServer, name: str) -> float:
 # ------------------------------------------------------------------ latency vs the planner
 
 LOAD_RPS = 40.0  # open-loop Poisson arrivals at the router (one request = one image)
-LOAD_SECONDS = 50.0
+LOAD_SECONDS = 30.0
+RUNS = 3
 SETTLE_SECONDS = 3.0
 GOAL = 0.20  # |predicted - measured| / measured, per percentile (issue 10, item 7)
 
@@ -468,34 +469,53 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
     predicted = (ch.latency_ms, cc.mixture_percentile(m1, m2, ch.escalated, hop_ms, 99.0))
 
     thr_file.write_text(f"{point['threshold']}\n")
-    _reload_router(server, x)
-    before = _counter(server, "tritonscale_cascade_escalated_total")
-    served = _counter(server, "tritonscale_cascade_requests_total")
-    res = _open_loop(server.url, x, LOAD_RPS, LOAD_SECONDS, seed=7)
-    text = requests.get(server.metrics_url, timeout=5).text
-    summary = MetricsSnapshot.parse(text, ROUTER, time.monotonic()).quantiles
-    escalated = (_counter(server, "tritonscale_cascade_escalated_total") - before) / max(
-        _counter(server, "tritonscale_cascade_requests_total") - served, 1.0)
-    kept = [r for r in res.ok_records if r.scheduled >= res.started + SETTLE_SECONDS]
-    assert res.errors == 0 and len(kept) >= 0.9 * LOAD_RPS * (LOAD_SECONDS - SETTLE_SECONDS)
-    client = tuple(percentile([r.latency_ms for r in kept], p) - overhead_ms
-                   for p in (95.0, 99.0))
-    if not all(q in summary for q in (0.95, 0.99)):
-        pytest.fail(f"no latency summary for {ROUTER}: {summary}")
+    # Robust on a shared 2-core machine: RUNS separate loads (the router reloaded before
+    # each, which resets Triton's summary), each percentile the median over the runs,
+    # so one run disturbed by a neighbour does not decide the outcome.
+    runs = []
+    for i in range(RUNS):
+        _reload_router(server, x)
+        before = _counter(server, "tritonscale_cascade_escalated_total")
+        served = _counter(server, "tritonscale_cascade_requests_total")
+        res = _open_loop(server.url, x, LOAD_RPS, LOAD_SECONDS, seed=7 + i)
+        text = requests.get(server.metrics_url, timeout=5).text
+        summary = MetricsSnapshot.parse(text, ROUTER, time.monotonic()).quantiles
+        if not all(q in summary for q in (0.95, 0.99)):
+            pytest.fail(f"no latency summary for {ROUTER}: {summary}")
+        escalated = (_counter(server, "tritonscale_cascade_escalated_total") - before) / max(
+            _counter(server, "tritonscale_cascade_requests_total") - served, 1.0)
+        kept = [r for r in res.ok_records if r.scheduled >= res.started + SETTLE_SECONDS]
+        assert res.errors == 0, f"run {i}: {res.errors} failed requests"
+        # The load was the one planned for: the asked rate, the curve's escalation.
+        got_rps = len(kept) / (LOAD_SECONDS - SETTLE_SECONDS)
+        assert got_rps == pytest.approx(LOAD_RPS, rel=0.15), f"run {i}: {got_rps:.1f} req/s"
+        assert escalated == pytest.approx(ch.escalated, abs=0.05), f"run {i}"
+        client_run = tuple(percentile([r.latency_ms for r in kept], p) - overhead_ms
+                           for p in (95.0, 99.0))
+        triton_run = (summary[0.95] / 1000.0, summary[0.99] / 1000.0)
+        runs.append((triton_run, client_run, escalated, len(kept), res.max_lateness_s))
+        print(f"\nrun {i}: Triton p95/p99 {triton_run[0]:.1f}/{triton_run[1]:.1f} ms, client "
+              f"- overhead {client_run[0]:.1f}/{client_run[1]:.1f} ms, escalated "
+              f"{escalated:.3f}, {len(kept)} requests, worst send delay "
+              f"{res.max_lateness_s * 1000:.0f} ms")
+    summary = {0.95: float(np.median([r[0][0] for r in runs])) * 1000.0,
+               0.99: float(np.median([r[0][1] for r in runs])) * 1000.0}
+    client = (float(np.median([r[1][0] for r in runs])),
+              float(np.median([r[1][1] for r in runs])))
+    escalated = float(np.median([r[2] for r in runs]))
+    kept_n = sum(r[3] for r in runs)
+    lateness = max(r[4] for r in runs)
     triton = (summary[0.95] / 1000.0, summary[0.99] / 1000.0)
     err = {w: tuple((p - m) / m for p, m in zip(predicted, got, strict=True))
            for w, got in (("triton", triton), ("client", client))}
     print(f"\nthreshold {point['threshold']} escalated {ch.escalated:.3f} (observed "
-          f"{escalated:.3f}) at {LOAD_RPS:g} req/s, {len(kept)} requests, worst send "
-          f"delay {res.max_lateness_s * 1000:.0f} ms; hop {hop_ms:.2f} ms, router's own "
+          f"{escalated:.3f}) at {LOAD_RPS:g} req/s, {kept_n} requests in {RUNS} runs, worst "
+          f"send delay {lateness * 1000:.0f} ms; hop {hop_ms:.2f} ms, router's own "
           f"{router_ms:.2f} ms, client overhead {overhead_ms:.2f} ms\n"
           f"p95/p99 predicted {predicted[0]:.1f}/{predicted[1]:.1f} ms; Triton's summary "
           f"{triton[0]:.1f}/{triton[1]:.1f} ms ({err['triton'][0]:+.0%}/{err['triton'][1]:+.0%}); "
           f"client - overhead {client[0]:.1f}/{client[1]:.1f} ms "
-          f"({err['client'][0]:+.0%}/{err['client'][1]:+.0%})")
-    # The load was the one planned for: the curve's escalation, the asked rate.
-    assert escalated == pytest.approx(ch.escalated, abs=0.05)
-    assert len(kept) / (LOAD_SECONDS - SETTLE_SECONDS) == pytest.approx(LOAD_RPS, rel=0.15)
+          f"({err['client'][0]:+.0%}/{err['client'][1]:+.0%}) (medians of the runs)")
     for which, errs in err.items():
         for p, e in zip((95, 99), errs, strict=True):
             assert abs(e) <= GOAL, f"p{p} vs {which}: predicted {e:+.0%} off"
