@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ticks reconciled concurrently by the tick loop (default %(default)s)",
     )
     parser.add_argument(
-        "--spec-workers", type=int, default=4,
+        "--spec-workers", type=int, default=8,
         help="threads reconciling spec changes (create, update, resume): a lane of "
         "their own, ahead of ticks and Deployment events (default %(default)s)",
     )
