@@ -275,7 +275,7 @@ def test_spec_changes_have_a_lane_of_their_own() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     import kopf
-    from fakes import FakeKube, load_example
+    from tests.harness.fakes import FakeKube, load_example
 
     from tritonscale.handlers import lifecycle
     from tritonscale.handlers.reconcile import Reconciler
