@@ -189,3 +189,21 @@ def test_scale_down_removes_the_replica_ready_the_shortest_time(make_spec: SpecF
     assert [r.rid for r in sim.replicas[KEY]] == [1, 2, 3]
     sim.apply({KEY: 2})  # removes rid 3: Ready for 2 s, the others for 5 s
     assert [r.rid for r in sim.replicas[KEY]] == [1, 2]
+
+
+def test_a_request_lost_to_a_preemption_was_in_flight_until_then(make_spec: SpecFactory
+                                                                  ) -> None:
+    """100 requests at t = 0 on one spot replica, 10 ms each, one after the other; the
+    pool is preempted at 0.505 s, when 51 have started (the 51st finishes at 0.51 s).
+    Over [0, 2 s] the queue-proxy saw sum(0.01 k, k = 1..51) = 13.26 request-seconds
+    from the served ones and 49 x 0.505 from the lost ones: 19.0025 in flight on
+    average."""
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-spot")
+    sim = Simulator(spec, np.zeros(100), SimConfig(preroll_max_s=0.0, client_timeout_s=None))
+    sim.apply({key: 1}, instant=True)
+    sim.preemptions = [(0.505, "t4-spot")]
+    sim.run_interval(0.0, 2.0)
+    sim.now = 2.0
+    assert np.count_nonzero(np.isinf(sim.done)) == 49
+    assert sim.concurrency(2.0) == pytest.approx((13.26 + 49 * 0.505) / 2.0, rel=1e-9)
