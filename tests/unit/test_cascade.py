@@ -371,3 +371,20 @@ def test_infeasible_load_sizes_both_tiers_for_the_most_load_they_hold() -> None:
     low = min(spec.cascade.points, key=lambda p: p.escalated)
     assert cc.holds(spec, low, 1.0, ch.counts, 30_000.0, spec.slo.latency.target_ms)
     assert ch.tier2.total >= 4
+
+
+def test_backlog_drain_counts_the_cascades_ready_capacity() -> None:
+    # A burst has ended: 2,000 req/s again, 60k requests still queued, and the Ready
+    # tiers hold far more than 2,000 req/s, so they drain it themselves well within
+    # the startup horizon. The old count gave a cascade no Ready capacity at all
+    # (its tier-1 variant is below the floor alone): it planned for ~9,000 req/s of
+    # "drain" and booted a fleet that arrived after the backlog was gone.
+    spec = _spec()
+    cur = _ready_for(spec, 12_000.0)
+    ready = {k: n for k, (n, _) in cur.items()}
+    cap = cc.ready_capacity(spec, ready)
+    assert cap >= 8_000.0
+    obs = Observation(rps=2000.0, latency_ms=900.0, pending=60_000.0, queue_ms=None,
+                      current=_obs(0, cur).current)
+    d = decide(spec, obs, None, 15.0)
+    assert d.details["planning_load_rps"] < 4_000.0

@@ -230,6 +230,9 @@ def _bounded(mix: Mapping[Key, int], limit: int) -> dict[Key, int]:
 def _ready_capacity(spec: ScaledModelSpec, obs: Observation, unavailable: frozenset[str]
                     ) -> float:
     """Capacity at the SLO of the Ready replicas, as the planner counts a mix."""
+    if spec.cascade is not None:
+        return cc.ready_capacity(spec, {p.key: p.ready for p in obs.current if p.ready > 0},
+                                 unavailable)
     caps = {c.key: c.capacity_rps for c in pl.candidates(spec, unavailable)}
     ready = [(caps.get(p.key, 0.0), p.ready) for p in obs.current if p.ready > 0]
     if not ready:

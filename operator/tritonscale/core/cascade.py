@@ -571,6 +571,37 @@ def _binding(spec: ScaledModelSpec, cas: Cascade, chosen: CascadePlan, req: Casc
     return "latency"
 
 
+def ready_capacity(spec: ScaledModelSpec, ready: Mapping[Key, int],
+                   unavailable: Iterable[str] = (), scale: float = 1.0) -> float:
+    """The load (req/s) a cascade's Ready replicas hold at the SLO, as the planner counts.
+
+    Tier 1 takes every request, tier 2 the least escalation the floor allows (the live
+    lever sheds to it under pressure): ``min(C1, C2 / e)``, each tier's capacity
+    being its Ready replicas x the slowest one's capacity at the latency budget (the
+    tier's requests split evenly). The single-variant count would give a cascade no
+    capacity at all: its tier-1 variant is below the floor on its own.
+    """
+    cas = spec.cascade
+    assert cas is not None
+    slo = spec.slo.latency
+    budget = max(slo.target_ms - cas.hop_ms, 1e-3)
+    gone = frozenset(unavailable)
+
+    def tier(variant: str) -> float:
+        caps = {c.key: c.capacity_rps
+                for c in tier_candidates(spec, variant, gone, slo.percentile, budget)}
+        mine = [(caps.get(k, 0.0), n) for k, n in ready.items() if k[0] == variant and n > 0]
+        if not mine:
+            return 0.0
+        return sum(n for _, n in mine) * min(c for c, _ in mine)
+
+    floor = spec.slo.min_accuracy
+    allowed = [p for p in cas.points if p.accuracy >= floor] or list(cas.points)
+    e = min(escalated(p, scale) for p in allowed)
+    c1 = tier(cas.first.variant)
+    return c1 if e <= 0 else min(c1, tier(cas.last.variant) / e)
+
+
 def served_accuracy(spec: ScaledModelSpec, mix: Mapping[Key, int]) -> float | None:
     """Expected accuracy of a single-variant mix: requests split evenly over replicas."""
     n = sum(mix.values())
