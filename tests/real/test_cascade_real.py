@@ -276,6 +276,9 @@ def _counter(server: TritonServer, name: str) -> float:
 LOAD_RPS = 40.0  # open-loop Poisson arrivals at the router (one request = one image)
 LOAD_SECONDS = 30.0
 RUNS = 3
+# A load whose worst send is later than this did not run open loop at the asked rate.
+MAX_LATENESS_S = 0.1
+MAX_ATTEMPTS = 6
 SETTLE_SECONDS = 3.0
 GOAL = 0.20  # |predicted - measured| / measured, per percentile (issue 10, item 7)
 
@@ -473,7 +476,10 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
     # each, which resets Triton's summary), each percentile the median over the runs,
     # so one run disturbed by a neighbour does not decide the outcome.
     runs = []
-    for i in range(RUNS):
+    disturbed: list[str] = []
+    for i in range(MAX_ATTEMPTS):
+        if len(runs) == RUNS:
+            break
         _reload_router(server, x)
         before = _counter(server, "tritonscale_cascade_escalated_total")
         served = _counter(server, "tritonscale_cascade_requests_total")
@@ -493,11 +499,22 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
         client_run = tuple(percentile([r.latency_ms for r in kept], p) - overhead_ms
                            for p in (95.0, 99.0))
         triton_run = (summary[0.95] / 1000.0, summary[0.99] / 1000.0)
+        if res.max_lateness_s > MAX_LATENESS_S:
+            # The load generator could not keep its open-loop schedule: the machine was
+            # starved (the server as much as the client), so this run did not measure the
+            # planned load. It is reported and repeated, never counted.
+            disturbed.append(f"run {i}: send delay {res.max_lateness_s * 1000:.0f} ms, "
+                             f"Triton p95/p99 {triton_run[0]:.1f}/{triton_run[1]:.1f} ms")
+            print(f"\ndisturbed {disturbed[-1]}")
+            continue
         runs.append((triton_run, client_run, escalated, len(kept), res.max_lateness_s))
         print(f"\nrun {i}: Triton p95/p99 {triton_run[0]:.1f}/{triton_run[1]:.1f} ms, client "
               f"- overhead {client_run[0]:.1f}/{client_run[1]:.1f} ms, escalated "
               f"{escalated:.3f}, {len(kept)} requests, worst send delay "
               f"{res.max_lateness_s * 1000:.0f} ms")
+    if len(runs) < RUNS:
+        pytest.fail(f"only {len(runs)} of {MAX_ATTEMPTS} loads kept their schedule (the "
+                    f"machine is starved): {disturbed}")
     summary = {0.95: float(np.median([r[0][0] for r in runs])) * 1000.0,
                0.99: float(np.median([r[0][1] for r in runs])) * 1000.0}
     client = (float(np.median([r[1][0] for r in runs])),
