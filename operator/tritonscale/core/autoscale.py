@@ -24,15 +24,18 @@ In order:
 2. **Forecast** (:mod:`.forecast`) over the time new capacity needs to become
    Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
    of all available pools before there is one) plus one interval.
-3. **Online correction**: when every replica is Ready and the observed latency
-   percentile exceeds the target, a load multiplier ``c`` grows (up to 2x) so the
-   planner adds capacity the perf model did not predict; it decays back to 1
-   while observations stay below 80% of target. Per (variant, pool), the
-   observed latency against the model's prediction scales that profile
-   (:mod:`.correction`).
+3. **Online correction** (:mod:`.correction`, the only one): per (variant,
+   pool), the service-time factor at which the performance model reproduces the
+   observed latency percentile at the load that placement received (or the whole
+   model's, when the signals have no per-placement latency) moves a bounded
+   factor that scales that profile, so the planner adds the capacity the model
+   did not predict and gives back what it over-predicted. Nothing is learnt while
+   requests queue beyond the SLO (a backlog draining is not slow replicas).
+   Persisted in the state; ``simulate`` runs it from the simulator's
+   per-placement signals exactly as the operator does.
 4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
-   max(forecast, current) x (1 + headroom) x c goes through HPA-like windows.
-5. **Planner** (:mod:`.planner`) with spot protection at the current load x c.
+   max(forecast, current) x (1 + headroom) goes through HPA-like windows.
+5. **Planner** (:mod:`.planner`) with spot protection at the current load.
    When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
    exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the
    **degradation ladder** within budget, one rung per step down as needed:
@@ -63,11 +66,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tritonscale.core import burst, cascade_step, switching
+from tritonscale.core import burst, cascade_step, correction, switching
 from tritonscale.core import cascade as cc
 from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
-from tritonscale.core.correction import corrected_spec, update_factors
+from tritonscale.core.correction import corrected_spec, scaled_profile
 from tritonscale.core.perf import predict_replica
 from tritonscale.core.pricing import mix_cost_per_hour
 from tritonscale.core.safeplan import admissible_safe_plan
@@ -81,7 +84,6 @@ from tritonscale.core.stabilize import (
 )
 from tritonscale.core.state import (
     MAX_LATENCY_MS,
-    MAX_LOAD_CORRECTION,
     MAX_RPS,
     AutoscalerState,
     decode,
@@ -90,7 +92,6 @@ from tritonscale.core.state import (
 from tritonscale.core.types import Decision, Observation, Placement, finite_or_none
 
 Key = tuple[str, str]
-MAX_CORRECTION = MAX_LOAD_CORRECTION
 OD_WINDOW_SECONDS = 60.0
 LADDER_RUNGS = ("normal", "no headroom", "current load", "best effort within budget")
 
@@ -444,8 +445,6 @@ def _known(
 ) -> _Step:
     sc = spec.scaling
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
-    ready_total = sum(p.ready for p in obs.current)
-    desired_total = sum(p.desired for p in obs.current)
 
     # 2. Forecast.
     unavailable = frozenset(obs.unavailable_pools)
@@ -453,22 +452,11 @@ def _known(
     horizon = horizon_seconds(spec, unavailable, frozenset(p for _, p in prev.target))
     predicted = fc.forecast(fstate, horizon)
 
-    # 3. Online correction from the observed percentile.
-    corr = prev.load_correction
-    lat = obs.latency_ms
-    target = spec.slo.latency.target_ms
-    if lat is not None and desired_total > 0 and ready_total >= desired_total:
-        if lat > target:
-            corr = min(MAX_CORRECTION, corr * (1.0 + 0.5 * min(1.0, lat / target - 1.0)))
-        elif lat < 0.8 * target:
-            corr = max(1.0, corr * 0.98)
-    corr = round(corr, 4)
-
-    # 3b. Per-(variant, pool) profile correction: observed latency of each
-    # placement vs the uncorrected model at the load it received; bounded,
-    # persisted in state, applied to the profiles the planner sees.
-    factors = {k: round(v, 4) for k, v in
-               update_factors(prev.correction, obs, _predictor(spec)).items()}
+    # 3. The online correction (core/correction.py): per (variant, pool) factors,
+    # bounded, persisted, applied to the profiles the planner sees; not learnt
+    # while a backlog drains.
+    factors = {k: round(v, 4) for k, v in correction.update(
+        prev.correction, obs, _predictor(spec), spec.slo.latency.target_ms).items()}
     spec_c = corrected_spec(spec, factors)
 
     # 3c. Bursts and cold starts (core/burst.py): volatility headroom, backlog
@@ -480,7 +468,7 @@ def _known(
     burst.store(bst_st, bst)
 
     # 4. Load stabilisation.
-    rec = max(predicted, rps, bst.panic_rps) * (1.0 + bst.headroom) * corr
+    rec = max(predicted, rps, bst.panic_rps) * (1.0 + bst.headroom)
     load, window = stabilize_load(
         prev.load_window, prev.load, rec, now,
         sc.scale_up_stabilization_seconds, sc.scale_down_stabilization_seconds,
@@ -495,14 +483,14 @@ def _known(
     scale = load / rec if rec > 0 else 1.0
     # The drain term comes after the windows: it leaves with the backlog.
     loads = (
-        load + bst.drain_rps * corr,
-        (max(predicted, rps, bst.panic_rps) * max(1.0, scale) + bst.drain_rps) * corr,
-        (rps + bst.drain_rps) * corr,
+        load + bst.drain_rps,
+        max(predicted, rps, bst.panic_rps) * max(1.0, scale) + bst.drain_rps,
+        rps + bst.drain_rps,
     )
     # Spot protection holds the *current* load (replacing lost spot capacity takes
     # a startup anyway); a short window keeps the on-demand part from flapping.
     od_load, od_window = stabilize_load(
-        prev.od_window, prev.od_load, rps * corr, now,
+        prev.od_window, prev.od_load, rps, now,
         sc.scale_up_stabilization_seconds,
         min(sc.scale_down_stabilization_seconds, OD_WINDOW_SECONDS),
     )
@@ -519,7 +507,6 @@ def _known(
         od_window=tuple((t, round(v, 3)) for t, v in od_window),
         od_load=round(od_kept, 3),
         correction=factors,
-        load_correction=corr,
         failures=0,
         idle_since=idle,
         burst_history=tuple((float(t), float(v)) for t, v in bst_st.get("vh") or ()),
@@ -527,9 +514,9 @@ def _known(
                      else None),
     )
     if spec.cascade is not None:
-        return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps * corr, {
+        return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps, {
             "rps": round(rps, 3), "forecast_rps": round(predicted, 3),
-            "planning_load_rps": round(loads[0], 3), "correction": corr})
+            "planning_load_rps": round(loads[0], 3), "correction": dict(sorted(factors.items()))})
     level = prev.level
     since = prev.recovering_since
     if spec_c.slo.priority == "cost":
@@ -606,7 +593,7 @@ def _known(
             "rps": round(rps, 3),
             "forecast_rps": round(predicted, 3),
             "planning_load_rps": round(planned.request.load_rps, 3),
-            "correction": corr,
+            "correction": dict(sorted(factors.items())),
             "burst": bst.details(),
             "switch": None if sw is None or not sw.switching_cost else {
                 "held": sw.held, "cost": round(sw.switching_cost, 4),
@@ -644,20 +631,20 @@ def _cascade(
     )
 
 
-def _predictor(
-    spec: ScaledModelSpec,
-) -> Callable[[str, str, float, int], tuple[float, float] | None]:
-    """The uncorrected model's (percentile latency, utilisation) for a placement."""
+def _predictor(spec: ScaledModelSpec) -> correction.Predictor:
+    """The model's (percentile latency, utilisation) for a placement whose profile is
+    scaled by ``factor`` (1 = the uncorrected profile)."""
     pct = spec.slo.latency.percentile
 
-    def predict(variant: str, pool: str, rps: float, replicas: int) -> tuple[float, float] | None:
+    def predict(variant: str, pool: str, rps: float, replicas: int, factor: float
+                ) -> tuple[float, float] | None:
         try:
             prof = spec.variant(variant).profile_for(spec.pool(pool).accelerator)
         except KeyError:
             return None
         if prof is None or replicas <= 0:
             return None
-        pt = predict_replica(prof, rps / replicas, pct)
+        pt = predict_replica(scaled_profile(prof, factor), rps / replicas, pct)
         return pt.latency_ms, pt.utilisation
 
     return predict
