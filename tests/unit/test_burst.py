@@ -162,3 +162,56 @@ def test_simulator_reports_pending_requests() -> None:
     sim.run_interval(0.01, 0.05)
     sim.now = 0.05
     assert sim.pending() == 0.0
+
+
+def test_one_ramp_is_not_a_distribution() -> None:
+    # Ten measured rises, all from one ramp (6% a step): the old rule (8 rises
+    # suffice) set the headroom to that ramp's rise for the next window. Until the
+    # rises span four horizons (4 x 75 s = 20 steps) the floor applies.
+    spec = _spec(max_headroom=0.5, scale_down_stabilization_seconds=0.0)
+    obs = Observation(rps=100.0)
+    ramp = {"vh": [[t, 100.0 * 1.06 ** (t // 15)] for t in range(0, 225, 15)]}
+    assert burst.assess(spec, obs, 100.0, ramp, 225.0, 75.0, 0.0).headroom == 0.1
+    longer = {"vh": [[t, 100.0 * 1.06 ** (t // 15)] for t in range(0, 405, 15)]}
+    assert burst.assess(spec, obs, 100.0, longer, 405.0, 75.0, 0.0).headroom == pytest.approx(
+        1.06 ** 5 - 1.0)
+
+
+def test_forecast_look_ahead_is_held_for_its_horizon_not_the_scale_down_window() -> None:
+    # A fast ramp inflates the forecast's trend; the rate then stays flat. The
+    # observed demand is held for the 300-s scale-down window, but the forecast's
+    # look-ahead only for the horizon it was about (60 s startup + 15 s), and the
+    # trend goes no further than the rate rose over the last horizon: 150 s after
+    # the ramp the planning load is the flat rate's, not the extrapolated peak
+    # (the old window held Holt's lingering trend for 300 s).
+    spec = _spec(scale_down_stabilization_seconds=300.0, panic_seconds=0.0)
+    d = decide(spec, Observation(rps=100.0, current=()), None, 0.0)
+    t = 0.0
+    peak = 0.0
+    for rps in (100.0, 300.0, 600.0, 1000.0) + (1000.0,) * 10:
+        t += 15.0
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, d.total_replicas),
+                                     latency_ms=40.0, pending=0.0), d.state, t)
+        peak = max(peak, d.details["planning_load_rps"])  # type: ignore[arg-type]
+    final = d.details["planning_load_rps"]
+    assert peak > 1.3 * 1000.0 * 1.1  # the trend did inflate the look-ahead
+    assert final < 0.8 * peak
+    # ... and it still plans for what was observed (the window), with headroom.
+    assert final >= 1000.0 * 1.1 - 1e-6
+
+
+def test_panic_keeps_replicas_that_are_still_starting() -> None:
+    # Four replicas starting on the dearer pool, a backlog: the plan prefers the
+    # cheaper pool, but cancelling capacity in flight during a backlog only delays
+    # the drain (the old rule removed not-Ready replicas of a mix change at once).
+    base = _spec(drain_seconds=30.0)
+    cheap = base.node_pools[0]
+    dear = replace(cheap, name="dear", price_per_hour=3.0)
+    spec = replace(base, node_pools=(cheap, dear))
+    d0 = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    starting = (PlacementState("v", "dear", 4, 0),)
+    d = decide(spec, Observation(rps=1000.0, current=starting, pending=60_000.0,
+                                 latency_ms=400.0), d0.state, 15.0)
+    assert d.details["burst"]["panic"] is True  # type: ignore[index]
+    assert d.replicas().get(("v", "dear"), 0) == 4
+    assert d.replicas().get(("v", "p"), 0) > 0  # and the plan's own replicas come

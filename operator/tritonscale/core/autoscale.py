@@ -23,7 +23,9 @@ In order:
    (reason ``Replaced``).
 2. **Forecast** (:mod:`.forecast`) over the time new capacity needs to become
    Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
-   of all available pools before there is one) plus one interval.
+   of all available pools before there is one) plus one interval; at most the
+   current rate plus how far it rose over the last horizon (the rise goes on for
+   one more horizon, no further).
 3. **Online correction** (:mod:`.correction`, the only one): per (variant,
    pool), the service-time factor at which the performance model reproduces the
    observed latency percentile at the load that placement received (or the whole
@@ -33,8 +35,11 @@ In order:
    requests queue beyond the SLO (a backlog draining is not slow replicas).
    Persisted in the state; ``simulate`` runs it from the simulator's
    per-placement signals exactly as the operator does.
-4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
-   max(forecast, current) x (1 + headroom) goes through HPA-like windows.
+4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the observed demand
+   current x (1 + headroom) goes through HPA-like windows; the forecast's
+   look-ahead max(forecast, current) x (1 + headroom) goes through the same
+   windows but is held for at most the forecast horizon (the time it was about);
+   the planning load is the larger.
 5. **Planner** (:mod:`.planner`) with spot protection at the current load.
    When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
    exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the
@@ -235,6 +240,19 @@ def _ready_capacity(spec: ScaledModelSpec, obs: Observation, unavailable: frozen
     if not ready:
         return 0.0
     return sum(n for _, n in ready) * min(c for c, _ in ready)
+
+
+def _keep_current(target: Mapping[Key, int], cur: Mapping[Key, int], limit: int
+                  ) -> dict[Key, int]:
+    """``target`` with every currently desired replica kept, within ``limit`` in total."""
+    out = dict(target)
+    room = max(0, limit - sum(out.values()))
+    for k, n in sorted(cur.items()):
+        extra = min(max(0, n - out.get(k, 0)), room)
+        if extra:
+            out[k] = out.get(k, 0) + extra
+            room -= extra
+    return out
 
 
 def _placements(mix: Mapping[Key, int]) -> tuple[Placement, ...]:
@@ -466,15 +484,34 @@ def _known(
     bst = burst.assess(spec, obs, rps, bst_st, now, horizon,
                        _ready_capacity(spec, obs, unavailable))
     burst.store(bst_st, bst)
+    # The forecast's extrapolated trend goes at most as far ahead as the rate rose
+    # over the last horizon: after a ramp, Holt's level catches up with a step that
+    # is already over and its trend kept the look-ahead far above a flat rate for
+    # minutes (a ramp 3.5k -> 8.6k rps forecast 15k for three minutes of 8k).
+    # (The forecast's own noise allowance, z x deviation, stays.)
+    predicted = min(predicted, rps + burst.recent_rise(bst.history, now, horizon)
+                    + fc.DEFAULT.z * float(fstate.get("s", 0.0)))
 
-    # 4. Load stabilisation.
+    # 4. Load stabilisation. The windows hold the *observed* demand; the forecast's
+    # look-ahead is held only for the horizon it was about (then it has come true
+    # and shows in the observed part, or it has not and holds nothing): a ramp's
+    # extrapolated trend no longer holds the fleet for a whole scale-down window.
+    obs_rec = max(rps, bst.panic_rps) * (1.0 + bst.headroom)
     rec = max(predicted, rps, bst.panic_rps) * (1.0 + bst.headroom)
-    load, window = stabilize_load(
-        prev.load_window, prev.load, rec, now,
+    load_obs, window = stabilize_load(
+        prev.load_window, prev.load, obs_rec, now,
         sc.scale_up_stabilization_seconds, sc.scale_down_stabilization_seconds,
     )
-    if bst.panic and prev.load is not None:
-        load = max(load, prev.load)  # no scale-down while panicking
+    load_fc, fwindow = stabilize_load(
+        prev.forecast_window, prev.forecast_load, rec, now,
+        sc.scale_up_stabilization_seconds, min(sc.scale_down_stabilization_seconds, horizon),
+    )
+    if bst.panic:  # no scale-down while panicking
+        if prev.load is not None:
+            load_obs = max(load_obs, prev.load)
+        if prev.forecast_load is not None:
+            load_fc = max(load_fc, prev.forecast_load)
+    load = max(load_obs, load_fc)
 
     # 5. Plan, with the degradation ladder when priority is cost.
     combos = pl.candidates(spec_c, unavailable)
@@ -503,7 +540,9 @@ def _known(
         prev,
         forecast={k: round(v, 6) for k, v in fstate.items()},
         load_window=tuple((t, round(v, 3)) for t, v in window),
-        load=round(load, 3),
+        load=round(load_obs, 3),
+        forecast_window=tuple((t, round(v, 3)) for t, v in fwindow),
+        forecast_load=round(load_fc, 3),
         od_window=tuple((t, round(v, 3)) for t, v in od_window),
         od_load=round(od_kept, 3),
         correction=factors,
@@ -542,6 +581,13 @@ def _known(
     if sw is not None and sw.held:
         planned = replace(planned, plan=sw.plan, runner_up=None, searched=False)
     target_mix = dict(planned.plan.counts)
+    if bst.panic and target_mix:
+        # No scale-down while panicking: that includes replicas still starting. A
+        # mix change during a backlog cancelled capacity in flight and restarted it
+        # a step later when the plan flipped back (the backlog lasted minutes more).
+        usable = {(c.variant, c.pool) for c in combos}
+        target_mix = _keep_current(target_mix, {k: n for k, n in cur.items() if k in usable},
+                                   sc.max_replicas)
     held = False
     if not target_mix and cur and min_eff > 0:
         # Nothing feasible at all (no usable combo): hold what runs, never tear it down.

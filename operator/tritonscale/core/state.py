@@ -19,7 +19,8 @@ JSON layout, version 3 (``version`` is required)::
 
     {"version": 3,
      "forecast": {"l": level, "b": trend, "s": deviation, "t": time, "y": last},
-     "loadWindow": [[t, rps], ...], "load": rps,        # stabilised planning load
+     "loadWindow": [[t, rps], ...], "load": rps,        # stabilised observed demand
+     "forecastWindow": [[t, rps], ...], "forecastLoad": rps,  # stabilised look-ahead
      "odWindow": [[t, rps], ...], "odLoad": rps,        # load spot protection holds
      "correction": {"variant/pool": factor, ...},      # THE online correction (:mod:`.correction`)
      "level": 0..3, "recoveringSince": t | null,        # degradation ladder
@@ -77,6 +78,9 @@ class AutoscalerState:
     forecast: Mapping[str, float] | None = None
     load_window: Window = ()
     load: float | None = None
+    # The forecast's look-ahead, held for at most its horizon (see autoscale step 4).
+    forecast_window: Window = ()
+    forecast_load: float | None = None
     od_window: Window = ()
     od_load: float | None = None
     # The online correction: service-time factor per "variant/pool".
@@ -123,6 +127,10 @@ def encode(state: AutoscalerState) -> dict[str, Any]:
         out["loadWindow"] = [[_r(t, 3), _r(v, 3)] for t, v in state.load_window]
     if state.load is not None:
         out["load"] = _r(state.load, 3)
+    if state.forecast_window:
+        out["forecastWindow"] = [[_r(t, 3), _r(v, 3)] for t, v in state.forecast_window]
+    if state.forecast_load is not None:
+        out["forecastLoad"] = _r(state.forecast_load, 3)
     if state.od_window:
         out["odWindow"] = [[_r(t, 3), _r(v, 3)] for t, v in state.od_window]
     if state.od_load is not None:
@@ -314,6 +322,8 @@ def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
         "forecast": ("forecast", lambda x: _forecast(x, now)),
         "loadWindow": ("load_window", lambda x: _window(x, now)),
         "load": ("load", lambda x: None if x is None else _num(x, 0.0, MAX_LOAD)),
+        "forecastWindow": ("forecast_window", lambda x: _window(x, now)),
+        "forecastLoad": ("forecast_load", lambda x: None if x is None else _num(x, 0.0, MAX_LOAD)),
         "odWindow": ("od_window", lambda x: _window(x, now)),
         "odLoad": ("od_load", lambda x: None if x is None else _num(x, 0.0, MAX_LOAD)),
         "correction": ("correction", _correction),
