@@ -10,7 +10,7 @@
 # copied in, running as an unprivileged user (uid/gid 10001) so the chart's
 # runAsNonRoot / readOnlyRootFilesystem security context holds.
 #
-# tests/unit/test_dockerfile.py performs the builder's COPY and RUN steps in a
+# tests/artifacts/test_dockerfile.py performs the builder's COPY and RUN steps in a
 # clean virtual environment (no container engine is needed), runs the entrypoint,
 # and lints this file with hadolint: keep the steps plain shell so it can.
 #

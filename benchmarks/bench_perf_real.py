@@ -28,9 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
-sys.path.insert(0, str(ROOT / "tests" / "real"))
+sys.path.insert(0, str(ROOT))
 
-from realsupport import (  # noqa: E402
+from tests.harness.real.support import (  # noqa: E402
     MODEL,
     Timing,
     TritonFactory,

@@ -1,7 +1,7 @@
 """Scale benchmark: the operator with many ScaledModels on a real control plane.
 
 Starts its own local control plane (etcd, kube-apiserver, controller-manager,
-scheduler, KWOK; tests/k8s), KWOK GPU nodes with room for every replica, the CRD,
+scheduler, KWOK; tests/harness/k8s), KWOK GPU nodes with room for every replica, the CRD,
 ``--namespaces`` namespaces, and the operator as a subprocess (``tritonscale run
 --all-namespaces``). Then:
 
@@ -49,9 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
+from tests.harness.k8s import Cluster, k8s_binaries, wait_for  # noqa: E402
+from tests.harness.k8s.cluster import NODE_POOL_LABEL  # noqa: E402
 from tests.harness.operator import OperatorProcess, ProcStats  # noqa: E402
-from tests.k8s import Cluster, k8s_binaries, wait_for  # noqa: E402
-from tests.k8s.cluster import NODE_POOL_LABEL  # noqa: E402
 
 from tritonscale.core.api import GROUP, PLURAL, VERSION  # noqa: E402
 

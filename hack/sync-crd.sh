@@ -7,7 +7,7 @@
 # (and the generated CRD reference, docs/crd-reference.md).
 #
 #   hack/sync-crd.sh          copy crds/scaledmodel.yaml into the chart, regenerate docs
-#   hack/sync-crd.sh --check  exit 1 if either is stale (tests/unit/test_chart.py does
+#   hack/sync-crd.sh --check  exit 1 if either is stale (tests/artifacts/test_chart.py does
 #                             the same check)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -28,7 +28,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.k8s import BinariesError, Cluster, ClusterError, k8s_binaries  # noqa: E402
+from tests.harness.k8s import BinariesError, Cluster, ClusterError, k8s_binaries  # noqa: E402
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -171,8 +171,8 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 
 @pytest.fixture(scope="session")
 def chart_release(cluster: Cluster) -> Any:
-    """The tritonscale chart, ``helm install``-ed once (see ``tests/e2e/operator.py``)."""
-    from tests.e2e.operator import install_chart
+    """The tritonscale chart, ``helm install``-ed once (see ``tests/harness/e2e.py``)."""
+    from tests.harness.e2e import install_chart
 
     return install_chart(cluster)
 
@@ -189,6 +189,6 @@ def operator_kubeconfig(cluster: Cluster, chart_release: Any) -> Path:
 def example_pools(cluster: Cluster) -> list[Any]:
     """KWOK nodes for every node pool of examples/resnet50.yaml, labelled and tainted
     as its nodeSelectors and tolerations expect."""
-    from tests.e2e.operator import add_example_pools, load_example
+    from tests.harness.e2e import add_example_pools, load_example
 
     return add_example_pools(cluster, load_example(namespace="default"))

@@ -2,7 +2,7 @@
 server -> scheduler/KWOK -> pods -> emulated fleet.
 
 Nothing in the loop is mocked except the Triton servers themselves (KWOK pods run
-no container): the fleet emulator (tests/fleet/emulator.py) serves Triton-format
+no container): the fleet emulator (tests/harness/fleet/emulator.py) serves Triton-format
 metrics for every Running pod, with throughput and latency from the performance
 model at the load a compressed real trace offers, split over the Ready pods; a real
 Prometheus scrapes it through file_sd targets built from the pod list; the operator
@@ -14,7 +14,7 @@ replica at p99 <= 25 ms) on two T4 pools, t4-spot (cheaper, at most 3 replicas) 
 t4-ondemand; decisions every 2 s; scale-down stabilised over 20 s; 25 % headroom.
 The load: the Azure LLM conversation trace's per-minute shape, one trace-minute per
 2.5 s, mapped onto 1,500-16,000 rps (one replica at the quiet ends, four at the
-peak), see tests/fleet/load.py.
+peak), see tests/harness/fleet/load.py.
 
 Time is compressed (a trace-minute lasts 2.5 s, decisions come every 2 s, pools
 start in 5 s), so the operator's Prometheus ``rate()`` window is compressed too:
@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fleet.emulator import FleetEmulator, pod_lister
-from tests.fleet.load import CompressedTrace
-from tests.fleet.prometheus import FileSDPrometheus
+from tests.harness.fleet.emulator import FleetEmulator, pod_lister
+from tests.harness.fleet.load import CompressedTrace
+from tests.harness.fleet.prometheus import FileSDPrometheus
+from tests.harness.k8s import Cluster
+from tests.harness.k8s.cluster import NODE_POOL_LABEL
 from tests.harness.operator import OperatorProcess
-from tests.k8s import Cluster
-from tests.k8s.cluster import NODE_POOL_LABEL
 
 from tritonscale.core.spec import parse_manifest
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.k8s import GPU_RESOURCE, Cluster, wait_for
+from tests.harness.k8s import GPU_RESOURCE, Cluster, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -23,9 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e.operator import (
+from tests.harness.e2e import (
     RELEASE,
-    OperatorProcess,
     condition,
     converged,
     deployment_names,
@@ -35,7 +34,8 @@ from tests.e2e.operator import (
     load_example,
     to_yaml,
 )
-from tests.k8s import Cluster, wait_for
+from tests.harness.k8s import Cluster, wait_for
+from tests.harness.operator import OperatorProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.e2e.operator import (
+from tests.harness.e2e import (
     CRD_FILE,
-    OperatorProcess,
     deployment_names,
     dump_state,
     get_sm,
@@ -27,7 +26,8 @@ from tests.e2e.operator import (
     sm_deployments,
     to_yaml,
 )
-from tests.k8s import Cluster, wait_for
+from tests.harness.k8s import Cluster, wait_for
+from tests.harness.operator import OperatorProcess
 
 from tritonscale.core.fleet import shard_of
 

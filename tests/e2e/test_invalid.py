@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e.operator import CRD_FILE, deep, load_example, to_yaml
-from tests.k8s import Cluster
+from tests.harness.e2e import CRD_FILE, deep, load_example, to_yaml
+from tests.harness.k8s import Cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.e2e.operator import (
+from tests.harness.e2e import (
     LABEL_SM,
     DeploymentWatch,
-    OperatorProcess,
     add_isolated_nodes,
     converged,
     deployment_names,
@@ -27,7 +26,8 @@ from tests.e2e.operator import (
     load_example,
     to_yaml,
 )
-from tests.k8s import NODE_POOL_LABEL, Cluster, wait_for
+from tests.harness.k8s import NODE_POOL_LABEL, Cluster, wait_for
+from tests.harness.operator import OperatorProcess
 
 pytestmark = pytest.mark.e2e
 

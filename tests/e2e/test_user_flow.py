@@ -20,12 +20,11 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from tests.e2e.operator import (
+from tests.harness.e2e import (
     CRD_FILE,
     LABEL_SM,
     ChartRelease,
     DeploymentWatch,
-    OperatorProcess,
     condition,
     converged,
     deployment_names,
@@ -35,7 +34,8 @@ from tests.e2e.operator import (
     sm_deployments,
     to_yaml,
 )
-from tests.k8s import GPU_RESOURCE, Cluster, wait_for
+from tests.harness.k8s import GPU_RESOURCE, Cluster, wait_for
+from tests.harness.operator import OperatorProcess
 
 pytestmark = pytest.mark.e2e
 

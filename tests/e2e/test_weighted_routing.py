@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.operator import (
+from tests.harness.e2e import (
     REPO_ROOT,
-    OperatorProcess,
     condition,
     dump_state,
     get_sm,
@@ -43,7 +42,8 @@ from tests.e2e.operator import (
     sm_deployments,
     to_yaml,
 )
-from tests.k8s import Cluster, wait_for
+from tests.harness.k8s import Cluster, wait_for
+from tests.harness.operator import OperatorProcess
 
 from tritonscale.core.perf import capacity
 from tritonscale.core.spec import parse_manifest

@@ -15,8 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realservers import PrometheusServer, wait_until_scraped
-from realsupport import MODEL, Fleet, Group, Timing, TritonFactory, fleet_targets, warm_up
+from tests.harness.real.servers import PrometheusServer, wait_until_scraped
+from tests.harness.real.support import (
+    MODEL,
+    Fleet,
+    Group,
+    Timing,
+    TritonFactory,
+    fleet_targets,
+    warm_up,
+)
 
 _LOG_DIRS: list[Path] = []
 

@@ -2,7 +2,7 @@
 
 Two classifiers are trained at setup on scikit-learn's bundled digits (a small linear
 model and a stronger MLP), their weights written as numpy arrays into Python-backend
-models (tests/real/models/digits), served by the real tritonserver. The CLI sends the
+models (tests/harness/real/models/digits), served by the real tritonserver. The CLI sends the
 held-out half to both and prints ``escalateBelow``; nothing of the curve is typed in.
 """
 
@@ -19,7 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from realservers import (
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from tests.harness.real.servers import (
     MODELS_DIR,
     PrometheusServer,
     ScrapeTarget,
@@ -28,10 +32,6 @@ from realservers import (
     prometheus_query,
     wait_until_scraped,
 )
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.neural_network import MLPClassifier
 
 from tritonscale.core.spec import parse_spec
 

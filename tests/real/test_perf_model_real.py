@@ -46,8 +46,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from realservers import TritonServer
-from realsupport import (
+from tests.harness.real.servers import TritonServer
+from tests.harness.real.support import (
     MODEL,
     PerfRow,
     Timing,

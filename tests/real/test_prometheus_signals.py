@@ -11,8 +11,8 @@ import math
 import time
 
 import pytest
-from realload import LoadResult, percentile, run_parallel, run_poisson_load
-from realsupport import (
+from tests.harness.real.load import LoadResult, percentile, run_parallel, run_poisson_load
+from tests.harness.real.support import (
     HOSTILE_MODEL,
     HOSTILE_NAMESPACE,
     MODEL,

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from realservers import PrometheusServer, ScrapeTarget, wait_until_scraped
-from realsupport import MODEL, NAMESPACE, Fleet, Timing, TritonFactory, wait_for
+from tests.harness.real.servers import PrometheusServer, ScrapeTarget, wait_until_scraped
+from tests.harness.real.support import MODEL, NAMESPACE, Fleet, Timing, TritonFactory, wait_for
 
 from tritonscale.adapters.prometheus import PrometheusSignals
 from tritonscale.adapters.signals import to_observation

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from realservers import TritonServer
-from realsupport import MODEL, Timing, TritonFactory, warm_up
+from tests.harness.real.servers import TritonServer
+from tests.harness.real.support import MODEL, Timing, TritonFactory, warm_up
 
 from tritonscale.adapters import profiler
 from tritonscale.adapters.triton import TritonPod

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fakes import load_example
+from tests.harness.fakes import load_example
 
 from tritonscale.core.spec import ScaledModelSpec, parse_manifest, parse_spec
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fakes import FakeKube, load_example
+from tests.harness.fakes import FakeKube, load_example
 
 from tritonscale.core.admission import Claim, ImagePolicy, model_name_errors
 from tritonscale.handlers.reconcile import Reconciler

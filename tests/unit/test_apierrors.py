@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from fakes import FakeKube, load_example
+from tests.harness.fakes import FakeKube, load_example
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core.placement import initial_placement

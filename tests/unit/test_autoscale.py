@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from fakes import load_example
+from tests.harness.fakes import load_example
 
 from tritonscale.core.autoscale import decide
 from tritonscale.core.spec import ScaledModelSpec, parse_manifest

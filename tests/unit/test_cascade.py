@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cascade_cases import with_cascade
-from fakes import load_example
+from tests.harness.cascade_cases import with_cascade
+from tests.harness.fakes import load_example
 
 from tritonscale.core import cascade as cc
 from tritonscale.core.autoscale import decide, plan_once

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cascade_cases import CASCADE_CASES
-from celk8s import failing_rules
-from fakes import load_example
+from tests.harness.cascade_cases import CASCADE_CASES
+from tests.harness.celk8s import failing_rules
+from tests.harness.fakes import load_example
 
 from tritonscale import crd
 from tritonscale.core.spec import SpecError, parse_manifest

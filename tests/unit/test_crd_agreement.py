@@ -18,9 +18,9 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from celk8s import failing_rules
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.harness.celk8s import failing_rules
 
 from tritonscale import crd
 from tritonscale.core.spec import SpecError, parse_manifest

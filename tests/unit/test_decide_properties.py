@@ -14,9 +14,9 @@ import json
 import math
 from typing import Any
 
-from fakes import load_example
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
+from tests.harness.fakes import load_example
 
 from tritonscale.core.autoscale import decide
 from tritonscale.core.pricing import mix_cost_per_hour

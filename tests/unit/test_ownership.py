@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from fakes import FakeKube, load_example
+from tests.harness.fakes import FakeKube, load_example
 
 from tritonscale.core.placement import initial_placement
 from tritonscale.core.spec import ScaledModelSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fakes import load_example
+from tests.harness.fakes import load_example
 
 from tritonscale.core.placement import changes, initial_placement, summary
 from tritonscale.core.spec import parse_spec

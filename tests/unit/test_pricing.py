@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes import FakeKube, load_example
 from prometheus_client import CollectorRegistry
+from tests.harness.fakes import FakeKube, load_example
 
 from tritonscale.adapters.metrics import OperatorMetrics
 from tritonscale.core import planner as pl

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from fakes import load_example
+from tests.harness.fakes import load_example
 
 from tritonscale.commands.validate import validate_document
 from tritonscale.core import planner as pl

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from fakes import FakeKube, load_example
+from tests.harness.fakes import FakeKube, load_example
 
 from tritonscale.core.types import Decision, Placement
 from tritonscale.handlers.reconcile import Reconciler

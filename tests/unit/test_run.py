@@ -64,6 +64,22 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
     assert type(rec.listeners[0]).__name__ == "MetricsListener"
     assert rec.pool_stall_floor_seconds == 15.0
     assert _args().pool_stall_seconds == 120.0
+    assert seen["memo"].scan_cluster is False  # exact namespace: no Namespace listing
+
+
+def test_namespace_scanning_only_for_patterns() -> None:
+    """Kopf lists Namespaces (a 403 under namespaced RBAC, retried ~55 s) only when a
+    pattern needs it; exact names and cluster-wide runs need no listing."""
+    def scans(*flags: str) -> bool:
+        return runcmd.scans_namespaces(runcmd.scope_kwargs(_args(*flags)))
+
+    assert not scans("-A")
+    assert not scans("-n", "ml", "-n", "ml-staging")
+    assert scans("-n", "ml-*")
+    assert scans("-n", "team-?")
+    assert scans("-n", "ml,ml-staging")
+    assert scans("-n", "!kube-system")
+    assert scans("-n", "ml", "-n", "dev-*")
 
 
 def test_handlers_registered() -> None:
@@ -96,6 +112,10 @@ def test_startup_settings() -> None:
     assert settings.execution.max_workers == 8
     assert settings.posting.level == logging.WARNING
     assert settings.peering.lifetime == 7
+    assert settings.scanning.disabled is False  # cluster scans stay on by default
+    exact = kopf.OperatorSettings()
+    lifecycle.configure(settings=exact, memo=kopf.Memo(scan_cluster=False))
+    assert exact.scanning.disabled is True
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
 
@@ -138,7 +158,7 @@ def test_shard_flags(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_handlers_read_deployments_from_the_index() -> None:
     import kopf
-    from fakes import FakeKube, load_example
+    from tests.harness.fakes import FakeKube, load_example
 
     from tritonscale.handlers import lifecycle
     from tritonscale.handlers.reconcile import Reconciler
@@ -167,7 +187,7 @@ def test_handlers_read_deployments_from_the_index() -> None:
 
 def test_temporary_error_on_api_failure() -> None:
     import kopf
-    from fakes import FakeKube, load_example
+    from tests.harness.fakes import FakeKube, load_example
 
     from tritonscale.handlers import lifecycle
     from tritonscale.handlers.reconcile import Reconciler

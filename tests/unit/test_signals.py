@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from fakes import load_example
+from tests.harness.fakes import load_example
 
 from tritonscale.adapters.metrics import OperatorMetrics
 from tritonscale.adapters.signals import GroupKey, Signals

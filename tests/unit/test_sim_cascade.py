@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes import load_example
+from tests.harness.fakes import load_example
 
 from tritonscale.core.spec import parse_manifest
 from tritonscale.sim.cascade import CascadePolicy, CascadeRun, CascadeSimulator, run_cascade

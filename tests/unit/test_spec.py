@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from fakes import load_example
+from tests.harness.fakes import load_example
 
 from tritonscale.core.spec import (
     DEFAULT_TRITON_IMAGE,

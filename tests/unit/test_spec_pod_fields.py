@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from celk8s import failing_rules
-from fakes import load_example
+from tests.harness.celk8s import failing_rules
+from tests.harness.fakes import load_example
 
 from tritonscale import crd
 from tritonscale.core import k8sformat

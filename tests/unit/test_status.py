@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fakes import load_example
+from tests.harness.fakes import load_example
 
 from tritonscale.core import status as st
 from tritonscale.core.spec import ScaledModelSpec, parse_manifest

@@ -136,6 +136,20 @@ def scope_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {"clusterwide": True, "namespaces": ()}
 
 
+def scans_namespaces(scope: dict[str, Any]) -> bool:
+    """Whether Kopf must list and watch Namespaces: only for glob or negated patterns.
+
+    Exact names need no listing, and a namespace-scoped service account usually may
+    not list Namespaces: Kopf would retry the 403 for ~55 s (its error backoffs) at
+    every start before falling back to the exact names anyway. Kopf has one switch
+    for both of its cluster scans, so with exact names it also stops watching CRDs:
+    the ScaledModel CRD must exist when the operator starts (the chart installs it
+    first)."""
+    if scope["clusterwide"]:
+        return False
+    return any(any(c in n for c in "!*?,") for n in scope["namespaces"])
+
+
 def prometheus_allowlist(args: argparse.Namespace) -> Any:
     """The operator's Prometheus URL allowlist from the flags, else the environment.
 
@@ -249,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         reconciler=reconciler, max_workers=args.workers, metrics=metrics, shard=shard,
         tick_seconds=args.tick_seconds, tick_workers=args.tick_workers, gate=gate,
         peering_lifetime=args.peering_lifetime,
+        scan_cluster=bool(scope["clusterwide"]) or scans_namespaces(scope),
     )
     if args.metrics_port > 0:
         metrics.serve(args.metrics_port)

@@ -101,6 +101,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # Exact namespaces (run.scans_namespaces): no Namespace listing, so a namespaced
+    # service account starts at once instead of retrying a 403 for ~55 s.
+    if getattr(memo, "scan_cluster", True) is False:
+        settings.scanning.disabled = True
     lifetime = getattr(memo, "peering_lifetime", None)
     if lifetime:
         settings.peering.lifetime = int(lifetime)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.real.realservers import PrometheusServer
+from tests.harness.real.servers import PrometheusServer
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cascade_cases import with_cascade
+from tests.harness.cascade_cases import with_cascade
 
 from tritonscale import crd
 from tritonscale.core import spec as specmod

@@ -1,6 +1,6 @@
-"""Shared helpers of the e2e tests: the chart release, example manifests, node pools
-that match them, and a Deployment watcher. The operator process itself is
-:class:`tests.harness.operator.OperatorProcess` (re-exported here).
+"""Helpers of the e2e suite: the chart release, example manifests, node pools that
+match them, and a Deployment watcher. The operator process itself is
+:class:`tests.harness.operator.OperatorProcess`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from tests.harness.operator import OperatorError, OperatorProcess  # noqa: F401 (re-export)
+from tests.harness.operator import OperatorProcess
 
 from tritonscale.core.api import LABEL_SM
 
 if TYPE_CHECKING:
-    from tests.k8s import Cluster, NodePool
+    from tests.harness.k8s import Cluster, NodePool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,7 +131,7 @@ def isolate_pools(
     other tests); nodes are created for ``with_nodes`` (default: every kept pool).
     Returns pool name -> node pool name.
     """
-    from tests.k8s import NODE_POOL_LABEL
+    from tests.harness.k8s import NODE_POOL_LABEL
 
     kept = [p for p in manifest["spec"]["nodePools"] if p["name"] in pools]
     manifest["spec"]["nodePools"] = kept

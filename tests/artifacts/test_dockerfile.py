@@ -155,7 +155,7 @@ def test_stages_base_and_user(stages: list[Stage]) -> None:
 def test_context_respects_dockerignore(stages: list[Stage]) -> None:
     patterns = read_dockerignore()
     assert patterns, ".dockerignore keeps tests, traces and caches out of the context"
-    assert not dockerignore_allows("tests/unit/test_dockerfile.py", patterns)
+    assert not dockerignore_allows("tests/artifacts/test_dockerfile.py", patterns)
     assert not dockerignore_allows("examples/traces/azure_llm_conv_2023.csv", patterns)
     assert not dockerignore_allows("operator/tritonscale/__pycache__/x.pyc", patterns)
     for c in stages[0].all("COPY"):

@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
-# The chart ships a byte-identical copy of crds/scaledmodel.yaml (tests/unit/test_chart.py).
+# The chart ships a byte-identical copy of crds/scaledmodel.yaml (tests/artifacts/test_chart.py).
 CRD = REPO / "helm" / "tritonscale" / "crds" / "scaledmodel.yaml"
 GEN = REPO / "hack" / "gen-crd-docs.py"
 OWN_DOCS = [

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from realservers import PrometheusServer, ScrapeTarget, TritonServer, find_triton, write_model
+from tests.harness.real.servers import (
+    PrometheusServer,
+    ScrapeTarget,
+    TritonServer,
+    find_triton,
+    write_model,
+)
 
 from tritonscale.core.spec import Profile
 
@@ -240,7 +246,7 @@ def measure_perf_point(
     compare the perf model's percentiles with the client's (leaving out the first
     ``settle_s`` of arrivals, while the queue fills) and with Triton's own summary."""
     import requests
-    from realload import percentile, run_poisson_load
+    from tests.harness.real.load import percentile, run_poisson_load
 
     from tritonscale.adapters.triton import MetricsSnapshot, TritonPod
     from tritonscale.core import perf
@@ -332,7 +338,7 @@ def spec_profile_of(block: Mapping[str, object]) -> Profile:
 
     from tritonscale.core.spec import parse_spec
 
-    example = Path(__file__).resolve().parents[2] / "examples" / "resnet50.yaml"
+    example = Path(__file__).resolve().parents[3] / "examples" / "resnet50.yaml"
     spec = copy.deepcopy(yaml.safe_load(example.read_text())["spec"])
     accelerator = spec["nodePools"][0]["accelerator"]
     variant = spec["variants"][0]
