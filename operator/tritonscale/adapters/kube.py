@@ -216,7 +216,7 @@ class KubeAdapter:
     # -- writes -------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply of a rendered Deployment or Service."""
+        """Server-side apply of a rendered Deployment, Service, ConfigMap or route."""
         kind = obj.get("kind")
         meta = obj["metadata"]
         kwargs = {
@@ -229,6 +229,8 @@ class KubeAdapter:
             fn = self._apps.patch_namespaced_deployment
         elif kind == "Service":
             fn = self._core.patch_namespaced_service
+        elif kind == "ConfigMap":
+            fn = self._core.patch_namespaced_config_map
         elif kind in ROUTE_PLURALS:
             # Gateway API routes: no typed client; the custom-objects API with SSA.
             group, version = str(obj["apiVersion"]).split("/", 1)
@@ -263,6 +265,15 @@ class KubeAdapter:
         """Delete a per-placement Service (weighted routing); absent is fine."""
         try:
             self._call("delete service", self._core.delete_namespaced_service, name, namespace)
+        except KubeAPIError as e:
+            if not e.not_found:
+                raise
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        """Delete a cascade's ConfigMap (spec.cascade removed); absent is fine."""
+        try:
+            self._call("delete configmap", self._core.delete_namespaced_config_map, name,
+                       namespace)
         except KubeAPIError as e:
             if not e.not_found:
                 raise
