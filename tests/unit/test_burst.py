@@ -135,12 +135,20 @@ def test_decide_drains_a_backlog_and_holds_in_panic() -> None:
                                      pending=0.0, latency_ms=40.0), backlog.state, 30.0)
     assert after.details["burst"]["panic"] is True  # type: ignore[index]
     assert after.total_replicas >= calm.total_replicas
-    # Without panic the same step lowers the stabilised load.
-    nopanic = decide(replace(spec, scaling=replace(spec.scaling, panic_seconds=0.0)),
-                     Observation(rps=300.0, current=_ready(spec, backlog.total_replicas),
-                                 pending=0.0, latency_ms=40.0), backlog.state, 30.0)
+    assert backlog.state["load"] == after.state["load"]
+    # Without panic the same steps lower the stabilised load once the low rate is
+    # the median of the last horizon (60 s startup + 15 s); with panic it holds
+    # while the panic lasts.
+    calm_spec = replace(spec, scaling=replace(spec.scaling, panic_seconds=0.0))
+    nopanic, held = backlog, backlog
+    for i in range(3):
+        nxt = Observation(rps=300.0, current=_ready(spec, backlog.total_replicas),
+                          pending=0.0, latency_ms=40.0)
+        nopanic = decide(calm_spec, nxt, nopanic.state, 30.0 + 15 * i)
+        held = decide(spec, nxt, held.state, 30.0 + 15 * i)
     assert nopanic.details["burst"]["panic"] is False  # type: ignore[index]
-    assert nopanic.state["load"] < backlog.state["load"] == after.state["load"]
+    assert held.details["burst"]["panic"] is True  # type: ignore[index]
+    assert nopanic.state["load"] < backlog.state["load"] == held.state["load"]
 
 
 def test_simulator_reports_pending_requests() -> None:
@@ -177,13 +185,13 @@ def test_one_ramp_is_not_a_distribution() -> None:
         1.06 ** 5 - 1.0)
 
 
-def test_forecast_look_ahead_is_held_for_its_horizon_not_the_scale_down_window() -> None:
+def test_forecast_look_ahead_does_not_hold_the_fleet_for_the_scale_down_window() -> None:
     # A fast ramp inflates the forecast's trend; the rate then stays flat. The
     # observed demand is held for the 300-s scale-down window, but the forecast's
-    # look-ahead only for the horizon it was about (60 s startup + 15 s), and the
-    # trend goes no further than the rate rose over the last horizon: 150 s after
-    # the ramp the planning load is the flat rate's, not the extrapolated peak
-    # (the old window held Holt's lingering trend for 300 s).
+    # look-ahead counts when it is made (no overload here), and its trend goes no
+    # further than the rate rose over the last horizon (60 s startup + 15 s): 150 s
+    # after the ramp the planning load is the flat rate's, not the extrapolated
+    # peak (the old window held Holt's lingering trend for 300 s).
     spec = _spec(scale_down_stabilization_seconds=300.0, panic_seconds=0.0)
     d = decide(spec, Observation(rps=100.0, current=()), None, 0.0)
     t = 0.0
@@ -215,3 +223,29 @@ def test_panic_keeps_replicas_that_are_still_starting() -> None:
     assert d.details["burst"]["panic"] is True  # type: ignore[index]
     assert d.replicas().get(("v", "dear"), 0) == 4
     assert d.replicas().get(("v", "p"), 0) > 0  # and the plan's own replicas come
+
+
+def test_a_short_burst_does_not_hold_the_fleet_for_the_scale_down_window() -> None:
+    # One 15-s step at 10x, with a backlog, then back to the usual rate. Capacity
+    # ordered for the burst arrives after it is gone: once the backlog has drained
+    # the planning load returns to the sustained rate within the horizon (60 s
+    # startup + 15 s), not after the 300-s window (the old rule held 10x for it).
+    spec = _spec(scale_down_stabilization_seconds=300.0, drain_seconds=30.0)
+    d = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    t = 0.0
+
+    def step(rps: float, pending: float, lat: float) -> None:
+        nonlocal d, t
+        t += 15.0
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, d.total_replicas),
+                                     pending=pending, latency_ms=lat), d.state, t)
+
+    for _ in range(10):
+        step(1000.0, 10.0, 40.0)
+    normal = d.details["planning_load_rps"]
+    step(10_000.0, 50_000.0, 2000.0)
+    burst_load = d.details["planning_load_rps"]
+    assert burst_load > 5 * normal  # it did react
+    for _ in range(7):  # 105 s after the burst, backlog gone
+        step(1000.0, 10.0, 40.0)
+    assert d.details["planning_load_rps"] < 1.5 * normal  # type: ignore[operator]

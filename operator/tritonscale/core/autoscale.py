@@ -35,11 +35,11 @@ In order:
    requests queue beyond the SLO (a backlog draining is not slow replicas).
    Persisted in the state; ``simulate`` runs it from the simulator's
    per-placement signals exactly as the operator does.
-4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the observed demand
-   current x (1 + headroom) goes through HPA-like windows; the forecast's
-   look-ahead max(forecast, current) x (1 + headroom) goes through the same
-   windows but is held for at most the forecast horizon (the time it was about);
-   the planning load is the larger.
+4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
+   is the largest of the observed demand (the median rate of the last horizon) x
+   (1 + headroom) through HPA-like windows, the smoothed forecast x (1 + headroom)
+   through the up window only (held while an overload lasts), and the current
+   rate x (1 + headroom) of this step.
 5. **Planner** (:mod:`.planner`) with spot protection at the current load.
    When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
    exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the
@@ -489,29 +489,49 @@ def _known(
     # is already over and its trend kept the look-ahead far above a flat rate for
     # minutes (a ramp 3.5k -> 8.6k rps forecast 15k for three minutes of 8k).
     # (The forecast's own noise allowance, z x deviation, stays.)
-    predicted = min(predicted, rps + burst.recent_rise(bst.history, now, horizon)
-                    + fc.DEFAULT.z * float(fstate.get("s", 0.0)))
+    ahead = min(fc.forecast(fstate, horizon, floor=False),
+                rps + burst.recent_rise(bst.history, now, horizon)
+                + fc.DEFAULT.z * float(fstate.get("s", 0.0)))
+    predicted = max(ahead, rps)
 
-    # 4. Load stabilisation. The windows hold the *observed* demand; the forecast's
-    # look-ahead is held only for the horizon it was about (then it has come true
-    # and shows in the observed part, or it has not and holds nothing): a ramp's
-    # extrapolated trend no longer holds the fleet for a whole scale-down window.
-    obs_rec = max(rps, bst.panic_rps) * (1.0 + bst.headroom)
-    rec = max(predicted, rps, bst.panic_rps) * (1.0 + bst.headroom)
+    # 4. Load stabilisation: the larger of three parts.
+    # - The observed demand, the median rate of the last horizon x (1 + headroom),
+    #   through the HPA-like windows (held for the scale-down window). A rate that
+    #   lasts less than half a startup does not move it: capacity ordered for it
+    #   arrives after it is gone, and a 10-s burst at 12x held the whole fleet at
+    #   maxReplicas for the 5-minute window.
+    # - The look-ahead, the smoothed forecast x (1 + headroom), through the up
+    #   window only and held while an overload lasts: once it falls it has either
+    #   come true (and shows in the observed part) or not (and holds nothing). Held
+    #   for the scale-down window, a ramp's extrapolated trend kept a 54-replica
+    #   fleet for minutes; held for a startup horizon, one burst still held the
+    #   fleet at maxReplicas for four.
+    # - The current rate x (1 + headroom), this step only: the planner always
+    #   covers what arrives now.
+    hr = 1.0 + bst.headroom
+    recent = sorted(v for t, v in bst.history if t >= now - horizon) or [rps]
+    median = recent[(len(recent) - 1) // 2]
+    rec = max(predicted, rps, bst.panic_rps) * hr
+    current = max(rps, bst.panic_rps) * hr
     load_obs, window = stabilize_load(
-        prev.load_window, prev.load, obs_rec, now,
+        prev.load_window, prev.load, median * hr, now,
         sc.scale_up_stabilization_seconds, sc.scale_down_stabilization_seconds,
     )
     load_fc, fwindow = stabilize_load(
-        prev.forecast_window, prev.forecast_load, rec, now,
-        sc.scale_up_stabilization_seconds, min(sc.scale_down_stabilization_seconds, horizon),
+        prev.forecast_window, prev.forecast_load, ahead * hr, now,
+        sc.scale_up_stabilization_seconds, 0.0,
     )
-    if bst.panic:  # no scale-down while panicking
-        if prev.load is not None:
-            load_obs = max(load_obs, prev.load)
-        if prev.forecast_load is not None:
-            load_fc = max(load_fc, prev.forecast_load)
-    load = max(load_obs, load_fc)
+    # Requests queue beyond the SLO, or latency is over target, at this step.
+    lat_now = obs.latency_ms
+    pressing = bst.backlog > 0 or (lat_now is not None
+                                   and lat_now > spec.slo.latency.target_ms)
+    if bst.panic and prev.load is not None:
+        load_obs = max(load_obs, prev.load)  # no scale-down while panicking
+    if pressing and prev.forecast_load is not None:
+        # The look-ahead is held while the overload lasts, not for the panic's tail:
+        # once the backlog is gone a burst's rate no longer needs capacity.
+        load_fc = max(load_fc, prev.forecast_load)
+    load = max(load_obs, load_fc, current)
 
     # 5. Plan, with the degradation ladder when priority is cost.
     combos = pl.candidates(spec_c, unavailable)
@@ -581,8 +601,8 @@ def _known(
     if sw is not None and sw.held:
         planned = replace(planned, plan=sw.plan, runner_up=None, searched=False)
     target_mix = dict(planned.plan.counts)
-    if bst.panic and target_mix:
-        # No scale-down while panicking: that includes replicas still starting. A
+    if pressing and target_mix:
+        # No scale-down while overloaded: that includes replicas still starting. A
         # mix change during a backlog cancelled capacity in flight and restarted it
         # a step later when the plan flipped back (the backlog lasted minutes more).
         usable = {(c.variant, c.pool) for c in combos}
