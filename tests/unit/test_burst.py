@@ -188,10 +188,10 @@ def test_one_ramp_is_not_a_distribution() -> None:
 def test_forecast_look_ahead_does_not_hold_the_fleet_for_the_scale_down_window() -> None:
     # A fast ramp inflates the forecast's trend; the rate then stays flat. The
     # observed demand is held for the 300-s scale-down window, but the forecast's
-    # look-ahead counts when it is made (no overload here), and its trend goes no
-    # further than the rate rose over the last horizon (60 s startup + 15 s): 150 s
-    # after the ramp the planning load is the flat rate's, not the extrapolated
-    # peak (the old window held Holt's lingering trend for 300 s).
+    # look-ahead only for the horizon it was about (60 s startup + 15 s), and its
+    # trend goes no further than the rate rose over the last horizon: 150 s after
+    # the ramp the planning load is the flat rate's, not the extrapolated peak (the
+    # old window held Holt's lingering trend for 300 s).
     spec = _spec(scale_down_stabilization_seconds=300.0, panic_seconds=0.0)
     d = decide(spec, Observation(rps=100.0, current=()), None, 0.0)
     t = 0.0
@@ -249,3 +249,20 @@ def test_a_short_burst_does_not_hold_the_fleet_for_the_scale_down_window() -> No
     for _ in range(7):  # 105 s after the burst, backlog gone
         step(1000.0, 10.0, 40.0)
     assert d.details["planning_load_rps"] < 1.5 * normal  # type: ignore[operator]
+
+
+def test_minute_scale_noise_does_not_start_and_cancel_replicas_every_step() -> None:
+    # The rate cycles over four steps (+-15 %). The observed demand is a median, so
+    # the look-ahead (which holds the current rate) must hold the cycle's peak: a
+    # plan that followed each step's rate started a replica and cancelled it 15 s
+    # later, over and over.
+    spec = _spec(scale_down_stabilization_seconds=300.0)
+    d = decide(spec, Observation(rps=3500.0, current=()), None, 0.0)
+    totals = []
+    for i in range(1, 41):
+        rps = (3556.0, 4076.0, 3492.0, 2972.0)[i % 4]
+        # (No latency signal: the correction would learn from a constant made-up one.)
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, d.total_replicas),
+                                     pending=5.0), d.state, 15.0 * i)
+        totals.append(d.total_replicas)
+    assert len(set(totals[-16:])) == 1, totals

@@ -36,10 +36,10 @@ In order:
    Persisted in the state; ``simulate`` runs it from the simulator's
    per-placement signals exactly as the operator does.
 4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
-   is the largest of the observed demand (the median rate of the last horizon) x
-   (1 + headroom) through HPA-like windows, the smoothed forecast x (1 + headroom)
-   through the up window only (held while an overload lasts), and the current
-   rate x (1 + headroom) of this step.
+   is the larger of the observed demand (the median rate of the last horizon) x
+   (1 + headroom) through HPA-like windows, and the look-ahead max(forecast,
+   current rate) x (1 + headroom) through the same windows but held for at most
+   the horizon it was about (and while an overload lasts).
 5. **Planner** (:mod:`.planner`) with spot protection at the current load.
    When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
    exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the
@@ -500,26 +500,23 @@ def _known(
     #   lasts less than half a startup does not move it: capacity ordered for it
     #   arrives after it is gone, and a 10-s burst at 12x held the whole fleet at
     #   maxReplicas for the 5-minute window.
-    # - The look-ahead, the smoothed forecast x (1 + headroom), through the up
-    #   window only and held while an overload lasts: once it falls it has either
-    #   come true (and shows in the observed part) or not (and holds nothing). Held
-    #   for the scale-down window, a ramp's extrapolated trend kept a 54-replica
-    #   fleet for minutes; held for a startup horizon, one burst still held the
-    #   fleet at maxReplicas for four.
-    # - The current rate x (1 + headroom), this step only: the planner always
-    #   covers what arrives now.
+    # - The look-ahead, max(forecast, current rate) x (1 + headroom), held for the
+    #   horizon it was about (min(scale-down window, H)) and while an overload
+    #   lasts: then it has come true (and shows in the observed part) or not (and
+    #   holds nothing). Held for the whole scale-down window, a ramp's extrapolated
+    #   trend kept a 54-replica fleet for minutes; not held at all, the plan
+    #   followed every step's rate (a replica started and cancelled every 15 s).
     hr = 1.0 + bst.headroom
     recent = sorted(v for t, v in bst.history if t >= now - horizon) or [rps]
     median = recent[(len(recent) - 1) // 2]
     rec = max(predicted, rps, bst.panic_rps) * hr
-    current = max(rps, bst.panic_rps) * hr
     load_obs, window = stabilize_load(
         prev.load_window, prev.load, median * hr, now,
         sc.scale_up_stabilization_seconds, sc.scale_down_stabilization_seconds,
     )
     load_fc, fwindow = stabilize_load(
-        prev.forecast_window, prev.forecast_load, ahead * hr, now,
-        sc.scale_up_stabilization_seconds, 0.0,
+        prev.forecast_window, prev.forecast_load, rec, now,
+        sc.scale_up_stabilization_seconds, min(sc.scale_down_stabilization_seconds, horizon),
     )
     # Requests queue beyond the SLO, or latency is over target, at this step.
     lat_now = obs.latency_ms
@@ -531,7 +528,7 @@ def _known(
         # The look-ahead is held while the overload lasts, not for the panic's tail:
         # once the backlog is gone a burst's rate no longer needs capacity.
         load_fc = max(load_fc, prev.forecast_load)
-    load = max(load_obs, load_fc, current)
+    load = max(load_obs, load_fc)
 
     # 5. Plan, with the degradation ladder when priority is cost.
     combos = pl.candidates(spec_c, unavailable)
