@@ -161,16 +161,28 @@ def test_a_terminating_replica_is_billed_until_its_queue_is_done(make_spec: Spec
                                   np.arange(121.0, 600.0, 1.0))))
     end = float(arr[-1]) + 1e-6
 
+    seen: dict[float, float] = {}
+
     def run(exit_timeout: float) -> tuple[float, int]:
         cfg = SimConfig(preroll_max_s=0.0, load_balancing="round-robin", drain_s=5.0,
                         exit_timeout_s=exit_timeout, client_timeout_s=None)
         sim = Simulator(spec, arr, cfg)
-        r = sim.run(Hold({KEY: 2}, {KEY: 1}, at=120.0))
+        pol = Hold({KEY: 2}, {KEY: 1}, at=120.0)
+        r = sim.run(pol)
+        seen.update(pol.seen)
         return r.cost_usd, int(np.count_nonzero(np.isinf(r.done)))
 
     cost, lost = run(30.0)
     assert lost == 0
     assert cost == pytest.approx(0.5 * (end + 129.5) / 3600.0, rel=1e-9)
+    # KPA's view at 130 s (6-s window): the removed replica left the endpoints at
+    # 120 s and is not scraped any more; the other one holds its 1,000 burst
+    # requests (the k-th done at 119.5 + k x 10 ms) and, behind them, the arrivals
+    # at 121..129 s (done at 129.5 + 10 ms x (a - 120)).
+    a = np.concatenate((np.full(1000, 119.5), np.arange(121.0, 130.0)))
+    d = np.concatenate((119.5 + 0.01 * np.arange(1, 1001), 129.5 + 0.01 * np.arange(1, 10)))
+    in_flight = np.clip(np.minimum(d, 130.0) - np.maximum(a, 124.0), 0.0, None).sum() / 6.0
+    assert seen[130.0] == pytest.approx(in_flight, rel=1e-6)
     cost, lost = run(2.005)
     assert lost == 250
     assert cost == pytest.approx(0.5 * (end + 127.005) / 3600.0, rel=1e-9)
@@ -189,3 +201,21 @@ def test_scale_down_removes_the_replica_ready_the_shortest_time(make_spec: SpecF
     assert [r.rid for r in sim.replicas[KEY]] == [1, 2, 3]
     sim.apply({KEY: 2})  # removes rid 3: Ready for 2 s, the others for 5 s
     assert [r.rid for r in sim.replicas[KEY]] == [1, 2]
+
+
+def test_a_request_lost_to_a_preemption_was_in_flight_until_then(make_spec: SpecFactory
+                                                                  ) -> None:
+    """100 requests at t = 0 on one spot replica, 10 ms each, one after the other; the
+    pool is preempted at 0.505 s, when 51 have started (the 51st finishes at 0.51 s).
+    Over [0, 2 s] the queue-proxy saw sum(0.01 k, k = 1..51) = 13.26 request-seconds
+    from the served ones and 49 x 0.505 from the lost ones: 19.0025 in flight on
+    average."""
+    spec = _unbatched(make_spec)
+    key = ("one", "t4-spot")
+    sim = Simulator(spec, np.zeros(100), SimConfig(preroll_max_s=0.0, client_timeout_s=None))
+    sim.apply({key: 1}, instant=True)
+    sim.preemptions = [(0.505, "t4-spot")]
+    sim.run_interval(0.0, 2.0)
+    sim.now = 2.0
+    assert np.count_nonzero(np.isinf(sim.done)) == 49
+    assert sim.concurrency(2.0) == pytest.approx((13.26 + 49 * 0.505) / 2.0, rel=1e-9)

@@ -142,6 +142,9 @@ class Reconciler:
     # model name and namespace. Filled by the Kopf index before any handler runs
     # (handlers/lifecycle.py model_names) and by every reconcile.
     _claims: dict[str, admission.Claim] = field(default_factory=dict, repr=False)
+    # The same claims by (namespace, model name): a reconcile compares with its
+    # namesakes only, not with every ScaledModel (O(n) per pass at 2,000 models).
+    _claimants: dict[tuple[str, str], set[str]] = field(default_factory=dict, repr=False)
     # Weighted routing: backendRef weights of the routes last applied, per uid (a
     # Deployment is deleted only once a route giving it weight 0 was applied), and
     # the hash of the per-placement Services and routes with when they were applied.
@@ -292,7 +295,7 @@ class Reconciler:
                     log.exception("forgetting %s/%s in %r failed", namespace, name, part)
         with self._guard:
             self._locks.pop(f"{namespace}/{name}", None)
-            self._claims.pop(uid, None)
+            self._unclaim(uid)
         self._status.pop(uid, None)
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
@@ -311,13 +314,24 @@ class Reconciler:
         model = spec.get("model") if isinstance(spec, Mapping) else None
         mname = model.get("name") if isinstance(model, Mapping) else None
         with self._guard:
+            self._unclaim(uid)
             if not uid or not isinstance(mname, str):
-                self._claims.pop(uid, None)
                 return
-            self._claims[uid] = admission.Claim(
+            c = self._claims[uid] = admission.Claim(
                 str(meta.get("namespace") or ""), str(meta.get("name") or ""), mname,
                 str(meta.get("creationTimestamp") or ""),
             )
+            self._claimants.setdefault((c.namespace, c.model), set()).add(uid)
+
+    def _unclaim(self, uid: str) -> None:
+        """Drop ``uid``'s claim (caller holds ``_guard``)."""
+        old = self._claims.pop(uid, None)
+        if old is not None:
+            uids = self._claimants.get((old.namespace, old.model))
+            if uids is not None:
+                uids.discard(uid)
+                if not uids:
+                    del self._claimants[(old.namespace, old.model)]
 
     def _not_admitted(
         self, uid: str, body: Mapping[str, Any], spec: ScaledModelSpec
@@ -329,7 +343,8 @@ class Reconciler:
         self.claim(uid, body)
         with self._guard:
             me = self._claims.get(uid)
-            others = [c for u, c in self._claims.items() if u != uid]
+            namesakes = self._claimants.get((me.namespace, me.model), ()) if me else ()
+            others = [self._claims[u] for u in namesakes if u != uid]
         errors = admission.model_name_errors(me, others) if me is not None else []
         if errors:
             return admission.MODEL_NAME_CONFLICT, SpecError(errors)
