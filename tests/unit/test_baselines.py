@@ -353,6 +353,6 @@ def test_spot_protection_without_an_on_demand_pool_is_a_clean_error(
         scaling={"spotProtection": True},
     )
     arr = np.arange(0.0, 60.0, 1 / 10)
-    with pytest.raises(ValueError, match="spotProtection.*on-demand node pool"):
+    with pytest.raises(ValueError, match=r"spotProtection.*on-demand node pool"):
         candidates(spec, arr)
     assert candidates(spec, arr, pool="spot") == [("one", "spot")]
