@@ -16,4 +16,7 @@ mypy
 echo "== import-linter"
 lint-imports pyproject.toml
 echo "== pytest"
-exec python -m pytest "$@"
+# Two workers (pytest-xdist): the e2e and real suites mostly wait, so they run
+# beside each other and the unit suite; tests/conftest.py says which tests share a
+# worker. TRITONSCALE_TEST_WORKERS=0 runs everything in this one process.
+exec python -m pytest -n "${TRITONSCALE_TEST_WORKERS:-2}" --dist loadgroup "$@"
