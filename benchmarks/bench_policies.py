@@ -17,15 +17,18 @@ Scenarios (``examples/bert-fleet.yaml``: BERT-Large INT8 on five pools, p95 <= 1
 Policies: ``tritonscale`` (core.autoscale.decide, as the operator runs it), the
 ``oracle`` (perfect knowledge of the next interval's arrivals, zero startup, same
 planner and constraints) and the baselines ``hpa``, ``kpa`` and ``static-peak``, each
-made FAIR: it runs on every (variant, pool) that can hold the trace's peak minute
-within the pool's ``maxReplicas`` (or, when none can, on the one holding the most),
-and the cheapest of those that meets the SLO in as many minutes as that baseline's
-best is reported. Baseline settings are their upstream defaults (HPA 70 %
-utilisation, KPA 70 % target utilisation); nothing is tuned against tritonscale.
+made FAIR by the simulator's own sweep (``tritonscale.sim.baselines``, what
+``tritonscale simulate`` runs by default): it is tried on every (variant above the
+accuracy floor, pool, spot included) whose pool's ``maxReplicas`` can hold the trace's
+peak minute (all of them when none can), and the cheapest of those meeting the SLO in
+the most minutes after the warm-up is reported. Baseline settings are their upstream
+defaults (HPA 70 % utilisation, KPA 70 % target utilisation); nothing is tuned against
+tritonscale.
 
-Warm-up: the replay starts from each policy's own initial fleet, Ready at t=0; the
-first ``--warmup`` seconds (default 300, more than the slowest startup) are left out
-of the minutes and of the miss counts, not of the cost.
+Warm-up, as in ``tritonscale simulate``: every policy but the oracle starts from its
+steady state on the trace's first minute (the simulator's pre-roll: fleet Ready, the
+policy's state settled); the first ``--warmup`` seconds (default 300) are then left
+out of the minutes and of the miss counts, not of the cost.
 
     PYTHONPATH=operator python benchmarks/bench_policies.py            # ~20-25 min
     PYTHONPATH=operator python benchmarks/bench_policies.py --quick    # ~1-2 min
@@ -38,7 +41,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +53,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bursty_trace as bt  # noqa: E402
 from tritonscale.commands.simulate import load_spec  # noqa: E402
-from tritonscale.core import perf  # noqa: E402
 from tritonscale.core.spec import ScaledModelSpec  # noqa: E402
+from tritonscale.sim.baselines import candidates, sweep, where  # noqa: E402
 from tritonscale.sim.engine import SimConfig, SimRun  # noqa: E402
 from tritonscale.sim.report import run_policy  # noqa: E402
-from tritonscale.sim.trace import load_trace, per_window_rate, scale_trace  # noqa: E402
+from tritonscale.sim.trace import load_trace, scale_trace  # noqa: E402
 
 BASELINES = ("hpa", "kpa", "static-peak")
 LIGHT = {"bundled": 100.0, "bursty": 60.0}
@@ -117,32 +120,22 @@ def outcome(spec: ScaledModelSpec, name: str, where: str, run: SimRun,
 
 def candidate_pools(spec: ScaledModelSpec, arrivals: NDArray[np.float64]
                     ) -> list[tuple[str, str]]:
-    """(variant, pool) pairs a one-Deployment baseline could run: those whose pool can
-    hold the peak minute at the SLO; when none can, the one that holds the most."""
-    peak = float(per_window_rate(arrivals, 60.0).max()) if len(arrivals) else 0.0
-    pairs: list[tuple[float, str, str]] = []
-    for v, p, prof in spec.combos():
-        pairs.append((perf.capacity(prof, spec.slo.latency) * p.max_replicas, v.name, p.name))
-    fit = [(v, p) for cap, v, p in pairs if cap >= peak]
-    if fit:
-        return fit
-    best = max(pairs)
-    return [(best[1], best[2])]
+    """(variant, pool) pairs a one-Deployment baseline is tried on: the simulator's
+    own candidates (tritonscale.sim.baselines.candidates)."""
+    return candidates(spec, arrivals)
 
 
 def fair(spec: ScaledModelSpec, arr: NDArray[np.float64], name: str, cfg: SimConfig,
          warmup_s: float, log: list[str]) -> Outcome:
-    """The baseline on its cheapest (variant, pool) among those meeting the SLO as often
-    as its best one does."""
-    outs = []
-    for v, p in candidate_pools(spec, arr):
-        r = run_policy(spec, arr, name, cfg, variant=v, pool=p).run
-        o = outcome(spec, name, f"{v}@{p}", r, warmup_s)
-        outs.append(o)
-        log.append(f"    {name:<11} on {v}@{p}: {o.met}/{o.minutes} min, "
-                   f"${o.cost_per_hour:.2f}/h")
-    best = max(o.met for o in outs)
-    return min((o for o in outs if o.met == best), key=lambda o: o.cost_per_hour)
+    """The baseline on its fair (variant, pool): the simulator's sweep
+    (tritonscale.sim.baselines.sweep, as `tritonscale simulate` runs it), judged
+    after the same warm-up."""
+    s = sweep(spec, arr, name, replace(cfg, warmup_s=warmup_s))
+    for t in s.tried:
+        log.append(f"    {name:<11} on {where(t.key)}: {t.minutes - t.missed}/{t.minutes} min"
+                   f"{'' if t.complete else ' (at most)'}, ${t.cost_usd:.2f}"
+                   f"{'' if t.complete else '+'} ({t.note})")
+    return outcome(spec, name, where(s.key), s.run, warmup_s)
 
 
 def arrivals_for(trace: str, scale: str, duration: float, seed: int,

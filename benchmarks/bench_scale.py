@@ -36,7 +36,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -69,7 +71,9 @@ def scaledmodel(namespace: str, name: str, interval: float) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "model": {
-                "name": "resnet50",
+                # One ScaledModel per Triton model name and namespace (core/admission.py):
+                # a shared name would leave all but one ModelNameConflict (invalid, cheap).
+                "name": name,
                 "repository": "s3://models/resnet50",
                 "tritonImage": "nvcr.io/nvidia/tritonserver:24.10-py3",
                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
@@ -126,6 +130,8 @@ class Watcher:
         self.waiting: dict[str, tuple[int, float]] = {}
         self.seen: dict[str, tuple[int, float]] = {}  # key -> (observedGeneration, when)
         self.phases: dict[str, str] = {}
+        self.invalid: set[str] = set()  # keys whose SpecValid condition is False
+        self.slowest: dict[str, list[tuple[float, str]]] = {}  # phase -> (latency, key)
         self.latencies: dict[str, list[float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -173,8 +179,15 @@ class Watcher:
         now = time.monotonic()
         meta = obj["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
-        og = int((obj.get("status") or {}).get("observedGeneration") or 0)
+        status = obj.get("status") or {}
+        og = int(status.get("observedGeneration") or 0)
+        invalid = any(c.get("type") == "SpecValid" and c.get("status") == "False"
+                      for c in status.get("conditions") or ())
         with self.lock:
+            if invalid:
+                self.invalid.add(key)
+            else:
+                self.invalid.discard(key)
             if og > self.seen.get(key, (0, 0.0))[0]:
                 self.seen[key] = (og, now)
             want = self.waiting.get(key)
@@ -182,6 +195,7 @@ class Watcher:
                 del self.waiting[key]
                 phase = self.phases.pop(key)
                 self.latencies.setdefault(phase, []).append(now - want[1])
+                self.slowest.setdefault(phase, []).append((now - want[1], key))
 
     def start(self) -> None:
         self._thread.start()
@@ -320,6 +334,13 @@ def compute_cost(interval: float, n: int = 300) -> tuple[float, float, float]:
     return 1000 * per_tick, 1000 * per_copy, 1e6 * per_due
 
 
+def snapshot(operator: OperatorProcess, directory: Path, n: int) -> None:
+    """Ask the operator (``--debug-memory``) for dump ``n`` and wait for it."""
+    os.kill(operator.pid, signal.SIGUSR1)
+    path = directory / f"census-{n}.txt"
+    wait_for(path.exists, timeout=300, interval=1.0, what=f"memory dump {path}")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -334,6 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--create-threads", type=int, default=4)
     ap.add_argument("--burst-timeout", type=float, default=900.0)
     ap.add_argument("--workdir", type=Path, help="keep the cluster's workdir here")
+    ap.add_argument("--memory-dumps", type=Path, metavar="DIR",
+                    help="profiling: run the operator with --debug-memory DIR and take a "
+                    "census of its objects after the burst and at the end")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="with --memory-dumps: tracemalloc snapshots too (slows the operator "
+                    "a lot: the numbers are then not comparable)")
+    ap.add_argument("--operator-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument of `tritonscale run` (repeatable), e.g. "
+                    "--operator-arg=--log-format=json")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON object on stdout (the report goes to stderr)")
     args = ap.parse_args(argv)
@@ -385,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
             kubeconfig=cluster.kubeconfig,
             workdir=workdir / "operator",
             tick_seconds=args.tick_seconds,
+            extra_args=[
+                *args.operator_arg,
+                *(["--debug-memory", str(args.memory_dumps)] if args.memory_dumps else []),
+                *(["--debug-tracemalloc"] if args.tracemalloc else []),
+            ],
         ).start()
         time.sleep(3.0)
         s_start = operator.stats()
@@ -429,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         s_burst = operator.stats()
         burst_lat = watcher.latencies.get("burst", [])
         metrics_after_burst = operator.metrics()
+        if args.memory_dumps:
+            snapshot(operator, args.memory_dumps, 1)
 
         # ---- steady (+ spaced spec updates, + the API's own latency as a baseline)
         api_lat: list[float] = []
@@ -471,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         s_steady1 = operator.stats()
         probing.set()
         metrics_end = operator.metrics()
+        if args.memory_dumps:
+            snapshot(operator, args.memory_dumps, 2)
         update_lat = watcher.latencies.get("update", [])
         ok = True
 
@@ -488,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_mib = s_steady1.hwm_kib / 1024.0
         update_ratio = percentile(update_lat, 99) / percentile(api_lat, 99)
         unfinished = watcher.pending()
+        with watcher.lock:
+            invalid = len(watcher.invalid)
 
         def ms(x: float) -> str:
             return f"{1000 * x:8.1f} ms"
@@ -496,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"== bench_scale: {args.count} ScaledModels, {args.namespaces} namespaces, "
             f"interval {args.interval:g} s, operator tick {args.tick_seconds:g} s ==",
-            f"pods (KWOK): {pods}; not yet reconciled at the end: {unfinished}",
+            f"pods (KWOK): {pods}; not yet reconciled at the end: {unfinished}; "
+            f"SpecValid=False (not really served): {invalid}",
             f"burst:  created in {t_created - t_burst:6.1f} s, all observed in "
             f"{t_burst_done - t_burst:6.1f} s",
             f"  create -> observedGeneration   p50 {ms(percentile(burst_lat, 50))}  "
@@ -511,13 +553,16 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {ms(percentile(update_lat, 99))}  max {ms(max(update_lat, default=math.nan))}",
             f"  operator histogram (whole run) p50 {ms(hq_end[50])}  p99 {ms(hq_end[99])}"
             f"  (n={n_end}, {n_end - n_burst} during steady)",
+            "  slowest updates: " + ", ".join(
+                f"{k} {v:.1f} s" for v, k in sorted(watcher.slowest.get("update", []))[-3:]),
             f"  baseline: GET of one ScaledModel by this script  p50 "
             f"{ms(percentile(api_lat, 50))}  p99 {ms(percentile(api_lat, 99))}  (n={len(api_lat)})",
             f"  CPU {steady_cpu:7.1f} s over {t_steady1 - t_steady0:6.1f} s = "
             f"{steady_cores:.3f} cores",
             f"whole run: CPU {total_cpu:.1f} s over {t_steady1 - t_start:.1f} s = "
             f"{total_cores:.3f} cores; peak RSS (VmHWM) {rss_mib:.1f} MiB; "
-            f"RSS now {s_steady1.rss_kib / 1024:.1f} MiB",
+            f"RSS after the burst {s_burst.rss_kib / 1024:.1f} MiB, now "
+            f"{s_steady1.rss_kib / 1024:.1f} MiB",
             f"in-process, no API: one decision {rec_ms:.2f} ms CPU (incl. body copy "
             f"{copy_ms:.2f} ms); a tick before intervalSeconds {due_us:.1f} us; "
             f"{args.count} models every {args.interval:g} s = "
@@ -533,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         if unfinished:
             print(f"warning: {unfinished} ScaledModels never reached their generation",
                   flush=True, file=out)
+        if invalid:
+            print(f"warning: {invalid} ScaledModels are invalid (cheap to reconcile): the "
+                  "numbers flatter the operator", flush=True, file=out)
         if args.json:
             result = {
                 "count": args.count, "namespaces": args.namespaces,
@@ -547,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                 "update_p99_over_api_get_p99": update_ratio,
                 "rss_mib": rss_mib,
                 "rss_now_mib": s_steady1.rss_kib / 1024.0,
+                "rss_after_burst_mib": s_burst.rss_kib / 1024.0,
                 "cpu_cores": steady_cores,
                 "cpu_cores_whole_run": total_cores,
                 "burst_p50_s": percentile(burst_lat, 50),
@@ -554,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
                 "burst_seconds": t_burst_done - t_burst,
                 "reconcile_p99_s": hq_end[99],
                 "not_reconciled": unfinished,
+                "invalid": invalid,
                 "goals": {
                     "update_p99_le_5x_api_get_p99": update_ratio <= GOAL_UPDATE_VS_GET,
                     "rss_mib_lt_400": rss_mib < GOAL_RSS_MIB,

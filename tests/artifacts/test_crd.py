@@ -7,7 +7,7 @@ import contextlib
 import copy
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,11 @@ def _example() -> dict[str, Any]:
     return doc
 
 
-def _base() -> dict[str, Any]:
+def _base(path: Sequence[str | int] = ()) -> dict[str, Any]:
+    """A valid spec with every field set. spec.cascade and gateway routing exclude each
+    other (the router must see every request): fields under spec.routing get a base
+    with gateway routing and no cascade, every other field one with the cascade."""
+    routing = len(path) > 1 and path[1] == "routing"
     doc = copy.deepcopy(_example())
     s = doc["spec"]
     s["model"]["args"] = ["--log-verbose=0"]
@@ -190,11 +194,14 @@ def _base() -> dict[str, Any]:
     s["metrics"]["prometheus"]["labels"] = {"namespace": "namespace"}
     s["metrics"]["prometheus"]["timeoutSeconds"] = 5
     s["variants"][0]["profiles"][0]["maxBatchSize"] = 4096
-    with_cascade(doc)
-    s["routing"] = {
-        "mode": "gateway", "protocols": ["http", "grpc"],
-        "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "http", "port": 80}],
-    }
+    if routing:
+        s["routing"] = {
+            "mode": "gateway", "protocols": ["http", "grpc"],
+            "parentRefs": [{"name": "gw", "namespace": "infra", "sectionName": "http",
+                            "port": 80}],
+        }
+    else:
+        with_cascade(doc)
     parse_manifest(doc)  # the base is valid
     return doc
 
@@ -264,7 +271,7 @@ def _bounded_leaves() -> list[tuple[list[str | int], dict[str, Any]]]:
     ("path", "node"), _bounded_leaves(), ids=_ids
 )
 def test_bounds_agree_with_spec_py(path: list[str | int], node: dict[str, Any]) -> None:
-    base = _base()
+    base = _base(path)
     where = crd.format_path(path)
     step = 1 if node["type"] == "integer" else 1e-6
     for key, sign, excl in (
@@ -292,7 +299,7 @@ def _enum_leaves() -> list[tuple[list[str | int], dict[str, Any]]]:
     ("path", "node"), _enum_leaves(), ids=_ids
 )
 def test_enums_agree_with_spec_py(path: list[str | int], node: dict[str, Any]) -> None:
-    base = _base()
+    base = _base(path)
     where = crd.format_path(path)
     for value in node["enum"]:
         doc = _set(base, path, value)
@@ -347,7 +354,7 @@ def _defaulted_leaves() -> list[tuple[list[str | int], dict[str, Any]]]:
     ids=_ids,
 )
 def test_defaults_agree_with_spec_py(path: list[str | int], node: dict[str, Any]) -> None:
-    doc = _base()
+    doc = _base(path)
     if path[-1] == "maxBatchSize":  # the default (1) must still hold every batch size
         doc = _set(doc, [*path[:-1], "batches"], [{"size": 1, "latencyMs": 1.0}])
     with contextlib.suppress(KeyError):
@@ -372,7 +379,7 @@ def _required_paths() -> Iterator[list[str | int]]:
     "path", [p for p in _required_paths() if _in_spec(p)], ids=crd.format_path
 )
 def test_required_agree_with_spec_py(path: list[str | int]) -> None:
-    doc = _delete(_base(), path)
+    doc = _delete(_base(path), path)
     where = crd.format_path(path)
     errs = _errors(doc)
     assert errs, f"spec.py accepts a spec without {where}"

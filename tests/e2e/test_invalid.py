@@ -226,9 +226,25 @@ def _cascade(tier1: str = "int8", tier2: str = "fp16",
         m["spec"]["cascade"] = {
             "tiers": [{"variant": tier1, "escalateBelow": below}, last],
             "confidence": {"output": "CONFIDENCE"},
+            "io": {"maxBatchSize": 8,
+                   "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
+                   "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
+                               {"name": "CONFIDENCE", "dataType": "FP32", "dims": [1]}]},
         }
 
     return mutate
+
+
+def _cascade_and(path: str, value: Any) -> Callable[[Manifest], None]:
+    """A valid cascade, then ``path`` set to ``value``."""
+    def mutate(m: Manifest) -> None:
+        _cascade()(m)
+        _set(path, value)(m)
+    return mutate
+
+
+def _cascade_io(path: str, value: Any) -> Callable[[Manifest], None]:
+    return _cascade_and(f"spec.cascade.{path}", value)
 
 
 # A broken manifest per CEL rule, keyed by the start of the rule's message, with the
@@ -264,6 +280,19 @@ CEL_BREAKERS: dict[str, tuple[Callable[[Manifest], None], str]] = {
     "spec.routing.parentRefs: is only used when mode is gateway": (
         _set("spec.routing", {"mode": "service", "parentRefs": [{"name": "gw"}]}),
         "spec.routing.parentRefs"),
+    "spec.cascade.confidence.output: must name one of spec.cascade.io.outputs": (
+        _cascade_io("confidence.output", "SCORE"), "spec.cascade.confidence.output"),
+    "spec.cascade.io: tensor names must be unique": (
+        _cascade_io("io.inputs[0].name", "LABEL"), "spec.cascade.io"),
+    "spec.cascade.io.inputs[].dims: each must be": (
+        _cascade_io("io.inputs[0].dims", [64, 0]), "spec.cascade.io.inputs[0].dims"),
+    "spec.cascade.io.outputs[].dims: each must be": (
+        _cascade_io("io.outputs[1].dims", [0]), "spec.cascade.io.outputs[1].dims"),
+    "spec.model.name: a cascade's model name": (
+        _cascade_and("spec.model.name", "bert.v2"), "spec.model.name"),
+    "spec.routing.mode: gateway routing is not supported with spec.cascade": (
+        _cascade_and("spec.routing", {"mode": "gateway", "parentRefs": [{"name": "gw"}]}),
+        "spec.routing.mode"),
     "spec.cascade.tiers[].variant: must name one of spec.variants": (
         _cascade(tier2="nope"), "spec.cascade.tiers"),
     "spec.cascade.tiers[].escalateBelow: the best accuracy of the curve": (

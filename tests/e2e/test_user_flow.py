@@ -135,6 +135,9 @@ NEEDED = [
     ("watch", "deployments.apps", None),
     ("patch", "services", "default"),
     ("list", "pods", "default"),
+    ("get", "configmaps", "default"),  # a cascade's router and threshold, by name
+    ("patch", "configmaps", "default"),
+    ("delete", "configmaps", "default"),
     ("create", "events", "default"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
 ]
@@ -145,7 +148,8 @@ NOT_NEEDED = [
     ("create", "pods", "default"),
     ("delete", "pods", "default"),
     ("create", "pods/exec", "default"),
-    ("get", "configmaps", "default"),
+    ("list", "configmaps", "default"),  # never read in bulk (and not watched)
+    ("watch", "configmaps", None),
     ("create", "scaledmodels.tritonscale.io", "default"),
     ("delete", "scaledmodels.tritonscale.io", "default"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", None),

@@ -20,8 +20,17 @@ def with_cascade(doc: dict[str, Any]) -> dict[str, Any]:
             {"variant": "fp16"},
         ],
         "confidence": {"output": "CONFIDENCE"},
+        "io": {"maxBatchSize": 8,
+               "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [3, 224, 224]}],
+               "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
+                           {"name": "CONFIDENCE", "dataType": "FP32", "dims": [1]}]},
     }
     return doc
+
+
+def _io(d: dict[str, Any]) -> dict[str, Any]:
+    io: dict[str, Any] = d["spec"]["cascade"]["io"]
+    return io
 
 
 def _points(d: dict[str, Any]) -> list[dict[str, Any]]:
@@ -49,4 +58,23 @@ CASCADE_CASES: list[tuple[str, Mutation, str]] = [
     ("cascade curve below floor",
      lambda d: [p.update(accuracy=0.74) for p in _points(with_cascade(d))],
      "spec.cascade.tiers[].escalateBelow"),
+    ("cascade confidence not an output",
+     lambda d: with_cascade(d)["spec"]["cascade"]["confidence"].update(output="SCORE"),
+     "spec.cascade.confidence.output"),
+    ("cascade tensor names repeat",
+     lambda d: _io(with_cascade(d))["inputs"][0].update(name="LABEL"),
+     "spec.cascade.io"),
+    ("cascade input dims zero",
+     lambda d: _io(with_cascade(d))["inputs"][0].update(dims=[3, 0, 224]),
+     "spec.cascade.io.inputs[].dims"),
+    ("cascade output dims zero",
+     lambda d: _io(with_cascade(d))["outputs"][0].update(dims=[0]),
+     "spec.cascade.io.outputs[].dims"),
+    ("cascade model name with a dot",
+     lambda d: with_cascade(d)["spec"]["model"].update(name="resnet.v2"),
+     "spec.model.name"),
+    ("cascade behind a gateway",
+     lambda d: with_cascade(d)["spec"].update(routing={
+         "mode": "gateway", "parentRefs": [{"name": "gw"}]}),
+     "spec.routing.mode"),
 ]

@@ -18,8 +18,8 @@ from tritonscale.adapters.kube import KubeAPIError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-WRITES = ("apply", "delete_deployment", "delete_service", "delete_route", "patch_status",
-          "event")
+WRITES = ("apply", "delete_deployment", "delete_service", "delete_configmap", "delete_route",
+          "patch_status", "event")
 
 
 def load_example(name: str = "resnet50.yaml") -> dict[str, Any]:
@@ -41,6 +41,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self.routes: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.route_crds_missing = False
         self.missing_route_kinds: set[str] = set()
@@ -120,7 +121,8 @@ class FakeKube:
                 return None
             obj = self.routes.get((kind, namespace, name))
             return copy.deepcopy(obj) if obj is not None else None
-        store = {"Deployment": self.deployments, "Service": self.services}[kind]
+        store = {"Deployment": self.deployments, "Service": self.services,
+                 "ConfigMap": self.configmaps}[kind]
         obj = store.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
@@ -138,6 +140,9 @@ class FakeKube:
         if obj["kind"] == "Service":
             self.services[key] = copy.deepcopy(dict(obj))
             return copy.deepcopy(dict(obj))
+        if obj["kind"] == "ConfigMap":
+            self.configmaps[key] = copy.deepcopy(dict(obj))
+            return copy.deepcopy(dict(obj))
         if obj["kind"] in ("HTTPRoute", "GRPCRoute"):
             if self.route_crds_missing or obj["kind"] in self.missing_route_kinds:
                 raise KubeAPIError(404, "NotFound", "the server could not find the requested "
@@ -153,6 +158,10 @@ class FakeKube:
     def delete_service(self, namespace: str, name: str) -> None:
         self._enter("delete_service", f"{namespace}/{name}")
         self.services.pop((namespace, name), None)
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        self._enter("delete_configmap", f"{namespace}/{name}")
+        self.configmaps.pop((namespace, name), None)
 
     def delete_route(self, kind: str, namespace: str, name: str) -> None:
         self._enter("delete_route", f"{kind}/{namespace}/{name}")

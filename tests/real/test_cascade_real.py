@@ -108,7 +108,12 @@ def test_profile_cascade_measures_the_curve_on_the_live_models(digits: Any) -> N
         "slo": {"latency": {"targetMs": 50}, "minAccuracy": round(max(acc), 4)},
         "cascade": {"tiers": [{"variant": "linear", "escalateBelow": block},
                               {"variant": "mlp"}],
-                    "confidence": {"output": "CONFIDENCE"}},
+                    "confidence": {"output": "CONFIDENCE"},
+                    "io": {"maxBatchSize": 64,
+                           "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
+                           "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
+                                       {"name": "CONFIDENCE", "dataType": "FP32",
+                                        "dims": [1]}]}},
     })
     assert spec.cascade is not None and len(spec.cascade.points) == 4
 

@@ -78,6 +78,31 @@ def test_second_scaledmodel_for_the_same_model_is_refused() -> None:
     assert r.reconcile(copy.deepcopy(kube.scaledmodels[(NS, "new")])).valid
 
 
+def test_renaming_the_model_releases_the_old_name() -> None:
+    """Claims are kept by (namespace, model name): a ScaledModel that moves to another
+    model name no longer blocks its old namesake, and blocks its new one."""
+    kube = FakeKube()
+    kube.add_scaledmodel(_doc("old", "u1", "2026-01-01T00:00:00Z"))
+    kube.add_scaledmodel(_doc("new", "u2", "2026-01-02T00:00:00Z"))
+    r = Reconciler(kube=kube)
+    for name, uid in (("old", "u1"), ("new", "u2")):
+        r.claim(uid, kube.scaledmodels[(NS, name)])
+    assert not r.reconcile(copy.deepcopy(kube.scaledmodels[(NS, "new")])).valid
+    old = kube.scaledmodels[(NS, "old")]
+    model = old["spec"]["model"]["name"]
+    old["spec"]["model"]["name"] = model + "-moved"
+    old["metadata"]["generation"] = 2
+    r.claim("u1", old)
+    kube.scaledmodels[(NS, "new")]["metadata"]["generation"] = 2
+    assert r.reconcile(copy.deepcopy(kube.scaledmodels[(NS, "new")])).valid
+    # A third one on the moved-to name is refused (the older "old" serves it now).
+    third = _doc("third", "u3", "2026-01-03T00:00:00Z")
+    third["spec"]["model"]["name"] = model + "-moved"
+    kube.add_scaledmodel(third)
+    r.claim("u3", third)
+    assert not r.reconcile(copy.deepcopy(kube.scaledmodels[(NS, "third")])).valid
+
+
 def test_model_name_rule_is_per_namespace_and_model() -> None:
     me = Claim("ns", "b", "m", "2026-01-02T00:00:00Z")
     assert model_name_errors(me, [Claim("other", "a", "m", "2026-01-01T00:00:00Z")]) == []

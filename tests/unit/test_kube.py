@@ -13,8 +13,20 @@ from kubernetes.client.exceptions import ApiException
 from tritonscale.adapters.kube import APPLY_CONTENT_TYPE, KubeAdapter, KubeAPIError
 
 
+class RawResponse:
+    """What the client returns with ``_preload_content=False`` (urllib3's response)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.released = False
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
 class Stub:
-    """Records calls; returns or raises what the test queued per method."""
+    """Records calls; returns or raises what the test queued per method (as the raw
+    JSON response the adapter asks for)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
@@ -29,7 +41,11 @@ class Stub:
             res = self.results.get(name)
             if isinstance(res, Exception):
                 raise res
-            return res
+            assert kwargs.get("_preload_content") is False, "the adapter decodes the JSON"
+            if res is None:
+                return RawResponse(b"")
+            return RawResponse(json.dumps(client.ApiClient().sanitize_for_serialization(res))
+                               .encode())
 
         return call
 
@@ -63,7 +79,7 @@ def test_apply_deployment_is_server_side_apply(adapter: Any) -> None:
     assert args[:2] == ("sm-v-p", "ml") and args[2] == DEP
     assert kwargs == {
         "field_manager": "tritonscale", "force": True, "_content_type": APPLY_CONTENT_TYPE,
-        "_request_timeout": (5.0, 10.0),
+        "_request_timeout": (5.0, 10.0), "_preload_content": False,
     }
 
 
@@ -212,3 +228,27 @@ def test_from_environment_pool_covers_the_workers(
     assert a._client.configuration.connection_pool_maxsize == 24
     assert a._client.rest_client.pool_manager.connection_pool_kw["maxsize"] == 24
     assert a._client.configuration.host == "https://127.0.0.1:1"
+
+
+def test_raw_answers_are_decoded_and_the_connection_released(adapter: Any) -> None:
+    """The adapter reads the raw JSON (no typed models), returns plain dicts, gives the
+    connection back to the pool, and an unparseable answer is a KubeAPIError."""
+    a, apps, _, _ = adapter
+    responses: list[RawResponse] = []
+
+    def answer(data: bytes) -> Any:
+        def call(*args: Any, **kwargs: Any) -> RawResponse:
+            assert kwargs["_preload_content"] is False
+            responses.append(RawResponse(data))
+            return responses[-1]
+        return call
+
+    apps.read_namespaced_deployment = answer(
+        b'{"metadata": {"name": "d", "creationTimestamp": "2026-01-01T00:00:00Z"}}')
+    got = a.get("Deployment", "ml", "d")
+    assert got == {"metadata": {"name": "d", "creationTimestamp": "2026-01-01T00:00:00Z"}}
+    apps.read_namespaced_deployment = answer(b"<html>proxy error</html>")
+    with pytest.raises(KubeAPIError) as ei:
+        a.get("Deployment", "ml", "d")
+    assert ei.value.status is None and ei.value.retryable
+    assert [r.released for r in responses] == [True, True]

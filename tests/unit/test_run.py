@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 from typing import Any
 
@@ -118,6 +119,7 @@ def test_startup_settings() -> None:
     assert exact.scanning.disabled is True
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.persistence.consistency_timeout == lifecycle.CONSISTENCY_TIMEOUT_SECONDS
 
 
 def test_shard_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +171,7 @@ def test_handlers_read_deployments_from_the_index() -> None:
     kube.add_scaledmodel(doc)
     memo = kopf.Memo(reconciler=Reconciler(kube=kube))
     log = logging.getLogger("test")
-    lifecycle.on_create(body=doc, memo=memo, logger=log)  # no index: lists
+    asyncio.run(lifecycle.on_create(body=doc, memo=memo, logger=log))  # no index: lists
     assert ("list_deployments", "ml/resnet50") in kube.calls
     dep = kube.deployments[("ml", "resnet50-int8-t4-spot")]
     slim = lifecycle._slim(dep)
@@ -179,9 +181,10 @@ def test_handlers_read_deployments_from_the_index() -> None:
     kube.reset_calls()
     kube.forbid("list_deployments", "apply", "delete_deployment")
     body = kube.scaledmodels[("ml", "resnet50")]
-    lifecycle.on_update(body=body, memo=memo, logger=log, deployments_by_model=index)
-    lifecycle.on_deployment(type="MODIFIED", body=dep, memo=memo,
-                            deployments_by_model=index)
+    asyncio.run(lifecycle.on_update(body=body, memo=memo, logger=log,
+                                    deployments_by_model=index))
+    asyncio.run(lifecycle.on_deployment(type="MODIFIED", body=dep, memo=memo,
+                                        deployments_by_model=index))
     assert ("list_deployments", "ml/resnet50") not in kube.calls
 
 
@@ -199,7 +202,7 @@ def test_temporary_error_on_api_failure() -> None:
     kube.fail("apply", "Deployment/")
     memo = kopf.Memo(reconciler=Reconciler(kube=kube))
     with pytest.raises(kopf.TemporaryError):
-        lifecycle.on_create(body=doc, memo=memo, logger=logging.getLogger("t"))
+        asyncio.run(lifecycle.on_create(body=doc, memo=memo, logger=logging.getLogger("t")))
 
 
 def test_prometheus_rate_window_flag(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,3 +266,53 @@ def test_security_flags_reach_the_adapters(monkeypatch: pytest.MonkeyPatch) -> N
     assert factory()(meta).allowed  # no allowlist configured: anything valid (warned)
     assert runcmd.run(_args(*base, "--allow-prometheus-url", "prom:9090")) == 2
     assert runcmd.run(_args(*base, "--api-timeout", "0")) == 2
+
+
+def test_spec_changes_have_a_lane_of_their_own() -> None:
+    """create/update/resume reconcile in memo.spec_executor, Deployment events in
+    memo.background_executor (the tick loop's): a spec change never queues behind ticks."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import kopf
+    from tests.harness.fakes import FakeKube, load_example
+
+    from tritonscale.handlers import lifecycle
+    from tritonscale.handlers.reconcile import Reconciler
+
+    kube = FakeKube()
+    doc = load_example("resnet50.yaml")
+    doc["metadata"].update(namespace="ml", uid="u1", generation=1)
+    kube.add_scaledmodel(doc)
+    rec = Reconciler(kube=kube)
+    threads: list[str] = []
+    reconcile, refresh = rec.reconcile, rec.refresh
+
+    def spy_reconcile(*a: Any, **kw: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return reconcile(*a, **kw)
+
+    def spy_refresh(*a: Any, **kw: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return refresh(*a, **kw)
+
+    rec.reconcile = spy_reconcile  # type: ignore[method-assign]
+    rec.refresh = spy_refresh  # type: ignore[method-assign]
+    with ThreadPoolExecutor(1, thread_name_prefix="spec-lane") as spec, \
+            ThreadPoolExecutor(1, thread_name_prefix="bg-lane") as bg:
+        memo = kopf.Memo(reconciler=rec, spec_executor=spec, background_executor=bg)
+        log = logging.getLogger("test")
+        for handler in (lifecycle.on_create, lifecycle.on_update, lifecycle.on_resume):
+            asyncio.run(handler(body=doc, memo=memo, logger=log))
+        dep = kube.deployments[("ml", "resnet50-int8-t4-spot")]
+        dep = {**dep, "status": {"readyReplicas": 1}}
+        asyncio.run(lifecycle.on_deployment(type="MODIFIED", body=dep, memo=memo))
+    assert [t.split("_")[0] for t in threads] == ["spec-lane"] * 3 + ["bg-lane"]
+
+
+def test_lane_sizes_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+
+    monkeypatch.setattr(kopf, "configure", lambda **kw: None)
+    for flag in ("--spec-workers", "--tick-workers"):
+        assert runcmd.run(_args("-A", "--metrics-port", "0", flag, "0")) == 2

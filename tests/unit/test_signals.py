@@ -29,10 +29,12 @@ class FakeProm:
         FakeProm.instances += 1
         self.calls: list[tuple[str, str, float]] = []
 
-    def signals(self, namespace: str, model: str, percentile: float) -> Signals:
+    def signals(self, namespace: str, model: str, percentile: float,
+                cascade: bool = False) -> Signals:
         self.calls.append((namespace, model, percentile))
+        self.cascade = cascade
         return Signals(percentile=percentile, request_rate=120.0, latency_ms=12.0,
-                       pending_requests=1.0,
+                       pending_requests=1.0, escalated=0.25 if cascade else None,
                        groups={GroupKey("int8", "t4-spot"): Signals(
                            percentile=percentile, request_rate=120.0, latency_ms=12.0,
                            pending_requests=1.0)})
@@ -148,3 +150,53 @@ def test_prometheus_breaker_skips_a_dead_server() -> None:
     now[0] += 11
     src.observe("c", "m3", _spec())
     assert calls == ["a", "c"]
+
+
+def _cascade_spec() -> Any:
+    doc = load_example("bert-cascade.yaml")["spec"]
+    doc["metrics"] = {"source": "prometheus",
+                      "prometheus": {"url": "http://prometheus.monitoring.svc:9090"}}
+    return parse_spec(doc)
+
+
+def test_a_cascade_is_observed_through_its_router() -> None:
+    """Demand and end-to-end latency are the router's; its escalation rate too."""
+    made: list[FakeProm] = []
+
+    def factory(cfg: Any) -> FakeProm:
+        made.append(FakeProm(cfg))
+        return made[-1]
+
+    obs = SpecSignalSource(prometheus_factory=factory).observe("ml", "bc", _cascade_spec())
+    assert made[0].calls == [("ml", "bert-qa-cascade", 95.0)] and made[0].cascade
+    assert obs.ok and obs.escalated == 0.25
+    plain = SpecSignalSource(prometheus_factory=factory).observe("ml", "r", _spec())
+    assert made[1].calls[0][1] == "resnet50" and not made[1].cascade
+    assert plain.escalated is None
+
+
+def test_a_cascade_is_scraped_on_its_tier1_pods_only() -> None:
+    doc = load_example("bert-cascade.yaml")["spec"]
+    doc["metrics"] = {"source": "triton"}
+    spec = parse_spec(doc)
+    made: list[tuple[str, str]] = []
+
+    def scraper(url: str, model: str) -> FakeScraper:
+        made.append((url, model))
+        return FakeScraper(url, model)
+
+    pods = [_pod("a", "10.0.0.1", variant="distil-int8"),
+            _pod("b", "10.0.0.2", variant="large-int8")]
+    src = SpecSignalSource(list_pods=lambda ns, n: pods, scraper_factory=scraper)
+    src.observe("ml", "bc", spec)
+    assert made == [("http://10.0.0.1:8002/metrics", "bert-qa-cascade")]
+
+
+def test_escalation_query_reads_the_routers_counters_escaped() -> None:
+    from tritonscale.adapters.prometheus import PrometheusSignals
+
+    p = PrometheusSignals("http://p:9090", window_s=30)
+    expr = p.escalation_expr('ml"}) or vector(1', "bert-qa-cascade")
+    sel = 'namespace="ml\\"}) or vector(1",model="bert-qa-cascade"'
+    assert expr == (f"sum(rate(tritonscale_cascade_escalated_total{{{sel}}}[30s])) / "
+                    f"sum(rate(tritonscale_cascade_requests_total{{{sel}}}[30s]))")

@@ -145,8 +145,14 @@ def test_simulator_drives_the_same_decide(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(policies, "decide", spy)
     arr = scale_trace(load_trace(AZURE_TRACE), 5.0)
     arr = arr[arr < 300.0]
-    res = run_policy(resnet, arr, "tritonscale")
+    res = run_policy(resnet, arr, "tritonscale", SimConfig(preroll_max_s=0.0))
     assert len(calls) == len(res.run.steps)  # initial + one per interval after it
+    # With the steady-state pre-roll the same decide runs every 15 s from the start
+    # of the pre-roll, on one clock, through the measured replay.
+    calls.clear()
+    res = run_policy(resnet, arr, "tritonscale")
+    assert calls == [15.0 * i for i in range(len(calls))]
+    assert len(calls) > len(res.run.steps) == 20
     assert policies.decide is spy and policies.TritonscalePolicy.__module__.endswith("policies")
 
 

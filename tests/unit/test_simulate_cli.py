@@ -82,3 +82,30 @@ def test_bad_baseline_choice_is_a_clean_error(
     assert code == 2
     err = capsys.readouterr().err
     assert f"policy {policy}" in err and needle in err, err
+
+
+def test_baselines_say_where_they_ran(plain_trace: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """By default a baseline is swept onto its fair (variant, pool) and says so, with
+    what each candidate did; --baseline-variant/--baseline-pool pin it."""
+    args = ["simulate", "--spec", SPEC, "--trace", str(plain_trace), "--rate-scale", "1",
+            "--policy", "static-peak", "--preroll", "120"]
+    assert main([*args, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    # One replica on T4 spot holds 400 req/s with either variant: the more accurate.
+    assert row["runs_on"] == "fp16@t4-spot" and row["placements"] == ["fp16@t4-spot"]
+    tried = {t["runs_on"]: t for t in row["sweep"]}
+    assert tried["fp16@t4-spot"]["complete"] and tried["fp16@t4-spot"]["missed"] == 0
+    assert "fp16@a100-ondemand" in tried
+    assert main([*args, "--baseline-variant", "fp16", "--baseline-pool", "t4-ondemand"]) == 0
+    out = capsys.readouterr().out
+    assert "runs on" in out.splitlines()[1]
+    assert "fp16@t4-ondemand" in out
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "1e9"])
+def test_bad_preroll_is_a_clean_error(plain_trace: Path, capsys: pytest.CaptureFixture[str],
+                                      bad: str) -> None:
+    assert main(["simulate", "--spec", SPEC, "--trace", str(plain_trace),
+                 "--preroll", bad]) == 2
+    assert "--preroll" in capsys.readouterr().err

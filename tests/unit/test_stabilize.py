@@ -288,3 +288,27 @@ def test_safe_plan_message_past_the_threshold_is_stable(make_spec: SpecFactory) 
     ds = _run(spec, [4000.0] + [None] * 5, FakeClock())
     assert [d.reason for d in ds[2:]] == ["SafePlan"] * 4
     assert len({d.message for d in ds[2:]}) == 1
+
+
+def test_unknown_signals_after_a_restart_mid_move_do_not_double_the_fleet(
+    resnet: ScaledModelSpec,
+) -> None:
+    """Found by tests/e2e/test_resilience.py under load: the operator was killed after
+    creating the replacement Deployment but before its status (the autoscaler state)
+    recorded the move. On restart the old and the new Deployment were both counted as
+    capacity to hold, and the replacement was planned at 2 replicas for a fleet of 1."""
+    from dataclasses import replace
+
+    clock = FakeClock()
+    first = decide(resnet, Observation(rps=None, error="none"), None, clock.tick())
+    assert first.replicas() == {("int8", "t4-spot"): 1}
+    fewer = replace(resnet, node_pools=tuple(p for p in resnet.node_pools
+                                             if p.name != "t4-spot"))
+    # Old replica Ready, its replacement created but not Ready; the stored state is
+    # still the one from before the move.
+    mid = (_ps(("int8", "t4-spot"), 1, 1), _ps(("int8", "l4-spot"), 1, 0))
+    d = decide(fewer, Observation(rps=None, error="none", current=mid), first.state,
+               clock.tick())
+    assert d.reason == "Replaced"
+    assert d.target == (Placement("int8", "l4-spot", 1),)
+    assert d.replicas() == {("int8", "l4-spot"): 1, ("int8", "t4-spot"): 1}

@@ -163,6 +163,11 @@ cluster-wide install and the per-namespace Roles of a namespaced one.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# spec.cascade: the router's and the threshold's ConfigMaps (server-side apply; read
+# before writing so a ConfigMap the operator did not create is never taken over).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch", "delete"]
 # spec.routing.mode gateway: weighted Gateway API routes (server-side apply). Harmless
 # without the Gateway API CRDs: RBAC names resources, it does not need them to exist.
 - apiGroups: ["gateway.networking.k8s.io"]

@@ -126,20 +126,28 @@ class KubeAdapter:
     # -- plumbing ---------------------------------------------------------------
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call the client; the answer is the response's JSON as plain dicts and lists.
+
+        The client's own decoding (typed models, validated, then turned back into dicts
+        by ``sanitize_for_serialization``) cost about a sixth of the operator's CPU at
+        2,000 ScaledModels; ``_preload_content=False`` hands back the raw response."""
         from kubernetes.client.exceptions import ApiException
 
         kwargs.setdefault("_request_timeout", self.timeout)
+        kwargs["_preload_content"] = False
         try:
-            return fn(*args, **kwargs)
+            response = fn(*args, **kwargs)
+            try:
+                data = response.data
+            finally:
+                response.release_conn()
+            return json.loads(data) if data else None
         except ApiException as e:
             raise KubeAPIError(e.status or None, str(e.reason or what), _message(e.body)) from e
         except (OSError, ValueError, urllib3.exceptions.HTTPError) as e:
             # No response: connection errors, timeouts (urllib3's MaxRetryError,
             # ReadTimeoutError, ProtocolError, ...), unparseable answers.
             raise KubeAPIError(None, what, _transport(e)) from e
-
-    def _plain(self, obj: Any) -> Any:
-        return self._client.sanitize_for_serialization(obj)
 
     # -- reads --------------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class KubeAdapter:
             namespace,
             label_selector=f"{LABEL_SM}={scaledmodel}",
         )
-        items = self._plain(res).get("items") or []
+        items = (res or {}).get("items") or []
         return [dict(i) for i in items]
 
     def list_pods(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
@@ -162,7 +170,7 @@ class KubeAdapter:
             namespace,
             label_selector=f"{LABEL_SM}={scaledmodel}",
         )
-        items = self._plain(res).get("items") or []
+        items = (res or {}).get("items") or []
         return [dict(i) for i in items]
 
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -180,7 +188,7 @@ class KubeAdapter:
             if e.not_found:
                 return None
             raise
-        return dict(obj)
+        return dict(obj) if isinstance(obj, Mapping) else None
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The live Deployment, Service or ConfigMap ``name``, or None if absent."""
@@ -210,13 +218,12 @@ class KubeAdapter:
             if e.not_found:
                 return None
             raise
-        out: dict[str, Any] = self._plain(res)
-        return out
+        return dict(res) if isinstance(res, Mapping) else None
 
     # -- writes -------------------------------------------------------------------
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply of a rendered Deployment or Service."""
+        """Server-side apply of a rendered Deployment, Service, ConfigMap or route."""
         kind = obj.get("kind")
         meta = obj["metadata"]
         kwargs = {
@@ -229,6 +236,8 @@ class KubeAdapter:
             fn = self._apps.patch_namespaced_deployment
         elif kind == "Service":
             fn = self._core.patch_namespaced_service
+        elif kind == "ConfigMap":
+            fn = self._core.patch_namespaced_config_map
         elif kind in ROUTE_PLURALS:
             # Gateway API routes: no typed client; the custom-objects API with SSA.
             group, version = str(obj["apiVersion"]).split("/", 1)
@@ -236,13 +245,11 @@ class KubeAdapter:
                 f"apply {kind}", self._custom.patch_namespaced_custom_object, group, version,
                 meta["namespace"], ROUTE_PLURALS[str(kind)], meta["name"], dict(obj), **kwargs,
             )
-            # The generated client may not decode an apply response: None then.
             return dict(res) if isinstance(res, Mapping) else {}
         else:
             raise ValueError(f"cannot apply kind {kind!r}")
         res = self._call(f"apply {kind}", fn, meta["name"], meta["namespace"], dict(obj), **kwargs)
-        out: dict[str, Any] = self._plain(res)
-        return out
+        return dict(res) if isinstance(res, Mapping) else {}
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         from kubernetes import client
@@ -263,6 +270,15 @@ class KubeAdapter:
         """Delete a per-placement Service (weighted routing); absent is fine."""
         try:
             self._call("delete service", self._core.delete_namespaced_service, name, namespace)
+        except KubeAPIError as e:
+            if not e.not_found:
+                raise
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        """Delete a cascade's ConfigMap (spec.cascade removed); absent is fine."""
+        try:
+            self._call("delete configmap", self._core.delete_namespaced_config_map, name,
+                       namespace)
         except KubeAPIError as e:
             if not e.not_found:
                 raise

@@ -25,7 +25,12 @@ Queries (``W`` is the rate window, ``SEL`` the escaped label matchers):
   percentile);
 * queue time: mean ``rate(nv_inference_queue_duration_us[W]) /
   rate(nv_inference_request_success[W])``;
-* pending requests: ``sum(nv_inference_pending_request_count{SEL})``.
+* pending requests: ``sum(nv_inference_pending_request_count{SEL})``;
+* a cascade's escalation rate (:meth:`PrometheusSignals.escalation`):
+  ``sum(rate(tritonscale_cascade_escalated_total{SEL}[W])) /
+  sum(rate(tritonscale_cascade_requests_total{SEL}[W]))``, the counters the router
+  model exports (labelled ``model=<router>``). No requests in the window is 0/0,
+  NaN: unknown, and the planner holds its correction.
 
 Every label value is quoted with :func:`promql_string`, so a namespace or model name
 can never change the query's structure.  Nothing raises to the caller: timeouts,
@@ -68,6 +73,8 @@ REQUEST_DURATION = "nv_inference_request_duration_us"
 REQUEST_SUMMARY = "nv_inference_request_summary_us"
 QUEUE_DURATION = "nv_inference_queue_duration_us"
 PENDING = "nv_inference_pending_request_count"
+CASCADE_REQUESTS = "tritonscale_cascade_requests_total"
+CASCADE_ESCALATED = "tritonscale_cascade_escalated_total"
 
 
 def promql_string(value: str) -> str:
@@ -391,7 +398,24 @@ class PrometheusSignals:
         sel = self.labels.selector(namespace, model)
         return f"sum{self._by(grouped)}({PENDING}{{{sel}}})"
 
+    def escalation_expr(self, namespace: str, router: str) -> str:
+        sel = self.labels.selector(namespace, router)
+        w = f"[{self.window_s}s]"
+        return (f"sum(rate({CASCADE_ESCALATED}{{{sel}}}{w})) / "
+                f"sum(rate({CASCADE_REQUESTS}{{{sel}}}{w}))")
+
+    def _escalation(self, namespace: str, router: str, at: float | None) -> Reading:
+        r = self._scalar(self.escalation_expr(namespace, router), at, "escalation rate")
+        if r.value is not None and not 0.0 <= r.value <= 1.0:
+            return Reading(None, "escalation rate outside [0, 1]")
+        return r
+
     # -- whole ScaledModel ---------------------------------------------------------
+    def escalation(self, namespace: str, router: str, *, at: float | None = None) -> Reading:
+        """A cascade's escalated fraction over the window, from the router's counters
+        (``router``: the router model's name)."""
+        return self._recorded(self._escalation(namespace, router, at))
+
     def _recorded(self, reading: Reading) -> Reading:
         self._record(reading.ok, reading.error)
         return reading
@@ -491,8 +515,12 @@ class PrometheusSignals:
         *,
         at: float | None = None,
         by_group: bool = True,
+        cascade: bool = False,
     ) -> Signals:
         """All signals for one ScaledModel (and, with ``by_group``, per (variant, pool)).
+
+        ``cascade``: ``model`` is a cascade's router; its escalation rate is read too
+        (unknown leaves the other signals usable: only the correction holds).
 
         Counts as one call for :attr:`consecutive_failures`.  Stops at the first
         transport failure, so a dead Prometheus costs one timeout, not eight.
@@ -509,6 +537,7 @@ class PrometheusSignals:
         group_error = ""
         if by_group:
             groups, group_error = self._group_signals(namespace, model, percentile, at)
+        esc = self._escalation(namespace, model, at) if cascade else None
         errors = [r.error for r in (rate, pending) if r.error]
         if lat.error and rate.value != 0.0:
             errors.append(lat.error)
@@ -524,6 +553,8 @@ class PrometheusSignals:
             pending_requests=pending.value,
             error="; ".join(dict.fromkeys(transport + errors)),
             groups=groups,
+            escalated=esc.value if esc is not None else None,
+            escalation_error=esc.error if esc is not None else "",
         )
         self._record(result.ok, result.error)
         return result

@@ -78,7 +78,9 @@ class Signals:
     (successful plus failed requests); ``latency_ms`` is the end-to-end server-side
     latency at ``percentile`` (or the mean, see ``latency_is_mean``); ``queue_ms`` is
     the mean time a request waited in Triton's scheduler queue; ``pending_requests``
-    is the number of requests queued or executing right now.
+    is the number of requests queued or executing right now; ``escalated`` is a
+    cascade's escalated fraction (its router's counters; ``escalation_error`` says why
+    it is unknown -- it does not make the other signals unknown).
 
     ``ok`` is true when the source answered and the signals the planner needs are
     known: the request rate, pending requests and -- unless nothing was served in the
@@ -93,6 +95,8 @@ class Signals:
     pending_requests: float | None = None
     error: str = ""
     groups: Mapping[GroupKey, Signals] = field(default_factory=dict)
+    escalated: float | None = None
+    escalation_error: str = ""
 
     @property
     def ok(self) -> bool:
@@ -125,4 +129,5 @@ def to_observation(signals: Signals) -> Observation:
         per_placement_rps=per_rps,
         per_placement_latency_ms=per_lat,
         error=(signals.error or "signals unknown") if not signals.ok else None,
+        escalated=signals.escalated,
     )

@@ -264,6 +264,7 @@ MAX_RATE_SCALE = 100_000.0
 MAX_PREEMPTIONS_PER_HOUR = 3_600.0
 MAX_HPA_LATENCY_MS = 3_600_000.0
 MAX_CLIENT_TIMEOUT_S = 86_400.0
+MAX_PREROLL_S = 86_400.0
 
 
 def check_replay_size(rows: int, duration_s: float, rate_scale: float) -> None:
@@ -301,6 +302,7 @@ def simulate_inputs(args: Any) -> tuple[ScaledModelSpec, Any]:
                      low_open=True)
     check_number(getattr(args, "client_timeout", None), "--client-timeout", low=0.0,
                  high=MAX_CLIENT_TIMEOUT_S)
+    check_number(getattr(args, "preroll", None), "--preroll", low=0.0, high=MAX_PREROLL_S)
     seed = getattr(args, "seed", 0)
     if not 0 <= seed < 2**63:
         raise InputError(f"--seed must be in [0, 2^63); got {excerpt(seed)}")

@@ -21,7 +21,10 @@ import functools
 import logging
 import os
 import secrets
+import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 HELP = "run the operator (Kopf) against the current cluster"
@@ -65,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tick-workers", type=int, default=4,
         help="ticks reconciled concurrently by the tick loop (default %(default)s)",
+    )
+    parser.add_argument(
+        "--spec-workers", type=int, default=8,
+        help="threads reconciling spec changes (create, update, resume): a lane of "
+        "their own, ahead of ticks and Deployment events (default %(default)s)",
     )
     parser.add_argument(
         "--shards", type=int, default=1,
@@ -117,6 +125,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'nvcr.io/nvidia/tritonserver:*'); a ScaledModel with another image gets "
         "SpecValid=False (ImageNotAllowed) and nothing is applied. Default from $"
         + ALLOWED_IMAGES_ENV + " (comma separated), else any image",
+    )
+    parser.add_argument(
+        "--debug-memory", metavar="DIR", type=Path, default=None,
+        help="profiling aid: on SIGUSR1 write a census of live Python objects by type "
+        "(count, shallow bytes) to DIR/census-<n>.txt",
+    )
+    parser.add_argument(
+        "--debug-tracemalloc", action="store_true",
+        help="with --debug-memory: also trace allocations and write a tracemalloc "
+        "snapshot DIR/tracemalloc-<n>.snap on each SIGUSR1 (slow: never in production)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
@@ -193,6 +211,39 @@ def shard_of_args(args: argparse.Namespace) -> Any:
         raise SystemExit(f"tritonscale run: --shard/--shards: {e}") from e
 
 
+def install_memory_dump(directory: Path, trace: bool = False, frames: int = 6) -> None:
+    """On every SIGUSR1 write ``directory/census-<n>.txt`` (live objects by type) and,
+    with ``trace``, ``directory/tracemalloc-<n>.snap`` (tracemalloc started now)."""
+    import gc
+    import tracemalloc
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if trace:
+        tracemalloc.start(frames)
+    count = [0]
+
+    def dump(signum: int, frame: Any) -> None:
+        count[0] += 1
+        n = count[0]
+        if trace:
+            tmp = directory / f"tracemalloc-{n}.tmp"
+            tracemalloc.take_snapshot().dump(str(tmp))
+            os.replace(tmp, directory / f"tracemalloc-{n}.snap")
+        sizes: dict[str, list[int]] = {}
+        for obj in gc.get_objects():
+            t = type(obj)
+            entry = sizes.setdefault(f"{t.__module__}.{t.__qualname__}", [0, 0])
+            entry[0] += 1
+            entry[1] += sys.getsizeof(obj)
+        rows = sorted(sizes.items(), key=lambda kv: -kv[1][1])
+        tmp = directory / f"census-{n}.tmp"
+        tmp.write_text("".join(f"{b:>12} {c:>9} {name}\n" for name, (c, b) in rows[:200]))
+        os.replace(tmp, directory / f"census-{n}.txt")  # whole or absent
+        logging.getLogger("tritonscale").warning("memory dump %d written to %s", n, directory)
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 def run(args: argparse.Namespace) -> int:
     import kopf
     from kopf._core.engines.peering import detect_own_id
@@ -230,8 +281,19 @@ def run(args: argparse.Namespace) -> int:
         if not value > 0:
             print(f"tritonscale run: {flag} must be positive", file=sys.stderr)
             return 2
-    kube = KubeAdapter.from_environment(pool_size=args.workers + 8,
-                                        timeout_seconds=args.api_timeout)
+    for flag, count in (("--spec-workers", args.spec_workers),
+                        ("--tick-workers", args.tick_workers)):
+        if count < 1:
+            print(f"tritonscale run: {flag} must be at least 1", file=sys.stderr)
+            return 2
+    # Lanes: spec changes get threads of their own; ticks and Deployment events share
+    # the background lane (handlers/lifecycle.py). Every thread may hold a connection.
+    spec_executor = ThreadPoolExecutor(args.spec_workers, thread_name_prefix="spec")
+    background_executor = ThreadPoolExecutor(args.tick_workers + 2,
+                                              thread_name_prefix="background")
+    kube = KubeAdapter.from_environment(
+        pool_size=args.workers + args.spec_workers + args.tick_workers + 8,
+        timeout_seconds=args.api_timeout)
     metrics = OperatorMetrics()
     reconciler = Reconciler(
         kube=kube,
@@ -263,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
         reconciler=reconciler, max_workers=args.workers, metrics=metrics, shard=shard,
         tick_seconds=args.tick_seconds, tick_workers=args.tick_workers, gate=gate,
         peering_lifetime=args.peering_lifetime,
+        spec_executor=spec_executor, background_executor=background_executor,
         scan_cluster=bool(scope["clusterwide"]) or scans_namespaces(scope),
     )
     if args.metrics_port > 0:
@@ -275,6 +338,8 @@ def run(args: argparse.Namespace) -> int:
         shard, args.tick_seconds, lifecycle.__name__,
     )
     liveness = None if args.liveness in ("", "none") else args.liveness
+    if args.debug_memory is not None:  # after the imports: tracemalloc sees what grows
+        install_memory_dump(args.debug_memory, trace=args.debug_tracemalloc)
     try:
         kopf.run(
             liveness_endpoint=liveness,
@@ -287,5 +352,8 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except asyncio.CancelledError:  # pragma: no cover
         return 1
+    finally:
+        for executor in (spec_executor, background_executor):
+            executor.shutdown(wait=False, cancel_futures=True)
     sys.stdout.flush()
     return 0

@@ -10,8 +10,8 @@ from typing import Any
 
 from tritonscale.commands import inputs
 from tritonscale.core.spec import ScaledModelSpec
-from tritonscale.sim.engine import LOAD_BALANCING, SimConfig, StepRecord
-from tritonscale.sim.policies import POLICIES, HPAConfig, default_deployment
+from tritonscale.sim.engine import DEFAULT_PREROLL_S, LOAD_BALANCING, SimConfig, StepRecord
+from tritonscale.sim.policies import POLICIES, HPAConfig
 from tritonscale.sim.report import PolicyResult, run_policy
 
 HELP = "replay an arrival trace against policies and compare cost and SLO"
@@ -19,6 +19,7 @@ DEFAULT_RATE_SCALE = 500.0
 
 COLUMNS = (
     ("policy", "policy", "{}"),
+    ("runs_on", "runs on", "{}"),
     ("requests", "requests", "{:,}"),
     ("slo_attainment", "SLO att.", "{:.4f}"),
     ("windows_met", "win. met", "{:.3f}"),
@@ -90,8 +91,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="minutes starting in the first SECONDS are reported apart (default 300)",
     )
-    parser.add_argument("--baseline-variant", help="variant for hpa/kpa/static-peak")
-    parser.add_argument("--baseline-pool", help="node pool for hpa/kpa/static-peak")
+    parser.add_argument(
+        "--preroll",
+        type=float,
+        default=DEFAULT_PREROLL_S,
+        metavar="SECONDS",
+        help="before the measured replay, run each policy on the trace's first minute "
+        "until its fleet is settled, at most SECONDS (default "
+        f"{DEFAULT_PREROLL_S:g}; 0 = start from the policy's initial fleet)",
+    )
+    parser.add_argument(
+        "--baseline-variant",
+        help="variant for hpa/kpa/static-peak (default: each one's fair choice, swept)",
+    )
+    parser.add_argument(
+        "--baseline-pool",
+        help="node pool for hpa/kpa/static-peak (default: each one's fair choice, swept)",
+    )
 
 
 def load_spec(path: str) -> ScaledModelSpec:
@@ -153,23 +169,15 @@ def run(args: argparse.Namespace) -> int:
         load_balancing=args.load_balancing
         or ("weighted" if spec.routing.weighted else "random"),
         client_timeout_s=timeout if timeout > 0 else None,
+        preroll_max_s=args.preroll,
     )
     duration = float(arrivals[-1]) if len(arrivals) else 0.0
     show_progress = not args.json and sys.stderr.isatty()
     target = args.hpa_target
     if target is None:
         target = 0.7 if args.hpa_metric == "utilisation" else spec.slo.latency.target_ms
+    # maxReplicas: the pool's, whichever pool the HPA runs on.
     hpa = HPAConfig(metric=args.hpa_metric, target=target)
-    hpa_pool = args.baseline_pool
-    try:
-        hpa.max_replicas = (
-            spec.pool(hpa_pool).max_replicas
-            if hpa_pool
-            else default_deployment(spec)[1].max_replicas
-        )
-    except KeyError:
-        print(f"error: unknown node pool {hpa_pool!r}", file=sys.stderr)
-        return 2
     names = list(POLICIES) if args.policy == "all" else [args.policy]
     results: list[PolicyResult] = []
     for name in names:
@@ -177,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
             res = run_policy(
                 spec, arrivals, name, cfg, hpa if name == "hpa" else None,
                 args.baseline_variant, args.baseline_pool,
-                on_step=progress_printer(name, duration) if show_progress else None,
+                progress=(lambda label: progress_printer(label, duration))
+                if show_progress else None,
             )
         except (KeyError, ValueError) as e:
             print(f"error: policy {name}: {e}", file=sys.stderr)

@@ -775,7 +775,10 @@ def _replacement(
     if prev and all(k in usable for k in prev):
         return dict(prev)  # replaced at an earlier step; the old replicas are draining
     kept = {k: n for k, n in base.items() if k in usable}
-    want = max(1, spec.scaling.min_replicas, sum(base.values()))
+    # The fleet to keep is the last decided one. What runs can hold a move half-done
+    # (old and new Deployments side by side, e.g. after a restart before the state
+    # recorded the move): summing it would double the fleet.
+    want = max(1, spec.scaling.min_replicas, sum(prev.values()) if prev else sum(base.values()))
     want = min(want, max(1, spec.scaling.max_replicas))
     need = max(0, want - sum(kept.values()))
     mix = dict(kept)

@@ -4,6 +4,10 @@
 Deployment per (variant, pool) with replicas > 0 (named by :func:`deployment_name`)
 and one Service ``<sm>`` selecting every Triton pod of the model so all variants
 serve the same endpoint while a transition is in flight.
+
+A cascade (``spec.cascade``) adds the router to the tier-1 pods, the ``<sm>-tier2``
+Service and two ConfigMaps (core/cascade_render.py); its main Service selects the
+tier-1 pods only.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from tritonscale.core import cascade_render as cr
 
 # The API identity lives in core/api.py; re-exported for older imports from here.
 from tritonscale.core.api import ANNOTATION_MODEL as ANNOTATION_MODEL
@@ -69,6 +75,9 @@ class RenderOptions:
     # Size of the in-memory /dev/shm (Python backend and shared-memory I/O use it).
     shm_size: str = "1Gi"
     run_as_user: int = 1000
+    # The cascade router's model.py (tritonscale/data/router/model.py, read by the
+    # caller: core stays free of I/O). Required to render a cascade's tier-1 pods.
+    router_source: str = ""
 
 
 DEFAULT_OPTIONS = RenderOptions()
@@ -211,6 +220,14 @@ def get_pod_template(
     }
     if not container["env"]:
         del container["env"]
+    extra_volumes: list[dict[str, Any]] = []
+    extra_annotations: dict[str, str] = {}
+    if cr.is_tier1(spec, variant.name):
+        data = cr.router_data(spec, owner.name, owner.namespace, options.router_source)
+        args, extra_volumes, mounts, extra_annotations = cr.tier1_pod_parts(
+            spec, owner.name, cr.router_hash(data))
+        container["args"] += args
+        container["volumeMounts"] += mounts
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "terminationGracePeriodSeconds": options.drain_seconds
@@ -228,6 +245,7 @@ def get_pod_template(
         "volumes": [
             {"name": "tmp", "emptyDir": {}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": options.shm_size}},
+            *extra_volumes,
         ],
     }
     if pool.node_selector:
@@ -241,6 +259,7 @@ def get_pod_template(
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(METRICS_PORT),
                 "prometheus.io/path": "/metrics",
+                **extra_annotations,
             },
         },
         "spec": pod_spec,
@@ -300,20 +319,45 @@ def get_deployments(
 
 
 def get_service(owner: Owner, spec: ScaledModelSpec) -> dict[str, Any]:
-    """The model's Service: every ready Triton pod of the ScaledModel, any variant."""
+    """The model's Service: every ready Triton pod of the ScaledModel, any variant
+    (a cascade's: the tier-1 pods, where the router answers)."""
+    selector = selector_labels(owner.name)
+    if spec.cascade is not None:
+        selector = cr.tier_selector(spec, selector, 0)
+    return _service(owner, owner.name, selector, {ANNOTATION_MODEL: spec.model.name})
+
+
+def get_cascade_objects(owner: Owner, spec: ScaledModelSpec, threshold: float,
+                        options: RenderOptions = DEFAULT_OPTIONS) -> list[dict[str, Any]]:
+    """A cascade's extra objects: the ``<sm>-tier2`` Service (tier-2 pods only), the
+    router ConfigMap and the threshold ConfigMap holding ``threshold``. Empty for a
+    ScaledModel without ``spec.cascade``."""
+    if spec.cascade is None:
+        return []
+    ann = {ANNOTATION_MODEL: spec.model.name}
+    return [
+        _service(owner, cr.tier2_service_name(owner.name),
+                 cr.tier_selector(spec, selector_labels(owner.name), 1), ann),
+        cr.get_router_configmap(owner, spec, options.router_source, labels(owner.name), ann),
+        cr.get_threshold_configmap(owner, threshold, labels(owner.name), ann),
+    ]
+
+
+def _service(owner: Owner, name: str, selector: Mapping[str, str],
+             annotations: Mapping[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": owner.name,
+            "name": name,
             "namespace": owner.namespace,
             "labels": labels(owner.name),
-            "annotations": {ANNOTATION_MODEL: spec.model.name},
+            "annotations": dict(annotations),
             "ownerReferences": [owner.reference()],
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(owner.name),
+            "selector": dict(selector),
             "ports": [
                 {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
                 {

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from tritonscale.core import k8sformat as k8s
 from tritonscale.core.api import API_VERSION, KIND
+from tritonscale.core.cascade_spec import MAX_MODEL_NAME as MAX_CASCADE_MODEL_NAME
+from tritonscale.core.cascade_spec import MODEL_NAME as CASCADE_MODEL_NAME
 from tritonscale.core.cascade_spec import Cascade, parse_cascade
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8")
@@ -925,6 +927,20 @@ def _parse_routing(r: _Reader, data: Any) -> Routing:
     )
 
 
+def _check_cascade_serving(r: _Reader, model: ModelSpec | None, routing: Routing) -> None:
+    """What serving a cascade needs from the rest of the spec (CEL rules mirror it)."""
+    name = model.name if model is not None else None
+    if name and (len(name) > MAX_CASCADE_MODEL_NAME or not CASCADE_MODEL_NAME.match(name)):
+        r.err("spec.model.name",
+              f"a cascade's model name names its router model and directory: at most "
+              f"{MAX_CASCADE_MODEL_NAME} letters, digits, _ and -, not starting with -; "
+              f"got {name[:40]!r}")
+    if routing.weighted:
+        r.err("spec.routing.mode",
+              "gateway routing is not supported with spec.cascade (routes would send "
+              "requests past the router straight to tier 2); use mode service")
+
+
 def parse_spec(data: Any) -> ScaledModelSpec:
     """Parse a ScaledModel ``spec`` mapping; raise :class:`SpecError` listing every problem."""
     r = _Reader()
@@ -954,6 +970,8 @@ def parse_spec(data: Any) -> ScaledModelSpec:
     cascade = parse_cascade(r, d.get("cascade"), {v.name for v in variants},
                             slo.min_accuracy if slo is not None else None)
     routing = _parse_routing(r, d.get("routing"))
+    if d.get("cascade") is not None:
+        _check_cascade_serving(r, model, routing)
 
     # Cross-field rules (mirrored by CEL rules in the CRD).
     if scaling.min_replicas > scaling.max_replicas:

@@ -22,14 +22,21 @@ Importing this module registers the handlers in Kopf's default registry;
   drops its in-memory state (``Reconciler.forget``).
 - shards (``memo.shard``): every handler and both indexes filter on the uid (the
   owner's uid for Deployments), so N operators split the ScaledModels.
+- lanes: spec changes (create / update / resume) run in ``memo.spec_executor``,
+  ticks and Deployment events in ``memo.background_executor``, so a spec change never
+  queues behind 2,000 ticks or a flood of Deployment events. The indexes are
+  ``async`` (cheap; no thread hop per watch event).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 import kopf
 
@@ -48,6 +55,12 @@ from tritonscale.handlers.ticker import PeeringGate, TickLoop
 
 DEFAULT_TICK_SECONDS = 1.0
 DEFAULT_TICK_WORKERS = 4
+# Kopf waits this long for the event of its own annotation patch before it handles a
+# stale body again (its default, 5 s, ran on_create twice for most objects when the
+# watch lagged under load: twice the work, and a backlog of bodies in memory).
+CONSISTENCY_TIMEOUT_SECONDS = 60.0
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # Our own Events explain every change; Kopf's per-handler ones would be noise.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = int(getattr(memo, "max_workers", 0) or 16)
+    settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT_SECONDS
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -110,8 +124,22 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         settings.peering.lifetime = int(lifetime)
 
 
+def _lane(memo: Any, name: str) -> Executor | None:
+    """``memo.spec_executor`` / ``memo.background_executor``; None: asyncio's default."""
+    executor = getattr(memo, name, None)
+    return executor if isinstance(executor, Executor) else None
+
+
+async def _in_lane(memo: Any, lane: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking ``fn(*args)`` in a lane's threads, with the caller's context
+    (Kopf's per-object logger posts its Events through context variables)."""
+    ctx = contextvars.copy_context()
+    call = functools.partial(ctx.run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(_lane(memo, lane), call)
+
+
 @kopf.index(GROUP, VERSION, PLURAL, when=owned_model)
-def scaledmodels(uid: str, body: Any, **_: Any) -> dict[str, dict[str, Any]]:
+async def scaledmodels(uid: str, body: Any, **_: Any) -> dict[str, dict[str, Any]]:
     """The ScaledModels this shard owns, by uid, as the tick loop reads them: what the
     reconciler needs (metadata, spec, status), without Kopf's bookkeeping annotations."""
     meta = body.get("metadata") or {}
@@ -158,7 +186,7 @@ async def start_ticking(
         resolution=float(getattr(memo, "tick_seconds", 0) or DEFAULT_TICK_SECONDS),
         concurrency=int(getattr(memo, "tick_workers", 0) or DEFAULT_TICK_WORKERS),
         gate=gate if isinstance(gate, PeeringGate) else PeeringGate(),
-        executor=settings.execution.executor,
+        executor=_lane(memo, "background_executor") or settings.execution.executor,
         gone=reconciler.forget,
     )
     memo.tick_loop = loop
@@ -178,7 +206,7 @@ async def stop_ticking(memo: Any, **_: Any) -> None:
     labels={LABEL_SM: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER},
     when=owned_deployment,
 )
-def deployments_by_model(
+async def deployments_by_model(
     namespace: str | None, labels: Mapping[str, str], body: Any, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """The operator's Deployments per (namespace, ScaledModel), kept by Kopf's watch,
@@ -187,7 +215,7 @@ def deployments_by_model(
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def model_names(uid: str | None, body: Any, memo: Any, **_: Any) -> dict[Any, Any]:
+async def model_names(uid: str | None, body: Any, memo: Any, **_: Any) -> dict[Any, Any]:
     """Tell the reconciler which Triton model each ScaledModel serves. Kopf fills
     indexes before it runs any handler, so the first reconcile of a ScaledModel
     already knows every older one serving the same model name in its namespace
@@ -241,25 +269,39 @@ def _spec_handler(body: Any, memo: Any, logger: Any, index: Any = None) -> None:
         logger.warning("invalid spec: %s", "; ".join(out.errors[:5]))
 
 
+async def _spec_lane(body: Any, memo: Any, logger: Any, index: Any) -> None:
+    await _in_lane(memo, "spec_executor", _spec_handler, body, memo, logger, index)
+
+
 @kopf.on.create(GROUP, VERSION, PLURAL, when=owned_model)
-def on_create(
+async def on_create(
     body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
 ) -> None:
-    _spec_handler(body, memo, logger, deployments_by_model)
+    await _spec_lane(body, memo, logger, deployments_by_model)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=owned_model)
-def on_update(
+async def on_update(
     body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
 ) -> None:
-    _spec_handler(body, memo, logger, deployments_by_model)
+    await _spec_lane(body, memo, logger, deployments_by_model)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=owned_model)
-def on_resume(
+async def on_resume(
     body: Any, memo: Any, logger: Any, deployments_by_model: Any = None, **_: Any
 ) -> None:
-    _spec_handler(body, memo, logger, deployments_by_model)
+    await _spec_lane(body, memo, logger, deployments_by_model)
+
+
+def _deployment_event(type: str, body: Any, memo: Any, index: Any) -> None:
+    try:
+        _reconciler(memo).deployment_event(
+            plain(body), deleted=type == "DELETED",
+            deployments=lambda ns, sm: _indexed(index, ns, sm),
+        )
+    except ReconcileError as e:
+        log.warning("refresh after a Deployment event failed: %s", e)
 
 
 @kopf.on.event(
@@ -267,18 +309,13 @@ def on_resume(
     labels={LABEL_SM: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER},
     when=owned_deployment,
 )
-def on_deployment(
+async def on_deployment(
     type: str | None, body: Any, memo: Any, deployments_by_model: Any = None, **_: Any
 ) -> None:
     if type is None:
         return  # the initial listing: on_resume already reconciles every ScaledModel
-    try:
-        _reconciler(memo).deployment_event(
-            plain(body), deleted=type == "DELETED",
-            deployments=lambda ns, sm: _indexed(deployments_by_model, ns, sm),
-        )
-    except ReconcileError as e:
-        log.warning("refresh after a Deployment event failed: %s", e)
+    await _in_lane(memo, "background_executor", _deployment_event, type, body, memo,
+                   deployments_by_model)
 
 
 @kopf.on.probe(id="reconciler")

@@ -28,6 +28,12 @@ from tritonscale.core import admission
 from tritonscale.core import status as st
 from tritonscale.core.api import ANNOTATION_SPEC_HASH, API_VERSION, KIND, LABEL_SM
 from tritonscale.core.autoscale import decide
+from tritonscale.core.cascade_render import (
+    published_threshold,
+    router_configmap_name,
+    threshold_configmap_name,
+    tier2_service_name,
+)
 from tritonscale.core.fleet import interval_of
 from tritonscale.core.placement import changes
 from tritonscale.core.render import (
@@ -35,6 +41,7 @@ from tritonscale.core.render import (
     Owner,
     RenderOptions,
     deployment_name,
+    get_cascade_objects,
     get_deployment,
     get_service,
     spec_hash,
@@ -53,6 +60,7 @@ from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
 from tritonscale.handlers import apierrors, ownership
 from tritonscale.handlers.ports import KubeAPI, NullSignalSource, Policy, SignalSource
+from tritonscale.router import router_source
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +107,8 @@ class Reconciler:
     signals: SignalSource = field(default_factory=NullSignalSource)
     policy: Policy = decide
     clock: Callable[[], float] = time.time
-    options: RenderOptions = DEFAULT_OPTIONS
+    options: RenderOptions = field(default_factory=lambda: replace(
+        DEFAULT_OPTIONS, router_source=router_source()))
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _last_decided: dict[str, float] = field(default_factory=dict, repr=False)
@@ -133,12 +142,19 @@ class Reconciler:
     # model name and namespace. Filled by the Kopf index before any handler runs
     # (handlers/lifecycle.py model_names) and by every reconcile.
     _claims: dict[str, admission.Claim] = field(default_factory=dict, repr=False)
+    # The same claims by (namespace, model name): a reconcile compares with its
+    # namesakes only, not with every ScaledModel (O(n) per pass at 2,000 models).
+    _claimants: dict[tuple[str, str], set[str]] = field(default_factory=dict, repr=False)
     # Weighted routing: backendRef weights of the routes last applied, per uid (a
     # Deployment is deleted only once a route giving it weight 0 was applied), and
     # the hash of the per-placement Services and routes with when they were applied.
     _route_weights: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict,
                                                                  repr=False)
     _route_hash: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
+    # Cascades: per uid, the hash of each applied object (tier-2 Service, router and
+    # threshold ConfigMaps) by name, with when it was applied.
+    _cascade_hash: dict[str, dict[str, tuple[str, float]]] = field(default_factory=dict,
+                                                                   repr=False)
 
     # -- entry points (called by the Kopf handlers) ------------------------------
 
@@ -279,7 +295,7 @@ class Reconciler:
                     log.exception("forgetting %s/%s in %r failed", namespace, name, part)
         with self._guard:
             self._locks.pop(f"{namespace}/{name}", None)
-            self._claims.pop(uid, None)
+            self._unclaim(uid)
         self._status.pop(uid, None)
         self._last_decided.pop(uid, None)
         self._service_hash.pop(uid, None)
@@ -289,6 +305,7 @@ class Reconciler:
         self._blocked.pop(uid, None)
         self._route_weights.pop(uid, None)
         self._route_hash.pop(uid, None)
+        self._cascade_hash.pop(uid, None)
 
     def claim(self, uid: str, body: Mapping[str, Any]) -> None:
         """Record which Triton model name the ScaledModel ``body`` serves."""
@@ -297,13 +314,24 @@ class Reconciler:
         model = spec.get("model") if isinstance(spec, Mapping) else None
         mname = model.get("name") if isinstance(model, Mapping) else None
         with self._guard:
+            self._unclaim(uid)
             if not uid or not isinstance(mname, str):
-                self._claims.pop(uid, None)
                 return
-            self._claims[uid] = admission.Claim(
+            c = self._claims[uid] = admission.Claim(
                 str(meta.get("namespace") or ""), str(meta.get("name") or ""), mname,
                 str(meta.get("creationTimestamp") or ""),
             )
+            self._claimants.setdefault((c.namespace, c.model), set()).add(uid)
+
+    def _unclaim(self, uid: str) -> None:
+        """Drop ``uid``'s claim (caller holds ``_guard``)."""
+        old = self._claims.pop(uid, None)
+        if old is not None:
+            uids = self._claimants.get((old.namespace, old.model))
+            if uids is not None:
+                uids.discard(uid)
+                if not uids:
+                    del self._claimants[(old.namespace, old.model)]
 
     def _not_admitted(
         self, uid: str, body: Mapping[str, Any], spec: ScaledModelSpec
@@ -315,7 +343,8 @@ class Reconciler:
         self.claim(uid, body)
         with self._guard:
             me = self._claims.get(uid)
-            others = [c for u, c in self._claims.items() if u != uid]
+            namesakes = self._claimants.get((me.namespace, me.model), ()) if me else ()
+            others = [self._claims[u] for u in namesakes if u != uid]
         errors = admission.model_name_errors(me, others) if me is not None else []
         if errors:
             return admission.MODEL_NAME_CONFLICT, SpecError(errors)
@@ -388,6 +417,7 @@ class Reconciler:
         kind = apierrors.classify(api)
         # Whatever the pass did is re-read next time.
         self._service_hash.pop(uid, None)
+        self._cascade_hash.pop(uid, None)
         self._status.pop(uid, None)
         now = self.clock()
         involved = {"apiVersion": API_VERSION, "kind": KIND, "namespace": ns, "name": name,
@@ -499,17 +529,26 @@ class Reconciler:
             known = self._service_hash.get(uid)
             apply_svc = (known is None or known[0] != h
                          or now - known[1] >= self.service_refresh_seconds)
+            # A cascade's tier-2 Service and ConfigMaps: those that changed or are stale.
+            threshold, cascade_objs = self._cascade_objects(owner, spec, uid, decision,
+                                                            status, now)
             # Never take over an object we did not create (handlers/ownership.py).
             new_deps = [d for d in (get_deployment(owner, spec, p, self.options)
                                     for p in todo.apply)
                         if d["metadata"]["name"] not in by_name]
-            clash = ownership.conflicts(self.kube, uid, ([svc] if apply_svc else []) + new_deps)
+            clash = ownership.conflicts(
+                self.kube, uid, ([svc] if apply_svc else []) + cascade_objs + new_deps)
             if clash:
                 return self._ownership_conflict(ns, name, involved, status, generation,
                                                 clash, now, spec, states)
             if apply_svc:
                 self.kube.apply(svc)
                 self._service_hash[uid] = (h, now)
+            # Before the Deployments: tier-1 pods mount the ConfigMaps.
+            self._apply_cascade(involved, uid, cascade_objs, threshold, status, now)
+            if spec.cascade is None and (uid in self._cascade_hash
+                                         or _had_cascade(status)):
+                self._prune_cascade(owner, uid)
             for p in todo.apply:
                 dep = get_deployment(owner, spec, p, self.options)
                 dname = dep["metadata"]["name"]
@@ -664,6 +703,62 @@ class Reconciler:
         self._route_weights.pop(uid, None)
         self._route_hash.pop(uid, None)
 
+    # -- cascades (core/cascade_render.py) ------------------------------------------
+
+    def _cascade_objects(
+        self, owner: Owner, spec: ScaledModelSpec, uid: str, decision: Decision | None,
+        status: Mapping[str, Any], now: float,
+    ) -> tuple[float | None, list[dict[str, Any]]]:
+        """The threshold to publish and the cascade objects to apply now (changed, or
+        not applied for ``service_refresh_seconds``, so deleted ones come back).
+
+        The threshold is the policy's (``status.autoscaler.threshold``, as this pass
+        decided it or as last recorded): make-before-break is the policy's, so a
+        threshold escalating more arrives here only once tier 2's Ready capacity
+        holds it."""
+        if spec.cascade is None:
+            return None, []
+        state = decision.state if decision is not None else status.get("autoscaler")
+        threshold = published_threshold(spec, state)
+        known = self._cascade_hash.get(uid, {})
+        out = []
+        for obj in get_cascade_objects(owner, spec, threshold, self.options):
+            seen = known.get(obj["metadata"]["name"])
+            if seen is None or seen[0] != spec_hash(obj) or (
+                    now - seen[1] >= self.service_refresh_seconds):
+                out.append(obj)
+        return threshold, out
+
+    def _apply_cascade(
+        self, involved: Mapping[str, Any], uid: str, objs: Sequence[Mapping[str, Any]],
+        threshold: float | None, status: Mapping[str, Any], now: float,
+    ) -> None:
+        known = self._cascade_hash.setdefault(uid, {}) if objs else {}
+        for obj in objs:
+            oname = obj["metadata"]["name"]
+            self.kube.apply(obj)
+            known[oname] = (spec_hash(obj), now)
+            if oname == threshold_configmap_name(involved["name"]) and threshold is not None:
+                was = _recorded_threshold(status)
+                if was is not None and abs(was - threshold) > 1e-9:
+                    self._event(involved, "Normal", "ThresholdChanged",
+                                f"Cascade router threshold {was:g} -> {threshold:g} "
+                                f"(ConfigMap {oname}; no pod restarts)")
+
+    def _prune_cascade(self, owner: Owner, uid: str) -> None:
+        """``spec.cascade`` was removed: delete the tier-2 Service and the ConfigMaps
+        (only ours; absent ones are fine)."""
+        ns = owner.namespace
+        sname = tier2_service_name(owner.name)
+        live = self.kube.get("Service", ns, sname)
+        if live is not None and ownership.is_ours(live, uid):
+            self.kube.delete_service(ns, sname)
+        for cname in (router_configmap_name(owner.name), threshold_configmap_name(owner.name)):
+            live = self.kube.get("ConfigMap", ns, cname)
+            if live is not None and ownership.is_ours(live, uid):
+                self.kube.delete_configmap(ns, cname)
+        self._cascade_hash.pop(uid, None)
+
     def _write_status(
         self, ns: str, name: str, uid: str, status: Mapping[str, Any], patch: Mapping[str, Any]
     ) -> bool:
@@ -768,6 +863,22 @@ def _routed_ok(weights: Mapping[tuple[str, str], int],
         msg += "; draining (weight 0, deleted next pass): " + ", ".join(
             f"{v}@{p}" for v, p in later)
     return st.Condition(ROUTED, "True", "RoutesApplied", msg)
+
+
+def _had_cascade(status: Mapping[str, Any]) -> bool:
+    """Did the last recorded decision plan a cascade (so its objects may exist)?"""
+    last = status.get("lastDecision")
+    details = last.get("details") if isinstance(last, Mapping) else None
+    return isinstance(details, Mapping) and "cascade" in details
+
+
+def _recorded_threshold(status: Mapping[str, Any]) -> float | None:
+    """The threshold the recorded status holds (the one the ConfigMap was given)."""
+    auto = status.get("autoscaler")
+    raw = auto.get("threshold") if isinstance(auto, Mapping) else None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return float(raw)
+    return None
 
 
 def _same(cur: Mapping[str, Any], want: Mapping[str, Any]) -> bool:

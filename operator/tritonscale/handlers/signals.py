@@ -9,6 +9,11 @@
   polls because a rate needs two scrapes);
 - ``none``: load is never known; the planner holds the plan (manual mode).
 
+A cascade's signals are its router's (``<model>-cascade``, on the tier-1 pods): its
+requests are the demand and its latency the end-to-end one, tier 2 included. Its
+escalation rate comes from Prometheus only; with direct scraping it stays unknown
+and the planner holds its correction of the curve.
+
 Never raises: any failure is an :class:`Observation` with ``rps=None`` and ``error``.
 """
 
@@ -25,6 +30,7 @@ from tritonscale.adapters.prometheus import PrometheusSignals, is_query_failure
 from tritonscale.adapters.signals import GroupKey, Signals, to_observation
 from tritonscale.adapters.triton import MetricsScraper, aggregate_groups
 from tritonscale.core.api import LABEL_POOL, LABEL_VARIANT
+from tritonscale.core.cascade_render import router_model
 from tritonscale.core.spec import PrometheusSource, ScaledModelSpec
 from tritonscale.core.types import Observation
 
@@ -40,6 +46,12 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or ()
     )
+
+
+def served_model(spec: ScaledModelSpec) -> str:
+    """The Triton model clients call: a cascade's router (its requests are the demand,
+    its latency the end-to-end one), else ``spec.model.name``."""
+    return router_model(spec) if spec.cascade is not None else spec.model.name
 
 
 class SpecSignalSource:
@@ -96,7 +108,10 @@ class SpecSignalSource:
             client = self._prom.get(cfg)
             if client is None:
                 client = self._prom[cfg] = self._prometheus_factory(cfg)
-        sig: Signals = client.signals(namespace, spec.model.name, spec.slo.latency.percentile)
+        pct = spec.slo.latency.percentile
+        sig: Signals = (client.signals(namespace, served_model(spec), pct, cascade=True)
+                        if spec.cascade is not None
+                        else client.signals(namespace, spec.model.name, pct))
         if is_query_failure(sig.error):
             with self._lock:
                 self._open_until[cfg] = (self._clock() + self.breaker_seconds, sig.error)
@@ -108,6 +123,10 @@ class SpecSignalSource:
         pct = spec.slo.latency.percentile
         port = spec.metrics.triton_metrics_port
         pods = [p for p in self._list_pods(namespace, name) if _pod_ready(p)]
+        if spec.cascade is not None:  # the router answers on the tier-1 pods only
+            tier1 = spec.cascade.first.variant
+            pods = [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(
+                LABEL_VARIANT) == tier1]
         with self._lock:
             old = self._scrapers.get((namespace, name), {})
             live: dict[str, Any] = {}
@@ -115,7 +134,7 @@ class SpecSignalSource:
                 meta = pod.get("metadata") or {}
                 uid = str(meta.get("uid") or meta.get("name"))
                 url = f"http://{pod['status']['podIP']}:{port}/metrics"
-                live[uid] = old.get(uid) or self._scraper_factory(url, spec.model.name)
+                live[uid] = old.get(uid) or self._scraper_factory(url, served_model(spec))
             self._scrapers[(namespace, name)] = live
             gone = [sc for uid, sc in old.items() if uid not in live]
         for sc in gone:

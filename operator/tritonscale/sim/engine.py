@@ -23,10 +23,27 @@ Pure code (numpy only). What it models, and how:
   signals sampled like Prometheus scrapes (rate over a window, percentile over
   a window of completed requests, busy fraction, in-flight concurrency). New
   replicas become Ready after the pool's ``startupSeconds`` and are billed
-  from the moment they are requested. Scale-down removes not-Ready replicas
-  first, then the newest Ready ones; a removed Ready replica leaves the
-  endpoints at once, finishes its queue, and stays billed for its termination
-  (preStop drain + the in-flight work, ``SimConfig.drain_s``/``exit_timeout_s``).
+  from the moment they are requested. Scale-down removes pods in the order of
+  the ReplicaSet controller's ranking: not-Ready replicas first (newest
+  first), then the Ready ones that have been Ready the shortest time. A
+  removed Ready replica leaves the endpoints at once and keeps computing its
+  queue; its pod is gone, and stops being billed, when the preStop sleep
+  (``SimConfig.drain_s``) has passed and Triton has finished that work, at
+  most ``exit_timeout_s`` after the sleep (terminationGracePeriodSeconds =
+  the two, as core/render.py sets it); work still queued then is killed
+  (*dropped*).
+* **Steady-state start** (``SimConfig.preroll_max_s``): before the measured
+  replay the policy runs on the trace's first window (``preroll_window_s``),
+  replayed over and over, until its fleet is settled: at least the policy's
+  ``settle_s`` (its longest memory: stabilisation windows, startups), then
+  until the fleet has not changed and is all Ready for ``preroll_quiet_s``, at
+  most ``preroll_max_s``. The measured replay then starts with that fleet
+  Ready, the queues and signal windows as they are, and the policy's own
+  state (forecast, corrections, windows) carried on; nothing of the pre-roll
+  is billed or measured. ``preroll_max_s = 0`` (a bare Simulator's default):
+  the replay starts from the policy's ``initial`` fleet, Ready at t=0
+  (``warm_start``); :func:`tritonscale.sim.report.run_policy` pre-rolls up to
+  ``DEFAULT_PREROLL_S`` unless told otherwise.
 * **Spot preemptions** (optional, seeded): a Poisson process per spot pool;
   an event kills every replica of the pool (queued requests are *dropped*),
   and the pool is unavailable for ``preemption_outage_s``; the Deployment's
@@ -53,6 +70,8 @@ from tritonscale.core.types import Observation, PlacementState
 Key = tuple[str, str]
 
 LOAD_BALANCING = ("random", "round-robin", "weighted")
+# The longest steady-state pre-roll of a policy replay (SimConfig.preroll_max_s).
+DEFAULT_PREROLL_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,14 @@ class SimConfig:
     slo_window_s: float = 60.0
     # Windows starting in the first warmup_s seconds are reported apart.
     warmup_s: float = 300.0
+    # Steady-state start (module doc): the longest pre-roll (0 = none; None = the
+    # caller's default: none for a bare Simulator, DEFAULT_PREROLL_S for
+    # sim.report.run_policy, i.e. `simulate` and the benchmarks), the stretch of
+    # unchanged, Ready fleet that counts as settled, and the trace's first window
+    # whose load is replayed.
+    preroll_max_s: float | None = None
+    preroll_quiet_s: float = 120.0
+    preroll_window_s: float = 60.0
     # A removed Ready replica stays billed for its termination: the preStop drain,
     # then Triton finishing in-flight work for at most its exit timeout
     # (core/render.py's RenderOptions defaults).
@@ -95,6 +122,13 @@ class SimConfig:
         t = self.client_timeout_s
         if t is not None and not (t > 0 and math.isfinite(t)):
             raise ValueError(f"client_timeout_s: {t!r} must be a positive number of seconds")
+        for name in ("preroll_max_s", "preroll_quiet_s"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"{name}: {v!r} must be >= 0 seconds")
+        w = self.preroll_window_s
+        if not (w > 0 and math.isfinite(w)):
+            raise ValueError(f"preroll_window_s: {w!r} must be a positive number of seconds")
 
 
 def _batch_loop(
@@ -105,11 +139,16 @@ def _batch_loop(
     return r.left, r.t_free, r.dones, r.sizes, r.busy_s
 
 
-__all__ = ["LOAD_BALANCING", "SimConfig", "Simulator", "service_table"]
+__all__ = ["DEFAULT_PREROLL_S", "LOAD_BALANCING", "SimConfig", "Simulator", "service_table"]
 
 
 _EMPTY_F = np.empty(0, dtype=np.float64)
 _EMPTY_I = np.empty(0, dtype=np.int64)
+
+
+def _removal_rank(r: Replica, now: float) -> tuple[bool, float, int]:
+    ready = r.ready_at <= now
+    return (ready, -r.ready_at if ready else 0.0, -r.rid)
 
 
 @dataclass
@@ -216,6 +255,14 @@ class Simulator:
         self.preemptions = self._draw_preemptions()
         self._pre_i = 0
         self.steps: list[StepRecord] = []
+        # Requests lost while in flight (preempted, or killed at the end of a
+        # termination grace): their indices and when they were lost.
+        self._lost: list[tuple[NDArray[np.int64], float]] = []
+        # The measured replay starts at t0 with request n_pre (both 0 without a
+        # pre-roll); the pre-roll's arrivals come first in self.arr.
+        self.t0 = 0.0
+        self.n_pre = 0
+        self._measured: NDArray[np.float64] | None = None
         # Per interval end: busy seconds, Ready replica-seconds, queue-wait sum and count.
         self._busy_hist: list[
             tuple[float, dict[Key, float], dict[Key, float], dict[Key, float], dict[Key, int]]
@@ -229,7 +276,9 @@ class Simulator:
         self._svc: dict[Key, list[float]] = {}
 
     # ------------------------------------------------------------------ setup
-    def _draw_preemptions(self) -> list[tuple[float, str]]:
+    def _draw_preemptions(self, horizon: float | None = None) -> list[tuple[float, str]]:
+        """Seeded preemption events over [0, horizon) (default: the replay)."""
+        end = self.end_t if horizon is None else horizon
         rate = self.cfg.preemption_rate_per_hour
         if rate <= 0:
             return []
@@ -241,7 +290,7 @@ class Simulator:
             t = 0.0
             while True:
                 t += float(rng.exponential(3600.0 / rate))
-                if t >= self.end_t:
+                if t >= end:
                     break
                 out.append((t, pool.name))
         out.sort()
@@ -322,6 +371,12 @@ class Simulator:
             to = self.timed_out[lo:hi]
             end = np.where(gone & to, a + patience, end)
             end = np.where(gone & ~to, a, end)
+            # Lost while in flight (preemption, end of a termination grace): in
+            # flight until then.
+            for idx, t_lost in self._lost:
+                sel = idx[(idx >= lo) & (idx < hi)] - lo
+                if len(sel):
+                    end[sel] = t_lost
         end = np.minimum(end, self.now)
         start = np.maximum(a, self.now - w)
         return float(np.sum(np.clip(end - start, 0.0, None))) / w
@@ -429,22 +484,36 @@ class Simulator:
                 ready = now if instant else start + self.startup_s(pool)
                 reps.append(self._new_replica(key, ready, start))
             if len(reps) > want:
-                # Remove not-Ready first (newest first), then Ready (newest first),
-                # like the ReplicaSet controller's ranking of pods to delete.
-                order = sorted(reps, key=lambda r: (r.ready_at <= now, -r.rid))
+                # The ReplicaSet controller's ranking of pods to delete
+                # (controller_utils.go ActivePodsWithRanks): not Ready before Ready;
+                # among Ready ones, Ready for less time first; then newer first.
+                order = sorted(reps, key=lambda r: _removal_rank(r, now))
                 drop = order[: len(reps) - want]
                 ids = {r.rid for r in drop}
                 self.replicas[key] = [r for r in reps if r.rid not in ids]
                 for r in drop:
                     if r.ready_at <= now:
-                        # Out of the endpoints at once; finishes its queue, then the
-                        # pod terminates: billed for the preStop drain plus the time
-                        # Triton needs for in-flight work (at most its exit timeout).
-                        self._serve(r, math.inf)
-                        left = min(max(r.t_free - now, 0.0), self.cfg.exit_timeout_s)
-                        r.bill_until = now + self.cfg.drain_s + left
-                        if r.bill_until > r.bill_from:
-                            self.draining.append(r)
+                        self._terminate(r)
+
+    def _terminate(self, r: Replica) -> None:
+        """A Ready replica deleted now: out of the endpoints at once, it keeps
+        computing its queue through the preStop sleep; Triton then exits when that
+        work is done, at most ``exit_timeout_s`` later (the kubelet kills the pod at
+        the end of terminationGracePeriodSeconds = drain + exit timeout). Billed
+        until the pod is gone; requests not finished by then are lost."""
+        now = self.now
+        idx = r.pend_i
+        self._serve(r, math.inf)
+        drain, grace = self.cfg.drain_s, self.cfg.drain_s + self.cfg.exit_timeout_s
+        r.bill_until = now + max(drain, min(r.t_free - now, grace))
+        if len(idx):
+            d = self.done[idx]
+            late = idx[np.isfinite(d) & (d > now + grace)]
+            if len(late):
+                self.done[late] = np.inf
+                self._lost.append((late, now + grace))
+        if r.bill_until > r.bill_from:
+            self.draining.append(r)
 
     def _serve(self, r: Replica, end: float) -> tuple[float, float, int]:
         """Run ``r``'s batcher up to ``end``: (busy seconds, queue-wait sum, started)."""
@@ -491,6 +560,7 @@ class Simulator:
                     self._serve(r, t)  # batches already dispatched complete
                 if len(r.pend_i):
                     self.done[r.pend_i] = np.inf
+                    self._lost.append((r.pend_i, t))
                 r.pend_t, r.pend_i = _EMPTY_F, _EMPTY_I
                 r.ready_at = until + self.startup_s(pool)
                 r.t_free = r.ready_at
@@ -628,14 +698,80 @@ class Simulator:
                 if math.isfinite(float(v)) and float(v) >= 0
             }
 
+    # -------------------------------------------------------------- pre-roll
+    def _start_preroll(self, length: float) -> None:
+        """Put ``length`` seconds of the trace's first window, repeated, before the
+        measured arrivals (cut at the settling time by :meth:`_begin_measure`)."""
+        self._measured = self.arr
+        w = self.cfg.preroll_window_s
+        a0 = float(self.arr[0]) if self.n else 0.0
+        first = self.arr[: int(np.searchsorted(self.arr, a0 + w, "left"))] - a0
+        reps = math.ceil(length / w - 1e-9)
+        tile = (first[None, :] + (np.arange(reps, dtype=np.float64) * w)[:, None]).ravel()
+        tile = tile[tile < length]
+        self._set_arrivals(np.concatenate((tile, self._measured + length)), 0)
+        self.preemptions = []  # none while settling
+
+    def _set_arrivals(self, arr: NDArray[np.float64], keep: int) -> None:
+        """New arrivals after the first ``keep`` (whose outcomes are kept)."""
+        n = len(arr)
+        done = np.full(n, np.nan)
+        timed_out = np.zeros(n, dtype=bool)
+        where = np.full(n, -1, dtype=np.int16)
+        if keep:
+            done[:keep] = self.done[:keep]
+            timed_out[:keep] = self.timed_out[:keep]
+            where[:keep] = self.where[:keep]
+        self.arr, self.done, self.timed_out, self.where, self.n = (
+            arr, done, timed_out, where, n
+        )
+        self.end_t = float(arr[-1]) + 1e-6 if n else 0.0
+
+    def _begin_measure(self, t: float) -> None:
+        """The fleet is settled at ``t``: the measured replay starts here, with every
+        replica Ready, nothing billed so far, the spot preemptions drawn for it."""
+        assert self._measured is not None
+        keep = int(np.searchsorted(self.arr, t, "left"))
+        self._set_arrivals(np.concatenate((self.arr[:keep], self._measured + t)), keep)
+        self.t0, self.n_pre = t, keep
+        for reps in self.replicas.values():
+            for r in reps:
+                if r.ready_at > t:
+                    r.ready_at = r.t_free = t
+                r.bill_from = max(r.bill_from, t)
+        self.draining = []
+        self.cost_usd = 0.0
+        self.steps = []
+        self.preemptions = [
+            (tp + t, pool) for tp, pool in self._draw_preemptions(self.end_t - t)
+        ]
+        self._pre_i = 0
+
+    def _fleet(self, t: float) -> tuple[dict[Key, int], bool]:
+        """Replicas per placement, and whether all of them are Ready at ``t``."""
+        counts = {k: len(v) for k, v in self.replicas.items() if v}
+        ready = all(r.ready_at <= t for v in self.replicas.values() for r in v)
+        return counts, ready
+
+    # ------------------------------------------------------------------ driver
     def run(self, policy: Policy, on_step: Callable[[StepRecord], None] | None = None) -> SimRun:
+        interval = float(policy.interval_s)
+        pre_max = self.cfg.preroll_max_s or 0.0
+        if pre_max > 0 and self.n:
+            pre_max = math.ceil(pre_max / interval - 1e-9) * interval
+            self._start_preroll(pre_max)
+        measuring = self._measured is None
+        settle = min(float(getattr(policy, "settle_s", 0.0)), pre_max)
+        quiet = self.cfg.preroll_quiet_s
         self.now = 0.0
         init = policy.initial(self)
         self._take_weights(policy)
-        self.apply(init, instant=self.cfg.warm_start)
+        self.apply(init, instant=self.cfg.warm_start or not measuring)
         t = 0.0
-        interval = float(policy.interval_s)
         first = True
+        # The fleet last seen, and since when it has been unchanged and all Ready.
+        fleet: dict[Key, int] = {}
+        calm: float | None = None
         while t < self.end_t:
             self.now = t
             if not first:
@@ -643,7 +779,21 @@ class Simulator:
                 self._take_weights(policy)
                 self.apply(target)
             first = False
+            if not measuring:
+                now_fleet, all_ready = self._fleet(t)
+                if now_fleet != fleet or not all_ready:
+                    calm = None
+                elif calm is None:
+                    calm = t
+                fleet = now_fleet
+                if t >= pre_max - 1e-9 or (
+                    t >= settle - 1e-9 and calm is not None and t - calm >= quiet - 1e-9
+                ):
+                    self._begin_measure(t)
+                    measuring = True
             t1 = min(t + interval, self.end_t)
+            if not measuring:
+                t1 = min(t1, pre_max)
             desired = {k: len(v) for k, v in self.replicas.items() if v}
             ready_n = {
                 k: sum(1 for r in v if r.ready_at <= t) for k, v in self.replicas.items() if v
@@ -652,28 +802,36 @@ class Simulator:
                 r.price_per_hour for v in self.replicas.values() for r in v if r.bill_from <= t
             ) + sum(r.price_per_hour for r in self.draining if r.bill_from <= t < r.bill_until)
             self.run_interval(t, t1)
-            lo = int(np.searchsorted(self.arr, t, "left"))
-            hi = int(np.searchsorted(self.arr, t1, "left"))
-            rec = StepRecord(
-                t=t,
-                rps=(hi - lo) / max(t1 - t, 1e-9),
-                desired=desired,
-                ready=ready_n,
-                cost_per_hour=cost_rate,
-                reason=str(getattr(policy, "last_reason", "")),
-            )
-            self.steps.append(rec)
-            if on_step is not None:
-                on_step(rec)
+            if measuring:
+                lo = int(np.searchsorted(self.arr, t, "left"))
+                hi = int(np.searchsorted(self.arr, t1, "left"))
+                rec = StepRecord(
+                    t=t - self.t0,
+                    rps=(hi - lo) / max(t1 - t, 1e-9),
+                    desired=desired,
+                    ready=ready_n,
+                    cost_per_hour=cost_rate,
+                    reason=str(getattr(policy, "last_reason", "")),
+                )
+                self.steps.append(rec)
+                if on_step is not None:
+                    on_step(rec)
             t = t1
         self.now = self.end_t
         self.finish()
+        if self._measured is None:
+            arrivals, done, timed_out = self.arr, self.done, self.timed_out
+        else:
+            # The trace's own times (exact), completions on that clock.
+            arrivals = self._measured
+            done = self.done[self.n_pre :] - self.t0
+            timed_out = self.timed_out[self.n_pre :]
         return SimRun(
-            arrivals=self.arr,
-            done=self.done,
-            timed_out=self.timed_out,
+            arrivals=arrivals,
+            done=done,
+            timed_out=timed_out,
             cost_usd=self.cost_usd,
-            duration_s=self.end_t,
+            duration_s=self.end_t - self.t0,
             steps=self.steps,
-            preemptions=list(self.preemptions),
+            preemptions=[(tp - self.t0, pool) for tp, pool in self.preemptions],
         )

@@ -9,8 +9,8 @@
   when scaling up (and never flip the direction); the recommendation is
   stabilised (scale-down: max over 300 s; scale-up: no window); scale-up is
   limited per 15 s period to max(+100%, +4 pods); scale-down up to 100%.
-  One Deployment: one variant on one pool (default: the most accurate variant
-  on the cheapest on-demand pool that has a profile for it). Metric:
+  One Deployment: one variant on one pool (``sim.baselines`` finds the fairest
+  one by default; ``default_deployment`` is what users typically pick). Metric:
   ``utilisation`` (busy fraction of the GPU, like DCGM's GPU utilisation,
   averaged over Ready pods) or ``latency`` (the observed SLO percentile as an
   Object metric with a Value target).
@@ -23,7 +23,9 @@
   of one replica serving 70% (Knative's default target utilisation) of its SLO
   capacity (Little's law: that rate x the median latency there). Concurrency is
   not linear in rate under batching, so 70% of the concurrency at capacity
-  would under-provision.
+  would under-provision. The observed concurrency is what Knative's queue-proxy
+  reports: requests in flight at the pod, queued in Triton or computing
+  (``Simulator.concurrency``).
 * ``static-peak``: the HPA's Deployment with a fixed replica count sized for
   the trace's peak 1-minute rate x (1 + headroom).
 * ``oracle``: knows every future arrival and starts replicas instantly; each
@@ -41,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -101,10 +103,15 @@ class TritonscalePolicy:
         self.decisions = 0
         # Gateway mode: backendRef weights per placement (read by the engine).
         self.route_weights: dict[Key, float] | None = None
+        # Its longest memory (engine pre-roll): the scale-down stabilisation window
+        # after the slowest pool's startup.
+        self.settle_s = spec.scaling.scale_down_stabilization_seconds + max(
+            (p.startup_seconds for p in spec.node_pools), default=0.0
+        )
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
         d = decide(self.spec, Observation(rps=self.start_rps), None, view.now)
-        self.state = d.state
+        self.state = json.loads(json.dumps(d.state))
         self.last_reason = d.reason
         self.route_weights = gateway_weights(self.spec, view, d.replicas(), instant=True)
         return d.replicas()
@@ -193,7 +200,12 @@ class HPAConfig:
     scale_down_percent: float = 100.0
     scale_down_period_s: float = 15.0
     min_replicas: int = 1
-    max_replicas: int = 10
+    # None: the pool's maxReplicas.
+    max_replicas: int | None = None
+
+    @property
+    def upper(self) -> int:
+        return 10 if self.max_replicas is None else self.max_replicas
 
 
 @dataclass
@@ -259,7 +271,7 @@ def hpa_normalize(
             start + cfg.scale_up_pods,
             math.ceil(start * (1.0 + cfg.scale_up_percent / 100.0)),
         )
-        desired = min(desired, limit, cfg.max_replicas)
+        desired = min(desired, limit, cfg.upper)
     elif desired < current:
         removed = -sum(
             d for t, d in st.scale_events if d < 0 and t > now - cfg.scale_down_period_s
@@ -267,7 +279,7 @@ def hpa_normalize(
         start = current + removed
         limit = math.ceil(start * (1.0 - cfg.scale_down_percent / 100.0))
         desired = max(desired, limit, cfg.min_replicas)
-    desired = max(cfg.min_replicas, min(cfg.max_replicas, desired))
+    desired = max(cfg.min_replicas, min(cfg.upper, desired))
     if desired != current:
         st.scale_events.append((now, desired - current))
     horizon = max(cfg.scale_up_period_s, cfg.scale_down_period_s)
@@ -288,9 +300,14 @@ class HPAPolicy:
     ) -> None:
         self.variant, self.pool, self.profile = single_deployment(spec, variant, pool)
         self.key: Key = (self.variant.name, self.pool.name)
-        self.cfg = cfg or HPAConfig(max_replicas=self.pool.max_replicas)
+        cfg = cfg or HPAConfig()
+        if cfg.max_replicas is None:
+            cfg = replace(cfg, max_replicas=self.pool.max_replicas)
+        self.cfg = cfg
         self.spec = spec
         self.interval_s = self.cfg.sync_period_s
+        # Its longest memory: the scale-down window, then the pods' startup.
+        self.settle_s = cfg.scale_down_window_s + cfg.sync_period_s + self.pool.startup_seconds
         self.st = HPAState()
         self.start_rps = start_rps
         self.last_reason = ""
@@ -298,11 +315,11 @@ class HPAPolicy:
     def initial(self, view: SimView) -> Mapping[Key, int]:
         if self.cfg.metric == "utilisation":
             n = _replicas_for_utilisation(
-                self.profile, self.start_rps, self.cfg.target, self.cfg.max_replicas
+                self.profile, self.start_rps, self.cfg.target, self.cfg.upper
             )
         else:
             n = replicas_for(self.spec, self.variant, self.pool, self.start_rps)
-        n = max(self.cfg.min_replicas, min(self.cfg.max_replicas, n))
+        n = max(self.cfg.min_replicas, min(self.cfg.upper, n))
         return {self.key: n}
 
     def step(self, view: SimView) -> Mapping[Key, int]:
@@ -356,6 +373,7 @@ class KPAPolicy:
         median_ms = perf.predict_replica(prof, rate, 50.0).latency_ms
         self.target = max(0.01, rate * median_ms / 1000.0)
         self.start_rps = start_rps
+        self.settle_s = self.cfg.stable_window_s * 2 + self.pool.startup_seconds
         self.panic_since: float | None = None
         self.max_panic_pods = 0
         self.last_reason = ""
@@ -372,7 +390,9 @@ class KPAPolicy:
         max_down = math.floor(ready_pods / c.max_scale_down_rate)
         dspc = math.ceil(min(max(stable / self.target, max_down), max_up))
         dppc = math.ceil(min(max(panic / self.target, max_down), max_up))
-        over = panic / self.target / ready_pods >= c.panic_threshold
+        # autoscaler.go: isOverPanicThreshold := dppc/readyPodsCount >= PanicThreshold,
+        # dppc = ceil(observedPanicValue / target) before the rate limits.
+        over = math.ceil(panic / self.target) / ready_pods >= c.panic_threshold
         if over:
             # Start panicking, or extend the panic while the condition holds.
             self.panic_since = now
@@ -490,6 +510,7 @@ class OraclePolicy:
             batch_growth=base.batch_growth,
             startup_override_s=0.0,
             warmup_s=0.0,
+            preroll_max_s=0.0,
         )
         self._sized: dict[tuple[int, frozenset[str]], dict[Key, int]] = {}
         self.windows_sized = 0

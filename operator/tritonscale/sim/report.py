@@ -12,10 +12,16 @@ Metrics (one dict per policy):
   after the warm-up whose observed latency percentile (dropped and timed-out
   requests count as infinitely slow) is within the target;
   ``warmup_windows_met`` the same for the ``warmup_windows`` windows that
-  start inside the first ``warmup_s`` seconds (``--warmup``), reported apart:
-  the replay starts from the fleet the policy plans for the trace's first
-  minute, Ready at once, but its signal windows and forecasts are still empty.
-* ``cost_usd`` over the replay; ``mean_cost_per_hour`` = cost / duration.
+  start inside the first ``warmup_s`` seconds (``--warmup``), reported apart.
+  The replay starts from the policy's steady state on the trace's first minute
+  (the engine's pre-roll: fleet Ready, signal windows full, the policy's own
+  state settled; the cascade and the two references start from their initial
+  plan, Ready); the warm-up minutes are the move from that load to the trace's.
+* ``cost_usd`` over the replay (nothing of the pre-roll); ``mean_cost_per_hour``
+  = cost / duration.
+* ``runs_on``: ``variant@pool`` when the policy used one placement (a baseline:
+  the one its sweep chose, see :mod:`.baselines`), ``mix of N`` otherwise;
+  ``placements`` lists them; ``sweep`` (baselines) what each candidate did.
 * ``p50_ms, p95_ms, p99_ms`` over served requests.
 * ``accuracy``: expected accuracy served (a cascade's per request at the threshold
   the router ran; one variant's, or the Ready replicas' mean, otherwise).
@@ -26,15 +32,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.sim.baselines import BASELINES, Sweep, peak_rate, sweep, where
 from tritonscale.sim.cascade import run_accuracy, run_cascade
-from tritonscale.sim.engine import Policy, SimConfig, SimRun, Simulator, StepRecord
+from tritonscale.sim.engine import (
+    DEFAULT_PREROLL_S,
+    Policy,
+    SimConfig,
+    SimRun,
+    Simulator,
+    StepRecord,
+)
 from tritonscale.sim.policies import (
     POLICIES,
     HPAConfig,
@@ -45,7 +59,7 @@ from tritonscale.sim.policies import (
     TritonscalePolicy,
     initial_rate,
 )
-from tritonscale.sim.trace import per_window_rate
+from tritonscale.sim.windows import verdicts
 
 
 @dataclass
@@ -68,29 +82,14 @@ def summarize(
     timed_out = int(np.count_nonzero(run.timed_out))
     dropped = n - len(served) - timed_out
     within = int(np.count_nonzero(lat <= slo.target_ms))
-    # Per-window percentile; dropped count as +inf.  Windows that start inside the
-    # warm-up are counted apart.
-    met = 0
-    windows = 0
-    wmet = 0
-    wwindows = 0
-    if n:
-        idx = (run.arrivals // window_s).astype(np.int64)
-        bounds = np.searchsorted(idx, np.arange(idx[-1] + 2), "left")
-        for w in range(len(bounds) - 1):
-            a, b = bounds[w], bounds[w + 1]
-            if b <= a:
-                continue
-            seg = lat[a:b]
-            # Finite inf-aware percentile: rank of the percentile among sorted values.
-            k = max(0, math.ceil(slo.percentile / 100.0 * len(seg)) - 1)
-            ok = float(np.partition(seg, k)[k]) <= slo.target_ms
-            if w * window_s < warmup_s:
-                wwindows += 1
-                wmet += ok
-            else:
-                windows += 1
-                met += ok
+    # Per-window percentile (sim/windows.py); windows that start inside the warm-up
+    # are counted apart.
+    win, ok = verdicts(spec, run.arrivals, run.done, window_s)
+    warm = win.start_s < warmup_s
+    wwindows = int(np.count_nonzero(warm))
+    wmet = int(np.count_nonzero(ok & warm))
+    windows = len(win) - wwindows
+    met = int(np.count_nonzero(ok & ~warm))
 
     def pct(q: float) -> float:
         return round(float(np.percentile(served, q)), 3) if len(served) else math.nan
@@ -129,6 +128,9 @@ def make_policy(
     pool: str | None = None,
     config: SimConfig | None = None,
 ) -> Policy:
+    """Policy ``name``; a baseline on ``variant``/``pool`` (each defaulting to the
+    typical user's choice, :func:`~tritonscale.sim.policies.default_deployment`:
+    :func:`run_policy` sweeps for the fair one instead)."""
     start = initial_rate(arrivals)
     if name == "tritonscale":
         return TritonscalePolicy(spec, start)
@@ -137,14 +139,22 @@ def make_policy(
     if name == "kpa":
         return KPAPolicy(spec, start, None, variant, pool)
     if name == "static-peak":
-        peak = float(per_window_rate(arrivals, 60.0).max()) if len(arrivals) else 0.0
-        return StaticPeakPolicy(spec, peak, variant, pool)
+        return StaticPeakPolicy(spec, peak_rate(arrivals), variant, pool)
     if name == "oracle":
         return OraclePolicy(spec, arrivals, config)
     if name == "foresight":
         horizon = max((p.startup_seconds for p in spec.node_pools), default=0.0)
         return OraclePolicy(spec, arrivals, config, horizon, "foresight")
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+
+
+def runs_on(run: SimRun) -> tuple[str, list[str]]:
+    """Where a replay ran: ``variant@pool`` when on one placement, else ``mix of N``;
+    and every placement it used."""
+    used = sorted({where(k) for s in run.steps for k, n in s.desired.items() if n > 0})
+    if len(used) == 1:
+        return used[0], used
+    return f"mix of {len(used)}", used
 
 
 def run_policy(
@@ -156,22 +166,45 @@ def run_policy(
     variant: str | None = None,
     pool: str | None = None,
     on_step: Callable[[StepRecord], None] | None = None,
+    progress: Callable[[str], Callable[[StepRecord], None] | None] | None = None,
 ) -> PolicyResult:
+    """Replay policy ``name`` on ``arrivals``.
+
+    Every policy but the references (``oracle``, ``foresight``) starts from its
+    steady state on the trace's first minute (``SimConfig.preroll_max_s``; None:
+    up to :data:`~tritonscale.sim.engine.DEFAULT_PREROLL_S`). A baseline runs on
+    its fair (variant, pool), found by :func:`tritonscale.sim.baselines.sweep`,
+    unless both ``variant`` and ``pool`` are given. ``progress(label)`` may return
+    a step callback for each replay (``on_step`` is used when it is None)."""
     cfg = config or SimConfig()
+    reference = name in ("oracle", "foresight")
+    pre = cfg.preroll_max_s
+    cfg = replace(cfg, preroll_max_s=0.0 if reference else DEFAULT_PREROLL_S if pre is None
+                  else pre)
     if name == "oracle":
-        cfg = SimConfig(
-            **{**cfg.__dict__, "startup_override_s": 0.0},
-        )
+        cfg = replace(cfg, startup_override_s=0.0)
     if name == "tritonscale" and spec.cascade is not None:
         crun, secs = run_cascade(spec, arrivals, initial_rate(arrivals), cfg)
         summary = summarize(spec, crun, name, cfg.slo_window_s, cfg.warmup_s)
         summary["sim_seconds"] = round(secs, 2)
+        summary["runs_on"], summary["placements"] = runs_on(crun)
         return PolicyResult(summary, crun)
-    policy = make_policy(name, spec, arrivals, hpa, variant, pool, cfg)
-    sim = Simulator(spec, arrivals, cfg)
+
+    def show(label: str) -> Callable[[StepRecord], None] | None:
+        return progress(label) if progress is not None else on_step
+
     t0 = time.perf_counter()
-    run = sim.run(policy, on_step)
+    swept: Sweep | None = None
+    if name in BASELINES and not (variant and pool):
+        swept = sweep(spec, arrivals, name, cfg, hpa, variant, pool, show)
+        run = swept.run
+    else:
+        policy = make_policy(name, spec, arrivals, hpa, variant, pool, cfg)
+        run = Simulator(spec, arrivals, cfg).run(policy, show(name))
     elapsed = time.perf_counter() - t0
     summary = summarize(spec, run, name, cfg.slo_window_s, cfg.warmup_s)
     summary["sim_seconds"] = round(elapsed, 2)
+    summary["runs_on"], summary["placements"] = runs_on(run)
+    if swept is not None:
+        summary["sweep"] = [t.as_dict() for t in swept.tried]
     return PolicyResult(summary, run)

@@ -176,6 +176,8 @@ class TritonServer:
     grpc_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # More --model-repository directories (a cascade's router, mounted from a ConfigMap).
+    extra_repositories: Sequence[Path] = ()
 
     @property
     def repo(self) -> Path:
@@ -210,6 +212,7 @@ class TritonServer:
         args = [
             str(self.install.binary),
             f"--model-repository={self.repo}",
+            *[f"--model-repository={r}" for r in self.extra_repositories],
             f"--backend-directory={self._backends()}",
             "--model-control-mode=explicit",
             *[f"--load-model={m}" for m in self.models],

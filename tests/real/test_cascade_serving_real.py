@@ -1,0 +1,225 @@
+"""The cascade as the operator deploys it, on the real tritonserver and Prometheus.
+
+The router ConfigMap the operator renders (core/cascade_render.py) is laid out on disk
+the way the kubelet lays out a ConfigMap volume (a timestamped directory, a ``..data``
+symlink swapped atomically on update, each item a symlink through it) and passed to a
+real tritonserver as a second ``--model-repository``, next to the tier-1 model; tier 2
+is another real tritonserver serving the *same* model name (as tier-2 pods do). The
+rendered ``config.pbtxt`` is used as rendered, except for the two cluster-only values
+(the tier-2 Service URL and the ConfigMap mount path), pointed at their local
+stand-ins. Two scikit-learn digits classifiers are trained at setup.
+
+Checks: the router loads from that layout and answers exactly as tier 1 + tier 2 do
+at the threshold the threshold ConfigMap holds; a kubelet-style update of that
+ConfigMap changes the threshold without a restart; and the escalation rate the
+operator's Prometheus adapter reads (adapters/prometheus.py, through the operator's
+signal source) is the router's own count ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from tests.harness.real.servers import (
+    MODELS_DIR,
+    PrometheusServer,
+    ScrapeTarget,
+    TritonServer,
+    find_triton,
+    prometheus_query,
+    wait_until_scraped,
+)
+
+from tritonscale.adapters.cascade_profiler import measure
+from tritonscale.core import cascade_render as cr
+from tritonscale.core.render import DEFAULT_OPTIONS, Owner, get_cascade_objects
+from tritonscale.core.spec import ScaledModelSpec, parse_spec
+from tritonscale.handlers.signals import SpecSignalSource
+from tritonscale.router import router_source
+
+pytestmark = pytest.mark.triton
+MODEL = "digits"
+SM, NS = "digits", "serving"
+
+
+def _write(repo: Path, layers: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    dst = repo / MODEL
+    shutil.copytree(MODELS_DIR / "digits", dst, ignore=shutil.ignore_patterns("__pycache__"))
+    arrays = {}
+    for i, (w, b) in enumerate(layers):
+        arrays[f"W{i}"], arrays[f"b{i}"] = w, b
+    np.savez(dst / "1" / "weights.npz", **arrays)
+
+
+def _spec(prometheus_url: str) -> ScaledModelSpec:
+    profile = [{"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 1}]}]
+    return parse_spec({
+        "model": {"name": MODEL, "repository": "s3://m"},
+        "variants": [
+            {"name": "linear", "precision": "fp32", "accuracy": 0.9, "profiles": profile},
+            {"name": "mlp", "precision": "fp32", "accuracy": 0.97, "profiles": profile},
+        ],
+        "nodePools": [{"name": "cpu", "accelerator": "CPU", "pricePerHour": 0.1}],
+        "slo": {"latency": {"targetMs": 50}, "minAccuracy": 0.9},
+        "cascade": {
+            "tiers": [{"variant": "linear", "escalateBelow": [
+                {"threshold": 0.5, "escalated": 0.05, "accuracy": 0.93},
+                {"threshold": 0.9, "escalated": 0.3, "accuracy": 0.96}]},
+                {"variant": "mlp"}],
+            "confidence": {"output": "CONFIDENCE"},
+            "io": {"maxBatchSize": 64,
+                   "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
+                   "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
+                               {"name": "CONFIDENCE", "dataType": "FP32", "dims": [1]}]},
+        },
+        "metrics": {"source": "prometheus", "prometheus": {"url": prometheus_url}},
+    })
+
+
+class ConfigMapVolume:
+    """A ConfigMap volume as the kubelet's atomic writer keeps it: the files live in a
+    timestamped directory, ``..data`` points at it, and every top-level entry is a
+    symlink through ``..data``; an update writes a new directory and renames a new
+    ``..data`` link over the old one."""
+
+    def __init__(self, root: Path, items: dict[str, str]) -> None:
+        self.root = root
+        self.root.mkdir(parents=True)
+        self.version = 0
+        self.update(items)
+        for top in {p.split("/", 1)[0] for p in items}:
+            (root / top).symlink_to(Path("..data") / top)
+
+    def update(self, items: dict[str, str]) -> None:
+        self.version += 1
+        stamp = self.root / f"..2026_01_01_00_00_0{self.version}.{os.getpid()}"
+        for path, text in items.items():
+            (stamp / path).parent.mkdir(parents=True, exist_ok=True)
+            (stamp / path).write_text(text)
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(stamp.name)
+        tmp.replace(self.root / "..data")
+
+
+def _ask(url: str, model: str, x: np.ndarray) -> np.ndarray:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url, connection_timeout=30, network_timeout=30)
+    try:
+        labels = []
+        for i in range(0, len(x), 32):
+            part = np.ascontiguousarray(x[i:i + 32])
+            t = httpclient.InferInput("INPUT", list(part.shape), "FP32")
+            t.set_data_from_numpy(part)
+            labels.append(client.infer(model, [t]).as_numpy("LABEL").reshape(-1))
+        return np.concatenate(labels)
+    finally:
+        client.close()
+
+
+def _counter(server: TritonServer, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + "{", name + " ")))
+
+
+def test_rendered_router_serves_from_a_configmap_volume_and_prometheus_reads_it(
+    real_log_dir: Path,
+) -> None:
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.5, random_state=0, stratify=y)
+    small = LogisticRegression(C=0.02, max_iter=500).fit(xtr, ytr)
+    big = MLPClassifier(hidden_layer_sizes=(64,), max_iter=600, random_state=0).fit(xtr, ytr)
+    work = real_log_dir / "cascade-serving"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+    tier2 = TritonServer(workdir=work / "tier2", models=[MODEL], install=find_triton())
+    tier2.repo.mkdir(parents=True)
+    _write(tier2.repo, list(zip(big.coefs_, big.intercepts_, strict=True)))
+    tier1 = TritonServer(workdir=work / "tier1", models=[MODEL, f"{MODEL}-cascade"],
+                         install=find_triton(), extra_repositories=[work / "cascade-models"])
+    tier1.repo.mkdir(parents=True)
+    _write(tier1.repo, [(small.coef_.T, small.intercept_)])
+    prom = PrometheusServer(work / "prom", [
+        ScrapeTarget(f"127.0.0.1:{tier1.metrics_port}", {"namespace": NS})])
+
+    # What the operator renders for this ScaledModel.
+    spec = _spec(prom.url)
+    owner = Owner(SM, NS, "uid")
+    options = replace(DEFAULT_OPTIONS, router_source=router_source())
+    objs = {o["metadata"]["name"]: o for o in get_cascade_objects(owner, spec, 0.5, options)}
+    router_cm = objs[cr.router_configmap_name(SM)]["data"]
+    threshold_cm = objs[cr.threshold_configmap_name(SM)]["data"]
+    # The volume items of the tier-1 pod template map keys to repository paths.
+    _, volumes, _, _ = cr.tier1_pod_parts(spec, SM, "h")
+    items = {i["path"]: router_cm[i["key"]] for i in volumes[0]["configMap"]["items"]}
+    threshold_dir = work / "cascade-threshold"
+    local = {cr.tier2_url(SM, NS): f"http://{tier2.url}",
+             cr.THRESHOLD_FILE: str(threshold_dir / cr.THRESHOLD_KEY)}
+    for key, value in local.items():
+        path = f"{MODEL}-cascade/config.pbtxt"
+        assert key in items[path]
+        items[path] = items[path].replace(key, value)
+    ConfigMapVolume(work / "cascade-models", items)
+    thr_volume = ConfigMapVolume(threshold_dir, dict(threshold_cm))
+
+    conf = right1 = right2 = None
+    try:
+        tier2.start()
+        tier1.start()
+        prom.start()
+        wait_until_scraped(prom, 1)
+        ans: Any = measure(tier1.url, MODEL, tier2.url, MODEL, xte, yte, input_name="INPUT",
+                           confidence="CONFIDENCE", label="LABEL")
+        conf, right1, right2 = ans.confidence, ans.tier1_right, ans.tier2_right
+        sent = escalated = 0
+        for thr in (0.5, 0.9):
+            if thr != 0.5:  # the operator's ConfigMap update, as the kubelet applies it
+                new = get_cascade_objects(owner, spec, thr, options)
+                thr_volume.update(dict(next(o for o in new if o["metadata"]["name"] ==
+                                            cr.threshold_configmap_name(SM))["data"]))
+            before = _counter(tier1, "tritonscale_cascade_escalated_total")
+            got = _ask(tier1.url, f"{MODEL}-cascade", xte)
+            esc = _counter(tier1, "tritonscale_cascade_escalated_total") - before
+            want = int(np.count_nonzero(conf < thr))
+            assert esc == want, (thr, esc, want)
+            assert float(np.mean(got == yte)) == pytest.approx(
+                float(np.mean(np.where(conf < thr, right2, right1))), abs=1e-9), thr
+            sent += len(xte)
+            escalated += want
+        assert _counter(tier1, "tritonscale_cascade_fallback_total") == 0
+        assert _counter(tier1, "tritonscale_cascade_requests_total") == sent
+
+        # Once Prometheus has scraped the final counts, the operator's signal source
+        # reads the router's escalation ratio (its 60 s window holds every request).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            res = prometheus_query(prom.url, "tritonscale_cascade_requests_total")
+            if res and float(res[0]["value"][1]) == sent:  # type: ignore[index]
+                break
+            time.sleep(0.5)
+        time.sleep(1.5)  # one more scrape: every series of the router is at its final count
+        obs = SpecSignalSource().observe(NS, SM, spec)
+        assert obs.escalated == pytest.approx(escalated / sent, rel=1e-6), obs
+        assert 0 < escalated < sent
+        assert obs.rps is not None and obs.rps > 0  # the router's requests are the demand
+    finally:
+        prom.stop()
+        tier1.stop()
+        tier2.stop()
