@@ -238,3 +238,23 @@ def test_sweep_gives_what_replaying_every_candidate_in_full_gives(
         assert s.key == want[2], (name, full)
         assert s.run.cost_usd == pytest.approx(want[1], rel=1e-12)
         assert any(not t.complete for t in s.tried)
+
+
+def test_baseline_overrides_restrict_the_candidates(resnet: ScaledModelSpec) -> None:
+    """--baseline-pool alone: every variant above the floor on that pool;
+    --baseline-variant alone: that variant on every pool with its profile; both: that
+    one; names that match nothing are clean errors naming them."""
+    from tritonscale.sim.baselines import candidates
+
+    arr = np.arange(0.0, 120.0, 1 / 500)  # 500 req/s: every pool holds it
+    assert sorted(candidates(resnet, arr)) == sorted(
+        (v.name, p.name) for v, p, _ in resnet.combos())
+    assert sorted(candidates(resnet, arr, pool="t4-spot")) == [("fp16", "t4-spot"),
+                                                               ("int8", "t4-spot")]
+    assert sorted(candidates(resnet, arr, variant="fp16")) == [
+        ("fp16", "a100-ondemand"), ("fp16", "t4-ondemand"), ("fp16", "t4-spot")]
+    assert candidates(resnet, arr, "int8", "l4-spot") == [("int8", "l4-spot")]
+    with pytest.raises(ValueError, match="unknown node pool 'nope'"):
+        candidates(resnet, arr, pool="nope")
+    with pytest.raises(ValueError, match="variant 'fp16' has no profile for node pool"):
+        candidates(resnet, arr, "fp16", "l4-spot")

@@ -251,3 +251,23 @@ def test_operator_caps_the_spec_timeout() -> None:
     assert PrometheusSignals.from_source(src).timeout_s == 300
     short = PrometheusSource("http://prom:9090", timeout_seconds=2)
     assert PrometheusSignals.from_source(short, max_timeout_s=10).timeout_s == 2
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("NaN", "escalation rate is NaN or Inf"),   # 0/0: no requests in the window
+    ("1.5", "escalation rate outside [0, 1]"),
+    ("0.25", ""),
+])
+def test_escalation_rate_unknown_unless_a_fraction(hostile: Hostile, value: str,
+                                                   error: str) -> None:
+    """A cascade's escalation reading: anything but a fraction is unknown (the planner
+    then holds its correction) and does not make the other signals unknown."""
+    hostile.body = ('{"status":"success","data":{"result":[{"metric":{},"value":[0,"'
+                    + value + '"]}]}}').encode()
+    adapter = PrometheusSignals(hostile.url, timeout_s=2)
+    reading = adapter.escalation("ns", "m-cascade")
+    assert reading.error == error
+    assert reading.value == (None if error else 0.25)
+    sig = adapter.signals("ns", "m-cascade", 95, cascade=True)
+    assert sig.escalated == reading.value and sig.escalation_error == error
+    assert any("tritonscale_cascade_escalated_total" in p for p in hostile.paths)

@@ -161,16 +161,28 @@ def test_a_terminating_replica_is_billed_until_its_queue_is_done(make_spec: Spec
                                   np.arange(121.0, 600.0, 1.0))))
     end = float(arr[-1]) + 1e-6
 
+    seen: dict[float, float] = {}
+
     def run(exit_timeout: float) -> tuple[float, int]:
         cfg = SimConfig(preroll_max_s=0.0, load_balancing="round-robin", drain_s=5.0,
                         exit_timeout_s=exit_timeout, client_timeout_s=None)
         sim = Simulator(spec, arr, cfg)
-        r = sim.run(Hold({KEY: 2}, {KEY: 1}, at=120.0))
+        pol = Hold({KEY: 2}, {KEY: 1}, at=120.0)
+        r = sim.run(pol)
+        seen.update(pol.seen)
         return r.cost_usd, int(np.count_nonzero(np.isinf(r.done)))
 
     cost, lost = run(30.0)
     assert lost == 0
     assert cost == pytest.approx(0.5 * (end + 129.5) / 3600.0, rel=1e-9)
+    # KPA's view at 130 s (6-s window): the removed replica left the endpoints at
+    # 120 s and is not scraped any more; the other one holds its 1,000 burst
+    # requests (the k-th done at 119.5 + k x 10 ms) and, behind them, the arrivals
+    # at 121..129 s (done at 129.5 + 10 ms x (a - 120)).
+    a = np.concatenate((np.full(1000, 119.5), np.arange(121.0, 130.0)))
+    d = np.concatenate((119.5 + 0.01 * np.arange(1, 1001), 129.5 + 0.01 * np.arange(1, 10)))
+    in_flight = np.clip(np.minimum(d, 130.0) - np.maximum(a, 124.0), 0.0, None).sum() / 6.0
+    assert seen[130.0] == pytest.approx(in_flight, rel=1e-6)
     cost, lost = run(2.005)
     assert lost == 250
     assert cost == pytest.approx(0.5 * (end + 127.005) / 3600.0, rel=1e-9)

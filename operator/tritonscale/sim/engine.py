@@ -258,6 +258,9 @@ class Simulator:
         # Requests lost while in flight (preempted, or killed at the end of a
         # termination grace): their indices and when they were lost.
         self._lost: list[tuple[NDArray[np.int64], float]] = []
+        # Requests queued on a replica when it left the endpoints, and when: Knative's
+        # autoscaler scrapes the queue-proxies of the endpoints' pods only.
+        self._unseen: list[tuple[NDArray[np.int64], float]] = []
         # The measured replay starts at t0 with request n_pre (both 0 without a
         # pre-roll); the pre-roll's arrivals come first in self.arr.
         self.t0 = 0.0
@@ -356,9 +359,12 @@ class Simulator:
     def concurrency(self, window_s: float) -> float:
         """Time-averaged in-flight requests (queued or computing) over the window, as
         Knative's queue-proxy reports them: a request counts from its arrival until
-        its response (or until its client gives up); requests refused at once (no
-        Ready replica) never were in flight; requests that arrived before the window
-        and are still in flight count for their time inside it."""
+        its response (or until its client gives up, or is lost to a preemption or the
+        end of a termination grace); requests refused at once (no Ready replica) never
+        were in flight; requests that arrived before the window and are still in
+        flight count for their time inside it. The autoscaler scrapes the pods behind
+        the endpoints only: requests queued on a replica stop counting when it leaves
+        them (scale-down)."""
         w = min(window_s, max(self.now, 1e-9))
         patience = 600.0 if math.isinf(self._timeout) else self._timeout
         lo = int(np.searchsorted(self.arr, self.now - w - patience - 60.0, "left"))
@@ -377,6 +383,10 @@ class Simulator:
                 sel = idx[(idx >= lo) & (idx < hi)] - lo
                 if len(sel):
                     end[sel] = t_lost
+        for idx, t_left in self._unseen:
+            sel = idx[(idx >= lo) & (idx < hi)] - lo
+            if len(sel):
+                end[sel] = np.minimum(end[sel], t_left)
         end = np.minimum(end, self.now)
         start = np.maximum(a, self.now - w)
         return float(np.sum(np.clip(end - start, 0.0, None))) / w
@@ -503,6 +513,8 @@ class Simulator:
         until the pod is gone; requests not finished by then are lost."""
         now = self.now
         idx = r.pend_i
+        if len(idx):
+            self._unseen.append((idx, now))
         self._serve(r, math.inf)
         drain, grace = self.cfg.drain_s, self.cfg.drain_s + self.cfg.exit_timeout_s
         r.bill_until = now + max(drain, min(r.t_free - now, grace))

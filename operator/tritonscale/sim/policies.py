@@ -24,8 +24,8 @@
   capacity (Little's law: that rate x the median latency there). Concurrency is
   not linear in rate under batching, so 70% of the concurrency at capacity
   would under-provision. The observed concurrency is what Knative's queue-proxy
-  reports: requests in flight at the pod, queued in Triton or computing
-  (``Simulator.concurrency``).
+  reports: requests in flight at the pod, queued in Triton or computing, summed
+  over the pods behind the endpoints (``Simulator.concurrency``).
 * ``static-peak``: the HPA's Deployment with a fixed replica count sized for
   the trace's peak 1-minute rate x (1 + headroom).
 * ``oracle``: knows every future arrival and starts replicas instantly; each
