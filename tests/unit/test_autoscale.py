@@ -67,7 +67,7 @@ def test_tampered_state_resets_once_and_never_wedges(
 
 def test_state_is_versioned_json(spec: ScaledModelSpec) -> None:
     state, _ = _warm(spec)
-    assert state["version"] == 2
+    assert state["version"] == 3
     assert len(json.dumps(state)) < 1500
 
 

@@ -135,12 +135,20 @@ def test_decide_drains_a_backlog_and_holds_in_panic() -> None:
                                      pending=0.0, latency_ms=40.0), backlog.state, 30.0)
     assert after.details["burst"]["panic"] is True  # type: ignore[index]
     assert after.total_replicas >= calm.total_replicas
-    # Without panic the same step lowers the stabilised load.
-    nopanic = decide(replace(spec, scaling=replace(spec.scaling, panic_seconds=0.0)),
-                     Observation(rps=300.0, current=_ready(spec, backlog.total_replicas),
-                                 pending=0.0, latency_ms=40.0), backlog.state, 30.0)
+    assert backlog.state["load"] == after.state["load"]
+    # Without panic the same steps lower the stabilised load once the low rate is
+    # the median of the last horizon (60 s startup + 15 s); with panic it holds
+    # while the panic lasts.
+    calm_spec = replace(spec, scaling=replace(spec.scaling, panic_seconds=0.0))
+    nopanic, held = backlog, backlog
+    for i in range(3):
+        nxt = Observation(rps=300.0, current=_ready(spec, backlog.total_replicas),
+                          pending=0.0, latency_ms=40.0)
+        nopanic = decide(calm_spec, nxt, nopanic.state, 30.0 + 15 * i)
+        held = decide(spec, nxt, held.state, 30.0 + 15 * i)
     assert nopanic.details["burst"]["panic"] is False  # type: ignore[index]
-    assert nopanic.state["load"] < backlog.state["load"] == after.state["load"]
+    assert held.details["burst"]["panic"] is True  # type: ignore[index]
+    assert nopanic.state["load"] < backlog.state["load"] == held.state["load"]
 
 
 def test_simulator_reports_pending_requests() -> None:
@@ -162,3 +170,99 @@ def test_simulator_reports_pending_requests() -> None:
     sim.run_interval(0.01, 0.05)
     sim.now = 0.05
     assert sim.pending() == 0.0
+
+
+def test_one_ramp_is_not_a_distribution() -> None:
+    # Ten measured rises, all from one ramp (6% a step): the old rule (8 rises
+    # suffice) set the headroom to that ramp's rise for the next window. Until the
+    # rises span four horizons (4 x 75 s = 20 steps) the floor applies.
+    spec = _spec(max_headroom=0.5, scale_down_stabilization_seconds=0.0)
+    obs = Observation(rps=100.0)
+    ramp = {"vh": [[t, 100.0 * 1.06 ** (t // 15)] for t in range(0, 225, 15)]}
+    assert burst.assess(spec, obs, 100.0, ramp, 225.0, 75.0, 0.0).headroom == 0.1
+    longer = {"vh": [[t, 100.0 * 1.06 ** (t // 15)] for t in range(0, 405, 15)]}
+    assert burst.assess(spec, obs, 100.0, longer, 405.0, 75.0, 0.0).headroom == pytest.approx(
+        1.06 ** 5 - 1.0)
+
+
+def test_forecast_look_ahead_does_not_hold_the_fleet_for_the_scale_down_window() -> None:
+    # A fast ramp inflates the forecast's trend; the rate then stays flat. The
+    # observed demand is held for the 300-s scale-down window, but the forecast's
+    # look-ahead only for the horizon it was about (60 s startup + 15 s), and its
+    # trend goes no further than the rate rose over the last horizon: 150 s after
+    # the ramp the planning load is the flat rate's, not the extrapolated peak (the
+    # old window held Holt's lingering trend for 300 s).
+    spec = _spec(scale_down_stabilization_seconds=300.0, panic_seconds=0.0)
+    d = decide(spec, Observation(rps=100.0, current=()), None, 0.0)
+    t = 0.0
+    peak = 0.0
+    for rps in (100.0, 300.0, 600.0, 1000.0) + (1000.0,) * 10:
+        t += 15.0
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, d.total_replicas),
+                                     latency_ms=40.0, pending=0.0), d.state, t)
+        peak = max(peak, d.details["planning_load_rps"])  # type: ignore[arg-type]
+    final = d.details["planning_load_rps"]
+    assert peak > 1.3 * 1000.0 * 1.1  # the trend did inflate the look-ahead
+    assert final < 0.8 * peak
+    # ... and it still plans for what was observed (the window), with headroom.
+    assert final >= 1000.0 * 1.1 - 1e-6
+
+
+def test_panic_keeps_replicas_that_are_still_starting() -> None:
+    # Four replicas starting on the dearer pool, a backlog: the plan prefers the
+    # cheaper pool, but cancelling capacity in flight during a backlog only delays
+    # the drain (the old rule removed not-Ready replicas of a mix change at once).
+    base = _spec(drain_seconds=30.0)
+    cheap = base.node_pools[0]
+    dear = replace(cheap, name="dear", price_per_hour=3.0)
+    spec = replace(base, node_pools=(cheap, dear))
+    d0 = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    starting = (PlacementState("v", "dear", 4, 0),)
+    d = decide(spec, Observation(rps=1000.0, current=starting, pending=60_000.0,
+                                 latency_ms=400.0), d0.state, 15.0)
+    assert d.details["burst"]["panic"] is True  # type: ignore[index]
+    assert d.replicas().get(("v", "dear"), 0) == 4
+    assert d.replicas().get(("v", "p"), 0) > 0  # and the plan's own replicas come
+
+
+def test_a_short_burst_does_not_hold_the_fleet_for_the_scale_down_window() -> None:
+    # One 15-s step at 10x, with a backlog, then back to the usual rate. Capacity
+    # ordered for the burst arrives after it is gone: once the backlog has drained
+    # the planning load returns to the sustained rate within the horizon (60 s
+    # startup + 15 s), not after the 300-s window (the old rule held 10x for it).
+    spec = _spec(scale_down_stabilization_seconds=300.0, drain_seconds=30.0)
+    d = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    t = 0.0
+
+    def step(rps: float, pending: float, lat: float) -> None:
+        nonlocal d, t
+        t += 15.0
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, d.total_replicas),
+                                     pending=pending, latency_ms=lat), d.state, t)
+
+    for _ in range(10):
+        step(1000.0, 10.0, 40.0)
+    normal = d.details["planning_load_rps"]
+    step(10_000.0, 50_000.0, 2000.0)
+    burst_load = d.details["planning_load_rps"]
+    assert burst_load > 5 * normal  # it did react
+    for _ in range(7):  # 105 s after the burst, backlog gone
+        step(1000.0, 10.0, 40.0)
+    assert d.details["planning_load_rps"] < 1.5 * normal  # type: ignore[operator]
+
+
+def test_minute_scale_noise_does_not_start_and_cancel_replicas_every_step() -> None:
+    # The rate cycles over four steps (+-15 %). The observed demand is a median, so
+    # the look-ahead (which holds the current rate) must hold the cycle's peak: a
+    # plan that followed each step's rate started a replica and cancelled it 15 s
+    # later, over and over.
+    spec = _spec(scale_down_stabilization_seconds=300.0)
+    d = decide(spec, Observation(rps=3500.0, current=()), None, 0.0)
+    totals = []
+    for i in range(1, 41):
+        rps = (3556.0, 4076.0, 3492.0, 2972.0)[i % 4]
+        # (No latency signal: the correction would learn from a constant made-up one.)
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, d.total_replicas),
+                                     pending=5.0), d.state, 15.0 * i)
+        totals.append(d.total_replicas)
+    assert len(set(totals[-16:])) == 1, totals

@@ -336,7 +336,7 @@ def test_planner_invalid_state_resets_with_one_event(kube: FakeKube, clock: Cloc
     resets = [e for e in kube.events if e[1] == "AutoscalerStateReset"]
     assert len(resets) == 1 and resets[0][0] == "Warning"
     assert "status.autoscaler.loadWindow" in resets[0][2]
-    assert status(kube)["autoscaler"]["version"] == 2
+    assert status(kube)["autoscaler"]["version"] == 3
 
 
 def test_over_budget_condition(kube: FakeKube, r: Reconciler) -> None:

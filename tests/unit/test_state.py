@@ -27,10 +27,11 @@ FULL = AutoscalerState(
     forecast={"l": 10.0, "b": -0.5, "s": 1.0, "t": NOW - 15, "y": 9.0},
     load_window=((NOW - 30, 12.0), (NOW - 15, 11.0)),
     load=12.0,
+    forecast_window=((NOW - 15, 13.0),),
+    forecast_load=13.0,
     od_window=((NOW - 15, 9.0),),
     od_load=9.0,
     correction={"int8/t4": 1.25},
-    load_correction=1.1,
     level=2,
     recovering_since=NOW - 60,
     failures=3,
@@ -66,7 +67,9 @@ def test_version_1_migrates_on_first_read() -> None:
     s = out.state
     assert s.forecast is not None and s.forecast["l"] == 5.0
     assert s.load_window == ((NOW - 15, 6.0),) and s.load == 6.0 and s.od_load == 5.0
-    assert s.load_correction == 1.2 and s.correction == {"int8/t4": 1.5}
+    # v1's load multiplier c = 1.2 is folded into the factors: the stored one and
+    # the target's placement (one correction now).
+    assert s.correction == pytest.approx({"int8/t4": 1.8})
     assert s.level == 1 and s.target == {("int8", "t4"): 2}
     assert s.binding == ("s", "maxReplicas")
     assert encode(s)["version"] == VERSION
@@ -106,7 +109,7 @@ def test_invalid_field_resets_that_field_and_says_so(raw: dict[str, Any], field:
         assert out.state.load == 7.0  # the valid fields are kept
 
 
-@pytest.mark.parametrize("raw", [[1, 2], "x", 3, {"v": 9}, {"version": 3}, {"version": True}])
+@pytest.mark.parametrize("raw", [[1, 2], "x", 3, {"v": 9}, {"version": 4}, {"version": True}])
 def test_unknown_shape_or_version_resets_the_whole_state(raw: Any) -> None:
     out = _dec(raw)
     assert out.reset and out.state == AutoscalerState()
@@ -115,3 +118,26 @@ def test_unknown_shape_or_version_resets_the_whole_state(raw: Any) -> None:
 def test_factors_within_bounds_are_kept() -> None:
     out = _dec({"version": VERSION, "correction": {"a/b": MAX_FACTOR}})
     assert out.state.correction == {"a/b": MAX_FACTOR} and not out.reset
+
+
+def test_version_2_load_correction_folds_into_the_factors() -> None:
+    v2 = {"version": 2, "correction": {"int8/t4": 1.5, "fp16/a100": 2.9},
+          "loadCorrection": 1.2, "target": [["int8", "t4", 2], ["int8", "l4", 1]]}
+    out = _dec(v2)
+    assert out.problems == ()
+    # f x c within the bounds; the target's placement without a factor gets c.
+    assert out.state.correction == pytest.approx(
+        {"int8/t4": 1.8, "fp16/a100": MAX_FACTOR, "int8/l4": 1.2})
+    doc = encode(out.state)
+    assert doc["version"] == VERSION == 3 and "loadCorrection" not in doc
+
+
+def test_version_2_without_load_correction_reads_as_is() -> None:
+    out = _dec({"version": 2, "correction": {"int8/t4": 1.5}, "target": [["int8", "t4", 2]]})
+    assert out.problems == () and out.state.correction == {"int8/t4": 1.5}
+
+
+def test_version_2_bad_load_correction_is_named_and_dropped() -> None:
+    out = _dec({"version": 2, "correction": {"int8/t4": 1.5}, "loadCorrection": 7.0})
+    assert any("loadCorrection" in p for p in out.problems)
+    assert out.state.correction == {"int8/t4": 1.5}

@@ -23,16 +23,24 @@ In order:
    (reason ``Replaced``).
 2. **Forecast** (:mod:`.forecast`) over the time new capacity needs to become
    Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
-   of all available pools before there is one) plus one interval.
-3. **Online correction**: when every replica is Ready and the observed latency
-   percentile exceeds the target, a load multiplier ``c`` grows (up to 2x) so the
-   planner adds capacity the perf model did not predict; it decays back to 1
-   while observations stay below 80% of target. Per (variant, pool), the
-   observed latency against the model's prediction scales that profile
-   (:mod:`.correction`).
+   of all available pools before there is one) plus one interval; at most the
+   current rate plus how far it rose over the last horizon (the rise goes on for
+   one more horizon, no further).
+3. **Online correction** (:mod:`.correction`, the only one): per (variant,
+   pool), the service-time factor at which the performance model reproduces the
+   observed latency percentile at the load that placement received (or the whole
+   model's, when the signals have no per-placement latency) moves a bounded
+   factor that scales that profile, so the planner adds the capacity the model
+   did not predict and gives back what it over-predicted. Nothing is learnt while
+   requests queue beyond the SLO (a backlog draining is not slow replicas).
+   Persisted in the state; ``simulate`` runs it from the simulator's
+   per-placement signals exactly as the operator does.
 4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
-   max(forecast, current) x (1 + headroom) x c goes through HPA-like windows.
-5. **Planner** (:mod:`.planner`) with spot protection at the current load x c.
+   is the larger of the observed demand (the median rate of the last horizon) x
+   (1 + headroom) through HPA-like windows, and the look-ahead max(forecast,
+   current rate) x (1 + headroom) through the same windows but held for at most
+   the horizon it was about (and while an overload lasts).
+5. **Planner** (:mod:`.planner`) with spot protection at the current load.
    When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
    exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the
    **degradation ladder** within budget, one rung per step down as needed:
@@ -63,11 +71,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tritonscale.core import burst, cascade_step, switching
+from tritonscale.core import burst, cascade_step, correction, switching
 from tritonscale.core import cascade as cc
 from tritonscale.core import forecast as fc
 from tritonscale.core import planner as pl
-from tritonscale.core.correction import corrected_spec, update_factors
+from tritonscale.core.correction import corrected_spec, scaled_profile
 from tritonscale.core.perf import predict_replica
 from tritonscale.core.pricing import mix_cost_per_hour
 from tritonscale.core.safeplan import admissible_safe_plan
@@ -81,7 +89,6 @@ from tritonscale.core.stabilize import (
 )
 from tritonscale.core.state import (
     MAX_LATENCY_MS,
-    MAX_LOAD_CORRECTION,
     MAX_RPS,
     AutoscalerState,
     decode,
@@ -90,7 +97,6 @@ from tritonscale.core.state import (
 from tritonscale.core.types import Decision, Observation, Placement, finite_or_none
 
 Key = tuple[str, str]
-MAX_CORRECTION = MAX_LOAD_CORRECTION
 OD_WINDOW_SECONDS = 60.0
 LADDER_RUNGS = ("normal", "no headroom", "current load", "best effort within budget")
 
@@ -234,6 +240,19 @@ def _ready_capacity(spec: ScaledModelSpec, obs: Observation, unavailable: frozen
     if not ready:
         return 0.0
     return sum(n for _, n in ready) * min(c for c, _ in ready)
+
+
+def _keep_current(target: Mapping[Key, int], cur: Mapping[Key, int], limit: int
+                  ) -> dict[Key, int]:
+    """``target`` with every currently desired replica kept, within ``limit`` in total."""
+    out = dict(target)
+    room = max(0, limit - sum(out.values()))
+    for k, n in sorted(cur.items()):
+        extra = min(max(0, n - out.get(k, 0)), room)
+        if extra:
+            out[k] = out.get(k, 0) + extra
+            room -= extra
+    return out
 
 
 def _placements(mix: Mapping[Key, int]) -> tuple[Placement, ...]:
@@ -444,8 +463,6 @@ def _known(
 ) -> _Step:
     sc = spec.scaling
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
-    ready_total = sum(p.ready for p in obs.current)
-    desired_total = sum(p.desired for p in obs.current)
 
     # 2. Forecast.
     unavailable = frozenset(obs.unavailable_pools)
@@ -453,22 +470,11 @@ def _known(
     horizon = horizon_seconds(spec, unavailable, frozenset(p for _, p in prev.target))
     predicted = fc.forecast(fstate, horizon)
 
-    # 3. Online correction from the observed percentile.
-    corr = prev.load_correction
-    lat = obs.latency_ms
-    target = spec.slo.latency.target_ms
-    if lat is not None and desired_total > 0 and ready_total >= desired_total:
-        if lat > target:
-            corr = min(MAX_CORRECTION, corr * (1.0 + 0.5 * min(1.0, lat / target - 1.0)))
-        elif lat < 0.8 * target:
-            corr = max(1.0, corr * 0.98)
-    corr = round(corr, 4)
-
-    # 3b. Per-(variant, pool) profile correction: observed latency of each
-    # placement vs the uncorrected model at the load it received; bounded,
-    # persisted in state, applied to the profiles the planner sees.
-    factors = {k: round(v, 4) for k, v in
-               update_factors(prev.correction, obs, _predictor(spec)).items()}
+    # 3. The online correction (core/correction.py): per (variant, pool) factors,
+    # bounded, persisted, applied to the profiles the planner sees; not learnt
+    # while a backlog drains.
+    factors = {k: round(v, 4) for k, v in correction.update(
+        prev.correction, obs, _predictor(spec), spec.slo.latency.target_ms).items()}
     spec_c = corrected_spec(spec, factors)
 
     # 3c. Bursts and cold starts (core/burst.py): volatility headroom, backlog
@@ -478,15 +484,51 @@ def _known(
     bst = burst.assess(spec, obs, rps, bst_st, now, horizon,
                        _ready_capacity(spec, obs, unavailable))
     burst.store(bst_st, bst)
+    # The forecast's extrapolated trend goes at most as far ahead as the rate rose
+    # over the last horizon: after a ramp, Holt's level catches up with a step that
+    # is already over and its trend kept the look-ahead far above a flat rate for
+    # minutes (a ramp 3.5k -> 8.6k rps forecast 15k for three minutes of 8k).
+    # (The forecast's own noise allowance, z x deviation, stays.)
+    ahead = min(fc.forecast(fstate, horizon, floor=False),
+                rps + burst.recent_rise(bst.history, now, horizon)
+                + fc.DEFAULT.z * float(fstate.get("s", 0.0)))
+    predicted = max(ahead, rps)
 
-    # 4. Load stabilisation.
-    rec = max(predicted, rps, bst.panic_rps) * (1.0 + bst.headroom) * corr
-    load, window = stabilize_load(
-        prev.load_window, prev.load, rec, now,
+    # 4. Load stabilisation: the larger of three parts.
+    # - The observed demand, the median rate of the last horizon x (1 + headroom),
+    #   through the HPA-like windows (held for the scale-down window). A rate that
+    #   lasts less than half a startup does not move it: capacity ordered for it
+    #   arrives after it is gone, and a 10-s burst at 12x held the whole fleet at
+    #   maxReplicas for the 5-minute window.
+    # - The look-ahead, max(forecast, current rate) x (1 + headroom), held for the
+    #   horizon it was about (min(scale-down window, H)) and while an overload
+    #   lasts: then it has come true (and shows in the observed part) or not (and
+    #   holds nothing). Held for the whole scale-down window, a ramp's extrapolated
+    #   trend kept a 54-replica fleet for minutes; not held at all, the plan
+    #   followed every step's rate (a replica started and cancelled every 15 s).
+    hr = 1.0 + bst.headroom
+    recent = sorted(v for t, v in bst.history if t >= now - horizon) or [rps]
+    median = recent[(len(recent) - 1) // 2]
+    rec = max(predicted, rps, bst.panic_rps) * hr
+    load_obs, window = stabilize_load(
+        prev.load_window, prev.load, median * hr, now,
         sc.scale_up_stabilization_seconds, sc.scale_down_stabilization_seconds,
     )
+    load_fc, fwindow = stabilize_load(
+        prev.forecast_window, prev.forecast_load, rec, now,
+        sc.scale_up_stabilization_seconds, min(sc.scale_down_stabilization_seconds, horizon),
+    )
+    # Requests queue beyond the SLO, or latency is over target, at this step.
+    lat_now = obs.latency_ms
+    pressing = bst.backlog > 0 or (lat_now is not None
+                                   and lat_now > spec.slo.latency.target_ms)
     if bst.panic and prev.load is not None:
-        load = max(load, prev.load)  # no scale-down while panicking
+        load_obs = max(load_obs, prev.load)  # no scale-down while panicking
+    if pressing and prev.forecast_load is not None:
+        # The look-ahead is held while the overload lasts, not for the panic's tail:
+        # once the backlog is gone a burst's rate no longer needs capacity.
+        load_fc = max(load_fc, prev.forecast_load)
+    load = max(load_obs, load_fc)
 
     # 5. Plan, with the degradation ladder when priority is cost.
     combos = pl.candidates(spec_c, unavailable)
@@ -495,14 +537,14 @@ def _known(
     scale = load / rec if rec > 0 else 1.0
     # The drain term comes after the windows: it leaves with the backlog.
     loads = (
-        load + bst.drain_rps * corr,
-        (max(predicted, rps, bst.panic_rps) * max(1.0, scale) + bst.drain_rps) * corr,
-        (rps + bst.drain_rps) * corr,
+        load + bst.drain_rps,
+        max(predicted, rps, bst.panic_rps) * max(1.0, scale) + bst.drain_rps,
+        rps + bst.drain_rps,
     )
     # Spot protection holds the *current* load (replacing lost spot capacity takes
     # a startup anyway); a short window keeps the on-demand part from flapping.
     od_load, od_window = stabilize_load(
-        prev.od_window, prev.od_load, rps * corr, now,
+        prev.od_window, prev.od_load, rps, now,
         sc.scale_up_stabilization_seconds,
         min(sc.scale_down_stabilization_seconds, OD_WINDOW_SECONDS),
     )
@@ -515,11 +557,12 @@ def _known(
         prev,
         forecast={k: round(v, 6) for k, v in fstate.items()},
         load_window=tuple((t, round(v, 3)) for t, v in window),
-        load=round(load, 3),
+        load=round(load_obs, 3),
+        forecast_window=tuple((t, round(v, 3)) for t, v in fwindow),
+        forecast_load=round(load_fc, 3),
         od_window=tuple((t, round(v, 3)) for t, v in od_window),
         od_load=round(od_kept, 3),
         correction=factors,
-        load_correction=corr,
         failures=0,
         idle_since=idle,
         burst_history=tuple((float(t), float(v)) for t, v in bst_st.get("vh") or ()),
@@ -527,9 +570,9 @@ def _known(
                      else None),
     )
     if spec.cascade is not None:
-        return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps * corr, {
+        return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps, {
             "rps": round(rps, 3), "forecast_rps": round(predicted, 3),
-            "planning_load_rps": round(loads[0], 3), "correction": corr})
+            "planning_load_rps": round(loads[0], 3), "correction": dict(sorted(factors.items()))})
     level = prev.level
     since = prev.recovering_since
     if spec_c.slo.priority == "cost":
@@ -555,6 +598,13 @@ def _known(
     if sw is not None and sw.held:
         planned = replace(planned, plan=sw.plan, runner_up=None, searched=False)
     target_mix = dict(planned.plan.counts)
+    if pressing and target_mix:
+        # No scale-down while overloaded: that includes replicas still starting. A
+        # mix change during a backlog cancelled capacity in flight and restarted it
+        # a step later when the plan flipped back (the backlog lasted minutes more).
+        usable = {(c.variant, c.pool) for c in combos}
+        target_mix = _keep_current(target_mix, {k: n for k, n in cur.items() if k in usable},
+                                   sc.max_replicas)
     held = False
     if not target_mix and cur and min_eff > 0:
         # Nothing feasible at all (no usable combo): hold what runs, never tear it down.
@@ -606,7 +656,7 @@ def _known(
             "rps": round(rps, 3),
             "forecast_rps": round(predicted, 3),
             "planning_load_rps": round(planned.request.load_rps, 3),
-            "correction": corr,
+            "correction": dict(sorted(factors.items())),
             "burst": bst.details(),
             "switch": None if sw is None or not sw.switching_cost else {
                 "held": sw.held, "cost": round(sw.switching_cost, 4),
@@ -644,20 +694,20 @@ def _cascade(
     )
 
 
-def _predictor(
-    spec: ScaledModelSpec,
-) -> Callable[[str, str, float, int], tuple[float, float] | None]:
-    """The uncorrected model's (percentile latency, utilisation) for a placement."""
+def _predictor(spec: ScaledModelSpec) -> correction.Predictor:
+    """The model's (percentile latency, utilisation) for a placement whose profile is
+    scaled by ``factor`` (1 = the uncorrected profile)."""
     pct = spec.slo.latency.percentile
 
-    def predict(variant: str, pool: str, rps: float, replicas: int) -> tuple[float, float] | None:
+    def predict(variant: str, pool: str, rps: float, replicas: int, factor: float
+                ) -> tuple[float, float] | None:
         try:
             prof = spec.variant(variant).profile_for(spec.pool(pool).accelerator)
         except KeyError:
             return None
         if prof is None or replicas <= 0:
             return None
-        pt = predict_replica(prof, rps / replicas, pct)
+        pt = predict_replica(scaled_profile(prof, factor), rps / replicas, pct)
         return pt.latency_ms, pt.utilisation
 
     return predict

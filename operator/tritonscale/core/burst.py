@@ -7,15 +7,16 @@ autoscaler state into three adjustments of the load the planner plans for
 1. **Volatility headroom.** New capacity takes ``H`` = the startup horizon of the
    pools in use (slowest ``startupSeconds`` + one interval) to become Ready, so the
    fleet must hold whatever the load can rise to within ``H``. The rule measures
-   it on the load's recent past: over the last ``max(600 s, 4 H)`` (plus the
+   it on the load's recent past: over the last ``max(600 s, 5 H)`` (plus the
    scale-down window ``D``) of per-step rates, at every step ``t`` the rise
    ``max(rate over (t, t + H]) / max(rate over [t - D, t]) - 1`` -- the rise above
    what the scale-down window still holds, so a return from a lull is no rise --
    and takes its median (the typical rise: a rare burst does not set the
    headroom, a sustained ramp does). Headroom = that rise, at least
    ``scaling.headroom`` (the constant floor) and at most ``scaling.maxHeadroom``.
-   With fewer than 8 measured rises (about ``H`` + 2 minutes of history), the
-   floor applies.
+   Until the measured rises span four horizons (and at least 8 steps), the floor
+   applies: the median of a shorter history is one event's (the ramp a fleet just
+   met would double the headroom for the next window on its own).
 2. **Backlog drain.** Requests waiting beyond what a fleet meeting the SLO holds
    in flight (Little's law: arrival rate x latency target) are a backlog; capacity
    sized for the arrival rate alone never drains it (only the headroom does,
@@ -56,6 +57,8 @@ RISE_QUANTILE = 0.5
 MIN_HISTORY_S = 600.0
 # Fewer measured rises than this: the floor applies (one ramp is not a distribution).
 MIN_RISES = 8
+# ... and they must span this many startup horizons.
+MIN_HORIZONS = 4.0
 MAX_LATENCY_BOOST = 2.0
 # A backlog above this many seconds of arrivals starts a panic.
 PANIC_BACKLOG_S = 1.0
@@ -136,6 +139,15 @@ def rise_quantile(
     return rises[k]
 
 
+def recent_rise(history: Sequence[Sequence[float]], now: float, horizon_s: float) -> float:
+    """How far the rate rose over the last ``horizon_s``: the last rate minus the
+    lowest one of that span (0 when it did not rise)."""
+    span = [v for t, v in history if now - horizon_s <= t <= now]
+    if not span:
+        return 0.0
+    return max(0.0, span[-1] - min(span))
+
+
 def backlog_requests(
     pending: float | None, queue_ms: float | None, rps: float, target_ms: float
 ) -> float:
@@ -161,10 +173,13 @@ def assess(
     sc = spec.scaling
     target = spec.slo.latency.target_ms
     held = sc.scale_down_stabilization_seconds
-    keep = max(MIN_HISTORY_S, 4.0 * horizon_s) + held
+    keep = max(MIN_HISTORY_S, (MIN_HORIZONS + 1.0) * horizon_s) + held
     hist = _history(state.get("vh"), now, keep)
     hist.append([now, rps])
-    vol = rise_quantile(hist, horizon_s, held, RISE_QUANTILE, MIN_RISES)
+    # The rises must span MIN_HORIZONS horizons: fewer is one event, not a distribution.
+    step = max(1.0, sc.interval_seconds)
+    need = max(MIN_RISES, math.ceil(MIN_HORIZONS * horizon_s / step))
+    vol = rise_quantile(hist, horizon_s, held, RISE_QUANTILE, need)
     floor = sc.headroom
     cap = max(floor, sc.max_headroom)
     headroom = floor if vol is None else min(cap, max(floor, vol))

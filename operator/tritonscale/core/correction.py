@@ -1,26 +1,42 @@
-"""Online profile correction: learn how far reality is from the profile.
+"""The online correction (the only one): learn how far reality is from the profile.
 
 Profiles are measured once (or copied from published figures); the cluster they
 run on differs (other pods on the node, a different driver, a slower storage
-path, a mis-measured profile). Each step, for every (variant, pool) with enough
-traffic, the observed latency at the SLO percentile is compared with what the
-performance model predicts for the load that placement actually received. The
-ratio feeds a bounded, slowly moving correction factor per (variant, pool):
+path, a mis-measured profile). One bounded factor per (variant, pool) scales
+that profile's batch latencies in what the planner sees: above 1 the planner
+sees slower replicas and plans more of them, below 1 it gives back capacity the
+profile over-stated. There is no separate fleet-wide load multiplier any more
+(state versions 1 and 2 had one, ``c``/``loadCorrection``; :mod:`.state` folds
+it into these factors on first read).
 
-* updated in log space with an EWMA (``alpha``), so a single noisy window
-  cannot swing it and over- and under-prediction are treated symmetrically;
-* clamped to ``[min_factor, max_factor]`` so a broken signal can neither make
-  the planner believe a GPU is free nor that it is useless;
-* only updated when the placement is not saturated by our own prediction
-  (``max_predicted_util``): near saturation the latency is dominated by queueing
-  and the ratio says nothing about service time.
+Each step, for every placement with enough traffic and every replica Ready:
 
-The factor scales compute latency in the profile the planner sees. Profiles are
-keyed by accelerator, so two pools with the same accelerator (spot and
-on-demand T4, say) share the more pessimistic of their factors.
+* **what is learnt** is the service-time factor ``f`` at which the performance
+  model reproduces the observed latency percentile for the load that placement
+  actually received (found by bisection on the model, monotone in ``f``), not
+  the raw ratio observed / predicted: near saturation latency is convex in
+  service time, so a latency twice the prediction at 80 % utilisation means
+  replicas a little slower than profiled, not twice as slow;
+* when the signals carry no per-placement latency (a source that only sees the
+  whole model), one common multiplier of the current factors is solved from
+  the whole model's percentile against the worst placement's prediction at an
+  even split, and every running placement learns it;
+* updated in log space with an EWMA (``alpha``), so one noisy window cannot
+  swing it and over- and under-prediction are treated symmetrically;
+* clamped to ``[min_factor, max_factor]``;
+* **not learnt while requests queue beyond what the SLO allows**
+  (:func:`tritonscale.core.burst.backlog_requests` > 0, from Triton's pending
+  count and queue time): that latency is a backlog draining, not slow
+  replicas, and learning it inflated every later plan; nor where the
+  uncorrected model predicts utilisation above ``max_predicted_util``.
 
-State is a small JSON-able dict ``{"variant/pool": factor}`` that the operator
-persists in status, so a restart keeps what was learnt. Pure code.
+Profiles are keyed by accelerator, so two pools with the same accelerator (spot
+and on-demand T4, say) share the more pessimistic of their factors.
+
+State is a small JSON-able dict ``{"variant/pool": factor}`` (``correction`` in
+:class:`tritonscale.core.state.AutoscalerState`) that the operator persists in
+status, so a restart keeps what was learnt; ``simulate`` runs the same update
+from the simulator's per-placement signals. Pure code.
 """
 
 from __future__ import annotations
@@ -29,8 +45,16 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from tritonscale.core.burst import backlog_requests
 from tritonscale.core.spec import BatchPoint, Profile, ScaledModelSpec, Variant
-from tritonscale.core.types import Observation
+from tritonscale.core.types import Observation, finite_or_none
+
+# predict(variant, pool, rps, ready_replicas, factor) -> (latency percentile ms,
+# utilisation) of one placement with its profile's latencies scaled by ``factor``,
+# or None when the model cannot say (no profile).
+Predictor = Callable[[str, str, float, int, float], tuple[float, float] | None]
+
+BISECT_STEPS = 24
 
 
 @dataclass(frozen=True)
@@ -48,38 +72,152 @@ def key(variant: str, pool: str) -> str:
     return f"{variant}/{pool}"
 
 
+def _ewma(old: float, target: float, s: CorrectionSettings) -> float:
+    old = min(max(old, s.min_factor), s.max_factor)
+    target = min(max(target, s.min_factor), s.max_factor)
+    new = math.exp((1 - s.alpha) * math.log(old) + s.alpha * math.log(target))
+    return min(max(new, s.min_factor), s.max_factor)
+
+
+def solve_factor(
+    latency_at: Callable[[float], float | None], observed_ms: float, s: CorrectionSettings
+) -> float | None:
+    """The factor in ``[min_factor, max_factor]`` at which ``latency_at(f)`` equals
+    ``observed_ms`` (bisection in log space; ``latency_at`` increases with ``f``;
+    ``inf`` = saturated). A bound when the observation lies beyond it."""
+    lo, hi = math.log(s.min_factor), math.log(s.max_factor)
+    at_lo = latency_at(s.min_factor)
+    if at_lo is None:
+        return None
+    if at_lo >= observed_ms:
+        return s.min_factor
+    at_hi = latency_at(s.max_factor)
+    if at_hi is None:
+        return None
+    if at_hi <= observed_ms:
+        return s.max_factor
+    for _ in range(BISECT_STEPS):
+        mid = 0.5 * (lo + hi)
+        lat = latency_at(math.exp(mid))
+        if lat is None:
+            return None
+        if lat < observed_ms:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
+
+
+def queue_dominated(obs: Observation, target_ms: float) -> bool:
+    """Requests wait beyond what a fleet meeting the SLO holds in flight: latency is
+    a backlog draining, not the replicas' speed (see the module docstring)."""
+    rps = finite_or_none(obs.rps)
+    return backlog_requests(
+        finite_or_none(obs.pending), finite_or_none(obs.queue_ms), rps or 0.0, target_ms
+    ) > 0.0
+
+
+def update(
+    factors: Mapping[str, float],
+    obs: Observation,
+    predict: Predictor,
+    target_ms: float,
+    settings: CorrectionSettings = CorrectionSettings(),
+) -> dict[str, float]:
+    """One step of the correction (see the module docstring): per placement when the
+    signals have per-placement latency, else from the whole model's; nothing is
+    learnt while requests queue beyond the SLO."""
+    if queue_dominated(obs, target_ms):
+        return {k: float(v) for k, v in factors.items()}
+    if obs.per_placement_latency_ms:
+        return update_factors(factors, obs, predict, settings)
+    return update_from_model(factors, obs, predict, settings)
+
+
+def _usable(pred: tuple[float, float] | None, s: CorrectionSettings) -> bool:
+    if pred is None:
+        return False
+    ms, util = pred
+    return math.isfinite(ms) and ms > 0 and util <= s.max_predicted_util
+
+
 def update_factors(
     factors: Mapping[str, float],
     obs: Observation,
-    predict: Callable[[str, str, float, int], tuple[float, float] | None],
+    predict: Predictor,
     settings: CorrectionSettings = CorrectionSettings(),
 ) -> dict[str, float]:
-    """Return updated factors after one observation.
-
-    ``predict(variant, pool, rps, ready_replicas)`` returns the uncorrected
-    model's ``(latency_ms_at_slo_percentile, utilisation)`` for that load, or
-    ``None`` when the model cannot say (no profile, overload).
-    """
+    """Per placement: each learns the factor that explains its own latency."""
     out = {k: float(v) for k, v in factors.items()}
-    ready = {p.key: p.ready for p in obs.current}
+    state = {p.key: p for p in obs.current}
     for (variant, pool), lat in obs.per_placement_latency_ms.items():
         rps = obs.per_placement_rps.get((variant, pool))
-        n = ready.get((variant, pool), 0)
-        if rps is None or lat is None or n <= 0 or rps < settings.min_rps:
+        p = state.get((variant, pool))
+        if rps is None or lat is None or p is None or p.ready <= 0 or rps < settings.min_rps:
             continue
+        if p.ready < p.desired:
+            continue  # replicas starting: the split and the window say little
         if not (math.isfinite(lat) and math.isfinite(rps)) or lat <= 0:
             continue
-        pred = predict(variant, pool, rps, n)
-        if pred is None:
+        n = p.ready
+        if not _usable(predict(variant, pool, rps, n, 1.0), settings):
             continue
-        pred_ms, util = pred
-        if not math.isfinite(pred_ms) or pred_ms <= 0 or util > settings.max_predicted_util:
+
+        def at(f: float, v: str = variant, pl: str = pool, r: float = rps,
+               k: int = n) -> float | None:
+            pr = predict(v, pl, r, k, f)
+            return None if pr is None else pr[0]
+
+        f = solve_factor(at, lat, settings)
+        if f is None:
             continue
         k = key(variant, pool)
-        old = out.get(k, 1.0)
-        ratio = min(max(lat / pred_ms, settings.min_factor), settings.max_factor)
-        new = math.exp((1 - settings.alpha) * math.log(old) + settings.alpha * math.log(ratio))
-        out[k] = min(max(new, settings.min_factor), settings.max_factor)
+        out[k] = _ewma(out.get(k, 1.0), f, settings)
+    return out
+
+
+def update_from_model(
+    factors: Mapping[str, float],
+    obs: Observation,
+    predict: Predictor,
+    settings: CorrectionSettings = CorrectionSettings(),
+) -> dict[str, float]:
+    """No per-placement latency: one common multiplier ``g`` of the current factors
+    such that the worst placement's prediction (even split over Ready replicas)
+    matches the whole model's percentile; every running placement learns ``f x g``.
+    Only when every replica is Ready."""
+    out = {k: float(v) for k, v in factors.items()}
+    lat, rps = finite_or_none(obs.latency_ms), finite_or_none(obs.rps)
+    if lat is None or rps is None or lat <= 0 or rps < settings.min_rps:
+        return out
+    running = [p for p in obs.current if p.desired > 0]
+    if not running or any(p.ready < p.desired for p in running):
+        return out
+    total = sum(p.ready for p in running)
+    base = {p.key: out.get(key(p.variant, p.pool), 1.0) for p in running}
+    for p in running:
+        if not _usable(predict(p.variant, p.pool, rps * p.ready / total, p.ready, 1.0),
+                       settings):
+            return out
+
+    def worst(g: float) -> float | None:
+        w = 0.0
+        for p in running:
+            pr = predict(p.variant, p.pool, rps * p.ready / total, p.ready, base[p.key] * g)
+            if pr is None:
+                return None
+            w = max(w, pr[0])
+        return w
+
+    # g ranges so that every factor can reach either bound.
+    lo = settings.min_factor / max(base.values())
+    hi = settings.max_factor / min(base.values())
+    g = solve_factor(worst, lat, replace(settings, min_factor=lo, max_factor=hi))
+    if g is None:
+        return out
+    for p in running:
+        k = key(p.variant, p.pool)
+        out[k] = _ewma(out.get(k, 1.0), base[p.key] * g, settings)
     return out
 
 
@@ -88,6 +226,11 @@ def _scale(profile: Profile, factor: float) -> Profile:
         profile,
         batches=tuple(BatchPoint(b.size, b.latency_ms * factor) for b in profile.batches),
     )
+
+
+def scaled_profile(profile: Profile, factor: float) -> Profile:
+    """``profile`` with its batch latencies scaled by ``factor``."""
+    return profile if factor == 1.0 else _scale(profile, factor)
 
 
 def corrected_spec(spec: ScaledModelSpec, factors: Mapping[str, float]) -> ScaledModelSpec:

@@ -68,13 +68,17 @@ def update(
 
 
 def forecast(
-    state: Mapping[str, Any] | None, horizon_s: float, cfg: ForecastConfig = DEFAULT
+    state: Mapping[str, Any] | None, horizon_s: float, cfg: ForecastConfig = DEFAULT,
+    floor: bool = True,
 ) -> float:
-    """Peak demand (rps) expected over the next ``horizon_s`` seconds."""
+    """Peak demand (rps) expected over the next ``horizon_s`` seconds; with
+    ``floor=False`` the smoothed look-ahead alone, which may be below the last
+    observation (one spike moves it by a bounded amount)."""
     if not state or "l" not in state:
         return 0.0
     level = _f(state, "l")
     trend = max(0.0, _f(state, "b"))
     dev = _f(state, "s")
     last = _f(state, "y")
-    return max(last, level + trend * max(0.0, horizon_s) + cfg.z * dev)
+    ahead = level + trend * max(0.0, horizon_s) + cfg.z * dev
+    return max(last, ahead) if floor else max(0.0, ahead)

@@ -15,14 +15,14 @@ operator emits one ``AutoscalerStateReset`` event (the next step writes a
 valid state, so the event is not repeated). A document from an unknown
 (newer) version, or one that is not a JSON object, resets the whole state.
 
-JSON layout, version 2 (``version`` is required)::
+JSON layout, version 3 (``version`` is required)::
 
-    {"version": 2,
+    {"version": 3,
      "forecast": {"l": level, "b": trend, "s": deviation, "t": time, "y": last},
-     "loadWindow": [[t, rps], ...], "load": rps,        # stabilised planning load
+     "loadWindow": [[t, rps], ...], "load": rps,        # stabilised observed demand
+     "forecastWindow": [[t, rps], ...], "forecastLoad": rps,  # stabilised look-ahead
      "odWindow": [[t, rps], ...], "odLoad": rps,        # load spot protection holds
-     "correction": {"variant/pool": factor, ...},      # online correction (:mod:`.correction`)
-     "loadCorrection": c,                              # fleet-wide load multiplier
+     "correction": {"variant/pool": factor, ...},      # THE online correction (:mod:`.correction`)
      "level": 0..3, "recoveringSince": t | null,        # degradation ladder
      "failures": n,                                     # consecutive unknown signals
      "target": [[variant, pool, replicas], ...],        # last target mix
@@ -30,8 +30,13 @@ JSON layout, version 2 (``version`` is required)::
      "binding": [signature, text],                      # cached binding constraint
      "threshold": t, "escalationScale": s}              # cascades only
 
-Version 1 (single-letter keys ``v f w L wo Lo c cf lvl rec fail p idle bc thr esc``,
-written by operators before this module) is migrated on first read.
+Migrated on first read: version 2 (the same layout plus ``"loadCorrection": c``,
+a fleet-wide load multiplier in [1, 2] kept beside the per-placement factors) and
+version 1 (single-letter keys ``v f w L wo Lo c cf lvl rec fail p idle bc thr esc``,
+written by operators before this module). The two corrections are one now: a load
+multiplier ``c`` asked for ``c`` times the capacity, which is what a service-time
+factor ``c`` gives, so ``c`` is folded into the factor of every placement of the
+stored target and of every stored factor (``f x c``, within the factor bounds).
 
 Pure code.
 """
@@ -43,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-VERSION = 2
+VERSION = 3
 
 # Physical bounds of what may be stored (and of the signals decide() accepts).
 MAX_RPS = 1e9  # requests/second: above any real fleet by orders of magnitude
@@ -73,12 +78,13 @@ class AutoscalerState:
     forecast: Mapping[str, float] | None = None
     load_window: Window = ()
     load: float | None = None
+    # The forecast's look-ahead, held for at most its horizon (see autoscale step 4).
+    forecast_window: Window = ()
+    forecast_load: float | None = None
     od_window: Window = ()
     od_load: float | None = None
-    # Online correction: latency factor per "variant/pool".
+    # The online correction: service-time factor per "variant/pool".
     correction: Mapping[str, float] = field(default_factory=dict)
-    # Global load multiplier from the fleet's latency percentile (1 = none).
-    load_correction: float = 1.0
     level: int = 0
     recovering_since: float | None = None
     failures: int = 0
@@ -121,14 +127,16 @@ def encode(state: AutoscalerState) -> dict[str, Any]:
         out["loadWindow"] = [[_r(t, 3), _r(v, 3)] for t, v in state.load_window]
     if state.load is not None:
         out["load"] = _r(state.load, 3)
+    if state.forecast_window:
+        out["forecastWindow"] = [[_r(t, 3), _r(v, 3)] for t, v in state.forecast_window]
+    if state.forecast_load is not None:
+        out["forecastLoad"] = _r(state.forecast_load, 3)
     if state.od_window:
         out["odWindow"] = [[_r(t, 3), _r(v, 3)] for t, v in state.od_window]
     if state.od_load is not None:
         out["odLoad"] = _r(state.od_load, 3)
     if state.correction:
         out["correction"] = {k: _r(v, 4) for k, v in sorted(state.correction.items())}
-    if state.load_correction != 1.0:
-        out["loadCorrection"] = _r(state.load_correction, 4)
     out["level"] = state.level
     out["recoveringSince"] = state.recovering_since
     out["failures"] = state.failures
@@ -261,11 +269,22 @@ _V1_KEYS = {
 
 
 def _migrate_v1(raw: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"version": VERSION}
+    out: dict[str, Any] = {"version": 2}
     for old, new in _V1_KEYS.items():
         if old in raw:
             out[new] = raw[old]
     return out
+
+
+def _fold(factors: Mapping[str, float], target: Mapping[Key, int], c: float
+          ) -> dict[str, float]:
+    """Version 2's load multiplier ``c`` folded into the per-placement factors."""
+    out = {k: float(v) for k, v in factors.items()}
+    if c == 1.0:
+        return out
+    for v, p in target:
+        out.setdefault(f"{v}/{p}", 1.0)
+    return {k: min(MAX_FACTOR, max(MIN_FACTOR, f * c)) for k, f in out.items()}
 
 
 def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
@@ -286,13 +305,13 @@ def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
                 AutoscalerState(), (f"status.autoscaler.v: unknown version {_show(v1)}",)
             )
         doc = _migrate_v1(raw)
-    elif version == VERSION and not isinstance(version, bool):
+    elif version in (2, VERSION) and not isinstance(version, bool):
         doc = dict(raw)
     else:
         return Decoded(
             AutoscalerState(),
             (f"status.autoscaler.version: unknown version {_show(version)} "
-             f"(this operator reads 1 and {VERSION})",),
+             f"(this operator reads 1 to {VERSION})",),
         )
     if not math.isfinite(now):
         now = 0.0
@@ -303,10 +322,11 @@ def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
         "forecast": ("forecast", lambda x: _forecast(x, now)),
         "loadWindow": ("load_window", lambda x: _window(x, now)),
         "load": ("load", lambda x: None if x is None else _num(x, 0.0, MAX_LOAD)),
+        "forecastWindow": ("forecast_window", lambda x: _window(x, now)),
+        "forecastLoad": ("forecast_load", lambda x: None if x is None else _num(x, 0.0, MAX_LOAD)),
         "odWindow": ("od_window", lambda x: _window(x, now)),
         "odLoad": ("od_load", lambda x: None if x is None else _num(x, 0.0, MAX_LOAD)),
         "correction": ("correction", _correction),
-        "loadCorrection": ("load_correction", lambda x: _num(x, 1.0, MAX_LOAD_CORRECTION)),
         "level": ("level", lambda x: _int(x, 0, LEVELS - 1)),
         "recoveringSince": ("recovering_since", lambda x: _opt_time(x, now)),
         "failures": ("failures", lambda x: _int(x, 0, MAX_FAILURES)),
@@ -327,4 +347,13 @@ def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
             problems.append(f"status.autoscaler.{key}: {e}")
         except (TypeError, ValueError, OverflowError, RecursionError) as e:
             problems.append(f"status.autoscaler.{key}: unreadable ({type(e).__name__})")
+    if doc.get("version") == 2 and "loadCorrection" in doc:
+        # Version 2 kept a fleet-wide load multiplier beside the factors: fold it in.
+        try:
+            c = _num(doc["loadCorrection"], 1.0, MAX_LOAD_CORRECTION)
+        except _Bad as e:
+            problems.append(f"status.autoscaler.loadCorrection: {e}")
+        else:
+            values["correction"] = _fold(values.get("correction", {}),
+                                         values.get("target", {}), c)
     return Decoded(AutoscalerState(**values), tuple(problems))
