@@ -27,7 +27,9 @@ if _ROOT not in sys.path:
 # in order, with its session fixtures started once there: the real suite's Triton
 # fleet is one group; the e2e suite is two groups of about equal length, each on
 # its own control plane (every e2e test already has its own namespace, pools and
-# operator). Unlisted e2e files join E2E_GROUP_B. Unit and artifact tests spread.
+# operator). E2E files not in E2E_GROUP_A form group e2e-b. Unit and artifact tests
+# spread. Test modules import under --import-mode=importlib: basenames may repeat
+# across suites, and shared code comes from tests.harness, never from a sibling test.
 E2E_GROUP_A = {"test_closed_loop.py", "test_faults.py", "test_cluster.py", "test_invalid.py"}
 
 
