@@ -21,11 +21,11 @@ planner and constraints: a bound no policy paying startup can reach), the
 best any policy could do on this fleet; sim/policies.py), and the baselines ``hpa``,
 ``kpa`` and ``static-peak``, each made FAIR by the simulator's own sweep
 (``tritonscale.sim.baselines``, what ``tritonscale simulate`` runs by default): it is
-tried on every (variant above the accuracy floor, pool, spot included) whose pool's
-``maxReplicas`` can hold the trace's peak minute (all of them when none can), and the
-cheapest of those meeting the SLO in the most minutes after the warm-up is reported.
-Baseline settings are their upstream defaults (HPA 70 % utilisation, KPA 70 % target
-utilisation); nothing is tuned against tritonscale.
+tried on every (variant above the accuracy floor, pool; spot pools only without
+``spotProtection``) whose pool's ``maxReplicas`` can hold the trace's peak minute (all
+of them when none can), and the cheapest of those meeting the SLO in the most minutes
+after the warm-up is reported. Baseline settings are their upstream defaults (HPA 70 %
+utilisation, KPA 70 % target utilisation); nothing is tuned against tritonscale.
 
 Warm-up, as in ``tritonscale simulate``: every policy but the oracle starts from its
 steady state on the trace's first minute (the simulator's pre-roll: fleet Ready, the

@@ -669,7 +669,7 @@ def test_templates_do_not_reference_secrets_or_hostpaths() -> None:
 
 
 def test_prometheus_rule_alerts_use_exported_metrics() -> None:
-    from test_dashboard import TRITON_METRICS, metric_names
+    from tests.artifacts.test_dashboard import TRITON_METRICS, metric_names
 
     from tritonscale.adapters.metrics import OperatorMetrics
 

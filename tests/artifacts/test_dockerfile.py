@@ -17,7 +17,9 @@ minutes on a loaded 2-core machine), so the built root is cached OUTSIDE the
 repository, in ``~/.cache/tritonscale/dockerfile/<key>`` (``$TRITONSCALE_CACHE``
 overrides the base), keyed by what decides the builder's result besides our own
 code: the Dockerfile, .dockerignore, pyproject.toml, the Python version and the
-ISO week (so dependencies are re-resolved from the index at least weekly). On a
+ISO week (so dependencies are re-resolved from the index at least weekly); of
+pyproject.toml only the build system and the [project] table (less the dev extras)
+count, so a new test tool or pytest setting does not rebuild the venv. On a
 hit the RUN step is not repeated; the project's wheel is rebuilt from the current
 context and reinstalled (no deps) into the cached venv, so the entrypoint checks
 always run today's code. ``TRITONSCALE_DOCKERFILE_CACHE=0`` forces the full build
@@ -38,6 +40,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,11 +167,18 @@ def test_context_respects_dockerignore(stages: list[Stage]) -> None:
 
 
 def builder_cache_key() -> str:
-    """What decides the builder's venv besides the project's own code."""
+    """What decides the builder's venv besides the project's own code: the Dockerfile,
+    .dockerignore, the build system and the [project] table of pyproject.toml (the
+    runtime dependencies; not the dev extras or tool settings, which the image never
+    sees), the Python version and the ISO week."""
     h = hashlib.sha256()
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml"):
+    for name in ("Dockerfile", ".dockerignore"):
         path = REPO / name
         h.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = {k: v for k, v in meta.get("project", {}).items() if k != "optional-dependencies"}
+    image_inputs = {"build-system": meta.get("build-system"), "project": project}
+    h.update(b"pyproject.toml\0" + json.dumps(image_inputs, sort_keys=True).encode())
     year, week, _ = dt.date.today().isocalendar()
     h.update(f"{sys.version}|{year}-W{week}".encode())
     return h.hexdigest()[:16]

@@ -118,8 +118,8 @@ def test_oracle_is_a_cost_lower_bound(resnet: ScaledModelSpec) -> None:
         / "examples" / "traces" / "azure_llm_conv_2023.csv"), 300.0)
     arr = arr[arr < 900.0]
     # Under the same constraints (spotProtection keeps on-demand capacity): the
-    # baselines on the user's typical Deployment (fp16 on T4 on-demand). A fair
-    # baseline may run on spot alone, without that protection, and cost less.
+    # baselines on the user's typical Deployment (fp16 on T4 on-demand). A baseline
+    # pinned to spot (--baseline-pool), without that protection, may cost less.
     v, p = default_deployment(resnet)
     costs = {name: run_policy(resnet, arr, name, variant=v.name, pool=p.name
                               ).summary["cost_usd"]
@@ -139,9 +139,10 @@ def test_hpa_policy_runs_in_the_simulator(resnet: ScaledModelSpec, metric: str,
     res = run_policy(resnet, arr, "hpa", hpa=HPAConfig(metric=metric, target=target,
                                                        max_replicas=8))
     keys = {k for s in res.run.steps for k in s.desired}
-    # One Deployment: where the sweep put it (the cheapest int8 pool meeting the SLO).
-    assert keys == {("int8", "t4-spot")}
-    assert res.summary["runs_on"] == "int8@t4-spot"
+    # One Deployment: where the sweep put it (the example asks for spotProtection:
+    # the cheapest on-demand pool, T4, with the cheaper-to-size int8 variant).
+    assert keys == {("int8", "t4-ondemand")}
+    assert res.summary["runs_on"] == "int8@t4-ondemand"
     assert max(sum(s.desired.values()) for s in res.run.steps) <= 8
     assert res.summary["requests"] == len(arr)
 
@@ -242,19 +243,116 @@ def test_sweep_gives_what_replaying_every_candidate_in_full_gives(
 
 def test_baseline_overrides_restrict_the_candidates(resnet: ScaledModelSpec) -> None:
     """--baseline-pool alone: every variant above the floor on that pool;
-    --baseline-variant alone: that variant on every pool with its profile; both: that
+    --baseline-variant alone: that variant on every pool with its profile (on-demand
+    ones under the example's spotProtection); both: that
     one; names that match nothing are clean errors naming them."""
     from tritonscale.sim.baselines import candidates
 
     arr = np.arange(0.0, 120.0, 1 / 500)  # 500 req/s: every pool holds it
+    # The example asks for spotProtection: on-demand pools only, unless one is named.
     assert sorted(candidates(resnet, arr)) == sorted(
-        (v.name, p.name) for v, p, _ in resnet.combos())
+        (v.name, p.name) for v, p, _ in resnet.combos() if not p.is_spot)
     assert sorted(candidates(resnet, arr, pool="t4-spot")) == [("fp16", "t4-spot"),
                                                                ("int8", "t4-spot")]
     assert sorted(candidates(resnet, arr, variant="fp16")) == [
-        ("fp16", "a100-ondemand"), ("fp16", "t4-ondemand"), ("fp16", "t4-spot")]
+        ("fp16", "a100-ondemand"), ("fp16", "t4-ondemand")]  # on-demand: spotProtection
     assert candidates(resnet, arr, "int8", "l4-spot") == [("int8", "l4-spot")]
     with pytest.raises(ValueError, match="unknown node pool 'nope'"):
         candidates(resnet, arr, pool="nope")
     with pytest.raises(ValueError, match="variant 'fp16' has no profile for node pool"):
         candidates(resnet, arr, "fp16", "l4-spot")
+
+
+def _spot_and_on_demand(make_spec: SpecFactory, protect: bool) -> ScaledModelSpec:
+    """Like _one_variant, with a cheap spot pool: 'spot' 0.1 $/h, 'mid' on-demand
+    0.5 $/h, 'dear' on-demand 0.9 $/h, four replicas each."""
+    return make_spec(
+        variants=[{
+            "name": "one", "precision": "fp16", "accuracy": 0.9,
+            "profiles": [{"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
+                          "batches": [{"size": 1, "latencyMs": 10.0}]}],
+        }],
+        nodePools=[
+            {"name": "spot", "accelerator": "T4", "capacityType": "spot",
+             "pricePerHour": 0.1, "maxReplicas": 4, "startupSeconds": 60},
+            {"name": "mid", "accelerator": "T4", "pricePerHour": 0.5, "maxReplicas": 4,
+             "startupSeconds": 60},
+            {"name": "dear", "accelerator": "T4", "pricePerHour": 0.9, "maxReplicas": 4,
+             "startupSeconds": 60},
+        ],
+        scaling={"spotProtection": protect},
+    )
+
+
+@pytest.mark.parametrize("protect", [True, False])
+def test_sweep_keeps_to_on_demand_pools_under_spot_protection(
+    make_spec: SpecFactory, protect: bool,
+) -> None:
+    """static-peak at 120 req/s needs n = ceil(120 / capacity) replicas on any pool.
+    With spotProtection a one-Deployment baseline keeps on-demand capacity only on an
+    on-demand pool: 'spot' is not tried, 'mid' wins at n x 0.5 $/h. Without it the
+    same replay on 'spot' costs n x 0.1 $/h and wins."""
+    from tritonscale.core.perf import capacity
+    from tritonscale.sim.baselines import candidates, sweep
+    from tritonscale.sim.engine import SimConfig
+
+    spec = _spot_and_on_demand(make_spec, protect)
+    assert spec.scaling.spot_protection is protect
+    arr = np.arange(0.0, 600.0, 1 / 120)
+    n = int(np.ceil(120 / capacity(spec.variants[0].profiles[0], spec.slo.latency)))
+    assert 1 < n <= 4
+    cfg = SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=600.0)
+    s = sweep(spec, arr, "static-peak", cfg)
+    hours = (arr[-1] + 1e-6) / 3600.0
+    tried = {t.key[1] for t in s.tried}
+    if protect:
+        assert candidates(spec, arr) == [("one", "mid"), ("one", "dear")]
+        assert tried == {"mid", "dear"}
+        assert s.key == ("one", "mid")
+        assert s.run.cost_usd == pytest.approx(n * 0.5 * hours, rel=1e-9)
+    else:
+        assert set(candidates(spec, arr)) == {("one", p) for p in ("spot", "mid", "dear")}
+        assert tried == {"spot", "mid", "dear"}
+        assert s.key == ("one", "spot")
+        assert s.run.cost_usd == pytest.approx(n * 0.1 * hours, rel=1e-9)
+    assert {k for st in s.run.steps for k in st.desired} == {s.key}
+
+
+def test_baseline_pool_overrides_spot_protection_and_says_so(make_spec: SpecFactory) -> None:
+    """--baseline-pool spot: the user's choice wins over spotProtection; the summary
+    notes that it ignores the protection (an on-demand pool needs no note)."""
+    from tritonscale.sim.baselines import candidates
+    from tritonscale.sim.engine import SimConfig
+
+    spec = _spot_and_on_demand(make_spec, True)
+    arr = np.arange(0.0, 180.0, 1 / 120)
+    assert candidates(spec, arr, pool="spot") == [("one", "spot")]
+    cfg = SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=120.0)
+    res = run_policy(spec, arr, "static-peak", cfg, pool="spot")
+    assert res.summary["runs_on"] == "one@spot"
+    assert "ignoring spec.scaling.spotProtection" in res.summary["note"]
+    res = run_policy(spec, arr, "static-peak", cfg, pool="mid")
+    assert res.summary["runs_on"] == "one@mid" and "note" not in res.summary
+    off = _spot_and_on_demand(make_spec, False)
+    assert "note" not in run_policy(off, arr, "static-peak", cfg, pool="spot").summary
+
+
+def test_spot_protection_without_an_on_demand_pool_is_a_clean_error(
+    make_spec: SpecFactory,
+) -> None:
+    from tritonscale.sim.baselines import candidates
+
+    spec = make_spec(
+        variants=[{
+            "name": "one", "precision": "fp16", "accuracy": 0.9,
+            "profiles": [{"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
+                          "batches": [{"size": 1, "latencyMs": 10.0}]}],
+        }],
+        nodePools=[{"name": "spot", "accelerator": "T4", "capacityType": "spot",
+                    "pricePerHour": 0.1, "maxReplicas": 4}],
+        scaling={"spotProtection": True},
+    )
+    arr = np.arange(0.0, 60.0, 1 / 10)
+    with pytest.raises(ValueError, match=r"spotProtection.*on-demand node pool"):
+        candidates(spec, arr)
+    assert candidates(spec, arr, pool="spot") == [("one", "spot")]

@@ -92,15 +92,28 @@ def test_baselines_say_where_they_ran(plain_trace: Path,
             "--policy", "static-peak", "--preroll", "120"]
     assert main([*args, "--json"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[-1])
-    # One replica on T4 spot holds 400 req/s with either variant: the more accurate.
-    assert row["runs_on"] == "fp16@t4-spot" and row["placements"] == ["fp16@t4-spot"]
+    # The example asks for spotProtection: on-demand pools only. One replica on T4
+    # on-demand holds 400 req/s with either variant: the more accurate.
+    assert row["runs_on"] == "fp16@t4-ondemand"
+    assert row["placements"] == ["fp16@t4-ondemand"]
     tried = {t["runs_on"]: t for t in row["sweep"]}
-    assert tried["fp16@t4-spot"]["complete"] and tried["fp16@t4-spot"]["missed"] == 0
+    assert tried["fp16@t4-ondemand"]["complete"] and tried["fp16@t4-ondemand"]["missed"] == 0
     assert "fp16@a100-ondemand" in tried
+    assert not any("spot" in k for k in tried)
+    assert "note" not in row
     assert main([*args, "--baseline-variant", "fp16", "--baseline-pool", "t4-ondemand"]) == 0
     out = capsys.readouterr().out
     assert "runs on" in out.splitlines()[1]
     assert "fp16@t4-ondemand" in out
+    # A spot pool named explicitly is used, and the output says it ignores the
+    # protection (JSON and table).
+    assert main([*args, "--baseline-pool", "t4-spot", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["runs_on"] == "fp16@t4-spot"
+    assert "ignoring spec.scaling.spotProtection" in row["note"]
+    assert main([*args, "--baseline-pool", "t4-spot"]) == 0
+    out = capsys.readouterr().out
+    assert "note: static-peak: runs on spot pool 't4-spot'" in out
 
 
 @pytest.mark.parametrize("bad", ["-1", "nan", "1e9"])

@@ -106,7 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--baseline-pool",
-        help="node pool for hpa/kpa/static-peak (default: each one's fair choice, swept)",
+        help="node pool for hpa/kpa/static-peak (default: each one's fair choice, swept "
+        "over on-demand pools only when spec.scaling.spotProtection is set; a spot pool "
+        "named here is used anyway, ignoring spotProtection)",
     )
 
 
@@ -206,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
             f"SLO p{slo.percentile:g} <= {slo.target_ms:g} ms"
         )
         print(format_table([r.summary for r in results]))
+        for r in results:
+            if "note" in r.summary:
+                print(f"note: {r.summary['policy']}: {r.summary['note']}")
     if args.plot:
         from tritonscale.sim.plot import plot_runs
 

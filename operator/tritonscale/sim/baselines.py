@@ -7,11 +7,16 @@ scaling, so by default each baseline runs on the (variant, pool) that is cheapes
 for it among those meeting the SLO in as many minutes as it can on this trace,
 found by replaying it on every candidate:
 
-* candidates: every variant above the accuracy floor x every pool (spot included)
-  that has a profile for it, whose pool's ``maxReplicas`` can hold the trace's
-  peak minute at the SLO (``core/perf.py`` capacity); when none can, all of them;
+* candidates: every variant above the accuracy floor x every pool that has a
+  profile for it, whose pool's ``maxReplicas`` can hold the trace's peak minute at
+  the SLO (``core/perf.py`` capacity); when none can, all of them. A fair baseline
+  meets the constraints the user set, as the oracle does: with
+  ``spec.scaling.spotProtection`` (enough on-demand capacity to hold the SLO if
+  every spot replica vanished) one Deployment can only keep that capacity on an
+  on-demand pool, so spot pools are candidates only without it;
   ``--baseline-variant`` / ``--baseline-pool`` restrict the candidates (both: that
-  one, without a sweep);
+  one, without a sweep); an explicit pool is used as asked, spot included, even
+  under ``spotProtection`` (:func:`ignores_spot_protection`);
 * verdict: most minutes meeting the SLO after the warm-up, then lowest cost, then
   the order they are tried in: cheapest estimate (replicas for the mean rate x
   price), then most accurate variant.
@@ -102,6 +107,17 @@ def peak_rate(arrivals: NDArray[np.float64]) -> float:
     return float(per_window_rate(arrivals, 60.0).max()) if len(arrivals) else 0.0
 
 
+def ignores_spot_protection(spec: ScaledModelSpec, pool: str | None) -> bool:
+    """Whether a baseline pinned to ``pool`` (``--baseline-pool``) runs on spot
+    although the spec asks for ``spotProtection`` (the user's choice overrides it)."""
+    if not (pool and spec.scaling.spot_protection):
+        return False
+    try:
+        return spec.pool(pool).is_spot
+    except KeyError:
+        return False
+
+
 def candidates(
     spec: ScaledModelSpec,
     arrivals: NDArray[np.float64],
@@ -111,7 +127,7 @@ def candidates(
     """The (variant, pool) pairs a one-Deployment baseline is tried on (module doc).
 
     Raises ValueError naming the choice when ``variant``/``pool`` name nothing, or
-    leave no candidate."""
+    leave no candidate (with ``spotProtection``: no on-demand one)."""
     if variant and pool:
         v, p, _ = single_deployment(spec, variant, pool)
         return [(v.name, p.name)]
@@ -128,9 +144,17 @@ def candidates(
         except KeyError:
             raise ValueError(f"unknown node pool {pool!r}") from None
     else:
-        ps = list(spec.node_pools)
+        # An explicit pool overrides spotProtection; otherwise it rules out spot.
+        protect = spec.scaling.spot_protection
+        ps = [p for p in spec.node_pools if not (protect and p.is_spot)]
     pairs = [(v, p, prof) for v in vs for p in ps
              if (prof := v.profile_for(p.accelerator)) is not None]
+    if not pairs and not pool and spec.scaling.spot_protection:
+        what = (f"variant {variant!r} has" if variant
+                else "no variant above the accuracy floor has")
+        raise ValueError(f"spec.scaling.spotProtection asks for on-demand capacity, and "
+                         f"{what} a profile for an on-demand node pool (--baseline-pool "
+                         f"picks a pool anyway)")
     if not pairs:
         what = (f"variant {variant!r}" if variant else f"node pool {pool!r}" if pool
                 else "the spec")

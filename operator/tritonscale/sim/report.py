@@ -21,7 +21,9 @@ Metrics (one dict per policy):
   = cost / duration.
 * ``runs_on``: ``variant@pool`` when the policy used one placement (a baseline:
   the one its sweep chose, see :mod:`.baselines`), ``mix of N`` otherwise;
-  ``placements`` lists them; ``sweep`` (baselines) what each candidate did.
+  ``placements`` lists them; ``sweep`` (baselines) what each candidate did;
+  ``note`` (a baseline pinned to a spot pool with ``--baseline-pool`` while the
+  spec asks for ``spotProtection``) says that it ignores the protection.
 * ``p50_ms, p95_ms, p99_ms`` over served requests.
 * ``accuracy``: expected accuracy served (a cascade's per request at the threshold
   the router ran; one variant's, or the Ready replicas' mean, otherwise).
@@ -39,7 +41,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tritonscale.core.spec import ScaledModelSpec
-from tritonscale.sim.baselines import BASELINES, Sweep, peak_rate, sweep, where
+from tritonscale.sim.baselines import (
+    BASELINES,
+    Sweep,
+    ignores_spot_protection,
+    peak_rate,
+    sweep,
+    where,
+)
 from tritonscale.sim.cascade import run_accuracy, run_cascade
 from tritonscale.sim.engine import (
     DEFAULT_PREROLL_S,
@@ -207,4 +216,7 @@ def run_policy(
     summary["runs_on"], summary["placements"] = runs_on(run)
     if swept is not None:
         summary["sweep"] = [t.as_dict() for t in swept.tried]
+    if name in BASELINES and ignores_spot_protection(spec, pool):
+        summary["note"] = (f"runs on spot pool {pool!r} as asked (--baseline-pool), "
+                           f"ignoring spec.scaling.spotProtection")
     return PolicyResult(summary, run)
