@@ -352,3 +352,23 @@ def test_unknown_signals_after_a_restart_mid_move_do_not_double_the_fleet(
     assert d.reason == "Replaced"
     assert d.target == (Placement("int8", "l4-spot", 1),)
     assert d.replicas() == {("int8", "l4-spot"): 1, ("int8", "t4-spot"): 1}
+
+
+def test_no_scale_down_on_the_first_readings_after_an_outage(make_spec: SpecFactory) -> None:
+    """Found by tests/e2e/test_closed_loop.py: while blind the scale-down window kept
+    running, so after an outage longer than the window the first readings (a
+    restarted Prometheus's rate() is short of samples and under-reads) scaled the
+    fleet down at once. A blind step recommends what it holds: the window restarts
+    when the signals come back."""
+    spec = make_spec(scaling={"scaleDownStabilizationSeconds": 60})
+    clock = FakeClock()
+    ds = _run(spec, [4000.0] * 4 + [None] * 6 + [1000.0] * 8, clock)
+    held = ds[3].total_replicas
+    assert held > 1
+    assert [d.reason for d in ds[4:10]] == ["HeldUnknownSignals"] * 6
+    # The last blind step is ds[9]; its recommendation stays in the 60-s window for
+    # the next three steps (15, 30, 45 s later).
+    assert [d.total_replicas for d in ds[10:13]] == [held] * 3, [
+        (d.total_replicas, d.reason) for d in ds]
+    # Then the lower load is followed.
+    assert min(d.total_replicas for d in ds[14:]) < held

@@ -402,6 +402,13 @@ def decide(
     if rps is None:
         step = _unknown(spec, obs, prev, state is None, why or "request rate unknown")
     else:
+        if prev.failures > 0 and prev.load is not None:
+            # Signals are back after an outage: the load held while blind counts as
+            # recommended now, so the scale-down window restarts here. The window
+            # kept running while blind (a blind step leaves the state unchanged), and
+            # the first readings after an outage under-read (a restarted Prometheus's
+            # rate() is short of samples): they must not scale the fleet down at once.
+            prev = replace(prev, load_window=(*prev.load_window, (now, prev.load)))
         step = _known(spec, obs, prev, rps, now)
     return _finish(spec, obs, step, "; ".join(problems))
 
