@@ -230,9 +230,7 @@ def test_replicas_follow_load_and_slo_holds(
     cluster: Cluster, namespace: str, loop_pools: None, tmp_path: Path
 ) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/scaledmodels.tritonscale.io", "--timeout=60s"
-    )
+    cluster.wait_established("scaledmodels.tritonscale.io")
 
     sd_file = tmp_path / "targets.json"
     sd_file.write_text("[]")

@@ -129,8 +129,7 @@ def test_crd_deletes_while_operator_is_down(
         assert gone.returncode != 0
     finally:  # the rest of the session needs the CRD
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-        cluster.kubectl("wait", "--for=condition=Established",
-                        "crd/scaledmodels.tritonscale.io", "--timeout=60s")
+        cluster.wait_established("scaledmodels.tritonscale.io")
     wait_for(lambda: not sm_deployments(cluster, ns, "a"), timeout=60, interval=0.5,
              what="garbage collection after the CRD went")
 

@@ -249,8 +249,7 @@ def test_weights_follow_a_mix_change_make_before_break(
     # 2. Install the CRDs: routes appear with capacity-share weights.
     for f in gateway_api:
         cluster.kubectl("apply", "--server-side", "-f", str(f))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    *[f"crd/{c}" for c in ROUTE_CRDS])
+    cluster.wait_established(*ROUTE_CRDS)
     wait_for(lambda: _weights_follow(cluster, ns, manifest, names), timeout=120,
              interval=0.5, what="weighted routes for the initial mix", on_timeout=state)
     http = _route(cluster, ns, "HTTPRoute")

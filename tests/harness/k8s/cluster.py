@@ -664,6 +664,21 @@ class Cluster:
         """``kubectl get ... -o json``, parsed."""
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
+    def wait_established(self, *crds: str, timeout: float = 60.0) -> None:
+        """Wait until each CustomResourceDefinition (by name) is Established.
+
+        Polled rather than ``kubectl wait --for=condition=Established``: right after a
+        (re)create the CRD has no ``status.conditions`` yet, and kubectl 1.34 then
+        fails at once ("accessor error: <nil>") instead of waiting."""
+
+        def established(name: str) -> bool:
+            conds = self.get_json("crd", name).get("status", {}).get("conditions") or []
+            return any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in conds)
+
+        wait_for(lambda: all(established(c) for c in crds), timeout=timeout,
+                 what=f"CRDs Established: {', '.join(crds)}")
+
     # ------------------------------------------------------------------ namespaces
 
     def create_namespace(
