@@ -22,6 +22,17 @@ WRITES = ("apply", "delete_deployment", "delete_service", "delete_configmap", "d
           "patch_status", "event")
 
 
+class Clock:
+    """A clock the test sets by hand (``clock.t = ...``), injected where the code
+    reads the time."""
+
+    def __init__(self) -> None:
+        self.t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def load_example(name: str = "resnet50.yaml") -> dict[str, Any]:
     doc: dict[str, Any] = yaml.safe_load((ROOT / "examples" / name).read_text())
     return doc

@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from tests.harness.fakes import FakeKube, load_example
+from tests.harness.fakes import Clock, FakeKube, load_example
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core.placement import initial_placement
@@ -54,13 +54,6 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
 def interim(spec: ScaledModelSpec, obs: Observation, state: Any, now: float) -> Decision:
     """The simple, predictable interim rule, injected as the Reconciler's policy."""
     return initial_placement(spec, obs.unavailable_pools)
-
-
-class Clock:
-    t = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

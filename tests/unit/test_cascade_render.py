@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from tests.harness.fakes import FakeKube, load_example
+from tests.harness.fakes import Clock, FakeKube, load_example
 
 from tritonscale.core import cascade_render as cr
 from tritonscale.core.api import ANNOTATION_SPEC_HASH, LABEL_VARIANT
@@ -228,13 +228,6 @@ class Signals:
 
     def observe(self, namespace: str, name: str, spec: ScaledModelSpec) -> Observation:
         return self.obs
-
-
-class Clock:
-    t = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from tests.harness.fakes import FakeKube, load_example
+from tests.harness.fakes import Clock, FakeKube, load_example
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import autoscale
@@ -23,14 +23,6 @@ def interim(spec: ScaledModelSpec, obs: Observation, state: Any, now: float) -> 
     (injected as the Reconciler's policy); the tests named ``test_planner_*`` use
     the default policy, the real ``autoscale.decide``."""
     return initial_placement(spec, obs.unavailable_pools)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FixedSignals:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from tests.harness.fakes import FakeKube, load_example
+from tests.harness.fakes import Clock, FakeKube, load_example
 
 from tritonscale.core.types import Decision, Placement
 from tritonscale.handlers.reconcile import Reconciler
@@ -26,13 +26,6 @@ def kube() -> FakeKube:
     doc["spec"]["routing"] = copy.deepcopy(ROUTING)
     k.add_scaledmodel(doc)
     return k
-
-
-class Clock:
-    t = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
