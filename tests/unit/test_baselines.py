@@ -147,15 +147,19 @@ def test_hpa_policy_runs_in_the_simulator(resnet: ScaledModelSpec, metric: str,
     assert res.summary["requests"] == len(arr)
 
 
+# Batch 1, 10 ms per request on T4.
+ONE_VARIANT = {
+    "name": "one", "precision": "fp16", "accuracy": 0.9,
+    "profiles": [{"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
+                  "batches": [{"size": 1, "latencyMs": 10.0}]}],
+}
+
+
 def _one_variant(make_spec: SpecFactory) -> ScaledModelSpec:
     """Batch 1, 10 ms per request on T4; three T4 pools. 'dear' replays exactly like
     'mid' (same startup and maxReplicas) at 1.8x its price; 'tiny' holds one replica."""
     return make_spec(
-        variants=[{
-            "name": "one", "precision": "fp16", "accuracy": 0.9,
-            "profiles": [{"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
-                          "batches": [{"size": 1, "latencyMs": 10.0}]}],
-        }],
+        variants=[ONE_VARIANT],
         nodePools=[
             {"name": "tiny", "accelerator": "T4", "pricePerHour": 0.2, "maxReplicas": 1,
              "startupSeconds": 60},
@@ -267,11 +271,7 @@ def _spot_and_on_demand(make_spec: SpecFactory, protect: bool) -> ScaledModelSpe
     """Like _one_variant, with a cheap spot pool: 'spot' 0.1 $/h, 'mid' on-demand
     0.5 $/h, 'dear' on-demand 0.9 $/h, four replicas each."""
     return make_spec(
-        variants=[{
-            "name": "one", "precision": "fp16", "accuracy": 0.9,
-            "profiles": [{"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
-                          "batches": [{"size": 1, "latencyMs": 10.0}]}],
-        }],
+        variants=[ONE_VARIANT],
         nodePools=[
             {"name": "spot", "accelerator": "T4", "capacityType": "spot",
              "pricePerHour": 0.1, "maxReplicas": 4, "startupSeconds": 60},
@@ -343,11 +343,7 @@ def test_spot_protection_without_an_on_demand_pool_is_a_clean_error(
     from tritonscale.sim.baselines import candidates
 
     spec = make_spec(
-        variants=[{
-            "name": "one", "precision": "fp16", "accuracy": 0.9,
-            "profiles": [{"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
-                          "batches": [{"size": 1, "latencyMs": 10.0}]}],
-        }],
+        variants=[ONE_VARIANT],
         nodePools=[{"name": "spot", "accelerator": "T4", "capacityType": "spot",
                     "pricePerHour": 0.1, "maxReplicas": 4}],
         scaling={"spotProtection": True},
