@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from tests.harness.fakes import Clock, FakeKube, load_example
+from tests.harness.net import HUNG_HOST
 
+from tritonscale.adapters import outbound
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import autoscale
 from tritonscale.core.placement import initial_placement
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.types import Decision, Observation, Placement
 from tritonscale.handlers.reconcile import ReconcileError, Reconciler
+from tritonscale.handlers.signals import SpecSignalSource
 
 NS, NAME, UID = "ml", "resnet50", "uid-1"
 
@@ -626,3 +631,36 @@ def test_tick_loop_skips_models_that_are_not_due(
     assert not loop.scan(clock.t - 0.5, clock.t)  # due, but no slot boundary passed
     assert loop.scan(start + 14.5, start + 15.5) == [b]
     assert kube.calls == []
+
+
+def test_a_hung_prometheus_resolver_holds_the_plan_within_the_query_timeout(
+    kube: FakeKube, clock: Clock, hung_resolver: threading.Event
+) -> None:
+    """The real signal source and Prometheus adapter against a resolver that never
+    answers: the tick returns within the query timeout, the plan holds (like any
+    signal outage), status names the failure, and the next tick does not wait again."""
+    signals = FixedSignals(Observation(rps=50.0, latency_ms=5.0))
+    r = Reconciler(kube=kube, signals=signals, clock=clock)
+    r.reconcile(body(kube))
+    before = {n: d["spec"]["replicas"] for (_, n), d in kube.deployments.items()}
+    assert before
+
+    def hung(spec: dict[str, Any]) -> None:
+        spec["metrics"]["prometheus"].update(url=f"http://{HUNG_HOST}:9090",
+                                             timeoutSeconds=0.3)
+
+    edit_spec(kube, hung)
+    r.signals = SpecSignalSource()
+    for _ in range(2):
+        clock.t += 20
+        started = time.monotonic()
+        out = r.tick(body(kube))
+        took = time.monotonic() - started
+        assert out is not None and out.decided
+        assert took < 0.3 + outbound.DEADLINE_GRACE_S + 1.0, took
+        assert {n: d["spec"]["replicas"] for (_, n), d in kube.deployments.items()} == before
+        assert status(kube)["observed"]["error"].startswith(
+            "Prometheus: host name lookup timed out")
+        assert cond(kube, "SignalsAvailable")["status"] == "False"
+    # The second tick found the breaker open: no second wait on the resolver.
+    assert "not retried" in status(kube)["observed"]["error"]

@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import requests
 import urllib3.exceptions
+from tests.harness.net import HUNG_HOST
 
 from tritonscale.adapters import outbound
 from tritonscale.adapters.prometheus import NOT_ALLOWED, PrometheusSignals, UrlAllowlist
@@ -275,35 +275,6 @@ def test_escalation_rate_unknown_unless_a_fraction(hostile: Hostile, value: str,
 
 
 # -- a resolver that never answers ------------------------------------------------------
-
-HUNG_HOST = "prometheus.hung-resolver.invalid"
-
-
-@pytest.fixture
-def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """The C resolver call under ``socket.getaddrinfo`` blocks for HUNG_HOST until the
-    event is set (as glibc does for minutes when the DNS server drops queries).
-
-    requests' ``timeout`` bounds connect and reads only, never the lookup, so before
-    outbound.get had its own deadline every request to such a host blocked its
-    caller -- a reconcile, a tick worker -- until the resolver gave up."""
-    import _socket
-
-    release = threading.Event()
-    real = _socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == HUNG_HOST:
-            release.wait(30)
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(_socket, "getaddrinfo", getaddrinfo)
-    try:
-        yield release
-    finally:
-        release.set()
-
 
 def test_a_hung_resolver_is_bounded_and_named(hung_resolver: threading.Event) -> None:
     started = time.monotonic()
