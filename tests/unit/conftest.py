@@ -86,7 +86,6 @@ def resnet50() -> dict[str, Any]:
     return load_example("resnet50.yaml")
 
 
-
 @pytest.fixture
 def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """The C resolver call under ``socket.getaddrinfo`` blocks for HUNG_HOST until the
