@@ -23,6 +23,7 @@ within the floor and the pools), which bounds what any policy that meets the SLO
 every minute must pay when bursts are shorter than a replica's startup.
 
     PYTHONPATH=operator python benchmarks/bench_cascade.py [--scale 500] [--minutes 60]
+        [--traces both|bundled|bursty]
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def main() -> int:
                     help="rate scale of the bundled trace (500: ~2,800 req/s)")
     ap.add_argument("--minutes", type=float, default=60.0, help="replay the first N minutes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--traces", choices=("both", "bundled", "bursty"), default="both",
+                    help="which traces to replay (one only: shorter development runs)")
     args = ap.parse_args()
     cascade, plain = specs(Path(args.spec))
     floor = cascade.slo.min_accuracy
@@ -132,7 +135,10 @@ def main() -> int:
                                    seed=args.seed))
     cfg = SimConfig(seed=args.seed)
     verdicts: list[tuple[str, bool, str]] = []
-    for label, arr in (("bundled Azure trace", base), ("generated bursty trace", bursty)):
+    runs = [("bundled Azure trace", base), ("generated bursty trace", bursty)]
+    runs = [r for r, key in zip(runs, ("bundled", "bursty"), strict=True)
+            if args.traces in ("both", key)]
+    for label, arr in runs:
         arr = np.asarray(arr, dtype=np.float64)
         t0 = time.perf_counter()
         ra = run_policy(cascade, arr, "tritonscale", cfg)
