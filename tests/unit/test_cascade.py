@@ -13,6 +13,7 @@ from tests.harness.cascade_cases import with_cascade
 from tests.harness.fakes import load_example
 
 from tritonscale.core import cascade as cc
+from tritonscale.core import cascade_step
 from tritonscale.core.autoscale import decide, plan_once
 from tritonscale.core.batcher import TRITON_GROWTH, Batcher, serve
 from tritonscale.core.perf import predict_replica
@@ -439,3 +440,64 @@ def test_backlog_drain_counts_the_cascades_ready_capacity() -> None:
                       current=_obs(0, cur).current)
     d = decide(spec, obs, None, 15.0)
     assert d.details["planning_load_rps"] < 4_000.0
+
+
+# ------------------------------------------------------------------ the floor as a budget
+
+
+def _budget_state(now: float, requests: float, accuracy: float, thr: float = 0.5
+                  ) -> dict[str, Any]:
+    return {"version": 3, "threshold": thr, "accuracyServed": [now - 30.0, requests, accuracy]}
+
+
+def test_accuracy_window_decays_and_weighs_each_steps_requests() -> None:
+    spec = _spec()
+    cas = spec.cascade
+    first = cascade_step.served(spec, None, 0.5, 1000.0, 100.0)
+    assert first.requests == 0.0 and first.accuracy == spec.slo.min_accuracy
+    # 30 s at 1000 rps at threshold 0.9 after 1e5 requests at 0.89: decayed, then added.
+    w = cascade_step.served(spec, [70.0, 1e5, 0.89], 0.9, 1000.0, 100.0)
+    kept = 1e5 * math.exp(-30.0 / cascade_step.ACCURACY_WINDOW_S)
+    assert w.requests == pytest.approx(kept + 30_000)
+    acc9 = cas.point(0.9).accuracy
+    assert w.accuracy == pytest.approx((0.89 * kept + acc9 * 30_000) / (kept + 30_000))
+    # Tier 1 alone (threshold 0) counts at tier 1's own accuracy.
+    w0 = cascade_step.served(spec, [70.0, 1e5, 0.89], 0.0, 1000.0, 100.0)
+    assert w0.accuracy < 0.89
+    assert cascade_step.tier1_only(spec).accuracy == spec.variant("distil-int8").accuracy
+    # A time in the future or garbage starts a fresh window.
+    assert cascade_step.served(spec, [500.0, 1e5, 0.9], 0.5, 10.0, 100.0).requests == 0.0
+    assert cascade_step.served(spec, "x", 0.5, 10.0, 100.0).requests == 0.0
+
+
+def test_burst_spends_the_accuracy_surplus_on_tier_1_alone() -> None:
+    spec = _spec()
+    cur = _ready_for(spec, 900.0)
+    ready = {k: n for k, (n, _) in cur.items()}
+    low = spec.cascade.point(0.5)
+    assert not cc.holds(spec, low, 1.0, ready, 5000.0, 100.0)  # no point within the floor
+    # A window well above the floor: the surplus pays for tier 1 alone during the burst.
+    d = decide(spec, _obs(5000.0, cur), _budget_state(100.0, 2e6, 0.8975), 100.0)
+    c = d.details["cascade"]
+    assert c["threshold"] == 0.0 and c["thresholdReason"] == "accuracyBudget"
+    assert c["escalated"] == 0.0 and c["accuracy"] == spec.variant("distil-int8").accuracy
+    assert d.state["threshold"] == 0.0
+    assert d.state["accuracyServed"][1] > 2e6 * 0.99
+    # No surplus (a fresh window, or one at the floor): the floor's least point.
+    for st in ({"version": 3, "threshold": 0.5}, _budget_state(100.0, 2e6, 0.89)):
+        c = decide(spec, _obs(5000.0, cur), st, 100.0).details["cascade"]
+        assert c["threshold"] == 0.5 and c["thresholdReason"] == "pressure"
+
+
+def test_deficit_plans_more_escalation_to_repay_it() -> None:
+    spec = _spec()
+    cur = _ready_for(spec, 4000.0)
+    fair = decide(spec, _obs(4000.0, cur), _budget_state(100.0, 2e6, 0.8925), 100.0)
+    assert fair.details["cascade"]["targetThreshold"] == 0.5
+    d = decide(spec, _obs(4000.0, cur), _budget_state(100.0, 2e6, 0.885), 100.0)
+    c = d.details["cascade"]
+    assert c["neededAccuracy"] > spec.slo.min_accuracy
+    assert spec.cascade.point(c["targetThreshold"]).accuracy >= c["neededAccuracy"]
+    assert c["targetThreshold"] > 0.5
+    # Escalation rises only once tier 2's new replicas are Ready (make-before-break).
+    assert c["threshold"] == 0.5 and c["thresholdReason"] == "makeBeforeBreak"
