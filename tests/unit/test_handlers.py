@@ -756,3 +756,44 @@ def test_a_duplicate_left_by_an_upgrade_goes_once_the_current_one_is_ready(
     r.reconcile(body(kube))
     assert kube.deployment_names() == [CURRENT]
     assert kube.deployments[(NS, CURRENT)]["spec"]["replicas"] == 2
+
+
+def _indexed_model(kube: FakeKube) -> dict[str, list[dict[str, Any]]]:
+    """What handlers/lifecycle.py's ``scaledmodels`` index holds: uid -> [body]."""
+    return {UID: [body(kube)]}
+
+
+def test_deployment_event_reads_the_model_from_the_index(kube: FakeKube, r: Reconciler) -> None:
+    """A Deployment event refreshes its ScaledModel from the operator's own index:
+    no GET of the ScaledModel per event (at 2,000 models, one per watch event)."""
+    from tritonscale.handlers.lifecycle import _deployment_event
+
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-t4-spot", namespace=NS)
+    dep = copy.deepcopy(kube.deployments[(NS, "resnet50-int8-t4-spot")])
+    memo = type("Memo", (), {"reconciler": r})()
+    kube.reset_calls()
+    _deployment_event("MODIFIED", dep, memo, None, _indexed_model(kube))
+    assert ("get_scaledmodel", f"{NS}/{NAME}") not in kube.calls, kube.calls
+    assert ("list_deployments", f"{NS}/{NAME}") in kube.calls  # it did refresh
+    assert status(kube)["readyReplicas"] == 1
+    # Not in the index (another shard's, not indexed yet): a GET, as before.
+    dep["status"]["readyReplicas"] = 0
+    kube.reset_calls()
+    _deployment_event("MODIFIED", dep, memo, None, {})
+    assert ("get_scaledmodel", f"{NS}/{NAME}") in kube.calls
+
+
+def test_owned_service_deletion_reads_the_model_from_the_index(
+    kube: FakeKube, r: Reconciler
+) -> None:
+    from tritonscale.handlers.lifecycle import _owned_deleted
+
+    r.reconcile(body(kube))
+    svc = copy.deepcopy(kube.services[(NS, NAME)])
+    del kube.services[(NS, NAME)]
+    memo = type("Memo", (), {"reconciler": r})()
+    kube.reset_calls()
+    _owned_deleted(svc, memo, None, _indexed_model(kube))
+    assert ("get_scaledmodel", f"{NS}/{NAME}") not in kube.calls, kube.calls
+    assert (NS, NAME) in kube.services  # applied again

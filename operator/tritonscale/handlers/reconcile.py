@@ -15,6 +15,7 @@ runs when nothing is feasible. The signal source is the ``signals`` argument.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 import time
@@ -244,17 +245,22 @@ class Reconciler:
         namespace: str,
         name: str,
         deployments: Sequence[Mapping[str, Any]] | None = None,
+        known: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> Outcome | None:
         """Re-read one ScaledModel and converge to its recorded plan (no new decision).
 
         The object is read under the model's lock, so it is never older than a
-        reconcile that was running when the refresh was asked for."""
+        reconcile that was running when the refresh was asked for: from ``known``
+        (the operator's own index of ScaledModels, kept by its watch) when that has
+        it, else with a GET."""
 
         def work() -> Outcome | None:
-            try:
-                body = self.kube.get_scaledmodel(namespace, name)
-            except KubeAPIError as e:
-                raise ReconcileError(f"reading {namespace}/{name}: {e}") from e
+            body = known() if known is not None else None
+            if body is None:
+                try:
+                    body = self.kube.get_scaledmodel(namespace, name)
+                except KubeAPIError as e:
+                    raise ReconcileError(f"reading {namespace}/{name}: {e}") from e
             if body is None:
                 return None
             return self._reconcile(body, False, deployments)
@@ -267,8 +273,12 @@ class Reconciler:
         body: Mapping[str, Any],
         deleted: bool = False,
         deployments: Callable[[str, str], Sequence[Mapping[str, Any]] | None] | None = None,
+        model: Callable[[str, str], Mapping[str, Any] | None] | None = None,
     ) -> Outcome | None:
-        """A Deployment we own changed: refresh its ScaledModel when counts moved."""
+        """A Deployment we own changed: refresh its ScaledModel when counts moved.
+
+        ``deployments(namespace, name)`` and ``model(namespace, name)``: what the
+        Kopf layer's indexes hold (None: list / GET it from the API)."""
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
         sm = labels.get(LABEL_SM)
@@ -287,12 +297,13 @@ class Reconciler:
         else:
             self._seen_deployments[key] = counts
         listed = deployments(str(namespace), str(sm)) if deployments is not None else None
-        return self.refresh(str(namespace), str(sm), listed)
+        return self.refresh(str(namespace), str(sm), listed, _known(model, namespace, sm))
 
     def owned_object_deleted(
         self,
         body: Mapping[str, Any],
         deployments: Callable[[str, str], Sequence[Mapping[str, Any]] | None] | None = None,
+        model: Callable[[str, str], Mapping[str, Any] | None] | None = None,
     ) -> Outcome | None:
         """A Service of ours (the model's, a cascade's tier-2, a placement's) was
         deleted: forget that it was applied and converge its ScaledModel now, which
@@ -314,7 +325,7 @@ class Reconciler:
             self._cascade_hash.get(uid, {}).pop(oname, None)
             self._route_hash.pop(uid, None)
         listed = deployments(str(namespace), str(sm)) if deployments is not None else None
-        return self.refresh(str(namespace), str(sm), listed)
+        return self.refresh(str(namespace), str(sm), listed, _known(model, namespace, sm))
 
     def forget(self, uid: str, namespace: str = "", name: str = "") -> None:
         """The ScaledModel is gone; garbage collection removes its objects.
@@ -922,6 +933,14 @@ class Reconciler:
         return Outcome(valid=True, namespace=ns, name=name, settled=False,
                        status_written=written, errors=(msg,), spec=spec,
                        placements=tuple(states))
+
+
+def _known(
+    model: Callable[[str, str], Mapping[str, Any] | None] | None, namespace: Any, name: Any
+) -> Callable[[], Mapping[str, Any] | None] | None:
+    if model is None:
+        return None
+    return functools.partial(model, str(namespace), str(name))
 
 
 def _rejected_reason(err: KubeAPIError) -> str:
