@@ -797,3 +797,35 @@ def test_owned_service_deletion_reads_the_model_from_the_index(
     _owned_deleted(svc, memo, None, _indexed_model(kube))
     assert ("get_scaledmodel", f"{NS}/{NAME}") not in kube.calls, kube.calls
     assert (NS, NAME) in kube.services  # applied again
+
+
+def test_unchanged_spec_is_parsed_once(
+    kube: FakeKube, r: Reconciler, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ticks of an unchanged spec reuse its parse; any change of the spec (by value,
+    whatever the generation says) parses again, and an invalid one is refused."""
+    from tritonscale.handlers import reconcile as rec
+
+    parsed: list[str] = []
+    real = rec.parse_manifest
+
+    def counting(doc: Any) -> Any:
+        parsed.append(doc["metadata"]["name"])
+        return real(doc)
+
+    monkeypatch.setattr(rec, "parse_manifest", counting)
+    for _ in range(3):
+        r.reconcile(body(kube))
+        clock.t += 30
+    assert len(parsed) == 1
+    b = body(kube)
+    b["spec"]["scaling"]["minReplicas"] = 2  # same generation: still noticed
+    assert r.reconcile(b).placements[0].desired == 2
+    assert len(parsed) == 2
+    b["spec"]["scaling"]["minReplicas"] = -1
+    assert r.reconcile(b).valid is False
+    assert r.reconcile(b).valid is False
+    assert len(parsed) == 4  # an invalid spec is never remembered
+    r.forget(UID, NS, NAME)
+    r.reconcile(body(kube))
+    assert len(parsed) == 5
