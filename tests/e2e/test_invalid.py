@@ -320,13 +320,17 @@ def _resource(part: str, name: str, value: Any) -> Callable[[Manifest], None]:
     return lambda m: m["spec"]["model"]["resources"].setdefault(part, {}).update({name: value})
 
 
-def _safe(*entries: tuple[str, str, int], floor: float | None = None
-          ) -> Callable[[Manifest], None]:
+def _safe(*entries: tuple[str, str, int], floor: float | None = None,
+          gpus: tuple[str, int] | None = None) -> Callable[[Manifest], None]:
     def mutate(m: Manifest) -> None:
         m["spec"]["scaling"]["safePlan"] = [
             {"variant": v, "pool": p, "replicas": n} for v, p, n in entries]
         if floor is not None:
             m["spec"]["slo"]["minAccuracy"] = floor
+        if gpus is not None:
+            for pool in m["spec"]["nodePools"]:
+                if pool["name"] == gpus[0]:
+                    pool["gpusPerReplica"] = gpus[1]
     return mutate
 
 
@@ -386,8 +390,11 @@ CEL_BREAKERS.update({
     "spec.scaling.safePlan: totals more than": (
         _safe(("int8", "t4-spot", 8), ("int8", "t4-ondemand", 8), ("int8", "l4-spot", 1)),
         "spec.scaling.safePlan"),
+    # 2 x $4.0966/GPU is $8.19/h, within the example's $12; with 2 GPUs a replica
+    # (a replica costs pricePerHour x gpusPerReplica) it is $16.39/h.
     "spec.scaling.safePlan: costs more than": (
-        _safe(("int8", "a100-ondemand", 3)), "spec.scaling.safePlan"),
+        _safe(("int8", "a100-ondemand", 2), gpus=("a100-ondemand", 2)),
+        "spec.scaling.safePlan"),
 })
 
 

@@ -30,6 +30,8 @@ for this 2-core machine, whose load average is often above 10: p99 comes from 40
 samples per load, and the client's view (a Python load generator sharing the cores)
 once showed a single-point p99 spike of -68 % while Triton's summary of the same
 requests stayed within 20 %.
+A load whose generator sent any request more than 100 ms late did not apply the asked
+load (a starved machine, not the model): it is repeated, as in test_cascade_real.py.
 
 What made the model meet the goal (it was 20-35 % optimistic before): Triton
 prepares the next batch while the instance computes, and that prepared batch stops
@@ -71,6 +73,11 @@ OPTIMISTIC = {"server": 0.25, "client": 0.35}  # see the docstring
 PESSIMISTIC = 0.25
 BATCH_TOLERANCE = 0.20
 COMPUTE_TOLERANCE = 0.15
+# A load whose worst send is later than this did not run open loop at the asked rate
+# (the shared machine starved the load generator, as test_cascade_real.py checks):
+# it is printed and repeated, up to MAX_ATTEMPTS loads per point, never judged.
+MAX_LATENESS_MS = 100.0
+MAX_ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +117,26 @@ def test_prediction_matches_measured_percentiles(server: TritonServer, profile: 
     overhead = idle_client_overhead_ms(server, MODEL)
     assert 0.0 < overhead < 10.0, overhead
     rows: list[PerfRow] = []
+    disturbed: list[str] = []
     for i, (fraction, seconds) in enumerate(LOADS):
-        rows.append(
-            measure_perf_point(
+        for attempt in range(MAX_ATTEMPTS):
+            row = measure_perf_point(
                 server,
                 MODEL,
                 profile,
                 fraction,
                 overhead_ms=overhead,
                 duration_s=seconds,
-                seed=40 + i,
+                seed=40 + i + 100 * attempt,
             )
-        )
+            if row.max_lateness_ms <= MAX_LATENESS_MS:
+                rows.append(row)
+                break
+            disturbed.append(f"{fraction:.0%}: sends up to {row.max_lateness_ms:.0f} ms late")
+            print(f"\ndisturbed load {disturbed[-1]}, repeated:\n{perf_table([row])}")
+        else:
+            pytest.fail(f"no load at {fraction:.0%} kept its schedule in {MAX_ATTEMPTS} "
+                        f"attempts (the machine is starved): {disturbed}")
     print(
         f"\nidle client overhead {overhead:.2f} ms; tolerance -{OPTIMISTIC['server']:.0%}"
         f"(client -{OPTIMISTIC['client']:.0%})..+{PESSIMISTIC:.0%} (goal +-20 %); "

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from tests.harness.fakes import load_example
+from tests.harness.net import HUNG_HOST
 
 from tritonscale.core.spec import ScaledModelSpec, parse_manifest, parse_spec
 
@@ -81,3 +84,29 @@ def resnet() -> ScaledModelSpec:
 @pytest.fixture
 def resnet50() -> dict[str, Any]:
     return load_example("resnet50.yaml")
+
+
+@pytest.fixture
+def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The C resolver call under ``socket.getaddrinfo`` blocks for HUNG_HOST until the
+    event is set (as glibc does for minutes when the DNS server drops queries).
+
+    requests' ``timeout`` bounds connect and reads only, never the lookup, so before
+    outbound.get had its own deadline every request to such a host blocked its
+    caller -- a reconcile, a tick worker -- until the resolver gave up."""
+    import _socket
+
+    release = threading.Event()
+    real = _socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == HUNG_HOST:
+            release.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(_socket, "getaddrinfo", getaddrinfo)
+    try:
+        yield release
+    finally:
+        release.set()

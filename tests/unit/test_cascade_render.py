@@ -175,6 +175,8 @@ def test_rendering_a_cascade_needs_the_router_source() -> None:
     ({"threshold": 0.9}, 0.9),
     ({"threshold": 0.7}, 0.7),
     ({"threshold": 0.65}, 0.5),   # not a point of the curve
+    ({"threshold": 0.0}, 0.0),    # tier 1 alone (the accuracy budget allows it)
+    ({"threshold": -0.5}, 0.5),
     ({"threshold": True}, 0.5),
     ({"threshold": "0.9"}, 0.5),
     ({}, 0.5),

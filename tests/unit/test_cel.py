@@ -52,6 +52,13 @@ def _norm(path: str) -> str:
 
 Mutation = Callable[[dict[str, Any]], Any]
 
+
+def _two_gpu_a100_safe_plan(d: dict[str, Any]) -> None:
+    (pool,) = [p for p in d["spec"]["nodePools"] if p["name"] == "a100-ondemand"]
+    pool["gpusPerReplica"] = 2
+    d["spec"]["scaling"].update(safePlan=[
+        {"variant": "int8", "pool": "a100-ondemand", "replicas": 2}])
+
 CASES: list[tuple[str, Mutation, str]] = [
     ("no profile for any pool", lambda d: [p.update(accelerator="H100")
                                            for p in d["spec"]["nodePools"]],
@@ -130,6 +137,9 @@ CASES: list[tuple[str, Mutation, str]] = [
         {"variant": "int8", "pool": "l4-spot", "replicas": 1}]), "spec.scaling.safePlan"),
     ("safe plan over budget", lambda d: d["spec"]["scaling"].update(safePlan=[
         {"variant": "int8", "pool": "a100-ondemand", "replicas": 3}]), "spec.scaling.safePlan"),
+    # 2 x $4.0966 per GPU is $8.19/h under the $12 budget; with 2 GPUs a replica it is
+    # $16.39/h (core/pricing.py: a replica costs pricePerHour x gpusPerReplica).
+    ("safe plan over budget, 2 GPUs a replica", _two_gpu_a100_safe_plan, "spec.scaling.safePlan"),
     ("gateway without parentRefs", lambda d: d["spec"].update(routing={"mode": "gateway"}),
      "spec.routing.parentRefs"),
     ("parentRefs in service mode", lambda d: d["spec"].update(

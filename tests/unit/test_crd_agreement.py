@@ -184,6 +184,9 @@ MUTATIONS: st.SearchStrategy[Mutation] = st.one_of(
     st.sampled_from([0.4, 1.0, 2.0, 3.5, 100.0]).map(_set_at("spec", "slo", "maxCostPerHour")),
     st.integers(0, 12).map(_set_at("spec", "nodePools", 0, "maxReplicas")),
     st.integers(0, 12).map(_set_at("spec", "nodePools", 1, "maxReplicas")),
+    # A replica costs pricePerHour x gpusPerReplica: the safePlan budget rule must agree.
+    st.integers(0, 4).map(_set_at("spec", "nodePools", 0, "gpusPerReplica")),
+    st.integers(0, 4).map(_set_at("spec", "nodePools", 1, "gpusPerReplica")),
     st.integers(1, 16).map(_set_at("spec", "scaling", "maxReplicas")),
     st.integers(0, 4).map(_set_at("spec", "scaling", "minReplicas")),
     st.fixed_dictionaries({}, optional={

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from tests.harness.fakes import Clock, FakeKube, load_example
+from tests.harness.net import HUNG_HOST
 
+from tritonscale.adapters import outbound
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import autoscale
 from tritonscale.core.placement import initial_placement
-from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.core.render import Owner, get_deployment
+from tritonscale.core.spec import ScaledModelSpec, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement
 from tritonscale.handlers.reconcile import ReconcileError, Reconciler
+from tritonscale.handlers.signals import SpecSignalSource
 
 NS, NAME, UID = "ml", "resnet50", "uid-1"
 
@@ -626,3 +632,127 @@ def test_tick_loop_skips_models_that_are_not_due(
     assert not loop.scan(clock.t - 0.5, clock.t)  # due, but no slot boundary passed
     assert loop.scan(start + 14.5, start + 15.5) == [b]
     assert kube.calls == []
+
+
+def test_a_hung_prometheus_resolver_holds_the_plan_within_the_query_timeout(
+    kube: FakeKube, clock: Clock, hung_resolver: threading.Event
+) -> None:
+    """The real signal source and Prometheus adapter against a resolver that never
+    answers: the tick returns within the query timeout, the plan holds (like any
+    signal outage), status names the failure, and the next tick does not wait again."""
+    signals = FixedSignals(Observation(rps=50.0, latency_ms=5.0))
+    r = Reconciler(kube=kube, signals=signals, clock=clock)
+    r.reconcile(body(kube))
+    before = {n: d["spec"]["replicas"] for (_, n), d in kube.deployments.items()}
+    assert before
+
+    def hung(spec: dict[str, Any]) -> None:
+        spec["metrics"]["prometheus"].update(url=f"http://{HUNG_HOST}:9090",
+                                             timeoutSeconds=0.3)
+
+    edit_spec(kube, hung)
+    r.signals = SpecSignalSource()
+    for _ in range(2):
+        clock.t += 20
+        started = time.monotonic()
+        out = r.tick(body(kube))
+        took = time.monotonic() - started
+        assert out is not None and out.decided
+        assert took < 0.3 + outbound.DEADLINE_GRACE_S + 1.0, took
+        assert {n: d["spec"]["replicas"] for (_, n), d in kube.deployments.items()} == before
+        assert status(kube)["observed"]["error"].startswith(
+            "Prometheus: host name lookup timed out")
+        assert cond(kube, "SignalsAvailable")["status"] == "False"
+    # The second tick found the breaker open: no second wait on the resolver.
+    assert "not retried" in status(kube)["observed"]["error"]
+
+
+# -- Deployments named by an older operator ----------------------------------------------
+#
+# Before "--" separated a hyphenated variant from its pool (core/render.py
+# deployment_name), variant "int8-trt" on pool "t4-spot" was Deployment
+# resnet50-int8-trt-t4-spot; today it is resnet50-int8-trt--t4-spot. What a Deployment
+# holds comes from its labels and owner reference, never from its name: after an
+# upgrade, the old one must keep being managed (not doubled) and be deleted when its
+# placement leaves the plan (not left running while a name it never had is deleted).
+
+LEGACY = "resnet50-int8-trt-t4-spot"
+CURRENT = "resnet50-int8-trt--t4-spot"
+
+
+def _hyphenated(kube: FakeKube) -> None:
+    def rename(spec: dict[str, Any]) -> None:
+        for v in spec["variants"]:
+            if v["name"] == "int8":
+                v["name"] = "int8-trt"
+        for e in spec["scaling"].get("safePlan") or ():
+            if e["variant"] == "int8":
+                e["variant"] = "int8-trt"
+
+    edit_spec(kube, rename)
+
+
+def _old_deployment(kube: FakeKube, name: str, replicas: int, ready: int) -> None:
+    """A Deployment an older operator created: ours by labels and owner reference."""
+    dep = get_deployment(Owner(name=NAME, namespace=NS, uid=UID),
+                         parse_manifest(body(kube))[2],
+                         Placement("int8-trt", "t4-spot", replicas))
+    dep["metadata"]["name"] = name
+    dep["status"] = {"readyReplicas": ready}
+    kube.deployments[(NS, name)] = dep
+
+
+def _theirs(name: str) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NS, "labels": {"app": "theirs"}},
+            "spec": {"replicas": 3}}
+
+
+def test_a_deployment_named_by_an_older_operator_is_kept_managed_not_doubled(
+    kube: FakeKube, r: Reconciler
+) -> None:
+    _hyphenated(kube)
+    _old_deployment(kube, LEGACY, replicas=1, ready=1)
+    kube.deployments[(NS, CURRENT)] = _theirs(CURRENT)  # in the way of nothing of ours
+    use_plan(r, Placement("int8-trt", "t4-spot", 2))
+    out = r.reconcile(body(kube))
+    assert out.valid and not out.failure and not out.created and out.updated == (LEGACY,)
+    assert kube.deployment_names() == [CURRENT, LEGACY]
+    assert kube.deployments[(NS, LEGACY)]["spec"]["replicas"] == 2
+    assert kube.deployments[(NS, CURRENT)] == _theirs(CURRENT)
+    assert status(kube)["placements"][0]["deployment"] == LEGACY
+
+
+def test_a_deployment_named_by_an_older_operator_is_deleted_when_it_leaves_the_plan(
+    kube: FakeKube, r: Reconciler
+) -> None:
+    _hyphenated(kube)
+    _old_deployment(kube, LEGACY, replicas=1, ready=1)
+    # Somebody else's Deployment with the name today's naming gives that placement:
+    # never ours to delete.
+    kube.deployments[(NS, CURRENT)] = _theirs(CURRENT)
+    use_plan(r, Placement("fp16", "t4-spot", 1))
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-fp16-t4-spot")
+    r.reconcile(body(kube))
+    assert kube.deployment_names() == sorted([CURRENT, "resnet50-fp16-t4-spot"])
+    assert ("delete_deployment", f"{NS}/{CURRENT}") not in kube.calls
+    assert any(e[1] == "DeletedDeployment" and LEGACY in e[2] for e in kube.events)
+
+
+def test_a_duplicate_left_by_an_upgrade_goes_once_the_current_one_is_ready(
+    kube: FakeKube, r: Reconciler
+) -> None:
+    """An operator that parsed names created CURRENT beside LEGACY (both ours, same
+    placement): the older one goes once the kept one has all its replicas Ready."""
+    _hyphenated(kube)
+    _old_deployment(kube, LEGACY, replicas=2, ready=2)
+    _old_deployment(kube, CURRENT, replicas=2, ready=0)
+    use_plan(r, Placement("int8-trt", "t4-spot", 2))
+    r.reconcile(body(kube))
+    assert kube.deployment_names() == [CURRENT, LEGACY]  # no capacity dropped yet
+    assert [p["deployment"] for p in status(kube)["placements"]] == [CURRENT]
+    kube.set_ready(CURRENT)
+    r.reconcile(body(kube))
+    assert kube.deployment_names() == [CURRENT]
+    assert kube.deployments[(NS, CURRENT)]["spec"]["replicas"] == 2

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 import urllib3.exceptions
+from tests.harness.net import HUNG_HOST
 
 from tritonscale.adapters import outbound
 from tritonscale.adapters.prometheus import NOT_ALLOWED, PrometheusSignals, UrlAllowlist
@@ -271,3 +272,54 @@ def test_escalation_rate_unknown_unless_a_fraction(hostile: Hostile, value: str,
     sig = adapter.signals("ns", "m-cascade", 95, cascade=True)
     assert sig.escalated == reading.value and sig.escalation_error == error
     assert any("tritonscale_cascade_escalated_total" in p for p in hostile.paths)
+
+
+# -- a resolver that never answers ------------------------------------------------------
+
+def test_a_hung_resolver_is_bounded_and_named(hung_resolver: threading.Event) -> None:
+    started = time.monotonic()
+    with pytest.raises(outbound.OutboundError, match=r"^host name lookup timed out$"):
+        outbound.get(requests.Session(), f"http://{HUNG_HOST}:9090/api/v1/query",
+                     peer="Prometheus", timeout_s=0.3)
+    assert time.monotonic() - started < 0.3 + outbound.DEADLINE_GRACE_S + 0.5
+
+    adapter = PrometheusSignals(f"http://{HUNG_HOST}:9090", timeout_s=0.3)
+    started = time.monotonic()
+    sig = adapter.signals("ns", "m", 95)
+    # One query's timeout (signals() stops at the first transport failure), a query
+    # failure like any outage: the planner holds and the breaker opens.
+    assert time.monotonic() - started < 0.3 + outbound.DEADLINE_GRACE_S + 0.5
+    assert sig.request_rate is None and sig.error == "Prometheus: host name lookup timed out"
+
+
+def test_hung_lookups_cost_bounded_threads_and_never_delay_other_servers(
+    hung_resolver: threading.Event, hostile: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbound, "MAX_RUNNING_PER_SERVER", 2)
+    url = f"http://{HUNG_HOST}:9090/"
+    for _ in range(2):
+        with pytest.raises(outbound.OutboundError, match=r"^host name lookup timed out$"):
+            outbound.get(requests.Session(), url, peer="P", timeout_s=0.1)
+    before = threading.active_count()
+    started = time.monotonic()
+    with pytest.raises(outbound.OutboundError,
+                       match=r"^earlier requests to this server still hang$"):
+        outbound.get(requests.Session(), url, peer="P", timeout_s=5)
+    assert time.monotonic() - started < 0.5 and threading.active_count() == before
+    hostile.body = b"fine"
+    assert outbound.get(requests.Session(), hostile.url, peer="P", timeout_s=2) == b"fine"
+    # The resolver answers at last: the threads end and the server is usable again.
+    hung_resolver.set()
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before - 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(outbound.OutboundError, match=r"^host name not resolved$"):
+        outbound.get(requests.Session(), url, peer="P", timeout_s=2)
+
+
+def test_an_answer_inside_the_deadline_is_returned_with_its_own_error(hostile: Hostile) -> None:
+    hostile.status, hostile.body = 500, SECRET.encode()
+    with pytest.raises(outbound.OutboundError) as info:
+        outbound.get(requests.Session(), hostile.url, peer="P", timeout_s=2)
+    assert info.value.text == "HTTP 500 from P" and info.value.status == 500
+    assert info.value.__cause__ is None and info.value.__context__ is None

@@ -76,3 +76,16 @@ def test_decide_applies_only_the_admissible_part_and_says_why(make_spec: SpecFac
         assert "Safe plan limited" in step.message and "maxCostPerHour" in step.message
         assert step.details["safePlanCut"]
     assert d.reason == "SafePlan"
+
+
+def test_budget_prices_a_replica_at_all_its_gpus(make_spec: SpecFactory) -> None:
+    """pricePerHour is per GPU (core/pricing.py): a 2-GPU A100 replica costs $6/h, so a
+    $7/h budget admits one of them, not the two a per-GPU price would let through."""
+    base = make_spec()
+    pools = tuple(dataclasses.replace(p, gpus_per_replica=2) if p.name == "a100-od" else p
+                  for p in base.node_pools)
+    spec = _with_safe(dataclasses.replace(base, node_pools=pools), ("big", "a100-od", 2),
+                      budget=7.0)
+    res = admissible_safe_plan(spec, {})
+    assert res.mix == {("big", "a100-od"): 1}
+    assert any("maxCostPerHour 7" in n for n in res.notes)

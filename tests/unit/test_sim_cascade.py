@@ -93,3 +93,24 @@ def test_run_cascade_refuses_a_spec_without_cascade() -> None:
     spec = parse_manifest(load_example("bert.yaml"))[2]
     with pytest.raises(ValueError, match="cascade"):
         run_cascade(spec, _poisson(10.0, 5.0), 10.0)
+
+
+def test_tier1_alone_is_credited_tier1_accuracy() -> None:
+    spec = _spec()
+
+    class Tier1Only(CascadePolicy):
+        def initial(self, view: CascadeSimulator) -> Any:
+            out = super().initial(view)
+            self.threshold = 0.0
+            return out
+
+        def step(self, view: CascadeSimulator) -> Any:
+            out = super().step(view)
+            self.threshold = 0.0
+            return out
+
+    arr = _poisson(300.0, 90.0)
+    sim = CascadeSimulator(spec, arr, SimConfig(seed=5))
+    run = sim.run(Tier1Only(spec, 300.0))
+    assert run.escalated == 0.0 and sim.t2.n == 0
+    assert run.accuracy == pytest.approx(spec.variant("distil-int8").accuracy)

@@ -38,6 +38,7 @@ FULL = AutoscalerState(
     target={("int8", "t4"): 3, ("fp16", "a100"): 1},
     idle_since=None,
     binding=("sig", "nodePools[t4].maxReplicas"),
+    accuracy_served=(NOW - 15, 1234.5, 0.8931),
 )
 
 
@@ -107,6 +108,21 @@ def test_invalid_field_resets_that_field_and_says_so(raw: dict[str, Any], field:
     assert len(out.problems[0]) < 300  # never echoes a large input
     if field != "load":
         assert out.state.load == 7.0  # the valid fields are kept
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ([NOW + 3600, 1.0, 0.9], "outside"),   # a time in the future
+    ([NOW - 1, -5.0, 0.9], "outside"),      # negative requests
+    ([NOW - 1, 5.0, 1.5], "outside"),       # an accuracy above 1
+    ([NOW - 1, 5.0], "is not [time, requests, accuracy]"),
+    ({"t": 1}, "is not [time, requests, accuracy]"),
+])
+def test_invalid_accuracy_window_resets_that_field(value: Any, why: str) -> None:
+    out = _dec({"version": VERSION, "load": 7.0, "accuracyServed": value})
+    assert len(out.problems) == 1
+    assert out.problems[0].startswith("status.autoscaler.accuracyServed:")
+    assert why in out.problems[0]
+    assert out.state.accuracy_served is None and out.state.load == 7.0
 
 
 @pytest.mark.parametrize("raw", [[1, 2], "x", 3, {"v": 9}, {"version": 4}, {"version": True}])

@@ -7,8 +7,11 @@ every such request:
 
 * never follows a redirect: a 3xx is an error (``HTTP 302 from Prometheus (redirects
   are not followed)``), and the redirect target is never contacted;
-* has a deadline for the whole exchange (connect, headers and body), not only per
-  socket read, so a server dripping one byte at a time cannot hold a caller;
+* has a hard deadline for the whole exchange -- name resolution, connect, headers
+  and body -- not only per socket read, so neither a server dripping one byte at a
+  time nor a hung DNS resolver can hold a caller (:func:`get` runs the exchange in a
+  worker thread and stops waiting at the deadline: ``getaddrinfo`` has no timeout,
+  and requests' ``timeout`` never covers it);
 * reads at most ``max_bytes`` of body;
 * fails with :class:`OutboundError`, whose text is one of a few fixed phrases
   (:func:`classify`): no byte of the response body, header or the exception's own
@@ -20,8 +23,12 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any
 
 import requests
@@ -37,6 +44,18 @@ TLS = "TLS error"
 CONNECT_FAILED = "connection failed"
 INVALID = "invalid response"
 TOO_LARGE = "response too large"
+RESOLVE_TIMEOUT = "host name lookup timed out"
+BUSY = "earlier requests to this server still hang"
+
+# Worker threads still running (a hung resolver keeps one until it answers), per
+# server and in all: past these limits a request fails at once with BUSY instead of
+# starting another thread, so a server whose name never resolves costs a bounded
+# number of threads and never delays requests to other servers.
+MAX_RUNNING_PER_SERVER = 16
+MAX_RUNNING = 256
+# Time past ``timeout_s`` before the caller stops waiting: lets the exchange's own
+# timeouts (which name the failure more exactly) fire first.
+DEADLINE_GRACE_S = 0.25
 
 
 class OutboundError(Exception):
@@ -121,6 +140,52 @@ class NoRedirectSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
+def _server(url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or ''}"
+    except ValueError:
+        return url
+
+
+class _Running:
+    """Count of worker threads per server (see MAX_RUNNING_PER_SERVER)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._per: dict[str, int] = {}
+        self._total = 0
+
+    def acquire(self, server: str, per_server: int, total: int) -> bool:
+        with self._lock:
+            if self._total >= total or self._per.get(server, 0) >= per_server:
+                return False
+            self._per[server] = self._per.get(server, 0) + 1
+            self._total += 1
+            return True
+
+    def release(self, server: str) -> None:
+        with self._lock:
+            self._total -= 1
+            left = self._per.get(server, 1) - 1
+            if left > 0:
+                self._per[server] = left
+            else:
+                self._per.pop(server, None)
+
+
+_running = _Running()
+
+
+def _resolving(frame: FrameType | None) -> bool:
+    """Is this stack inside ``socket.getaddrinfo`` (a name lookup)?"""
+    while frame is not None:
+        if frame.f_code.co_name == "getaddrinfo" and frame.f_globals.get("__name__") == "socket":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def get(
     session: requests.Session,
     url: str,
@@ -132,8 +197,51 @@ def get(
 ) -> bytes:
     """GET ``url``; the body of a 2xx answer, else :class:`OutboundError`.
 
-    The whole exchange is bounded by about ``timeout_s`` (plus one socket read) and
-    the body by ``max_bytes``; redirects are errors."""
+    Returns or raises within ``timeout_s`` (+ ``DEADLINE_GRACE_S``) whatever the
+    server or the resolver do: past it the error is ``host name lookup timed out``
+    when the exchange is still resolving the server's name, else ``timeout``; the
+    abandoned exchange finishes (or stays blocked in the resolver) in its own thread.
+    The body is bounded by ``max_bytes``; redirects are errors."""
+    server = _server(url)
+    if not _running.acquire(server, MAX_RUNNING_PER_SERVER, MAX_RUNNING):
+        raise OutboundError(BUSY)
+    done = threading.Event()
+    result: list[bytes] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(_exchange(session, url, peer=peer, timeout_s=timeout_s,
+                                    params=params, max_bytes=max_bytes))
+        except BaseException as exc:  # handed to the caller (or dropped if it left)
+            failure.append(exc)
+        finally:
+            _running.release(server)
+            done.set()
+
+    worker = threading.Thread(target=work, name=f"outbound {peer}", daemon=True)
+    worker.start()
+    if not done.wait(timeout_s + DEADLINE_GRACE_S):
+        frame = sys._current_frames().get(worker.ident or -1)
+        raise OutboundError(RESOLVE_TIMEOUT if _resolving(frame) else TIMEOUT)
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, OutboundError):
+            raise OutboundError(exc.text, exc.status) from None
+        raise OutboundError(classify(exc)) from None
+    return result[0]
+
+
+def _exchange(
+    session: requests.Session,
+    url: str,
+    *,
+    peer: str,
+    timeout_s: float,
+    params: Mapping[str, str] | None,
+    max_bytes: int,
+) -> bytes:
+    """The exchange itself (blocking; each socket operation bounded by ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     try:
         resp = session.get(url, params=dict(params or {}), timeout=timeout_s,

@@ -590,7 +590,7 @@ def _known(
                      else None),
     )
     if spec.cascade is not None:
-        return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps, {
+        return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps, now, {
             "rps": round(rps, 3), "forecast_rps": round(predicted, 3),
             "planning_load_rps": round(loads[0], 3), "correction": dict(sorted(factors.items()))})
     level = prev.level
@@ -690,19 +690,23 @@ def _known(
 
 def _cascade(
     spec: ScaledModelSpec, obs: Observation, base: AutoscalerState, load: float,
-    od_load: float, min_eff: int, rps: float, details: Mapping[str, Any],
+    od_load: float, min_eff: int, rps: float, now: float, details: Mapping[str, Any],
 ) -> _Step:
     """A cascade's plan (:mod:`.cascade_step`); the transition is :func:`_finish`'s."""
-    st: dict[str, Any] = {"esc": base.escalation_scale, "thr": base.threshold}
-    d = cascade_step.step(spec, obs, st, load, od_load, min_eff, rps, details)
+    st: dict[str, Any] = {"esc": base.escalation_scale, "thr": base.threshold,
+                          "acc": base.accuracy_served}
+    d = cascade_step.step(spec, obs, st, load, od_load, min_eff, rps, details, now)
     target = from_state_mix(st.get("p"))
     thr = st.get("thr")
     esc = st.get("esc", 1.0)
+    acc = st.get("acc")
     return _Step(
         target=target,
         state=replace(base, target=target,
                       threshold=float(thr) if isinstance(thr, (int, float)) else None,
-                      escalation_scale=float(esc) if isinstance(esc, (int, float)) else 1.0),
+                      escalation_scale=float(esc) if isinstance(esc, (int, float)) else 1.0,
+                      accuracy_served=(float(acc[0]), float(acc[1]), float(acc[2]))
+                      if isinstance(acc, list) and len(acc) == 3 else None),
         reason=d.reason,
         message=d.message,
         predicted_latency_ms=d.predicted_latency_ms,

@@ -35,6 +35,7 @@ from typing import Any
 
 from tritonscale.core.api import LABEL_VARIANT
 from tritonscale.core.cascade_spec import Cascade, Tensor
+from tritonscale.core.cascade_step import point_of
 from tritonscale.core.spec import ScaledModelSpec
 
 ROUTER_REPOSITORY = "/cascade/models"
@@ -93,11 +94,12 @@ def initial_threshold(spec: ScaledModelSpec) -> float:
 def published_threshold(spec: ScaledModelSpec, state: Mapping[str, Any] | None) -> float:
     """The threshold to publish: ``status.autoscaler.threshold`` (the router's threshold
     the policy decided, make-before-break included) if it is one of the curve's
-    points, else :func:`initial_threshold`. ``state`` is untrusted status JSON."""
-    cas = _cascade(spec)
+    points or 0 (tier 1 alone, which the policy runs while the accuracy served allows
+    it), else :func:`initial_threshold`. ``state`` is untrusted status JSON."""
+    _cascade(spec)
     raw = state.get("threshold") if isinstance(state, Mapping) else None
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        point = cas.point(float(raw))
+        point = point_of(spec, float(raw))
         if point is not None:
             return point.threshold
     return initial_threshold(spec)

@@ -15,18 +15,30 @@ replicas) and decides the threshold the router runs with:
   cannot hold it: a higher threshold waits until tier 2's new replicas are Ready
   (reason ``Transitioning``). Lowering escalation is applied at once (tier 2 shrinks
   later, after the scale-down window).
+* **The floor as a budget** (:func:`served`, :func:`needed_accuracy`). The floor is
+  kept on the accuracy *served*, over a rolling (exponentially weighted,
+  :data:`ACCURACY_WINDOW_S`) window of the requests answered at each step's threshold.
+  A surplus (the window above the floor) may be spent under pressure: when no point
+  within the floor holds at the Ready capacity, the router may run a point below it,
+  down to tier 1 alone (threshold 0: nothing escalates), for as long as the surplus
+  covers one more interval of it (reason ``accuracyBudget``). A deficit is repaid:
+  the planner then only considers points accurate enough to restore the window
+  within :data:`REPAY_S` at the current rate (more escalation, planned with its
+  tier-2 capacity).
 * **Online correction** (:func:`escalation_scale`): the observed escalation rate over
   what the curve predicts at the running threshold, smoothed and bounded, scales the
   whole curve's ``escalated``; a missing signal holds the scale.
 
 State keys (inside ``decide``'s state): ``thr`` the threshold the router runs with,
-``esc`` the escalation correction.
+``esc`` the escalation correction, ``acc`` the accuracy window ``[time, requests,
+accuracy]``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tritonscale.core import cascade as cc
@@ -39,8 +51,17 @@ from tritonscale.core.types import Decision, Observation, Placement, finite_or_n
 Key = tuple[str, str]
 
 
+# Threshold 0 escalates nothing (a confidence is never below 0): tier 1 alone.
+TIER1_ONLY = 0.0
+# The floor is kept over this rolling window of requests (exponential weights).
+ACCURACY_WINDOW_S = 3600.0
+# A deficit is planned away within this long at the current rate.
+REPAY_S = 900.0
+
+
 def request(spec: ScaledModelSpec, load: float, od_load: float, min_replicas: int,
-            scale: float = 1.0) -> cc.CascadeRequest:
+            scale: float = 1.0, thresholds: frozenset[float] | None = None
+            ) -> cc.CascadeRequest:
     return cc.CascadeRequest(
         load_rps=load,
         od_load_rps=od_load if spec.scaling.spot_protection else 0.0,
@@ -48,7 +69,85 @@ def request(spec: ScaledModelSpec, load: float, od_load: float, min_replicas: in
         max_replicas=spec.scaling.max_replicas,
         max_cost_per_hour=spec.slo.max_cost_per_hour,
         escalation_scale=scale,
+        thresholds=thresholds,
     )
+
+
+def tier1_only(spec: ScaledModelSpec) -> EscalationPoint:
+    """Threshold 0: the curve's own point there, else nothing escalates and the
+    accuracy is tier 1's variant's."""
+    cas = spec.cascade
+    assert cas is not None
+    own = cas.point(TIER1_ONLY)
+    if own is not None:
+        return own
+    return EscalationPoint(TIER1_ONLY, 0.0, spec.variant(cas.first.variant).accuracy)
+
+
+def point_of(spec: ScaledModelSpec, threshold: float | None) -> EscalationPoint | None:
+    """The curve's point at ``threshold``, or tier 1 alone at threshold 0; else None."""
+    cas = spec.cascade
+    assert cas is not None
+    if threshold is None or not math.isfinite(threshold):
+        return None
+    pt = cas.point(threshold)
+    if pt is None and abs(threshold - TIER1_ONLY) < 1e-9:
+        return tier1_only(spec)
+    return pt
+
+
+@dataclass(frozen=True)
+class Served:
+    """The accuracy served over the rolling window, as of ``t``."""
+
+    t: float
+    requests: float
+    accuracy: float
+
+    def surplus(self, floor: float) -> float:
+        """Requests x accuracy above the floor (negative: a deficit)."""
+        return self.requests * (self.accuracy - floor)
+
+    def as_state(self) -> list[float]:
+        return [round(self.t, 3), round(self.requests, 3), round(self.accuracy, 6)]
+
+
+def served(spec: ScaledModelSpec, raw: Any, threshold: float | None, rps: float,
+           now: float) -> Served:
+    """The window updated with the requests since its last update, answered at the
+    threshold the router ran (``threshold``, the previous step's); older requests
+    weigh ``exp(-age / ACCURACY_WINDOW_S)``. An unknown threshold adds nothing."""
+    prev: Served | None = None
+    if isinstance(raw, (list, tuple)) and len(raw) == 3 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in raw):
+        t, n, a = (float(x) for x in raw)
+        if t <= now and n >= 0 and 0.0 <= a <= 1.0:
+            prev = Served(t, n, a)
+    if prev is None:
+        return Served(now, 0.0, spec.slo.min_accuracy)
+    dt = min(now - prev.t, ACCURACY_WINDOW_S)
+    kept = prev.requests * math.exp(-dt / ACCURACY_WINDOW_S)
+    pt = point_of(spec, threshold)
+    new = max(0.0, rps) * dt if pt is not None else 0.0
+    total = kept + new
+    if total <= 0:
+        return Served(now, 0.0, prev.accuracy)
+    acc = (prev.accuracy * kept + (pt.accuracy * new if pt is not None else 0.0)) / total
+    return Served(now, total, min(1.0, max(0.0, acc)))
+
+
+def needed_accuracy(spec: ScaledModelSpec, win: Served, rps: float) -> float:
+    """The least accuracy the plan may run: the floor, plus what repays a deficit of
+    the window within :data:`REPAY_S` at ``rps`` (at most the curve's best)."""
+    cas = spec.cascade
+    assert cas is not None
+    floor = spec.slo.min_accuracy
+    best = max(p.accuracy for p in cas.points)
+    deficit = -win.surplus(floor)
+    if deficit <= 0:
+        return floor
+    return min(best, floor + deficit / (max(rps, 1.0) * REPAY_S))
 
 
 def explain(spec: ScaledModelSpec, out: cc.CascadeOutcome, applied: float,
@@ -58,7 +157,7 @@ def explain(spec: ScaledModelSpec, out: cc.CascadeOutcome, applied: float,
     assert cas is not None
     ch = out.chosen
     slo = spec.slo.latency
-    pt = cas.point(applied) or ch.point
+    pt = point_of(spec, applied) or ch.point
     lat = "inf" if math.isinf(ch.latency_ms) else f"{ch.latency_ms:.1f}"
     msg = (
         f"cascade at threshold {ch.point.threshold:g} (escalating {ch.escalated:.1%}, "
@@ -76,6 +175,8 @@ def explain(spec: ScaledModelSpec, out: cc.CascadeOutcome, applied: float,
     if abs(applied - ch.point.threshold) > 1e-9:
         msg += (f"; router runs threshold {applied:g} (accuracy {pt.accuracy:.4f}) on the "
                 f"Ready capacity until tier 2 ({pl.describe(ch.tier2)}) is Ready")
+        if pt.accuracy < spec.slo.min_accuracy:
+            msg += ", below the floor while the accuracy served over the window allows it"
     cur = dict(final)
     if cur != ch.counts:
         msg += "; this step: " + (" + ".join(
@@ -145,25 +246,31 @@ def escalation_scale(spec: ScaledModelSpec, st: Mapping[str, Any], obs: Observat
 
 
 def applied_threshold(spec: ScaledModelSpec, st: Mapping[str, Any], chosen: cc.CascadePlan,
-                      obs: Observation, rps: float, scale: float) -> tuple[float, str]:
+                      obs: Observation, rps: float, scale: float,
+                      need: float | None = None, surplus: float = 0.0) -> tuple[float, str]:
     """The threshold the router runs with now, and why (``planned``, ``slack``,
-    ``pressure`` or ``makeBeforeBreak``).
+    ``pressure``, ``accuracyBudget`` or ``makeBeforeBreak``).
 
     Judged on what is Ready at the current load: the planned threshold if the Ready
     mix holds the SLO with it; with ``priority: accuracy`` a more escalating one the
     Ready mix holds with margin (spending slack); under pressure (a burst while
     capacity boots, a pool lost, a budget-limited mix) the most escalating point
-    within the floor that the Ready mix still holds, else the least escalating one.
-    Escalation never rises onto capacity that cannot hold it: make-before-break.
+    at or above ``need`` (the floor, or more while a deficit is repaid) that the
+    Ready mix still holds; if none does, a point below it down to tier 1 alone, the
+    most escalating one that holds (else the least escalating one), while the
+    window's ``surplus`` covers one more interval of it; else the least escalating
+    point at or above ``need``. Escalation never rises onto capacity that cannot
+    hold it: make-before-break.
     """
     cas = spec.cascade
     assert cas is not None
     floor = spec.slo.min_accuracy
+    need = floor if need is None else need
     target = spec.slo.latency.target_ms
-    allowed = sorted((p for p in cas.points if p.accuracy >= floor),
+    allowed = sorted((p for p in cas.points if p.accuracy >= need - 1e-12),
                      key=lambda p: p.escalated) or [chosen.point]
     prev_raw = st.get("thr")
-    prev = cas.point(float(prev_raw)) if isinstance(prev_raw, (int, float)) else None
+    prev = point_of(spec, float(prev_raw)) if isinstance(prev_raw, (int, float)) else None
     ready = {p.key: p.ready for p in obs.current if p.ready > 0}
 
     def ok(pt: EscalationPoint) -> bool:
@@ -190,6 +297,17 @@ def applied_threshold(spec: ScaledModelSpec, st: Mapping[str, Any], chosen: cc.C
         if pt.escalated < want.escalated and ok(pt):
             return lower(pt)
     low = allowed[0]
+    # Below the floor's points, paid from the window's surplus for one more interval.
+    step_requests = max(rps, 0.0) * spec.scaling.interval_seconds
+    below = {p.threshold: p for p in (*cas.points, tier1_only(spec))
+             if p.escalated < low.escalated
+             and surplus + (p.accuracy - floor) * step_requests >= 0}
+    shed = sorted(below.values(), key=lambda p: p.escalated, reverse=True)
+    for pt in shed:
+        if ok(pt):
+            return pt.threshold, "accuracyBudget"
+    if shed:
+        return shed[-1].threshold, "accuracyBudget"
     if rising and prev is not None and prev.escalated < low.escalated:
         return prev.threshold, "makeBeforeBreak"  # the floor rose: wait for tier 2
     return lower(low) if low.escalated < want.escalated else (low.threshold, "pressure")
@@ -204,23 +322,37 @@ def step(
     min_replicas: int,
     rps: float,
     base_details: Mapping[str, Any],
+    now: float = 0.0,
 ) -> Decision:
     """Plan, transition and explain one cascade step (``st`` is updated in place)."""
     sc = spec.scaling
+    cas = spec.cascade
+    assert cas is not None
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
     scale = escalation_scale(spec, st, obs, rps)
     st["esc"] = round(scale, 4)
-    out = cc.plan_cascade(spec, request(spec, load, od_load, min_replicas, scale),
+    prev_thr = st.get("thr")
+    win = served(spec, st.get("acc"), float(prev_thr) if isinstance(
+        prev_thr, (int, float)) and not isinstance(prev_thr, bool) else None, rps, now)
+    st["acc"] = win.as_state()
+    need = needed_accuracy(spec, win, rps)
+    floor = spec.slo.min_accuracy
+    only = (frozenset(p.threshold for p in cas.points if p.accuracy >= need - 1e-12)
+            if need > floor else None)
+    out = cc.plan_cascade(spec, request(spec, load, od_load, min_replicas, scale, only),
                           obs.unavailable_pools)
     target = out.chosen.counts
     st["p"] = as_state_mix(target)
     tr = transition(target, obs.current, sc, pool_limits(spec), sc.max_replicas)
     final = tr.desired
-    applied, why = applied_threshold(spec, st, out.chosen, obs, rps, scale)
+    applied, why = applied_threshold(spec, st, out.chosen, obs, rps, scale, need,
+                                     win.surplus(floor))
     st["thr"] = applied
     msg, cdet = explain(spec, out, applied, final, scale)
     cdet["thresholdReason"] = why
     cdet["escalationScale"] = round(scale, 4)
+    cdet["accuracyServed"] = round(win.accuracy, 6)
+    cdet["neededAccuracy"] = round(need, 6)
     if obs.escalated is not None:
         cdet["observedEscalated"] = obs.escalated
     held_thr = why == "makeBeforeBreak"

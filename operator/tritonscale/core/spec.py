@@ -785,14 +785,20 @@ def _parse_metrics(r: _Reader, data: Any) -> Metrics:
         labels = r.obj(pd.get("labels"), f"{pp}.labels", required=False)
         lp = f"{pp}.labels"
         dflt = PrometheusSource(url="http://x")
+
+        def label(key: str, default: str) -> str:
+            # Absent takes the default; "" is checked (and refused) like the schema does.
+            value = r.string(labels, key, lp)
+            return default if value is None else value
+
         prom = PrometheusSource(
             url=url or "",
             timeout_seconds=r.number(pd, "timeoutSeconds", pp, default=5.0,
                                      exclusive_minimum=0, maximum=300) or 5.0,
-            namespace_label=r.string(labels, "namespace", lp) or dflt.namespace_label,
-            model_label=r.string(labels, "model", lp) or dflt.model_label,
-            variant_label=r.string(labels, "variant", lp) or dflt.variant_label,
-            pool_label=r.string(labels, "pool", lp) or dflt.pool_label,
+            namespace_label=label("namespace", dflt.namespace_label),
+            model_label=label("model", dflt.model_label),
+            variant_label=label("variant", dflt.variant_label),
+            pool_label=label("pool", dflt.pool_label),
             selector=r.str_map(pd, "selector", pp),
         )
         for key, val in (
@@ -850,11 +856,15 @@ def _check_safe_plan(
         r.err(f"{path}", f"totals {total} replicas, over spec.scaling.maxReplicas "
               f"({scaling.max_replicas})")
     if slo.max_cost_per_hour is not None:
-        # Summed in entry order, like the CEL rule, so both round the same way.
+        # The one price function (a replica costs pricePerHour x gpusPerReplica), summed
+        # in entry order like the CEL rule, so both round the same way. (Imported here:
+        # core/pricing.py imports this module.)
+        from tritonscale.core.pricing import replica_price_per_hour
+
         cost = 0.0
         for e in scaling.safe_plan:
             p = pby.get(e.pool)
-            cost += float(e.replicas) * (p.price_per_hour if p is not None else 0.0)
+            cost += float(e.replicas) * (replica_price_per_hour(p) if p is not None else 0.0)
         if cost > slo.max_cost_per_hour:
             r.err(f"{path}", f"costs ${cost:g}/h, over spec.slo.maxCostPerHour "
                   f"(${slo.max_cost_per_hour:g}/h)")

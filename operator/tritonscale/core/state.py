@@ -28,7 +28,8 @@ JSON layout, version 3 (``version`` is required)::
      "target": [[variant, pool, replicas], ...],        # last target mix
      "idleSince": t | null,                             # rate 0 since (scale to zero)
      "binding": [signature, text],                      # cached binding constraint
-     "threshold": t, "escalationScale": s}              # cascades only
+     "threshold": t, "escalationScale": s,              # cascades only
+     "accuracyServed": [t, requests, accuracy]}         # cascades only (rolling window)
 
 Migrated on first read: version 2 (the same layout plus ``"loadCorrection": c``,
 a fleet-wide load multiplier in [1, 2] kept beside the per-placement factors) and
@@ -37,6 +38,9 @@ written by operators before this module). The two corrections are one now: a loa
 multiplier ``c`` asked for ``c`` times the capacity, which is what a service-time
 factor ``c`` gives, so ``c`` is folded into the factor of every placement of the
 stored target and of every stored factor (``f x c``, within the factor bounds).
+
+An optional key added within a version (``accuracyServed``) is ignored by an
+operator that does not know it, so it needs no new version.
 
 Pure code.
 """
@@ -66,6 +70,8 @@ LEVELS = 4
 # Bounds of a cascade's escalation scale (see :mod:`.cascade_step`).
 ESC_MIN, ESC_MAX = 0.25, 4.0
 MAX_LOAD_CORRECTION = 2.0
+# Requests a cascade's rolling accuracy window may weigh (MAX_RPS for a day).
+MAX_SERVED = MAX_RPS * 86_400.0
 
 Key = tuple[str, str]
 Window = tuple[tuple[float, float], ...]
@@ -95,6 +101,9 @@ class AutoscalerState:
     # correction of the escalated fraction.
     threshold: float | None = None
     escalation_scale: float = 1.0
+    # The accuracy served over a rolling window (:mod:`.cascade_step`): (time of
+    # the last update, requests weighed, their mean expected accuracy).
+    accuracy_served: tuple[float, float, float] | None = None
     # Bursts (:mod:`.burst`): recent rate history and the panic deadline.
     burst_history: Window = ()
     panic_until: float | None = None
@@ -148,6 +157,9 @@ def encode(state: AutoscalerState) -> dict[str, Any]:
         out["threshold"] = state.threshold
     if state.escalation_scale != 1.0:
         out["escalationScale"] = _r(state.escalation_scale, 4)
+    if state.accuracy_served is not None:
+        t, n, a = state.accuracy_served
+        out["accuracyServed"] = [_r(t, 3), _r(n, 3), _r(a, 6)]
     if state.burst_history:
         out["burstHistory"] = [[_r(t, 3), _r(v, 3)] for t, v in state.burst_history]
     if state.panic_until is not None:
@@ -249,6 +261,12 @@ def _target(x: Any, max_replicas: int) -> dict[Key, int]:
     return out
 
 
+def _served(x: Any, now: float) -> tuple[float, float, float]:
+    if not isinstance(x, list) or len(x) != 3:
+        raise _Bad(f"{_show(x)} is not [time, requests, accuracy]")
+    return (_time(x[0], now), _num(x[1], 0.0, MAX_SERVED), _num(x[2], 0.0, 1.0))
+
+
 def _binding(x: Any) -> tuple[str, str]:
     if (
         not isinstance(x, list)
@@ -335,6 +353,8 @@ def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
         "binding": ("binding", lambda x: None if x is None else _binding(x)),
         "threshold": ("threshold", lambda x: None if x is None else _num(x, -1e6, 1e6)),
         "escalationScale": ("escalation_scale", lambda x: _num(x, ESC_MIN, ESC_MAX)),
+        "accuracyServed": ("accuracy_served",
+                           lambda x: None if x is None else _served(x, now)),
         "burstHistory": ("burst_history", lambda x: _window(x, now)),
         "panicUntil": ("panic_until", lambda x: None if x is None else _num(x, 0.0, 1e12)),
     }

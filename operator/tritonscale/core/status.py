@@ -337,12 +337,15 @@ def build_status(
     observation: Observation | None = None,
     extra_conditions: Sequence[Condition] = (),
     drop_conditions: Iterable[str] = (),
+    deployment_names: Mapping[tuple[str, str], str] | None = None,
 ) -> dict[str, Any]:
     """The status merge patch after one reconcile, from what was decided (``decision``,
     None when the recorded plan was reused), observed (``observation``) and now exists
     (``states``, per (variant, pool)); ``old`` is the status the object holds;
     ``extra_conditions`` (e.g. ``Routed``) follow the built-in ones; conditions of a
-    type in ``drop_conditions`` are removed.
+    type in ``drop_conditions`` are removed; ``deployment_names`` are the live
+    Deployments' names per (variant, pool) (one named by an older operator keeps its
+    name), else today's naming.
 
     Pure: the reconciler computes, applies, then writes what this returns."""
     conds = [Condition(SPEC_VALID, "True", "Valid", "spec is valid")]
@@ -376,7 +379,8 @@ def build_status(
             conds, generation, now),
         placements=[
             {"variant": s.variant, "pool": s.pool, "desired": s.desired, "ready": s.ready,
-             "deployment": deployment_name(name, s.variant, s.pool),
+             "deployment": (deployment_names or {}).get(
+                 s.key, deployment_name(name, s.variant, s.pool)),
              "planned": s.key in plan_keys}
             for s in states
         ],

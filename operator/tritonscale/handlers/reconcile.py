@@ -26,7 +26,14 @@ from typing import Any
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import admission
 from tritonscale.core import status as st
-from tritonscale.core.api import ANNOTATION_SPEC_HASH, API_VERSION, KIND, LABEL_SM
+from tritonscale.core.api import (
+    ANNOTATION_SPEC_HASH,
+    API_VERSION,
+    KIND,
+    LABEL_POOL,
+    LABEL_SM,
+    LABEL_VARIANT,
+)
 from tritonscale.core.autoscale import decide
 from tritonscale.core.cascade_render import (
     published_threshold,
@@ -494,8 +501,14 @@ class Reconciler:
             except KubeAPIError as e:
                 raise ReconcileError(f"listing Deployments of {ns}/{name}: {e}") from e
         owned = [d for d in listed if not uid or ownership.is_ours(d, uid)]
-        states = st.states_from_deployments(owned)
+        # What a Deployment holds is read from its labels, never its name: an older
+        # operator named hyphenated variants differently (core/render.py
+        # deployment_name). One Deployment per placement is managed (today's name if it
+        # exists); the others of that placement go once it is Ready (``extras``).
+        kept, extras = _one_per_placement(owned, name)
+        states = st.states_from_deployments(kept.values())
         by_name = {str(d["metadata"]["name"]): d for d in owned}
+        names = {key: str(d["metadata"]["name"]) for key, d in kept.items()}
         prev_plan = st.placements_from_status(status)
 
         decision: Decision | None = None
@@ -532,10 +545,14 @@ class Reconciler:
             # A cascade's tier-2 Service and ConfigMaps: those that changed or are stale.
             threshold, cascade_objs = self._cascade_objects(owner, spec, uid, decision,
                                                             status, now)
+            rendered = []
+            for p in todo.apply:
+                dep = get_deployment(owner, spec, p, self.options)
+                if p.key in names:  # ours under the name it has (maybe an older naming)
+                    dep["metadata"]["name"] = names[p.key]
+                rendered.append((p, dep))
             # Never take over an object we did not create (handlers/ownership.py).
-            new_deps = [d for d in (get_deployment(owner, spec, p, self.options)
-                                    for p in todo.apply)
-                        if d["metadata"]["name"] not in by_name]
+            new_deps = [d for _, d in rendered if d["metadata"]["name"] not in by_name]
             clash = ownership.conflicts(
                 self.kube, uid, ([svc] if apply_svc else []) + cascade_objs + new_deps)
             if clash:
@@ -549,9 +566,9 @@ class Reconciler:
             if spec.cascade is None and (uid in self._cascade_hash
                                          or _had_cascade(status)):
                 self._prune_cascade(owner, uid)
-            for p in todo.apply:
-                dep = get_deployment(owner, spec, p, self.options)
+            for p, dep in rendered:
                 dname = dep["metadata"]["name"]
+                names[p.key] = dname
                 cur = by_name.get(dname)
                 if cur is not None and _same(cur, dep):
                     continue
@@ -578,17 +595,33 @@ class Reconciler:
                 self._unroute(owner, uid, after)
                 unrouted = True
             for key in deletions:
-                dname = deployment_name(name, key[0], key[1])
-                self.kube.delete_deployment(ns, dname)
+                # Only Deployments that are ours (listed, labelled, owner reference),
+                # by the names they have: never a name computed for the placement.
+                mine = [names.pop(key)] if key in names else []
+                for gone in mine + extras.pop(key, []):
+                    self.kube.delete_deployment(ns, gone)
+                    deleted.append(gone)
+                    self._event(involved, "Normal", "DeletedDeployment",
+                                f"Deleted Deployment {gone}: it left the plan")
                 if spec.routing.weighted:
                     sname = placement_service_name(name, *key)
                     live = self.kube.get("Service", ns, sname)
                     if live is not None and ownership.is_ours(live, uid):
                         self.kube.delete_service(ns, sname)
                 after.pop(key, None)
-                deleted.append(dname)
-                self._event(involved, "Normal", "DeletedDeployment",
-                            f"Deleted Deployment {dname}: it left the plan")
+            for key, dnames in sorted(extras.items()):
+                # A placement with two Deployments of ours (an upgrade renamed it): the
+                # older ones go once the kept one has all its replicas Ready.
+                now_state = after.get(key)
+                if now_state is None or now_state.desired <= 0 or (
+                        now_state.ready < now_state.desired):
+                    continue
+                for gone in dnames:
+                    self.kube.delete_deployment(ns, gone)
+                    deleted.append(gone)
+                    self._event(involved, "Normal", "DeletedDeployment",
+                                f"Deleted Deployment {gone}: Deployment {names.get(key)} "
+                                f"now runs {key[0]} on {key[1]}")
         except KubeAPIError as e:  # reported and classified by _reconcile
             raise ReconcileError(f"reconciling {ns}/{name}: {e}") from e
 
@@ -600,6 +633,7 @@ class Reconciler:
             unavailable_pools=down, decision=decision, observation=obs,
             extra_conditions=[routed] if routed is not None else [],
             drop_conditions=[ROUTED] if unrouted else [],
+            deployment_names=names,
         )
         running_cost = float(patch["costPerHour"])
         if routed is not None and routed.status == "False":
@@ -879,6 +913,30 @@ def _recorded_threshold(status: Mapping[str, Any]) -> float | None:
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return float(raw)
     return None
+
+
+def _one_per_placement(
+    owned: Sequence[Mapping[str, Any]], sm: str
+) -> tuple[dict[tuple[str, str], Mapping[str, Any]], dict[tuple[str, str], list[str]]]:
+    """Our Deployments by the (variant, pool) their labels name: the one to manage per
+    placement (today's name if present, else the first by name) and the names of the
+    others (left by an older operator's naming)."""
+    by_key: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for d in sorted(owned, key=lambda d: str(d["metadata"]["name"])):
+        labels = (d.get("metadata") or {}).get("labels") or {}
+        variant, pool = labels.get(LABEL_VARIANT), labels.get(LABEL_POOL)
+        if variant and pool:
+            by_key.setdefault((str(variant), str(pool)), []).append(d)
+    kept: dict[tuple[str, str], Mapping[str, Any]] = {}
+    extras: dict[tuple[str, str], list[str]] = {}
+    for key, deps in by_key.items():
+        today = deployment_name(sm, *key)
+        first = next((d for d in deps if d["metadata"]["name"] == today), deps[0])
+        kept[key] = first
+        rest = [str(d["metadata"]["name"]) for d in deps if d is not first]
+        if rest:
+            extras[key] = rest
+    return kept, extras
 
 
 def _same(cur: Mapping[str, Any], want: Mapping[str, Any]) -> bool:

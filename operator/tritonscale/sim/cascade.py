@@ -19,7 +19,8 @@ Service over its own Ready replicas:
   percentile, the tier-1 rate, both tiers' placements and the escalation rate
   observed over the rate window (as the router's counters would give it).
 * **Accuracy** served: each answered request is credited the curve's accuracy at the
-  threshold the router ran when it routed that request.
+  threshold the router ran when it routed that request (threshold 0, tier 1 alone:
+  tier 1's variant's accuracy).
 
 Preemptions hit both tiers' replicas on a preempted pool (both simulators draw the
 same seeded events).
@@ -39,6 +40,7 @@ from numpy.typing import NDArray
 
 from tritonscale.core.autoscale import decide
 from tritonscale.core.cascade_spec import Cascade
+from tritonscale.core.cascade_step import point_of
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.types import Observation, PlacementState
 from tritonscale.sim.engine import Key, SimConfig, SimRun, Simulator, StepRecord
@@ -201,10 +203,10 @@ class CascadeSimulator:
         d = d1[idx]
         k = np.searchsorted(np.asarray(self.thr_t), d, "right") - 1
         thr = np.asarray(self.thr_v)[np.maximum(k, 0)]
-        pts = {p.threshold: p for p in self.cas.points}
-        e = np.array([min(1.0, pts[t].escalated * self.drift) if t in pts else 0.0
+        pts = {t: point_of(self.spec, float(t)) for t in np.unique(thr)}
+        e = np.array([min(1.0, p.escalated * self.drift) if (p := pts[t]) else 0.0
                       for t in thr])
-        a = np.array([pts[t].accuracy if t in pts else math.nan for t in thr])
+        a = np.array([p.accuracy if (p := pts[t]) else math.nan for t in thr])
         esc = self.u[idx] < e
         self.fwd[idx] = True
         self.esc[idx] = esc
