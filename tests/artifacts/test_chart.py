@@ -131,8 +131,8 @@ OPERATOR_NAMESPACED = {
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
-# A namespace-restricted Kopf lists/watches namespaces (it stalls in retries without).
-NAMESPACED_CLUSTER_READ = {**CRD_READ, ("", "namespaces"): {"get", "list", "watch"}}
+# Exact watchNamespaces: no Namespace access at all (the operator never lists them).
+NAMESPACED_CLUSTER_READ = CRD_READ
 PEERING_VERBS = {"get", "list", "watch", "patch"}
 
 
@@ -246,7 +246,7 @@ def test_namespaced_install_uses_roles_per_namespace() -> None:
     for b in bindings:
         assert b["roleRef"]["kind"] == "Role"
         assert b["subjects"][0]["namespace"] == NS
-    # Only reads of cluster-scoped objects (CRDs, namespaces) are cluster-wide.
+    # Only reads of CRDs are cluster-wide; no Namespace access.
     (cluster_role,) = of_kind(docs, "ClusterRole")
     assert grants(cluster_role) == NAMESPACED_CLUSTER_READ
     args = container(docs)["args"]

@@ -15,6 +15,10 @@ the cascade's demand) for every Ready pod at a constant load.
    0.5, and the ConfigMap says 0.5 (make-before-break).
 3. L4 nodes arrive: once tier 2 is Ready the ConfigMap moves to 0.9; it never said
    0.9 while tier 2 was not Ready, and the tier-1 pod template did not change.
+
+And apart: a cascade's Services and ConfigMaps deleted by hand come back within
+seconds (the Service watch; the next decision for the ConfigMaps), not at the 600-s
+refresh.
 """
 
 from __future__ import annotations
@@ -208,6 +212,53 @@ def test_cascade_is_rendered_and_its_threshold_moves_make_before_break(
                    for e in events), [e.get("reason") for e in events]
     finally:
         emu.stop()
+        operator.stop()
+        print(f"\n--- operator log (tail)\n{operator.tail(40)}")
+        cluster.delete_namespace(ns, wait=False)
+        for node_pool in pools.values():
+            cluster.delete_node_pool(node_pool, wait=False)
+
+
+def test_deleted_cascade_objects_come_back_promptly(
+    cluster: Cluster, operator_kubeconfig: Path, tmp_path: Path,
+) -> None:
+    ns = cluster.create_namespace(f"cascade-gone-{secrets.token_hex(3)}")
+    manifest = _manifest(ns, "http://127.0.0.1:9")
+    manifest["spec"]["metrics"] = {"source": "none"}
+    # Pools without nodes: nothing is scheduled, the objects are what is tested.
+    pools = isolate_pools(cluster, manifest, ns[-6:], pools=["t4-spot", "l4-ondemand"],
+                          with_nodes=[])
+    operator = OperatorProcess(operator_kubeconfig, workdir=tmp_path / "operator",
+                               namespaces=[ns])
+    objects = [("service", SM), ("service", f"{SM}-tier2"),
+               ("configmap", f"{SM}-router"), ("configmap", f"{SM}-threshold")]
+
+    def uids() -> dict[tuple[str, str], str | None]:
+        out: dict[tuple[str, str], str | None] = {}
+        for kind, name in objects:
+            res = cluster.kubectl("get", kind, name, "-n", ns, "-o",
+                                  "jsonpath={.metadata.uid}", check=False)
+            out[(kind, name)] = res.stdout.strip() if res.returncode == 0 else None
+        return out
+
+    def state() -> str:
+        return dump_state(cluster, ns, operator)
+
+    path = tmp_path / "sm.yaml"
+    path.write_text(to_yaml(manifest))
+    try:
+        operator.start()
+        cluster.kubectl("apply", "-f", str(path))
+        wait_for(lambda: all(uids().values()), timeout=180, interval=0.5,
+                 what="the cascade's Services and ConfigMaps", on_timeout=state)
+        before = uids()
+        for kind, name in objects:
+            cluster.kubectl("delete", kind, name, "-n", ns)
+        # intervalSeconds is 2; the refresh that used to bring them back is 600 s.
+        wait_for(lambda: all(u is not None and u != before[k] for k, u in uids().items()),
+                 timeout=60, interval=0.5, what="the deleted objects re-created",
+                 on_timeout=state)
+    finally:
         operator.stop()
         print(f"\n--- operator log (tail)\n{operator.tail(40)}")
         cluster.delete_namespace(ns, wait=False)

@@ -251,3 +251,60 @@ def test_spot_preemption_replans_onto_remaining_pools(
              on_timeout=lambda: dump_state(cluster, ns, op))
     cluster.delete_node_pool(spot)
     _replanned_away(cluster, ns, op, "t4-spot", "t4-ondemand", pools["t4-ondemand"])
+
+
+# -- an upgrade across a change of Deployment naming -----------------------------------
+
+
+def test_a_deployment_named_by_an_older_operator_is_managed_then_deleted(
+    cluster: Cluster, ns: str, start_operator: OperatorFactory
+) -> None:
+    """Before "--" separated a hyphenated variant from its pool, variant int8-trt on
+    t4-spot was Deployment resnet50-int8-trt-t4-spot (today: resnet50-int8-trt--t4-spot).
+    After an upgrade the operator finds that Deployment (its labels and controller
+    owner reference say whose it is): it keeps managing it instead of starting a second
+    one, and deletes it, by its own name, when the placement leaves the plan."""
+    from tritonscale.core.render import Owner, get_deployment
+    from tritonscale.core.spec import parse_manifest
+    from tritonscale.core.types import Placement
+
+    legacy, today = f"{SM}-int8-trt-t4-spot", f"{SM}-int8-trt--t4-spot"
+    manifest = _example(ns)
+    fp16 = [v for v in manifest["spec"]["variants"] if v["name"] == "fp16"]
+    manifest["spec"]["variants"] = [v for v in manifest["spec"]["variants"]
+                                    if v["name"] == "int8"]
+    manifest["spec"]["variants"][0]["name"] = "int8-trt"
+    isolate_pools(cluster, manifest, _prefix(ns), pools=["t4-spot"],
+                  startup_seconds=STARTUP_SECONDS)
+    _apply(cluster, manifest)
+    uid = get_sm(cluster, ns, SM)["metadata"]["uid"]
+    # What the older operator had applied: today's Deployment under the old name.
+    old = get_deployment(Owner(name=SM, namespace=ns, uid=uid),
+                         parse_manifest(manifest)[2], Placement("int8-trt", "t4-spot", 1))
+    old["metadata"]["name"] = legacy
+    cluster.kubectl("apply", "--server-side", "--field-manager=tritonscale", "-f", "-",
+                    input=to_yaml(old))
+    wait_for(lambda: (cluster.get_json("deployment", legacy, "-n", ns).get("status") or {})
+             .get("readyReplicas") == 1, timeout=60, what="the old Deployment Ready")
+
+    op = start_operator()
+    _wait_converged(cluster, ns, [legacy], op)
+    first = get_sm(cluster, ns, SM)["status"]["observed"]["time"]
+    # Two more decisions (intervalSeconds 2): still the one Deployment, under its name.
+    wait_for(lambda: get_sm(cluster, ns, SM)["status"]["observed"]["time"] > first,
+             timeout=30, what="a later decision", on_timeout=lambda: dump_state(cluster, ns, op))
+    _assert_single_owned(cluster, ns, [legacy])
+    placements = get_sm(cluster, ns, SM)["status"]["placements"]
+    assert [p["deployment"] for p in placements] == [legacy], placements
+    assert today not in deployment_names(cluster, ns, SM)
+
+    # The placement leaves the plan (fp16 replaces int8-trt): the old Deployment goes.
+    manifest["spec"]["variants"] = fp16
+    _apply(cluster, manifest)
+    _wait_converged(cluster, ns, [f"{SM}-fp16-t4-spot"], op, timeout=180)
+    _assert_single_owned(cluster, ns, [f"{SM}-fp16-t4-spot"])
+    events = cluster.get_json("events", "-n", ns, "--field-selector",
+                              f"involvedObject.name={SM}")["items"]
+    assert any(e["reason"] == "DeletedDeployment" and legacy in e["message"]
+               for e in events), [e["message"] for e in events]
+    assert "Traceback" not in op.log_text()

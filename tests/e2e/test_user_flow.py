@@ -422,3 +422,55 @@ def test_spec_change_moves_placement_make_before_break_and_delete_collects(
         operator.check_alive()
     finally:
         cluster.delete_namespace(ns)
+
+
+def test_namespaced_rbac_grants_no_namespace_access_and_suffices(
+    cluster: Cluster, chart_release: ChartRelease, tmp_path: Path
+) -> None:
+    """The chart's namespaced install (``watchNamespaces``: exact names, a Role each)
+    grants no Namespace access at all, and the operator runs on exactly that RBAC: it
+    renders a model of its namespace at once, without a 403 on Namespaces."""
+    from tests.harness.e2e import CHART_DIR, isolate_pools
+
+    tag = secrets.token_hex(3)
+    ns = cluster.create_namespace(f"nsrbac-{tag}")
+    op_ns = cluster.create_namespace(f"nsrbac-op-{tag}")
+    release = f"tsns-{tag}"
+    rendered = cluster.helm("template", release, str(CHART_DIR), "--namespace", op_ns,
+                            "--set", "replicaCount=0", "--set", f"watchNamespaces[0]={ns}")
+    kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] in kinds]
+    cluster_scoped = [(d["kind"], d["metadata"]["name"]) for d in docs
+                      if d["kind"].startswith("Cluster")]
+    (sa,) = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    subject = f"system:serviceaccount:{op_ns}:{sa}"
+    name = "nsrbac"
+    manifest = load_example(namespace=ns, name=name)
+    pools = isolate_pools(cluster, manifest, tag, pools=["t4-spot"], with_nodes=[])
+    operator: OperatorProcess | None = None
+    try:
+        cluster.apply(docs)
+        for verb in ("get", "list", "watch"):
+            assert _can_i(cluster, subject, verb, "namespaces", None) == "no", verb
+        assert _can_i(cluster, subject, "patch", "deployments.apps", ns) == "yes"
+        assert _can_i(cluster, subject, "patch", "deployments.apps", "default") == "no"
+        operator = OperatorProcess(cluster.service_account_kubeconfig(op_ns, sa),
+                                   workdir=tmp_path / "operator", namespaces=[ns])
+        operator.start()
+        cluster.apply(manifest)
+        op = operator
+        wait_for(lambda: deployment_names(cluster, ns, name) != []
+                 and condition(get_sm(cluster, ns, name), "SpecValid").get("status") == "True",
+                 timeout=90, interval=0.5, what="the model rendered with namespaced RBAC",
+                 on_timeout=lambda: dump_state(cluster, ns, op))
+        log = operator.log_text()
+        assert "namespaces is forbidden" not in log and "Traceback" not in log
+    finally:
+        if operator is not None:
+            operator.stop()
+        cluster.delete_namespace(ns, wait=False)
+        cluster.delete_namespace(op_ns, wait=False)
+        for kind, obj in cluster_scoped:
+            cluster.kubectl("delete", kind.lower(), obj, "--ignore-not-found", check=False)
+        for node_pool in pools.values():
+            cluster.delete_node_pool(node_pool, wait=False)

@@ -320,3 +320,48 @@ def test_removing_the_cascade_prunes_its_objects(kube: FakeKube) -> None:
     assert sorted(n for _, n in kube.services) == ["bert-cascade"]
     assert sorted(n for _, n in kube.configmaps) == ["other"]
     assert LABEL_VARIANT not in kube.services[(NS, NAME)]["spec"]["selector"]
+
+
+def test_a_deleted_cascade_configmap_is_back_at_the_next_decision(kube: FakeKube) -> None:
+    """ConfigMaps are not watched (no list/watch of them in the operator's RBAC): a tick
+    checks that the ones it applied still exist, instead of waiting for the refresh
+    service_refresh_seconds (600 s) later; new tier-1 pods cannot start without them."""
+    clock = Clock()
+    r = Reconciler(kube=kube, clock=clock, signals=Signals(200.0))
+    r.reconcile(_body(kube))
+    router = kube.configmaps.pop((NS, "bert-cascade-router"))
+    threshold = kube.configmaps.pop((NS, "bert-cascade-threshold"))
+    clock.t += 60  # one decision later, far before the refresh (service_refresh_seconds)
+    assert r.service_refresh_seconds > 60
+    kube.reset_calls()
+    out = r.tick(_body(kube))
+    assert out is not None and out.decided
+    assert kube.configmaps[(NS, "bert-cascade-router")] == router
+    assert kube.configmaps[(NS, "bert-cascade-threshold")] == threshold
+    assert sorted(t for m, t in kube.writes() if m == "apply") == [
+        f"ConfigMap/{NS}/bert-cascade-router", f"ConfigMap/{NS}/bert-cascade-threshold"]
+    # While they exist, a tick only reads them.
+    clock.t += 60
+    kube.reset_calls()
+    r.tick(_body(kube))
+    assert not [c for c in kube.writes() if c[0] == "apply"]
+
+
+def test_a_deleted_service_is_applied_again_when_its_deletion_is_seen(kube: FakeKube) -> None:
+    """Services are watched (handlers/lifecycle.py on_owned_service): the deletion of
+    one of ours converges its ScaledModel at once, not at the 600-s refresh."""
+    clock = Clock()
+    r = Reconciler(kube=kube, clock=clock, signals=Signals(200.0))
+    r.reconcile(_body(kube))
+    for sname in (NAME, f"{NAME}-tier2"):
+        svc = kube.services.pop((NS, sname))
+        clock.t += 1
+        out = r.owned_object_deleted(svc)
+        assert out is not None and not out.decided
+        assert kube.services[(NS, sname)] == svc
+    # Not ours (no controller reference to the ScaledModel): ignored, nothing read.
+    kube.reset_calls()
+    theirs = {"metadata": {"name": "x", "namespace": NS, "labels": {
+        "tritonscale.io/scaledmodel": NAME, "app.kubernetes.io/managed-by": "tritonscale"}}}
+    assert r.owned_object_deleted(theirs) is None
+    assert kube.calls == []

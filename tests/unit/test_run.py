@@ -95,7 +95,8 @@ def test_handlers_registered() -> None:
     assert {"on_create", "on_update/spec", "on_resume"} == set(changing)
     assert not any(h.requires_finalizer for h in changing.values())
     assert list(registry._spawning.get_all_handlers()) == []
-    assert {"on_deployment"} == {h.id for h in registry._watching.get_all_handlers()}
+    assert {"on_deployment", "on_owned_service"} == {
+        h.id for h in registry._watching.get_all_handlers()}
     assert {"scaledmodels", "deployments_by_model"} <= {
         h.id for h in registry._indexing.get_all_handlers()}
     assert {"configure", "start_ticking", "stop_ticking", "reconciler"} <= {
@@ -120,6 +121,13 @@ def test_startup_settings() -> None:
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
     assert settings.persistence.consistency_timeout == lifecycle.CONSISTENCY_TIMEOUT_SECONDS
+    # The API server sends only our Deployments and Services on the watch streams.
+    selectors = settings.watching.label_selectors
+    ours = "app.kubernetes.io/managed-by=tritonscale,tritonscale.io/scaledmodel"
+    for group, plural in (("apps", "deployments"), ("", "services")):
+        assert selectors.collect(kopf.Resource(group, "v1", plural)) == [ours], plural
+    assert selectors.collect(kopf.Resource("", "v1", "configmaps")) == []
+    assert selectors.collect(kopf.Resource("tritonscale.io", "v1alpha1", "scaledmodels")) == []
 
 
 def test_shard_flags(monkeypatch: pytest.MonkeyPatch) -> None:

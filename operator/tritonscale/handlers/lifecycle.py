@@ -15,6 +15,11 @@ Importing this module registers the handlers in Kopf's default registry;
   create/update/resume/event/index handlers.
 - events of owned Deployments: refresh ready counts and finish make-before-break
   transitions as soon as replacements become Ready.
+- deletion of an owned Service (the model's, a cascade's tier-2, a placement's):
+  apply it again at once. Deployments and Services are watched with a server-side
+  label selector (managed-by tritonscale, with a ScaledModel label), so the operator
+  never receives anybody else's. ConfigMaps are not watched (RBAC grants no list or
+  watch of them): a deleted cascade ConfigMap is noticed at the model's next decision.
 - deletion: the operator adds NO finalizer; nothing needs cleaning up outside
   owner references (garbage collection removes the Deployments and the Service),
   so a ScaledModel, or the CRD, deletes even while the operator is down. When a
@@ -61,6 +66,9 @@ DEFAULT_TICK_WORKERS = 4
 CONSISTENCY_TIMEOUT_SECONDS = 60.0
 
 T = TypeVar("T")
+
+OWNED_LABELS: Mapping[str, Any] = {LABEL_SM: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
+OWNED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER},{LABEL_SM}"
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +119,11 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # Our own Events explain every change; Kopf's per-handler ones would be noise.
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = int(getattr(memo, "max_workers", 0) or 16)
+    # Only our objects on the watch streams (the API server filters): the handlers'
+    # labels= filters alone run client-side, after every Deployment and Service of
+    # the watched namespaces was sent and parsed.
+    for resource in (("apps", "v1", "deployments"), ("v1", "services")):
+        settings.watching.label_selectors[resource] = OWNED_SELECTOR
     settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT_SECONDS
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -315,6 +328,24 @@ async def on_deployment(
     if type is None:
         return  # the initial listing: on_resume already reconciles every ScaledModel
     await _in_lane(memo, "background_executor", _deployment_event, type, body, memo,
+                   deployments_by_model)
+
+
+def _owned_deleted(body: Any, memo: Any, index: Any) -> None:
+    try:
+        _reconciler(memo).owned_object_deleted(
+            plain(body), deployments=lambda ns, sm: _indexed(index, ns, sm))
+    except ReconcileError as e:
+        log.warning("re-applying a deleted Service failed: %s", e)
+
+
+@kopf.on.event("v1", "services", labels=OWNED_LABELS, when=owned_deployment)
+async def on_owned_service(
+    type: str | None, body: Any, memo: Any, deployments_by_model: Any = None, **_: Any
+) -> None:
+    if type != "DELETED":
+        return
+    await _in_lane(memo, "background_executor", _owned_deleted, body, memo,
                    deployments_by_model)
 
 

@@ -119,8 +119,8 @@ class Reconciler:
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _last_decided: dict[str, float] = field(default_factory=dict, repr=False)
-    # Service applied per ScaledModel: (hash, when); re-applied on change or when stale,
-    # so a deleted Service comes back without a watch on Services.
+    # Service applied per ScaledModel: (hash, when); re-applied on change, when stale
+    # (a safety net) or at once when the watch reports it deleted (owned_object_deleted).
     _service_hash: dict[str, tuple[str, float]] = field(default_factory=dict, repr=False)
     service_refresh_seconds: float = 600.0
     _seen_deployments: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
@@ -287,6 +287,33 @@ class Reconciler:
             return None
         else:
             self._seen_deployments[key] = counts
+        listed = deployments(str(namespace), str(sm)) if deployments is not None else None
+        return self.refresh(str(namespace), str(sm), listed)
+
+    def owned_object_deleted(
+        self,
+        body: Mapping[str, Any],
+        deployments: Callable[[str, str], Sequence[Mapping[str, Any]] | None] | None = None,
+    ) -> Outcome | None:
+        """A Service of ours (the model's, a cascade's tier-2, a placement's) was
+        deleted: forget that it was applied and converge its ScaledModel now, which
+        applies it again (instead of at the refresh, ``service_refresh_seconds``
+        later). Ours: labelled managed-by tritonscale (the watch's selector) and
+        controlled by a ScaledModel; anything else is ignored."""
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        sm, namespace = labels.get(LABEL_SM), meta.get("namespace")
+        uids = [str(r.get("uid")) for r in meta.get("ownerReferences") or ()
+                if isinstance(r, Mapping) and r.get("controller") is True
+                and r.get("kind") == KIND and r.get("name") == sm]
+        if not sm or not namespace or not uids:
+            return None
+        uid, oname = uids[0], str(meta.get("name") or "")
+        with self._lock(f"{namespace}/{sm}"):
+            if oname == sm:
+                self._service_hash.pop(uid, None)
+            self._cascade_hash.get(uid, {}).pop(oname, None)
+            self._route_hash.pop(uid, None)
         listed = deployments(str(namespace), str(sm)) if deployments is not None else None
         return self.refresh(str(namespace), str(sm), listed)
 
@@ -757,9 +784,17 @@ class Reconciler:
         known = self._cascade_hash.get(uid, {})
         out = []
         for obj in get_cascade_objects(owner, spec, threshold, self.options):
-            seen = known.get(obj["metadata"]["name"])
+            oname = obj["metadata"]["name"]
+            seen = known.get(oname)
             if seen is None or seen[0] != spec_hash(obj) or (
                     now - seen[1] >= self.service_refresh_seconds):
+                out.append(obj)
+            elif decision is not None and obj["kind"] == "ConfigMap" and self.kube.get(
+                    "ConfigMap", owner.namespace, oname) is None:
+                # ConfigMaps are not watched (the operator may not list or watch them):
+                # one deleted since it was applied is noticed at the next decision, not
+                # at the refresh service_refresh_seconds later. (Services are watched:
+                # owned_object_deleted.)
                 out.append(obj)
         return threshold, out
 
