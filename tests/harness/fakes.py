@@ -120,6 +120,17 @@ class FakeKube:
             and d["metadata"].get("labels", {}).get("tritonscale.io/scaledmodel") == scaledmodel
         ]
 
+    def list_backend_services(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
+        self._enter("list_backend_services", f"{namespace}/{scaledmodel}")
+        return [
+            copy.deepcopy(svc)
+            for (ns, _), svc in sorted(self.services.items())
+            if ns == namespace
+            and (svc["metadata"].get("labels") or {}).get("tritonscale.io/scaledmodel")
+            == scaledmodel
+            and "tritonscale.io/route-backend" in (svc["metadata"].get("labels") or {})
+        ]
+
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._enter("get_scaledmodel", f"{namespace}/{name}")
         obj = self.scaledmodels.get((namespace, name))

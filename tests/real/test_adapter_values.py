@@ -67,6 +67,60 @@ def test_signals_between_two_scrapes() -> None:
     assert idle.ok and idle.request_rate == 0 and idle.latency_ms is None
 
 
+ROUTER_EXPOSITION = """\
+# HELP tritonscale_cascade_requests_total Inferences the cascade router answered
+# TYPE tritonscale_cascade_requests_total counter
+tritonscale_cascade_requests_total{model="m-cascade"} 200
+tritonscale_cascade_requests_total{model="other"} 999
+# HELP tritonscale_cascade_escalated_total Inferences escalated to the last tier
+# TYPE tritonscale_cascade_escalated_total counter
+tritonscale_cascade_escalated_total{model="m-cascade"} 50
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="m-cascade",version="1"} 200
+"""
+
+
+def test_router_counters_give_the_escalated_fraction() -> None:
+    a = MetricsSnapshot.parse(ROUTER_EXPOSITION, "m-cascade", taken_at=0.0)
+    assert (a.cascade_requests, a.cascade_escalated) == (200, 50)  # other model not summed
+    later = (ROUTER_EXPOSITION.replace("} 200", "} 300").replace("} 50", "} 75"))
+    b = MetricsSnapshot.parse(later, "m-cascade", taken_at=10.0)
+    s = signals_between(a, b, 95)
+    assert s.escalated == pytest.approx(0.25) and s.escalation_error == ""  # 25 of 100
+    assert s.escalation_weight == pytest.approx(10.0)  # requests/s behind it
+    # A plain model exports no router counters: unknown, and says why.
+    plain = MetricsSnapshot.parse(EXPOSITION, "m", taken_at=0.0)
+    assert plain.cascade_requests is None
+    n = signals_between(plain, MetricsSnapshot.parse(EXPOSITION, "m", taken_at=5.0), 95)
+    assert n.ok and n.escalated is None and n.escalation_error == "no cascade router counters"
+    # A restarted router (counters went back) and an idle one are unknown.
+    reset = MetricsSnapshot.parse(ROUTER_EXPOSITION.replace("} 200", "} 3"), "m-cascade", 20.0)
+    assert signals_between(b, reset, 95).escalated is None
+    idle = signals_between(b, MetricsSnapshot.parse(later, "m-cascade", 30.0), 95)
+    assert idle.escalated is None and "no cascade requests" in idle.escalation_error
+
+
+def _pod(rate: float, escalated: float | None, error: str = "") -> Signals:
+    return Signals(percentile=95, request_rate=rate, latency_ms=10.0, pending_requests=0.0,
+                   escalated=escalated, escalation_error=error,
+                   escalation_weight=rate if escalated is not None else 0.0)
+
+
+def test_pods_escalation_is_weighted_by_the_requests_each_answered() -> None:
+    both = aggregate([_pod(30.0, 0.1), _pod(10.0, 0.5)], 95)
+    assert both.escalated == pytest.approx((30 * 0.1 + 10 * 0.5) / 40)  # 0.2, not 0.3
+    # A pod that answered nothing in the window does not count; an unknown one does.
+    idle = _pod(0.0, None, "no cascade requests in the window")
+    assert aggregate([_pod(30.0, 0.1), idle], 95).escalated == pytest.approx(0.1)
+    reset = _pod(30.0, None, "counter reset between scrapes (restart?)")
+    one_unknown = aggregate([_pod(30.0, 0.1), reset], 95)
+    assert one_unknown.escalated is None and "reset" in one_unknown.escalation_error
+    whole = aggregate_groups({GroupKey("t1", "a"): [_pod(30.0, 0.1)],
+                              GroupKey("t1", "b"): [_pod(10.0, 0.5)]}, 95)
+    assert whole.escalated == pytest.approx(0.2)
+    assert to_observation(whole).escalated == pytest.approx(0.2)
+
+
 def test_aggregate_is_conservative() -> None:
     p1 = Signals(95, request_rate=10, latency_ms=20, queue_ms=1, pending_requests=1)
     p2 = Signals(95, request_rate=30, latency_ms=40, queue_ms=3, pending_requests=2)

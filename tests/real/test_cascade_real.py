@@ -215,6 +215,8 @@ def router(digits: Any, real_log_dir: Path) -> Any:
 def test_router_escalates_changes_threshold_live_and_prometheus_scrapes_it(
     digits: Any, router: Any, real_log_dir: Path
 ) -> None:
+    from tritonscale.adapters.triton import MetricsScraper
+
     tier2, sample, _acc1, _acc2 = digits
     server, thr_file = router
     data = np.load(sample)
@@ -226,13 +228,19 @@ def test_router_escalates_changes_threshold_live_and_prometheus_scrapes_it(
         wait_until_scraped(prom, 1)
         # Ground truth from tier 1 and tier 2 alone: what the router must reproduce.
         conf, r1, r2 = _answers(tier2, x, y)
+        # The operator's own scraper of a tier-1 pod (metrics.source: triton).
+        scraper = MetricsScraper(server.metrics_url, ROUTER, timeout_s=5.0)
         for thr in (0.5, 0.9):
             thr_file.write_text(f"{thr}\n")  # no restart: the router re-reads it
+            scraper.signals(95.0)  # the scrape the next one is compared with
             before = _counter(server, "tritonscale_cascade_escalated_total")
             got = _ask(server.url, x)
             esc = _counter(server, "tritonscale_cascade_escalated_total") - before
             want_esc = int(np.count_nonzero(conf < thr))
             assert esc == want_esc, (thr, esc, want_esc)
+            sig = scraper.signals(95.0)
+            assert sig.escalation_error == "" and sig.escalated == pytest.approx(
+                want_esc / len(x), abs=1e-9), (thr, sig)
             want_acc = float(np.mean(np.where(conf < thr, r2, r1)))
             assert float(np.mean(got == y)) == pytest.approx(want_acc, abs=1e-9), thr
         assert _counter(server, "tritonscale_cascade_fallback_total") == 0

@@ -164,6 +164,17 @@ def test_list_deployments_by_label_returns_dicts(adapter: Any) -> None:
     assert apps.calls[0][2]["label_selector"] == "tritonscale.io/scaledmodel=sm"
 
 
+def test_list_backend_services_by_label(adapter: Any) -> None:
+    a, _, core, _ = adapter
+    core.results["list_namespaced_service"] = client.V1ServiceList(
+        items=[client.V1Service(metadata=client.V1ObjectMeta(name="sm-a-b--p"))])
+    assert [s["metadata"]["name"] for s in a.list_backend_services("ml", "sm")] == ["sm-a-b--p"]
+    name, args, kwargs = core.calls[0]
+    assert name == "list_namespaced_service" and args == ("ml",)
+    assert kwargs["label_selector"] == "tritonscale.io/scaledmodel=sm,tritonscale.io/route-backend"
+    assert kwargs["_request_timeout"] == (5.0, 10.0)
+
+
 def test_delete_ignores_not_found(adapter: Any) -> None:
     a, apps, _, _ = adapter
     apps.results["delete_namespaced_deployment"] = _api_error(404, "not found")

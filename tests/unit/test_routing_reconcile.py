@@ -263,3 +263,36 @@ def test_missing_grpcroute_crd_alone_keeps_make_before_break(
     assert out.deleted == ()
     assert weights(kube)["resnet50-int8-t4-spot"] == 0
     assert r.reconcile(body(kube), decide=False).deleted == ("resnet50-int8-t4-spot",)
+
+
+def test_a_placement_service_an_older_operator_named_is_deleted_after_the_routes_move(
+    kube: FakeKube, r: Reconciler
+) -> None:
+    """Before "--" separated a hyphenated variant from its pool, the per-placement
+    Service of int8-trt on t4-spot was resnet50-int8-trt-t4-spot. After the upgrade
+    the routes name today's Service; the old one (found by its labels, ours by its
+    owner reference) goes -- and somebody else's Service is never touched."""
+    obj = kube.scaledmodels[(NS, NAME)]
+    for v in obj["spec"]["variants"]:
+        if v["name"] == "int8":
+            v["name"] = "int8-trt"
+    use_plan(r, Placement("int8-trt", "t4-spot", 1))
+    r.reconcile(body(kube))
+    today = "resnet50-int8-trt--t4-spot"
+    assert weights(kube) == {today: 1000}
+    legacy = copy.deepcopy(kube.services[(NS, today)])
+    legacy["metadata"]["name"] = "resnet50-int8-trt-t4-spot"
+    kube.services[(NS, "resnet50-int8-trt-t4-spot")] = legacy
+    theirs = copy.deepcopy(legacy)
+    theirs["metadata"].update(name="resnet50-int8-trt-l4", ownerReferences=[])
+    kube.services[(NS, "resnet50-int8-trt-l4")] = theirs
+    # A restarted operator (nothing cached) applies the routes, then prunes.
+    r2 = Reconciler(kube=kube, clock=Clock(), policy=r.policy)
+    r2.reconcile(body(kube))
+    assert {n for _, n in kube.services} == {"resnet50", today, "resnet50-int8-trt-l4"}
+    assert weights(kube) == {today: 1000}
+    # Back to service mode: every per-placement Service of ours goes, theirs stays.
+    obj["spec"].pop("routing")
+    obj["metadata"]["generation"] += 1
+    r2.reconcile(body(kube))
+    assert {n for _, n in kube.services} == {"resnet50", "resnet50-int8-trt-l4"}

@@ -23,7 +23,12 @@ import urllib3.exceptions
 from urllib3.util.retry import Retry
 
 from tritonscale.core.api import GROUP, LABEL_SM, MANAGER, PLURAL, VERSION
-from tritonscale.core.routing import GATEWAY_GROUP, GATEWAY_VERSION, ROUTE_PLURALS
+from tritonscale.core.routing import (
+    GATEWAY_GROUP,
+    GATEWAY_VERSION,
+    LABEL_BACKEND,
+    ROUTE_PLURALS,
+)
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 # Client-side timeout of every API call (``tritonscale run --api-timeout``).
@@ -158,6 +163,17 @@ class KubeAdapter:
             self._apps.list_namespaced_deployment,
             namespace,
             label_selector=f"{LABEL_SM}={scaledmodel}",
+        )
+        items = (res or {}).get("items") or []
+        return [dict(i) for i in items]
+
+    def list_backend_services(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
+        """Per-placement Services (weighted routing) labelled as ``scaledmodel``'s."""
+        res = self._call(
+            "list services",
+            self._core.list_namespaced_service,
+            namespace,
+            label_selector=f"{LABEL_SM}={scaledmodel},{LABEL_BACKEND}",
         )
         items = (res or {}).get("items") or []
         return [dict(i) for i in items]

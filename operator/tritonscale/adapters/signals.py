@@ -97,6 +97,8 @@ class Signals:
     groups: Mapping[GroupKey, Signals] = field(default_factory=dict)
     escalated: float | None = None
     escalation_error: str = ""
+    # Requests per second behind ``escalated`` (combining pods weighs each by it).
+    escalation_weight: float = 0.0
 
     @property
     def ok(self) -> bool:

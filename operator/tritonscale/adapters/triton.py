@@ -269,6 +269,12 @@ _COUNTERS = {
     "nv_inference_pending_request_count": "pending",
 }
 _SUMMARY = "nv_inference_request_summary_us"
+# A cascade router's own counters (data/router/model.py), on the tier-1 pods' metrics
+# port beside Triton's, labelled with the router's model name.
+_CASCADE = {
+    "tritonscale_cascade_requests_total": "cascade_requests",
+    "tritonscale_cascade_escalated_total": "cascade_escalated",
+}
 
 
 @dataclass(frozen=True)
@@ -287,12 +293,16 @@ class MetricsSnapshot:
     pending: float = 0.0
     quantiles: Mapping[float, float] = field(default_factory=dict)
     found: bool = False
+    # A cascade router's counters (None: not exported, so no escalation signal).
+    cascade_requests: float | None = None
+    cascade_escalated: float | None = None
 
     @classmethod
     def parse(cls, text: str, model: str, taken_at: float) -> MetricsSnapshot:
         """Parse Prometheus text format; raises ``ValueError`` on malformed text."""
         sums: dict[str, float] = dict.fromkeys(_COUNTERS.values(), 0.0)
         quantiles: dict[float, float] = {}
+        cascade: dict[str, float] = {}
         found = False
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -305,12 +315,21 @@ class MetricsSnapshot:
                     value = finite(s.value)
                     if value is not None:
                         sums[_COUNTERS[name]] += value
+                elif s.name in _CASCADE and family.type == "counter":
+                    value = finite(s.value)
+                    if value is not None and value >= 0:
+                        key = _CASCADE[s.name]
+                        cascade[key] = cascade.get(key, 0.0) + value
                 elif s.name == _SUMMARY and "quantile" in s.labels:
                     q, value = finite(s.labels["quantile"]), finite(s.value)
                     if q is not None and value is not None:
                         # Several versions: keep the max, as for several pods.
                         quantiles[q] = max(value, quantiles.get(q, value))
-        return cls(taken_at=taken_at, quantiles=quantiles, found=found, **sums)
+        both = len(cascade) == len(_CASCADE)  # one without the other is no signal
+        return cls(taken_at=taken_at, quantiles=quantiles, found=found,
+                   cascade_requests=cascade["cascade_requests"] if both else None,
+                   cascade_escalated=cascade["cascade_escalated"] if both else None,
+                   **sums)
 
 
 def signals_between(earlier: MetricsSnapshot, later: MetricsSnapshot, percentile: float) -> Signals:
@@ -341,6 +360,7 @@ def signals_between(earlier: MetricsSnapshot, later: MetricsSnapshot, percentile
         latency, is_mean = exported / 1000, False
     else:
         latency, is_mean = mean_ms, mean_ms is not None
+    escalated, escalation_error, answered = _escalation_between(earlier, later)
     return Signals(
         percentile=percentile,
         request_rate=rate,
@@ -348,14 +368,54 @@ def signals_between(earlier: MetricsSnapshot, later: MetricsSnapshot, percentile
         latency_is_mean=is_mean,
         queue_ms=queue_ms,
         pending_requests=later.pending,
+        escalated=escalated,
+        escalation_error=escalation_error,
+        escalation_weight=answered / elapsed,
     )
+
+
+def _escalation_between(earlier: MetricsSnapshot, later: MetricsSnapshot
+                        ) -> tuple[float | None, str, float]:
+    """A router's escalated fraction between two scrapes, why it is unknown, and how
+    many requests it answered meanwhile (the weight when pods are combined)."""
+    if (earlier.cascade_requests is None or later.cascade_requests is None
+            or earlier.cascade_escalated is None or later.cascade_escalated is None):
+        return None, "no cascade router counters", 0.0
+    answered = later.cascade_requests - earlier.cascade_requests
+    escalated = later.cascade_escalated - earlier.cascade_escalated
+    if answered < 0 or escalated < 0:
+        return None, "counter reset between scrapes (restart?)", 0.0
+    if answered == 0:
+        return None, "no cascade requests in the window", 0.0
+    if escalated > answered:
+        return None, "escalation rate outside [0, 1]", 0.0
+    return escalated / answered, "", answered
+
+
+def _escalation_of(items: list[Signals]) -> tuple[float | None, str, float]:
+    """Pods' escalated fractions combined, weighted by the requests each answered.
+    Pods with no request in the window do not count; any other unknown makes it
+    unknown (the correction then holds)."""
+    counted = [s for s in items if s.escalation_error != "no cascade requests in the window"]
+    if not counted:
+        return None, "no cascade requests in the window", 0.0
+    bad = [s.escalation_error or "unknown" for s in counted if s.escalated is None]
+    if bad:
+        return None, "; ".join(dict.fromkeys(bad)), 0.0
+    weight = sum(s.escalation_weight for s in counted)
+    if weight <= 0:
+        return None, "no cascade requests in the window", 0.0
+    esc = sum((s.escalated or 0.0) * s.escalation_weight for s in counted) / weight
+    return esc, "", weight
 
 
 def aggregate(parts: Iterable[Signals], percentile: float) -> Signals:
     """Combine several pods' (or groups') signals into one.
 
     Rates and pending requests add up; latency is the max (an upper bound of the
-    combined percentile); queue time is the rate-weighted mean.  Unknown if any part is.
+    combined percentile); queue time is the rate-weighted mean; a cascade router's
+    escalated fraction is weighted by the requests each part answered.  Unknown if any
+    part is.
     """
     items = list(parts)
     if not items:
@@ -370,6 +430,7 @@ def aggregate(parts: Iterable[Signals], percentile: float) -> Signals:
     weighted = [(s.queue_ms, s.request_rate or 0.0) for s in items if s.queue_ms is not None]
     weight = sum(w for _, w in weighted)
     queue = sum(q * w for q, w in weighted) / weight if weight > 0 else None
+    escalated, escalation_error, answered = _escalation_of(items)
     return Signals(
         percentile=percentile,
         request_rate=rate,
@@ -377,6 +438,9 @@ def aggregate(parts: Iterable[Signals], percentile: float) -> Signals:
         latency_is_mean=any(s.latency_is_mean for s in lats),
         queue_ms=queue,
         pending_requests=pending,
+        escalated=escalated,
+        escalation_error=escalation_error,
+        escalation_weight=answered,
     )
 
 
@@ -393,6 +457,9 @@ def aggregate_groups(pods: Mapping[GroupKey, Iterable[Signals]], percentile: flo
         pending_requests=whole.pending_requests,
         error=whole.error,
         groups=groups,
+        escalated=whole.escalated,
+        escalation_error=whole.escalation_error,
+        escalation_weight=whole.escalation_weight,
     )
 
 

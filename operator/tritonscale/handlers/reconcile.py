@@ -54,7 +54,6 @@ from tritonscale.core.render import (
     spec_hash,
 )
 from tritonscale.core.routing import (
-    LABEL_BACKEND,
     ROUTE_KINDS,
     ROUTED,
     gate_deletions,
@@ -619,7 +618,7 @@ class Reconciler:
             if spec.routing.weighted:
                 deletions, routed = self._route(owner, spec, uid, after, todo.delete, now)
             elif uid in self._route_weights or st.condition(status.get("conditions"), ROUTED):
-                self._unroute(owner, uid, after)
+                self._unroute(owner, uid)
                 unrouted = True
             for key in deletions:
                 # Only Deployments that are ours (listed, labelled, owner reference),
@@ -741,13 +740,24 @@ class Reconciler:
                     f"retry: {e}")
             if obj["kind"] != "Service":
                 routes_applied += 1
+        # The routes now name only these Services: any other per-placement Service of
+        # ours (one an older operator named differently, one whose weight 0 was
+        # applied before) carries no traffic.
+        self._prune_backends(owner, uid, {o["metadata"]["name"] for o in objs
+                                          if o["kind"] == "Service"})
         self._route_hash[uid] = (h, now)
         self._route_weights[uid] = weights
         return delete_now, _routed_ok(weights, later)
 
-    def _unroute(
-        self, owner: Owner, uid: str, existing: Mapping[tuple[str, str], PlacementState]
-    ) -> None:
+    def _prune_backends(self, owner: Owner, uid: str, keep: set[str]) -> None:
+        """Delete the per-placement Services of ours not in ``keep`` (found by their
+        labels; ours by label and controller owner reference, never by name)."""
+        for svc in self.kube.list_backend_services(owner.namespace, owner.name):
+            sname = str((svc.get("metadata") or {}).get("name") or "")
+            if sname and sname not in keep and ownership.is_ours(svc, uid):
+                self.kube.delete_service(owner.namespace, sname)
+
+    def _unroute(self, owner: Owner, uid: str) -> None:
         """Back to ``service`` mode: remove the routes and per-placement Services this
         model created in gateway mode (only ours; absent ones are fine)."""
         ns = owner.namespace
@@ -755,12 +765,7 @@ class Reconciler:
             live = self.kube.get(kind, ns, owner.name)
             if live is not None and ownership.is_ours(live, uid):
                 self.kube.delete_route(kind, ns, owner.name)
-        for key in sorted(existing):
-            sname = placement_service_name(owner.name, *key)
-            live = self.kube.get("Service", ns, sname)
-            labels = (live or {}).get("metadata", {}).get("labels") or {}
-            if live is not None and ownership.is_ours(live, uid) and LABEL_BACKEND in labels:
-                self.kube.delete_service(ns, sname)
+        self._prune_backends(owner, uid, set())
         self._route_weights.pop(uid, None)
         self._route_hash.pop(uid, None)
 
