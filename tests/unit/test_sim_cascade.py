@@ -27,9 +27,27 @@ def _poisson(rps: float, seconds: float, seed: int = 3) -> np.ndarray:
     return t[t < seconds]
 
 
-def _run(spec: Any, arr: np.ndarray, drift: float = 1.0) -> tuple[CascadeSimulator, CascadeRun]:
-    sim = CascadeSimulator(spec, arr, SimConfig(seed=5), drift)
+def _run(spec: Any, arr: np.ndarray, drift: float = 1.0, couple: bool = True
+         ) -> tuple[CascadeSimulator, CascadeRun]:
+    sim = CascadeSimulator(spec, arr, SimConfig(seed=5), drift, couple_batches=couple)
     return sim, sim.run(CascadePolicy(spec, float(len(arr[arr < 60]) / 60)))
+
+
+def _batch_mates(sim: CascadeSimulator) -> tuple[np.ndarray, np.ndarray]:
+    """Per request: its tier-1 batch's last escalated completion (-inf: none) and how
+    many escalated requests share its batch (same placement, same tier-1 completion)."""
+    groups: dict[tuple[int, float], list[int]] = {}
+    for i in range(sim.n):
+        groups.setdefault((int(sim.t1.where[i]), float(sim.t1.done[i])), []).append(i)
+    last = np.full(sim.n, -np.inf)
+    count = np.zeros(sim.n, dtype=np.int64)
+    for members in groups.values():
+        esc = [i for i in members if sim.esc[i]]
+        if esc:
+            t = max(float(sim.t2.done[sim.j2[i]]) for i in esc)
+            last[members] = t
+            count[members] = len(esc)
+    return last, count
 
 
 def test_escalation_is_per_request_seeded_and_matches_the_curve() -> None:
@@ -49,7 +67,9 @@ def test_escalation_is_per_request_seeded_and_matches_the_curve() -> None:
     assert len(esc) > 0.05 * len(arr)
     assert np.all(run.done[esc] >= sim.t1.done[esc] + hop - 1e-9)
     plain = np.flatnonzero(~sim.esc)
-    assert np.array_equal(run.done[plain], sim.t1.done[plain])
+    assert np.all(run.done[plain] >= sim.t1.done[plain])
+    alone = _batch_mates(sim)[1] == 0
+    assert np.array_equal(run.done[plain][alone[plain]], sim.t1.done[plain][alone[plain]])
     # Same seed, same replay.
     _, again = _run(spec, arr)
     assert np.array_equal(again.done, run.done)
@@ -114,3 +134,19 @@ def test_tier1_alone_is_credited_tier1_accuracy() -> None:
     run = sim.run(Tier1Only(spec, 300.0))
     assert run.escalated == 0.0 and sim.t2.n == 0
     assert run.accuracy == pytest.approx(spec.variant("distil-int8").accuracy)
+
+
+def test_router_answers_its_whole_batch_after_the_tier2_call() -> None:
+    spec = _spec()
+    arr = _poisson(600.0, 90.0)
+    sim, run = _run(spec, arr)
+    last, count = _batch_mates(sim)
+    plain = ~sim.esc & (count > 0)
+    assert np.count_nonzero(plain) > 0.05 * len(arr)  # batches do mix them
+    # A request that did not escalate waits for its batch's escalated answers.
+    assert np.array_equal(run.done[plain], np.maximum(sim.t1.done[plain], last[plain]))
+    assert np.all(run.done[plain] > sim.t1.done[plain])
+    # Uncoupled (per-request answers): it completes with tier 1.
+    sim2, run2 = _run(spec, arr, couple=False)
+    plain2 = ~sim2.esc
+    assert np.array_equal(run2.done[plain2], sim2.t1.done[plain2])

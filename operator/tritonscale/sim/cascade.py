@@ -15,7 +15,15 @@ Service over its own Ready replicas:
   appended interval by interval: after tier 1 has run to t1 every completion before
   t1 is known, so every tier-2 arrival before t1 is too.
 * **End-to-end** latency of an escalated request is its tier-2 completion minus its
-  arrival; dropped at either tier is dropped. The policy sees the end-to-end
+  arrival; dropped at either tier is dropped. The router (``data/router/model.py``)
+  answers its whole batch once its tier-2 call returns, so a request that did not
+  escalate but shares a tier-1 batch with one that did completes with it
+  (``couple_batches``, on by default; a tier-1 batch stands for the router batch
+  that fed it, which it may merge with the pod's other router instance's).
+  Not modelled: a router instance is blocked during its tier-2 call (two per pod),
+  which limits a pod's throughput when tier 2 is slow, and the router's own
+  tier-2 timeout (answering with tier 1 after ``tier2_timeout_s``); an escalated
+  request's client timeout counts from its arrival at tier 2. The policy sees the end-to-end
   percentile, the tier-1 rate, both tiers' placements and the escalation rate
   observed over the rate window (as the router's counters would give it).
 * **Accuracy** served: each answered request is credited the curve's accuracy at the
@@ -71,11 +79,40 @@ class CascadeRun(SimRun):
     thresholds: tuple[tuple[float, float], ...] = ()  # (time, threshold) changes
 
 
+def _coupled(out: NDArray[np.float64], d1: NDArray[np.float64], where: NDArray[Any],
+             esc: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Each request of a tier-1 batch (same placement, same tier-1 completion) that
+    holds an escalated request completes with the batch's last escalated answer: the
+    router answers its whole batch after its tier-2 call. An escalated answer still in
+    flight (NaN) keeps the batch in flight; one that never came (inf: timed out) does
+    not hold the others."""
+    idx = np.flatnonzero(np.isfinite(d1) & (where >= 0))
+    if len(idx) == 0 or not np.any(esc[idx]):
+        return out
+    order = np.lexsort((d1[idx], where[idx]))
+    ii = idx[order]
+    new = np.r_[True, (where[ii][1:] != where[ii][:-1]) | (d1[ii][1:] != d1[ii][:-1])]
+    bid = np.cumsum(new) - 1
+    nb = int(bid[-1]) + 1
+    val = out[ii]
+    e = esc[ii]
+    last = np.full(nb, -np.inf)
+    np.maximum.at(last, bid, np.where(e & np.isfinite(val), val, -np.inf))
+    flying = np.zeros(nb, dtype=bool)
+    np.logical_or.at(flying, bid, e & np.isnan(val))
+    res = out.copy()
+    mine = ~e & np.isfinite(val)
+    res[ii[mine]] = np.maximum(val[mine], last[bid[mine]])
+    res[ii[mine & flying[bid]]] = np.nan
+    return res
+
+
 class CascadeSimulator:
     """Both tiers, the router between them, and the view a policy reads."""
 
     def __init__(self, spec: ScaledModelSpec, arrivals: NDArray[np.float64],
-                 config: SimConfig | None = None, drift: float = 1.0) -> None:
+                 config: SimConfig | None = None, drift: float = 1.0,
+                 couple_batches: bool = True) -> None:
         if spec.cascade is None:
             raise ValueError("spec has no cascade")
         self.spec = spec
@@ -90,6 +127,7 @@ class CascadeSimulator:
         self.end_t = self.t1.end_t
         self.now = 0.0
         self.drift = drift
+        self.couple_batches = couple_batches
         rng = np.random.default_rng(self.cfg.seed + 104_729)
         self.u = rng.random(self.n)
         self.fwd = np.zeros(self.n, dtype=bool)  # routed (tier-1 outcome known)
@@ -126,6 +164,8 @@ class CascadeSimulator:
         has = esc & (j >= 0)
         out[has] = self.t2.done[j[has]]
         out[~self.fwd[lo:hi]] = np.nan  # not routed yet: still in flight
+        if self.couple_batches:
+            out = _coupled(out, d1, self.t1.where[lo:hi], esc)
         return out
 
     def latency_ms(self, percentile: float, window_s: float | None = None) -> float | None:
