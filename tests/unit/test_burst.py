@@ -266,3 +266,43 @@ def test_minute_scale_noise_does_not_start_and_cancel_replicas_every_step() -> N
                                      pending=5.0), d.state, 15.0 * i)
         totals.append(d.total_replicas)
     assert len(set(totals[-16:])) == 1, totals
+
+
+def test_the_drain_uses_the_look_aheads_margin_instead_of_adding_to_it() -> None:
+    # A ramp from 1,000 to 2,000 rps, then a backlog: the look-ahead extrapolates
+    # the rise (forecast > rate) and the drain term is positive. The capacity the
+    # look-ahead plans above the current rate is spare until the rise comes, so the
+    # planning load is max(look-ahead x (1 + h), rate x (1 + h) + drain): the old
+    # rule summed look-ahead x (1 + h) + drain, planning for the rise and the drain
+    # at once (on the bundled trace at x1500 that sum crossed what the L4 pools hold
+    # and the plan jumped to 50 mixed T4/L4 replicas).
+    spec = _spec(drain_seconds=60.0, scale_down_stabilization_seconds=300.0,
+                 panic_seconds=0.0)
+    d0 = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    cur = _ready(spec, d0.total_replicas)
+    # A ramp of +200 rps a step, every replica Ready, nothing queued: Holt's trend.
+    t, prev = 0.0, d0
+    for rps in (1200.0, 1400.0, 1600.0, 1800.0):
+        t += 15.0
+        prev = decide(spec, Observation(rps=rps, current=cur, pending=0.0,
+                                        latency_ms=40.0), prev.state, t)
+        cur = _ready(spec, prev.total_replicas)
+    d = decide(spec, Observation(rps=2000.0, current=cur, pending=300_000.0,
+                                 latency_ms=900.0), prev.state, t + 15.0)
+    b = d.details["burst"]
+    drain = b["drain_rps"]  # type: ignore[index]
+    hr = 1.0 + b["headroom"]  # type: ignore[index]
+    ahead = d.details["forecast_rps"]
+    assert b["headroom"] == pytest.approx(0.1)  # type: ignore[index]
+    assert drain > 500.0 and ahead > 2500.0  # type: ignore[operator]
+    want = max(ahead * hr, 2000.0 * hr + drain)  # type: ignore[operator]
+    assert d.details["planning_load_rps"] == pytest.approx(want, rel=1e-3)
+    assert want < ahead * hr + drain  # type: ignore[operator]
+    # With the rate flat (no look-ahead margin) the drain adds to rate x (1 + h),
+    # as before.
+    cur = _ready(spec, d0.total_replicas)
+    flat = decide(spec, Observation(rps=1000.0, current=cur, pending=300_000.0,
+                                    latency_ms=900.0), d0.state, 15.0)
+    fdrain = flat.details["burst"]["drain_rps"]  # type: ignore[index]
+    assert fdrain > 1000.0  # type: ignore[operator]
+    assert flat.details["planning_load_rps"] == pytest.approx(1100.0 + fdrain, rel=1e-3)

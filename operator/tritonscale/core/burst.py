@@ -22,10 +22,13 @@ autoscaler state into three adjustments of the load the planner plans for
    sized for the arrival rate alone never drains it (only the headroom does,
    slowly). New capacity is Ready only after ``H``, by when the Ready fleet has
    drained ``(capacity - rps) x H`` of it (or, overloaded, added to it), so the
-   planning load gets ``max(0, backlog - (capacity - rps) x H) / drainSeconds`` on
-   top: the backlog left when new capacity is Ready drains within
-   ``scaling.drainSeconds``. This term is added after the stabilisation windows, so
-   it leaves as soon as the backlog does. ``capacity`` is the Ready replicas'
+   fleet needs ``max(0, backlog - (capacity - rps) x H) / drainSeconds`` above the
+   current rate: the backlog left when new capacity is Ready drains within
+   ``scaling.drainSeconds``. ``decide`` plans for the larger of the stabilised load
+   and ``rps x (1 + headroom) + drain`` (the look-ahead's margin above the current
+   rate drains the backlog until the forecast's rise comes; the two are not summed).
+   This term comes after the stabilisation windows, so it leaves as soon as the
+   backlog does. ``capacity`` is the Ready replicas'
    capacity at the SLO as the planner counts it. Backlog =
    ``max(pending - rps x target, rps x (queue - target / 2))`` from Triton's
    ``nv_inference_pending_request_count`` and ``nv_inference_queue_duration_us``
