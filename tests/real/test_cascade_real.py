@@ -26,12 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.neural_network import MLPClassifier
+from tests.harness.real.digits import ask, counter, train, write_model
 from tests.harness.real.servers import (
-    MODELS_DIR,
     PrometheusServer,
     ScrapeTarget,
     TritonServer,
@@ -49,39 +45,20 @@ TIER1, TIER2 = "digits_linear", "digits_mlp"
 TIMING = {TIER1: (15.0, 2.0), TIER2: (30.0, 6.0)}
 
 
-def _write(repo: Path, name: str, layers: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    dst = repo / name
-    shutil.copytree(MODELS_DIR / "digits", dst, ignore=shutil.ignore_patterns("__pycache__"))
-    cfg = (dst / "config.pbtxt").read_text().replace('name: "digits"', f'name: "{name}"')
-    base, per_item = TIMING[name]
-    cfg += (f'parameters: {{ key: "base_ms" value: {{ string_value: "{base}" }} }}\n'
-            f'parameters: {{ key: "per_item_ms" value: {{ string_value: "{per_item}" }} }}\n')
-    (dst / "config.pbtxt").write_text(cfg)
-    arrays = {}
-    for i, (w, b) in enumerate(layers):
-        arrays[f"W{i}"], arrays[f"b{i}"] = w, b
-    np.savez(dst / "1" / "weights.npz", **arrays)
-
-
 @pytest.fixture(scope="module")
 def digits(real_log_dir: Path) -> Any:
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.5, random_state=0, stratify=y)
-    # Tier 1: deliberately small (strong L2) so its confidence separates easy and hard.
-    small = LogisticRegression(C=0.02, max_iter=500).fit(xtr, ytr)
-    big = MLPClassifier(hidden_layer_sizes=(64,), max_iter=600, random_state=0).fit(xtr, ytr)
+    d = train()
     workdir = real_log_dir / "triton-cascade"
     workdir.mkdir(parents=True, exist_ok=True)
     server = TritonServer(workdir=workdir, models=[TIER1, TIER2], install=find_triton())
     server.repo.mkdir(parents=True, exist_ok=True)
-    _write(server.repo, TIER1, [(small.coef_.T, small.intercept_)])
-    _write(server.repo, TIER2, list(zip(big.coefs_, big.intercepts_, strict=True)))
+    write_model(server.repo, TIER1, d.tier1, TIMING[TIER1])
+    write_model(server.repo, TIER2, d.tier2, TIMING[TIER2])
     sample = workdir / "sample.npz"
-    np.savez(sample, x=xte, y=yte)
+    np.savez(sample, x=d.x, y=d.y)
     server.start()
     try:
-        yield server, sample, small.score(xte, yte), big.score(xte, yte)
+        yield server, sample, d.tier1_accuracy, d.tier2_accuracy
     finally:
         server.stop()
 
@@ -173,23 +150,6 @@ instance_group [ {{ count: {ROUTER_INSTANCES} kind: KIND_CPU }} ]
 """
 
 
-def _ask(url: str, x: np.ndarray) -> np.ndarray:
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(url, connection_timeout=30, network_timeout=30)
-    try:
-        labels = []
-        for i in range(0, len(x), 32):
-            part = np.ascontiguousarray(x[i:i + 32])
-            t = httpclient.InferInput("INPUT", list(part.shape), "FP32")
-            t.set_data_from_numpy(part)
-            res = client.infer(ROUTER, [t])
-            labels.append(res.as_numpy("LABEL").reshape(-1))
-        return np.concatenate(labels)
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def router(digits: Any, real_log_dir: Path) -> Any:
     """A tier-1 pod: tritonserver with tier 1 and the router; tier 2 is ``digits``'s server."""
@@ -233,9 +193,9 @@ def test_router_escalates_changes_threshold_live_and_prometheus_scrapes_it(
         for thr in (0.5, 0.9):
             thr_file.write_text(f"{thr}\n")  # no restart: the router re-reads it
             scraper.signals(95.0)  # the scrape the next one is compared with
-            before = _counter(server, "tritonscale_cascade_escalated_total")
-            got = _ask(server.url, x)
-            esc = _counter(server, "tritonscale_cascade_escalated_total") - before
+            before = counter(server.metrics_url, "tritonscale_cascade_escalated_total")
+            got = ask(server.url, ROUTER, x)
+            esc = counter(server.metrics_url, "tritonscale_cascade_escalated_total") - before
             want_esc = int(np.count_nonzero(conf < thr))
             assert esc == want_esc, (thr, esc, want_esc)
             sig = scraper.signals(95.0)
@@ -243,17 +203,17 @@ def test_router_escalates_changes_threshold_live_and_prometheus_scrapes_it(
                 want_esc / len(x), abs=1e-9), (thr, sig)
             want_acc = float(np.mean(np.where(conf < thr, r2, r1)))
             assert float(np.mean(got == y)) == pytest.approx(want_acc, abs=1e-9), thr
-        assert _counter(server, "tritonscale_cascade_fallback_total") == 0
+        assert counter(server.metrics_url, "tritonscale_cascade_fallback_total") == 0
         # Prometheus scrapes the escalation counters from the metrics port.
         deadline = time.monotonic() + 30
         seen = 0.0
         while time.monotonic() < deadline:
             res = prometheus_query(prom.url, "tritonscale_cascade_escalated_total")
             seen = float(res[0]["value"][1]) if res else 0.0  # type: ignore[index]
-            if seen >= _counter(server, "tritonscale_cascade_escalated_total"):
+            if seen >= counter(server.metrics_url, "tritonscale_cascade_escalated_total"):
                 break
             time.sleep(0.5)
-        assert seen == _counter(server, "tritonscale_cascade_escalated_total") > 0
+        assert seen == counter(server.metrics_url, "tritonscale_cascade_escalated_total") > 0
     finally:
         prom.stop()
 
@@ -265,18 +225,6 @@ def _answers(server: TritonServer, x: np.ndarray, y: np.ndarray) -> tuple[
     a = measure(server.url, TIER1, server.url, TIER2, x, y, input_name="INPUT",
                 confidence="CONFIDENCE", label="LABEL")
     return a.confidence, a.tier1_right, a.tier2_right
-
-
-def _counter(server: TritonServer, name: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # ------------------------------------------------------------------ latency vs the planner
@@ -489,15 +437,16 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
         if len(runs) == RUNS:
             break
         _reload_router(server, x)
-        before = _counter(server, "tritonscale_cascade_escalated_total")
-        served = _counter(server, "tritonscale_cascade_requests_total")
+        before = counter(server.metrics_url, "tritonscale_cascade_escalated_total")
+        served = counter(server.metrics_url, "tritonscale_cascade_requests_total")
         res = _open_loop(server.url, x, LOAD_RPS, LOAD_SECONDS, seed=7 + i)
         text = requests.get(server.metrics_url, timeout=5).text
         summary = MetricsSnapshot.parse(text, ROUTER, time.monotonic()).quantiles
         if not all(q in summary for q in (0.95, 0.99)):
             pytest.fail(f"no latency summary for {ROUTER}: {summary}")
-        escalated = (_counter(server, "tritonscale_cascade_escalated_total") - before) / max(
-            _counter(server, "tritonscale_cascade_requests_total") - served, 1.0)
+        escalated = (counter(server.metrics_url, "tritonscale_cascade_escalated_total")
+                     - before) / max(counter(server.metrics_url,
+                                             "tritonscale_cascade_requests_total") - served, 1.0)
         kept = [r for r in res.ok_records if r.scheduled >= res.started + SETTLE_SECONDS]
         assert res.errors == 0, f"run {i}: {res.errors} failed requests"
         # The load was the one planned for: the asked rate, the curve's escalation.

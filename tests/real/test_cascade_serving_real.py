@@ -27,12 +27,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.neural_network import MLPClassifier
+from tests.harness.real.digits import ask, counter, train, write_model
 from tests.harness.real.servers import (
-    MODELS_DIR,
     PrometheusServer,
     ScrapeTarget,
     TritonServer,
@@ -51,15 +47,6 @@ from tritonscale.router import router_source
 pytestmark = pytest.mark.triton
 MODEL = "digits"
 SM, NS = "digits", "serving"
-
-
-def _write(repo: Path, layers: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    dst = repo / MODEL
-    shutil.copytree(MODELS_DIR / "digits", dst, ignore=shutil.ignore_patterns("__pycache__"))
-    arrays = {}
-    for i, (w, b) in enumerate(layers):
-        arrays[f"W{i}"], arrays[f"b{i}"] = w, b
-    np.savez(dst / "1" / "weights.npz", **arrays)
 
 
 def _spec(prometheus_url: str) -> ScaledModelSpec:
@@ -112,50 +99,22 @@ class ConfigMapVolume:
         tmp.replace(self.root / "..data")
 
 
-def _ask(url: str, model: str, x: np.ndarray) -> np.ndarray:
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(url, connection_timeout=30, network_timeout=30)
-    try:
-        labels = []
-        for i in range(0, len(x), 32):
-            part = np.ascontiguousarray(x[i:i + 32])
-            t = httpclient.InferInput("INPUT", list(part.shape), "FP32")
-            t.set_data_from_numpy(part)
-            labels.append(client.infer(model, [t]).as_numpy("LABEL").reshape(-1))
-        return np.concatenate(labels)
-    finally:
-        client.close()
-
-
-def _counter(server: TritonServer, name: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith((name + "{", name + " ")))
-
-
 def test_rendered_router_serves_from_a_configmap_volume_and_prometheus_reads_it(
     real_log_dir: Path,
 ) -> None:
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.5, random_state=0, stratify=y)
-    small = LogisticRegression(C=0.02, max_iter=500).fit(xtr, ytr)
-    big = MLPClassifier(hidden_layer_sizes=(64,), max_iter=600, random_state=0).fit(xtr, ytr)
+    d = train()
+    xte, yte = d.x, d.y
     work = real_log_dir / "cascade-serving"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
 
     tier2 = TritonServer(workdir=work / "tier2", models=[MODEL], install=find_triton())
     tier2.repo.mkdir(parents=True)
-    _write(tier2.repo, list(zip(big.coefs_, big.intercepts_, strict=True)))
+    write_model(tier2.repo, MODEL, d.tier2)
     tier1 = TritonServer(workdir=work / "tier1", models=[MODEL, f"{MODEL}-cascade"],
                          install=find_triton(), extra_repositories=[work / "cascade-models"])
     tier1.repo.mkdir(parents=True)
-    _write(tier1.repo, [(small.coef_.T, small.intercept_)])
+    write_model(tier1.repo, MODEL, d.tier1)
     prom = PrometheusServer(work / "prom", [
         ScrapeTarget(f"127.0.0.1:{tier1.metrics_port}", {"namespace": NS})])
 
@@ -194,17 +153,17 @@ def test_rendered_router_serves_from_a_configmap_volume_and_prometheus_reads_it(
                 new = get_cascade_objects(owner, spec, thr, options)
                 thr_volume.update(dict(next(o for o in new if o["metadata"]["name"] ==
                                             cr.threshold_configmap_name(SM))["data"]))
-            before = _counter(tier1, "tritonscale_cascade_escalated_total")
-            got = _ask(tier1.url, f"{MODEL}-cascade", xte)
-            esc = _counter(tier1, "tritonscale_cascade_escalated_total") - before
+            before = counter(tier1.metrics_url, "tritonscale_cascade_escalated_total")
+            got = ask(tier1.url, f"{MODEL}-cascade", xte)
+            esc = counter(tier1.metrics_url, "tritonscale_cascade_escalated_total") - before
             want = int(np.count_nonzero(conf < thr))
             assert esc == want, (thr, esc, want)
             assert float(np.mean(got == yte)) == pytest.approx(
                 float(np.mean(np.where(conf < thr, right2, right1))), abs=1e-9), thr
             sent += len(xte)
             escalated += want
-        assert _counter(tier1, "tritonscale_cascade_fallback_total") == 0
-        assert _counter(tier1, "tritonscale_cascade_requests_total") == sent
+        assert counter(tier1.metrics_url, "tritonscale_cascade_fallback_total") == 0
+        assert counter(tier1.metrics_url, "tritonscale_cascade_requests_total") == sent
 
         # Once Prometheus has scraped the final counts, the operator's signal source
         # reads the router's escalation ratio (its 60 s window holds every request).
