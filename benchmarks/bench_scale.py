@@ -268,6 +268,9 @@ class _MemKube:
     def list_deployments(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
         return list(self.deployments.values())
 
+    def list_backend_services(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
+        return []
+
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
@@ -288,6 +291,9 @@ class _MemKube:
         self.deployments.pop(name, None)
 
     def delete_service(self, namespace: str, name: str) -> None:
+        return None
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
         return None
 
     def delete_route(self, kind: str, namespace: str, name: str) -> None:

@@ -756,3 +756,76 @@ def test_a_duplicate_left_by_an_upgrade_goes_once_the_current_one_is_ready(
     r.reconcile(body(kube))
     assert kube.deployment_names() == [CURRENT]
     assert kube.deployments[(NS, CURRENT)]["spec"]["replicas"] == 2
+
+
+def _indexed_model(kube: FakeKube) -> dict[str, list[dict[str, Any]]]:
+    """What handlers/lifecycle.py's ``scaledmodels`` index holds: uid -> [body]."""
+    return {UID: [body(kube)]}
+
+
+def test_deployment_event_reads_the_model_from_the_index(kube: FakeKube, r: Reconciler) -> None:
+    """A Deployment event refreshes its ScaledModel from the operator's own index:
+    no GET of the ScaledModel per event (at 2,000 models, one per watch event)."""
+    from tritonscale.handlers.lifecycle import _deployment_event
+
+    r.reconcile(body(kube))
+    kube.set_ready("resnet50-int8-t4-spot", namespace=NS)
+    dep = copy.deepcopy(kube.deployments[(NS, "resnet50-int8-t4-spot")])
+    memo = type("Memo", (), {"reconciler": r})()
+    kube.reset_calls()
+    _deployment_event("MODIFIED", dep, memo, None, _indexed_model(kube))
+    assert ("get_scaledmodel", f"{NS}/{NAME}") not in kube.calls, kube.calls
+    assert ("list_deployments", f"{NS}/{NAME}") in kube.calls  # it did refresh
+    assert status(kube)["readyReplicas"] == 1
+    # Not in the index (another shard's, not indexed yet): a GET, as before.
+    dep["status"]["readyReplicas"] = 0
+    kube.reset_calls()
+    _deployment_event("MODIFIED", dep, memo, None, {})
+    assert ("get_scaledmodel", f"{NS}/{NAME}") in kube.calls
+
+
+def test_owned_service_deletion_reads_the_model_from_the_index(
+    kube: FakeKube, r: Reconciler
+) -> None:
+    from tritonscale.handlers.lifecycle import _owned_deleted
+
+    r.reconcile(body(kube))
+    svc = copy.deepcopy(kube.services[(NS, NAME)])
+    del kube.services[(NS, NAME)]
+    memo = type("Memo", (), {"reconciler": r})()
+    kube.reset_calls()
+    _owned_deleted(svc, memo, None, _indexed_model(kube))
+    assert ("get_scaledmodel", f"{NS}/{NAME}") not in kube.calls, kube.calls
+    assert (NS, NAME) in kube.services  # applied again
+
+
+def test_unchanged_spec_is_parsed_once(
+    kube: FakeKube, r: Reconciler, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ticks of an unchanged spec reuse its parse; any change of the spec (by value,
+    whatever the generation says) parses again, and an invalid one is refused."""
+    from tritonscale.handlers import reconcile as rec
+
+    parsed: list[str] = []
+    real = rec.parse_manifest
+
+    def counting(doc: Any) -> Any:
+        parsed.append(doc["metadata"]["name"])
+        return real(doc)
+
+    monkeypatch.setattr(rec, "parse_manifest", counting)
+    for _ in range(3):
+        r.reconcile(body(kube))
+        clock.t += 30
+    assert len(parsed) == 1
+    b = body(kube)
+    b["spec"]["scaling"]["minReplicas"] = 2  # same generation: still noticed
+    assert r.reconcile(b).placements[0].desired == 2
+    assert len(parsed) == 2
+    b["spec"]["scaling"]["minReplicas"] = -1
+    assert r.reconcile(b).valid is False
+    assert r.reconcile(b).valid is False
+    assert len(parsed) == 4  # an invalid spec is never remembered
+    r.forget(UID, NS, NAME)
+    r.reconcile(body(kube))
+    assert len(parsed) == 5

@@ -324,3 +324,57 @@ def test_lane_sizes_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kopf, "configure", lambda **kw: None)
     for flag in ("--spec-workers", "--tick-workers"):
         assert runcmd.run(_args("-A", "--metrics-port", "0", flag, "0")) == 2
+
+
+def test_kopf_event_handler_success_lines_are_dropped() -> None:
+    """Kopf logs "Handler 'on_deployment' succeeded." at INFO after every watch event
+    of our Deployments and Services; ``tritonscale run`` (not -v) drops those lines
+    only: other handlers' lines and every warning stay."""
+    import kopf
+
+    from tritonscale.handlers import lifecycle
+
+    registry = kopf.get_default_registry()
+    watching = {h.id for h in registry._watching.get_all_handlers()}
+    assert set(lifecycle.EVENT_HANDLERS) <= watching  # the ids Kopf's lines name
+    logger = logging.getLogger("tritonscale-test-kopf-objects")
+    lifecycle.quiet_event_handlers(logger)
+    lifecycle.quiet_event_handlers(logger)
+    assert len(logger.filters) == 1
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger.addHandler(Keep())
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.info("Handler 'on_deployment' succeeded.")
+    logger.info("Handler 'on_owned_service' succeeded.")
+    logger.info("Handler 'on_create' succeeded.")
+    logger.warning("Handler 'on_deployment' succeeded.")
+    logger.error("Handler 'on_deployment' failed with an exception")
+    assert seen == ["Handler 'on_create' succeeded.", "Handler 'on_deployment' succeeded.",
+                    "Handler 'on_deployment' failed with an exception"]
+
+
+def test_bench_scale_fake_kube_is_complete() -> None:
+    """benchmarks/bench_scale.py's in-memory API has every method of the port the
+    reconciler calls (a missing one would break the benchmark only on the path
+    that needs it, e.g. list_backend_services with weighted routing)."""
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    from tritonscale.handlers.ports import KubeAPI
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
+    spec = importlib.util.spec_from_file_location("bench_scale", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    port = {n for n, _ in inspect.getmembers(KubeAPI, inspect.isfunction)
+            if not n.startswith("_")}
+    assert port and port - set(dir(mod._MemKube)) == set()
+    assert mod._MemKube().list_backend_services("bench-00", "sm-00000") == []

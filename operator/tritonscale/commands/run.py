@@ -260,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
     fmt = {"full": kopf.LogFormat.FULL, "plain": kopf.LogFormat.PLAIN,
            "json": kopf.LogFormat.JSON}[args.log_format]
     kopf.configure(verbose=args.verbose, log_format=fmt)
+    if not args.verbose:
+        lifecycle.quiet_event_handlers()
     log = logging.getLogger("tritonscale")
     try:
         allowlist = prometheus_allowlist(args)

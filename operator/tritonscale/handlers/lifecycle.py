@@ -137,6 +137,28 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         settings.peering.lifetime = int(lifetime)
 
 
+# Watch-event handlers that run on every event of our Deployments and Services:
+# Kopf logs "Handler '<id>' succeeded." at INFO after each (thousands of lines, and
+# their formatting, at 2,000 ScaledModels). Failures and warnings still show.
+EVENT_HANDLERS = ("on_deployment", "on_owned_service")
+
+
+class QuietEventHandlers(logging.Filter):
+    """Drops Kopf's INFO "succeeded" line of :data:`EVENT_HANDLERS` (``kopf.objects``)."""
+
+    _lines = frozenset(f"Handler {h!r} succeeded." for h in EVENT_HANDLERS)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or record.msg not in self._lines
+
+
+def quiet_event_handlers(logger: logging.Logger | None = None) -> None:
+    """Install :class:`QuietEventHandlers` on Kopf's per-object logger (once)."""
+    target = logger or logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietEventHandlers) for f in target.filters):
+        target.addFilter(QuietEventHandlers())
+
+
 def _lane(memo: Any, name: str) -> Executor | None:
     """``memo.spec_executor`` / ``memo.background_executor``; None: asyncio's default."""
     executor = getattr(memo, name, None)
@@ -307,11 +329,35 @@ async def on_resume(
     await _spec_lane(body, memo, logger, deployments_by_model)
 
 
-def _deployment_event(type: str, body: Any, memo: Any, index: Any) -> None:
+def _model_of(models: Any, body: Mapping[str, Any]) -> Callable[[str, str], Any] | None:
+    """The owning ScaledModel as the ``scaledmodels`` index holds it (by the uid of
+    the object's controller reference), so a watch event of one of our objects needs
+    no GET of its ScaledModel; None when the index lacks it (the reconciler GETs)."""
+    if models is None:
+        return None
+    refs = (body.get("metadata") or {}).get("ownerReferences") or ()
+    uids = [str(r.get("uid")) for r in refs if isinstance(r, Mapping)
+            and r.get("kind") == "ScaledModel" and r.get("controller") is True]
+
+    def lookup(namespace: str, name: str) -> Any:
+        for uid in uids:
+            for m in models.get(uid, ()):
+                meta = m.get("metadata") or {}
+                if meta.get("namespace") == namespace and meta.get("name") == name:
+                    return m
+        return None
+
+    return lookup
+
+
+def _deployment_event(type: str, body: Any, memo: Any, index: Any,
+                      models: Any = None) -> None:
     try:
+        dep = plain(body)
         _reconciler(memo).deployment_event(
-            plain(body), deleted=type == "DELETED",
+            dep, deleted=type == "DELETED",
             deployments=lambda ns, sm: _indexed(index, ns, sm),
+            model=_model_of(models, dep),
         )
     except ReconcileError as e:
         log.warning("refresh after a Deployment event failed: %s", e)
@@ -323,30 +369,34 @@ def _deployment_event(type: str, body: Any, memo: Any, index: Any) -> None:
     when=owned_deployment,
 )
 async def on_deployment(
-    type: str | None, body: Any, memo: Any, deployments_by_model: Any = None, **_: Any
+    type: str | None, body: Any, memo: Any, deployments_by_model: Any = None,
+    scaledmodels: Any = None, **_: Any,
 ) -> None:
     if type is None:
         return  # the initial listing: on_resume already reconciles every ScaledModel
     await _in_lane(memo, "background_executor", _deployment_event, type, body, memo,
-                   deployments_by_model)
+                   deployments_by_model, scaledmodels)
 
 
-def _owned_deleted(body: Any, memo: Any, index: Any) -> None:
+def _owned_deleted(body: Any, memo: Any, index: Any, models: Any = None) -> None:
     try:
+        obj = plain(body)
         _reconciler(memo).owned_object_deleted(
-            plain(body), deployments=lambda ns, sm: _indexed(index, ns, sm))
+            obj, deployments=lambda ns, sm: _indexed(index, ns, sm),
+            model=_model_of(models, obj))
     except ReconcileError as e:
         log.warning("re-applying a deleted Service failed: %s", e)
 
 
 @kopf.on.event("v1", "services", labels=OWNED_LABELS, when=owned_deployment)
 async def on_owned_service(
-    type: str | None, body: Any, memo: Any, deployments_by_model: Any = None, **_: Any
+    type: str | None, body: Any, memo: Any, deployments_by_model: Any = None,
+    scaledmodels: Any = None, **_: Any,
 ) -> None:
     if type != "DELETED":
         return
     await _in_lane(memo, "background_executor", _owned_deleted, body, memo,
-                   deployments_by_model)
+                   deployments_by_model, scaledmodels)
 
 
 @kopf.on.probe(id="reconciler")
