@@ -61,7 +61,16 @@ from decimal import Decimal
 import requests
 
 from tritonscale.adapters import outbound
-from tritonscale.adapters.signals import Breakdown, GroupKey, Reading, Signals, finite
+from tritonscale.adapters.signals import (
+    CASCADE_ESCALATED,
+    CASCADE_REQUESTS,
+    ESCALATION_OUT_OF_RANGE,
+    Breakdown,
+    GroupKey,
+    Reading,
+    Signals,
+    finite,
+)
 from tritonscale.core.spec import PROMETHEUS_URL_PATTERN, PrometheusSource
 
 _BASE_URL = re.compile(PROMETHEUS_URL_PATTERN)
@@ -73,8 +82,6 @@ REQUEST_DURATION = "nv_inference_request_duration_us"
 REQUEST_SUMMARY = "nv_inference_request_summary_us"
 QUEUE_DURATION = "nv_inference_queue_duration_us"
 PENDING = "nv_inference_pending_request_count"
-CASCADE_REQUESTS = "tritonscale_cascade_requests_total"
-CASCADE_ESCALATED = "tritonscale_cascade_escalated_total"
 
 
 def promql_string(value: str) -> str:
@@ -407,7 +414,7 @@ class PrometheusSignals:
     def _escalation(self, namespace: str, router: str, at: float | None) -> Reading:
         r = self._scalar(self.escalation_expr(namespace, router), at, "escalation rate")
         if r.value is not None and not 0.0 <= r.value <= 1.0:
-            return Reading(None, "escalation rate outside [0, 1]")
+            return Reading(None, ESCALATION_OUT_OF_RANGE)
         return r
 
     # -- whole ScaledModel ---------------------------------------------------------

@@ -19,6 +19,12 @@ from typing import NamedTuple
 
 from tritonscale.core.types import Observation
 
+# A cascade router's counters (data/router/model.py), labelled with the router's model
+# name: both signal sources read the escalated fraction from them.
+CASCADE_REQUESTS = "tritonscale_cascade_requests_total"
+CASCADE_ESCALATED = "tritonscale_cascade_escalated_total"
+ESCALATION_OUT_OF_RANGE = "escalation rate outside [0, 1]"
+
 
 class GroupKey(NamedTuple):
     """One (variant, pool) group of replicas. Missing labels read as ``""``."""

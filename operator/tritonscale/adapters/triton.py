@@ -17,14 +17,21 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tritonscale.adapters import outbound
-from tritonscale.adapters.signals import GroupKey, Signals, finite
+from tritonscale.adapters.signals import (
+    CASCADE_ESCALATED,
+    CASCADE_REQUESTS,
+    ESCALATION_OUT_OF_RANGE,
+    GroupKey,
+    Signals,
+    finite,
+)
 
 # A Triton pod's /metrics is a few hundred KB even with many models.
 MAX_METRICS_BYTES = 16 * 1024 * 1024
@@ -269,12 +276,10 @@ _COUNTERS = {
     "nv_inference_pending_request_count": "pending",
 }
 _SUMMARY = "nv_inference_request_summary_us"
-# A cascade router's own counters (data/router/model.py), on the tier-1 pods' metrics
-# port beside Triton's, labelled with the router's model name.
-_CASCADE = {
-    "tritonscale_cascade_requests_total": "cascade_requests",
-    "tritonscale_cascade_escalated_total": "cascade_escalated",
-}
+# A cascade router's counters, on the tier-1 pods' metrics port beside Triton's.
+_CASCADE = {CASCADE_REQUESTS: "cascade_requests", CASCADE_ESCALATED: "cascade_escalated"}
+# A router that answered nothing between two scrapes: no signal, yet no fault either.
+NO_CASCADE_REQUESTS = "no cascade requests in the window"
 
 
 @dataclass(frozen=True)
@@ -386,25 +391,26 @@ def _escalation_between(earlier: MetricsSnapshot, later: MetricsSnapshot
     if answered < 0 or escalated < 0:
         return None, "counter reset between scrapes (restart?)", 0.0
     if answered == 0:
-        return None, "no cascade requests in the window", 0.0
+        return None, NO_CASCADE_REQUESTS, 0.0
     if escalated > answered:
-        return None, "escalation rate outside [0, 1]", 0.0
+        return None, ESCALATION_OUT_OF_RANGE, 0.0
     return escalated / answered, "", answered
 
 
 def _escalation_of(items: list[Signals]) -> tuple[float | None, str, float]:
-    """Pods' escalated fractions combined, weighted by the requests each answered.
+    """Pods' escalated fractions combined, weighted by the requests each answered per
+    second, with that total weight.
     Pods with no request in the window do not count; any other unknown makes it
     unknown (the correction then holds)."""
-    counted = [s for s in items if s.escalation_error != "no cascade requests in the window"]
+    counted = [s for s in items if s.escalation_error != NO_CASCADE_REQUESTS]
     if not counted:
-        return None, "no cascade requests in the window", 0.0
+        return None, NO_CASCADE_REQUESTS, 0.0
     bad = [s.escalation_error or "unknown" for s in counted if s.escalated is None]
     if bad:
         return None, "; ".join(dict.fromkeys(bad)), 0.0
     weight = sum(s.escalation_weight for s in counted)
     if weight <= 0:
-        return None, "no cascade requests in the window", 0.0
+        return None, NO_CASCADE_REQUESTS, 0.0
     esc = sum((s.escalated or 0.0) * s.escalation_weight for s in counted) / weight
     return esc, "", weight
 
@@ -430,7 +436,7 @@ def aggregate(parts: Iterable[Signals], percentile: float) -> Signals:
     weighted = [(s.queue_ms, s.request_rate or 0.0) for s in items if s.queue_ms is not None]
     weight = sum(w for _, w in weighted)
     queue = sum(q * w for q, w in weighted) / weight if weight > 0 else None
-    escalated, escalation_error, answered = _escalation_of(items)
+    escalated, escalation_error, escalation_weight = _escalation_of(items)
     return Signals(
         percentile=percentile,
         request_rate=rate,
@@ -440,27 +446,14 @@ def aggregate(parts: Iterable[Signals], percentile: float) -> Signals:
         pending_requests=pending,
         escalated=escalated,
         escalation_error=escalation_error,
-        escalation_weight=answered,
+        escalation_weight=escalation_weight,
     )
 
 
 def aggregate_groups(pods: Mapping[GroupKey, Iterable[Signals]], percentile: float) -> Signals:
     """Whole-model signals with ``groups`` filled, from per-pod signals per group."""
     groups = {key: aggregate(items, percentile) for key, items in pods.items()}
-    whole = aggregate(groups.values(), percentile)
-    return Signals(
-        percentile=percentile,
-        request_rate=whole.request_rate,
-        latency_ms=whole.latency_ms,
-        latency_is_mean=whole.latency_is_mean,
-        queue_ms=whole.queue_ms,
-        pending_requests=whole.pending_requests,
-        error=whole.error,
-        groups=groups,
-        escalated=whole.escalated,
-        escalation_error=whole.escalation_error,
-        escalation_weight=whole.escalation_weight,
-    )
+    return replace(aggregate(groups.values(), percentile), groups=groups)
 
 
 class MetricsScraper:
