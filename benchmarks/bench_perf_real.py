@@ -35,7 +35,7 @@ from tests.harness.real.support import (  # noqa: E402
     Timing,
     TritonFactory,
     idle_client_overhead_ms,
-    measure_perf_point,
+    measure_on_schedule,
     perf_table,
     spec_profile_of,
     warm_up,
@@ -95,24 +95,16 @@ def main(argv: list[str] | None = None) -> int:
             # A load the generator could not send on schedule (the shared machine
             # starved it) did not measure the asked load: it is printed and repeated,
             # and kept only if every attempt was late (marked in the summary).
-            for attempt in range(max(args.attempts, 1)):
-                row = measure_perf_point(
-                    server,
-                    MODEL,
-                    prof,
-                    f,
-                    overhead_ms=overhead,
-                    duration_s=args.seconds,
-                    seed=100 + i + 1000 * attempt,
-                )
-                line = perf_table([row], GOAL).splitlines()[-1]
-                if row.max_lateness_ms <= args.max_late_ms:
-                    break
-                disturbed.append(f"{f * 100:.0f}% attempt {attempt + 1}")
-                print(f"{line}   <- sends up to {row.max_lateness_ms:.0f} ms late, repeated",
-                      flush=True)
-            rows.append(row)
-            print(line, flush=True)
+            tried = measure_on_schedule(
+                server, MODEL, prof, f, overhead_ms=overhead, duration_s=args.seconds,
+                seed=100 + i, attempts=args.attempts, max_late_ms=args.max_late_ms)
+            for attempt, late in enumerate(tried):
+                if late.max_lateness_ms > args.max_late_ms:
+                    disturbed.append(f"{f * 100:.0f}% attempt {attempt + 1}")
+                    print(f"{perf_table([late], GOAL).splitlines()[-1]}   <- sends up to "
+                          f"{late.max_lateness_ms:.0f} ms late, repeated", flush=True)
+            rows.append(tried[-1])
+            print(perf_table(rows[-1:], GOAL).splitlines()[-1], flush=True)
         print("\n" + perf_table(rows, GOAL))
         for which, name in (("client", "client - overhead"), ("server", "Triton summary")):
             met = sum(all(abs(e) <= GOAL for e in r.rel_errors(which)) for r in rows)
