@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import urllib3.exceptions
@@ -156,38 +156,26 @@ class KubeAdapter:
 
     # -- reads --------------------------------------------------------------------
 
+    def _list(self, what: str, fn: Callable[..., Any], namespace: str,
+              selector: str) -> list[dict[str, Any]]:
+        """The items of a namespaced list call with a label selector."""
+        res = self._call(what, fn, namespace, label_selector=selector)
+        return [dict(i) for i in (res or {}).get("items") or []]
+
     def list_deployments(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
         """Deployments labelled as belonging to ``scaledmodel``."""
-        res = self._call(
-            "list deployments",
-            self._apps.list_namespaced_deployment,
-            namespace,
-            label_selector=f"{LABEL_SM}={scaledmodel}",
-        )
-        items = (res or {}).get("items") or []
-        return [dict(i) for i in items]
+        return self._list("list deployments", self._apps.list_namespaced_deployment,
+                          namespace, f"{LABEL_SM}={scaledmodel}")
 
     def list_backend_services(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
         """Per-placement Services (weighted routing) labelled as ``scaledmodel``'s."""
-        res = self._call(
-            "list services",
-            self._core.list_namespaced_service,
-            namespace,
-            label_selector=f"{LABEL_SM}={scaledmodel},{LABEL_BACKEND}",
-        )
-        items = (res or {}).get("items") or []
-        return [dict(i) for i in items]
+        return self._list("list services", self._core.list_namespaced_service, namespace,
+                          f"{LABEL_SM}={scaledmodel},{LABEL_BACKEND}")
 
     def list_pods(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
         """Triton pods of ``scaledmodel`` (for the direct-scrape signal source)."""
-        res = self._call(
-            "list pods",
-            self._core.list_namespaced_pod,
-            namespace,
-            label_selector=f"{LABEL_SM}={scaledmodel}",
-        )
-        items = (res or {}).get("items") or []
-        return [dict(i) for i in items]
+        return self._list("list pods", self._core.list_namespaced_pod, namespace,
+                          f"{LABEL_SM}={scaledmodel}")
 
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
