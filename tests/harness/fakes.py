@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from tritonscale.adapters.kube import KubeAPIError
+from tritonscale.core.api import LABEL_SM
+from tritonscale.core.routing import LABEL_BACKEND
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,25 +113,26 @@ class FakeKube:
 
     # -- KubeAPI ---------------------------------------------------------------------
 
+    @staticmethod
+    def _labelled(store: Mapping[tuple[str, str], dict[str, Any]], namespace: str,
+                  scaledmodel: str, *also: str) -> list[dict[str, Any]]:
+        """Copies of ``store``'s objects in ``namespace`` labelled as ``scaledmodel``'s
+        and carrying the labels ``also`` (the real adapter's label selectors)."""
+        out = []
+        for (ns, _), obj in sorted(store.items()):
+            labels = obj["metadata"].get("labels") or {}
+            if ns == namespace and labels.get(LABEL_SM) == scaledmodel and all(
+                    k in labels for k in also):
+                out.append(copy.deepcopy(obj))
+        return out
+
     def list_deployments(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
         self._enter("list_deployments", f"{namespace}/{scaledmodel}")
-        return [
-            copy.deepcopy(d)
-            for (ns, _), d in sorted(self.deployments.items())
-            if ns == namespace
-            and d["metadata"].get("labels", {}).get("tritonscale.io/scaledmodel") == scaledmodel
-        ]
+        return self._labelled(self.deployments, namespace, scaledmodel)
 
     def list_backend_services(self, namespace: str, scaledmodel: str) -> list[dict[str, Any]]:
         self._enter("list_backend_services", f"{namespace}/{scaledmodel}")
-        return [
-            copy.deepcopy(svc)
-            for (ns, _), svc in sorted(self.services.items())
-            if ns == namespace
-            and (svc["metadata"].get("labels") or {}).get("tritonscale.io/scaledmodel")
-            == scaledmodel
-            and "tritonscale.io/route-backend" in (svc["metadata"].get("labels") or {})
-        ]
+        return self._labelled(self.services, namespace, scaledmodel, LABEL_BACKEND)
 
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         self._enter("get_scaledmodel", f"{namespace}/{name}")
