@@ -70,7 +70,6 @@ __all__ = [
     "max_throughput_rps",
     "predict_latency_ms",
     "predict_replica",
-    "prefetch_ms",
 ]
 
 
@@ -150,16 +149,6 @@ def _fixed_point_batch(profile: Profile, lam: float, d_eff: float, big_b: float)
 
 def _prefetch_ms(growth: float, busy: float, s_b: float, d_eff: float) -> float:
     return (1.0 - growth) * busy * busy * max(s_b - 0.5 * d_eff, 0.0)
-
-
-def prefetch_ms(profile: Profile, point: PerfPoint, growth: float = TRITON_GROWTH) -> float:
-    """The prefetch term of :func:`predict_replica` at ``point`` (ms, any percentile)."""
-    big_b = float(profile.max_batch_size)
-    lam = max(point.rps, 0.0) / 1000.0
-    if lam <= 0.0:
-        return 0.0
-    d_eff = min(profile.max_queue_delay_ms, (big_b - 1.0) / lam) if big_b > 1 else 0.0
-    return _prefetch_ms(growth, point.busy, batch_latency_ms(profile, point.batch), d_eff)
 
 
 def predict_replica(
