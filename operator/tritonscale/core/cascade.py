@@ -192,10 +192,14 @@ def _grid() -> tuple[FloatArray, FloatArray]:
     return u, -np.log1p(-v)  # uniform midpoints, unit-exponential quantile midpoints
 
 
-@lru_cache(maxsize=1024)
+# Cached per distribution: a cascade search revisits the same few tiers many times.
+# Bounded: a sample set holds up to 4 x _NS x _NU x _NW points (0.5 MB), a table 64 kB.
+@lru_cache(maxsize=64)
 def _samples(d: ReplicaDist) -> tuple[FloatArray, FloatArray]:
     """Quadrature points of one replica's distribution and their weights (sum 1)."""
     u, w = _grid()
+    if d.mean_wait_ms <= _TOL:
+        w = np.zeros(1)  # no congestion wait: its quadrature points would all coincide
     xs: list[FloatArray] = []
     ws: list[FloatArray] = []
     total = sum(p.weight for p in d.parts)
@@ -211,7 +215,7 @@ def _samples(d: ReplicaDist) -> tuple[FloatArray, FloatArray]:
 _TABLE = 4096  # points of a tabulated CDF (linear interpolation between them)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def _cdf_table(d: ReplicaDist) -> tuple[FloatArray, FloatArray]:
     """``d``'s CDF on a grid up to its 1 - 1e-6 quantile bound, for interpolation: the
     convolution evaluates it at every quadrature point of the other tier."""
