@@ -59,6 +59,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from statistics import NormalDist
+
+import numpy as np
+import numpy.typing as npt
 
 from tritonscale.core.batcher import TRITON_GROWTH, batch_latency_ms
 from tritonscale.core.spec import LatencySLO, Profile
@@ -147,8 +151,177 @@ def _fixed_point_batch(profile: Profile, lam: float, d_eff: float, big_b: float)
     return b
 
 
-def _prefetch_ms(growth: float, busy: float, s_b: float, d_eff: float) -> float:
-    return (1.0 - growth) * busy * busy * max(s_b - 0.5 * d_eff, 0.0)
+# Equal-probability cells of the running batch's size (gamma approximation) and of
+# a request's own batch (normal approximation of 1 + Poisson): K_RUN x K_OWN points.
+_K_RUN = 8
+_K_OWN = 3
+_Z_RUN = tuple(NormalDist().inv_cdf((i + 0.5) / _K_RUN) for i in range(_K_RUN))
+_Z_OWN = tuple(NormalDist().inv_cdf((i + 0.5) / _K_OWN) for i in range(_K_OWN))
+_GRID = 24  # CDF points per refinement of the quantile...
+_PASSES = 3  # ...and refinements (the last one interpolated)
+
+
+def _gamma_quantile(mean: float, var: float, z: float) -> float:
+    """Wilson-Hilferty quantile (standard normal score ``z``) of a gamma law."""
+    if var <= 0.0 or mean <= 0.0:
+        return mean
+    k = mean * mean / var
+    t = 1.0 - 1.0 / (9.0 * k) + z * math.sqrt(1.0 / (9.0 * k))
+    return (var / mean) * k * max(t, 0.0) ** 3
+
+
+def _cramer_root(u: float) -> float:
+    """x > 0 with u (e^x - 1) = x: the decay rate, per request, of the overflow
+    queue's tail (arrivals Poisson(u B) per cycle of B served)."""
+    # Both starting values exceed the root (f is convex, f(0) = 0, f'(0) < 0), so
+    # Newton descends to it monotonically: the diffusion (Kingman) value, and one
+    # that stays finite at light load.
+    x = min(2.0 * (1.0 - u) / u, 2.0 * math.log(1.0 / u) + 2.0)
+    for _ in range(60):
+        slope = u * math.exp(x) - 1.0
+        if slope <= 0.0:  # rounding at u -> 1, where the diffusion value is exact
+            return x
+        nx = x - (u * math.expm1(x) - x) / slope
+        if not nx < x:
+            return x
+        x = nx
+    return x
+
+
+def _batch_latency_array(profile: Profile, b: npt.NDArray[np.float64]
+                         ) -> npt.NDArray[np.float64]:
+    """:func:`batch_latency_ms` over an array of batch sizes."""
+    pts = profile.batches
+    floor = 0.1 * pts[0].latency_ms
+    if len(pts) == 1:
+        return np.maximum(floor, pts[0].latency_ms * np.maximum(b, 1.0) / pts[0].size)
+    size = np.array([p.size for p in pts], dtype=np.float64)
+    lat = np.array([p.latency_ms for p in pts], dtype=np.float64)
+    k = np.clip(np.searchsorted(size, b), 1, len(pts) - 1)
+    slope = (lat[k] - lat[k - 1]) / (size[k] - size[k - 1])
+    out: npt.NDArray[np.float64] = np.maximum(floor, lat[k - 1] + slope * (b - size[k - 1]))
+    return out
+
+
+def _mixture_quantile(profile: Profile, parts: list[tuple[float, float, float, float, float]],
+                      mean_wait: float, p_wait: float, q: float) -> float:
+    """q-quantile of a mixture.  Part (weight, shift, width, congested, own) is shift
+    + U(0, width) + S(own batch), plus, for a congested part (1.0) with probability
+    ``p_wait``, Exp(``mean_wait``); the own batch is 1 + Poisson(own - 1), taken at
+    :data:`_K_OWN` equal-probability points (normal approximation)."""
+    arr = np.array(parts, dtype=np.float64)
+    extra = np.maximum(arr[:, 4] - 1.0, 0.0)[:, None]
+    sizes = 1.0 + np.maximum(extra + np.array(_Z_OWN)[None, :] * np.sqrt(extra), 0.0)
+    big_b = float(profile.max_batch_size)
+    svc = _batch_latency_array(profile, np.minimum(sizes, big_b)).ravel()
+    n = _K_OWN
+    w = np.repeat(arr[:, 0], n)
+    w = w / w.sum()
+    sh = np.repeat(arr[:, 1], n) + svc
+    c = np.maximum(np.repeat(arr[:, 2], n), 1e-9)
+    pc = np.repeat(arr[:, 3], n) * (p_wait if mean_wait > 0.0 else 0.0)
+    m = max(mean_wait, 1e-12)
+    w_u = (w * (1.0 - pc))[:, None]
+    w_e = (w * pc)[:, None]
+    sh_c, c_c = sh[:, None], c[:, None]
+
+    def cdf(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        y = x[None, :] - sh_c
+        pos = np.maximum(y, 0.0)
+        uni = np.minimum(pos / c_c, 1.0)
+        inside = pos / c_c + (m / c_c) * np.expm1(-pos / m)
+        beyond = 1.0 - (m / c_c) * (np.exp(-np.maximum(y - c_c, 0.0) / m) - np.exp(-pos / m))
+        conv = np.where(y <= 0.0, 0.0, np.where(y < c_c, inside, beyond))
+        out: npt.NDArray[np.float64] = (w_u * uni + w_e * conv).sum(axis=0)
+        return out
+
+    lo = float(sh.min())
+    hi = float((sh + c).max()) + (m * math.log(1.0 / (1.0 - q)) if mean_wait > 0 else 0.0)
+    f_lo, f_hi = 0.0, 1.0
+    for _ in range(_PASSES):
+        xs = np.linspace(lo, hi, _GRID)
+        f = cdf(xs)
+        k = int(np.searchsorted(f, q))
+        if k <= 0:
+            return lo
+        if k >= _GRID:
+            return hi
+        lo, hi = float(xs[k - 1]), float(xs[k])
+        f_lo, f_hi = float(f[k - 1]), float(f[k])
+    return lo + (hi - lo) * ((q - f_lo) / (f_hi - f_lo) if f_hi > f_lo else 1.0)
+
+
+def _latency_ms(profile: Profile, lam: float, q: float, growth: float) -> float:
+    """The percentile latency of the module docstring, from scratch (predict_replica
+    interpolates a table of it)."""
+    big_b = float(profile.max_batch_size)
+    d_eff = min(profile.max_queue_delay_ms, (big_b - 1.0) / lam) if big_b > 1 else 0.0
+    b = _fixed_point_batch(profile, lam, d_eff, big_b)
+    s_b = batch_latency_ms(profile, b)
+    busy = min(1.0, lam * s_b / b)
+    s_full = batch_latency_ms(profile, big_b)
+    u = lam * s_full / big_b
+
+    def svc(n: float) -> float:
+        return batch_latency_ms(profile, min(max(n, 1.0), big_b))
+
+    # (weight, shift, width of the uniform wait, congested, mean own batch)
+    parts: list[tuple[float, float, float, float, float]] = []
+    # Idle instance: the request opens a batch (waits the whole delay) or joins the
+    # one forming (waits what is left of it).
+    idle = 1.0 - busy
+    opened = 1.0 + lam * d_eff
+    parts.append((idle / opened, d_eff, 0.0, 0.0, opened))
+    parts.append((idle * (1.0 - 1.0 / opened), 0.0, d_eff, 0.0, opened))
+    # Busy instance: the running batch's size, duration-biased.
+    h = max(0.5, 0.05 * b)
+    slope = (svc(b + h) - svc(b - h)) / (2.0 * h) if big_b > 1 else 0.0
+    r = min(lam * slope, 0.95)
+    runs = [svc(_gamma_quantile(b, b / (1.0 - r * r), z)) for z in _Z_RUN]
+    total = sum(runs)
+    g = min(max(growth, 0.0), 1.0) if big_b > 1 else 1.0
+    for s in runs:
+        w = busy * s / total
+        g_eff = min(1.0, max(g, d_eff / s))
+        # Arrived before the prepared batch stopped growing: in it, dispatched when
+        # the running batch ends (or the prepared batch's delay expires).
+        parts.append((w * g_eff, max(d_eff, s) - g_eff * s, g_eff * s, 1.0,
+                      1.0 + lam * (1.0 - g) * s_b + lam * g * s))
+        if g_eff < 1.0:
+            # Arrived after it: waits for the rest of the running batch and then the
+            # prepared batch (when one formed), and rides in the batch after that.
+            nxt = lam * (1.0 - g) * s_b + lam * g * s
+            formed = -math.expm1(-nxt)
+            late = (1.0 - g_eff) * s
+            s_nxt = svc(nxt)
+            parts.append((w * (1.0 - g_eff) * formed, s_nxt, late, 1.0,
+                          1.0 + lam * late + lam * g * s_nxt))
+            parts.append((w * (1.0 - g_eff) * (1.0 - formed), 0.0, late, 1.0,
+                          1.0 + lam * late))
+    # Overflow queue: exponential with the exact (Cramer) decay rate of the bulk
+    # queue's tail; present with the probability that gives it the diffusion
+    # (Kingman) mean in excess of one request's share of a cycle.
+    x = _cramer_root(u)
+    mean_wait = s_full / (big_b * x)
+    p_wait = min(1.0, u * u * x / (2.0 * (1.0 - u) * busy)) if busy > 0.0 else 0.0
+    return _mixture_quantile(profile, parts, mean_wait, p_wait, q)
+
+
+# The latency is tabulated per (profile, percentile, growth) over t = -ln(1 - u)
+# (log latency is close to linear in t: it grows like 1/(1 - u) near saturation),
+# node by node as they are first needed, and interpolated; outside the table it is
+# computed directly.
+_T_LO = -math.log(1.0 - 0.005)
+_T_HI = -math.log(1.0 - 0.995)
+_TABLE = 48
+
+
+@lru_cache(maxsize=16384)
+def _table_node(profile: Profile, q: float, growth: float, k: int) -> float:
+    """log latency at node ``k`` of the table: u = 1 - exp(-t_k)."""
+    t = _T_LO + (_T_HI - _T_LO) * k / (_TABLE - 1)
+    lam = max_throughput_rps(profile) / 1000.0 * -math.expm1(-t)
+    return math.log(_latency_ms(profile, lam, q, growth))
 
 
 def predict_replica(
@@ -172,21 +345,16 @@ def predict_replica(
     if u >= 1.0:
         return PerfPoint(rps, big_b, s_full, u, 1.0, math.inf)
     q = min(max(percentile / 100.0, 0.0), 0.999999)
-    # The batch a request at the percentile rides in: the q-quantile of the
-    # size-biased batch size, approximated by 1 + Poisson(b - 1).
-    b_q = min(big_b, 1.0 + _poisson_quantile(max(b - 1.0, 0.0), q))
-    base = q * cycle + batch_latency_ms(profile, max(b_q, b))
-    mean_wait = u * s_full / (2.0 * (1.0 - u) * big_b)
-    wait = mean_wait * math.log(1.0 / (1.0 - q))
-    # Prefetch: a batch prepared while the instance computes stops growing before
-    # the instance frees up (TRITON_GROWTH); what it leaves behind waits one more
-    # batch.  That happens when the instance is busy as the batch forms and the
-    # batch's own delay expired before the freeze: (1 - g) * busy^2 *
-    # (S(b) - d_eff / 2), fit against the simulator's exact batcher (-18 %..+26 %
-    # at p50, -9 %..+21 % at p95/p99, 20-90 % of saturation, bundled and test
-    # profiles; tests/unit/test_perf.py).
-    prefetch = _prefetch_ms(growth, busy, s_b, d_eff)
-    return PerfPoint(rps, b, cycle, u, busy, base + wait + prefetch)
+    t = -math.log1p(-u)
+    if _T_LO <= t <= _T_HI:
+        x = (t - _T_LO) / (_T_HI - _T_LO) * (_TABLE - 1)
+        k = min(int(x), _TABLE - 2)
+        lo = _table_node(profile, q, growth, k)
+        hi = _table_node(profile, q, growth, k + 1)
+        latency = math.exp(lo + (hi - lo) * (x - k))
+    else:
+        latency = _latency_ms(profile, lam, q, growth)
+    return PerfPoint(rps, b, cycle, u, busy, latency)
 
 
 def predict_latency_ms(profile: Profile, rps: float, replicas: int, percentile: float) -> float:
