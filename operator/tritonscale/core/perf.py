@@ -57,6 +57,7 @@ the planner's hot path only does arithmetic.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
@@ -65,7 +66,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tritonscale.core.batcher import TRITON_GROWTH, batch_latency_ms
-from tritonscale.core.spec import LatencySLO, Profile
+from tritonscale.core.spec import BatchPoint, LatencySLO, Profile
 
 __all__ = [
     "PerfPoint",
@@ -157,8 +158,8 @@ _K_RUN = 8
 _K_OWN = 3
 _Z_RUN = tuple(NormalDist().inv_cdf((i + 0.5) / _K_RUN) for i in range(_K_RUN))
 _Z_OWN = tuple(NormalDist().inv_cdf((i + 0.5) / _K_OWN) for i in range(_K_OWN))
-_GRID = 24  # CDF points per refinement of the quantile...
-_PASSES = 3  # ...and refinements (the last one interpolated)
+_GRID = 20  # CDF points per refinement of the quantile...
+_PASSES = 2  # ...and refinements (the last one interpolated)
 
 
 def _gamma_quantile(mean: float, var: float, z: float) -> float:
@@ -203,57 +204,66 @@ def _batch_latency_array(profile: Profile, b: npt.NDArray[np.float64]
     return out
 
 
-def _mixture_quantile(profile: Profile, parts: list[tuple[float, float, float, float, float]],
-                      mean_wait: float, p_wait: float, q: float) -> float:
-    """q-quantile of a mixture.  Part (weight, shift, width, congested, own) is shift
-    + U(0, width) + S(own batch), plus, for a congested part (1.0) with probability
-    ``p_wait``, Exp(``mean_wait``); the own batch is 1 + Poisson(own - 1), taken at
-    :data:`_K_OWN` equal-probability points (normal approximation)."""
-    arr = np.array(parts, dtype=np.float64)
-    extra = np.maximum(arr[:, 4] - 1.0, 0.0)[:, None]
-    sizes = 1.0 + np.maximum(extra + np.array(_Z_OWN)[None, :] * np.sqrt(extra), 0.0)
-    big_b = float(profile.max_batch_size)
-    svc = _batch_latency_array(profile, np.minimum(sizes, big_b)).ravel()
-    n = _K_OWN
-    w = np.repeat(arr[:, 0], n)
-    w = w / w.sum()
-    sh = np.repeat(arr[:, 1], n) + svc
-    c = np.maximum(np.repeat(arr[:, 2], n), 1e-9)
-    pc = np.repeat(arr[:, 3], n) * (p_wait if mean_wait > 0.0 else 0.0)
-    m = max(mean_wait, 1e-12)
-    w_u = (w * (1.0 - pc))[:, None]
-    w_e = (w * pc)[:, None]
-    sh_c, c_c = sh[:, None], c[:, None]
+_Part = tuple[float, float, float, float, float]
+
+
+def _mixture_quantiles(profile: Profile, mixes: list[tuple[list[_Part], float, float]],
+                       q: float) -> list[float]:
+    """q-quantile of each mixture (parts, mean_wait, p_wait), vectorised over them.
+
+    Part (weight, shift, width, congested, own) is shift + U(0, width) + S(own batch),
+    plus, for a congested part (1.0) with probability p_wait, Exp(mean_wait); the own
+    batch is 1 + Poisson(own - 1), taken at :data:`_K_OWN` equal-probability points
+    (normal approximation).  Every mixture has the same number of parts."""
+    arr = np.array([m[0] for m in mixes], dtype=np.float64)  # (mixes, parts, 5)
+    n_mix = arr.shape[0]
+    extra = np.maximum(arr[..., 4] - 1.0, 0.0)[..., None]
+    sizes = 1.0 + np.maximum(extra + np.array(_Z_OWN) * np.sqrt(extra), 0.0)
+    svc = _batch_latency_array(profile, np.minimum(sizes, float(profile.max_batch_size)))
+    svc = svc.reshape(n_mix, -1)
+    w = np.repeat(arr[..., 0], _K_OWN, axis=1)
+    w = w / w.sum(axis=1, keepdims=True)
+    sh = np.repeat(arr[..., 1], _K_OWN, axis=1) + svc
+    c = np.maximum(np.repeat(arr[..., 2], _K_OWN, axis=1), 1e-9)
+    mean_wait = np.array([m[1] for m in mixes])
+    p_wait = np.where(mean_wait > 0.0, np.array([m[2] for m in mixes]), 0.0)
+    pc = np.repeat(arr[..., 3], _K_OWN, axis=1) * p_wait[:, None]
+    m = np.maximum(mean_wait, 1e-12)[:, None, None]
+    # With z = min(pos, width), pos = max(x - shift, 0): a uniform part's CDF is z/width,
+    # a uniform + exponential part's is z/width - (m/width)(e^-(pos-z)/m - e^-pos/m).
+    sh_c, c_c = sh[..., None], c[..., None]
+    a_c = (w / c)[..., None]
+    e_c = (w * pc * m[..., 0] / c)[..., None]
 
     def cdf(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        y = x[None, :] - sh_c
-        pos = np.maximum(y, 0.0)
-        uni = np.minimum(pos / c_c, 1.0)
-        inside = pos / c_c + (m / c_c) * np.expm1(-pos / m)
-        beyond = 1.0 - (m / c_c) * (np.exp(-np.maximum(y - c_c, 0.0) / m) - np.exp(-pos / m))
-        conv = np.where(y <= 0.0, 0.0, np.where(y < c_c, inside, beyond))
-        out: npt.NDArray[np.float64] = (w_u * uni + w_e * conv).sum(axis=0)
+        pos = np.maximum(x[:, None, :] - sh_c, 0.0)
+        z = np.minimum(pos, c_c)
+        tail = np.exp((z - pos) / m) - np.exp(-pos / m)
+        out: npt.NDArray[np.float64] = (a_c * z - e_c * tail).sum(axis=1)
         return out
 
-    lo = float(sh.min())
-    hi = float((sh + c).max()) + (m * math.log(1.0 / (1.0 - q)) if mean_wait > 0 else 0.0)
-    f_lo, f_hi = 0.0, 1.0
+    lo = sh.min(axis=1)
+    hi = (sh + c).max(axis=1) + np.where(mean_wait > 0.0, m[:, 0, 0] * math.log(1.0 / (1.0 - q)),
+                                         0.0)
+    rows = np.arange(n_mix)
+    f_lo = np.zeros(n_mix)
+    f_hi = np.ones(n_mix)
+    frac = np.linspace(0.0, 1.0, _GRID)
     for _ in range(_PASSES):
-        xs = np.linspace(lo, hi, _GRID)
+        xs = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
         f = cdf(xs)
-        k = int(np.searchsorted(f, q))
-        if k <= 0:
-            return lo
-        if k >= _GRID:
-            return hi
-        lo, hi = float(xs[k - 1]), float(xs[k])
-        f_lo, f_hi = float(f[k - 1]), float(f[k])
-    return lo + (hi - lo) * ((q - f_lo) / (f_hi - f_lo) if f_hi > f_lo else 1.0)
+        k = np.clip((f < q).sum(axis=1), 1, _GRID - 1)  # f is non-decreasing
+        lo, hi = xs[rows, k - 1], xs[rows, k]
+        f_lo, f_hi = f[rows, k - 1], f[rows, k]
+    span = f_hi - f_lo
+    t = np.where(span > 0.0, np.clip((q - f_lo) / np.where(span > 0.0, span, 1.0), 0.0, 1.0),
+                 1.0)
+    return [float(v) for v in lo + (hi - lo) * t]
 
 
-def _latency_ms(profile: Profile, lam: float, q: float, growth: float) -> float:
-    """The percentile latency of the module docstring, from scratch (predict_replica
-    interpolates a table of it)."""
+def _mixture(profile: Profile, lam: float, growth: float) -> tuple[list[_Part], float, float]:
+    """The latency of a request at rate ``lam`` (per ms) as a mixture (see the module
+    docstring): its parts, the overflow queue's mean wait and probability."""
     big_b = float(profile.max_batch_size)
     d_eff = min(profile.max_queue_delay_ms, (big_b - 1.0) / lam) if big_b > 1 else 0.0
     b = _fixed_point_batch(profile, lam, d_eff, big_b)
@@ -266,7 +276,7 @@ def _latency_ms(profile: Profile, lam: float, q: float, growth: float) -> float:
         return batch_latency_ms(profile, min(max(n, 1.0), big_b))
 
     # (weight, shift, width of the uniform wait, congested, mean own batch)
-    parts: list[tuple[float, float, float, float, float]] = []
+    parts: list[_Part] = []
     # Idle instance: the request opens a batch (waits the whole delay) or joins the
     # one forming (waits what is left of it).
     idle = 1.0 - busy
@@ -287,41 +297,125 @@ def _latency_ms(profile: Profile, lam: float, q: float, growth: float) -> float:
         # the running batch ends (or the prepared batch's delay expires).
         parts.append((w * g_eff, max(d_eff, s) - g_eff * s, g_eff * s, 1.0,
                       1.0 + lam * (1.0 - g) * s_b + lam * g * s))
-        if g_eff < 1.0:
-            # Arrived after it: waits for the rest of the running batch and then the
-            # prepared batch (when one formed), and rides in the batch after that.
-            nxt = lam * (1.0 - g) * s_b + lam * g * s
-            formed = -math.expm1(-nxt)
-            late = (1.0 - g_eff) * s
-            s_nxt = svc(nxt)
-            parts.append((w * (1.0 - g_eff) * formed, s_nxt, late, 1.0,
-                          1.0 + lam * late + lam * g * s_nxt))
-            parts.append((w * (1.0 - g_eff) * (1.0 - formed), 0.0, late, 1.0,
-                          1.0 + lam * late))
+        # Arrived after it: waits for the rest of the running batch and then the
+        # prepared batch (when one formed), and rides in the batch after that.
+        nxt = lam * (1.0 - g) * s_b + lam * g * s
+        formed = -math.expm1(-nxt)
+        late = (1.0 - g_eff) * s
+        s_nxt = svc(nxt)
+        parts.append((w * (1.0 - g_eff) * formed, s_nxt, late, 1.0,
+                      1.0 + lam * late + lam * g * s_nxt))
+        parts.append((w * (1.0 - g_eff) * (1.0 - formed), 0.0, late, 1.0, 1.0 + lam * late))
     # Overflow queue: exponential with the exact (Cramer) decay rate of the bulk
     # queue's tail; present with the probability that gives it the diffusion
     # (Kingman) mean in excess of one request's share of a cycle.
     x = _cramer_root(u)
     mean_wait = s_full / (big_b * x)
     p_wait = min(1.0, u * u * x / (2.0 * (1.0 - u) * busy)) if busy > 0.0 else 0.0
-    return _mixture_quantile(profile, parts, mean_wait, p_wait, q)
+    return parts, mean_wait, p_wait
 
 
-# The latency is tabulated per (profile, percentile, growth) over t = -ln(1 - u)
-# (log latency is close to linear in t: it grows like 1/(1 - u) near saturation),
-# node by node as they are first needed, and interpolated; outside the table it is
-# computed directly.
-_T_LO = -math.log(1.0 - 0.005)
-_T_HI = -math.log(1.0 - 0.995)
-_TABLE = 48
+def _latency_ms(profile: Profile, lam: float, q: float, growth: float) -> float:
+    """The percentile latency at ``lam`` requests per ms, from scratch."""
+    return _mixture_quantiles(profile, [_mixture(profile, lam, growth)], q)[0]
 
 
-@lru_cache(maxsize=16384)
-def _table_node(profile: Profile, q: float, growth: float, k: int) -> float:
-    """log latency at node ``k`` of the table: u = 1 - exp(-t_k)."""
-    t = _T_LO + (_T_HI - _T_LO) * k / (_TABLE - 1)
-    lam = max_throughput_rps(profile) / 1000.0 * -math.expm1(-t)
-    return math.log(_latency_ms(profile, lam, q, growth))
+# The latency is tabulated and interpolated.  In the time unit tau = S(B) a profile
+# is its shape (B, S(b)/tau) and its delay delta = d/tau, and the latency in ms is
+# tau times the shape's latency at delay delta and rate lambda*tau: so a profile
+# whose batch latencies are all scaled (as the planner's correction factors do)
+# reuses the same table.  The table's axes are t = -ln(1 - u) (log latency is close
+# to linear in it: it grows like 1/(1 - u) near saturation) and log delta (delta = 0
+# and a first column at _DELTA_0 interpolated linearly); a column (one delta, all
+# t) fills its nodes when first needed, each batch of nodes vectorised.  Outside
+# the table the latency is computed directly.
+_T_LO = math.log(0.001 / (1.0 - 0.001))
+_T_HI = math.log(0.995 / (1.0 - 0.995))
+_TABLE = 65  # nodes along t
+_DELTA_0 = 1e-3  # first non-zero delay column (in units of S(B))
+_DELTA_STEP = 10.0 ** (1.0 / 16.0)  # ratio between delay columns
+_DELTA_COLUMNS = 129  # up to _DELTA_0 * _DELTA_STEP ** 127 (~ 1e5)
+_COLUMNS = 8192  # columns kept (least recently used dropped)
+_Shape = tuple[int, tuple[tuple[int, float], ...]]
+_columns: OrderedDict[tuple[_Shape, float, float, int], list[float | None]] = OrderedDict()
+
+
+def _t_node(k: int) -> float:
+    return _T_LO + (_T_HI - _T_LO) * k / (_TABLE - 1)
+
+
+def _u_node(k: int) -> float:
+    return 1.0 / (1.0 + math.exp(-_t_node(k)))
+
+
+def _delta_node(j: int) -> float:
+    return 0.0 if j == 0 else _DELTA_0 * _DELTA_STEP ** (j - 1)
+
+
+def _shape(profile: Profile) -> tuple[_Shape, float]:
+    """The profile's shape (latencies in units of S(B), 10 significant digits, so
+    that scaled copies coincide) and tau = S(B) in ms."""
+    tau = batch_latency_ms(profile, float(profile.max_batch_size))
+    pts = tuple((p.size, float(f"{p.latency_ms / tau:.10g}")) for p in profile.batches)
+    return (profile.max_batch_size, pts), tau
+
+
+def _nodes(shape: _Shape, q: float, growth: float, j: int, ks: range) -> list[float]:
+    """log of the shape's latency (in units of S(B)) at delay column ``j``, nodes
+    ``ks`` along t (node k is at u = 1 - exp(-t_k))."""
+    key = (shape, q, growth, j)
+    column = _columns.get(key)
+    if column is None:
+        column = [None] * _TABLE
+        _columns[key] = column
+        while len(_columns) > _COLUMNS:
+            _columns.popitem(last=False)
+    else:
+        _columns.move_to_end(key)
+    missing = [k for k in ks if column[k] is None]
+    if missing:
+        prof = Profile("", shape[0], tuple(BatchPoint(b, lat) for b, lat in shape[1]),
+                       _delta_node(j))
+        top = max_throughput_rps(prof) / 1000.0
+        lams = [top * _u_node(k) for k in missing]
+        values = _mixture_quantiles(prof, [_mixture(prof, lam, growth) for lam in lams], q)
+        for k, v in zip(missing, values, strict=True):
+            column[k] = math.log(v)
+    return [v for v in (column[k] for k in ks) if v is not None]
+
+
+def _delta_position(delta: float) -> tuple[int, float] | None:
+    """Column j and weight w of the next one, or None beyond the table."""
+    if delta <= 0.0:
+        return 0, 0.0
+    if delta < _DELTA_0:
+        return 0, delta / _DELTA_0
+    x = math.log(delta / _DELTA_0) / math.log(_DELTA_STEP) + 1.0
+    j = int(x)
+    if j >= _DELTA_COLUMNS - 1:
+        return None if x > _DELTA_COLUMNS - 1 else (_DELTA_COLUMNS - 2, 1.0)
+    return j, x - j
+
+
+def _tabulated_ms(profile: Profile, u: float, q: float, growth: float) -> float | None:
+    """The latency at utilisation ``u`` from the table; None outside it."""
+    t = math.log(u / (1.0 - u)) if 0.0 < u < 1.0 else math.inf
+    if not _T_LO <= t <= _T_HI:
+        return None
+    shape, tau = _shape(profile)
+    pos = _delta_position(profile.max_queue_delay_ms / tau)
+    if pos is None:
+        return None
+    j, wj = pos
+    x = (t - _T_LO) / (_T_HI - _T_LO) * (_TABLE - 1)
+    k = min(int(x), _TABLE - 2)
+    wk = x - k
+    a0, a1 = _nodes(shape, q, growth, j, range(k, k + 2))
+    v = a0 + (a1 - a0) * wk
+    if wj > 0.0:
+        b0, b1 = _nodes(shape, q, growth, j + 1, range(k, k + 2))
+        v += ((b0 + (b1 - b0) * wk) - v) * wj
+    return tau * math.exp(v)
 
 
 def predict_replica(
@@ -345,14 +439,8 @@ def predict_replica(
     if u >= 1.0:
         return PerfPoint(rps, big_b, s_full, u, 1.0, math.inf)
     q = min(max(percentile / 100.0, 0.0), 0.999999)
-    t = -math.log1p(-u)
-    if _T_LO <= t <= _T_HI:
-        x = (t - _T_LO) / (_T_HI - _T_LO) * (_TABLE - 1)
-        k = min(int(x), _TABLE - 2)
-        lo = _table_node(profile, q, growth, k)
-        hi = _table_node(profile, q, growth, k + 1)
-        latency = math.exp(lo + (hi - lo) * (x - k))
-    else:
+    latency = _tabulated_ms(profile, u, q, growth)
+    if latency is None:
         latency = _latency_ms(profile, lam, q, growth)
     return PerfPoint(rps, b, cycle, u, busy, latency)
 
@@ -378,19 +466,35 @@ def _capacity(profile: Profile, percentile: float, target_ms: float) -> float:
 
     if not ok(top * 1e-6):
         return 0.0
-    # Scan down from saturation (the latency curve need not be monotone at the
-    # light-load end, where the batcher's delay dominates), then bisect.
-    steps = 200
-    lo = 0.0
-    hi = top
-    for i in range(steps, 0, -1):
-        r = top * i / steps
-        if ok(r):
-            lo = r
-            hi = top * min(i + 1, steps) / steps
-            break
-    else:
-        lo, hi = top * 1e-6, top / steps
+    # The highest rate meeting the target (the latency curve need not be monotone at
+    # the light-load end, where the batcher's delay dominates): the table's nodes
+    # (rates) from saturation down, then bisection in the segment; above and below
+    # the table, a scan of 200 rates and bisection.
+    lo = hi = 0.0
+    shape, tau = _shape(profile)
+    pos = _delta_position(profile.max_queue_delay_ms / tau)
+    if pos is not None:
+        q = min(max(percentile / 100.0, 0.0), 0.999999)
+        for j in (pos[0], pos[0] + 1) if pos[1] > 0.0 else (pos[0],):
+            _nodes(shape, q, TRITON_GROWTH, j, range(_TABLE))  # all at once
+        rates = [top * _u_node(k) for k in range(_TABLE)]
+        if not ok(rates[-1]):
+            for k in range(_TABLE - 2, -1, -1):
+                if ok(rates[k]):
+                    lo, hi = rates[k], rates[k + 1]
+                    break
+    if hi == 0.0:
+        steps = 200
+        lo = 0.0
+        hi = top
+        for i in range(steps, 0, -1):
+            r = top * i / steps
+            if ok(r):
+                lo = r
+                hi = top * min(i + 1, steps) / steps
+                break
+        else:
+            lo, hi = top * 1e-6, top / steps
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         if ok(mid):
