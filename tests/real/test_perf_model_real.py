@@ -68,7 +68,7 @@ from tritonscale.core.spec import Profile
 pytestmark = pytest.mark.triton
 
 TIMING = Timing(base_ms=40.0, per_item_ms=10.0, max_batch=8, queue_delay_us=10_000)
-LOADS = ((0.30, 30.0), (0.55, 20.0), (0.80, 16.0))  # fraction of capacity, seconds
+LOADS = ((0.30, 30.0), (0.55, 20.0), (0.80, 48.0))  # fraction of capacity, seconds
 OPTIMISTIC = {"server": 0.25, "client": 0.35}  # see the docstring
 PESSIMISTIC = 0.25
 BATCH_TOLERANCE = 0.20
