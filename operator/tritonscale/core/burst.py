@@ -21,10 +21,10 @@ autoscaler state into three adjustments of the load the planner plans for
    in flight (Little's law: arrival rate x latency target) are a backlog; capacity
    sized for the arrival rate alone never drains it (only the headroom does,
    slowly). New capacity is Ready only after ``H``, by when the Ready fleet has
-   drained ``(capacity - rps) x H`` of it (or, overloaded, added to it), so the
-   fleet needs ``max(0, backlog - (capacity - rps) x H) / drainSeconds`` above the
-   current rate: the backlog left when new capacity is Ready drains within
-   ``scaling.drainSeconds``. ``decide`` plans for the larger of the stabilised load
+   drained ``(capacity - lasting) x H`` of it (or, overloaded, added to it), so
+   the fleet needs ``max(0, backlog - (capacity - lasting) x H) / drainSeconds``
+   above the lasting rate (4.): the backlog left when new capacity is Ready
+   drains within ``scaling.drainSeconds``. ``decide`` plans for the larger of the stabilised load
    and ``rps x (1 + headroom) + drain`` (the look-ahead's margin above the current
    rate drains the backlog until the forecast's rise comes; the two are not summed).
    This term comes after the stabilisation windows, so it leaves as soon as the
@@ -38,9 +38,20 @@ autoscaler state into three adjustments of the load the planner plans for
    of ``scaling.panicSeconds``. While panicking the planning load never falls (no
    scale-down on a stale forecast or a window that has not seen the surge yet),
    and, when Triton's backlog signals are unknown (latency is the only evidence),
-   the load is at least the observed rate scaled by the latency overshoot
-   (``rps x min(2, latency / target)``): the policy does not wait for the forecast
-   to catch up.
+   the load is at least the lasting rate scaled by the latency overshoot
+   (``lasting x min(2, latency / target)``): the policy does not wait for the
+   forecast to catch up.
+4. **Lasting rate.** Capacity ordered now is Ready after ``H``: it serves only
+   the part of the current rate still there by then. That part is the current
+   rate, at most the larger of the median rate of the last ``H`` (a rate held for
+   at least half a startup, as the observed demand counts it) and the forecast's
+   look-ahead (Holt's level and trend, which a one-step spike moves by a bounded
+   amount: a ramp is followed, a burst is not). :func:`decide
+   <tritonscale.core.autoscale.decide>` plans the current rate, the drain and the
+   panic floor from it. Planned at the current rate, a 10-30 s burst at 12x the
+   mean (benchmarks/bench_policies.py, bursty fleet), shorter than the 120-s
+   startup, ordered up to 54 replicas that were Ready after it was over (and
+   held for the look-ahead's window): paid and useless.
 
 State (keys in the autoscaler state): ``vh`` per-step rate history
 ``[[t, rps], ...]``, ``pz`` the time the panic ends (or absent).
@@ -77,6 +88,7 @@ class BurstAssessment:
     drain_rps: float  # added to the planning load to drain the backlog
     panic: bool
     panic_rps: float  # floor of the pre-headroom load while panicking (0 otherwise)
+    lasting_rps: float  # the part of the current rate expected to outlast a startup
     history: list[list[float]]
     panic_until: float | None
 
@@ -151,6 +163,24 @@ def recent_rise(history: Sequence[Sequence[float]], now: float, horizon_s: float
     return max(0.0, span[-1] - min(span))
 
 
+def lasting_rate(history: Sequence[Sequence[float]], now: float, horizon_s: float,
+                 expected_rps: float | None = None) -> float:
+    """The part of the current rate expected to outlast a startup (module doc, 4.).
+
+    The last rate of ``history``, at most the larger of the median rate of the last
+    ``horizon_s`` (a rate held for less than half of it is a burst that capacity
+    ordered now arrives after) and ``expected_rps``, the forecast's look-ahead (a
+    ramp it follows counts at once). 0 with no history."""
+    span = sorted(v for t, v in history if now - horizon_s <= t <= now)
+    if not span:
+        return 0.0
+    last = [v for t, v in history if t <= now][-1]
+    held = span[(len(span) - 1) // 2]
+    if expected_rps is not None:
+        held = max(held, expected_rps)
+    return min(last, held)
+
+
 def backlog_requests(
     pending: float | None, queue_ms: float | None, rps: float, target_ms: float
 ) -> float:
@@ -171,6 +201,7 @@ def assess(
     now: float,
     horizon_s: float,
     ready_capacity_rps: float,
+    expected_rps: float | None = None,
 ) -> BurstAssessment:
     """The step's headroom, backlog drain and panic (see the module docstring)."""
     sc = spec.scaling
@@ -187,10 +218,13 @@ def assess(
     cap = max(floor, sc.max_headroom)
     headroom = floor if vol is None else min(cap, max(floor, vol))
 
+    lasting = lasting_rate(hist, now, horizon_s, expected_rps)
     backlog = backlog_requests(
         finite_or_none(obs.pending), finite_or_none(obs.queue_ms), rps, target
     )
-    left = backlog - (ready_capacity_rps - rps) * horizon_s
+    # What the Ready fleet drains (or adds) before new capacity is Ready: at the rate
+    # that lasts, not at a burst's, which is over before that capacity arrives.
+    left = backlog - (ready_capacity_rps - lasting) * horizon_s
     drain = max(0.0, left) / sc.drain_seconds if sc.drain_seconds > 0 and backlog > 0 else 0.0
 
     lat = finite_or_none(obs.latency_ms)
@@ -208,7 +242,7 @@ def assess(
         boost = 1.0
         if blind and lat is not None and over:
             boost = min(MAX_LATENCY_BOOST, lat / target)
-        panic_rps = rps * boost
+        panic_rps = lasting * boost
     return BurstAssessment(
         headroom=headroom,
         volatility=vol,
@@ -216,6 +250,7 @@ def assess(
         drain_rps=drain,
         panic=panic,
         panic_rps=panic_rps,
+        lasting_rps=lasting,
         history=[[round(t, 1), round(v, 2)] for t, v in hist],
         panic_until=panic_until,
     )
