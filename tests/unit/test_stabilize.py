@@ -116,8 +116,8 @@ def test_decide_scales_up_for_a_step_that_lasts_and_down_after_the_horizon(
                                             FakeClock())]
     assert spike == [1] * 19
     # The same step, sustained: scaled up from the next interval, the whole step
-    # planned once it is the median of the horizon (60 s + 15 s) or the forecast
-    # follows it, and down after the horizon once it ends.
+    # planned once it has held for half the horizon (60 s + 15 s: 37.5 s) or the
+    # forecast follows it, and down after the horizon once it ends.
     ds = _run(spec, [1000.0] * 4 + [5000.0] * 8 + [1000.0] * 16, FakeClock())
     n = [d.total_replicas for d in ds]
     assert n[3] == 1

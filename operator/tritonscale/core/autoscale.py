@@ -42,9 +42,10 @@ In order:
    the horizon it was about (and while an overload lasts). With a backlog the
    planning load is at least ``lasting x (1 + headroom) + drain`` (:mod:`.burst`);
    the drain is not added on top of the look-ahead's margin, which drains it too.
-   The lasting rate (:func:`.burst.lasting_rate`) is the current rate without a
-   burst shorter than half a startup that the forecast does not follow: capacity
-   ordered for such a burst is Ready after it is over.
+   The lasting rate (:func:`.burst.lasting_rate`) is the current rate as far as
+   it has persisted for half the startup horizon (held at that level, or rising
+   towards it, for ``H / 2``) or the forecast follows it: capacity ordered for a
+   shorter burst is Ready after it is over.
 5. **Planner** (:mod:`.planner`) with spot protection at the current load.
    When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
    exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the

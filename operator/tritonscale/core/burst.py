@@ -42,16 +42,32 @@ autoscaler state into three adjustments of the load the planner plans for
    (``lasting x min(2, latency / target)``): the policy does not wait for the
    forecast to catch up.
 4. **Lasting rate.** Capacity ordered now is Ready after ``H``: it serves only
-   the part of the current rate still there by then. That part is the current
-   rate, at most the larger of the median rate of the last ``H`` (a rate held for
-   at least half a startup, as the observed demand counts it) and the forecast's
-   look-ahead (Holt's level and trend, which a one-step spike moves by a bounded
-   amount: a ramp is followed, a burst is not). :func:`decide
-   <tritonscale.core.autoscale.decide>` plans the current rate, the drain and the
-   panic floor from it. Planned at the current rate, a 10-30 s burst at 12x the
-   mean (benchmarks/bench_policies.py, bursty fleet), shorter than the 120-s
-   startup, ordered up to 54 replicas that were Ready after it was over (and
-   held for the look-ahead's window): paid and useless.
+   the part of the current rate still there by then. A rate counts once it has
+   *persisted* for ``PERSISTENCE`` x ``H`` (half the startup horizon of the pools
+   that would be ordered), measured in time, not in steps, so the rule scales with
+   the pools' startup and the decision interval. Two ways to persist:
+
+   - *held*: the lowest rate of the last ``PERSISTENCE x H`` (the level the rate
+     has stayed at or above all that time);
+   - *rising*: a held level that itself rose over the ``PERSISTENCE x H`` before
+     (a ramp, or a step seen through a rate window longer than the startup, which
+     looks like one), extrapolated over ``H``: ``held + rise x H / (PERSISTENCE x
+     H)``. A burst shorter than ``PERSISTENCE x H`` moves neither: the held level
+     and the one before are the rate it rose from.
+
+   The lasting rate is the current rate, at most the larger of that and the
+   forecast's look-ahead (Holt's level and trend, which a one-step spike moves by
+   a bounded amount). :func:`decide <tritonscale.core.autoscale.decide>` plans
+   the current rate, the drain and the panic floor from it, so a miss of the SLO
+   on the Ready fleet still orders capacity for the current rate whenever that
+   rate has lasted long enough for capacity ordered now to still meet it. On the
+   bursty fleet (benchmarks/bench_policies.py; ``H`` = 135-255 s, 15-s
+   decisions) a rate counts after 67-127 s: a 10-30 s burst at 12x the mean, which
+   planned at its current rate ordered up to 54 replicas Ready after it was over,
+   orders nothing for its rate. In the closed loop (tests/e2e/test_closed_loop.py:
+   5-s startup, 2-s decisions, ``H`` = 7 s) a rate counts after 3.5 s: a step is
+   planned in full at its second observation, and a climb seen through the 10-s
+   rate window as soon as it is seen (it has been rising for longer than 3.5 s).
 
 State (keys in the autoscaler state): ``vh`` per-step rate history
 ``[[t, rps], ...]``, ``pz`` the time the panic ends (or absent).
@@ -76,6 +92,9 @@ MIN_HORIZONS = 4.0
 MAX_LATENCY_BOOST = 2.0
 # A backlog above this many seconds of arrivals starts a panic.
 PANIC_BACKLOG_S = 1.0
+# A rate is planned for once it has persisted this fraction of the startup horizon
+# H (module doc, 4.): capacity ordered for a shorter burst is Ready after it ends.
+PERSISTENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -167,18 +186,23 @@ def lasting_rate(history: Sequence[Sequence[float]], now: float, horizon_s: floa
                  expected_rps: float | None = None) -> float:
     """The part of the current rate expected to outlast a startup (module doc, 4.).
 
-    The last rate of ``history``, at most the larger of the median rate of the last
-    ``horizon_s`` (a rate held for less than half of it is a burst that capacity
-    ordered now arrives after) and ``expected_rps``, the forecast's look-ahead (a
-    ramp it follows counts at once). 0 with no history."""
-    span = sorted(v for t, v in history if now - horizon_s <= t <= now)
-    if not span:
+    ``history`` holds ``[t, rps]`` per step; ``horizon_s`` is ``H``, the time new
+    capacity takes to be Ready. With ``tau = PERSISTENCE x H``: ``held`` = the
+    lowest rate of ``(now - tau, now]``, ``before`` = the lowest of ``(now - 2 tau,
+    now - tau]``; the rate that persisted is ``held + max(0, held - before) x H /
+    tau``, at least ``expected_rps`` (the forecast's look-ahead) when given, and at
+    most the last rate. 0 with no history."""
+    upto = [(t, v) for t, v in history if t <= now]
+    if not upto:
         return 0.0
-    last = [v for t, v in history if t <= now][-1]
-    held = span[(len(span) - 1) // 2]
+    last = upto[-1][1]
+    tau = PERSISTENCE * max(0.0, horizon_s)
+    held = min((v for t, v in upto if t > now - tau), default=last)
+    before = min((v for t, v in upto if now - 2.0 * tau < t <= now - tau), default=held)
+    lasting = held + (max(0.0, held - before) * horizon_s / tau if tau > 0 else 0.0)
     if expected_rps is not None:
-        held = max(held, expected_rps)
-    return min(last, held)
+        lasting = max(lasting, expected_rps)
+    return min(last, lasting)
 
 
 def backlog_requests(
