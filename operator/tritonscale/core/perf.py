@@ -199,16 +199,20 @@ def _gamma_quantile(mean: float, var: float, z: float) -> float:
 def _cramer_root(u: float) -> float:
     """x > 0 with u (e^x - 1) = x: the decay rate, per request, of the overflow
     queue's tail (arrivals Poisson(u B) per cycle of B served)."""
+    u = max(u, 1e-300)
+    log_u = math.log(u)
     # Both starting values exceed the root (f is convex, f(0) = 0, f'(0) < 0), so
     # Newton descends to it monotonically: the diffusion (Kingman) value, and one
-    # that stays finite at light load.
-    x = min(2.0 * (1.0 - u) / u, 2.0 * math.log(1.0 / u) + 2.0)
-    for _ in range(60):
-        slope = u * math.exp(x) - 1.0
+    # that stays finite at light load (e^(x + ln u) = e (1 - ln u)^2 > x there).
+    big = -log_u
+    x = min(2.0 * (1.0 - u) / u, big + 2.0 * math.log1p(big) + 1.0)
+    for _ in range(80):
+        e = math.exp(x + log_u)  # u e^x
+        slope = e - 1.0
         if slope <= 0.0:  # rounding at u -> 1, where the diffusion value is exact
             return x
-        nx = x - (u * math.expm1(x) - x) / slope
-        if not nx < x:
+        nx = x - (e - u - x) / slope
+        if not 0.0 < nx < x:  # converged (or rounding near u = 1)
             return x
         x = nx
     return x
