@@ -188,8 +188,9 @@ class TritonPythonModel:
     def _answer(self, sender: Any, outs: dict[str, Any], rows: int, escalated: int,
                 fallback: int, start: float) -> None:
         tensors = [pb_utils.Tensor(k, v) for k, v in outs.items()]
-        sender.send(pb_utils.InferenceResponse(output_tensors=tensors),
-                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        response = pb_utils.InferenceResponse(output_tensors=tensors)
+        # Counted before the answer leaves: a client that reads the counters after its
+        # answer sees its request in them.
         now = time.monotonic()
         took_us = (now - start) * 1e6
         with self._lock:
@@ -200,6 +201,7 @@ class TritonPythonModel:
             if fallback:
                 self.m_fallback.increment(fallback)
             self.m_duration.increment(took_us)
+        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _fail(self, sender: Any, message: str) -> None:
         err = pb_utils.TritonError(message)
