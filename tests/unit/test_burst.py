@@ -245,7 +245,9 @@ def test_a_short_burst_does_not_hold_the_fleet_for_the_scale_down_window() -> No
     normal = d.details["planning_load_rps"]
     step(10_000.0, 50_000.0, 2000.0)
     burst_load = d.details["planning_load_rps"]
-    assert burst_load > 5 * normal  # it did react
+    # It reacts to the backlog (the drain), not to the 10x rate itself: that lasted
+    # less than half a startup (test_a_burst_shorter_than_the_startup_orders_...).
+    assert 2 * normal < burst_load < 10_000.0  # type: ignore[operator]
     for _ in range(7):  # 105 s after the burst, backlog gone
         step(1000.0, 10.0, 40.0)
     assert d.details["planning_load_rps"] < 1.5 * normal  # type: ignore[operator]
@@ -306,3 +308,166 @@ def test_the_drain_uses_the_look_aheads_margin_instead_of_adding_to_it() -> None
     fdrain = flat.details["burst"]["drain_rps"]  # type: ignore[index]
     assert fdrain > 1000.0  # type: ignore[operator]
     assert flat.details["planning_load_rps"] == pytest.approx(1100.0 + fdrain, rel=1e-3)
+
+
+def test_lasting_rate_by_hand() -> None:
+    # H = 75 s: a rate counts once it has persisted PERSISTENCE x H = 37.5 s.
+    assert burst.PERSISTENCE == 0.5
+    # 1,000 rps for 90 s, then one step at 10,000: held over (67.5, 105] = 1,000, and
+    # over (30, 67.5] too (no rise), so without a forecast following it the burst
+    # does not last.
+    hist = [[float(t), 1000.0] for t in range(0, 91, 15)] + [[105.0, 10_000.0]]
+    assert burst.lasting_rate(hist, 105.0, 75.0) == 1000.0
+    # A forecast that follows it counts up to the current rate, no further.
+    assert burst.lasting_rate(hist, 105.0, 75.0, 4000.0) == 4000.0
+    assert burst.lasting_rate(hist, 105.0, 75.0, 12_000.0) == 10_000.0
+    # Held for two steps (30 s < 37.5 s): still not; for three (the sample at 105
+    # covers the rate since 90: 45 s): the whole step. Held 5,000 over (97.5, 135];
+    # before, (60, 97.5]: 1,000; 5,000 + 4,000 x 75 / 37.5 capped at the rate.
+    step = [[float(t), 1000.0] for t in range(0, 91, 15)]
+    step += [[105.0, 5000.0], [120.0, 5000.0], [135.0, 5000.0]]
+    assert burst.lasting_rate(step[:-1], 120.0, 75.0) == 1000.0
+    assert burst.lasting_rate(step, 135.0, 75.0) == 5000.0
+    # Rising: held over (37.5, 75] = 2,000, over (0, 37.5] = 1,000: 2,000 + 1,000 x 2,
+    # at most the current rate.
+    held = [[0.0, 1000.0], [15.0, 1000.0], [30.0, 2000.0], [45.0, 2000.0],
+            [60.0, 2000.0], [75.0, 2000.0]]
+    assert burst.lasting_rate(held, 75.0, 75.0) == 2000.0
+    ramp = [[15.0 * i, 1000.0 * (i + 1)] for i in range(8)]  # 1,000 .. 8,000 at 105 s
+    # held (67.5, 105] = 6,000; before (30, 67.5] = 4,000: 6,000 + 2,000 x 2 >= 8,000.
+    assert burst.lasting_rate(ramp, 105.0, 75.0) == 8000.0
+    half = [[t, r] for t, r in ramp if t <= 60.0] + [[75.0, 5000.0], [90.0, 5000.0],
+                                                     [105.0, 5000.0]]
+    # 1,000 .. 5,000, then flat: 5,000 held (capped at the rate).
+    assert burst.lasting_rate(half, 105.0, 75.0) == 5000.0
+    # A falling rate is the current rate.
+    assert burst.lasting_rate([*held, [90.0, 500.0]], 90.0, 75.0) == 500.0
+    assert burst.lasting_rate([], 0.0, 75.0) == 0.0
+    # The same rules in seconds, at a 2-s interval and H = 7 s (the closed loop's
+    # pools): a one-step spike does not last; a step seen twice (3.5 s) does.
+    fast = [[float(t), 1500.0] for t in range(0, 21, 2)]
+    assert burst.lasting_rate([*fast, [22.0, 8000.0]], 22.0, 7.0) == 1500.0
+    assert burst.lasting_rate([*fast, [22.0, 8000.0], [24.0, 8000.0]], 24.0, 7.0) == 8000.0
+
+
+def test_a_burst_shorter_than_the_startup_orders_no_capacity_for_its_rate() -> None:
+    # 1,000 rps, then one 15-s step at 10x with latency over the target (a panic) and
+    # nothing queued beyond what the fleet holds in flight. Capacity ordered now is
+    # Ready after the 60-s startup, when the burst is gone: the plan must not be
+    # sized for 10,000 rps. The old rule floored the look-ahead, the panic and the
+    # drain at the current rate: 11,000 rps planned, 10x the fleet, for nothing.
+    spec = _spec(scale_down_stabilization_seconds=300.0, drain_seconds=30.0)
+    d = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    t = 0.0
+    for _ in range(10):
+        t += 15.0
+        d = decide(spec, Observation(rps=1000.0, current=_ready(spec, d.total_replicas),
+                                     pending=10.0, latency_ms=40.0), d.state, t)
+    normal = d.details["planning_load_rps"]
+    n_normal = d.total_replicas
+    t += 15.0
+    d = decide(spec, Observation(rps=10_000.0, current=_ready(spec, n_normal),
+                                 pending=500.0, latency_ms=400.0), d.state, t)
+    assert d.details["burst"]["panic"] is True  # type: ignore[index]
+    assert d.details["planning_load_rps"] < 3 * normal  # type: ignore[operator]
+    assert d.total_replicas < 3 * n_normal
+    # A ramp to the same rate, which the forecast follows, is planned for at once.
+    r = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    t = 0.0
+    for i in range(1, 11):
+        t += 15.0
+        r = decide(spec, Observation(rps=1000.0 * i, current=_ready(spec, r.total_replicas),
+                                     pending=10.0, latency_ms=40.0), r.state, t)
+    assert r.details["planning_load_rps"] >= 10_000.0 * 1.1  # type: ignore[operator]
+
+
+def _fast_spec() -> ScaledModelSpec:
+    """The closed loop's ScaledModel (tests/e2e/test_closed_loop.py): resnet50 int8 on
+    two T4 pools starting in 5 s, decisions every 2 s, 25 % headroom: H = 7 s."""
+    prof = Profile("T4", 64, (BatchPoint(1, 1.0), BatchPoint(64, 11.25)), 2.0)
+    return ScaledModelSpec(
+        model=ModelSpec("resnet50", "s3://models/resnet50"),
+        variants=(Variant("int8", "int8", 0.757, (prof,)),),
+        node_pools=(
+            NodePool("t4-spot", "T4", 0.201, capacity_type="spot", max_replicas=3,
+                     startup_seconds=5.0),
+            NodePool("t4-ondemand", "T4", 0.526, max_replicas=4, startup_seconds=5.0),
+        ),
+        slo=SLO(LatencySLO(99.0, 25.0), min_accuracy=0.75),
+        scaling=Scaling(min_replicas=1, max_replicas=8, interval_seconds=2.0,
+                        scale_down_stabilization_seconds=20.0, headroom=0.25),
+    )
+
+
+def _drive(spec: ScaledModelSpec, rates: list[tuple[float, float]],
+           dt: float) -> list[tuple[float, int, float]]:
+    """decide() every ``dt`` s on (rps, latency) pairs, every replica Ready at once:
+    (t, replicas, planning load) per step."""
+    d = decide(spec, Observation(rps=rates[0][0], current=()), None, 0.0)
+    out = []
+    t = 0.0
+    for rps, lat in rates:
+        t += dt
+        cur = tuple(PlacementState(p.variant, p.pool, p.replicas, p.replicas)
+                    for p in d.placements)
+        d = decide(spec, Observation(rps=rps, current=cur, pending=0.0, queue_ms=0.0,
+                                     latency_ms=lat), d.state, t)
+        out.append((t, d.total_replicas, float(d.details["planning_load_rps"])))  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize("fast", [False, True],
+                         ids=["startup-60s-every-15s", "startup-5s-every-2s"])
+def test_a_one_interval_spike_orders_nothing_a_step_is_planned_once_it_persists(
+    fast: bool,
+) -> None:
+    # Two physics, one rule: a rate counts once it has persisted PERSISTENCE x H
+    # (H = startup + interval). 60-s startup, 15-s decisions: H = 75 s, 37.5 s;
+    # 5-s startup, 2-s decisions: H = 7 s, 3.5 s. Latency over the target during the
+    # spike (the SLO is missed on the Ready fleet: a panic).
+    spec = _fast_spec() if fast else _spec(scale_down_stabilization_seconds=120.0)
+    dt = spec.scaling.interval_seconds
+    horizon = (5.0 if fast else 60.0) + dt
+    base, high = (1500.0, 8000.0) if fast else (1000.0, 5000.0)
+    ok, over = spec.slo.latency.target_ms * 0.4, spec.slo.latency.target_ms * 4.0
+    calm = [(base, ok)] * 12
+    spike = _drive(spec, [*calm, (high, over), *calm], dt)
+    # Capacity ordered for the spike would be Ready after H, long after it: nothing
+    # is ordered for its rate. What moves is the forecast's bounded response (Holt's
+    # clipped residual and its noise allowance, +43 % at the 60-s pools, 4 -> 6
+    # replicas; nothing at the 5-s ones). The previous rule planned the spike's rate
+    # (4.9x and 5x the load: 17-32 replicas instead of 4; 4-6 instead of 1).
+    calm_load, calm_n = spike[len(calm) - 1][2], spike[len(calm) - 1][1]
+    assert max(load for _, _, load in spike) < 1.5 * calm_load
+    assert max(n for _, n, _ in spike) < 2 * calm_n
+    # The same rate, sustained: planned in full (x (1 + headroom)) once it has been
+    # seen for PERSISTENCE x H (its first observation covers the interval before it).
+    step = _drive(spec, [*calm, *[(high, over)] * 3, *[(high, ok)] * 8], dt)
+    t_step = step[len(calm)][0]
+    need = high * (1.0 + spec.scaling.headroom)
+    by = t_step - dt + burst.PERSISTENCE * horizon
+    planned = [t for t, _, load in step if load >= need * 0.999]
+    assert planned and planned[0] <= by + dt - 1e-9, (planned[:1], by)
+    assert max(n for _, n, _ in step) > step[0][1]
+
+
+def test_the_closed_loops_compressed_climb_scales_up_in_time() -> None:
+    # What the operator saw in tests/e2e/test_closed_loop.py's first climb: the trace
+    # steps from 1,500 to ~8,000 rps within 5 s, seen through Prometheus's 10-s
+    # rate() window as a climb over five decisions 2 s apart, with the Ready
+    # replica's p99 at 10x the target from the third. One replica holds ~5,470 rps
+    # at the SLO; with 25 % headroom the plan needs two once the observed rate
+    # passes ~4,380 rps (4,194 x 1.25 = 5,243 here). The e2e test requires more
+    # replicas than were Ready at a miss within 3 intervals of it: the climb must
+    # be planned as it is seen. It has been rising for longer than PERSISTENCE x H
+    # (3.5 s), so it is. The chase rule (the median of the last H, or Holt's
+    # look-ahead, whose smoothing runs on a fixed 15-s time scale) ordered the
+    # second replica two decisions later, after the e2e test's 3 intervals.
+    spec = _fast_spec()
+    calm = [(1500.0, 4.5)] * 10
+    climb = [(1711.0, 6.0), (2146.0, 8.4), (2900.0, 250.0), (4194.0, 250.0),
+             (5465.0, 250.0), (6441.0, 250.0)]
+    out = _drive(spec, [*calm, *climb], 2.0)
+    n = [r[1] for r in out]
+    assert n[: len(calm) + 3] == [1] * (len(calm) + 3)  # 2,900 x 1.25 fits one
+    assert all(x >= 2 for x in n[len(calm) + 3:]), out

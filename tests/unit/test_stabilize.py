@@ -104,22 +104,28 @@ def _run(spec: ScaledModelSpec, rps_seq: list[float | None], clock: FakeClock,
     return out
 
 
-def test_decide_scales_up_within_one_interval_and_down_after_the_horizon(
+def test_decide_scales_up_for_a_step_that_lasts_and_down_after_the_horizon(
     make_spec: SpecFactory,
 ) -> None:
     spec = make_spec(scaling={"scaleDownStabilizationSeconds": 120})
-    clock = FakeClock()
-    ds = _run(spec, [1000.0] * 4 + [5000.0] + [1000.0] * 14, clock)
+    # A one-interval 5x spike: capacity ordered for it would be Ready after the
+    # pool's 60-s startup, long after it is gone; nothing is ordered for its rate
+    # (core/burst.py, lasting_rate). The old rule ordered 4 replicas and held them for
+    # the horizon.
+    spike = [d.total_replicas for d in _run(spec, [1000.0] * 4 + [5000.0] + [1000.0] * 14,
+                                            FakeClock())]
+    assert spike == [1] * 19
+    # The same step, sustained: scaled up from the next interval, the whole step
+    # planned once it has held for half the horizon (60 s + 15 s: 37.5 s) or the
+    # forecast follows it, and down after the horizon once it ends.
+    ds = _run(spec, [1000.0] * 4 + [5000.0] * 8 + [1000.0] * 16, FakeClock())
     n = [d.total_replicas for d in ds]
     assert n[3] == 1
-    assert n[4] >= 4 and ds[4].reason == "ScaledUp"  # same interval as the jump
-    # A one-interval spike is held for the horizon it could matter for (the pool's
-    # 60 s startup + one 15-s interval = 5 intervals), not for the whole 120-s
-    # scale-down window (8): capacity ordered for it arrives after it is gone.
-    assert all(x == n[4] for x in n[5:9])
-    assert ds[5].reason == "Held"
-    assert min(n[9:12]) < n[4]
-    assert "ScaledDown" in [d.reason for d in ds[9:12]]
+    assert n[5] > n[4] and ds[5].reason == "ScaledUp"
+    assert n[7] >= 4 and n[11] >= 4
+    assert max(n[12:16]) == n[11]  # held for the horizon after the step ends
+    assert n[-1] < n[11]
+    assert "ScaledDown" in [d.reason for d in ds[12:]]
 
 
 def test_unknown_signals_hold_and_never_scale_down(make_spec: SpecFactory) -> None:
@@ -163,9 +169,14 @@ def test_first_call_with_unknown_signals_is_min_replicas_on_cheapest(
 def test_not_ready_replicas_count_no_double_add(make_spec: SpecFactory) -> None:
     spec = make_spec()
     clock = FakeClock()
-    ds = _run(spec, [1000.0, 4000.0, 4000.0, 4000.0], clock, ready_lag=3)
-    # Replicas added at step 1 are not Ready for 3 steps; nothing is added twice.
-    assert ds[1].total_replicas == ds[2].total_replicas == ds[3].total_replicas
+    seq = [1000.0, 4000.0, 4000.0, 4000.0, 4000.0, 4000.0]
+    ds = _run(spec, seq, clock, ready_lag=3)
+    # Replicas added are not Ready for 3 steps; nothing is added twice: the fleet is
+    # the one planned when every replica is Ready at once (the step is planned as it
+    # lasts, core/burst.py, so it grows over a few steps either way).
+    at_once = _run(spec, seq, FakeClock(), ready_lag=0)
+    assert [d.total_replicas for d in ds] == [d.total_replicas for d in at_once]
+    assert ds[-1].total_replicas > ds[0].total_replicas
 
 
 def test_variant_change_is_make_before_break_in_decide(make_spec: SpecFactory) -> None:

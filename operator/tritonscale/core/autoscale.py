@@ -38,10 +38,14 @@ In order:
 4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
    is the larger of the observed demand (the median rate of the last horizon) x
    (1 + headroom) through HPA-like windows, and the look-ahead max(forecast,
-   current rate) x (1 + headroom) through the same windows but held for at most
+   lasting rate) x (1 + headroom) through the same windows but held for at most
    the horizon it was about (and while an overload lasts). With a backlog the
-   planning load is at least ``rps x (1 + headroom) + drain`` (:mod:`.burst`); the
-   drain is not added on top of the look-ahead's margin, which drains it too.
+   planning load is at least ``lasting x (1 + headroom) + drain`` (:mod:`.burst`);
+   the drain is not added on top of the look-ahead's margin, which drains it too.
+   The lasting rate (:func:`.burst.lasting_rate`) is the current rate as far as
+   it has persisted for half the startup horizon (held at that level, or rising
+   towards it, for ``H / 2``) or the forecast follows it: capacity ordered for a
+   shorter burst is Ready after it is over.
 5. **Planner** (:mod:`.planner`) with spot protection at the current load.
    When SLO and budget cannot both hold: ``priority: latency`` keeps the SLO and
    exceeds ``maxCostPerHour`` (reason ``OverBudget``); ``priority: cost`` walks the
@@ -495,7 +499,8 @@ def _known(
     bst_st: dict[str, Any] = {"vh": [list(x) for x in prev.burst_history],
                               "pz": prev.panic_until}
     bst = burst.assess(spec, obs, rps, bst_st, now, horizon,
-                       _ready_capacity(spec, obs, unavailable))
+                       _ready_capacity(spec, obs, unavailable),
+                       fc.forecast(fstate, horizon, floor=False))
     burst.store(bst_st, bst)
     # The forecast's extrapolated trend goes at most as far ahead as the rate rose
     # over the last horizon: after a ramp, Holt's level catches up with a step that
@@ -505,7 +510,9 @@ def _known(
     ahead = min(fc.forecast(fstate, horizon, floor=False),
                 rps + burst.recent_rise(bst.history, now, horizon)
                 + fc.DEFAULT.z * float(fstate.get("s", 0.0)))
-    predicted = max(ahead, rps)
+    # The current rate counts only as far as it lasts (core/burst.py, lasting_rate):
+    # capacity ordered for a burst shorter than the startup is Ready after it.
+    predicted = max(ahead, bst.lasting_rps)
 
     # 4. Load stabilisation: the larger of three parts.
     # - The observed demand, the median rate of the last horizon x (1 + headroom),
@@ -513,7 +520,7 @@ def _known(
     #   lasts less than half a startup does not move it: capacity ordered for it
     #   arrives after it is gone, and a 10-s burst at 12x held the whole fleet at
     #   maxReplicas for the 5-minute window.
-    # - The look-ahead, max(forecast, current rate) x (1 + headroom), held for the
+    # - The look-ahead, max(forecast, lasting rate) x (1 + headroom), held for the
     #   horizon it was about (min(scale-down window, H)) and while an overload
     #   lasts: then it has come true (and shows in the observed part) or not (and
     #   holds nothing). Held for the whole scale-down window, a ramp's extrapolated
@@ -522,7 +529,7 @@ def _known(
     hr = 1.0 + bst.headroom
     recent = sorted(v for t, v in bst.history if t >= now - horizon) or [rps]
     median = recent[(len(recent) - 1) // 2]
-    rec = max(predicted, rps, bst.panic_rps) * hr
+    rec = max(predicted, bst.panic_rps) * hr
     load_obs, window = stabilize_load(
         prev.load_window, prev.load, median * hr, now,
         sc.scale_up_stabilization_seconds, sc.scale_down_stabilization_seconds,
@@ -549,7 +556,7 @@ def _known(
     min_eff = min_replicas(spec, rps, idle, now)
     scale = load / rec if rec > 0 else 1.0
     # The drain term comes after the windows: it leaves with the backlog. It drains
-    # with the capacity planned above the *current* rate (x headroom): the
+    # with the capacity planned above the *lasting* rate (x headroom): the
     # look-ahead's margin above it is spare capacity until the forecast's rise comes,
     # so the plan holds the larger of the two, not their sum. Summed, a fleet
     # planned for a ramp's extrapolated rise AND the drain at once: on the bundled
@@ -557,9 +564,10 @@ def _known(
     # drain 4.5k rps, above what the L4 pools hold (15.8k): 50 mixed T4/L4
     # replicas ($22/h) for four minutes (34, $13.8/h, planned this way).
     loads = (
-        max(load, rps * hr + bst.drain_rps),
-        max(max(predicted, rps, bst.panic_rps) * max(1.0, scale), rps + bst.drain_rps),
-        rps + bst.drain_rps,
+        max(load, bst.lasting_rps * hr + bst.drain_rps),
+        max(max(predicted, bst.panic_rps) * max(1.0, scale),
+            bst.lasting_rps + bst.drain_rps),
+        bst.lasting_rps + bst.drain_rps,
     )
     # Spot protection holds the *current* load (replacing lost spot capacity takes
     # a startup anyway); a short window keeps the on-demand part from flapping.

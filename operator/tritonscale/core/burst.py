@@ -21,10 +21,10 @@ autoscaler state into three adjustments of the load the planner plans for
    in flight (Little's law: arrival rate x latency target) are a backlog; capacity
    sized for the arrival rate alone never drains it (only the headroom does,
    slowly). New capacity is Ready only after ``H``, by when the Ready fleet has
-   drained ``(capacity - rps) x H`` of it (or, overloaded, added to it), so the
-   fleet needs ``max(0, backlog - (capacity - rps) x H) / drainSeconds`` above the
-   current rate: the backlog left when new capacity is Ready drains within
-   ``scaling.drainSeconds``. ``decide`` plans for the larger of the stabilised load
+   drained ``(capacity - lasting) x H`` of it (or, overloaded, added to it), so
+   the fleet needs ``max(0, backlog - (capacity - lasting) x H) / drainSeconds``
+   above the lasting rate (4.): the backlog left when new capacity is Ready
+   drains within ``scaling.drainSeconds``. ``decide`` plans for the larger of the stabilised load
    and ``rps x (1 + headroom) + drain`` (the look-ahead's margin above the current
    rate drains the backlog until the forecast's rise comes; the two are not summed).
    This term comes after the stabilisation windows, so it leaves as soon as the
@@ -38,9 +38,36 @@ autoscaler state into three adjustments of the load the planner plans for
    of ``scaling.panicSeconds``. While panicking the planning load never falls (no
    scale-down on a stale forecast or a window that has not seen the surge yet),
    and, when Triton's backlog signals are unknown (latency is the only evidence),
-   the load is at least the observed rate scaled by the latency overshoot
-   (``rps x min(2, latency / target)``): the policy does not wait for the forecast
-   to catch up.
+   the load is at least the lasting rate scaled by the latency overshoot
+   (``lasting x min(2, latency / target)``): the policy does not wait for the
+   forecast to catch up.
+4. **Lasting rate.** Capacity ordered now is Ready after ``H``: it serves only
+   the part of the current rate still there by then. A rate counts once it has
+   *persisted* for ``PERSISTENCE`` x ``H`` (half the startup horizon of the pools
+   that would be ordered), measured in time, not in steps, so the rule scales with
+   the pools' startup and the decision interval. Two ways to persist:
+
+   - *held*: the lowest rate of the last ``PERSISTENCE x H`` (the level the rate
+     has stayed at or above all that time);
+   - *rising*: a held level that itself rose over the ``PERSISTENCE x H`` before
+     (a ramp, or a step seen through a rate window longer than the startup, which
+     looks like one), extrapolated over ``H``: ``held + rise x H / (PERSISTENCE x
+     H)``. A burst shorter than ``PERSISTENCE x H`` moves neither: the held level
+     and the one before are the rate it rose from.
+
+   The lasting rate is the current rate, at most the larger of that and the
+   forecast's look-ahead (Holt's level and trend, which a one-step spike moves by
+   a bounded amount). :func:`decide <tritonscale.core.autoscale.decide>` plans
+   the current rate, the drain and the panic floor from it, so a miss of the SLO
+   on the Ready fleet still orders capacity for the current rate whenever that
+   rate has lasted long enough for capacity ordered now to still meet it. On the
+   bursty fleet (benchmarks/bench_policies.py; ``H`` = 135-255 s, 15-s
+   decisions) a rate counts after 67-127 s: a 10-30 s burst at 12x the mean, which
+   planned at its current rate ordered up to 54 replicas Ready after it was over,
+   orders nothing for its rate. In the closed loop (tests/e2e/test_closed_loop.py:
+   5-s startup, 2-s decisions, ``H`` = 7 s) a rate counts after 3.5 s: a step is
+   planned in full at its second observation, and a climb seen through the 10-s
+   rate window as soon as it is seen (it has been rising for longer than 3.5 s).
 
 State (keys in the autoscaler state): ``vh`` per-step rate history
 ``[[t, rps], ...]``, ``pz`` the time the panic ends (or absent).
@@ -65,6 +92,9 @@ MIN_HORIZONS = 4.0
 MAX_LATENCY_BOOST = 2.0
 # A backlog above this many seconds of arrivals starts a panic.
 PANIC_BACKLOG_S = 1.0
+# A rate is planned for once it has persisted this fraction of the startup horizon
+# H (module doc, 4.): capacity ordered for a shorter burst is Ready after it ends.
+PERSISTENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,6 +107,7 @@ class BurstAssessment:
     drain_rps: float  # added to the planning load to drain the backlog
     panic: bool
     panic_rps: float  # floor of the pre-headroom load while panicking (0 otherwise)
+    lasting_rps: float  # the part of the current rate expected to outlast a startup
     history: list[list[float]]
     panic_until: float | None
 
@@ -151,6 +182,29 @@ def recent_rise(history: Sequence[Sequence[float]], now: float, horizon_s: float
     return max(0.0, span[-1] - min(span))
 
 
+def lasting_rate(history: Sequence[Sequence[float]], now: float, horizon_s: float,
+                 expected_rps: float | None = None) -> float:
+    """The part of the current rate expected to outlast a startup (module doc, 4.).
+
+    ``history`` holds ``[t, rps]`` per step; ``horizon_s`` is ``H``, the time new
+    capacity takes to be Ready. With ``tau = PERSISTENCE x H``: ``held`` = the
+    lowest rate of ``(now - tau, now]``, ``before`` = the lowest of ``(now - 2 tau,
+    now - tau]``; the rate that persisted is ``held + max(0, held - before) x H /
+    tau``, at least ``expected_rps`` (the forecast's look-ahead) when given, and at
+    most the last rate. 0 with no history."""
+    upto = [(t, v) for t, v in history if t <= now]
+    if not upto:
+        return 0.0
+    last = upto[-1][1]
+    tau = PERSISTENCE * max(0.0, horizon_s)
+    held = min((v for t, v in upto if t > now - tau), default=last)
+    before = min((v for t, v in upto if now - 2.0 * tau < t <= now - tau), default=held)
+    lasting = held + (max(0.0, held - before) * horizon_s / tau if tau > 0 else 0.0)
+    if expected_rps is not None:
+        lasting = max(lasting, expected_rps)
+    return min(last, lasting)
+
+
 def backlog_requests(
     pending: float | None, queue_ms: float | None, rps: float, target_ms: float
 ) -> float:
@@ -171,6 +225,7 @@ def assess(
     now: float,
     horizon_s: float,
     ready_capacity_rps: float,
+    expected_rps: float | None = None,
 ) -> BurstAssessment:
     """The step's headroom, backlog drain and panic (see the module docstring)."""
     sc = spec.scaling
@@ -187,10 +242,13 @@ def assess(
     cap = max(floor, sc.max_headroom)
     headroom = floor if vol is None else min(cap, max(floor, vol))
 
+    lasting = lasting_rate(hist, now, horizon_s, expected_rps)
     backlog = backlog_requests(
         finite_or_none(obs.pending), finite_or_none(obs.queue_ms), rps, target
     )
-    left = backlog - (ready_capacity_rps - rps) * horizon_s
+    # What the Ready fleet drains (or adds) before new capacity is Ready: at the rate
+    # that lasts, not at a burst's, which is over before that capacity arrives.
+    left = backlog - (ready_capacity_rps - lasting) * horizon_s
     drain = max(0.0, left) / sc.drain_seconds if sc.drain_seconds > 0 and backlog > 0 else 0.0
 
     lat = finite_or_none(obs.latency_ms)
@@ -208,7 +266,7 @@ def assess(
         boost = 1.0
         if blind and lat is not None and over:
             boost = min(MAX_LATENCY_BOOST, lat / target)
-        panic_rps = rps * boost
+        panic_rps = lasting * boost
     return BurstAssessment(
         headroom=headroom,
         volatility=vol,
@@ -216,6 +274,7 @@ def assess(
         drain_rps=drain,
         panic=panic,
         panic_rps=panic_rps,
+        lasting_rps=lasting,
         history=[[round(t, 1), round(v, 2)] for t, v in hist],
         panic_until=panic_until,
     )
