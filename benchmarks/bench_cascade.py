@@ -139,8 +139,8 @@ def _escalation_for(points: list[tuple[float, float]], acc: float) -> float | No
 def bursts(spec: ScaledModelSpec, arr: np.ndarray) -> str:
     """The trace's bursts (runs of 10-s windows above BURST_FACTOR x the mean): how
     many, how long against the pools' quickest startup, and the requests they carry."""
-    r10 = np.bincount((arr // 10).astype(np.int64))
-    hot = r10 > BURST_FACTOR * len(arr) / (len(r10) * 10.0)
+    r10 = np.bincount((arr // 10).astype(np.int64))  # requests per 10-s window
+    hot = r10 > BURST_FACTOR * len(arr) / len(r10)
     if not hot.any():
         return f"bursts: no 10-s window above {BURST_FACTOR:g}x the mean"
     edges = np.flatnonzero(np.diff(np.r_[0, hot.astype(np.int8), 0]))
