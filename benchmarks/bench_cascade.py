@@ -136,6 +136,33 @@ def _escalation_for(points: list[tuple[float, float]], acc: float) -> float | No
     return None
 
 
+def bursts(spec: ScaledModelSpec, arr: np.ndarray) -> str:
+    """The trace's bursts (runs of 10-s windows above BURST_FACTOR x the mean): how
+    many, how long against the pools' quickest startup, and the requests they carry."""
+    r10 = np.bincount((arr // 10).astype(np.int64))  # requests per 10-s window
+    hot = r10 > BURST_FACTOR * len(arr) / len(r10)
+    if not hot.any():
+        return f"bursts: no 10-s window above {BURST_FACTOR:g}x the mean"
+    edges = np.flatnonzero(np.diff(np.r_[0, hot.astype(np.int8), 0]))
+    lengths = (edges[1::2] - edges[::2]) * 10
+    startup = min(p.startup_seconds for p in spec.node_pools)
+    short = int(np.count_nonzero(lengths < startup))
+    return (f"bursts: {len(lengths)} runs of 10-s windows above {BURST_FACTOR:g}x the mean, "
+            f"{lengths.min()}-{lengths.max()} s long ({short} of them shorter than the "
+            f"pools' quickest startup, {startup:g} s), carrying "
+            f"{r10[hot].sum() / len(arr):.1%} of the requests")
+
+
+def router(summary: dict[str, Any]) -> str:
+    """What the simulated router did: fallbacks and the threads it held per pod."""
+    peak = summary.get("router_peak") or [0, 0]
+    return (f"cascade router: {summary.get('fallback')} of answers were tier 1's after a "
+            f"failed or late tier-2 call; most requests one pod's router held: "
+            f"{peak[0]:,} in its tier-1 stage, {peak[1]:,} in its tier-2 stage "
+            f"({summary.get('router_threads')} threads each; a request beyond them waits "
+            f"for a thread, which the simulator does not model)")
+
+
 def bound(spec: ScaledModelSpec, arr: np.ndarray, plain_cost: float) -> str:
     """What meeting the SLO in every minute at the floor costs at least, on this trace.
 
@@ -245,11 +272,13 @@ def main() -> int:
               f"floor {floor:g} ({time.perf_counter() - t0:.0f} s)")
         print(format_table([a, b]))
         print(f"accuracy served: cascade {a['accuracy']}, no cascade {b['accuracy']}")
+        print(router(a))
         ratio = a["mean_cost_per_hour"] / b["mean_cost_per_hour"]
         print(f"cost ratio cascade / no cascade: {ratio:.3f}")
         for name, spec, res in (("cascade", cascade, ra), ("no cascade", plain, rb)):
             print(f"{name}: most replicas desired per pool: {pool_peaks(spec, res.run)}; "
                   f"missed minutes (10-s peak req/s): {missed(spec, res.run, cfg) or 'none'}")
+        print(bursts(cascade, arr))
         print(standing(cascade, plain, arr, b["mean_cost_per_hour"]))
         print(bound(cascade, arr, b["mean_cost_per_hour"]))
         verdicts += [

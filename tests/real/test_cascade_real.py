@@ -8,7 +8,12 @@ held-out half to both and prints ``escalateBelow``; nothing of the curve is type
 The tiers sleep like the sleepy model (tier 1 15 + 2 b ms per batch of b, tier 2
 30 + 6 b ms), so their service times are GPU-like and well above this 2-core
 machine's scheduling noise. The router runs in its own tritonserver beside a copy
-of tier 1 (a tier-1 pod) and calls tier 2's server over HTTP, as in a cluster.
+of tier 1 under the spec's model name (a tier-1 pod) and calls tier 2's server, which
+serves the MLP under that name too (a tier-2 pod), over HTTP, as in a cluster. The
+router is the one the operator renders (core/cascade_render.py: its config.pbtxt with
+the instance count, batching and parameters, and model.py), with only the two
+cluster-only values (the tier-2 Service URL, the ConfigMap mount path) pointed at
+their local stand-ins.
 The last test compares the real cascade's end-to-end p95/p99 under open-loop load
 with what the planner predicts for that load from the measured profiles and curve.
 """
@@ -36,11 +41,16 @@ from tests.harness.real.servers import (
     wait_until_scraped,
 )
 
-from tritonscale.core.spec import parse_spec
+from tritonscale.core import cascade_render as cr
+from tritonscale.core.spec import ScaledModelSpec, parse_spec
+from tritonscale.router import router_source
 
 pytestmark = pytest.mark.triton
 ROOT = Path(__file__).resolve().parents[2]
 TIER1, TIER2 = "digits_linear", "digits_mlp"
+# The spec's model name: tier 1 in the router's server, tier 2 in the other, as pods.
+MODEL = "digits"
+SM, NS = "digits", "real"
 # Sleep per batch of b: base_ms + per_item_ms * b (see models/digits/1/model.py).
 TIMING = {TIER1: (15.0, 2.0), TIER2: (30.0, 6.0)}
 
@@ -50,10 +60,12 @@ def digits(real_log_dir: Path) -> Any:
     d = train()
     workdir = real_log_dir / "triton-cascade"
     workdir.mkdir(parents=True, exist_ok=True)
-    server = TritonServer(workdir=workdir, models=[TIER1, TIER2], install=find_triton())
+    server = TritonServer(workdir=workdir, models=[TIER1, TIER2, MODEL],
+                          install=find_triton())
     server.repo.mkdir(parents=True, exist_ok=True)
     write_model(server.repo, TIER1, d.tier1, TIMING[TIER1])
     write_model(server.repo, TIER2, d.tier2, TIMING[TIER2])
+    write_model(server.repo, MODEL, d.tier2, TIMING[TIER2])  # tier 2, as a tier-2 pod
     sample = workdir / "sample.npz"
     np.savez(sample, x=d.x, y=d.y)
     server.start()
@@ -118,36 +130,41 @@ def test_profile_cascade_measures_the_curve_on_the_live_models(
 
 # ------------------------------------------------------------------ the router, for real
 
-ROUTER = "digits_cascade"
-ROUTER_SOURCE = ROOT / "operator" / "tritonscale" / "data" / "router" / "model.py"
+def _router_spec() -> ScaledModelSpec:
+    """A cascade of the digits models: what the router is rendered from (its tensors
+    and model name; the threshold it runs comes from the file)."""
+    profile = [{"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 1}]}]
+    return parse_spec({
+        "model": {"name": MODEL, "repository": "s3://m"},
+        "variants": [
+            {"name": "linear", "precision": "fp32", "accuracy": 0.9, "profiles": profile},
+            {"name": "mlp", "precision": "fp32", "accuracy": 0.97, "profiles": profile},
+        ],
+        "nodePools": [{"name": "cpu", "accelerator": "CPU", "pricePerHour": 0.1}],
+        "slo": {"latency": {"targetMs": 50}, "minAccuracy": 0.9},
+        "cascade": {"tiers": [{"variant": "linear", "escalateBelow": [
+            {"threshold": 0.5, "escalated": 0.1, "accuracy": 0.93}]}, {"variant": "mlp"}],
+            "confidence": {"output": "CONFIDENCE"}, "io": IO},
+    })
 
 
-# The router holds a request while tier 1 (and tier 2) answer it: enough instances
-# that requests never wait for a free router (no batching at the router: tier 1's
-# own dynamic batcher batches, as the planner models it).
-ROUTER_INSTANCES = 8
+IO = {"maxBatchSize": 64,
+      "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
+      "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
+                  {"name": "CONFIDENCE", "dataType": "FP32", "dims": [1]}]}
+ROUTER = cr.router_model(_router_spec())
 
 
-def _router_config(tier2_url: str, threshold_file: Path) -> str:
-    params = {
-        "tier1_model": TIER1, "tier2_url": tier2_url, "tier2_model": TIER2,
-        "confidence_output": "CONFIDENCE", "threshold": "0.5",
-        "threshold_file": str(threshold_file), "tier2_timeout_s": "10",
-    }
-    body = "\n".join(
-        f'parameters: {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
-        for k, v in params.items())
-    return f"""name: "{ROUTER}"
-backend: "python"
-max_batch_size: 64
-input [ {{ name: "INPUT" data_type: TYPE_FP32 dims: [ 64 ] }} ]
-output [
-  {{ name: "LABEL" data_type: TYPE_INT32 dims: [ 1 ] }},
-  {{ name: "CONFIDENCE" data_type: TYPE_FP32 dims: [ 1 ] }}
-]
-instance_group [ {{ count: {ROUTER_INSTANCES} kind: KIND_CPU }} ]
-{body}
-"""
+def _rendered_router(tier2_url: str, threshold_file: Path) -> dict[str, str]:
+    """The router ConfigMap's data as the operator renders it, with the tier-2 Service
+    URL and the threshold ConfigMap's mount path pointed at their local stand-ins."""
+    data = cr.router_data(_router_spec(), SM, NS, router_source())
+    cfg = data["config.pbtxt"]
+    for key, value in {cr.tier2_url(SM, NS): tier2_url,
+                       cr.THRESHOLD_FILE: str(threshold_file)}.items():
+        assert key in cfg
+        cfg = cfg.replace(key, value)
+    return {**data, "config.pbtxt": cfg}
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +175,16 @@ def router(digits: Any, real_log_dir: Path) -> Any:
     workdir.mkdir(parents=True, exist_ok=True)
     thr_file = workdir / "threshold"
     thr_file.write_text("0.5\n")
-    server = TritonServer(workdir=workdir, models=[TIER1, ROUTER], install=find_triton())
+    server = TritonServer(workdir=workdir, models=[MODEL, ROUTER], install=find_triton())
     server.repo.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(tier2.repo / TIER1, server.repo / TIER1)
+    # Tier 1 under the spec's model name (what the rendered router calls).
+    shutil.copytree(tier2.repo / TIER1, server.repo / MODEL)
+    cfg = server.repo / MODEL / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace(f'name: "{TIER1}"', f'name: "{MODEL}"'))
+    data = _rendered_router(f"http://{tier2.url}", thr_file)
     (server.repo / ROUTER / "1").mkdir(parents=True)
-    shutil.copy2(ROUTER_SOURCE, server.repo / ROUTER / "1" / "model.py")
-    (server.repo / ROUTER / "config.pbtxt").write_text(
-        _router_config(f"http://{tier2.url}", thr_file))
+    (server.repo / ROUTER / "1" / "model.py").write_text(data["model.py"])
+    (server.repo / ROUTER / "config.pbtxt").write_text(data["config.pbtxt"])
     server.start(timeout=180.0)
     try:
         yield server, thr_file
@@ -236,12 +256,15 @@ RUNS = 3
 MAX_LATENESS_S = 0.1
 MAX_ATTEMPTS = 6
 SETTLE_SECONDS = 3.0
+ROUTER_SUMMARY_REFRESH_S = 0.5  # data/router/model.py's SUMMARY_REFRESH_S
 GOAL = 0.20  # |predicted - measured| / measured, per percentile (issue 10, item 7)
 
 
 def _idle_paths(router_server: TritonServer, tier2: TritonServer, rows: np.ndarray,
                 requests: int = 20) -> tuple[float, float, float]:
-    """At idle, one request at a time, from Triton's statistics (server-side durations):
+    """At idle, one request at a time, from server-side durations (the router's own
+    duration counter: Triton's statistics of the router end when its execute hands
+    the request off; Triton's statistics of both tiers):
 
     * the hop: router duration of an escalated request minus that of the same request
       not escalated minus tier 2's own duration of it (the HTTP/JSON call to tier 2:
@@ -265,18 +288,22 @@ def _idle_paths(router_server: TritonServer, tier2: TritonServer, rows: np.ndarr
     def one(row: np.ndarray, thr: float) -> tuple[float, float, float, float] | None:
         t = httpclient.InferInput("INPUT", [1, 64], "FP32")
         t.set_data_from_numpy(np.ascontiguousarray(row.reshape(1, 64)))
-        b = (pod1.statistics(ROUTER), pod1.statistics(TIER1), pod2.statistics(TIER2))
+        b = (pod1.statistics(MODEL), pod2.statistics(MODEL))
+        r_b = (counter(router_server.metrics_url, "tritonscale_cascade_request_duration_us"),
+               counter(router_server.metrics_url, "tritonscale_cascade_requests_total"))
         start = time.perf_counter()
         client.infer(ROUTER, [t], parameters={"threshold": thr})
         client_ms = (time.perf_counter() - start) * 1000.0
-        a = (pod1.statistics(ROUTER), pod1.statistics(TIER1), pod2.statistics(TIER2))
-        if any(v is None for v in (*b, *a)):
+        a = (pod1.statistics(MODEL), pod2.statistics(MODEL))
+        r_a = (counter(router_server.metrics_url, "tritonscale_cascade_request_duration_us"),
+               counter(router_server.metrics_url, "tritonscale_cascade_requests_total"))
+        if any(v is None for v in (*b, *a)) or r_a[1] - r_b[1] != 1:
             return None
         d = [(y - x).success for x, y in zip(b, a, strict=True)]  # type: ignore[operator]
-        if d[0].count != 1 or d[1].count != 1 or d[0].mean_ms is None or d[1].mean_ms is None:
+        if d[0].count != 1 or d[0].mean_ms is None:
             return None
-        t2 = d[2].mean_ms if d[2].count == 1 and d[2].mean_ms is not None else 0.0
-        return client_ms, d[0].mean_ms, d[1].mean_ms, t2
+        t2 = d[1].mean_ms if d[1].count == 1 and d[1].mean_ms is not None else 0.0
+        return client_ms, (r_a[0] - r_b[0]) / 1000.0, d[0].mean_ms, t2
 
     try:
         for i in range(requests):
@@ -349,14 +376,14 @@ def _open_loop(url: str, rows: np.ndarray, rate: float, duration_s: float,
 
 
 def _reload_router(server: TritonServer, rows: np.ndarray) -> None:
-    """Unload and load the router (resets Triton's latency summary), then warm it up."""
+    """Unload and load the router (resets its latency summary), then warm it up."""
     import tritonclient.http as httpclient
 
     client = httpclient.InferenceServerClient(server.url, network_timeout=60)
     try:
         client.unload_model(ROUTER)
         client.load_model(ROUTER)
-        for i in range(2 * ROUTER_INSTANCES):
+        for i in range(2 * cr.ROUTER_INSTANCES):
             t = httpclient.InferInput("INPUT", [1, 64], "FP32")
             t.set_data_from_numpy(np.ascontiguousarray(rows[i].reshape(1, 64)))
             client.infer(ROUTER, [t])
@@ -383,11 +410,11 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
     # (tier 1 in the tier-1 pod the router calls), the curve by `profile --cascade`,
     # the hop at idle.
     profiles = {}
-    for name, url in ((TIER1, server.url), (TIER2, tier2.url)):
-        res = profiler.profile(url, name, accelerator="CPU", requests_per_batch=8,
+    for tier, url in ((TIER1, server.url), (TIER2, tier2.url)):
+        res = profiler.profile(url, MODEL, accelerator="CPU", requests_per_batch=8,
                                warmup=2, concurrency=(1,), sweep_seconds=1.0)
         print("\n" + res.table())
-        profiles[name] = res.spec_profile()
+        profiles[tier] = res.spec_profile()
     conf, _r1, _r2 = _answers(tier2, x, np.zeros(len(x), dtype=np.int64))
     hop_ms, router_ms, overhead_ms = _idle_paths(server, tier2, x[conf < 0.99])
     # The threshold escalating closest to a third of the requests: the p95 and p99
@@ -429,7 +456,7 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
 
     thr_file.write_text(f"{point['threshold']}\n")
     # Robust on a shared 2-core machine: RUNS separate loads (the router reloaded before
-    # each, which resets Triton's summary), each percentile the median over the runs,
+    # each, which resets its summary), each percentile the median over the runs,
     # so one run disturbed by a neighbour does not decide the outcome.
     runs = []
     disturbed: list[str] = []
@@ -440,6 +467,7 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
         before = counter(server.metrics_url, "tritonscale_cascade_escalated_total")
         served = counter(server.metrics_url, "tritonscale_cascade_requests_total")
         res = _open_loop(server.url, x, LOAD_RPS, LOAD_SECONDS, seed=7 + i)
+        time.sleep(2 * ROUTER_SUMMARY_REFRESH_S)  # the router's summary has every answer
         text = requests.get(server.metrics_url, timeout=5).text
         summary = MetricsSnapshot.parse(text, ROUTER, time.monotonic()).quantiles
         if not all(q in summary for q in (0.95, 0.99)):
@@ -461,11 +489,11 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
             # starved (the server as much as the client), so this run did not measure the
             # planned load. It is reported and repeated, never counted.
             disturbed.append(f"run {i}: send delay {res.max_lateness_s * 1000:.0f} ms, "
-                             f"Triton p95/p99 {triton_run[0]:.1f}/{triton_run[1]:.1f} ms")
+                             f"router p95/p99 {triton_run[0]:.1f}/{triton_run[1]:.1f} ms")
             print(f"\ndisturbed {disturbed[-1]}")
             continue
         runs.append((triton_run, client_run, escalated, len(kept), res.max_lateness_s))
-        print(f"\nrun {i}: Triton p95/p99 {triton_run[0]:.1f}/{triton_run[1]:.1f} ms, client "
+        print(f"\nrun {i}: router p95/p99 {triton_run[0]:.1f}/{triton_run[1]:.1f} ms, client "
               f"- overhead {client_run[0]:.1f}/{client_run[1]:.1f} ms, escalated "
               f"{escalated:.3f}, {len(kept)} requests, worst send delay "
               f"{res.max_lateness_s * 1000:.0f} ms")
@@ -481,13 +509,13 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
     lateness = max(r[4] for r in runs)
     triton = (summary[0.95] / 1000.0, summary[0.99] / 1000.0)
     err = {w: tuple((p - m) / m for p, m in zip(predicted, got, strict=True))
-           for w, got in (("triton", triton), ("client", client))}
+           for w, got in (("router", triton), ("client", client))}
     print(f"\nthreshold {point['threshold']} escalated {ch.escalated:.3f} (observed "
           f"{escalated:.3f}) at {LOAD_RPS:g} req/s, {kept_n} requests in {RUNS} runs, worst "
           f"send delay {lateness * 1000:.0f} ms; hop {hop_ms:.2f} ms, router's own "
           f"{router_ms:.2f} ms, client overhead {overhead_ms:.2f} ms\n"
-          f"p95/p99 predicted {predicted[0]:.1f}/{predicted[1]:.1f} ms; Triton's summary "
-          f"{triton[0]:.1f}/{triton[1]:.1f} ms ({err['triton'][0]:+.0%}/{err['triton'][1]:+.0%}); "
+          f"p95/p99 predicted {predicted[0]:.1f}/{predicted[1]:.1f} ms; the router's summary "
+          f"{triton[0]:.1f}/{triton[1]:.1f} ms ({err['router'][0]:+.0%}/{err['router'][1]:+.0%}); "
           f"client - overhead {client[0]:.1f}/{client[1]:.1f} ms "
           f"({err['client'][0]:+.0%}/{err['client'][1]:+.0%}) (medians of the runs)")
     for which, errs in err.items():

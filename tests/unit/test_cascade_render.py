@@ -130,7 +130,11 @@ def test_router_config_declares_the_tensors_and_the_operators_own_url() -> None:
         "confidence_output": "CONFIDENCE",
         "threshold": "0.5",  # the least escalating point within the floor
         "threshold_file": "/cascade/threshold/threshold", "tier2_timeout_s": "10",
+        "workers": "256",
     }
+    # Each request is answered on its own (model.py): the router's batcher only saves
+    # executes, and two instances spread the router's Python work.
+    assert "dynamic_batching { }" in cfg and "count: 2 kind: KIND_CPU" in cfg
     # Balanced braces/brackets: one well-formed text block.
     assert cfg.count("{") == cfg.count("}") and cfg.count("[") == cfg.count("]")
 

@@ -200,3 +200,56 @@ def test_escalation_query_reads_the_routers_counters_escaped() -> None:
     sel = 'namespace="ml\\"}) or vector(1",model="bert-qa-cascade"'
     assert expr == (f"sum(rate(tritonscale_cascade_escalated_total{{{sel}}}[30s])) / "
                     f"sum(rate(tritonscale_cascade_requests_total{{{sel}}}[30s]))")
+
+
+def test_a_routers_own_latency_replaces_tritons_hand_off_time() -> None:
+    """The router answers after its execute returned: Triton's duration and summary of
+    the router end at the hand-off, so a scrape takes the router's own series."""
+    from tritonscale.adapters.triton import MetricsSnapshot, signals_between
+
+    def text(success: int, triton_us: float, own_us: float, own_p95: str) -> str:
+        lab = 'model="m-cascade",version="1"'
+        return "\n".join([
+            "# TYPE nv_inference_request_success counter",
+            f"nv_inference_request_success{{{lab}}} {success}",
+            "# TYPE nv_inference_request_duration_us counter",
+            f"nv_inference_request_duration_us{{{lab}}} {triton_us}",
+            "# TYPE nv_inference_request_summary_us summary",
+            f'nv_inference_request_summary_us{{{lab},quantile="0.95"}} 300',
+            "# TYPE tritonscale_cascade_request_duration_us counter",
+            f'tritonscale_cascade_request_duration_us{{model="m-cascade"}} {own_us}',
+            "# TYPE tritonscale_cascade_request_summary_us gauge",
+            f'tritonscale_cascade_request_summary_us{{model="m-cascade",quantile="0.95"}} '
+            f"{own_p95}",
+            "",
+        ])
+
+    a = MetricsSnapshot.parse(text(10, 3_000.0, 200_000.0, "41000"), "m-cascade", 0.0)
+    b = MetricsSnapshot.parse(text(30, 9_000.0, 700_000.0, "45000"), "m-cascade", 2.0)
+    assert b.quantiles == {0.95: 45000.0} and b.duration_us == 700_000.0
+    sig = signals_between(a, b, 95.0)
+    assert sig.latency_ms == 45.0 and not sig.latency_is_mean
+    mean = signals_between(a, b, 50.0)  # no p50 exported: the router's mean, 25 ms
+    assert mean.latency_is_mean and mean.latency_ms == 500_000.0 / 20 / 1000
+    # An idle router exports NaN: no quantile (the mean stands in), as Triton's summary.
+    idle = MetricsSnapshot.parse(text(30, 9_000.0, 700_000.0, "NaN"), "m-cascade", 4.0)
+    assert idle.quantiles == {} and idle.duration_us == 700_000.0
+    # A model without the router's series keeps Triton's.
+    plain = MetricsSnapshot.parse(text(1, 3_000.0, 1.0, "1").replace("m-cascade", "x")
+                                  .replace('model="x",version', 'model="m",version'),
+                                  "m", 0.0)
+    assert plain.quantiles == {0.95: 300.0} and plain.duration_us == 3_000.0
+
+
+def test_latency_queries_prefer_the_routers_own_series() -> None:
+    from tritonscale.adapters.prometheus import PrometheusSignals
+
+    p = PrometheusSignals("http://p:9090", window_s=30)
+    sel = 'namespace="ml",model="bert-qa-cascade"'
+    assert p.percentile_expr("ml", "bert-qa-cascade", 95.0) == (
+        f'max(tritonscale_cascade_request_summary_us{{{sel},quantile="0.95"}} >= 0) / 1000'
+        f' or max(nv_inference_request_summary_us{{{sel},quantile="0.95"}} >= 0) / 1000')
+    ok = f"sum(rate(nv_inference_request_success{{{sel}}}[30s])) / 1000"
+    assert p.mean_latency_expr("ml", "bert-qa-cascade") == (
+        f"sum(rate(tritonscale_cascade_request_duration_us{{{sel}}}[30s])) / {ok} or "
+        f"sum(rate(nv_inference_request_duration_us{{{sel}}}[30s])) / {ok}")

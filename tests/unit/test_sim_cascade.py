@@ -9,7 +9,14 @@ import pytest
 from tests.harness.fakes import load_example
 
 from tritonscale.core.spec import parse_manifest
-from tritonscale.sim.cascade import CascadePolicy, CascadeRun, CascadeSimulator, run_cascade
+from tritonscale.sim.cascade import (
+    CascadePolicy,
+    CascadeRun,
+    CascadeSimulator,
+    _peak_in_flight,
+    fallback_accuracy,
+    run_cascade,
+)
 from tritonscale.sim.engine import SimConfig
 from tritonscale.sim.report import run_policy
 
@@ -27,27 +34,10 @@ def _poisson(rps: float, seconds: float, seed: int = 3) -> np.ndarray:
     return t[t < seconds]
 
 
-def _run(spec: Any, arr: np.ndarray, drift: float = 1.0, couple: bool = True
+def _run(spec: Any, arr: np.ndarray, drift: float = 1.0
          ) -> tuple[CascadeSimulator, CascadeRun]:
-    sim = CascadeSimulator(spec, arr, SimConfig(seed=5), drift, couple_batches=couple)
+    sim = CascadeSimulator(spec, arr, SimConfig(seed=5), drift)
     return sim, sim.run(CascadePolicy(spec, float(len(arr[arr < 60]) / 60)))
-
-
-def _batch_mates(sim: CascadeSimulator) -> tuple[np.ndarray, np.ndarray]:
-    """Per request: its tier-1 batch's last escalated completion (-inf: none) and how
-    many escalated requests share its batch (same placement, same tier-1 completion)."""
-    groups: dict[tuple[int, float], list[int]] = {}
-    for i in range(sim.n):
-        groups.setdefault((int(sim.t1.where[i]), float(sim.t1.done[i])), []).append(i)
-    last = np.full(sim.n, -np.inf)
-    count = np.zeros(sim.n, dtype=np.int64)
-    for members in groups.values():
-        esc = [i for i in members if sim.esc[i]]
-        if esc:
-            t = max(float(sim.t2.done[sim.j2[i]]) for i in esc)
-            last[members] = t
-            count[members] = len(esc)
-    return last, count
 
 
 def test_escalation_is_per_request_seeded_and_matches_the_curve() -> None:
@@ -66,10 +56,12 @@ def test_escalation_is_per_request_seeded_and_matches_the_curve() -> None:
     esc = np.flatnonzero(sim.esc)
     assert len(esc) > 0.05 * len(arr)
     assert np.all(run.done[esc] >= sim.t1.done[esc] + hop - 1e-9)
+    # The router answers each request on its own: one that did not escalate completes
+    # with tier 1, even in a tier-1 batch with escalated ones.
     plain = np.flatnonzero(~sim.esc)
-    assert np.all(run.done[plain] >= sim.t1.done[plain])
-    alone = _batch_mates(sim)[1] == 0
-    assert np.array_equal(run.done[plain][alone[plain]], sim.t1.done[plain][alone[plain]])
+    assert np.array_equal(run.done[plain], sim.t1.done[plain])
+    assert run.fallback == 0.0  # a warm tier 2 answers well within the router's timeout
+    assert min(run.router_peak) > 0 and max(run.router_peak) < run.router_threads
     # Same seed, same replay.
     _, again = _run(spec, arr)
     assert np.array_equal(again.done, run.done)
@@ -136,17 +128,95 @@ def test_tier1_alone_is_credited_tier1_accuracy() -> None:
     assert run.accuracy == pytest.approx(spec.variant("distil-int8").accuracy)
 
 
-def test_router_answers_its_whole_batch_after_the_tier2_call() -> None:
+def _hand_built(patience: float | None = 30.0) -> CascadeSimulator:
+    """Four escalated requests sent at t = 0 whose tier-1 and tier-2 outcomes are set
+    by hand, routed at the same threshold (escalating 0.10)."""
     spec = _spec()
-    arr = _poisson(600.0, 90.0)
-    sim, run = _run(spec, arr)
-    last, count = _batch_mates(sim)
-    plain = ~sim.esc & (count > 0)
-    assert np.count_nonzero(plain) > 0.05 * len(arr)  # batches do mix them
-    # A request that did not escalate waits for its batch's escalated answers.
-    assert np.array_equal(run.done[plain], np.maximum(sim.t1.done[plain], last[plain]))
-    assert np.all(run.done[plain] > sim.t1.done[plain])
-    # Uncoupled (per-request answers): it completes with tier 1.
-    sim2, run2 = _run(spec, arr, couple=False)
-    plain2 = ~sim2.esc
-    assert np.array_equal(run2.done[plain2], sim2.t1.done[plain2])
+    arr = np.zeros(4)
+    sim = CascadeSimulator(spec, arr, SimConfig(seed=5, client_timeout_s=patience))
+    sim.t1.done[:] = [1.0, 2.0, 3.0, 25.0]
+    sim.t1.where[:] = 0
+    sim.fwd[:] = True
+    sim.esc[:] = True
+    sim.p_esc[:] = 0.10
+    sim.acc[:] = 0.90
+    sim.t2.extend(sim.t1.done + spec.cascade.hop_ms / 1000.0)
+    sim.j2[:] = np.arange(4)
+    # Tier 2 answers the first in time, the second after the router's 10 s, refuses
+    # the third (no Ready replica), answers the fourth 6 s after it was sent.
+    sim.t2.done[:] = [1.5, 12.5, np.inf, 31.0]
+    sim.t2.where[:] = [0, 0, -1, 0]
+    sim.now = 100.0
+    return sim
+
+
+def test_the_router_falls_back_to_tier1_at_its_tier2_timeout() -> None:
+    sim = _hand_built(patience=None)
+    done, fell = sim._e2e(0, 4)
+    hop = sim.cas.hop_ms / 1000.0
+    # 1: tier 2's answer; 2: tier 1's at 2 + 10 s; 3: refused, tier 1's at once;
+    # 4: tier 2's (6 s is within the router's 10 s; no client patience here).
+    assert done.tolist() == pytest.approx([1.5, 12.0, 3.0 + hop, 31.0])
+    assert fell.tolist() == [False, True, True, False]
+    # Before the deadline a late answer is still in flight; after it, a fallback.
+    sim.now, sim.t2.done[1] = 11.0, np.nan
+    assert np.isnan(sim._e2e(0, 4)[0][1])
+    sim.now = 12.0
+    assert sim._e2e(0, 4)[0][1] == pytest.approx(12.0)
+
+
+def test_the_client_timeout_counts_from_the_clients_send() -> None:
+    sim = _hand_built(patience=30.0)
+    done, _fell = sim._e2e(0, 4)
+    # The fourth reached tier 2 at 25 s and was answered 6 s later: within tier 2's
+    # own 30 s, but 31 s after the client sent it, which had given up at 30 s.
+    assert np.isinf(done[3]) and np.all(np.isfinite(done[:3]))
+
+
+def test_fallbacks_cost_the_accuracy_tier1_has_on_escalated_inputs() -> None:
+    # Independent figures: kept inputs 0.95 right, escalated ones 0.40 by tier 1 and
+    # 0.85 by tier 2, 20 % escalated, a quarter of those answered by tier 1.
+    e, kept, a1, a2, f = 0.2, 0.95, 0.40, 0.85, 0.25
+    truth = (1 - e) * kept + e * ((1 - f) * a2 + f * a1)
+    cascade, tier1 = (1 - e) * kept + e * a2, (1 - e) * kept + e * a1
+    # The simulator credits every request the curve's accuracy, a fallback this:
+    n = 1000
+    credits = np.full(n, cascade)
+    credits[: int(n * e * f)] = fallback_accuracy(cascade, tier1, e)
+    assert float(np.mean(credits)) == pytest.approx(truth)
+    assert fallback_accuracy(cascade, tier1, 0.0) == cascade
+
+
+def test_router_peak_counts_overlapping_calls_per_pod() -> None:
+    rng = np.random.default_rng(1)
+    start = rng.uniform(0, 10, 300)
+    end = start + rng.exponential(0.5, 300)
+    pod = rng.integers(0, 3, 300)
+    brute = max(int(np.count_nonzero((pod == p) & (start <= t) & (end > t)))
+                for p in range(3) for t in start)
+    assert _peak_in_flight(start, end, pod) == brute
+    # Back to back on one pod (one ends as the next starts): one at a time.
+    assert _peak_in_flight(np.array([0.0, 1.0]), np.array([1.0, 2.0]), np.zeros(2)) == 1
+
+
+def test_without_tier2_every_escalated_request_falls_back_at_once() -> None:
+    """No tier-2 replica at all: every escalated request is refused and answered with
+    tier 1's answer one hop after tier 1, credited tier 1's accuracy on such inputs."""
+    spec = _spec()
+
+    class NoTier2(CascadePolicy):
+        def _take(self, d: Any) -> dict[Any, int]:
+            out = super()._take(d)
+            return {k: (0 if k[0] == "large-int8" else n) for k, n in out.items()}
+
+    arr = _poisson(300.0, 90.0)
+    sim = CascadeSimulator(spec, arr, SimConfig(seed=5))
+    run = sim.run(NoTier2(spec, 300.0))
+    assert run.escalated > 0.05 and run.fallback == pytest.approx(run.escalated)
+    hop = spec.cascade.hop_ms / 1000.0
+    esc = sim.esc
+    assert np.allclose(run.done[esc], sim.t1.done[esc] + hop)
+    a1 = spec.variant("distil-int8").accuracy
+    want = np.where(esc, [fallback_accuracy(a, a1, e)
+                          for a, e in zip(sim.acc, sim.p_esc, strict=True)], sim.acc)
+    assert run.accuracy == pytest.approx(float(np.mean(want)))

@@ -19,7 +19,10 @@ Queries (``W`` is the rate window, ``SEL`` the escaped label matchers):
   aggregated exactly; the max over pods is an upper bound of the fleet's quantile (at
   that value every pod's CDF is >= p, hence so is the mixture's), so the SLO check is
   conservative.  ``>= 0`` drops the NaN an idle pod's summary reports.  Triton's
-  summary covers a sliding window of about a minute, not ``W``;
+  summary covers a sliding window of about a minute, not ``W``. A cascade's router
+  answers after its execute returned, so its own series stand in for Triton's:
+  ``max(tritonscale_cascade_request_summary_us{...} >= 0) / 1000 or`` the above
+  (likewise ``tritonscale_cascade_request_duration_us`` for the mean);
 * otherwise the *mean* latency ``rate(nv_inference_request_duration_us[W]) /
   rate(nv_inference_request_success[W])``, flagged ``is_mean`` (a mean is not a
   percentile);
@@ -62,8 +65,10 @@ import requests
 
 from tritonscale.adapters import outbound
 from tritonscale.adapters.signals import (
+    CASCADE_DURATION,
     CASCADE_ESCALATED,
     CASCADE_REQUESTS,
+    CASCADE_SUMMARY,
     ESCALATION_OUT_OF_RANGE,
     Breakdown,
     GroupKey,
@@ -382,7 +387,10 @@ class PrometheusSignals:
     ) -> str:
         sel = self.labels.selector(namespace, model)
         q = promql_string(quantile_label(percentile))
-        return f"max{self._by(grouped)}({REQUEST_SUMMARY}{{{sel},quantile={q}}} >= 0) / 1000"
+        by = self._by(grouped)
+        # A cascade router's own summary first (only a router exports it).
+        return (f"max{by}({CASCADE_SUMMARY}{{{sel},quantile={q}}} >= 0) / 1000 or "
+                f"max{by}({REQUEST_SUMMARY}{{{sel},quantile={q}}} >= 0) / 1000")
 
     def _per_request_ms_expr(
         self, numerator: str, namespace: str, model: str, *, grouped: bool
@@ -396,7 +404,10 @@ class PrometheusSignals:
         )
 
     def mean_latency_expr(self, namespace: str, model: str, *, grouped: bool = False) -> str:
-        return self._per_request_ms_expr(REQUEST_DURATION, namespace, model, grouped=grouped)
+        return (self._per_request_ms_expr(CASCADE_DURATION, namespace, model, grouped=grouped)
+                + " or "
+                + self._per_request_ms_expr(REQUEST_DURATION, namespace, model,
+                                            grouped=grouped))
 
     def queue_expr(self, namespace: str, model: str, *, grouped: bool = False) -> str:
         return self._per_request_ms_expr(QUEUE_DURATION, namespace, model, grouped=grouped)

@@ -23,6 +23,12 @@ from tritonscale.core.types import Observation
 # name: both signal sources read the escalated fraction from them.
 CASCADE_REQUESTS = "tritonscale_cascade_requests_total"
 CASCADE_ESCALATED = "tritonscale_cascade_escalated_total"
+# The router answers each request after its execute returned (data/router/model.py), so
+# Triton's own latency statistics of the router model end at the hand-off: the router
+# exports the end-to-end latency itself, as Triton's summary (a gauge per quantile over
+# a sliding minute) and duration counter are shaped. Both sources prefer them.
+CASCADE_SUMMARY = "tritonscale_cascade_request_summary_us"
+CASCADE_DURATION = "tritonscale_cascade_request_duration_us"
 ESCALATION_OUT_OF_RANGE = "escalation rate outside [0, 1]"
 
 

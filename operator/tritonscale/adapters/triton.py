@@ -25,8 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tritonscale.adapters import outbound
 from tritonscale.adapters.signals import (
+    CASCADE_DURATION,
     CASCADE_ESCALATED,
     CASCADE_REQUESTS,
+    CASCADE_SUMMARY,
     ESCALATION_OUT_OF_RANGE,
     GroupKey,
     Signals,
@@ -287,7 +289,9 @@ class MetricsSnapshot:
     """One scrape of a pod's metrics for one model (versions summed).
 
     ``taken_at`` is the scraper's clock (monotonic seconds).  ``quantiles`` maps a
-    quantile (0.95) to the latency summary's value in microseconds, as exported.
+    quantile (0.95) to the latency summary's value in microseconds, as exported. For a
+    cascade's router, its own end-to-end summary and duration counter replace Triton's
+    (which end when the router's execute hands the request off).
     """
 
     taken_at: float
@@ -308,6 +312,8 @@ class MetricsSnapshot:
         sums: dict[str, float] = dict.fromkeys(_COUNTERS.values(), 0.0)
         quantiles: dict[float, float] = {}
         cascade: dict[str, float] = {}
+        own_quantiles: dict[float, float] = {}
+        own_duration: float | None = None
         found = False
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -325,12 +331,23 @@ class MetricsSnapshot:
                     if value is not None and value >= 0:
                         key = _CASCADE[s.name]
                         cascade[key] = cascade.get(key, 0.0) + value
+                elif name == CASCADE_DURATION and family.type == "counter":
+                    value = finite(s.value)
+                    if value is not None:
+                        own_duration = (own_duration or 0.0) + value
+                elif s.name == CASCADE_SUMMARY and "quantile" in s.labels:
+                    q, value = finite(s.labels["quantile"]), finite(s.value)
+                    if q is not None and value is not None:
+                        own_quantiles[q] = max(value, own_quantiles.get(q, value))
                 elif s.name == _SUMMARY and "quantile" in s.labels:
                     q, value = finite(s.labels["quantile"]), finite(s.value)
                     if q is not None and value is not None:
                         # Several versions: keep the max, as for several pods.
                         quantiles[q] = max(value, quantiles.get(q, value))
         both = len(cascade) == len(_CASCADE)  # one without the other is no signal
+        if own_duration is not None:
+            sums["duration_us"] = own_duration
+            quantiles = own_quantiles  # an idle router's NaN: no quantile, as Triton's
         return cls(taken_at=taken_at, quantiles=quantiles, found=found,
                    cascade_requests=cascade["cascade_requests"] if both else None,
                    cascade_escalated=cascade["cascade_escalated"] if both else None,

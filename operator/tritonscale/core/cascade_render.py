@@ -45,10 +45,15 @@ THRESHOLD_FILE = f"{THRESHOLD_DIR}/{THRESHOLD_KEY}"
 ROUTER_VOLUME = "cascade-router"
 THRESHOLD_VOLUME = "cascade-threshold"
 ANNOTATION_ROUTER_HASH = "tritonscale.io/router-hash"
-# Router instances per tier-1 pod: a Python-backend instance handles one batch at a
-# time (the tier-1 BLS call, then the tier-2 HTTP call); two keep tier-1-only batches
-# flowing while another waits for tier 2.
+# Router instances per tier-1 pod (Python-backend processes). An instance's execute
+# only hands its requests to that instance's threads and returns, so each request is
+# answered on its own (none waits for another's tier-2 call) and the instances bound
+# no concurrency; two spread the router's own Python work over two processes.
 ROUTER_INSTANCES = 2
+# Threads per stage and instance: stage 1 holds a request during its tier-1 call,
+# stage 2 during its tier-2 call (at most the tier-2 timeout), so a pod holds up to
+# ROUTER_INSTANCES x ROUTER_WORKERS requests in each stage before they queue.
+ROUTER_WORKERS = 256
 TIER2_TIMEOUT_SECONDS = 10
 HTTP_PORT = 8000
 
@@ -123,6 +128,7 @@ def router_config(spec: ScaledModelSpec, sm: str, namespace: str) -> str:
         "threshold": f"{initial_threshold(spec):g}",
         "threshold_file": THRESHOLD_FILE,
         "tier2_timeout_s": str(TIER2_TIMEOUT_SECONDS),
+        "workers": str(ROUTER_WORKERS),
     }
     for value in params.values():
         if any(c in value for c in '"\\\n'):

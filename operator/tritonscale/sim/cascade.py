@@ -15,15 +15,29 @@ Service over its own Ready replicas:
   appended interval by interval: after tier 1 has run to t1 every completion before
   t1 is known, so every tier-2 arrival before t1 is too.
 * **End-to-end** latency of an escalated request is its tier-2 completion minus its
-  arrival; dropped at either tier is dropped. The router (``data/router/model.py``)
-  answers its whole batch once its tier-2 call returns, so a request that did not
-  escalate but shares a tier-1 batch with one that did completes with it
-  (``couple_batches``, on by default; a tier-1 batch stands for the router batch
-  that fed it, which it may merge with the pod's other router instance's).
-  Not modelled: a router instance is blocked during its tier-2 call (two per pod),
-  which limits a pod's throughput when tier 2 is slow, and the router's own
-  tier-2 timeout (answering with tier 1 after ``tier2_timeout_s``); an escalated
-  request's client timeout counts from its arrival at tier 2. The policy sees the end-to-end
+  arrival; dropped at tier 1 is dropped. The router (``data/router/model.py``)
+  answers each request on its own: a request that did not escalate completes with
+  tier 1, whatever its tier-1 batch mates do.
+* **The router's tier-2 timeout**: the router gives a tier-2 call
+  ``tier2_timeout_s`` (core/cascade_render.py, 10 s) from the moment it makes it
+  (the request's tier-1 completion); an escalated request whose tier-2 answer comes
+  later, or never (lost with a replica), is answered with tier 1's answer at that
+  deadline, one refused at once (no Ready tier-2 replica) at its tier-1 completion
+  plus the hop: a *fallback*, credited the accuracy tier 1 has on escalated inputs
+  (below). Tier 2 still computes a call the router gave up on (Triton does not
+  cancel an HTTP request), so tier 2's queue keeps every escalated request (its
+  own client patience is off).
+* **Client timeout** (``SimConfig.client_timeout_s``) counts from the client's send
+  (the request's arrival at tier 1): tier 1 abandons a request not started by then
+  (the engine's rule), and an escalated request answered later than that after its
+  arrival is timed out.
+* **Router concurrency**: a router instance's execute hands requests to threads and
+  returns, so the router queues nothing as long as a pod holds fewer requests in
+  flight than its threads (``ROUTER_INSTANCES x ROUTER_WORKERS`` per stage:
+  stage 1 during the tier-1 call, stage 2 during the tier-2 call). The run reports
+  each stage's peak per pod (``router_peak``); beyond the threads a request would
+  wait for one, which is not modelled (the benchmarks' peaks stay far below).
+  The policy sees the end-to-end
   percentile, the tier-1 rate, both tiers' placements and the escalation rate
   observed over the rate window (as the router's counters would give it).
 * **Accuracy** served: each answered request is credited the curve's accuracy at the
@@ -40,13 +54,14 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tritonscale.core.autoscale import decide
+from tritonscale.core.cascade_render import ROUTER_INSTANCES, ROUTER_WORKERS, TIER2_TIMEOUT_SECONDS
 from tritonscale.core.cascade_spec import Cascade
 from tritonscale.core.cascade_step import point_of
 from tritonscale.core.spec import ScaledModelSpec
@@ -77,49 +92,59 @@ class CascadeRun(SimRun):
     accuracy: float = math.nan
     escalated: float = math.nan  # fraction of answered requests that went to tier 2
     thresholds: tuple[tuple[float, float], ...] = ()  # (time, threshold) changes
+    fallback: float = math.nan  # fraction of answered requests answered by tier 1 after
+    # the router's tier-2 call failed or timed out
+    # Peak requests one tier-1 pod's router held in flight, per stage (tier-1 call,
+    # tier-2 call), against its threads per stage (router_threads).
+    router_peak: tuple[int, int] = (0, 0)
+    router_threads: int = ROUTER_INSTANCES * ROUTER_WORKERS
 
 
-def _coupled(out: NDArray[np.float64], d1: NDArray[np.float64], where: NDArray[Any],
-             esc: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """Each request of a tier-1 batch (same placement, same tier-1 completion) that
-    holds an escalated request completes with the batch's last escalated answer: the
-    router answers its whole batch after its tier-2 call. An escalated answer still in
-    flight (NaN) keeps the batch in flight; one that never came (inf: timed out) does
-    not hold the others."""
-    idx = np.flatnonzero(np.isfinite(d1) & (where >= 0))
-    if len(idx) == 0 or not np.any(esc[idx]):
-        return out
-    order = np.lexsort((d1[idx], where[idx]))
-    ii = idx[order]
-    new = np.r_[True, (where[ii][1:] != where[ii][:-1]) | (d1[ii][1:] != d1[ii][:-1])]
-    bid = np.cumsum(new) - 1
-    nb = int(bid[-1]) + 1
-    val = out[ii]
-    e = esc[ii]
-    last = np.full(nb, -np.inf)
-    np.maximum.at(last, bid, np.where(e & np.isfinite(val), val, -np.inf))
-    flying = np.zeros(nb, dtype=bool)
-    np.logical_or.at(flying, bid, e & np.isnan(val))
-    res = out.copy()
-    mine = ~e & np.isfinite(val)
-    res[ii[mine]] = np.maximum(val[mine], last[bid[mine]])
-    res[ii[mine & flying[bid]]] = np.nan
-    return res
+def fallback_accuracy(cascade: float, tier1: float, escalated: float) -> float:
+    """What an escalated request answered by tier 1 (a fallback) is credited, when
+    every other request is credited the curve's accuracy.
+
+    The curve's accuracy A at a threshold escalating e is (1 - e) a_kept + e a2 and
+    tier 1 alone scores A1 = (1 - e) a_kept + e a1 (a_kept, a1, a2: accuracies on the
+    kept inputs, and tier 1's and tier 2's on the escalated ones), so a fraction f of
+    the escalated falling back serves A - f e (a2 - a1) = A - f (A - A1): the mean
+    of A over the others and A - (A - A1) / e over the fallbacks."""
+    if escalated <= 0:
+        return cascade
+    return min(1.0, max(0.0, cascade - (cascade - tier1) / escalated))
+
+
+def _peak_in_flight(start: NDArray[np.float64], end: NDArray[np.float64],
+                    pod: NDArray[Any]) -> int:
+    """Most intervals [start, end) of one pod that overlap at once."""
+    ok = np.isfinite(start) & np.isfinite(end) & (pod >= 0)
+    peak = 0
+    for p in np.unique(pod[ok]):
+        m = ok & (pod == p)
+        t = np.concatenate((start[m], end[m]))
+        step = np.concatenate((np.ones(int(m.sum())), -np.ones(int(m.sum()))))
+        order = np.lexsort((step, t))  # an end before a start at the same instant
+        peak = max(peak, int(np.max(np.cumsum(step[order]))) if len(t) else 0)
+    return peak
 
 
 class CascadeSimulator:
     """Both tiers, the router between them, and the view a policy reads."""
 
     def __init__(self, spec: ScaledModelSpec, arrivals: NDArray[np.float64],
-                 config: SimConfig | None = None, drift: float = 1.0,
-                 couple_batches: bool = True) -> None:
+                 config: SimConfig | None = None, drift: float = 1.0) -> None:
         if spec.cascade is None:
             raise ValueError("spec has no cascade")
         self.spec = spec
         self.cas: Cascade = spec.cascade
         self.cfg = config or SimConfig()
         self.t1 = _Tier(spec, arrivals, self.cfg)
-        self.t2 = _Tier(spec, _EMPTY, self.cfg)
+        # The router's tier-2 call is abandoned at its deadline, yet Triton computes it:
+        # tier 2's queue never drops a request (no client patience of its own).
+        self.t2 = _Tier(spec, _EMPTY, replace(self.cfg, client_timeout_s=None))
+        self.tier2_timeout_s = float(TIER2_TIMEOUT_SECONDS)
+        self._patience = (math.inf if self.cfg.client_timeout_s is None
+                          else float(self.cfg.client_timeout_s))
         self.t2.end_t = self.t1.end_t
         self.t2.preemptions = self.t1.preemptions
         self.arr = self.t1.arr
@@ -127,13 +152,13 @@ class CascadeSimulator:
         self.end_t = self.t1.end_t
         self.now = 0.0
         self.drift = drift
-        self.couple_batches = couple_batches
         rng = np.random.default_rng(self.cfg.seed + 104_729)
         self.u = rng.random(self.n)
         self.fwd = np.zeros(self.n, dtype=bool)  # routed (tier-1 outcome known)
         self.esc = np.zeros(self.n, dtype=bool)
         self.j2 = np.full(self.n, -1, dtype=np.int64)  # index in tier 2
         self.acc = np.full(self.n, np.nan)
+        self.p_esc = np.zeros(self.n)  # the escalation probability each was routed at
         self.thr_t: list[float] = [0.0]
         self.thr_v: list[float] = [self.cas.points[0].threshold]
 
@@ -155,24 +180,36 @@ class CascadeSimulator:
         self.t1.now = self.now
         return self.t1.rps(window_s)
 
-    def _e2e(self, lo: int, hi: int) -> NDArray[np.float64]:
+    def _e2e(self, lo: int, hi: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """End-to-end completion of requests lo..hi-1 as known at ``now`` (NaN: in
+        flight, inf: dropped or timed out) and which fell back to tier 1's answer."""
         d1 = self.t1.done[lo:hi]
         out = d1.copy()
         esc = self.esc[lo:hi]
         j = self.j2[lo:hi]
+        fell = np.zeros(hi - lo, dtype=bool)
         out[esc] = np.nan
-        has = esc & (j >= 0)
-        out[has] = self.t2.done[j[has]]
+        has = np.flatnonzero(esc & (j >= 0))
+        if len(has):
+            c2 = self.t2.done[j[has]]
+            give_up = d1[has] + self.tier2_timeout_s
+            refused = np.isinf(c2) & (self.t2.where[j[has]] < 0)
+            late = (c2 > give_up) | (np.isnan(c2) & (self.now >= give_up)) | np.isinf(c2)
+            res = np.where(late, give_up, c2)
+            res[refused] = d1[has][refused] + self.cas.hop_ms / 1000.0
+            out[has] = res
+            fell[has] = late | refused
         out[~self.fwd[lo:hi]] = np.nan  # not routed yet: still in flight
-        if self.couple_batches:
-            out = _coupled(out, d1, self.t1.where[lo:hi], esc)
-        return out
+        fell &= self.fwd[lo:hi]
+        # The client gave up: an answer later than its patience after it sent.
+        out[np.isfinite(out) & (out - self.arr[lo:hi] > self._patience)] = np.inf
+        return out, fell
 
     def latency_ms(self, percentile: float, window_s: float | None = None) -> float | None:
         w = window_s or self.cfg.latency_window_s
         lo = int(np.searchsorted(self.arr, self.now - w, "left"))
         hi = int(np.searchsorted(self.arr, self.now, "left"))
-        done = self._e2e(lo, hi)
+        done, _fell = self._e2e(lo, hi)
         ok = done <= self.now
         if not np.any(ok):
             return None
@@ -248,6 +285,7 @@ class CascadeSimulator:
                       for t in thr])
         a = np.array([p.accuracy if (p := pts[t]) else math.nan for t in thr])
         esc = self.u[idx] < e
+        self.p_esc[idx] = e
         self.fwd[idx] = True
         self.esc[idx] = esc
         self.acc[idx] = a
@@ -304,20 +342,31 @@ class CascadeSimulator:
                 self.t2.run_interval(self.end_t, tail)
             self.t2.cost_usd = cost
         self.t2.finish()
-        done = self._e2e(0, self.n)
+        done, fell = self._e2e(0, self.n)
         done[np.isnan(done)] = np.inf
-        timed_out = self.t1.timed_out.copy()
-        has = self.esc & (self.j2 >= 0)
-        timed_out[has] |= self.t2.timed_out[self.j2[has]]
+        timed_out = self.t1.timed_out | (np.isinf(done) & np.isfinite(self.t1.done))
         answered = np.isfinite(done)
-        acc = float(np.nanmean(self.acc[answered])) if np.any(answered) else math.nan
+        acc_req = self.acc.copy()
+        if np.any(fell):
+            a1 = self.spec.variant(self.cas.first.variant).accuracy
+            acc_req[fell] = [fallback_accuracy(float(a), a1, float(e))
+                             for a, e in zip(self.acc[fell], self.p_esc[fell], strict=True)]
+        acc = float(np.nanmean(acc_req[answered])) if np.any(answered) else math.nan
         esc = float(np.mean(self.esc[answered])) if np.any(answered) else math.nan
+        fb = float(np.mean(fell[answered])) if np.any(answered) else math.nan
+        # Router threads held per pod: stage 1 from arrival to the tier-1 answer,
+        # stage 2 from the tier-1 answer to the router's answer.
+        pod = self.t1.where
+        stage1 = _peak_in_flight(self.arr, self.t1.done, pod)
+        stage2 = _peak_in_flight(np.where(self.esc, self.t1.done, np.nan),
+                                 np.where(self.esc, done, np.nan), pod)
         return CascadeRun(
             arrivals=self.arr, done=done, timed_out=timed_out,
             cost_usd=self.t1.cost_usd + self.t2.cost_usd,
             duration_s=self.end_t, steps=steps, preemptions=list(self.t1.preemptions),
             accuracy=acc, escalated=esc,
             thresholds=tuple(zip(self.thr_t, self.thr_v, strict=True)),
+            fallback=fb, router_peak=(stage1, stage2),
         )
 
 

@@ -27,6 +27,10 @@ Metrics (one dict per policy):
 * ``p50_ms, p95_ms, p99_ms`` over served requests.
 * ``accuracy``: expected accuracy served (a cascade's per request at the threshold
   the router ran; one variant's, or the Ready replicas' mean, otherwise).
+* a cascade's ``fallback`` (fraction of answered requests the router answered with
+  tier 1 because its tier-2 call failed or timed out) and ``router_peak`` (the most
+  requests one tier-1 pod's router held in its tier-1 and tier-2 stages at once,
+  against ``router_threads`` per stage).
 """
 
 from __future__ import annotations
@@ -196,6 +200,9 @@ def run_policy(
         crun, secs = run_cascade(spec, arrivals, initial_rate(arrivals), cfg)
         summary = summarize(spec, crun, name, cfg.slo_window_s, cfg.warmup_s)
         summary["sim_seconds"] = round(secs, 2)
+        summary["fallback"] = _round(crun.fallback, 5)
+        summary["router_peak"] = list(crun.router_peak)
+        summary["router_threads"] = crun.router_threads
         summary["runs_on"], summary["placements"] = runs_on(crun)
         return PolicyResult(summary, crun)
 

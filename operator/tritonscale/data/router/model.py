@@ -1,29 +1,57 @@
 """tritonscale's cascade router: a Triton Python-backend model in every tier-1 pod.
 
-For each batch it receives: call the tier-1 model in the same server through BLS;
-rows whose confidence (``confidence_output``) is below the threshold go to the tier-2
-model over the KServe v2 HTTP/JSON protocol (standard library only: the stub
-environment and the stock Triton image carry numpy but not tritonclient); their
-tier-2 answers replace tier 1's. If tier 2 fails, the rows keep tier 1's answer and a
-fallback is counted (the cascade degrades to tier 1, it does not fail requests).
+Each request is served on its own, so no request waits for another's tier-2 call:
+
+* ``execute`` only hands the batch's requests to a thread pool and returns (``None``:
+  each request is answered through its response sender, which the Python backend
+  allows in the default, non-decoupled mode as long as every request gets exactly one
+  final response). Clients keep the plain ``infer`` call (HTTP or gRPC); a decoupled
+  model would need gRPC streaming.
+* Stage 1 (``workers`` threads): call the tier-1 model in the same server through BLS,
+  one BLS request per client request, so tier 1's own dynamic batcher batches them as
+  it batches any client's. A request whose rows are all at or above the threshold is
+  answered at once.
+* Stage 2 (another ``workers`` threads): a request with rows whose confidence
+  (``confidence_output``) is below the threshold sends those rows to the tier-2 model
+  over the KServe v2 HTTP/JSON protocol (standard library only: the stub environment
+  and the stock Triton image carry numpy but not tritonclient); their tier-2 answers
+  replace tier 1's. If tier 2 fails or does not answer within ``tier2_timeout_s``, the
+  rows keep tier 1's answer and a fallback is counted (the cascade degrades to tier 1,
+  it does not fail requests). A slow tier 2 holds stage-2 threads only, never the
+  tier-1-only requests.
+
+Because ``execute`` returns before the requests are answered, Triton's own request
+statistics for this model (``nv_inference_request_summary_us``, ``..._duration_us``)
+end at the hand-off and do not hold the cascade's latency. The router measures each
+request from the hand-off to its response and exports that itself:
+``tritonscale_cascade_request_summary_us{quantile=...}`` (the quantiles Triton's
+summary has, over a sliding minute, as Triton's: NaN when idle) and
+``tritonscale_cascade_request_duration_us`` (the sum, a counter). Counters of
+inferences (rows): ``tritonscale_cascade_requests_total``,
+``tritonscale_cascade_escalated_total``, ``tritonscale_cascade_fallback_total``. All are
+exported through Triton's custom metrics API, on the server's metrics port.
 
 The threshold comes from ``threshold_file`` (a ConfigMap mounted as a directory: the
 kubelet swaps the file in place), re-read whenever its modification time changes, so
 it changes without a restart; a request parameter ``threshold`` overrides it for
-that request. Counters exported through Triton's custom metrics API, on the
-server's metrics port: ``tritonscale_cascade_requests_total``,
-``tritonscale_cascade_escalated_total``, ``tritonscale_cascade_fallback_total``.
+that request.
 
 Parameters (config.pbtxt ``parameters``): tier1_model, tier2_url (http://host:port),
 tier2_model, confidence_output, threshold (initial), threshold_file (optional),
-tier2_timeout_s (default 10).
+tier2_timeout_s (default 10), workers (per stage and instance, default 256).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import threading
+import time
 import urllib.request
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -35,6 +63,10 @@ _DATATYPES = {
     "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64", "bool": "BOOL",
 }
 _NUMPY = {v: k for k, v in _DATATYPES.items()}
+# Triton's latency summary: these quantiles over a sliding window of about a minute.
+QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
+SUMMARY_WINDOW_S = 60.0
+SUMMARY_REFRESH_S = 0.5
 
 
 class TritonPythonModel:
@@ -50,29 +82,51 @@ class TritonPythonModel:
         self.threshold = float(params.get("threshold", "0.5"))
         self.threshold_file = params.get("threshold_file", "")
         self.timeout = float(params.get("tier2_timeout_s", "10"))
+        workers = int(params.get("workers", "256"))
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self._mtime: int | None = None
         self._families: list[Any] = []
         labels = {"model": self.name}
-        self.m_requests = self._counter(
+        self.m_requests = self._metric(
             "tritonscale_cascade_requests_total", "Inferences the cascade router answered",
             labels)
-        self.m_escalated = self._counter(
+        self.m_escalated = self._metric(
             "tritonscale_cascade_escalated_total",
             "Inferences escalated to the last tier (confidence below the threshold)", labels)
-        self.m_fallback = self._counter(
+        self.m_fallback = self._metric(
             "tritonscale_cascade_fallback_total",
             "Escalated inferences answered by tier 1 because tier 2 failed", labels)
+        self.m_duration = self._metric(
+            "tritonscale_cascade_request_duration_us",
+            "Cumulative end-to-end time of the requests the router answered, in microseconds",
+            labels)
+        summary = pb_utils.MetricFamily(
+            name="tritonscale_cascade_request_summary_us",
+            description="End-to-end latency of the requests the router answered over a "
+                        "sliding minute, in microseconds (NaN when idle)",
+            kind=pb_utils.MetricFamily.GAUGE)
+        self._families.append(summary)
+        self.m_summary = {q: summary.Metric(labels={**labels, "quantile": f"{q:g}"})
+                          for q in QUANTILES}
+        self._lock = threading.Lock()
+        self._window: deque[tuple[float, float]] = deque()
+        self._stop = threading.Event()
+        self._stage1 = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tier1")
+        self._stage2 = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tier2")
+        self._refresher = threading.Thread(target=self._refresh_loop, daemon=True)
         self._reload()
+        self._refresh()
+        self._refresher.start()
 
-    def _counter(self, name: str, description: str, labels: dict[str, str]) -> Any:
+    def _metric(self, name: str, description: str, labels: dict[str, str]) -> Any:
         # A MetricFamily must outlive its Metric objects: keep both.
         family = pb_utils.MetricFamily(
             name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
         self._families.append(family)
         return family.Metric(labels=labels)
 
+    # ------------------------------------------------------------------ threshold
     def _reload(self) -> None:
         """Re-read the threshold file when it changed; keep the last value on error."""
         if not self.threshold_file:
@@ -97,6 +151,23 @@ class TritonPythonModel:
             return self.threshold
         return value if 0.0 <= value <= 1.0 else self.threshold
 
+    # ------------------------------------------------------------------ latency summary
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            while self._window and self._window[0][0] < now - SUMMARY_WINDOW_S:
+                self._window.popleft()
+            values = np.fromiter((d for _t, d in self._window), dtype=np.float64)
+        for q, metric in self.m_summary.items():
+            metric.set(float(np.quantile(values, q)) if len(values) else math.nan)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(SUMMARY_REFRESH_S):
+            # Never let the exporter die: the next refresh retries.
+            with contextlib.suppress(Exception):
+                self._refresh()
+
+    # ------------------------------------------------------------------ serving
     def _tier2(self, inputs: dict[str, Any]) -> dict[str, Any]:
         body = {"inputs": [
             {"name": n, "shape": list(a.shape), "datatype": _DATATYPES[str(a.dtype)],
@@ -114,45 +185,80 @@ class TritonPythonModel:
                 o["shape"])
         return out
 
-    def execute(self, requests: list[Any]) -> list[Any]:
-        self._reload()
-        arrays = {n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests]
-                  for n in self.inputs}
-        sizes = [len(a) for a in arrays[self.inputs[0]]]
-        batch = {n: np.concatenate(v, axis=0) for n, v in arrays.items()}
-        bls = pb_utils.InferenceRequest(
-            model_name=self.tier1, requested_output_names=self.outputs,
-            inputs=[pb_utils.Tensor(n, a) for n, a in batch.items()])
-        resp = bls.exec()
-        if resp.has_error():
-            err = pb_utils.TritonError(f"tier 1 ({self.tier1}): {resp.error().message()}")
-            return [pb_utils.InferenceResponse(error=err) for _ in requests]
-        outs = {n: pb_utils.get_output_tensor_by_name(resp, n).as_numpy().copy()
-                for n in self.outputs}
-        conf = outs[self.conf_name].reshape(len(outs[self.conf_name]), -1)[:, 0]
-        thr = np.concatenate([np.full(n, self._request_threshold(r))
-                              for r, n in zip(requests, sizes, strict=True)])
-        esc = conf < thr
-        n_esc = int(esc.sum())
-        if n_esc:
+    def _answer(self, sender: Any, outs: dict[str, Any], rows: int, escalated: int,
+                fallback: int, start: float) -> None:
+        tensors = [pb_utils.Tensor(k, v) for k, v in outs.items()]
+        response = pb_utils.InferenceResponse(output_tensors=tensors)
+        # Counted before the answer leaves: a client that reads the counters after its
+        # answer sees its request in them.
+        now = time.monotonic()
+        took_us = (now - start) * 1e6
+        with self._lock:
+            self._window.append((now, took_us))
+            self.m_requests.increment(rows)
+            if escalated:
+                self.m_escalated.increment(escalated)
+            if fallback:
+                self.m_fallback.increment(fallback)
+            self.m_duration.increment(took_us)
+        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _fail(self, sender: Any, message: str) -> None:
+        err = pb_utils.TritonError(message)
+        sender.send(pb_utils.InferenceResponse(error=err),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _serve(self, sender: Any, inputs: dict[str, Any], thr: float, start: float) -> None:
+        """Stage 1: tier 1 through BLS; answer, or hand the request to stage 2."""
+        try:
+            bls = pb_utils.InferenceRequest(
+                model_name=self.tier1, requested_output_names=self.outputs,
+                inputs=[pb_utils.Tensor(n, a) for n, a in inputs.items()])
+            resp = bls.exec()
+            if resp.has_error():
+                self._fail(sender, f"tier 1 ({self.tier1}): {resp.error().message()}")
+                return
+            outs = {n: pb_utils.get_output_tensor_by_name(resp, n).as_numpy().copy()
+                    for n in self.outputs}
+            conf = outs[self.conf_name].reshape(len(outs[self.conf_name]), -1)[:, 0]
+            esc = conf < thr
+            if np.any(esc):
+                self._stage2.submit(self._escalate, sender, inputs, outs, esc, start)
+            else:
+                self._answer(sender, outs, len(conf), 0, 0, start)
+        except Exception as exc:  # answer every request exactly once, even on a bug
+            self._fail(sender, f"cascade router: {exc}")
+
+    def _escalate(self, sender: Any, inputs: dict[str, Any], outs: dict[str, Any],
+                  esc: Any, start: float) -> None:
+        """Stage 2: the escalated rows to tier 2 (tier 1's answer kept on failure)."""
+        try:
+            n_esc = int(esc.sum())
+            fallback = 0
             try:
-                answers = self._tier2({n: a[esc] for n, a in batch.items()})
+                answers = self._tier2({n: a[esc] for n, a in inputs.items()})
                 for n in self.outputs:
                     if n in answers:
                         outs[n][esc] = answers[n].astype(outs[n].dtype).reshape(
                             outs[n][esc].shape)
-            except Exception:  # any tier-2 failure: keep tier 1's answer
-                self.m_fallback.increment(n_esc)
-        self.m_requests.increment(len(conf))
-        if n_esc:
-            self.m_escalated.increment(n_esc)
-        responses = []
-        start = 0
-        for n in sizes:
-            tensors = [pb_utils.Tensor(k, v[start:start + n]) for k, v in outs.items()]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            start += n
-        return responses
+            except Exception:  # any tier-2 failure or timeout: keep tier 1's answer
+                fallback = n_esc
+            self._answer(sender, outs, len(esc), n_esc, fallback, start)
+        except Exception as exc:
+            self._fail(sender, f"cascade router: {exc}")
+
+    def execute(self, requests: list[Any]) -> None:
+        self._reload()
+        start = time.monotonic()
+        for r in requests:
+            # Copied here: the request's tensors need not outlive execute.
+            inputs = {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy().copy()
+                      for n in self.inputs}
+            self._stage1.submit(self._serve, r.get_response_sender(), inputs,
+                                self._request_threshold(r), start)
+        return None
 
     def finalize(self) -> None:
-        pass
+        self._stop.set()
+        self._stage1.shutdown(wait=True)
+        self._stage2.shutdown(wait=True)
