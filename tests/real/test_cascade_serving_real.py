@@ -13,7 +13,8 @@ Checks: the router loads from that layout and answers exactly as tier 1 + tier 2
 at the threshold the threshold ConfigMap holds; a kubelet-style update of that
 ConfigMap changes the threshold without a restart; and the escalation rate the
 operator's Prometheus adapter reads (adapters/prometheus.py, through the operator's
-signal source) is the router's own count ratio.
+signal source) is the router's own count ratio; with tier 2 gone, the escalated
+rows keep tier 1's answers, counted as fallbacks.
 """
 
 from __future__ import annotations
@@ -178,6 +179,23 @@ def test_rendered_router_serves_from_a_configmap_volume_and_prometheus_reads_it(
         assert obs.escalated == pytest.approx(escalated / sent, rel=1e-6), obs
         assert 0 < escalated < sent
         assert obs.rps is not None and obs.rps > 0  # the router's requests are the demand
+        # The end-to-end latency is the router's own summary: Triton's of the router
+        # ends when its execute hands the request off, well before the answer.
+        q = f'{{model="{MODEL}-cascade",quantile="0.{spec.slo.latency.percentile:g}"}}'
+        own, hand_off = (float(prometheus_query(prom.url, f"max({m}{q})")[0]["value"][1])
+                         / 1000.0 for m in ("tritonscale_cascade_request_summary_us",
+                                            "nv_inference_request_summary_us"))
+        assert obs.latency_ms == pytest.approx(own, rel=1e-6), (obs, own)
+        assert own > hand_off, (own, hand_off)
+
+        # Tier 2 gone (its Service without endpoints): the escalated rows keep tier 1's
+        # answers, counted as fallbacks; no request fails.
+        tier2.stop()
+        before = counter(tier1.metrics_url, "tritonscale_cascade_fallback_total")
+        got = ask(tier1.url, f"{MODEL}-cascade", xte)
+        want = int(np.count_nonzero(conf < 0.9))
+        assert counter(tier1.metrics_url, "tritonscale_cascade_fallback_total") - before == want
+        assert float(np.mean(got == yte)) == pytest.approx(float(np.mean(right1)), abs=1e-9)
     finally:
         prom.stop()
         tier1.stop()

@@ -17,8 +17,9 @@ Each request is served on its own, so no request waits for another's tier-2 call
   and the stock Triton image carry numpy but not tritonclient); their tier-2 answers
   replace tier 1's. If tier 2 fails or does not answer within ``tier2_timeout_s``, the
   rows keep tier 1's answer and a fallback is counted (the cascade degrades to tier 1,
-  it does not fail requests). A slow tier 2 holds stage-2 threads only, never the
-  tier-1-only requests.
+  it does not fail requests). The timeout counts from tier 1's answer, so a request
+  that waited for a stage-2 thread has less of it (none left: a fallback at once). A
+  slow tier 2 holds stage-2 threads only, never the tier-1-only requests.
 
 Because ``execute`` returns before the requests are answered, Triton's own request
 statistics for this model (``nv_inference_request_summary_us``, ``..._duration_us``)
@@ -168,7 +169,7 @@ class TritonPythonModel:
                 self._refresh()
 
     # ------------------------------------------------------------------ serving
-    def _tier2(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def _tier2(self, inputs: dict[str, Any], timeout: float) -> dict[str, Any]:
         body = {"inputs": [
             {"name": n, "shape": list(a.shape), "datatype": _DATATYPES[str(a.dtype)],
              "data": a.ravel().tolist()} for n, a in inputs.items()],
@@ -177,7 +178,7 @@ class TritonPythonModel:
             f"{self.tier2_url}/v2/models/{self.tier2}/infer",
             data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
             method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             payload: dict[str, Any] = json.loads(resp.read())
         out: dict[str, Any] = {}
         for o in payload["outputs"]:
@@ -223,20 +224,26 @@ class TritonPythonModel:
             conf = outs[self.conf_name].reshape(len(outs[self.conf_name]), -1)[:, 0]
             esc = conf < thr
             if np.any(esc):
-                self._stage2.submit(self._escalate, sender, inputs, outs, esc, start)
+                self._stage2.submit(self._escalate, sender, inputs, outs, esc, start,
+                                    time.monotonic())
             else:
                 self._answer(sender, outs, len(conf), 0, 0, start)
         except Exception as exc:  # answer every request exactly once, even on a bug
             self._fail(sender, f"cascade router: {exc}")
 
     def _escalate(self, sender: Any, inputs: dict[str, Any], outs: dict[str, Any],
-                  esc: Any, start: float) -> None:
+                  esc: Any, start: float, tier1_done: float) -> None:
         """Stage 2: the escalated rows to tier 2 (tier 1's answer kept on failure)."""
         try:
             n_esc = int(esc.sum())
             fallback = 0
             try:
-                answers = self._tier2({n: a[esc] for n, a in inputs.items()})
+                # The timeout counts from tier 1's answer, not from when a stage-2
+                # thread took the request: waiting for a thread spends it too.
+                left = self.timeout - (time.monotonic() - tier1_done)
+                if left <= 0:
+                    raise TimeoutError("no stage-2 thread before the tier-2 timeout")
+                answers = self._tier2({n: a[esc] for n, a in inputs.items()}, left)
                 for n in self.outputs:
                     if n in answers:
                         outs[n][esc] = answers[n].astype(outs[n].dtype).reshape(
