@@ -25,22 +25,42 @@ Tolerance (relative error e = (predicted - measured) / measured, per percentile 
 load): |e| <= 0.25 against Triton's own summary, -0.35 <= e <= +0.25 against the
 overhead-corrected client view.  The issue's goal is |e| <= 0.20; benchmarks/
 bench_perf_real.py reports it per point and docs/comparison.md shows its table
-(5/5 loads within 20 %, worst |e| 16 %, on 2026-11-30).  The margin over the goal is
-for this 2-core machine, whose load average is often above 10: p99 comes from 400-900
+(see there for the latest run).  The margin over the goal is
+for this 2-core machine, whose load average is often above 10: p99 comes from 600-2,500
 samples per load, and the client's view (a Python load generator sharing the cores)
 once showed a single-point p99 spike of -68 % while Triton's summary of the same
 requests stayed within 20 %.
 A load whose generator sent any request more than 100 ms late did not apply the asked
 load (a starved machine, not the model): it is repeated, as in test_cascade_real.py.
 
+Sampling noise, and why 80 % runs 48 s (numbers: benchmarks/bench_perf_noise.py, the
+simulator's exact batcher on this profile).  A p95/p99 of a short window at high load
+is set by the few congestion episodes it contains: over 1,000 Poisson windows at 80 %
+the p95 and p99 of 16 s have sd 11 % and 12 %, of 48 s 6.6 % and 9.4 %.  The load
+generator's seed is fixed, so each run replays the same schedule and meets that
+schedule's own percentiles (small arrival jitter moves them by 1-1.5 %): 16 s of seed
+42 at 80 % is a calm one, p95/p99 259.6/306.4 ms on the exact batcher against 292/340
+on average.  The former model (it summed the parts' percentiles: 339/392 ms) was
++31 %/+28 % above that schedule; real Triton on a busy machine runs 9-22 % slower
+(p50-p99) than the exact batcher at this load and hid it, an idle CI machine did not ("p95 at
+80 % vs server: +27 %").  The current model predicts 298.6/355.7 ms: +15 %/+16 %
+against the 16-s schedule, +7 %/+10 % against the 48-s one (278.9/323.5 ms), whose
+percentiles are within 4 %/7 % of the average window's; measured here on a loaded
+machine, real Triton at 48 s read -10 %/-12 % (three runs).  So the margin to the
++-25 % bounds is 13-15 % either way, for an idle server (the exact batcher) and a busy
+one alike.  30 % (30 s, seed 40) and 55 % (20 s, seed 41): -1..-7 % and 0..+1 % at
+p95/p99 against their schedules.  A repeated (disturbed) load runs seed + 1000: a
+new schedule, with the window noise above.
+
 What made the model meet the goal (it was 20-35 % optimistic before): Triton
 prepares the next batch while the instance computes, and that prepared batch stops
 growing part-way through the running batch (core/batcher.py, TRITON_GROWTH = 0.5)
-instead of taking everything queued when the instance frees up; and a request at
-the p-th percentile rides in a larger-than-mean batch (core/perf.py).  The finer
-checks do not depend on latency noise: the mean batch size in Triton's statistics
-must match the model's fixed point within 20 %, and the compute time per batch must
-match S(b) of the profile within 15 %.
+instead of taking everything queued when the instance frees up; a request at the
+p-th percentile rides in a larger-than-mean batch; and the percentile is that of
+the mixture of what a request meets, not a sum of percentiles (core/perf.py).  The
+finer checks do not depend on latency noise: the mean batch size in Triton's
+statistics must match the model's fixed point within 20 %, and the compute time per
+batch must match S(b) of the profile within 15 %.
 """
 
 from __future__ import annotations
@@ -68,7 +88,7 @@ from tritonscale.core.spec import Profile
 pytestmark = pytest.mark.triton
 
 TIMING = Timing(base_ms=40.0, per_item_ms=10.0, max_batch=8, queue_delay_us=10_000)
-LOADS = ((0.30, 30.0), (0.55, 20.0), (0.80, 16.0))  # fraction of capacity, seconds
+LOADS = ((0.30, 30.0), (0.55, 20.0), (0.80, 48.0))  # fraction of capacity, seconds
 OPTIMISTIC = {"server": 0.25, "client": 0.35}  # see the docstring
 PESSIMISTIC = 0.25
 BATCH_TOLERANCE = 0.20

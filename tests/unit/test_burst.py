@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from tritonscale.core import burst
+from tritonscale.core import burst, perf
 from tritonscale.core.autoscale import decide
 from tritonscale.core.spec import (
     SLO,
@@ -464,7 +464,9 @@ def test_the_closed_loops_compressed_climb_scales_up_in_time() -> None:
     # look-ahead, whose smoothing runs on a fixed 15-s time scale) ordered the
     # second replica two decisions later, after the e2e test's 3 intervals.
     spec = _fast_spec()
-    calm = [(1500.0, 4.5)] * 10
+    # Calm: the replica shows the model's own p99 (the emulated fleet's latency).
+    calm_ms = perf.predict_replica(spec.variants[0].profiles[0], 1500.0, 99.0).latency_ms
+    calm = [(1500.0, calm_ms)] * 10
     climb = [(1711.0, 6.0), (2146.0, 8.4), (2900.0, 250.0), (4194.0, 250.0),
              (5465.0, 250.0), (6441.0, 250.0)]
     out = _drive(spec, [*calm, *climb], 2.0)

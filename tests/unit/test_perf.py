@@ -119,3 +119,64 @@ def test_batch_fixed_point_matches_the_batcher(prof: Profile, fraction: float) -
     )
     simulated = float(np.mean(counts))
     assert perf.predict_replica(prof, rps, 50).batch == pytest.approx(simulated, rel=0.08)
+
+
+# The grid the model is held to against the simulator's exact batcher: the real-Triton
+# test's sleepy profile (40 + 10*b ms + ~2 ms IPC, max batch 8, delay 10 ms), the bundled
+# T4 int8 ({1: 1.0, 64: 11.25} ms, max batch 64, delay 2 ms), profiles of the examples,
+# max batch 1 (an M/D/1 queue), a large queue delay and none.
+GRID_PROFILES = {
+    "sleepy": Profile("cpu", 8, tuple(BatchPoint(b, 42.0 + 10.0 * b) for b in range(1, 9)), 10.0),
+    "t4-int8": Profile("T4", 64, (BatchPoint(1, 1.0), BatchPoint(64, 11.25)), 2.0),
+    "l4-int8": Profile("L4", 64, (BatchPoint(1, 0.346), BatchPoint(64, 5.06)), 2.0),
+    "t4-fp16": Profile("T4", 32, tuple(BatchPoint(b, t) for b, t in (
+        (1, 3.01), (2, 4.01), (4, 5.76), (8, 9.01), (16, 15.12), (32, 28.33))), 2.0),
+    "bert-t4": Profile("T4", 32, (BatchPoint(1, 8.0), BatchPoint(32, 72.2)), 5.0),
+    "distil-l4": Profile("L4", 64, (BatchPoint(1, 0.8), BatchPoint(32, 5.1),
+                                    BatchPoint(64, 10.2)), 2.0),
+    "batch-1": Profile("cpu", 1, (BatchPoint(1, 10.0),), 0.0),
+    "long-delay": Profile("cpu", 8, tuple(BatchPoint(b, 5.0 + 2.0 * b) for b in (1, 2, 4, 8)),
+                          30.0),
+    "no-delay": Profile("T4", 16, (BatchPoint(1, 2.0), BatchPoint(16, 10.0)), 0.0),
+}
+GRID_LOADS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _exact_batcher_percentiles(prof: Profile, rps: float, n: int = 120_000) -> list[float]:
+    """p50/p95/p99 (ms) of one replica under Poisson arrivals, from core.batcher.serve
+    (the simulator's batcher, Triton's growth), first 5 % left out as warm-up."""
+    from tritonscale.core import batcher
+
+    b = batcher.Batcher.of(prof)
+    rng = np.random.default_rng(11)
+    arrivals = np.cumsum(rng.exponential(1.0 / rps, n))
+    served = batcher.serve(arrivals.tolist(), 0.0, b.max_batch, b.delay_s, b.svc, 1e12,
+                           growth=batcher.TRITON_GROWTH)
+    done = np.repeat(np.array(served.dones), served.sizes)
+    lat = (done - arrivals[: len(done)]) * 1000.0
+    return [float(np.percentile(lat[n // 20:], p)) for p in (50, 95, 99)]
+
+
+@pytest.mark.parametrize("name", sorted(GRID_PROFILES))
+def test_percentiles_match_the_exact_batcher(name: str) -> None:
+    """Predicted p50/p95/p99 against the exact batcher at 20-90 % of saturation:
+    every point within 18 %, at most one in eight beyond 10 %.  Measured with
+    400,000 requests per point on 18 profiles (these and every example's), 432
+    points: worst |e| 14.6 % at p50 (+, 90 % load, no delay), 10.0 % at p95, 11.1 %
+    at p99; 21 points beyond 10 % (the margin to 18 % is for this test's 120,000
+    requests, one seed).  The former model, which summed quantiles of its parts,
+    was off there by up to +96 % (p50, max batch 1), +29 % (p95) and +31 % (p99),
+    with 123 of the 432 points beyond 10 %: +16 %/+11 % at p95/p99 at 80 % on the
+    sleepy profile, the CI failure of tests/real/test_perf_model_real.py."""
+    prof = GRID_PROFILES[name]
+    top = perf.max_throughput_rps(prof)
+    errors = []
+    for frac in GRID_LOADS:
+        sim = _exact_batcher_percentiles(prof, frac * top)
+        for p, s in zip((50, 95, 99), sim, strict=True):
+            errors.append((perf.predict_replica(prof, frac * top, p).latency_ms / s - 1.0,
+                           frac, p))
+    worst = max(errors, key=lambda e: abs(e[0]))
+    assert abs(worst[0]) <= 0.18, (name, worst)
+    beyond = [e for e in errors if abs(e[0]) > 0.10]
+    assert len(beyond) <= len(errors) // 8, (name, beyond)
