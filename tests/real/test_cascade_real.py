@@ -247,6 +247,52 @@ def _answers(server: TritonServer, x: np.ndarray, y: np.ndarray) -> tuple[
     return a.confidence, a.tier1_right, a.tier2_right
 
 
+def test_a_request_that_does_not_escalate_never_waits_for_tier2(
+    digits: Any, router: Any
+) -> None:
+    """Requests in flight together, half escalating (threshold 1) and half not
+    (threshold 0): the router answers each on its own, so the kept ones come back at
+    tier 1's pace while the others pay tier 2 (30 + 6 b ms of sleep) on top. A router
+    that answered its batch after the batch's tier-2 call would hold the kept ones too."""
+    import threading
+
+    import tritonclient.http as httpclient
+
+    tier2, sample, _acc1, _acc2 = digits
+    server, _thr_file = router
+    x = np.load(sample)["x"]
+    conf, _r1, _r2 = _answers(tier2, x, np.zeros(len(x), dtype=np.int64))
+    rows = x[conf < 0.99]  # below threshold 1: every one escalates there
+    took: dict[float, list[float]] = {0.0: [], 1.0: []}
+    lock = threading.Lock()
+
+    def client(thr: float, seed: int) -> None:
+        c = httpclient.InferenceServerClient(server.url, network_timeout=30)
+        try:
+            for i in range(12):
+                t = httpclient.InferInput("INPUT", [1, 64], "FP32")
+                row = rows[(seed * 12 + i) % len(rows)]
+                t.set_data_from_numpy(np.ascontiguousarray(row.reshape(1, 64)))
+                start = time.perf_counter()
+                c.infer(ROUTER, [t], parameters={"threshold": thr})
+                with lock:
+                    took[thr].append((time.perf_counter() - start) * 1000.0)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=client, args=(float(k % 2), k)) for k in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    kept, escalated = (float(np.median(took[t])) for t in (0.0, 1.0))
+    print(f"\nmedian latency: kept {kept:.1f} ms, escalated {escalated:.1f} ms "
+          f"({len(took[0.0])} and {len(took[1.0])} requests)")
+    assert len(took[0.0]) == len(took[1.0]) == 48
+    base2, _per_item = TIMING[TIER2]
+    assert kept < escalated - base2 * 2 / 3, (kept, escalated)
+
+
 # ------------------------------------------------------------------ latency vs the planner
 
 LOAD_RPS = 40.0  # open-loop Poisson arrivals at the router (one request = one image)
