@@ -162,8 +162,8 @@ def test_percentiles_match_the_exact_batcher(name: str) -> None:
     """Predicted p50/p95/p99 against the exact batcher at 20-90 % of saturation:
     every point within 18 %, at most one in eight beyond 10 %.  Measured with
     400,000 requests per point on 18 profiles (these and every example's), 432
-    points: worst |e| 14.6 % at p50 (+, 90 % load, no delay), 10.0 % at p95, 11.1 %
-    at p99; 21 points beyond 10 % (the margin to 18 % is for this test's 120,000
+    points: worst |e| 14.6 % at p50 (+, 90 % load, no delay), 9.9 % at p95, 11.2 %
+    at p99; 18 points beyond 10 % (the margin to 18 % is for this test's 120,000
     requests, one seed).  The former model, which summed quantiles of its parts,
     was off there by up to +96 % (p50, max batch 1), +29 % (p95) and +31 % (p99),
     with 123 of the 432 points beyond 10 %: +16 %/+11 % at p95/p99 at 80 % on the
