@@ -72,15 +72,16 @@ def _simulated_p99(spec: ScaledModelSpec, key: tuple[str, str], rps: float, repl
 def test_perf_model_matches_simulator(
     resnet: ScaledModelSpec, combo: tuple[str, str], fraction: float
 ) -> None:
-    """Tolerance: the predicted p99 is within 25% of the simulated p99 (Poisson arrivals,
-    two replicas, 20 s) for loads up to 95% of the SLO capacity."""
+    """Tolerance: the predicted p99 is within 15% of the simulated p99 (Poisson arrivals,
+    two replicas, random balancing, 20 s; 6 s above 5,000 rps) for loads up to 95% of
+    the SLO capacity (measured: -8.2 %..+8.4 %; 25 % before the mixture model)."""
     prof = resnet.variant(combo[0]).profile_for(resnet.pool(combo[1]).accelerator)
     assert prof is not None
     cap = perf.capacity(prof, resnet.slo.latency)
     rps = 2 * cap * fraction
     sim = _simulated_p99(resnet, combo, rps, 2, seconds=20.0 if rps < 5000 else 6.0)
     model = perf.predict_latency_ms(prof, rps, 2, 99.0)
-    assert model == pytest.approx(sim, rel=0.25), (combo, fraction, model, sim)
+    assert model == pytest.approx(sim, rel=0.15), (combo, fraction, model, sim)
 
 
 def test_capacity_holds_the_slo_in_the_simulator(resnet: ScaledModelSpec) -> None:
