@@ -45,10 +45,11 @@ on average.  The former model (it summed the parts' percentiles: 339/392 ms) was
 (p50-p99) than the exact batcher at this load and hid it, an idle CI machine did not ("p95 at
 80 % vs server: +27 %").  The current model predicts 298.6/355.7 ms: +15 %/+16 %
 against the 16-s schedule, +7 %/+10 % against the 48-s one (278.9/323.5 ms), whose
-percentiles are within 4 %/7 % of the average window's; measured here on a loaded
-machine, real Triton at 48 s read -10 %/-12 % (three runs).  So the margin to the
-+-25 % bounds is 13-15 % either way, for an idle server (the exact batcher) and a busy
-one alike.  30 % (30 s, seed 40) and 55 % (20 s, seed 41): -1..-7 % and 0..+1 % at
+percentiles are within 4 %/7 % of the average window's; measured here (load average
+1.4-2), real Triton at 48 s read -1..-13 % at p95/p99 (five runs on 2026-11-30, the
+client's view and Triton's summary alike; p50 -4..+4 %).  So the margin to the +-25 %
+bounds is 12-15 % either way, for an idle server (the exact batcher) and a busy one
+alike.  30 % (30 s, seed 40) and 55 % (20 s, seed 41): -1..-7 % and 0..+1 % at
 p95/p99 against their schedules.  A repeated (disturbed) load runs seed + 1000: a
 new schedule, with the window noise above.
 
