@@ -181,3 +181,44 @@ def test_percentiles_match_the_exact_batcher(name: str) -> None:
     assert abs(worst[0]) <= 0.18, (name, worst)
     beyond = [e for e in errors if abs(e[0]) > 0.10]
     assert len(beyond) <= len(errors) // 8, (name, beyond)
+
+
+def test_latency_table_is_safe_under_concurrent_eviction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's tick workers call the planner on several threads at once: with
+    a table small enough to evict on every insert, lookups (LRU bumps) and inserts
+    (evictions) from eight threads must neither raise nor return wrong latencies."""
+    import sys
+    import threading
+
+    monkeypatch.setattr(perf, "_COLUMNS", 2)
+    monkeypatch.setattr(perf, "_columns", type(perf._columns)())
+    shapes = [
+        (8, tuple((b, (40.0 + k + 10.0 * b) / (40.0 + k + 80.0)) for b in range(1, 9)))
+        for k in range(3)
+    ]
+    expected = {i: perf._nodes(s, 0.99, 0.5, 5, range(0, 1)) for i, s in enumerate(shapes)}
+    errors: list[BaseException] = []
+    wrong: list[int] = []
+
+    def worker(seed: int) -> None:
+        try:
+            for n in range(800):
+                i = (seed + n) % len(shapes)
+                if perf._nodes(shapes[i], 0.99, 0.5, 5, range(0, 1)) != expected[i]:
+                    wrong.append(i)
+        except BaseException as e:  # the test reports any failure
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:3]
+    assert not wrong
+    assert len(perf._columns) <= 2

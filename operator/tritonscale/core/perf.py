@@ -84,6 +84,7 @@ the planner's hot path only does arithmetic.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -370,6 +371,11 @@ _DELTA_COLUMNS = 81  # up to _DELTA_0 * _DELTA_STEP ** 79 (~ 8e4)
 _COLUMNS = 8192  # columns kept (least recently used dropped)
 _Shape = tuple[int, tuple[tuple[int, float], ...]]
 _columns: OrderedDict[tuple[_Shape, float, float, int], list[float | None]] = OrderedDict()
+# The operator decides on several threads (its tick workers): a lookup and its LRU
+# bump, or an insert and its evictions, must not interleave with another thread's
+# eviction (move_to_end of a key just evicted raises KeyError). Filling a column's
+# nodes needs no lock: every thread computes the same values.
+_columns_lock = threading.Lock()
 
 
 def _t_node(k: int) -> float:
@@ -396,14 +402,15 @@ def _nodes(shape: _Shape, q: float, growth: float, j: int, ks: range) -> list[fl
     """log of the shape's latency (in units of S(B)) at delay column ``j``, nodes
     ``ks`` along t (node k is at u = 1 - exp(-t_k))."""
     key = (shape, q, growth, j)
-    column = _columns.get(key)
-    if column is None:
-        column = [None] * _TABLE
-        _columns[key] = column
-        while len(_columns) > _COLUMNS:
-            _columns.popitem(last=False)
-    else:
-        _columns.move_to_end(key)
+    with _columns_lock:
+        column = _columns.get(key)
+        if column is None:
+            column = [None] * _TABLE
+            _columns[key] = column
+            while len(_columns) > _COLUMNS:
+                _columns.popitem(last=False)
+        else:
+            _columns.move_to_end(key)
     missing = [k for k in ks if column[k] is None]
     if missing:
         prof = Profile("", shape[0], tuple(BatchPoint(b, lat) for b, lat in shape[1]),
