@@ -310,15 +310,32 @@ def _strip(obj: Any) -> Any:
     return obj
 
 
+def _same(a: Any, b: Any) -> bool:
+    """``_strip(a) == _strip(b)``, without building the stripped copies.
+
+    Equal values strip to equal values, so plain ``==`` (in C) answers most
+    comparisons; only values that differ are walked, and only the parts that
+    differ are compared stripped."""
+    if a == b:
+        return True
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        ka = {k for k, v in a.items() if k not in _VOLATILE and v is not None}
+        kb = {k for k, v in b.items() if k not in _VOLATILE and v is not None}
+        return ka == kb and all(_same(a[k], b[k]) for k in ka)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(_strip(a) == _strip(b))
+
+
 def status_changed(old: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> bool:
     """Would applying ``patch`` change ``old`` in more than timestamps?"""
     old = old or {}
-    return any(_strip(old.get(k)) != _strip(v) for k, v in patch.items())
+    return not all(_same(old.get(k), v) for k, v in patch.items())
 
 
 def same_decision(old: Any, new: Mapping[str, Any]) -> bool:
     """Is ``new`` (a ``lastDecision``) the recorded one, timestamps aside?"""
-    return isinstance(old, Mapping) and _strip(old) == _strip(new)
+    return isinstance(old, Mapping) and _same(old, new)
 
 
 def build_status(
