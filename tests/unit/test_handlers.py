@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -830,3 +831,68 @@ def test_unchanged_spec_is_parsed_once(
     r.forget(UID, NS, NAME)
     r.reconcile(body(kube))
     assert len(parsed) == 5
+
+
+def _no_nulls(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _no_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_no_nulls(v) for v in obj]
+    return obj
+
+
+def _fresh_kube() -> FakeKube:
+    k = FakeKube()
+    doc = load_example("resnet50.yaml")
+    doc["metadata"].update(namespace=NS, uid=UID, generation=1)
+    k.add_scaledmodel(doc)
+    return k
+
+
+def _status_patches(cold: bool) -> list[str]:
+    """The status patches of a series of passes (as JSON), each pass checked; ``cold``:
+    the remembered status is forgotten before each pass (read from the object)."""
+    kube, clock = _fresh_kube(), Clock()
+    signals = FixedSignals(Observation(rps=50.0, latency_ms=20.0))
+    r = Reconciler(kube=kube, signals=signals, clock=clock)
+    # (what changes, decide): a pass without a decision (a Deployment event)
+    # where nothing changed writes no patch.
+    steps: list[tuple[Any, bool]] = [
+        (lambda: None, True),
+        (lambda: None, False),  # nothing changed: no patch
+        (lambda: kube.set_ready("resnet50-int8-t4-ondemand"), False),
+        (lambda: None, True),
+        (lambda: setattr(signals, "obs", Observation(rps=900.0, latency_ms=60.0)), True),
+        (lambda: None, False),  # nothing changed: no patch
+        (lambda: setattr(signals, "obs", Observation(rps=None, error="down")), True),
+        (lambda: edit_spec(kube, lambda s: s["scaling"].update(maxReplicas=3)), True),
+        (lambda: None, True),
+    ]
+    written: list[str] = []
+    for step, decide in steps:
+        step()
+        clock.t += 20
+        if cold:
+            r._status.clear()
+        held = r._status.get(UID)
+        snapshot = copy.deepcopy(held)
+        before = len(kube.status_patches)
+        out = r.reconcile(body(kube), decide=decide)
+        assert held == snapshot  # the pass read the remembered status, changed none of it
+        patches = kube.status_patches[before:]
+        assert out.status_written == bool(patches) and len(patches) <= 1
+        written.append(json.dumps(patches, sort_keys=True))
+        # What the operator remembers is what the API server now holds.
+        # (The fake keeps the nulls of a patched new object; an API server drops them.)
+        assert _no_nulls(r._status[UID]) == _no_nulls(status(kube))
+    return written
+
+
+def test_status_patches_from_the_remembered_status_match_a_cold_read() -> None:
+    """The reconciler reads the status it last wrote (not copied) and compares it with
+    the new one cheaply: it must write exactly the patches, byte for byte, that a
+    reconciler reading the status from the object each time writes; a pass whose
+    status did not change writes none; no pass changes the remembered status."""
+    warm, cold = _status_patches(cold=False), _status_patches(cold=True)
+    assert warm == cold
+    assert [w != "[]" for w in warm] == [True, False, True, True, True, False, True, True, True]

@@ -315,15 +315,17 @@ def _same(a: Any, b: Any) -> bool:
 
     Equal values strip to equal values, so plain ``==`` (in C) answers most
     comparisons; only values that differ are walked, and only the parts that
-    differ are compared stripped."""
+    differ are compared stripped. Inside mappings and lists an object is the same
+    as itself (as in Python's container comparison: a NaN equals itself there)."""
     if a == b:
         return True
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         ka = {k for k, v in a.items() if k not in _VOLATILE and v is not None}
         kb = {k for k, v in b.items() if k not in _VOLATILE and v is not None}
-        return ka == kb and all(_same(a[k], b[k]) for k in ka)
+        return ka == kb and all(a[k] is b[k] or _same(a[k], b[k]) for k in ka)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(
+            x is y or _same(x, y) for x, y in zip(a, b, strict=True))
     return bool(_strip(a) == _strip(b))
 
 
