@@ -41,11 +41,18 @@ def load_example(name: str = "resnet50.yaml") -> dict[str, Any]:
 
 
 def _merge(dst: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """JSON merge patch (RFC 7386), as the API server applies it: a null removes
+    the key, also inside a sub-object the patch creates (it is merged into {});
+    lists and scalars replace."""
     for k, v in patch.items():
         if v is None:
             dst.pop(k, None)
-        elif isinstance(v, Mapping) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
+        elif isinstance(v, Mapping):
+            sub = dst.get(k)
+            if not isinstance(sub, dict):
+                sub = {}
+                dst[k] = sub
+            _merge(sub, v)
         else:
             dst[k] = copy.deepcopy(v)
 
