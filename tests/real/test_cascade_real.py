@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from tests.harness.real.digits import ask, counter, train, write_model
+from tests.harness.real.digits import ask, cascade_spec, counter, train, write_model
 from tests.harness.real.servers import (
     PrometheusServer,
     ScrapeTarget,
@@ -106,25 +106,11 @@ def test_profile_cascade_measures_the_curve_on_the_live_models(
     assert acc[-1] > acc1 + 0.5 * (acc2 - acc1)
     assert esc[0] < 0.5
     # The printed block is a valid curve for a spec whose floor it meets.
-    spec = parse_spec({
-        "model": {"name": "digits", "repository": "s3://m"},
-        "variants": [
-            {"name": "linear", "precision": "fp32", "accuracy": round(acc1, 4),
-             "profiles": [{"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 1}]}]},
-            {"name": "mlp", "precision": "fp32", "accuracy": round(acc2, 4),
-             "profiles": [{"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 2}]}]},
-        ],
-        "nodePools": [{"name": "cpu", "accelerator": "CPU", "pricePerHour": 0.1}],
-        "slo": {"latency": {"targetMs": 50}, "minAccuracy": round(max(acc), 4)},
-        "cascade": {"tiers": [{"variant": "linear", "escalateBelow": block},
-                              {"variant": "mlp"}],
-                    "confidence": {"output": "CONFIDENCE"},
-                    "io": {"maxBatchSize": 64,
-                           "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
-                           "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
-                                       {"name": "CONFIDENCE", "dataType": "FP32",
-                                        "dims": [1]}]}},
-    })
+    spec = parse_spec(cascade_spec(
+        block, accuracies=(round(acc1, 4), round(acc2, 4)),
+        profiles=({"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 1}]},
+                  {"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 2}]}),
+        min_accuracy=round(max(acc), 4)))
     assert spec.cascade is not None and len(spec.cascade.points) == 4
 
 
@@ -133,25 +119,9 @@ def test_profile_cascade_measures_the_curve_on_the_live_models(
 def _router_spec() -> ScaledModelSpec:
     """A cascade of the digits models: what the router is rendered from (its tensors
     and model name; the threshold it runs comes from the file)."""
-    profile = [{"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 1}]}]
-    return parse_spec({
-        "model": {"name": MODEL, "repository": "s3://m"},
-        "variants": [
-            {"name": "linear", "precision": "fp32", "accuracy": 0.9, "profiles": profile},
-            {"name": "mlp", "precision": "fp32", "accuracy": 0.97, "profiles": profile},
-        ],
-        "nodePools": [{"name": "cpu", "accelerator": "CPU", "pricePerHour": 0.1}],
-        "slo": {"latency": {"targetMs": 50}, "minAccuracy": 0.9},
-        "cascade": {"tiers": [{"variant": "linear", "escalateBelow": [
-            {"threshold": 0.5, "escalated": 0.1, "accuracy": 0.93}]}, {"variant": "mlp"}],
-            "confidence": {"output": "CONFIDENCE"}, "io": IO},
-    })
+    return parse_spec(cascade_spec([{"threshold": 0.5, "escalated": 0.1, "accuracy": 0.93}]))
 
 
-IO = {"maxBatchSize": 64,
-      "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
-      "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
-                  {"name": "CONFIDENCE", "dataType": "FP32", "dims": [1]}]}
 ROUTER = cr.router_model(_router_spec())
 
 
@@ -466,28 +436,14 @@ def test_end_to_end_p95_p99_within_20_percent_of_the_planner(
     # The threshold escalating closest to a third of the requests: the p95 and p99
     # then lie on the escalated path, the median on tier 1 alone.
     point = min(block, key=lambda p: abs(p["escalated"] - 0.33))
-    spec = parse_spec({
-        "model": {"name": "digits", "repository": "s3://m"},
-        "variants": [
-            {"name": "linear", "precision": "fp32", "accuracy": round(acc1, 4),
-             "profiles": [profiles[TIER1]]},
-            {"name": "mlp", "precision": "fp32", "accuracy": round(acc2, 4),
-             "profiles": [profiles[TIER2]]},
-        ],
-        "nodePools": [{"name": "cpu", "accelerator": "CPU", "pricePerHour": 0.1,
-                       "maxReplicas": 4}],
-        "slo": {"latency": {"percentile": 95, "targetMs": 1000},
-                "minAccuracy": point["accuracy"]},
-        "scaling": {"minReplicas": 2, "maxReplicas": 4},
-        "cascade": {"tiers": [{"variant": "linear", "escalateBelow": block},
-                              {"variant": "mlp"}],
-                    "confidence": {"output": "CONFIDENCE"}, "hopMs": round(hop_ms, 3),
-                    "io": {"maxBatchSize": 64,
-                           "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
-                           "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
-                                       {"name": "CONFIDENCE", "dataType": "FP32",
-                                        "dims": [1]}]}},
-    })
+    body = cascade_spec(block, accuracies=(round(acc1, 4), round(acc2, 4)),
+                        profiles=(profiles[TIER1], profiles[TIER2]),
+                        min_accuracy=point["accuracy"])
+    body["nodePools"][0]["maxReplicas"] = 4
+    body["slo"]["latency"] = {"percentile": 95, "targetMs": 1000}
+    body["scaling"] = {"minReplicas": 2, "maxReplicas": 4}
+    body["cascade"]["hopMs"] = round(hop_ms, 3)
+    spec = parse_spec(body)
     out = cc.plan_cascade(spec, cc.CascadeRequest(
         LOAD_RPS, min_replicas=2, max_replicas=4,
         thresholds=frozenset({float(point["threshold"])})))

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.harness.real.digits import ask, counter, train, write_model
+from tests.harness.real.digits import ask, cascade_spec, counter, train, write_model
 from tests.harness.real.servers import (
     PrometheusServer,
     ScrapeTarget,
@@ -51,28 +51,10 @@ SM, NS = "digits", "serving"
 
 
 def _spec(prometheus_url: str) -> ScaledModelSpec:
-    profile = [{"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 1}]}]
-    return parse_spec({
-        "model": {"name": MODEL, "repository": "s3://m"},
-        "variants": [
-            {"name": "linear", "precision": "fp32", "accuracy": 0.9, "profiles": profile},
-            {"name": "mlp", "precision": "fp32", "accuracy": 0.97, "profiles": profile},
-        ],
-        "nodePools": [{"name": "cpu", "accelerator": "CPU", "pricePerHour": 0.1}],
-        "slo": {"latency": {"targetMs": 50}, "minAccuracy": 0.9},
-        "cascade": {
-            "tiers": [{"variant": "linear", "escalateBelow": [
-                {"threshold": 0.5, "escalated": 0.05, "accuracy": 0.93},
-                {"threshold": 0.9, "escalated": 0.3, "accuracy": 0.96}]},
-                {"variant": "mlp"}],
-            "confidence": {"output": "CONFIDENCE"},
-            "io": {"maxBatchSize": 64,
-                   "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
-                   "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
-                               {"name": "CONFIDENCE", "dataType": "FP32", "dims": [1]}]},
-        },
-        "metrics": {"source": "prometheus", "prometheus": {"url": prometheus_url}},
-    })
+    body = cascade_spec([{"threshold": 0.5, "escalated": 0.05, "accuracy": 0.93},
+                         {"threshold": 0.9, "escalated": 0.3, "accuracy": 0.96}])
+    body["metrics"] = {"source": "prometheus", "prometheus": {"url": prometheus_url}}
+    return parse_spec(body)
 
 
 class ConfigMapVolume:

@@ -11,11 +11,41 @@ import shutil
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tests.harness.real.servers import MODELS_DIR
 
 Layers = list[tuple[np.ndarray, np.ndarray]]
+
+# The digits models' tensors (models/digits/config.pbtxt), as a cascade's ``io``.
+IO: dict[str, Any] = {
+    "maxBatchSize": 64,
+    "inputs": [{"name": "INPUT", "dataType": "FP32", "dims": [64]}],
+    "outputs": [{"name": "LABEL", "dataType": "INT32", "dims": [1]},
+                {"name": "CONFIDENCE", "dataType": "FP32", "dims": [1]}],
+}
+CPU_PROFILE: dict[str, Any] = {"accelerator": "CPU", "batches": [{"size": 1, "latencyMs": 1}]}
+
+
+def cascade_spec(escalate_below: list[dict[str, float]], *,
+                 accuracies: tuple[float, float] = (0.9, 0.97),
+                 profiles: tuple[dict[str, Any], dict[str, Any]] = (CPU_PROFILE, CPU_PROFILE),
+                 min_accuracy: float = 0.9) -> dict[str, Any]:
+    """The ``spec`` of a two-tier digits cascade (tier 1 ``linear``, tier 2 ``mlp``) on
+    one CPU pool, p99 <= 50 ms: callers add or change what their test needs."""
+    tiers = (("linear", "fp32", accuracies[0], profiles[0]),
+             ("mlp", "fp32", accuracies[1], profiles[1]))
+    return {
+        "model": {"name": "digits", "repository": "s3://m"},
+        "variants": [{"name": n, "precision": p, "accuracy": a, "profiles": [prof]}
+                     for n, p, a, prof in tiers],
+        "nodePools": [{"name": "cpu", "accelerator": "CPU", "pricePerHour": 0.1}],
+        "slo": {"latency": {"targetMs": 50}, "minAccuracy": min_accuracy},
+        "cascade": {"tiers": [{"variant": "linear", "escalateBelow": escalate_below},
+                              {"variant": "mlp"}],
+                    "confidence": {"output": "CONFIDENCE"}, "io": IO},
+    }
 
 
 @dataclass(frozen=True)
