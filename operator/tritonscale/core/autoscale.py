@@ -485,7 +485,9 @@ def _known(
     unavailable = frozenset(obs.unavailable_pools)
     fstate = fc.update(prev.forecast, rps, now)
     horizon = horizon_seconds(spec, unavailable, frozenset(p for _, p in prev.target))
-    predicted = fc.forecast(fstate, horizon)
+    # The smoothed look-ahead (no floor at the last observation: one spike moves it
+    # by a bounded amount); below, its trend is capped at how far the rate rose.
+    look_ahead = fc.forecast(fstate, horizon, floor=False)
 
     # 3. The online correction (core/correction.py): per (variant, pool) factors,
     # bounded, persisted, applied to the profiles the planner sees; not learnt
@@ -499,15 +501,14 @@ def _known(
     bst_st: dict[str, Any] = {"vh": [list(x) for x in prev.burst_history],
                               "pz": prev.panic_until}
     bst = burst.assess(spec, obs, rps, bst_st, now, horizon,
-                       _ready_capacity(spec, obs, unavailable),
-                       fc.forecast(fstate, horizon, floor=False))
+                       _ready_capacity(spec, obs, unavailable), look_ahead)
     burst.store(bst_st, bst)
     # The forecast's extrapolated trend goes at most as far ahead as the rate rose
     # over the last horizon: after a ramp, Holt's level catches up with a step that
     # is already over and its trend kept the look-ahead far above a flat rate for
     # minutes (a ramp 3.5k -> 8.6k rps forecast 15k for three minutes of 8k).
     # (The forecast's own noise allowance, z x deviation, stays.)
-    ahead = min(fc.forecast(fstate, horizon, floor=False),
+    ahead = min(look_ahead,
                 rps + burst.recent_rise(bst.history, now, horizon)
                 + fc.DEFAULT.z * float(fstate.get("s", 0.0)))
     # The current rate counts only as far as it lasts (core/burst.py, lasting_rate):
