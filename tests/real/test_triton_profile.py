@@ -48,8 +48,9 @@ def test_statistics_count_one_batch_size(server: TritonServer) -> None:
     previous = first
     for _ in range(10):  # sequential: the dynamic batcher has nothing to merge
         client.infer(MODEL, [t])
-        now = pod.statistics(MODEL)
-        assert previous is not None and now is not None
+        assert previous is not None
+        now = pod.statistics_after(MODEL, previous, 1)
+        assert now is not None
         one = (now - previous).batch(4)
         assert one.count == 1 and one.compute_ms is not None
         per_request.append(one.compute_ms)

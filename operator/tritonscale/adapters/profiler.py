@@ -303,7 +303,8 @@ def profile(
                 for _ in range(requests_per_batch):
                     before = pod.statistics(model)
                     client.append(req.send(size))
-                    sample = _server_batch_ms(before, pod.statistics(model), size)
+                    after = None if before is None else pod.statistics_after(model, before, 1)
+                    sample = _server_batch_ms(before, after, size)
                     if sample is not None:
                         server_samples.append(sample)
                 server = percentile(server_samples, 50) if server_samples else None

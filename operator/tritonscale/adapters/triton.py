@@ -259,6 +259,37 @@ class TritonPod:
             self.last_error = f"bad statistics from {self.url}: {_short(exc)}"
             return None
 
+    def statistics_after(
+        self,
+        model: str,
+        earlier: ModelStatistics,
+        requests: int,
+        *,
+        version: str = "",
+        settle_s: float = 1.0,
+    ) -> ModelStatistics | None:
+        """Statistics once ``requests`` more requests than ``earlier`` are recorded.
+
+        Triton records a request's and its batch's statistics after the backend has
+        sent the response, so a read right after a reply may not hold them yet (seen:
+        the Python backend on a busy host). Polls until the requests (success or
+        failure) and at least one more execution are in, for up to ``settle_s``, then
+        returns the last snapshot, complete or not; ``None`` if statistics fail.
+        """
+        deadline = time.monotonic() + settle_s
+        delay = 0.002
+        while True:
+            now = self.statistics(model, version)
+            if now is None or time.monotonic() >= deadline:
+                return now
+            done = now.success.count + now.fail.count
+            done -= earlier.success.count + earlier.fail.count
+            ran = now.execution_count - earlier.execution_count
+            if done >= requests and ran >= min(requests, 1):
+                return now
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
     def model_config(self, model: str, version: str = "") -> Mapping[str, Any] | None:
         config, err = self._call(lambda c: c.get_model_config(model, version))
         return config if not err and isinstance(config, Mapping) else None

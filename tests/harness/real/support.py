@@ -175,8 +175,10 @@ def idle_client_overhead_ms(server: TritonServer, model: str, requests: int = 30
             start = time.perf_counter()
             client.infer(model, [t])
             client_ms = (time.perf_counter() - start) * 1000.0
-            after = pod.statistics(model)
-            if before is None or after is None:
+            if before is None:
+                continue
+            after = pod.statistics_after(model, before, 1)
+            if after is None:
                 continue
             delta = after - before
             if delta.success.count == 1 and delta.success.mean_ms is not None:
@@ -265,7 +267,9 @@ def measure_perf_point(
         res = run_poisson_load(
             server.url, model, rate=rps, duration_s=duration_s, seed=seed, workers=workers
         )
-        after = pod.statistics(model)
+        # Every answered request is in Triton's statistics, not only those in flight
+        # when the load ended (Triton records them after replying).
+        after = None if before is None else pod.statistics_after(model, before, len(res.ok_records))
     finally:
         pod.close()
     text = requests.get(server.metrics_url, timeout=5).text
