@@ -639,6 +639,15 @@ def _parse_model(r: _Reader, data: Any) -> ModelSpec | None:
 
 
 _ENV_KEYS = ("name", "value", "valueFrom")
+# The operator's service account creates the Triton pods, and the kubelet hands a pod
+# any Secret of its namespace it names: a secretKeyRef here would let whoever may
+# write a ScaledModel read a Secret they may have no RBAC for (through a model of
+# theirs that prints its environment). The CRD's CEL rule says the same.
+SECRET_REF_REFUSED = (
+    "is not allowed: the operator creates the Triton pods, so a Secret named here would "
+    "reach a ScaledModel author who may not be allowed to read it; give the pods "
+    "credentials through the model repository's access (e.g. the nodes' identity)"
+)
 
 
 def _check_env(r: _Reader, data: Any, path: str) -> None:
@@ -665,6 +674,8 @@ def _check_env(r: _Reader, data: Any, path: str) -> None:
     vf = data.get("valueFrom")
     if vf is not None and not isinstance(vf, Mapping):
         r.err(f"{path}.valueFrom", f"must be an object, got {type(vf).__name__}")
+    elif isinstance(vf, Mapping) and "secretKeyRef" in vf:
+        r.err(f"{path}.valueFrom.secretKeyRef", SECRET_REF_REFUSED)
     if isinstance(value, str) and value and vf is not None:
         r.err(f"{path}.valueFrom", "must not be set when value is not empty")
 
