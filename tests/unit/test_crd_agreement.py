@@ -130,8 +130,10 @@ def env_vars(draw: st.DrawFn) -> Doc:
     if draw(st.booleans()):
         e["value"] = draw(st.sampled_from(["", "x", 1]))
     if draw(st.booleans()):
-        e["valueFrom"] = draw(st.sampled_from([{"fieldRef": {"fieldPath": "metadata.name"}},
-                                               "x"]))
+        e["valueFrom"] = draw(st.sampled_from([
+            {"fieldRef": {"fieldPath": "metadata.name"}},
+            {"configMapKeyRef": {"name": "c", "key": "k"}},
+            {"secretKeyRef": {"name": "s", "key": "k"}}, "x"]))
     if draw(st.integers(0, 9)) == 0:
         e["valu"] = "typo"
     return e

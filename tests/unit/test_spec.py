@@ -161,6 +161,13 @@ INVALID: list[tuple[str, Mutation, str]] = [
     ("bad label name", lambda s: s.update(metrics={"prometheus": {
         "url": "http://p", "labels": {"pool": "my-pool"}}}), "spec.metrics.prometheus.labels.pool"),
     ("bad source", lambda s: s.update(metrics={"source": "statsd"}), "spec.metrics.source"),
+    ("env from a Secret", lambda s: s["model"].update(env=[
+        {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+     "spec.model.env[0].valueFrom.secretKeyRef"),
+    # A trailing newline: Python's "$" also matches before it; the CRD's RE2 does not.
+    *[(f"parentRef {key} with a trailing newline",
+       lambda s, k=key: s.update(routing={"parentRefs": [{"name": "gw", k: "gw\n"}]}),
+       f"spec.routing.parentRefs[0].{key}") for key in ("name", "namespace", "sectionName")],
     ("port 0", lambda s: s.update(metrics={"tritonMetricsPort": 0}),
      "spec.metrics.tritonMetricsPort"),
 ]
