@@ -57,3 +57,43 @@ def test_state_is_small_and_json_serialisable() -> None:
     assert set(st) == {"l", "b", "s", "t", "y"}
     assert len(json.dumps(st)) < 200
     assert fc.forecast(None, 60.0) == 0.0
+
+
+def test_a_burst_beyond_what_lasted_is_not_folded_in() -> None:
+    # Level 1,000, then 12x for two steps. Fed as it is, Holt's clipped residuals and
+    # the deviation they inflate move the look-ahead to a multiple of the level;
+    # beyond 2x what persisted (1,000) the burst is not folded in at all.
+    base = [1000.0 + (i % 3) * 20.0 for i in range(40)]
+    plain = _feed([*base, 12_000.0, 12_000.0])
+    st: dict[str, float] | None = None
+    for i, v in enumerate([*base, 12_000.0, 12_000.0]):
+        st = fc.update(st, v, i * 15.0, persisted=1000.0, burst_factor=2.0)
+    calm = _feed(base)
+    assert fc.forecast(plain, 135.0, floor=False) > 2.0 * fc.forecast(calm, 135.0, floor=False)
+    assert st is not None
+    assert abs(fc.forecast(st, 135.0, floor=False) - fc.forecast(calm, 135.0, floor=False)) < 30.0
+    # Within 2x of what persisted (a ramp), the observation is folded in as it is.
+    ramp = [*base, 1500.0, 1900.0]
+    st = None
+    for i, v in enumerate(ramp):
+        st = fc.update(st, v, i * 15.0, persisted=1000.0, burst_factor=2.0)
+    assert st == _feed(ramp)
+
+
+def test_a_level_held_above_the_forecast_is_taken_without_a_trend() -> None:
+    # A step 1,000 -> 4,000, held from its third step: Holt's clipped climb to it
+    # built a trend that extrapolated the look-ahead to 7,930 (2x the step) four
+    # steps later and kept it above 5,000 for ten more; taken as the level once
+    # held, the look-ahead is the level, its noise allowance and a trend that fades.
+    seq = [1000.0] * 40 + [4000.0] * 16
+    plain: dict[str, float] | None = None
+    held: dict[str, float] | None = None
+    p_ahead, h_ahead = [], []
+    for i, v in enumerate(seq):
+        plain = fc.update(plain, v, i * 15.0)
+        held = fc.update(held, v, i * 15.0, held=4000.0 if i >= 42 else None)
+        p_ahead.append(fc.forecast(plain, 135.0, floor=False))
+        h_ahead.append(fc.forecast(held, 135.0, floor=False))
+    assert max(p_ahead) > 7500.0 and p_ahead[-1] > 5000.0
+    assert all(4000.0 <= x < 4700.0 for x in h_ahead[42:])
+    assert h_ahead[-1] < h_ahead[42]

@@ -483,8 +483,16 @@ def _known(
 
     # 2. Forecast.
     unavailable = frozenset(obs.unavailable_pools)
-    fstate = fc.update(prev.forecast, rps, now)
     horizon = horizon_seconds(spec, unavailable, frozenset(p for _, p in prev.target))
+    # A rate beyond (1 + maxHeadroom) x the highest one that lasted (for half a
+    # startup) within the scale-down window is a burst to the forecaster until it
+    # lasts: the lasting rate refuses to plan for it, so must the look-ahead. A level
+    # held for that long is the forecast's level at once (no trend from it).
+    seen = [*prev.burst_history, (now, rps)]
+    persisted = burst.persisted_level(seen, now, horizon, sc.scale_down_stabilization_seconds)
+    fstate = fc.update(prev.forecast, rps, now, persisted=persisted,
+                       burst_factor=1.0 + sc.max_headroom,
+                       held=burst.persisted_level(seen, now, horizon, 0.0))
     # The smoothed look-ahead (no floor at the last observation: one spike moves it
     # by a bounded amount); below, its trend is capped at how far the rate rose.
     look_ahead = fc.forecast(fstate, horizon, floor=False)

@@ -211,6 +211,28 @@ def lasting_rate(history: Sequence[Sequence[float]], now: float, horizon_s: floa
     return min(last, lasting)
 
 
+def persisted_level(history: Sequence[Sequence[float]], now: float, horizon_s: float,
+                    window_s: float) -> float | None:
+    """The highest rate that persisted within the last ``window_s``: the largest,
+    over the steps ``t`` of ``[now - window_s, now]``, of the lowest rate of
+    ``(t - tau, t]``, ``tau = PERSISTENCE x H`` (the *held* level of
+    :func:`lasting_rate` at ``t``). None when the history does not reach back
+    ``tau`` (nothing is known to have persisted yet)."""
+    upto = [(float(t), float(v)) for t, v in history if t <= now]
+    if not upto:
+        return None
+    tau = PERSISTENCE * max(0.0, horizon_s)
+    if upto[0][0] > now - tau:
+        return None
+    best = 0.0
+    for t, _ in upto:
+        if t < now - window_s:
+            continue
+        held = min(v for u, v in upto if t - tau < u <= t)
+        best = max(best, held)
+    return best
+
+
 def backlog_left(backlog: float, ready_capacity_rps: float, lasting_rps: float, rps: float,
                  horizon_s: float, patience_s: float | None) -> float:
     """Requests still waiting when capacity ordered now is Ready (module doc, 2.).

@@ -41,9 +41,26 @@ def _f(state: Mapping[str, Any], key: str, default: float = 0.0) -> float:
 
 
 def update(
-    state: Mapping[str, Any] | None, rps: float, now: float, cfg: ForecastConfig = DEFAULT
+    state: Mapping[str, Any] | None, rps: float, now: float, cfg: ForecastConfig = DEFAULT,
+    persisted: float | None = None, burst_factor: float = 2.0, held: float | None = None,
 ) -> dict[str, float]:
-    """Fold one observation into the forecast state (returns a new dict)."""
+    """Fold one observation into the forecast state (returns a new dict).
+
+    ``persisted``: the highest rate that has lasted recently
+    (:func:`.burst.persisted_level`; None: unknown). An observation above
+    ``burst_factor x persisted`` and beyond the clip band is a burst until it
+    lasts, not a level: the forecaster folds in the larger of ``persisted`` and its
+    own prediction instead, so the burst moves neither the level, the trend nor the
+    deviation. (Clipped, a 12x burst still moved the level by a step that doubled
+    each interval with the deviation: the look-ahead followed a 30-s burst by its
+    third step.) A ramp within ``burst_factor`` of what lasted, or one the forecast
+    already follows, is folded in as it is.
+
+    ``held``: the rate held for the persistence time up to now (the lowest of it).
+    A level the rate has held above the forecast's is taken as the level at once,
+    without a trend: a step that has lasted is no ramp to extrapolate (Holt
+    climbing to it by clipped residuals built a trend that kept the look-ahead
+    above the step for minutes)."""
     y = max(0.0, float(rps))
     if not state or "l" not in state:
         return {"l": y, "b": 0.0, "s": 0.05 * y, "t": now, "y": y}
@@ -52,14 +69,20 @@ def update(
     dev = _f(state, "s")
     t0 = _f(state, "t", now)
     dt = max(1e-3, now - t0)
+    if held is not None and held > level + trend * dt:
+        level = held - trend * dt
     # Smoothing constants scaled to the elapsed time (one reference interval = alpha).
     k = dt / cfg.ref_interval_s
     a = 1.0 - (1.0 - cfg.alpha) ** k
     g = 1.0 - (1.0 - cfg.gamma) ** k
     pred = max(0.0, level + trend * dt)
-    resid = y - pred
     floor = max(1e-6, 0.02 * max(pred, y))
     lim = cfg.clip * max(dev, floor)
+    if persisted is not None and y > burst_factor * persisted and y > pred + lim:
+        y = min(y, max(persisted, pred))
+        floor = max(1e-6, 0.02 * max(pred, y))
+        lim = cfg.clip * max(dev, floor)
+    resid = y - pred
     clipped = max(-lim, min(lim, resid))
     new_level = max(0.0, pred + a * clipped)
     new_trend = (1.0 - cfg.beta) * trend + cfg.beta * (new_level - level) / dt
