@@ -25,7 +25,10 @@ In order:
    Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
    of all available pools before there is one) plus one interval; at most the
    current rate plus how far it rose over the last horizon (the rise goes on for
-   one more horizon, no further).
+   one more horizon, no further). A rate beyond ``1 + maxHeadroom`` times the
+   highest one that lasted half a horizon within the scale-down window
+   (:func:`.burst.persisted_level`) is not folded in until it lasts itself, and
+   a level held that long is taken as the forecast's level at once.
 3. **Online correction** (:mod:`.correction`, the only one): per (variant,
    pool), the service-time factor at which the performance model reproduces the
    observed latency percentile at the load that placement received (or the whole

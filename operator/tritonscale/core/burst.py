@@ -62,8 +62,9 @@ autoscaler state into three adjustments of the load the planner plans for
      and the one before are the rate it rose from.
 
    The lasting rate is the current rate, at most the larger of that and the
-   forecast's look-ahead (Holt's level and trend, which a one-step spike moves by
-   a bounded amount). :func:`decide <tritonscale.core.autoscale.decide>` plans
+   forecast's look-ahead (Holt's level and trend, which is not shown a rate above
+   ``1 + maxHeadroom`` times the highest one that persisted within the
+   scale-down window until it persists itself: :func:`persisted_level`). :func:`decide <tritonscale.core.autoscale.decide>` plans
    the current rate, the drain and the panic floor from it, so a miss of the SLO
    on the Ready fleet still orders capacity for the current rate whenever that
    rate has lasted long enough for capacity ordered now to still meet it. On the
