@@ -130,18 +130,30 @@ class _Tier(Simulator):
         # Sub-steps of one policy interval record one signal sample (see run_interval).
         self.merge_samples = False
 
+    _GROWN = ("arr", "done", "timed_out", "where", "rep", "entered", "abandoned")
+
     def extend(self, times: NDArray[np.float64]) -> None:
+        """Append arrivals (sorted, none before the last). The per-request arrays are
+        views of buffers that double when full, so appending in many small steps
+        stays linear."""
         if len(times) == 0:
             return
-        k = len(times)
-        self.arr = np.concatenate((self.arr, times))
-        self.done = np.concatenate((self.done, np.full(k, np.nan)))
-        self.timed_out = np.concatenate((self.timed_out, np.zeros(k, dtype=bool)))
-        self.where = np.concatenate((self.where, np.full(k, -1, dtype=self.where.dtype)))
-        self.rep = np.concatenate((self.rep, np.full(k, -1, dtype=np.int64)))
-        self.entered = np.concatenate((self.entered, np.full(k, np.nan)))
-        self.abandoned = np.concatenate((self.abandoned, np.zeros(k, dtype=bool)))
-        self.n = len(self.arr)
+        n, k = self.n, len(times)
+        bufs: dict[str, NDArray[Any]] = getattr(self, "_bufs", {})
+        if not bufs or n + k > len(bufs["arr"]):
+            cap = max(2 * (n + k), 1024)
+            fill = {"arr": np.inf, "done": np.nan, "timed_out": False, "where": -1,
+                    "rep": -1, "entered": np.nan, "abandoned": False}
+            for name in self._GROWN:
+                old: NDArray[Any] = getattr(self, name)
+                buf = np.full(cap, fill[name], dtype=old.dtype)
+                buf[:n] = old[:n]
+                bufs[name] = buf
+            self._bufs = bufs
+        bufs["arr"][n:n + k] = times
+        self.n = n + k
+        for name in self._GROWN:
+            setattr(self, name, bufs[name][:self.n])
 
     def _append(self, r: Replica, idx: NDArray[np.int64]) -> None:
         super()._append(r, idx)
@@ -566,24 +578,35 @@ class CascadeSimulator:
             self.j2[ids] = np.arange(start, start + cut)
             del self._out2[:cut]
 
-    def _fits(self) -> bool:
-        """Every pod's waiting escalated requests have an idle stage-2 thread even if
-        no call in flight ends: the interval needs no sub-steps."""
+    def _calm_until(self, u: float, t1: float) -> float:
+        """The end of the longest stretch from ``u`` (at most ``t1``) in which no pod
+        can run out of stage-2 threads even if no call in flight ends: each pod's
+        requests escalated before it fit in its idle threads, so each gets one at its
+        tier-1 answer. At least one sub-step."""
         k = self.threads
-        return k is None or all(len(q) + len(self._calls.get(p, ())) <= k
-                                for p, q in self._wait2.items())
+        if k is None:
+            return t1
+        end = t1
+        for pod, q in self._wait2.items():
+            idle = k - len(self._calls.get(pod, ()))
+            if len(q) > max(idle, 0):
+                first_short = float(self.t1.done[q[max(idle, 0)]])
+                end = min(end, first_short)
+        return min(t1, max(end, u + self.substep_s))
 
     def _advance(self, t: float, t1: float) -> None:
-        """Stage 2 and tier 2 over [t, t1), in sub-steps while threads may run out."""
+        """Stage 2 and tier 2 over [t, t1), in steps as long as no pod's stage-2
+        threads may run out, sub-steps of ``substep_s`` where they may."""
         self._route(t1)
-        steps = ([t1] if self._fits()
-                 else [*np.arange(t + self.substep_s, t1, self.substep_s).tolist(), t1])
         u = t
-        for n, v in enumerate(steps):
+        n = 0
+        while u < t1:
+            v = self._calm_until(u, t1)
             self._stage2(u, v)
             self.t2.merge_samples = n > 0
             self.t2.run_interval(u, v)
             u = v
+            n += 1
         self.t2.merge_samples = False
 
     def _pending2(self) -> bool:
