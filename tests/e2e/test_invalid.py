@@ -349,6 +349,11 @@ CEL_BREAKERS.update({
         _set("spec.model.env", [{"name": "A", "value": "x",
                                  "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
         "spec.model.env[0].valueFrom"),
+    # The author might lack RBAC to read that Secret; the operator's pods would not.
+    "spec.model.env[].valueFrom.secretKeyRef: is not allowed": (
+        _set("spec.model.env", [{"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {
+            "secretKeyRef": {"name": "s3-credentials", "key": "secret"}}}]),
+        "spec.model.env[0].valueFrom"),
     "spec.model.resources.requests.cpu: must be <=": (
         lambda m: m["spec"]["model"]["resources"].update(requests={"cpu": "2"},
                                                          limits={"cpu": "1500m"}),

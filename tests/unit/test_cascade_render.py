@@ -200,6 +200,9 @@ def test_initial_threshold_is_the_least_escalating_within_the_floor() -> None:
 @pytest.mark.parametrize(("path", "value", "field"), [
     (("cascade", "io", "inputs", 0, "name"), 'x" } ] parameters', "spec.cascade.io.inputs[0].name"),
     (("cascade", "confidence", "output"), "CONF\nIDENCE", "spec.cascade.confidence.output"),
+    # A trailing newline: Python's "$" also matches before it (RE2, the CRD's, does not).
+    (("cascade", "io", "inputs", 0, "name"), "INPUT\n", "spec.cascade.io.inputs[0].name"),
+    (("model", "name"), "bert\n", "spec.model.name"),
     (("model", "name"), 'bert"qa', "spec.model.name"),
     (("model", "name"), "../etc", "spec.model.name"),
     (("cascade", "io", "outputs", 0, "dataType"), "BYTES",

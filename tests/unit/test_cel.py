@@ -97,6 +97,9 @@ CASES: list[tuple[str, Mutation, str]] = [
     ("env value and valueFrom", lambda d: d["spec"]["model"].update(env=[
         {"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
      "spec.model.env[].valueFrom"),
+    ("env from a Secret", lambda d: d["spec"]["model"].update(env=[
+        {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "key"}}}]),
+     "spec.model.env[].valueFrom.secretKeyRef"),
     ("cpu request over limit", lambda d: d["spec"]["model"]["resources"].update(
         requests={"cpu": "2"}, limits={"cpu": "1500m"}), "spec.model.resources.requests.cpu"),
     ("memory request over limit", lambda d: d["spec"]["model"]["resources"]["requests"].update(

@@ -118,13 +118,27 @@ def _check(spec: ScaledModelSpec, obs: Observation, d: Any) -> None:
         if p.key not in known:
             assert p.replicas <= cur.get(p.key, 0), (p, cur)  # held, never grown
     target = {p.key: p.replicas for p in (d.target or d.placements)}
+    pools = {p.name: p for p in spec.node_pools}
+    # A pool's maxReplicas is shared by the variants on it. Even a plan that holds
+    # what runs never grows a pool past it (a replacement once added replicas to a
+    # pool the kept ones already filled: l4-spot maxReplicas 1 went to 2).
+    in_pool: dict[str, int] = {}
+    for (_, p), n in target.items():
+        in_pool[p] = in_pool.get(p, 0) + n
+    running: dict[str, int] = {}
+    for s in obs.current:
+        running[s.pool] = running.get(s.pool, 0) + s.desired
+    for p, n in in_pool.items():
+        if p in pools:
+            assert n <= max(pools[p].max_replicas, running.get(p, 0)), (d.reason, p, n)
     if d.reason in HOLDING or (d.reason == "Infeasible" and "holding" in d.message):
         return
     eligible = {v.name for v in spec.eligible_variants()}
-    pools = {p.name: p for p in spec.node_pools}
-    for (v, p), n in target.items():
+    for v, p in target:
         assert v in eligible, (d.reason, v)
-        assert p in pools and n <= pools[p].max_replicas, (d.reason, p, n)
+        assert p in pools, (d.reason, p)
+    for p, n in in_pool.items():
+        assert n <= pools[p].max_replicas, (d.reason, p, n)
     assert sum(target.values()) <= spec.scaling.max_replicas, d.reason
     budget = spec.slo.max_cost_per_hour
     if budget is not None and d.reason not in OVER_BUDGET:
@@ -164,3 +178,23 @@ def test_decide_survives_any_stored_state(
     # The state written back is valid: the next step resets nothing.
     again = decide(spec, obs, json.loads(json.dumps(d.state)), 1_015.0)
     assert again.state_reset == ""
+
+
+def test_a_replacement_never_fills_a_pool_past_its_limit() -> None:
+    """Signals unknown, a100-ondemand lost: its replica moves, but not onto l4-spot,
+    where the kept int8 replica already uses the pool's one slot (the replacement
+    once solved over the full limits and planned 2 there)."""
+    doc = copy.deepcopy(BASE)
+    for pool in doc["nodePools"]:
+        if pool["name"] == "l4-spot":
+            pool["maxReplicas"] = 1
+    spec = parse_spec(doc)
+    current = (PlacementState("int8", "l4-spot", 1, 1),
+               PlacementState("fp16", "a100-ondemand", 1, 1))
+    obs = Observation(rps=None, current=current,
+                      unavailable_pools=frozenset({"t4-spot", "t4-ondemand", "a100-ondemand"}))
+    d = decide(spec, obs, None, 1_000.0)
+    assert d.reason == "Replaced", d.message
+    target = {p.key: p.replicas for p in (d.target or d.placements)}
+    assert target == {("int8", "l4-spot"): 1}, d.message
+    _check(spec, obs, d)

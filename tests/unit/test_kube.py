@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
+import threading
+import time
 from typing import Any
 
 import pytest
 import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from tests.harness.net import HUNG_HOST
 
+from tritonscale.adapters import resolve
 from tritonscale.adapters.kube import APPLY_CONTENT_TYPE, KubeAdapter, KubeAPIError
+from tritonscale.adapters.resolve import HostLookupTimeout
 
 
 class RawResponse:
@@ -263,3 +270,118 @@ def test_raw_answers_are_decoded_and_the_connection_released(adapter: Any) -> No
         a.get("Deployment", "ml", "d")
     assert ei.value.status is None and ei.value.retryable
     assert [r.released for r in responses] == [True, True]
+
+
+# -- the API server's host name: looked up with a deadline ------------------------------
+
+
+def _kubeconfig(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, server: str) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))
+    from kubernetes.config import kube_config
+
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(client.Configuration, "_default", client.Configuration._default)
+
+
+# The fixture's resolver hangs 30 s; two bounded lookups of 1 s (one urllib3 reconnect)
+# end far sooner even on a starved machine.
+HUNG_S = 30.0
+BOUNDED_S = 12.0
+
+
+def test_a_hung_resolver_never_holds_an_api_call(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, hung_resolver: Any
+) -> None:
+    """A kubeconfig naming the API server by host name: urllib3 looked it up with no
+    deadline, so a DNS server dropping queries held every reconcile (and its model's
+    lock) until glibc gave up. Now the lookup is bounded by the connect timeout and
+    the error names it."""
+    from tritonscale.adapters.peering import PeeringReader
+
+    _kubeconfig(tmp_path, monkeypatch, f"https://{HUNG_HOST}:6443")
+    a = KubeAdapter.from_environment(timeout_seconds=1.0)
+    started = time.monotonic()
+    with pytest.raises(KubeAPIError, match="host name lookup timed out") as info:
+        a.list_deployments("ml", "sm")
+    assert info.value.retryable
+    assert time.monotonic() - started < BOUNDED_S < HUNG_S
+    # The peering reader shares the client setup (the default configuration).
+    reader = PeeringReader(None, "p")
+    reader_timeout = 1.0
+    monkeypatch.setattr("tritonscale.adapters.peering.REQUEST_TIMEOUT_SECONDS", reader_timeout)
+    started = time.monotonic()
+    with pytest.raises(urllib3.exceptions.MaxRetryError) as err:
+        reader.peers("ml")
+    assert isinstance(err.value.reason, HostLookupTimeout)
+    assert time.monotonic() - started < BOUNDED_S
+
+
+def test_a_host_name_that_resolves_is_still_served(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounded lookup connects to the resolved address but keeps the name (the
+    Host header, and for TLS the name the certificate is checked against)."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Host", ""))
+            body = b'{"kind": "DeploymentList", "items": [{"metadata": {"name": "d"}}]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _kubeconfig(tmp_path, monkeypatch, f"http://localhost:{port}")
+        a = KubeAdapter.from_environment(timeout_seconds=5.0)
+        pools = a._client.rest_client.pool_manager.pool_classes_by_scheme
+        assert pools["https"].ConnectionCls is resolve.BoundedHTTPSConnection
+        assert a.list_deployments("ml", "sm") == [{"metadata": {"name": "d"}}]
+        assert seen == [f"localhost:{port}"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_lookups_of_a_hung_name_cost_bounded_threads(
+    hung_resolver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resolve, "MAX_PENDING_PER_HOST", 2)
+
+    def lookups() -> int:
+        return sum(t.name == f"lookup {HUNG_HOST}" for t in threading.enumerate())
+
+    for _ in range(2):
+        with pytest.raises(resolve.LookupTimeout, match=r"took over 0\.2 s"):
+            resolve.addresses(HUNG_HOST, 443, 0.2)
+    assert lookups() == 2
+    started = time.monotonic()
+    with pytest.raises(resolve.LookupTimeout, match="still hang"):
+        resolve.addresses(HUNG_HOST, 443, 5.0)
+    assert time.monotonic() - started < 0.5 and lookups() == 2
+    # Literals need no lookup; other names are not held up by the hung one.
+    assert resolve.addresses("127.0.0.1", 443, 0.001) == ["127.0.0.1"]
+    assert "127.0.0.1" in resolve.addresses("localhost", 443, 5.0)
+    # The resolver answers at last: the threads end, and the name's answer is its own.
+    hung_resolver.set()
+    deadline = time.monotonic() + 10
+    while lookups() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lookups() == 0
+    with pytest.raises(socket.gaierror):
+        resolve.addresses(HUNG_HOST, 443, 5.0)

@@ -46,6 +46,7 @@ def test_minimal_spec_gets_defaults() -> None:
     assert (sc.min_replicas, sc.max_replicas, sc.interval_seconds) == (1, 20, 15.0)
     assert sc.scale_down_stabilization_seconds == 300.0 and sc.headroom == 0.1
     assert sc.idle_seconds == 0.0 and sc.safe_plan == ()
+    assert sc.client_timeout_seconds is None  # patient clients
     assert s.metrics.source == "triton" and s.metrics.prometheus is None
     assert s.metrics.triton_metrics_port == 8002
 
@@ -139,6 +140,8 @@ INVALID: list[tuple[str, Mutation, str]] = [
      "spec.scaling.maxReplicas"),
     ("spot protection not bool", lambda s: s.update(scaling={"spotProtection": "yes"}),
      "spec.scaling.spotProtection"),
+    *[(f"client timeout {v!r}", lambda s, t=v: s.update(scaling={"clientTimeoutSeconds": t}),
+       "spec.scaling.clientTimeoutSeconds") for v in (0, -1, 86_401, "30", True)],
     ("safe plan unknown pool", lambda s: s.update(scaling={"safePlan": [
         {"variant": "fp16", "pool": "a100", "replicas": 1}]}), "spec.scaling.safePlan[0].pool"),
     ("prometheus without url", lambda s: s.update(metrics={"prometheus": {}}),
@@ -158,6 +161,13 @@ INVALID: list[tuple[str, Mutation, str]] = [
     ("bad label name", lambda s: s.update(metrics={"prometheus": {
         "url": "http://p", "labels": {"pool": "my-pool"}}}), "spec.metrics.prometheus.labels.pool"),
     ("bad source", lambda s: s.update(metrics={"source": "statsd"}), "spec.metrics.source"),
+    ("env from a Secret", lambda s: s["model"].update(env=[
+        {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+     "spec.model.env[0].valueFrom.secretKeyRef"),
+    # A trailing newline: Python's "$" also matches before it; the CRD's RE2 does not.
+    *[(f"parentRef {key} with a trailing newline",
+       lambda s, k=key: s.update(routing={"parentRefs": [{"name": "gw", k: "gw\n"}]}),
+       f"spec.routing.parentRefs[0].{key}") for key in ("name", "namespace", "sectionName")],
     ("port 0", lambda s: s.update(metrics={"tritonMetricsPort": 0}),
      "spec.metrics.tritonMetricsPort"),
 ]

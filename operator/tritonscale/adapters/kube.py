@@ -22,6 +22,7 @@ from typing import Any
 import urllib3.exceptions
 from urllib3.util.retry import Retry
 
+from tritonscale.adapters import resolve
 from tritonscale.core.api import GROUP, LABEL_SM, MANAGER, PLURAL, VERSION
 from tritonscale.core.routing import (
     GATEWAY_GROUP,
@@ -74,9 +75,23 @@ def _transport(exc: BaseException) -> str:
     """A short text for a failure without an HTTP response."""
     reason = getattr(exc, "reason", None)  # MaxRetryError wraps the real cause
     inner = reason if isinstance(reason, BaseException) else exc
+    if isinstance(inner, resolve.HostLookupTimeout):
+        return "host name lookup timed out"
     if isinstance(inner, urllib3.exceptions.TimeoutError | TimeoutError):
         return "timeout"
     return f"{type(inner).__name__}: {inner}"[:300]
+
+
+def bounded_api_client(configuration: Any = None) -> Any:
+    """A ``kubernetes`` ApiClient (default: the loaded default configuration) whose
+    connections look the API server's host name up with a deadline (the connect
+    timeout): urllib3's lookup has none, and a kubeconfig naming a host, not an IP,
+    whose DNS server drops queries would hold every caller for minutes."""
+    from kubernetes import client
+
+    api = client.ApiClient(configuration or client.Configuration.get_default_copy())
+    resolve.bounded_pools(api.rest_client.pool_manager)
+    return api
 
 
 class KubeAdapter:
@@ -95,7 +110,7 @@ class KubeAdapter:
         # Every call gets a client-side (connect, read) timeout: a stalled API server
         # must not hold a model's lock (and a worker) for longer than this.
         self.timeout = (min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), timeout_seconds)
-        self._client = api_client or client.ApiClient()
+        self._client = api_client or bounded_api_client()
         self._apps = client.AppsV1Api(self._client)
         self._core = client.CoreV1Api(self._client)
         self._custom = client.CustomObjectsApi(self._client)
@@ -126,7 +141,7 @@ class KubeAdapter:
         # lock); the reconciler retries with backoff instead. One reconnect is kept for
         # a pooled connection the server closed.
         cfg.retries = Retry(total=1, connect=1, read=0, status=0, redirect=0, other=0)
-        return cls(client.ApiClient(cfg), timeout_seconds=timeout_seconds)
+        return cls(bounded_api_client(cfg), timeout_seconds=timeout_seconds)
 
     # -- plumbing ---------------------------------------------------------------
 

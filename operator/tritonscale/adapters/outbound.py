@@ -34,6 +34,8 @@ from typing import Any
 import requests
 import urllib3.exceptions
 
+from tritonscale.adapters.resolve import Slots
+
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
 # The fixed phrases of transport failures (``classify``).
@@ -148,33 +150,8 @@ def _server(url: str) -> str:
         return url
 
 
-class _Running:
-    """Count of worker threads per server (see MAX_RUNNING_PER_SERVER)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._per: dict[str, int] = {}
-        self._total = 0
-
-    def acquire(self, server: str, per_server: int, total: int) -> bool:
-        with self._lock:
-            if self._total >= total or self._per.get(server, 0) >= per_server:
-                return False
-            self._per[server] = self._per.get(server, 0) + 1
-            self._total += 1
-            return True
-
-    def release(self, server: str) -> None:
-        with self._lock:
-            self._total -= 1
-            left = self._per.get(server, 1) - 1
-            if left > 0:
-                self._per[server] = left
-            else:
-                self._per.pop(server, None)
-
-
-_running = _Running()
+# Worker threads per server (a hung resolver keeps one until it answers).
+_running = Slots()
 
 
 def _resolving(frame: FrameType | None) -> bool:

@@ -23,8 +23,10 @@ class PeeringReader:
         kube adapter's ``from_environment`` loads it)."""
         from kubernetes import client
 
-        if api_client is None:
-            api_client = client.ApiClient(client.Configuration.get_default_copy())
+        from tritonscale.adapters.kube import bounded_api_client
+
+        if api_client is None:  # host name lookups with a deadline (adapters/resolve.py)
+            api_client = bounded_api_client()
         self._custom = client.CustomObjectsApi(api_client)
         self.name = name
 

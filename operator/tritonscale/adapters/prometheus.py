@@ -79,7 +79,7 @@ from tritonscale.adapters.signals import (
 from tritonscale.core.spec import PROMETHEUS_URL_PATTERN, PrometheusSource
 
 _BASE_URL = re.compile(PROMETHEUS_URL_PATTERN)
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")  # fullmatch: no trailing newline
 
 REQUEST_SUCCESS = "nv_inference_request_success"
 REQUEST_FAILURE = "nv_inference_request_failure"
@@ -116,7 +116,7 @@ class LabelMapping:
     def __post_init__(self) -> None:
         names = [self.namespace, self.model, self.variant, self.pool, *(k for k, _ in self.extra)]
         for name in names:
-            if not LABEL_NAME.match(name) or name.startswith("__"):
+            if not LABEL_NAME.fullmatch(name) or name.startswith("__"):
                 raise ValueError(f"not a Prometheus label name: {name!r}")
         if len({self.variant, self.pool}) != 2:
             raise ValueError("variant and pool must be different labels")

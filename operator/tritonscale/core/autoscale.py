@@ -866,9 +866,16 @@ def _replacement(
     need = max(0, want - sum(kept.values()))
     mix = dict(kept)
     if need:
+        # The kept replicas use their pools' maxReplicas: the new ones get what is left
+        # (solving over the full limits once put a second replica on l4-spot, max 1).
+        used: dict[str, int] = {}
+        for (_, pool), n in kept.items():
+            used[pool] = used.get(pool, 0) + n
+        room = tuple(replace(c, pool_max=c.pool_max - used.get(c.pool, 0)) for c in combos
+                     if c.pool_max > used.get(c.pool, 0))
         req = pl.Request(0.0, 0.0, need, need, None)
-        plan = pl.solve(combos, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
-                                                                        math.inf)
+        plan = pl.solve(room, req, respect_budget=False) or pl.Plan((), 0.0, math.inf,
+                                                                      math.inf)
         for k, n in plan.counts:
             mix[k] = mix.get(k, 0) + n
     return mix

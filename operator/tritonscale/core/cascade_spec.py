@@ -41,9 +41,10 @@ backslashes); types are the numeric ones the router moves over HTTP/JSON.
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tritonscale.core import k8sformat as k8s
 
 if TYPE_CHECKING:  # the reader lives in core.spec, which imports this module
     from tritonscale.core.spec import _Reader as Reader
@@ -52,7 +53,7 @@ MAX_POINTS = 8
 DEFAULT_HOP_MS = 1.0
 # Tensor names as the CRD's pattern has them: they are written into config.pbtxt.
 TENSOR_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$"
-TENSOR_NAME = re.compile(TENSOR_NAME_PATTERN)
+TENSOR_NAME = k8s.re2(TENSOR_NAME_PATTERN)  # RE2's "$": no trailing newline
 MAX_TENSOR_NAME = 128
 MAX_TENSORS = 16
 MAX_DIMS = 8
@@ -64,7 +65,7 @@ DATA_TYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "I
 # A cascade's model name also names the router model (``<name>-cascade``) and its
 # directory in the router's ConfigMap volume: no dots, slashes or quotes.
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]*$"
-MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+MODEL_NAME = k8s.re2(MODEL_NAME_PATTERN)
 MAX_MODEL_NAME = 100
 
 
@@ -184,7 +185,7 @@ def parse_cascade(
 
 
 def _tensor_name(r: Reader, name: str, path: str) -> None:
-    if len(name) > MAX_TENSOR_NAME or not TENSOR_NAME.match(name):
+    if len(name) > MAX_TENSOR_NAME or not TENSOR_NAME.search(name):
         r.err(path, f"must be a tensor name of at most {MAX_TENSOR_NAME} characters "
               f"(letters, digits, _ . : / -, not starting with . : / -); got {name[:40]!r}")
 

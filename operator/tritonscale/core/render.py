@@ -324,7 +324,7 @@ def get_service(owner: Owner, spec: ScaledModelSpec) -> dict[str, Any]:
     selector = selector_labels(owner.name)
     if spec.cascade is not None:
         selector = cr.tier_selector(spec, selector, 0)
-    return _service(owner, owner.name, selector, {ANNOTATION_MODEL: spec.model.name})
+    return service(owner, owner.name, selector, {ANNOTATION_MODEL: spec.model.name})
 
 
 def get_cascade_objects(owner: Owner, spec: ScaledModelSpec, threshold: float,
@@ -336,43 +336,37 @@ def get_cascade_objects(owner: Owner, spec: ScaledModelSpec, threshold: float,
         return []
     ann = {ANNOTATION_MODEL: spec.model.name}
     return [
-        _service(owner, cr.tier2_service_name(owner.name),
+        service(owner, cr.tier2_service_name(owner.name),
                  cr.tier_selector(spec, selector_labels(owner.name), 1), ann),
         cr.get_router_configmap(owner, spec, options.router_source, labels(owner.name), ann),
         cr.get_threshold_configmap(owner, threshold, labels(owner.name), ann),
     ]
 
 
-def _service(owner: Owner, name: str, selector: Mapping[str, str],
-             annotations: Mapping[str, str]) -> dict[str, Any]:
+def service(owner: Owner, name: str, selector: Mapping[str, str],
+            annotations: Mapping[str, str], *, object_labels: Mapping[str, str] | None = None,
+            grpc_app_protocol: str = "grpc", metrics: bool = True) -> dict[str, Any]:
+    """A ClusterIP Service of ``owner``'s Triton pods matching ``selector``: the http
+    and grpc ports, and the metrics port unless ``metrics`` is False (a weighted
+    route's per-placement backends, core/routing.py, which also name the grpc port's
+    ``appProtocol`` as Gateway implementations want it)."""
+    ports: list[dict[str, Any]] = [
+        {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+         "appProtocol": grpc_app_protocol},
+    ]
+    if metrics:
+        ports.append({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics",
+                      "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": name,
             "namespace": owner.namespace,
-            "labels": labels(owner.name),
+            "labels": dict(object_labels) if object_labels is not None else labels(owner.name),
             "annotations": dict(annotations),
             "ownerReferences": [owner.reference()],
         },
-        "spec": {
-            "type": "ClusterIP",
-            "selector": dict(selector),
-            "ports": [
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {
-                    "name": "grpc",
-                    "port": GRPC_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "grpc",
-                },
-                {
-                    "name": "metrics",
-                    "port": METRICS_PORT,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
-                },
-            ],
-        },
+        "spec": {"type": "ClusterIP", "selector": dict(selector), "ports": ports},
     }

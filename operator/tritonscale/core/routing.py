@@ -29,12 +29,14 @@ from typing import Any
 
 from tritonscale.core.perf import capacity
 from tritonscale.core.render import (
+    ANNOTATION_MODEL,
     GRPC_PORT,
     HTTP_PORT,
     Owner,
     deployment_name,
     labels,
     selector_labels,
+    service,
 )
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.types import PlacementState
@@ -151,31 +153,10 @@ def get_placement_service(owner: Owner, spec: ScaledModelSpec, key: Key) -> dict
     variant, pool = key
     lab = labels(owner.name, variant, pool)
     lab[LABEL_BACKEND] = "true"
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": placement_service_name(owner.name, variant, pool),
-            "namespace": owner.namespace,
-            "labels": lab,
-            "annotations": {"tritonscale.io/model": spec.model.name},
-            "ownerReferences": [owner.reference()],
-        },
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(owner.name, variant, pool),
-            "ports": [
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {
-                    "name": "grpc",
-                    "port": GRPC_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "kubernetes.io/h2c",
-                },
-            ],
-        },
-    }
+    return service(owner, placement_service_name(owner.name, variant, pool),
+                   selector_labels(owner.name, variant, pool),
+                   {ANNOTATION_MODEL: spec.model.name}, object_labels=lab,
+                   grpc_app_protocol="kubernetes.io/h2c", metrics=False)
 
 
 def get_routes(

@@ -32,13 +32,17 @@ METRIC_SOURCES: tuple[str, ...] = ("prometheus", "triton", "none")
 ROUTING_MODES: tuple[str, ...] = ("service", "gateway")
 ROUTE_PROTOCOLS: tuple[str, ...] = ("http", "grpc")
 MAX_PARENT_REFS = 8
+# spec.scaling.clientTimeoutSeconds at most (a day; `simulate --client-timeout` too).
+MAX_CLIENT_TIMEOUT_S = 86_400.0
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 
 # RFC 1123 label, as Kubernetes requires for names that end up in object names.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Every name pattern is compiled by k8s.re2 and used with ``.search``: with ``re``'s
+# own "$", "gw\n" passed (``$`` also matches before a final newline; RE2's does not).
+_DNS_LABEL = k8s.re2(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # RFC 1123 subdomain (Gateway names, listener section names).
-_DNS_SUBDOMAIN = re.compile(
+_DNS_SUBDOMAIN = k8s.re2(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
 
@@ -220,6 +224,10 @@ class Scaling:
     max_headroom: float = 1.0
     drain_seconds: float = 60.0
     panic_seconds: float = 60.0
+    # How long the clients wait for an answer before giving up (their request
+    # timeout); None: patient clients. The drain plans only for the part of a
+    # backlog they will still be waiting for when new capacity is Ready.
+    client_timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -637,6 +645,15 @@ def _parse_model(r: _Reader, data: Any) -> ModelSpec | None:
 
 
 _ENV_KEYS = ("name", "value", "valueFrom")
+# The operator's service account creates the Triton pods, and the kubelet hands a pod
+# any Secret of its namespace it names: a secretKeyRef here would let whoever may
+# write a ScaledModel read a Secret they may have no RBAC for (through a model of
+# theirs that prints its environment). The CRD's CEL rule says the same.
+SECRET_REF_REFUSED = (
+    "is not allowed: the operator creates the Triton pods, so a Secret named here would "
+    "reach a ScaledModel author who may not be allowed to read it; give the pods "
+    "credentials through the model repository's access (e.g. the nodes' identity)"
+)
 
 
 def _check_env(r: _Reader, data: Any, path: str) -> None:
@@ -663,6 +680,8 @@ def _check_env(r: _Reader, data: Any, path: str) -> None:
     vf = data.get("valueFrom")
     if vf is not None and not isinstance(vf, Mapping):
         r.err(f"{path}.valueFrom", f"must be an object, got {type(vf).__name__}")
+    elif isinstance(vf, Mapping) and "secretKeyRef" in vf:
+        r.err(f"{path}.valueFrom.secretKeyRef", SECRET_REF_REFUSED)
     if isinstance(value, str) and value and vf is not None:
         r.err(f"{path}.valueFrom", "must not be set when value is not empty")
 
@@ -765,6 +784,8 @@ def _parse_scaling(r: _Reader, data: Any) -> Scaling:
         max_headroom=num("maxHeadroom", dflt.max_headroom, minimum=0, maximum=10),
         drain_seconds=num("drainSeconds", dflt.drain_seconds, minimum=0, maximum=3600),
         panic_seconds=num("panicSeconds", dflt.panic_seconds, minimum=0, maximum=3600),
+        client_timeout_seconds=r.number(d, "clientTimeoutSeconds", path, exclusive_minimum=0,
+                                        maximum=MAX_CLIENT_TIMEOUT_S),
     )
 
 
@@ -873,15 +894,15 @@ def _check_safe_plan(
 def _parse_parent_ref(r: _Reader, data: Any, path: str) -> ParentRef | None:
     d = r.obj(data, path)
     name = r.string(d, "name", path, required=True)
-    if name is not None and name and (len(name) > 253 or not _DNS_SUBDOMAIN.match(name)):
+    if name is not None and name and (len(name) > 253 or not _DNS_SUBDOMAIN.search(name)):
         r.err(f"{path}.name", f"must be a lowercase RFC 1123 subdomain of at most 253 "
               f"characters; got {name!r}")
     ns = r.string(d, "namespace", path)
-    if ns is not None and (len(ns) > 63 or not _DNS_LABEL.match(ns)):
+    if ns is not None and (len(ns) > 63 or not _DNS_LABEL.search(ns)):
         r.err(f"{path}.namespace", f"must be a lowercase RFC 1123 label of at most 63 "
               f"characters; got {ns!r}")
     section = r.string(d, "sectionName", path)
-    if section is not None and (len(section) > 253 or not _DNS_SUBDOMAIN.match(section)):
+    if section is not None and (len(section) > 253 or not _DNS_SUBDOMAIN.search(section)):
         r.err(f"{path}.sectionName", f"must be a lowercase RFC 1123 subdomain of at most "
               f"253 characters; got {section!r}")
     port = r.integer(d, "port", path, minimum=1, maximum=65535)
@@ -940,7 +961,7 @@ def _parse_routing(r: _Reader, data: Any) -> Routing:
 def _check_cascade_serving(r: _Reader, model: ModelSpec | None, routing: Routing) -> None:
     """What serving a cascade needs from the rest of the spec (CEL rules mirror it)."""
     name = model.name if model is not None else None
-    if name and (len(name) > MAX_CASCADE_MODEL_NAME or not CASCADE_MODEL_NAME.match(name)):
+    if name and (len(name) > MAX_CASCADE_MODEL_NAME or not CASCADE_MODEL_NAME.search(name)):
         r.err("spec.model.name",
               f"a cascade's model name names its router model and directory: at most "
               f"{MAX_CASCADE_MODEL_NAME} letters, digits, _ and -, not starting with -; "
