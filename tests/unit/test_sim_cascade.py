@@ -238,21 +238,23 @@ def _slow_spec() -> Any:
     return parse_manifest(doc)[2]
 
 
-@pytest.mark.parametrize(("threads", "done", "entered"), [
+@pytest.mark.parametrize(("threads", "drop", "done", "entered"), [
     # Hand-traced, 2 stage-1 threads, patience 1.5 s. t=0: r0, r1 take the threads,
     # tier 1 batches them [0, 1]; r2, r3 get the threads at 1, batch [1, 2]; r4 (sent
     # at 0.2) gets one at 2, 1.8 s after its send: its client has gone, the router
     # drops it without calling tier 1; r5 (sent at 5) gets one at once, [5, 6].
-    (2, [1, 1, 2, 2, np.inf, 6], [0, 0, 1, 1, 2, 5]),
+    (2, True, [1, 1, 2, 2, np.inf, 6], [0, 0, 1, 1, 2, 5]),
+    # A router that does not check its clients calls tier 1 for r4 at 2 ([2, 3]).
+    (2, False, [1, 1, 2, 2, 3, 6], [0, 0, 1, 1, 2, 5]),
     # Without the limit tier 1 batches r0-r3 together at 0 and r4 at 1.
-    (None, [1, 1, 1, 1, 2, 6], [np.nan] * 6),
+    (None, True, [1, 1, 1, 1, 2, 6], [np.nan] * 6),
 ])
 def test_stage1_requests_wait_for_a_router_thread(
-        threads: int | None, done: list[float], entered: list[float]) -> None:
+        threads: int | None, drop: bool, done: list[float], entered: list[float]) -> None:
     spec = _slow_spec()
     arr = np.array([0.0, 0.0, 0.0, 0.0, 0.2, 5.0])
     sim = CascadeSimulator(spec, arr, SimConfig(seed=5, client_timeout_s=1.5),
-                           router_threads=threads)
+                           router_threads=threads, drop_gone=drop)
     t1 = sim.t1
     t1.apply({("distil-int8", "t4-spot"): 1}, instant=True)
     t1.run_interval(0.0, 3.0)
@@ -260,10 +262,11 @@ def test_stage1_requests_wait_for_a_router_thread(
     t1.finish()
     assert t1.done.tolist() == pytest.approx(done)
     assert np.allclose(t1.entered, entered, equal_nan=True)
-    assert t1.abandoned.tolist() == [False] * 4 + [threads is not None, False]
+    dropped = threads is not None and drop
+    assert t1.abandoned.tolist() == [False] * 4 + [dropped, False]
     # Tier 1 computed only what a thread handed it (the engine's queue, without the
     # limit, computes r4 within its patience).
-    assert int(np.count_nonzero(np.isfinite(t1.done))) == (5 if threads else 6)
+    assert int(np.count_nonzero(np.isfinite(t1.done))) == (5 if dropped else 6)
 
 
 def test_stage2_requests_wait_for_a_router_thread() -> None:

@@ -123,6 +123,9 @@ class _Tier(Simulator):
         if slots is not None and slots < 1:
             raise ValueError(f"router threads per stage must be >= 1; got {slots}")
         self.slots = slots
+        # How long after its send the router still calls tier 1 for a request (the
+        # client timeout; inf: a router that never checks, as before it did).
+        self.router_patience = self._timeout
         self.rep = np.full(self.n, -1, dtype=np.int64)  # the pod (replica id) per request
         self.entered = np.full(self.n, np.nan)  # a stage-1 thread took it (or dropped it)
         self.abandoned = np.zeros(self.n, dtype=bool)  # dropped by the router: client gone
@@ -201,7 +204,7 @@ class _Tier(Simulator):
                            else np.full(m, -np.inf))
                 e = np.maximum(a, free_at)
                 cut = int(np.searchsorted(e, end, "left"))  # e is sorted
-                late = np.flatnonzero(e[:cut] - a[:cut] > self._timeout)
+                late = np.flatnonzero(e[:cut] - a[:cut] > self.router_patience)
                 ok = int(late[0]) if len(late) else cut
                 if ok:
                     ids = wait_i[w:w + ok]
@@ -214,7 +217,8 @@ class _Tier(Simulator):
                     # thread left free: so is every waiting request sent before
                     # e - timeout (the same release is theirs).
                     x = float(e[ok])
-                    j = max(w + 1, int(np.searchsorted(wait_t, x - self._timeout, "left")))
+                    j = max(w + 1, int(np.searchsorted(wait_t, x - self.router_patience,
+                                                       "left")))
                     gone = wait_i[w:j]
                     self.entered[gone] = x
                     dropped.append(gone)
@@ -316,7 +320,7 @@ class CascadeSimulator:
     def __init__(self, spec: ScaledModelSpec, arrivals: NDArray[np.float64],
                  config: SimConfig | None = None, drift: float = 1.0,
                  router_threads: int | None = ROUTER_INSTANCES * ROUTER_WORKERS,
-                 substep_s: float = SUBSTEP_S) -> None:
+                 substep_s: float = SUBSTEP_S, drop_gone: bool = True) -> None:
         if spec.cascade is None:
             raise ValueError("spec has no cascade")
         if not (substep_s > 0 and math.isfinite(substep_s)):
@@ -327,6 +331,11 @@ class CascadeSimulator:
         self.threads = router_threads
         self.substep_s = float(substep_s)
         self.t1 = _Tier(spec, arrivals, self.cfg, router_threads)
+        # drop_gone=False: the router before it checked its clients (it called both
+        # tiers for every request, its client there or not), for comparison.
+        self.drop_gone = drop_gone
+        if not drop_gone:
+            self.t1.router_patience = math.inf
         # The router's tier-2 call is abandoned at its deadline, yet Triton computes it:
         # tier 2's queue never drops a request (no client patience of its own).
         self.t2 = _Tier(spec, _EMPTY, replace(self.cfg, client_timeout_s=None))
@@ -556,7 +565,7 @@ class CascadeSimulator:
                 self.s2[i] = s
                 give_up = d1 + self.tier2_timeout_s
                 held = s
-                if s - float(self.arr[i]) > self._patience:
+                if self.drop_gone and s - float(self.arr[i]) > self._patience:
                     self.drop2[i] = True
                 elif s < give_up:
                     self.called[i] = True
