@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bursty_trace as bt  # noqa: E402
-from tritonscale.commands.simulate import load_spec  # noqa: E402
+from tritonscale.commands.simulate import client_timeout, load_spec  # noqa: E402
 from tritonscale.core.spec import ScaledModelSpec  # noqa: E402
 from tritonscale.sim.baselines import candidates, sweep, where  # noqa: E402
 from tritonscale.sim.engine import SimConfig, SimRun  # noqa: E402
@@ -195,8 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             arr, what = arrivals_for(trace, scale, args.duration, args.seed, base)
             for rate in args.preemptions:
                 t0 = time.perf_counter()
+                # The clients the spec describes (scaling.clientTimeoutSeconds), as in
+                # `tritonscale simulate`: every policy faces the same patience.
+                patience = client_timeout(spec, None)
                 cfg = SimConfig(seed=args.seed, preemption_rate_per_hour=rate,
-                                warmup_s=args.warmup)
+                                warmup_s=args.warmup,
+                                client_timeout_s=patience if patience > 0 else None)
                 log: list[str] = []
                 ts_run = run_policy(spec, arr, "tritonscale", cfg).run
                 ts = outcome(spec, "tritonscale", "mix", ts_run, args.warmup)

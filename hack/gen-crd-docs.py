@@ -61,7 +61,8 @@ def _constraints(node: dict[str, Any]) -> str:
         if key in node and not isinstance(node[key], bool):
             parts.append(f"{label} {node[key]}")
     if node.get("exclusiveMinimum") is True and "minimum" in node:
-        parts[-1:] = [p.replace(">=", ">") for p in parts[-1:]]
+        # (OpenAPI v3.0's boolean form: the minimum itself is excluded.)
+        parts = [p.replace(">=", ">", 1) if p.startswith(">=") else p for p in parts]
     for key, label in (
         ("minLength", "min length"),
         ("maxLength", "max length"),

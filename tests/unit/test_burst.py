@@ -96,6 +96,42 @@ def test_drain_accounts_for_what_the_ready_fleet_drains_first() -> None:
     assert off.drain_rps == 0.0
 
 
+def test_drain_plans_only_for_requests_clients_still_wait_for() -> None:
+    # A 12x burst left 600,000 requests queued; the Ready fleet holds 6,400 rps
+    # against a lasting 3,300; new capacity is Ready after H = 135 s.
+    obs = Observation(rps=24_600.0, pending=600_000.0 + 24_600.0 * 0.1)
+    calm = {"vh": [[float(t), 3_300.0] for t in range(-300, 0, 15)]}
+    args = (obs, 24_600.0, calm, 0.0, 135.0, 6_400.0)
+    # Patient clients (unset): 600,000 - 3,100 x 135 = 181,500 left, in 60 s.
+    patient = burst.assess(_spec(drain_seconds=60.0), *args)
+    assert patient.lasting_rps == pytest.approx(3_300.0)  # the burst has not lasted
+    assert patient.backlog == pytest.approx(600_000.0)
+    assert patient.drain_rps == pytest.approx(181_500.0 / 60.0)
+    # Clients giving up after 30 s: at now + 135 s only requests sent after now + 105 s
+    # can still wait, at most the lasting rate x 30 s = 99,000 (today's backlog has
+    # timed out by then): the drain plans for those alone.
+    impatient = burst.assess(_spec(drain_seconds=60.0, client_timeout_seconds=30.0), *args)
+    assert impatient.drain_rps == pytest.approx(99_000.0 / 60.0)
+    # Patience longer than H: today's requests sent in the last 300 - 135 = 165 s
+    # still wait too (at most the backlog): the patient bound holds.
+    long = burst.assess(_spec(drain_seconds=60.0, client_timeout_seconds=300.0), *args)
+    assert long.drain_rps == pytest.approx(patient.drain_rps)
+
+
+def test_backlog_left_by_hand() -> None:
+    # Overloaded (lasting 1,000 > capacity 800): the backlog grows 200/s for H = 50 s.
+    assert burst.backlog_left(5_000.0, 800.0, 1_000.0, 1_000.0, 50.0, None) == 15_000.0
+    # Patience 20 s < H: at most 1,000 x 20 = 20,000 arrivals can still wait: the
+    # growth bound (15,000) is lower.
+    assert burst.backlog_left(5_000.0, 800.0, 1_000.0, 1_000.0, 50.0, 20.0) == 15_000.0
+    # Patience 5 s: 5,000.
+    assert burst.backlog_left(5_000.0, 800.0, 1_000.0, 1_000.0, 50.0, 5.0) == 5_000.0
+    # Patience 60 s > H: 1,000 x 50 + min(5,000, 1,000 x 10) = 55,000 >= 15,000.
+    assert burst.backlog_left(5_000.0, 800.0, 1_000.0, 1_000.0, 50.0, 60.0) == 15_000.0
+    # Spare capacity drains it first: nothing left, whatever the patience.
+    assert burst.backlog_left(5_000.0, 2_000.0, 1_000.0, 1_000.0, 50.0, 5.0) == 0.0
+
+
 def test_panic_starts_extends_and_ends() -> None:
     spec = _spec(panic_seconds=60.0)
     hot = Observation(rps=100.0, latency_ms=150.0, pending=0.0)

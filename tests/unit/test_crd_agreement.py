@@ -104,6 +104,10 @@ prom_labels = st.one_of(
 )
 
 
+# spec.scaling.clientTimeoutSeconds: (0, 86400] seconds, a number.
+CLIENT_TIMEOUTS: list[Any] = [0, 0.0, 1e-3, 0.5, 30, 86_400, 86_400.5, -1, "30", True, [30]]
+
+
 @st.composite
 def tolerations(draw: st.DrawFn) -> Doc:
     t: Doc = {}
@@ -191,6 +195,7 @@ MUTATIONS: st.SearchStrategy[Mutation] = st.one_of(
     st.integers(0, 4).map(_set_at("spec", "nodePools", 1, "gpusPerReplica")),
     st.integers(1, 16).map(_set_at("spec", "scaling", "maxReplicas")),
     st.integers(0, 4).map(_set_at("spec", "scaling", "minReplicas")),
+    st.sampled_from(CLIENT_TIMEOUTS).map(_set_at("spec", "scaling", "clientTimeoutSeconds")),
     st.fixed_dictionaries({}, optional={
         k: prom_labels for k in ("namespace", "model", "variant", "pool")}).map(_labels),
     st.dictionaries(prom_labels, st.sampled_from(["triton", ""]), max_size=2).map(_selector),
@@ -242,6 +247,16 @@ def spec_py_accepts(doc: Doc) -> bool:
 
 def test_the_base_is_valid_both_ways() -> None:
     assert api_server_accepts(BASE) and spec_py_accepts(BASE)
+
+
+def test_client_timeout_bounds_agree() -> None:
+    verdicts = {}
+    for v in CLIENT_TIMEOUTS:
+        doc = copy.deepcopy(BASE)
+        _s(doc)["scaling"]["clientTimeoutSeconds"] = v
+        verdicts[repr(v)] = (api_server_accepts(doc), spec_py_accepts(doc))
+    assert all(a == b for a, b in verdicts.values()), verdicts
+    assert [k for k, (a, _) in verdicts.items() if a] == ["0.001", "0.5", "30", "86400"]
 
 
 @settings(max_examples=100, derandomize=True, database=None, deadline=None,

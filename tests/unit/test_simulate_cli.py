@@ -122,3 +122,24 @@ def test_bad_preroll_is_a_clean_error(plain_trace: Path, capsys: pytest.CaptureF
     assert main(["simulate", "--spec", SPEC, "--trace", str(plain_trace),
                  "--preroll", bad]) == 2
     assert "--preroll" in capsys.readouterr().err
+
+
+def test_the_specs_client_timeout_is_the_replays_unless_overridden(
+        plain_trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    doc = yaml.safe_load(Path(SPEC).read_text())
+    # Clients that give up after 1 ms: requests waiting for a batch time out.
+    doc["spec"].setdefault("scaling", {})["clientTimeoutSeconds"] = 0.001
+    spec = tmp_path / "impatient.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    args = ["simulate", "--spec", str(spec), "--trace", str(plain_trace), "--rate-scale", "1",
+            "--policy", "static-peak", "--json"]
+
+    def timed_out(*extra: str) -> int:
+        assert main([*args, *extra]) == 0
+        return int(json.loads(capsys.readouterr().out.splitlines()[-1])["timed_out"])
+
+    assert timed_out() > 1000
+    assert timed_out("--client-timeout", "0") == 0  # the CLI wins: clients wait forever
+    assert timed_out("--client-timeout", "30") == 0

@@ -46,6 +46,7 @@ def test_minimal_spec_gets_defaults() -> None:
     assert (sc.min_replicas, sc.max_replicas, sc.interval_seconds) == (1, 20, 15.0)
     assert sc.scale_down_stabilization_seconds == 300.0 and sc.headroom == 0.1
     assert sc.idle_seconds == 0.0 and sc.safe_plan == ()
+    assert sc.client_timeout_seconds is None  # patient clients
     assert s.metrics.source == "triton" and s.metrics.prometheus is None
     assert s.metrics.triton_metrics_port == 8002
 
@@ -139,6 +140,8 @@ INVALID: list[tuple[str, Mutation, str]] = [
      "spec.scaling.maxReplicas"),
     ("spot protection not bool", lambda s: s.update(scaling={"spotProtection": "yes"}),
      "spec.scaling.spotProtection"),
+    *[(f"client timeout {v!r}", lambda s, t=v: s.update(scaling={"clientTimeoutSeconds": t}),
+       "spec.scaling.clientTimeoutSeconds") for v in (0, -1, 86_401, "30", True)],
     ("safe plan unknown pool", lambda s: s.update(scaling={"safePlan": [
         {"variant": "fp16", "pool": "a100", "replicas": 1}]}), "spec.scaling.safePlan[0].pool"),
     ("prometheus without url", lambda s: s.update(metrics={"prometheus": {}}),

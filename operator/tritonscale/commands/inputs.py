@@ -28,7 +28,13 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest, parse_spec
+from tritonscale.core.spec import (
+    MAX_CLIENT_TIMEOUT_S,
+    ScaledModelSpec,
+    SpecError,
+    parse_manifest,
+    parse_spec,
+)
 
 EXIT_BAD_INPUT = 2
 EXCERPT = 80
@@ -263,7 +269,6 @@ MAX_TRACE_SECONDS = 30 * 86_400.0
 MAX_RATE_SCALE = 100_000.0
 MAX_PREEMPTIONS_PER_HOUR = 3_600.0
 MAX_HPA_LATENCY_MS = 3_600_000.0
-MAX_CLIENT_TIMEOUT_S = 86_400.0
 MAX_PREROLL_S = 86_400.0
 
 

@@ -79,10 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-timeout",
         type=float,
-        default=30.0,
+        default=None,
         metavar="SECONDS",
         help="a request still queued this long is abandoned and counted as timed out "
-        "(default 30; 0 = clients wait forever)",
+        "(default: the spec's scaling.clientTimeoutSeconds, else 30; 0 = clients wait "
+        "forever)",
     )
     parser.add_argument(
         "--warmup",
@@ -151,13 +152,26 @@ def progress_printer(policy: str, duration_s: float) -> Callable[[StepRecord], N
     return show
 
 
+def client_timeout(spec: ScaledModelSpec, option: float | None) -> float:
+    """The replay's client patience in seconds (0 = forever): ``--client-timeout``
+    when given, else the spec's ``scaling.clientTimeoutSeconds`` (every policy faces
+    the clients the spec describes), else the simulator's default."""
+    if option is not None:
+        return float(option)
+    spec_t = spec.scaling.client_timeout_seconds
+    if spec_t is not None:
+        return float(spec_t)
+    dflt = SimConfig().client_timeout_s
+    return 0.0 if dflt is None else float(dflt)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         spec, arrivals = inputs.simulate_inputs(args)
     except inputs.InputError as e:
         print(inputs.clip(f"error: {e}"), file=sys.stderr)
         return inputs.EXIT_BAD_INPUT
-    timeout = args.client_timeout
+    timeout = client_timeout(spec, args.client_timeout)
     if not (timeout >= 0 and timeout < float("inf")):
         print(f"error: --client-timeout: {timeout!r} must be >= 0 seconds", file=sys.stderr)
         return 2

@@ -24,7 +24,13 @@ autoscaler state into three adjustments of the load the planner plans for
    drained ``(capacity - lasting) x H`` of it (or, overloaded, added to it), so
    the fleet needs ``max(0, backlog - (capacity - lasting) x H) / drainSeconds``
    above the lasting rate (4.): the backlog left when new capacity is Ready
-   drains within ``scaling.drainSeconds``. ``decide`` plans for the larger of the stabilised load
+   drains within ``scaling.drainSeconds``. Clients that give up after
+   ``scaling.clientTimeoutSeconds`` (``T``) are no longer waiting then for what they
+   sent before ``now + H - T``: the backlog left is at most the arrivals at the
+   lasting rate over ``min(H, T)`` plus, when ``T > H``, the part of today's
+   backlog sent in the last ``T - H`` seconds (:func:`backlog_left`); no replica
+   is ordered for requests that will have timed out (unset: patient clients).
+   ``decide`` plans for the larger of the stabilised load
    and ``rps x (1 + headroom) + drain`` (the look-ahead's margin above the current
    rate drains the backlog until the forecast's rise comes; the two are not summed).
    This term comes after the stabilisation windows, so it leaves as soon as the
@@ -205,6 +211,26 @@ def lasting_rate(history: Sequence[Sequence[float]], now: float, horizon_s: floa
     return min(last, lasting)
 
 
+def backlog_left(backlog: float, ready_capacity_rps: float, lasting_rps: float, rps: float,
+                 horizon_s: float, patience_s: float | None) -> float:
+    """Requests still waiting when capacity ordered now is Ready (module doc, 2.).
+
+    The Ready fleet drains (or, overloaded, adds) ``(capacity - lasting) x H`` of
+    the backlog before then, at the rate that lasts, not at a burst's, which is over
+    before that capacity arrives. With clients that give up after ``patience_s``
+    seconds, only requests sent within ``patience_s`` before ``now + H`` can still
+    be waiting then: at most the arrivals at the lasting rate over
+    ``min(H, patience)``, plus, when the patience is longer than ``H``, the part of
+    today's backlog sent in the last ``patience - H`` seconds (at most ``rps`` per
+    second). None: patient clients (the first bound alone)."""
+    left = backlog - (ready_capacity_rps - lasting_rps) * horizon_s
+    if patience_s is not None:
+        alive = (lasting_rps * min(horizon_s, patience_s)
+                 + min(backlog, rps * max(0.0, patience_s - horizon_s)))
+        left = min(left, alive)
+    return max(0.0, left)
+
+
 def backlog_requests(
     pending: float | None, queue_ms: float | None, rps: float, target_ms: float
 ) -> float:
@@ -246,10 +272,9 @@ def assess(
     backlog = backlog_requests(
         finite_or_none(obs.pending), finite_or_none(obs.queue_ms), rps, target
     )
-    # What the Ready fleet drains (or adds) before new capacity is Ready: at the rate
-    # that lasts, not at a burst's, which is over before that capacity arrives.
-    left = backlog - (ready_capacity_rps - lasting) * horizon_s
-    drain = max(0.0, left) / sc.drain_seconds if sc.drain_seconds > 0 and backlog > 0 else 0.0
+    left = backlog_left(backlog, ready_capacity_rps, lasting, rps, horizon_s,
+                        sc.client_timeout_seconds)
+    drain = left / sc.drain_seconds if sc.drain_seconds > 0 and backlog > 0 else 0.0
 
     lat = finite_or_none(obs.latency_ms)
     over = lat is not None and lat > target

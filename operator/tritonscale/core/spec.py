@@ -32,6 +32,8 @@ METRIC_SOURCES: tuple[str, ...] = ("prometheus", "triton", "none")
 ROUTING_MODES: tuple[str, ...] = ("service", "gateway")
 ROUTE_PROTOCOLS: tuple[str, ...] = ("http", "grpc")
 MAX_PARENT_REFS = 8
+# spec.scaling.clientTimeoutSeconds at most (a day; `simulate --client-timeout` too).
+MAX_CLIENT_TIMEOUT_S = 86_400.0
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 
@@ -222,6 +224,10 @@ class Scaling:
     max_headroom: float = 1.0
     drain_seconds: float = 60.0
     panic_seconds: float = 60.0
+    # How long the clients wait for an answer before giving up (their request
+    # timeout); None: patient clients. The drain plans only for the part of a
+    # backlog they will still be waiting for when new capacity is Ready.
+    client_timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -778,6 +784,8 @@ def _parse_scaling(r: _Reader, data: Any) -> Scaling:
         max_headroom=num("maxHeadroom", dflt.max_headroom, minimum=0, maximum=10),
         drain_seconds=num("drainSeconds", dflt.drain_seconds, minimum=0, maximum=3600),
         panic_seconds=num("panicSeconds", dflt.panic_seconds, minimum=0, maximum=3600),
+        client_timeout_seconds=r.number(d, "clientTimeoutSeconds", path, exclusive_minimum=0,
+                                        maximum=MAX_CLIENT_TIMEOUT_S),
     )
 
 
