@@ -39,3 +39,17 @@ def test_profile_gives_up_on_a_hung_resolver(hung_resolver: threading.Event) -> 
         measure("127.0.0.1:1", "t1", f"{HUNG_HOST}:8000", "t2", np.zeros((1, 1)),
                 np.zeros(1), input_name="I", confidence="C", label="L", timeout_s=1.0)
     assert time.monotonic() - started < BOUNDED_S
+
+
+def test_a_triton_pod_reports_a_hung_resolver_instead_of_hanging(
+    hung_resolver: threading.Event,
+) -> None:
+    from tritonscale.adapters.triton import TritonPod
+
+    pod = TritonPod(f"{HUNG_HOST}:8000", timeout_s=1.0)
+    started = time.monotonic()
+    assert pod.statistics("m") is None
+    assert not pod.readiness("m").live
+    assert time.monotonic() - started < 2 * BOUNDED_S
+    assert f"looking up {HUNG_HOST} took over 1 s" in pod.last_error
+    pod.close()
