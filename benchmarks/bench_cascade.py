@@ -154,13 +154,16 @@ def bursts(spec: ScaledModelSpec, arr: np.ndarray) -> str:
 
 
 def router(summary: dict[str, Any]) -> str:
-    """What the simulated router did: fallbacks and the threads it held per pod."""
+    """What the simulated router did: fallbacks, the requests it held per pod (in its
+    threads or waiting for one) and those it dropped because their client had gone."""
     peak = summary.get("router_peak") or [0, 0]
+    gone = summary.get("router_abandoned") or [0, 0]
     return (f"cascade router: {summary.get('fallback')} of answers were tier 1's after a "
-            f"failed or late tier-2 call; most requests one pod's router held: "
-            f"{peak[0]:,} in its tier-1 stage, {peak[1]:,} in its tier-2 stage "
-            f"({summary.get('router_threads')} threads each; a request beyond them waits "
-            f"for a thread, which the simulator does not model)")
+            f"failed or late tier-2 call; most requests one pod's router held (in its "
+            f"{summary.get('router_threads')} threads per stage or waiting for one): "
+            f"{peak[0]:,} in its tier-1 stage, {peak[1]:,} in its tier-2 stage; dropped "
+            f"without a call because the client had gone: {gone[0]:,} before tier 1, "
+            f"{gone[1]:,} before tier 2")
 
 
 def bound(spec: ScaledModelSpec, arr: np.ndarray, plain_cost: float) -> str:

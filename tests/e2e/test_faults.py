@@ -25,6 +25,7 @@ import pytest
 import yaml
 from tests.harness.e2e import (
     RELEASE,
+    apply,
     condition,
     converged,
     deployment_names,
@@ -32,10 +33,11 @@ from tests.harness.e2e import (
     get_sm,
     isolate_pools,
     load_example,
+    scratch_namespace,
     to_yaml,
 )
 from tests.harness.k8s import Cluster, wait_for
-from tests.harness.operator import OperatorProcess
+from tests.harness.operator import OperatorProcess, Operators
 
 pytestmark = pytest.mark.e2e
 
@@ -46,9 +48,8 @@ SECRET = "AKIA-E2E-SECRET-" + secrets.token_hex(8)
 
 @pytest.fixture
 def ns(cluster: Cluster, chart_release: Any) -> Iterator[str]:
-    name = cluster.create_namespace(f"fault-{secrets.token_hex(3)}")
-    yield name
-    cluster.delete_namespace(name)
+    with scratch_namespace(cluster, "fault") as name:
+        yield name
 
 
 def _manifest(cluster: Cluster, ns: str, pools: tuple[str, ...] = ("t4-spot",)
@@ -64,7 +65,7 @@ def _apply(cluster: Cluster, manifest: dict[str, Any]) -> None:
     # One ScaledModel per Triton model name and namespace (the operator refuses a
     # second with ModelNameConflict): each serves a model named after itself.
     manifest["spec"]["model"]["name"] = manifest["metadata"]["name"]
-    cluster.kubectl("apply", "-f", "-", input=to_yaml(manifest))
+    apply(cluster, manifest)
 
 
 OperatorFactory = Callable[..., OperatorProcess]
@@ -74,23 +75,13 @@ OperatorFactory = Callable[..., OperatorProcess]
 def start_operator(
     cluster: Cluster, operator_kubeconfig: Path, ns: str, request: pytest.FixtureRequest
 ) -> Iterator[OperatorFactory]:
-    started: list[OperatorProcess] = []
+    ops = Operators(cluster.log_dir, request.node.name)
 
     def start(*extra: str, kubeconfig: Path | None = None) -> OperatorProcess:
-        op = OperatorProcess(
-            kubeconfig or operator_kubeconfig,
-            cluster.log_dir / f"operator-{request.node.name[:60]}.log",
-            namespaces=[ns],
-            extra_args=extra,
-        )
-        op.start()
-        started.append(op)
-        return op
+        return ops.start(kubeconfig or operator_kubeconfig, *extra, namespaces=[ns])
 
     yield start
-    for op in started:
-        op.stop()
-        print(f"\n--- operator log {op.log_path} (tail)\n{op.tail(40)}")
+    ops.stop_all()
 
 
 def _events(cluster: Cluster, ns: str, reason: str | None = None) -> list[dict[str, Any]]:

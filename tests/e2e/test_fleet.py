@@ -19,15 +19,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.harness.e2e import (
     CRD_FILE,
+    apply,
     deployment_names,
     dump_state,
     get_sm,
     load_example,
+    scratch_namespace,
     sm_deployments,
-    to_yaml,
 )
 from tests.harness.k8s import Cluster, wait_for
-from tests.harness.operator import OperatorProcess
+from tests.harness.operator import OperatorProcess, Operators
 
 from tritonscale.core.fleet import shard_of
 
@@ -39,31 +40,22 @@ PEERING_LIFETIME = 8  # a killed replica's peering entry expires after this
 
 @pytest.fixture
 def ns(cluster: Cluster, chart_release: Any, example_pools: Any) -> Iterator[str]:
-    name = cluster.create_namespace(f"fleet-{secrets.token_hex(3)}")
-    yield name
-    cluster.delete_namespace(name)
+    with scratch_namespace(cluster, "fleet") as name:
+        yield name
 
 
 @pytest.fixture
 def operators(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[
     Callable[..., OperatorProcess]
 ]:
-    started: list[OperatorProcess] = []
+    ops = Operators(cluster.log_dir, request.node.name[:40], lines=30)
 
     def start(kubeconfig: Path, tag: str, *extra: str, namespaces: tuple[str, ...] = ()
               ) -> OperatorProcess:
-        op = OperatorProcess(
-            kubeconfig, cluster.log_dir / f"operator-{request.node.name[:40]}-{tag}.log",
-            namespaces=namespaces, extra_args=extra,
-        )
-        op.start()
-        started.append(op)
-        return op
+        return ops.start(kubeconfig, *extra, tag=tag, namespaces=namespaces)
 
     yield start
-    for op in started:
-        op.stop()
-        print(f"\n--- operator log {op.log_path} (tail)\n{op.tail(30)}")
+    ops.stop_all()
 
 
 def _model(ns: str, name: str) -> dict[str, Any]:
@@ -75,8 +67,6 @@ def _model(ns: str, name: str) -> dict[str, Any]:
     return m
 
 
-def _apply(cluster: Cluster, manifest: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", input=to_yaml(manifest))
 
 
 def _reconciled(cluster: Cluster, ns: str, name: str) -> bool:
@@ -92,7 +82,7 @@ def test_no_finalizer_and_delete_while_operator_is_down(
     operators: Callable[..., OperatorProcess],
 ) -> None:
     op = operators(operator_kubeconfig, "solo")
-    _apply(cluster, _model(ns, "solo"))
+    apply(cluster, _model(ns, "solo"))
     wait_for(lambda: _reconciled(cluster, ns, "solo"), timeout=90, interval=0.5,
              what=f"{ns}/solo reconciled", on_timeout=lambda: dump_state(cluster, ns, op))
     sm = get_sm(cluster, ns, "solo")
@@ -116,7 +106,7 @@ def test_crd_deletes_while_operator_is_down(
 ) -> None:
     op = operators(operator_kubeconfig, "crd")
     for name in ("a", "b"):
-        _apply(cluster, _model(ns, name))
+        apply(cluster, _model(ns, name))
     wait_for(lambda: all(_reconciled(cluster, ns, n) for n in ("a", "b")), timeout=90,
              interval=0.5, what="both reconciled",
              on_timeout=lambda: dump_state(cluster, ns, op))
@@ -156,14 +146,14 @@ def test_two_shards_split_the_models_and_standby_takes_over(
 ) -> None:
     names = [f"m{i}" for i in range(8)]
     for name in names:
-        _apply(cluster, _model(ns, name))
+        apply(cluster, _model(ns, name))
     uids = {n: get_sm(cluster, ns, n)["metadata"]["uid"] for n in names}
     share = {n: shard_of(uids[n], 2) for n in names}
     assert set(share.values()) == {0, 1}, share  # 8 uids: both shards own some
     tag = secrets.token_hex(3)
     peering = [f"e2e-{tag}-shard-{i}" for i in (0, 1)]
     for p in peering:
-        _apply(cluster, {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+        apply(cluster, {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
                          "metadata": {"name": p, "namespace": ns}})
     ops: dict[tuple[int, str], OperatorProcess] = {}
     for shard in (0, 1):
@@ -201,7 +191,7 @@ def test_two_shards_split_the_models_and_standby_takes_over(
     victim = sorted(mine0)[0]
     edited = _model(ns, victim)
     edited["spec"]["scaling"]["minReplicas"] = 2
-    _apply(cluster, edited)
+    apply(cluster, edited)
     standby = ops[(0, "standby")]
     wait_for(lambda: _decided(standby, ns) == mine0, timeout=PEERING_LIFETIME + 60,
              interval=0.5, what="shard 0's standby deciding for shard 0's models",

@@ -7,7 +7,6 @@ process (cluster-wide, as the chart runs it, on the chart's ServiceAccount).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,16 +17,18 @@ from tests.harness.e2e import (
     LABEL_SM,
     DeploymentWatch,
     add_isolated_nodes,
-    converged,
+    apply,
     deployment_names,
     dump_state,
     get_sm,
     isolate_pools,
     load_example,
+    scratch_namespace,
     to_yaml,
+    wait_converged,
 )
 from tests.harness.k8s import NODE_POOL_LABEL, Cluster, wait_for
-from tests.harness.operator import OperatorProcess
+from tests.harness.operator import OperatorProcess, Operators
 
 pytestmark = pytest.mark.e2e
 
@@ -52,46 +53,28 @@ OperatorFactory = Callable[..., OperatorProcess]
 
 @pytest.fixture
 def ns(cluster: Cluster, chart_release: Any) -> Iterator[str]:
-    name = cluster.create_namespace(f"res-{secrets.token_hex(3)}")
-    yield name
-    cluster.delete_namespace(name)
+    with scratch_namespace(cluster, "res") as name:
+        yield name
 
 
 @pytest.fixture
 def start_operator(
     cluster: Cluster, operator_kubeconfig: Path, ns: str, request: pytest.FixtureRequest
 ) -> Iterator[OperatorFactory]:
-    started: list[OperatorProcess] = []
+    ops = Operators(cluster.log_dir, request.node.name)
 
     def start(*extra: str) -> OperatorProcess:
-        op = OperatorProcess(
-            operator_kubeconfig,
-            cluster.log_dir / f"operator-{request.node.name[:60]}.log",
-            extra_args=extra,
-        )
-        op.start()
-        started.append(op)
-        return op
+        return ops.start(operator_kubeconfig, *extra)
 
     yield start
-    for op in started:
-        op.stop()
-        print(f"\n--- operator log {op.log_path} (tail)\n{op.tail(40)}")
+    ops.stop_all()
 
 
 def _wait_converged(cluster: Cluster, ns: str, deployments: list[str],
                     op: OperatorProcess | None, timeout: float = 120) -> None:
-    wait_for(
-        lambda: converged(cluster, ns, SM, deployments),
-        timeout=timeout,
-        interval=0.5,
-        what=f"{ns}/{SM} converged to {deployments}",
-        on_timeout=lambda: dump_state(cluster, ns, op),
-    )
+    wait_converged(cluster, ns, SM, deployments, op, timeout)
 
 
-def _apply(cluster: Cluster, manifest: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", input=to_yaml(manifest))
 
 
 def _prefix(ns: str) -> str:
@@ -133,14 +116,14 @@ def test_operator_killed_mid_transition_converges_without_duplicates(
     pools = isolate_pools(cluster, manifest, _prefix(ns), pools=["t4-spot", "t4-ondemand"],
                           with_nodes=["t4-spot"], startup_seconds=STARTUP_SECONDS)
     op = start_operator()
-    _apply(cluster, manifest)
+    apply(cluster, manifest)
     _wait_converged(cluster, ns, [f"{SM}-int8-t4-spot"], op)
 
     # Remove t4-spot from the spec: int8 moves to t4-ondemand, whose nodes do not
     # exist yet, so the transition hangs half-way: new Deployment Pending, old kept.
     manifest["spec"]["nodePools"] = [p for p in manifest["spec"]["nodePools"]
                                      if p["name"] != "t4-spot"]
-    _apply(cluster, manifest)
+    apply(cluster, manifest)
     wait_for(lambda: deployment_names(cluster, ns, SM) == [f"{SM}-int8-t4-ondemand",
                                                            f"{SM}-int8-t4-spot"],
              timeout=60, what="replacement Deployment created beside the old one",
@@ -213,7 +196,7 @@ def test_node_pool_loss_replans_onto_remaining_pools(
                           pools=["t4-ondemand", "a100-ondemand"],
                           startup_seconds=STARTUP_SECONDS)
     op = start_operator("--pool-stall-seconds", str(STALL_SECONDS))
-    _apply(cluster, manifest)
+    apply(cluster, manifest)
     _wait_converged(cluster, ns, [f"{SM}-int8-t4-ondemand"], op)
     assert _node_pool_of_pods(cluster, ns) == {pools["t4-ondemand"]}
 
@@ -231,7 +214,7 @@ def test_spot_preemption_replans_onto_remaining_pools(
     pools = isolate_pools(cluster, manifest, _prefix(ns), pools=["t4-spot", "t4-ondemand"],
                           startup_seconds=STARTUP_SECONDS)
     op = start_operator("--pool-stall-seconds", str(STALL_SECONDS))
-    _apply(cluster, manifest)
+    apply(cluster, manifest)
     _wait_converged(cluster, ns, [f"{SM}-int8-t4-spot"], op)
 
     # Spot reclaim: the provider taints the nodes NoExecute (pods are evicted at once
@@ -276,7 +259,7 @@ def test_a_deployment_named_by_an_older_operator_is_managed_then_deleted(
     manifest["spec"]["variants"][0]["name"] = "int8-trt"
     isolate_pools(cluster, manifest, _prefix(ns), pools=["t4-spot"],
                   startup_seconds=STARTUP_SECONDS)
-    _apply(cluster, manifest)
+    apply(cluster, manifest)
     uid = get_sm(cluster, ns, SM)["metadata"]["uid"]
     # What the older operator had applied: today's Deployment under the old name.
     old = get_deployment(Owner(name=SM, namespace=ns, uid=uid),
@@ -300,7 +283,7 @@ def test_a_deployment_named_by_an_older_operator_is_managed_then_deleted(
 
     # The placement leaves the plan (fp16 replaces int8-trt): the old Deployment goes.
     manifest["spec"]["variants"] = fp16
-    _apply(cluster, manifest)
+    apply(cluster, manifest)
     _wait_converged(cluster, ns, [f"{SM}-fp16-t4-spot"], op, timeout=180)
     _assert_single_owned(cluster, ns, [f"{SM}-fp16-t4-spot"])
     events = cluster.get_json("events", "-n", ns, "--field-selector",

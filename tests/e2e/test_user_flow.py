@@ -26,16 +26,16 @@ from tests.harness.e2e import (
     ChartRelease,
     DeploymentWatch,
     condition,
-    converged,
     deployment_names,
     dump_state,
     get_sm,
     load_example,
     sm_deployments,
     to_yaml,
+    wait_converged,
 )
 from tests.harness.k8s import GPU_RESOURCE, Cluster, wait_for
-from tests.harness.operator import OperatorProcess
+from tests.harness.operator import OperatorProcess, running
 
 pytestmark = pytest.mark.e2e
 
@@ -48,13 +48,9 @@ def operator(
     cluster: Cluster, operator_kubeconfig: Path, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
     """One operator process for the module, cluster-wide like the chart's default."""
-    op = OperatorProcess(operator_kubeconfig, cluster.log_dir / "operator-user-flow.log")
-    op.start()
-    try:
+    with running(OperatorProcess(operator_kubeconfig,
+                                 cluster.log_dir / "operator-user-flow.log")) as op:
         yield op
-    finally:
-        op.stop()
-        print(f"\n--- operator log {op.log_path} (tail)\n{op.tail(40)}")
 
 
 def _namespace(cluster: Cluster, base: str) -> str:
@@ -70,13 +66,7 @@ def _apply_file(cluster: Cluster, manifest: dict[str, Any], path: Path) -> None:
 def _wait_converged(
     cluster: Cluster, ns: str, deployments: list[str], op: OperatorProcess, timeout: float = 90
 ) -> None:
-    wait_for(
-        lambda: converged(cluster, ns, SM, deployments),
-        timeout=timeout,
-        interval=0.5,
-        what=f"{ns}/{SM} converged to {deployments}",
-        on_timeout=lambda: dump_state(cluster, ns, op),
-    )
+    wait_converged(cluster, ns, SM, deployments, op, timeout)
 
 
 @pytest.fixture(scope="module")

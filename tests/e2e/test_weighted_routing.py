@@ -43,7 +43,7 @@ from tests.harness.e2e import (
     to_yaml,
 )
 from tests.harness.k8s import Cluster, wait_for
-from tests.harness.operator import OperatorProcess
+from tests.harness.operator import OperatorProcess, running
 
 from tritonscale.core.perf import capacity
 from tritonscale.core.spec import parse_manifest
@@ -77,13 +77,9 @@ def gateway_api(cluster: Cluster) -> Iterator[list[Path]]:
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, operator_kubeconfig: Path) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(operator_kubeconfig, cluster.log_dir / "operator-routing.log")
-    op.start()
-    try:
+    with running(OperatorProcess(operator_kubeconfig,
+                                 cluster.log_dir / "operator-routing.log")) as op:
         yield op
-    finally:
-        op.stop()
-        print(f"\n--- operator log {op.log_path} (tail)\n{op.tail(40)}")
 
 
 @dataclass

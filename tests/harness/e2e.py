@@ -5,23 +5,41 @@ match them, and a Deployment watcher. The operator process itself is
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
+import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from tests.harness.k8s import wait_for
 from tests.harness.operator import OperatorProcess
 
 from tritonscale.core.api import LABEL_SM
 
 if TYPE_CHECKING:
     from tests.harness.k8s import Cluster, NodePool
+
+
+@contextlib.contextmanager
+def scratch_namespace(cluster: Cluster, base: str) -> Iterator[str]:
+    """A new namespace ``<base>-<6 hex>`` for the ``with`` block, deleted after it."""
+    name = cluster.create_namespace(f"{base}-{secrets.token_hex(3)}")
+    try:
+        yield name
+    finally:
+        cluster.delete_namespace(name)
+
+
+def apply(cluster: Cluster, manifest: dict[str, Any]) -> None:
+    """``kubectl apply -f -`` of ``manifest``."""
+    cluster.kubectl("apply", "-f", "-", input=to_yaml(manifest))
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,6 +218,18 @@ def converged(cluster: Cluster, namespace: str, name: str,
     return all(
         (d.get("status") or {}).get("readyReplicas", 0) == d["spec"]["replicas"] > 0
         for d in deps
+    )
+
+
+def wait_converged(cluster: Cluster, namespace: str, name: str, deployments: list[str],
+                   op: OperatorProcess | None, timeout: float = 120) -> None:
+    """Wait until :func:`converged`; the namespace's state (and ``op``'s log) on timeout."""
+    wait_for(
+        lambda: converged(cluster, namespace, name, deployments),
+        timeout=timeout,
+        interval=0.5,
+        what=f"{namespace}/{name} converged to {deployments}",
+        on_timeout=lambda: dump_state(cluster, namespace, op),
     )
 
 

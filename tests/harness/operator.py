@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -272,3 +272,46 @@ class OperatorProcess:
     def check_alive(self) -> None:
         if not self.alive():
             raise OperatorError(f"operator exited with {self.returncode}:\n{self.tail()}")
+
+
+# -- operators a test starts ------------------------------------------------------------
+
+
+def stop_and_show(op: OperatorProcess, lines: int = 40) -> None:
+    """Stop ``op`` and print its log's tail (pytest shows it with a failing test)."""
+    op.stop()
+    print(f"\n--- operator log {op.log_path} (tail)\n{op.tail(lines)}")
+
+
+@contextlib.contextmanager
+def running(op: OperatorProcess, lines: int = 40) -> Iterator[OperatorProcess]:
+    """``op`` started for the ``with`` block, then stopped with its log's tail shown."""
+    op.start()
+    try:
+        yield op
+    finally:
+        stop_and_show(op, lines)
+
+
+class Operators:
+    """The operator processes one test starts, each logging to
+    ``<log_dir>/operator-<test>[-<tag>].log``; :meth:`stop_all` stops them all."""
+
+    def __init__(self, log_dir: Path, test: str, lines: int = 40) -> None:
+        self.log_dir = log_dir
+        self.test = test[:60]
+        self.lines = lines
+        self.started: list[OperatorProcess] = []
+
+    def start(self, kubeconfig: Path, *extra: str, tag: str = "",
+              namespaces: Sequence[str] = ()) -> OperatorProcess:
+        name = f"operator-{self.test}" + (f"-{tag}" if tag else "")
+        op = OperatorProcess(kubeconfig, self.log_dir / f"{name}.log",
+                             namespaces=namespaces, extra_args=extra)
+        op.start()
+        self.started.append(op)
+        return op
+
+    def stop_all(self) -> None:
+        for op in self.started:
+            stop_and_show(op, self.lines)

@@ -241,3 +241,28 @@ def test_defaults_applied_like_the_api_server() -> None:
     assert "gpusPerReplica" not in doc["spec"]["nodePools"][0]  # input untouched
     bare = {"spec": {"slo": {"latency": {"targetMs": 5}}}}
     assert crd.apply_defaults(bare)["spec"]["scaling"]["minReplicas"] == 1  # from default {}
+
+
+def test_rules_name_only_declared_fields_of_their_object() -> None:
+    """The API server types ``self`` from the schema: a field a rule reads directly
+    (``self.x``, ``has(self.x)``) must be declared in its object's properties, even
+    where the object keeps unknown fields (cel-python, untyped, would not notice: a
+    rule on env[].valueFrom reading an undeclared secretKeyRef failed only on the
+    real API server, "undefined field 'secretKeyRef'")."""
+    schema = crd.openapi_schema()
+    bad: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        props = node.get("properties") or {}
+        if node.get("type") == "object" and "additionalProperties" not in node:
+            for r in node.get("x-kubernetes-validations", []):
+                for name in re.findall(r"\bself\.([A-Za-z_]\w*)\b(?!\s*\()", r["rule"]):
+                    if name not in props:
+                        bad.append(f"{path}: {name} in {r['rule'][:60]!r}")
+        for key, sub in props.items():
+            walk(sub, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(schema, "")
+    assert not bad, bad

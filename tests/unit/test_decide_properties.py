@@ -107,6 +107,24 @@ tampered = hs.one_of(
 )
 
 
+def _within_pools(spec: ScaledModelSpec, obs: Observation, d: Any) -> dict[str, int]:
+    """A pool's maxReplicas is shared by the variants (or cascade tiers) on it. Even a
+    plan that holds what runs never grows a pool past it (a replacement once added
+    replicas to a pool the kept ones already filled: l4-spot maxReplicas 1 went to 2).
+    Returns the target's replicas per pool."""
+    pools = {p.name: p for p in spec.node_pools}
+    in_pool: dict[str, int] = {}
+    for p in d.target or d.placements:
+        in_pool[p.pool] = in_pool.get(p.pool, 0) + p.replicas
+    running: dict[str, int] = {}
+    for s in obs.current:
+        running[s.pool] = running.get(s.pool, 0) + s.desired
+    for p, n in in_pool.items():
+        if p in pools:
+            assert n <= max(pools[p].max_replicas, running.get(p, 0)), (d.reason, p, n)
+    return in_pool
+
+
 def _check(spec: ScaledModelSpec, obs: Observation, d: Any) -> None:
     json.dumps(d.state)  # JSON-able
     assert decode(json.loads(json.dumps(d.state)), now=1e9,
@@ -119,18 +137,7 @@ def _check(spec: ScaledModelSpec, obs: Observation, d: Any) -> None:
             assert p.replicas <= cur.get(p.key, 0), (p, cur)  # held, never grown
     target = {p.key: p.replicas for p in (d.target or d.placements)}
     pools = {p.name: p for p in spec.node_pools}
-    # A pool's maxReplicas is shared by the variants on it. Even a plan that holds
-    # what runs never grows a pool past it (a replacement once added replicas to a
-    # pool the kept ones already filled: l4-spot maxReplicas 1 went to 2).
-    in_pool: dict[str, int] = {}
-    for (_, p), n in target.items():
-        in_pool[p] = in_pool.get(p, 0) + n
-    running: dict[str, int] = {}
-    for s in obs.current:
-        running[s.pool] = running.get(s.pool, 0) + s.desired
-    for p, n in in_pool.items():
-        if p in pools:
-            assert n <= max(pools[p].max_replicas, running.get(p, 0)), (d.reason, p, n)
+    in_pool = _within_pools(spec, obs, d)
     if d.reason in HOLDING or (d.reason == "Infeasible" and "holding" in d.message):
         return
     eligible = {v.name for v in spec.eligible_variants()}
@@ -198,3 +205,44 @@ def test_a_replacement_never_fills_a_pool_past_its_limit() -> None:
     target = {p.key: p.replicas for p in (d.target or d.placements)}
     assert target == {("int8", "l4-spot"): 1}, d.message
     _check(spec, obs, d)
+
+
+CASCADE = load_example("bert-cascade.yaml")["spec"]
+CASCADE_POOLS = [p["name"] for p in CASCADE["nodePools"]]
+CASCADE_VARIANTS = [v["name"] for v in CASCADE["variants"]]
+
+
+@settings(max_examples=100, derandomize=True, deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(limits=hs.lists(hs.integers(0, 6), min_size=len(CASCADE_POOLS),
+                       max_size=len(CASCADE_POOLS)),
+       rps=hs.lists(hs.one_of(hs.none(), hs.floats(0, 5000)), min_size=1, max_size=3),
+       current=hs.lists(hs.tuples(hs.sampled_from(CASCADE_VARIANTS),
+                                  hs.sampled_from(CASCADE_POOLS), hs.integers(0, 6)),
+                        max_size=3, unique_by=lambda t: t[:2]),
+       down=hs.frozensets(hs.sampled_from(CASCADE_POOLS), max_size=2))
+def test_cascade_decisions_stay_within_pool_limits(
+    limits: list[int], rps: list[float | None], current: list[tuple[str, str, int]],
+    down: frozenset[str],
+) -> None:
+    """The tiers of a cascade share each pool's maxReplicas too (the first plan, before
+    any signal, once put one replica of each tier on a pool allowing one)."""
+    doc: dict[str, Any] = copy.deepcopy(CASCADE)
+    for pool, limit in zip(doc["nodePools"], limits, strict=True):
+        pool["maxReplicas"] = limit
+    doc.get("scaling", {}).pop("safePlan", None)
+    try:
+        spec = parse_spec(doc)
+    except SpecError:
+        return  # e.g. minReplicas above the pools' sum: never decided for
+    running = tuple(PlacementState(v, p, n, n) for v, p, n in current)
+    state: Any = None
+    now = 1_000.0
+    for r in rps:
+        obs = Observation(rps=r, current=running, unavailable_pools=down)
+        d = decide(spec, obs, state, now)
+        _within_pools(spec, obs, d)
+        state = json.loads(json.dumps(d.state))
+        running = tuple(PlacementState(p.variant, p.pool, p.replicas, p.replicas)
+                        for p in d.placements)
+        now += spec.scaling.interval_seconds

@@ -5,9 +5,10 @@ from __future__ import annotations
 import http.server
 import json
 import socket
+import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import urllib3.exceptions
@@ -275,11 +276,13 @@ def test_raw_answers_are_decoded_and_the_connection_released(adapter: Any) -> No
 # -- the API server's host name: looked up with a deadline ------------------------------
 
 
-def _kubeconfig(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, server: str) -> None:
+def _kubeconfig(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, server: str,
+                ca: Any = None) -> None:
     kubeconfig = tmp_path / "config"
+    cluster = {"server": server, **({"certificate-authority": str(ca)} if ca else {})}
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": server}}],
+        "clusters": [{"name": "k", "cluster": cluster}],
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
     }))
@@ -323,34 +326,56 @@ def test_a_hung_resolver_never_holds_an_api_call(
     assert time.monotonic() - started < BOUNDED_S
 
 
+class _Deployments(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a one-Deployment list; records the Host headers."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Host", ""))
+        body = b'{"kind": "DeploymentList", "items": [{"metadata": {"name": "d"}}]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("cert_names", [None, ("localhost",), ("elsewhere.example",)])
 def test_a_host_name_that_resolves_is_still_served(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, cert_names: tuple[str, ...] | None
 ) -> None:
-    """The bounded lookup connects to the resolved address but keeps the name (the
-    Host header, and for TLS the name the certificate is checked against)."""
-    seen: list[str] = []
+    """The bounded lookup connects to the resolved address but keeps the name: in the
+    Host header, and for TLS as the name the certificate must carry (a certificate
+    for localhost with no IP address passes; one for another name is refused)."""
+    from tests.harness.k8s.pki import Pki
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("Host", ""))
-            body = b'{"kind": "DeploymentList", "items": [{"metadata": {"name": "d"}}]}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    seen: ClassVar[list[str]] = []
+    handler = type("Handler", (_Deployments,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     port = server.server_address[1]
+    scheme, ca = "http", None
+    if cert_names is not None:
+        pki = Pki(tmp_path / "pki")
+        leaf = pki.issue("server", cert_names[0], server=True, dns_names=cert_names)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(leaf.cert, leaf.key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        scheme, ca = "https", pki.ca.cert
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        _kubeconfig(tmp_path, monkeypatch, f"http://localhost:{port}")
+        _kubeconfig(tmp_path, monkeypatch, f"{scheme}://localhost:{port}", ca)
         a = KubeAdapter.from_environment(timeout_seconds=5.0)
         pools = a._client.rest_client.pool_manager.pool_classes_by_scheme
         assert pools["https"].ConnectionCls is resolve.BoundedHTTPSConnection
+        if cert_names == ("elsewhere.example",):
+            with pytest.raises(KubeAPIError, match=r"SSL|certificate"):
+                a.list_deployments("ml", "sm")
+            assert seen == []
+            return
         assert a.list_deployments("ml", "sm") == [{"metadata": {"name": "d"}}]
         assert seen == [f"localhost:{port}"]
     finally:

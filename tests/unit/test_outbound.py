@@ -308,6 +308,12 @@ def test_hung_lookups_cost_bounded_threads_and_never_delay_other_servers(
     def workers() -> int:  # outbound's own threads (the hostile server runs others)
         return sum(t.name.startswith("outbound ") for t in threading.enumerate())
 
+    # An earlier test's workers (same server, released at its teardown) may still be
+    # ending on a busy machine: they would hold this server's slots and be counted.
+    deadline = time.monotonic() + 10
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert workers() == 0
     for _ in range(2):
         # 1 s, not less: the worker must reach the resolver before the deadline even
         # on a starved machine (sooner, the error is a plain "timeout").

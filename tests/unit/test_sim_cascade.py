@@ -220,3 +220,110 @@ def test_without_tier2_every_escalated_request_falls_back_at_once() -> None:
     want = np.where(esc, [fallback_accuracy(a, a1, e)
                           for a, e in zip(sim.acc, sim.p_esc, strict=True)], sim.acc)
     assert run.accuracy == pytest.approx(float(np.mean(want)))
+
+
+def _slow_spec() -> Any:
+    """The example with hand-checkable tiers on T4: tier 1 a flat 1 s per batch of up
+    to 4 (no queue delay), tier 2 4 s per request (batches of 1), a 0-ms hop."""
+    doc = load_example("bert-cascade.yaml")
+    for v in doc["spec"]["variants"]:
+        t4 = next(p for p in v["profiles"] if p["accelerator"] == "T4")
+        if v["name"] == "distil-int8":
+            t4.update(maxBatchSize=4, maxQueueDelayMs=0,
+                      batches=[{"size": 1, "latencyMs": 1000}, {"size": 4, "latencyMs": 1000}])
+        else:
+            t4.update(maxBatchSize=1, maxQueueDelayMs=0,
+                      batches=[{"size": 1, "latencyMs": 4000}])
+    doc["spec"]["cascade"]["hopMs"] = 0
+    return parse_manifest(doc)[2]
+
+
+@pytest.mark.parametrize(("threads", "drop", "done", "entered"), [
+    # Hand-traced, 2 stage-1 threads, patience 1.5 s. t=0: r0, r1 take the threads,
+    # tier 1 batches them [0, 1]; r2, r3 get the threads at 1, batch [1, 2]; r4 (sent
+    # at 0.2) gets one at 2, 1.8 s after its send: its client has gone, the router
+    # drops it without calling tier 1; r5 (sent at 5) gets one at once, [5, 6].
+    (2, True, [1, 1, 2, 2, np.inf, 6], [0, 0, 1, 1, 2, 5]),
+    # A router that does not check its clients calls tier 1 for r4 at 2 ([2, 3]).
+    (2, False, [1, 1, 2, 2, 3, 6], [0, 0, 1, 1, 2, 5]),
+    # Without the limit tier 1 batches r0-r3 together at 0 and r4 at 1.
+    (None, True, [1, 1, 1, 1, 2, 6], [np.nan] * 6),
+])
+def test_stage1_requests_wait_for_a_router_thread(
+        threads: int | None, drop: bool, done: list[float], entered: list[float]) -> None:
+    spec = _slow_spec()
+    arr = np.array([0.0, 0.0, 0.0, 0.0, 0.2, 5.0])
+    sim = CascadeSimulator(spec, arr, SimConfig(seed=5, client_timeout_s=1.5),
+                           router_threads=threads, drop_gone=drop)
+    t1 = sim.t1
+    t1.apply({("distil-int8", "t4-spot"): 1}, instant=True)
+    t1.run_interval(0.0, 3.0)
+    t1.run_interval(3.0, 10.0)
+    t1.finish()
+    assert t1.done.tolist() == pytest.approx(done)
+    assert np.allclose(t1.entered, entered, equal_nan=True)
+    dropped = threads is not None and drop
+    assert t1.abandoned.tolist() == [False] * 4 + [dropped, False]
+    # Tier 1 computed only what a thread handed it (the engine's queue, without the
+    # limit, computes r4 within its patience).
+    assert int(np.count_nonzero(np.isfinite(t1.done))) == (5 if dropped else 6)
+
+
+def test_stage2_requests_wait_for_a_router_thread() -> None:
+    """Hand-traced, 2 stage-2 threads in one pod, all six escalated at tier 1's answer
+    at 1 s, tier 2 one request at a time, 4 s each, patience 10.5 s, tier-2 timeout 10 s
+    (from 1 s: until 11 s). r0, r1 call at 1 (answers 5, 9); r2 takes r0's thread at 5
+    (tier 2 would answer at 13: late, tier 1's answer at 11, which its client, sent at
+    0, no longer waits for); r3 takes r1's at 9 (likewise); at 11 both threads are
+    free: r4 (sent at 0.3) has gone (10.7 s), dropped without a call; r5 (sent at 0.8)
+    has no tier-2 time left: tier 1's answer at once."""
+    spec = _slow_spec()
+    arr = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 0.8])
+    sim = CascadeSimulator(spec, arr, SimConfig(seed=5, client_timeout_s=10.5),
+                           router_threads=2, substep_s=1.0)
+    sim.t1.done[:] = 1.0
+    sim.t1.rep[:] = 7
+    sim.u[:] = 0.0  # all escalate
+    sim.t2.apply({("large-int8", "t4-spot"): 1}, instant=True)
+    sim._advance(0.0, 30.0)
+    sim.t2.finish()
+    sim.now = 100.0
+    done, fell = sim._e2e(0, 6)
+    assert sim.s2.tolist() == pytest.approx([1, 1, 5, 9, 11, 11])
+    assert sim.called.tolist() == [True] * 4 + [False, False]
+    assert sim.drop2.tolist() == [False] * 4 + [True, False]
+    assert sim.t2.n == 4 and sim.t2.done.tolist() == pytest.approx([5, 9, 13, 17])
+    assert done.tolist() == pytest.approx([5, 9, np.inf, np.inf, np.inf, 11])
+    assert fell.tolist() == [False, False, True, True, False, True]
+    # Without the limit every request calls at 1: answers 5, 9, then late at 11.
+    free = CascadeSimulator(spec, arr, SimConfig(seed=5, client_timeout_s=10.5),
+                            router_threads=None, substep_s=1.0)
+    free.t1.done[:] = 1.0
+    free.t1.rep[:] = 7
+    free.u[:] = 0.0
+    free.t2.apply({("large-int8", "t4-spot"): 1}, instant=True)
+    free._advance(0.0, 30.0)
+    assert free.s2.tolist() == [1.0] * 6 and free.t2.n == 6
+
+
+def test_router_abandons_and_peaks_in_an_overloaded_run() -> None:
+    """A replay that overloads tier 1 (one slow replica held): the router holds
+    requests beyond its threads, drops those whose client left before a thread took
+    them, and tier 1's queue never holds more than the threads."""
+    spec = _spec()
+
+    class Held(CascadePolicy):
+        def _take(self, d: Any) -> dict[Any, int]:
+            super()._take(d)
+            return {("distil-int8", "t4-spot"): 1, ("large-int8", "l4-ondemand"): 1}
+
+    arr = _poisson(4000.0, 60.0)
+    sim = CascadeSimulator(spec, arr, SimConfig(seed=5, client_timeout_s=5.0),
+                           router_threads=64)
+    run = sim.run(Held(spec, 4000.0))
+    assert run.router_peak[0] > 64 and run.abandoned[0] > 0
+    assert np.all(sim.t1.timed_out[sim.t1.abandoned])
+    # Entered tier 1 within the patience; at most 64 in tier 1 at any moment.
+    ent = np.isfinite(sim.t1.done)
+    assert np.all(sim.t1.entered[ent] - arr[ent] <= 5.0 + 1e-9)
+    assert _peak_in_flight(sim.t1.entered[ent], sim.t1.done[ent], sim.t1.rep[ent]) <= 64

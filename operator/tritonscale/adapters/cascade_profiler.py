@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tritonscale.adapters import resolve
 from tritonscale.core import cascade_profile as cp
 
 
@@ -74,6 +75,10 @@ def measure(url1: str, tier1: str, url2: str, tier2: str, x: npt.NDArray[Any],
     """Both tiers' answers to the sample."""
     import tritonclient.http as httpclient
 
+    try:  # tritonclient's own lookups have no deadline: connect to the addresses
+        url1, url2 = (resolve.pinned(u.removeprefix("http://"), timeout_s) for u in (url1, url2))
+    except ValueError as e:
+        raise CascadeProfileError(f"Triton server: {e}") from None
     c1 = httpclient.InferenceServerClient(url1, connection_timeout=timeout_s,
                                           network_timeout=timeout_s)
     c2 = httpclient.InferenceServerClient(url2, connection_timeout=timeout_s,

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tritonscale.adapters import resolve
 from tritonscale.adapters.triton import ModelStatistics, TritonPod
 
 
@@ -274,6 +275,10 @@ def profile(
     :class:`ProfileError` if the model is not ready or requests fail.
     """
     url = url.removeprefix("http://")
+    try:  # tritonclient's own lookups have no deadline: connect to the address
+        url = resolve.pinned(url, timeout_s)
+    except ValueError as e:
+        raise ProfileError(f"Triton server {url}: {e}") from None
     pod = TritonPod(url, timeout_s=timeout_s)
     try:
         ready = pod.readiness(model)

@@ -6,10 +6,11 @@ minutes.  :func:`addresses` runs the lookup in a worker thread and stops waiting
 the deadline (the abandoned lookup finishes, or stays blocked, in its own thread);
 :class:`Slots` bounds how many such threads a name that never resolves may keep.
 
-Two users: :mod:`tritonscale.adapters.outbound` (Prometheus, Triton metrics: the
-whole exchange runs in a worker) and the Kubernetes client (:func:`bounded_pools`:
-urllib3 connections that look their host up through :func:`addresses`, then connect
-to the address -- TLS still checks the certificate against the host name).
+Users: :mod:`tritonscale.adapters.outbound` (Prometheus, Triton metrics: the whole
+exchange runs in a worker), the Kubernetes client (:func:`bounded_pools`: urllib3
+connections that look their host up through :func:`addresses`, then connect to the
+address -- TLS still checks the certificate against the host name) and ``tritonscale
+profile`` (:func:`pinned`: the Triton server's address, looked up once).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import urllib.parse
 from typing import Any
 
 import urllib3
@@ -168,3 +170,22 @@ def bounded_pools(manager: urllib3.PoolManager) -> bool:
         "http": BoundedHTTPConnectionPool, "https": BoundedHTTPSConnectionPool,
     }
     return True
+
+
+def pinned(host_port: str, timeout_s: float) -> str:
+    """``host:port`` with the host looked up (within ``timeout_s``) and replaced by its
+    first address: for clients with no deadline of their own on the lookup
+    (tritonclient's geventhttpclient resolves each new connection unbounded).
+
+    Raises ``ValueError`` naming the host when it does not resolve in time or at all."""
+    parts = urllib.parse.urlsplit(f"//{host_port}")
+    host, port = parts.hostname or "", parts.port
+    if not host or port is None:
+        raise ValueError(f"{host_port!r} is not host:port")
+    try:
+        address = addresses(host, port, timeout_s)[0]
+    except LookupTimeout:
+        raise ValueError(f"looking up {host} took over {timeout_s:g} s") from None
+    except OSError as e:
+        raise ValueError(f"{host} does not resolve ({e.strerror or e})") from None
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

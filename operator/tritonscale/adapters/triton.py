@@ -23,7 +23,7 @@ from typing import Any
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tritonscale.adapters import outbound
+from tritonscale.adapters import outbound, resolve
 from tritonscale.adapters.signals import (
     CASCADE_DURATION,
     CASCADE_ESCALATED,
@@ -217,8 +217,11 @@ class TritonPod:
         if self._client is None:
             import tritonclient.http as httpclient  # gevent-based: import on first use
 
+            # geventhttpclient looks the host up with no deadline: connect to an address
+            # looked up within the timeout (a name that does not resolve is an error).
+            address = resolve.pinned(self.url, self.timeout_s)
             self._client = httpclient.InferenceServerClient(
-                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+                address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
             )
         return self._client
 

@@ -366,14 +366,18 @@ def initial_mix(spec: ScaledModelSpec, unavailable: Iterable[str] = ()) -> dict[
     assert cas is not None
     gone = frozenset(unavailable)
     mix: dict[Key, int] = {}
+    used: dict[str, int] = {}
     for i, v in enumerate(cas.variants()):
-        combos = tier_candidates(spec, v, gone, spec.slo.latency.percentile,
-                                 spec.slo.latency.target_ms)
+        # A pool's maxReplicas is shared by the tiers (tier 1 on t4-spot, max 1, left
+        # no room there for tier 2).
+        combos = _reduced(tier_candidates(spec, v, gone, spec.slo.latency.percentile,
+                                          spec.slo.latency.target_ms), used)
         if not combos:
             continue
-        n = max(1, spec.scaling.min_replicas - 1) if i == 0 else 1
         best = min(combos, key=lambda c: (c.price_per_hour, -c.capacity_rps))
+        n = min(max(1, spec.scaling.min_replicas - 1) if i == 0 else 1, best.pool_max)
         mix[best.key] = n
+        used[best.pool] = used.get(best.pool, 0) + n
     return mix
 
 

@@ -11,9 +11,10 @@ Service over its own Ready replicas:
   request makes a higher threshold escalate a superset, as a real confidence does;
   ``drift`` (default 1) lets the real escalation rate differ from the curve, which
   the policy's online correction must then discover.
-* **Tier 2** receives each escalated request at d + ``hopMs``. Its arrivals are
-  appended interval by interval: after tier 1 has run to t1 every completion before
-  t1 is known, so every tier-2 arrival before t1 is too.
+* **Tier 2** receives each escalated request ``hopMs`` after a stage-2 thread of the
+  router took it (d when no thread was short: below). Its arrivals are appended
+  interval by interval (sub-step by sub-step): after tier 1 has run to t1 every
+  completion before t1 is known, so every tier-2 call before t1 is too.
 * **End-to-end** latency of an escalated request is its tier-2 completion minus its
   arrival; dropped at tier 1 is dropped. The router (``data/router/model.py``)
   answers each request on its own: a request that did not escalate completes with
@@ -22,21 +23,31 @@ Service over its own Ready replicas:
   ``tier2_timeout_s`` (core/cascade_render.py, 10 s) from the moment it makes it
   (the request's tier-1 completion); an escalated request whose tier-2 answer comes
   later, or never (lost with a replica), is answered with tier 1's answer at that
-  deadline, one refused at once (no Ready tier-2 replica) at its tier-1 completion
-  plus the hop: a *fallback*, credited the accuracy tier 1 has on escalated inputs
+  deadline, one refused at once (no Ready tier-2 replica) at its call plus the
+  hop: a *fallback*, credited the accuracy tier 1 has on escalated inputs
   (below). Tier 2 still computes a call the router gave up on (Triton does not
   cancel an HTTP request), so tier 2's queue keeps every escalated request (its
   own client patience is off).
 * **Client timeout** (``SimConfig.client_timeout_s``) counts from the client's send
-  (the request's arrival at tier 1): tier 1 abandons a request not started by then
-  (the engine's rule), and an escalated request answered later than that after its
-  arrival is timed out.
-* **Router concurrency**: a router instance's execute hands requests to threads and
-  returns, so the router queues nothing as long as a pod holds fewer requests in
-  flight than its threads (``ROUTER_INSTANCES x ROUTER_WORKERS`` per stage:
-  stage 1 during the tier-1 call, stage 2 during the tier-2 call). The run reports
-  each stage's peak per pod (``router_peak``); beyond the threads a request would
-  wait for one, which is not modelled (the benchmarks' peaks stay far below).
+  (the request's arrival at tier 1); an escalated request answered later than that
+  after its arrival is timed out. Clients send it with each request (Triton's
+  ``timeout`` parameter), so the router knows it (below).
+* **Router threads** (``router_threads`` per stage and pod: ``ROUTER_INSTANCES x
+  ROUTER_WORKERS``, the two instances' pools taken as one): a request waits, FIFO,
+  for one of its pod's stage-1 threads, which calls tier 1 (tier 1's queue and
+  batcher; tier 1 computes every request a thread handed it) and is free at tier 1's
+  answer; an escalated request then waits, FIFO in order of tier-1 answers, for one
+  of the pod's stage-2 threads, held during its tier-2 call (until tier 2's answer
+  or the 10-s timeout). When a thread takes a request whose client has gone, the
+  router drops it without calling the stage's tier (``abandoned``, timed out); an
+  escalated request with no tier-2 time left gets tier 1's answer at once. Stage 1
+  is exact per pod (:class:`_Tier`); stage 2 shares tier 2 with every pod, so when
+  a pod's stage-2 threads may all be busy, stage 2 and tier 2 advance in sub-steps
+  of ``substep_s``: a thread freed by a tier-2 answer computed within the same
+  sub-step is reused from the next one (at most ``substep_s`` late). ``router_peak``
+  reports the most requests one pod's router held per stage (in a thread or waiting
+  for one). ``router_threads=None``: unbounded threads (tier 1's queue then abandons
+  a request not started within the client timeout, the engine's rule).
   The policy sees the end-to-end
   percentile, the tier-1 rate, both tiers' placements and the escalation rate
   observed over the rate window (as the router's counters would give it).
@@ -50,39 +61,211 @@ same seeded events).
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tritonscale.core.autoscale import decide
+from tritonscale.core.batcher import serve
 from tritonscale.core.cascade_render import ROUTER_INSTANCES, ROUTER_WORKERS, TIER2_TIMEOUT_SECONDS
 from tritonscale.core.cascade_spec import Cascade
 from tritonscale.core.cascade_step import point_of
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.core.types import Observation, PlacementState
-from tritonscale.sim.engine import Key, SimConfig, SimRun, Simulator, StepRecord
+from tritonscale.sim.engine import Key, Replica, SimConfig, SimRun, Simulator, StepRecord
 
 _EMPTY = np.empty(0, dtype=np.float64)
+# Stage 2 and tier 2 advance in sub-steps of this length while a pod's stage-2
+# threads may all be busy (a tier-2 answer frees its thread at the next sub-step).
+SUBSTEP_S = 0.5
+
+
+def _add(x: Mapping[Key, float], y: Mapping[Key, float]) -> dict[Key, float]:
+    return {k: x.get(k, 0.0) + y.get(k, 0.0) for k in x.keys() | y.keys()}
+
+
+@dataclass
+class _Stage1:
+    """One pod's router stage 1: the requests whose thread called tier 1 (their entry
+    times into tier 1's queue, FIFO) and when the last ``slots`` served ones left."""
+
+    released: NDArray[np.float64]
+    entry_t: list[float] = field(default_factory=list)
+    entry_i: list[int] = field(default_factory=list)
 
 
 class _Tier(Simulator):
-    """A simulator whose arrivals grow as the tier before it releases requests."""
+    """A simulator whose arrivals grow as the tier before it releases requests, and
+    (tier 1, ``slots`` set) the router's stage-1 threads in front of each pod's tier 1.
+
+    With ``slots`` = k, a request routed to a pod waits (FIFO) for one of the pod's k
+    stage-1 threads; the thread calls tier 1 (BLS: tier 1's own queue and batcher)
+    and is free again at tier 1's answer. Tier 1's batches run one after another in
+    arrival order, so the answers come back in entry order and the j-th request a
+    pod admits gets a thread when the (j - k)-th admitted one was answered: its
+    entry is max(arrival, that answer). A request whose client gave up
+    (``client_timeout_s`` after its send) before a thread took it is dropped by the
+    router without calling tier 1 (timed out, ``abandoned``); tier 1 computes every
+    request a thread handed it (Triton does not cancel a BLS call), so tier 1's
+    queue itself abandons nothing."""
+
+    def __init__(self, spec: ScaledModelSpec, arrivals: NDArray[np.float64],
+                 config: SimConfig, slots: int | None = None) -> None:
+        super().__init__(spec, arrivals, config)
+        if slots is not None and slots < 1:
+            raise ValueError(f"router threads per stage must be >= 1; got {slots}")
+        self.slots = slots
+        # How long after its send the router still calls tier 1 for a request (the
+        # client timeout; inf: a router that never checks, as before it did).
+        self.router_patience = self._timeout
+        self.rep = np.full(self.n, -1, dtype=np.int64)  # the pod (replica id) per request
+        self.entered = np.full(self.n, np.nan)  # a stage-1 thread took it (or dropped it)
+        self.abandoned = np.zeros(self.n, dtype=bool)  # dropped by the router: client gone
+        self._stage: dict[int, _Stage1] = {}
+        # Sub-steps of one policy interval record one signal sample (see run_interval).
+        self.merge_samples = False
+
+    _GROWN = ("arr", "done", "timed_out", "where", "rep", "entered", "abandoned")
 
     def extend(self, times: NDArray[np.float64]) -> None:
+        """Append arrivals (sorted, none before the last). The per-request arrays are
+        views of buffers that double when full, so appending in many small steps
+        stays linear."""
         if len(times) == 0:
             return
-        k = len(times)
-        self.arr = np.concatenate((self.arr, times))
-        self.done = np.concatenate((self.done, np.full(k, np.nan)))
-        self.timed_out = np.concatenate((self.timed_out, np.zeros(k, dtype=bool)))
-        self.where = np.concatenate((self.where, np.full(k, -1, dtype=self.where.dtype)))
-        self.n = len(self.arr)
+        n, k = self.n, len(times)
+        bufs: dict[str, NDArray[Any]] = getattr(self, "_bufs", {})
+        if not bufs or n + k > len(bufs["arr"]):
+            cap = max(2 * (n + k), 1024)
+            fill = {"arr": np.inf, "done": np.nan, "timed_out": False, "where": -1,
+                    "rep": -1, "entered": np.nan, "abandoned": False}
+            for name in self._GROWN:
+                old: NDArray[Any] = getattr(self, name)
+                buf = np.full(cap, fill[name], dtype=old.dtype)
+                buf[:n] = old[:n]
+                bufs[name] = buf
+            self._bufs = bufs
+        bufs["arr"][n:n + k] = times
+        self.n = n + k
+        for name in self._GROWN:
+            setattr(self, name, bufs[name][:self.n])
+
+    def _append(self, r: Replica, idx: NDArray[np.int64]) -> None:
+        super()._append(r, idx)
+        self.rep[idx] = r.rid
+
+    def run_interval(self, t0: float, t1: float) -> None:
+        before = len(self._busy_hist)
+        super().run_interval(t0, t1)
+        if self.merge_samples and before and len(self._busy_hist) == before + 1:
+            # One sample per policy interval, as without sub-steps.
+            (_ta, b1, r1, q1, n1), (tb, b2, r2, q2, n2) = self._busy_hist[-2:]
+            n12 = {k: n1.get(k, 0) + n2.get(k, 0) for k in n1.keys() | n2.keys()}
+            self._busy_hist[-2:] = [(tb, _add(b1, b2), _add(r1, r2), _add(q1, q2), n12)]
+
+    def _serve(self, r: Replica, end: float) -> tuple[float, float, int]:
+        if self.slots is None:
+            return super()._serve(r, end)
+        k = self.slots
+        st = self._stage.setdefault(r.rid, _Stage1(_EMPTY))
+        n_in = len(st.entry_i)
+        if n_in and (len(r.pend_i) < n_in or int(r.pend_i[0]) != st.entry_i[0]):
+            # The pod lost its queue (preempted): its router's threads went with it.
+            st.entry_t.clear()
+            st.entry_i.clear()
+            st.released = _EMPTY
+            n_in = 0
+        wait_t = r.pend_t[n_in:]
+        wait_i = r.pend_i[n_in:]
+        nw = len(wait_t)
+        w = 0
+        busy = qsum = 0.0
+        started = 0
+        dropped: list[NDArray[np.int64]] = []
+        while True:
+            # Threads take waiting requests in order while a thread's release is known:
+            # with n in tier 1, the next m <= k - n requests get the threads the
+            # last k - n ... k - n - m + 1 answered ones left (a slice of them).
+            while w < nw and len(st.entry_t) < k:
+                need = k - len(st.entry_t)
+                m = min(nw - w, need)
+                a = wait_t[w:w + m]
+                rel = st.released
+                at = np.arange(len(rel) - need, len(rel) - need + m)
+                free_at = (np.where(at >= 0, rel[np.maximum(at, 0)], -np.inf) if len(rel)
+                           else np.full(m, -np.inf))
+                e = np.maximum(a, free_at)
+                cut = int(np.searchsorted(e, end, "left"))  # e is sorted
+                late = np.flatnonzero(e[:cut] - a[:cut] > self.router_patience)
+                ok = int(late[0]) if len(late) else cut
+                if ok:
+                    ids = wait_i[w:w + ok]
+                    self.entered[ids] = e[:ok]
+                    st.entry_t.extend(e[:ok].tolist())
+                    st.entry_i.extend(ids.tolist())
+                    w += ok
+                if ok < cut:
+                    # Dropped when a thread would take it (its client had gone), the
+                    # thread left free: so is every waiting request sent before
+                    # e - timeout (the same release is theirs).
+                    x = float(e[ok])
+                    j = max(w + 1, int(np.searchsorted(wait_t, x - self.router_patience,
+                                                       "left")))
+                    gone = wait_i[w:j]
+                    self.entered[gone] = x
+                    dropped.append(gone)
+                    w = j
+                elif cut < m:
+                    break  # the next thread is free only at or after ``end``
+            if not st.entry_t:
+                break
+            # Every thread busy and requests waiting: a batch is known only if the
+            # batcher's look-ahead (max batch) stays within the admitted requests
+            # (the next one, always: the waiting enter after it is answered).
+            n_in = len(st.entry_t)
+            blocked = w < nw and n_in >= k
+            res = serve(st.entry_t, r.t_free, r.big_b, r.delay_s, r.svc, end, math.inf,
+                        self.cfg.batch_growth, r.last_svc)
+            nb = len(res.sizes)
+            if blocked and nb:
+                pos, nb = res.sizes[0], 1
+                while nb < len(res.sizes) and pos + r.big_b <= n_in:
+                    pos += res.sizes[nb]
+                    nb += 1
+            if nb:
+                sizes = res.sizes[:nb]
+                pos = sum(sizes)
+                dones = np.repeat(np.asarray(res.dones[:nb]), sizes)
+                self.done[np.asarray(st.entry_i[:pos], dtype=np.int64)] = dones
+                qsum += float(np.dot(res.starts[:nb], sizes)) - math.fsum(st.entry_t[:pos])
+                started += pos
+                batch_s = [r.svc[c] for c in sizes]
+                busy += math.fsum(batch_s)
+                st.released = np.concatenate((st.released, dones[-k:]))[-k:]
+                del st.entry_t[:pos]
+                del st.entry_i[:pos]
+                r.t_free = res.dones[nb - 1]
+                r.last_svc = batch_s[-1]
+            if not blocked or nb == 0:
+                break
+        if dropped:
+            gone = np.concatenate(dropped)
+            self.done[gone] = np.inf
+            self.timed_out[gone] = True
+            self.abandoned[gone] = True
+        ins = np.asarray(st.entry_i, dtype=np.int64)
+        r.pend_i = np.concatenate((ins, wait_i[w:]))
+        r.pend_t = np.concatenate((self.arr[ins], wait_t[w:]))
+        r.busy_s += busy
+        return busy, qsum, started
 
 
 @dataclass
@@ -98,6 +281,9 @@ class CascadeRun(SimRun):
     # tier-2 call), against its threads per stage (router_threads).
     router_peak: tuple[int, int] = (0, 0)
     router_threads: int = ROUTER_INSTANCES * ROUTER_WORKERS
+    # Requests the router dropped without calling the stage's tier because their
+    # client had gone before a thread took them (stage 1, stage 2).
+    abandoned: tuple[int, int] = (0, 0)
 
 
 def fallback_accuracy(cascade: float, tier1: float, escalated: float) -> float:
@@ -132,13 +318,24 @@ class CascadeSimulator:
     """Both tiers, the router between them, and the view a policy reads."""
 
     def __init__(self, spec: ScaledModelSpec, arrivals: NDArray[np.float64],
-                 config: SimConfig | None = None, drift: float = 1.0) -> None:
+                 config: SimConfig | None = None, drift: float = 1.0,
+                 router_threads: int | None = ROUTER_INSTANCES * ROUTER_WORKERS,
+                 substep_s: float = SUBSTEP_S, drop_gone: bool = True) -> None:
         if spec.cascade is None:
             raise ValueError("spec has no cascade")
+        if not (substep_s > 0 and math.isfinite(substep_s)):
+            raise ValueError(f"substep_s must be a positive number of seconds; got {substep_s}")
         self.spec = spec
         self.cas: Cascade = spec.cascade
         self.cfg = config or SimConfig()
-        self.t1 = _Tier(spec, arrivals, self.cfg)
+        self.threads = router_threads
+        self.substep_s = float(substep_s)
+        self.t1 = _Tier(spec, arrivals, self.cfg, router_threads)
+        # drop_gone=False: the router before it checked its clients (it called both
+        # tiers for every request, its client there or not), for comparison.
+        self.drop_gone = drop_gone
+        if not drop_gone:
+            self.t1.router_patience = math.inf
         # The router's tier-2 call is abandoned at its deadline, yet Triton computes it:
         # tier 2's queue never drops a request (no client patience of its own).
         self.t2 = _Tier(spec, _EMPTY, replace(self.cfg, client_timeout_s=None))
@@ -161,6 +358,16 @@ class CascadeSimulator:
         self.p_esc = np.zeros(self.n)  # the escalation probability each was routed at
         self.thr_t: list[float] = [0.0]
         self.thr_v: list[float] = [self.cas.points[0].threshold]
+        # Stage 2: when a thread took each escalated request (NaN: waiting), whether it
+        # called tier 2 or the router dropped it (client gone); per tier-1 pod, the
+        # escalated requests waiting for a thread and those holding one in a call.
+        self.s2 = np.full(self.n, np.nan)
+        self.called = np.zeros(self.n, dtype=bool)
+        self.drop2 = np.zeros(self.n, dtype=bool)
+        self._wait2: dict[int, deque[int]] = {}
+        self._calls: dict[int, list[int]] = {}
+        self._out2: list[tuple[float, int]] = []  # tier-2 calls not yet arrived
+        self._lo = 0  # requests before it are all routed
 
     # ------------------------------------------------------------- view API
     def current(self) -> tuple[PlacementState, ...]:
@@ -187,6 +394,7 @@ class CascadeSimulator:
         out = d1.copy()
         esc = self.esc[lo:hi]
         j = self.j2[lo:hi]
+        s2 = self.s2[lo:hi]
         fell = np.zeros(hi - lo, dtype=bool)
         out[esc] = np.nan
         has = np.flatnonzero(esc & (j >= 0))
@@ -196,9 +404,17 @@ class CascadeSimulator:
             refused = np.isinf(c2) & (self.t2.where[j[has]] < 0)
             late = (c2 > give_up) | (np.isnan(c2) & (self.now >= give_up)) | np.isinf(c2)
             res = np.where(late, give_up, c2)
-            res[refused] = d1[has][refused] + self.cas.hop_ms / 1000.0
+            # Refused at once (no Ready tier-2 replica): tier 1's answer one hop after
+            # the call (its thread's start; the tier-1 answer when none waited).
+            sent = np.where(np.isnan(s2[has]), d1[has], s2[has])
+            res[refused] = sent[refused] + self.cas.hop_ms / 1000.0
             out[has] = res
             fell[has] = late | refused
+        # A thread found the tier-2 time spent: tier 1's answer then, no call.
+        now_fb = esc & ~self.called[lo:hi] & ~self.drop2[lo:hi] & np.isfinite(s2)
+        out[now_fb] = s2[now_fb]
+        fell |= now_fb
+        out[esc & self.drop2[lo:hi]] = np.inf  # the client had gone: dropped
         out[~self.fwd[lo:hi]] = np.nan  # not routed yet: still in flight
         fell &= self.fwd[lo:hi]
         # The client gave up: an answer later than its patience after it sent.
@@ -268,34 +484,142 @@ class CascadeSimulator:
                       instant)
 
     def _route(self, until: float) -> None:
-        """Route tier-1 completions before ``until - hop``; send the escalated on."""
-        hop = self.cas.hop_ms / 1000.0
+        """Route tier-1 completions before ``until``: the escalated ones join their
+        pod's stage-2 queue (in completion order)."""
         d1 = self.t1.done
-        new = ~self.fwd & np.isfinite(d1) & (d1 + hop < until)
-        new_inf = ~self.fwd & np.isinf(d1)
-        self.fwd |= new_inf
-        idx = np.flatnonzero(new)
+        hi = int(np.searchsorted(self.arr, until, "left"))
+        lo = self._lo
+        if lo < hi:
+            open_ = np.flatnonzero(~self.fwd[lo:hi])
+            lo += int(open_[0]) if len(open_) else hi - lo
+        self._lo = lo
+        win = d1[lo:hi]
+        done_inf = np.flatnonzero(~self.fwd[lo:hi] & np.isinf(win)) + lo
+        self.fwd[done_inf] = True
+        idx = np.flatnonzero(~self.fwd[lo:hi] & np.isfinite(win) & (win < until)) + lo
         if len(idx) == 0:
             return
         d = d1[idx]
         k = np.searchsorted(np.asarray(self.thr_t), d, "right") - 1
         thr = np.asarray(self.thr_v)[np.maximum(k, 0)]
-        pts = {t: point_of(self.spec, float(t)) for t in np.unique(thr)}
-        e = np.array([min(1.0, p.escalated * self.drift) if (p := pts[t]) else 0.0
-                      for t in thr])
-        a = np.array([p.accuracy if (p := pts[t]) else math.nan for t in thr])
+        uniq, which = np.unique(thr, return_inverse=True)
+        pts = [point_of(self.spec, float(t)) for t in uniq]
+        e = np.array([min(1.0, p.escalated * self.drift) if p else 0.0 for p in pts])[which]
+        a = np.array([p.accuracy if p else math.nan for p in pts])[which]
         esc = self.u[idx] < e
         self.p_esc[idx] = e
         self.fwd[idx] = True
         self.esc[idx] = esc
         self.acc[idx] = a
         go = idx[esc]
-        times = d1[go] + hop
-        order = np.argsort(times, kind="stable")
-        go, times = go[order], times[order]
-        start = self.t2.n
-        self.t2.extend(times)
-        self.j2[go] = np.arange(start, start + len(go))
+        go = go[np.argsort(d1[go], kind="stable")]
+        pods = self.t1.rep[go]
+        for i, pod in zip(go.tolist(), pods.tolist(), strict=True):
+            self._wait2.setdefault(pod, deque()).append(i)
+
+    def _release(self, i: int) -> float:
+        """When escalated request ``i``'s stage-2 thread is free, as known now: its
+        answer (tier 2's, or the timeout's), or the timeout as a bound while tier 2
+        has not started it."""
+        d1 = float(self.t1.done[i])
+        give_up = d1 + self.tier2_timeout_s
+        j = int(self.j2[i])
+        if j < 0:
+            return give_up
+        c2 = float(self.t2.done[j])
+        if math.isnan(c2):
+            return give_up
+        if math.isinf(c2):
+            return (float(self.s2[i]) + self.cas.hop_ms / 1000.0 if self.t2.where[j] < 0
+                    else give_up)
+        return min(c2, give_up)
+
+    def _stage2(self, u: float, v: float) -> None:
+        """Stage-2 threads over [u, v): each pod's escalated requests take its threads
+        in order. At a thread, a request whose client has gone (``client_timeout_s``
+        after its send) is dropped, one with no tier-2 time left (the 10 s count from
+        tier 1's answer) gets tier 1's answer at once, any other calls tier 2 (its
+        arrival there one hop later). Tier 2 has run to u: an answer it gives inside
+        [u, v) frees its thread from the next sub-step (at most ``substep_s`` late);
+        a timeout frees it exactly."""
+        k = self.threads
+        new: list[tuple[float, int]] = []
+        for pod, q in self._wait2.items():
+            if not q:
+                continue
+            calls = self._calls.setdefault(pod, [])
+            rel = [self._release(i) for i in calls]
+            kept = [(r, i) for r, i in zip(rel, calls, strict=True) if r > u]
+            calls[:] = [i for _r, i in kept]
+            free: list[float] = []
+            if k is not None and len(kept) + len(q) > k:
+                free = [-math.inf] * (k - len(kept)) + [r for r, _i in kept]
+                heapq.heapify(free)
+            while q:
+                i = q[0]
+                d1 = float(self.t1.done[i])
+                s = max(d1, u, free[0]) if free else max(d1, u)
+                if s >= v:
+                    break
+                q.popleft()
+                self.s2[i] = s
+                give_up = d1 + self.tier2_timeout_s
+                held = s
+                if self.drop_gone and s - float(self.arr[i]) > self._patience:
+                    self.drop2[i] = True
+                elif s < give_up:
+                    self.called[i] = True
+                    calls.append(i)
+                    new.append((s + self.cas.hop_ms / 1000.0, i))
+                    held = give_up
+                if free:
+                    heapq.heapreplace(free, held)
+        self._out2.extend(new)
+        if not self._out2:
+            return
+        self._out2.sort()
+        cut = next((n for n, (t, _i) in enumerate(self._out2) if t >= v), len(self._out2))
+        if cut:
+            times = np.fromiter((t for t, _i in self._out2[:cut]), dtype=np.float64, count=cut)
+            ids = np.fromiter((i for _t, i in self._out2[:cut]), dtype=np.int64, count=cut)
+            start = self.t2.n
+            self.t2.extend(times)
+            self.j2[ids] = np.arange(start, start + cut)
+            del self._out2[:cut]
+
+    def _calm_until(self, u: float, t1: float) -> float:
+        """The end of the longest stretch from ``u`` (at most ``t1``) in which no pod
+        can run out of stage-2 threads even if no call in flight ends: each pod's
+        requests escalated before it fit in its idle threads, so each gets one at its
+        tier-1 answer. At least one sub-step."""
+        k = self.threads
+        if k is None:
+            return t1
+        end = t1
+        for pod, q in self._wait2.items():
+            idle = k - len(self._calls.get(pod, ()))
+            if len(q) > max(idle, 0):
+                first_short = float(self.t1.done[q[max(idle, 0)]])
+                end = min(end, first_short)
+        return min(t1, max(end, u + self.substep_s))
+
+    def _advance(self, t: float, t1: float) -> None:
+        """Stage 2 and tier 2 over [t, t1), in steps as long as no pod's stage-2
+        threads may run out, sub-steps of ``substep_s`` where they may."""
+        self._route(t1)
+        u = t
+        n = 0
+        while u < t1:
+            v = self._calm_until(u, t1)
+            self._stage2(u, v)
+            self.t2.merge_samples = n > 0
+            self.t2.run_interval(u, v)
+            u = v
+            n += 1
+        self.t2.merge_samples = False
+
+    def _pending2(self) -> bool:
+        return bool(self._out2) or any(self._wait2.values())
 
     def run(self, policy: CascadePolicy) -> CascadeRun:
         self.now = 0.0
@@ -316,8 +640,7 @@ class CascadeSimulator:
             t1 = min(t + interval, self.end_t)
             cur = self.current()
             self.t1.run_interval(t, t1)
-            self._route(t1)
-            self.t2.run_interval(t, t1)
+            self._advance(t, t1)
             lo = int(np.searchsorted(self.arr, t, "left"))
             hi = int(np.searchsorted(self.arr, t1, "left"))
             cost_rate = sum(
@@ -332,17 +655,25 @@ class CascadeSimulator:
             t = t1
         self.now = self.end_t
         self.t1.finish()
-        self._route(math.inf)
-        if self.t2.n:
-            # Serve what is still queued or arriving after the trace's end (not billed:
-            # the replay's cost covers its duration, as for a single tier).
-            cost = self.t2.cost_usd
-            tail = float(self.t2.arr[-1]) + 1.0
-            if tail > self.end_t:
-                self.t2.run_interval(self.end_t, tail)
-            self.t2.cost_usd = cost
+        # Serve what is still queued or arriving after the trace's end (not billed: the
+        # replay's cost covers its duration, as for a single tier).
+        cost = self.t2.cost_usd
+        t = self.end_t
+        while True:
+            self._route(math.inf)
+            if not self._pending2():
+                break
+            nxt = min((float(self.t1.done[q[0]]) for q in self._wait2.values() if q),
+                      default=t)
+            if not self._out2 and nxt > t:
+                t = nxt  # nothing in flight to tier 2 before it: skip the idle time
+            self._advance(t, t + 60.0)
+            t += 60.0
         self.t2.finish()
+        self.t2.cost_usd = cost
+        self.now = max(self.end_t, t)
         done, fell = self._e2e(0, self.n)
+        self.now = self.end_t
         done[np.isnan(done)] = np.inf
         timed_out = self.t1.timed_out | (np.isinf(done) & np.isfinite(self.t1.done))
         answered = np.isfinite(done)
@@ -354,12 +685,15 @@ class CascadeSimulator:
         acc = float(np.nanmean(acc_req[answered])) if np.any(answered) else math.nan
         esc = float(np.mean(self.esc[answered])) if np.any(answered) else math.nan
         fb = float(np.mean(fell[answered])) if np.any(answered) else math.nan
-        # Router threads held per pod: stage 1 from arrival to the tier-1 answer,
-        # stage 2 from the tier-1 answer to the router's answer.
-        pod = self.t1.where
-        stage1 = _peak_in_flight(self.arr, self.t1.done, pod)
-        stage2 = _peak_in_flight(np.where(self.esc, self.t1.done, np.nan),
-                                 np.where(self.esc, done, np.nan), pod)
+        # Requests held per pod (in a thread or waiting for one): stage 1 from arrival
+        # to the tier-1 answer (or the drop), stage 2 from the tier-1 answer to the
+        # router's answer (or the drop).
+        pod = self.t1.rep
+        d1 = self.t1.done
+        stage1 = _peak_in_flight(self.arr, np.where(np.isfinite(d1), d1, self.t1.entered), pod)
+        end2 = np.where(self.drop2, self.s2, done)
+        stage2 = _peak_in_flight(np.where(self.esc, d1, np.nan),
+                                 np.where(self.esc, end2, np.nan), pod)
         return CascadeRun(
             arrivals=self.arr, done=done, timed_out=timed_out,
             cost_usd=self.t1.cost_usd + self.t2.cost_usd,
@@ -367,6 +701,9 @@ class CascadeSimulator:
             accuracy=acc, escalated=esc,
             thresholds=tuple(zip(self.thr_t, self.thr_v, strict=True)),
             fallback=fb, router_peak=(stage1, stage2),
+            router_threads=self.threads or 0,
+            abandoned=(int(np.count_nonzero(self.t1.abandoned)),
+                       int(np.count_nonzero(self.drop2))),
         )
 
 

@@ -29,9 +29,11 @@ Metrics (one dict per policy):
 * ``accuracy``: expected accuracy served (a cascade's per request at the threshold
   the router ran; one variant's, or the Ready replicas' mean, otherwise).
 * a cascade's ``fallback`` (fraction of answered requests the router answered with
-  tier 1 because its tier-2 call failed or timed out) and ``router_peak`` (the most
-  requests one tier-1 pod's router held in its tier-1 and tier-2 stages at once,
-  against ``router_threads`` per stage).
+  tier 1 because its tier-2 call failed or timed out), ``router_peak`` (the most
+  requests one tier-1 pod's router held in its tier-1 and tier-2 stages at once, in
+  its ``router_threads`` threads per stage or waiting for one) and
+  ``router_abandoned`` (requests the router dropped before their tier-1 / tier-2 call
+  because their client had gone).
 """
 
 from __future__ import annotations
@@ -204,6 +206,7 @@ def run_policy(
         summary["fallback"] = _round(crun.fallback, 5)
         summary["router_peak"] = list(crun.router_peak)
         summary["router_threads"] = crun.router_threads
+        summary["router_abandoned"] = list(crun.abandoned)
         summary["runs_on"], summary["placements"] = runs_on(crun)
         return PolicyResult(summary, crun)
 
