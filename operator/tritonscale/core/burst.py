@@ -64,10 +64,11 @@ autoscaler state into three adjustments of the load the planner plans for
    The lasting rate is the current rate, at most the larger of that and the
    forecast's look-ahead (Holt's level and trend, which is not shown a rate above
    ``1 + maxHeadroom`` times the highest one that persisted within the
-   scale-down window until it persists itself: :func:`persisted_level`). :func:`decide <tritonscale.core.autoscale.decide>` plans
-   the current rate, the drain and the panic floor from it, so a miss of the SLO
-   on the Ready fleet still orders capacity for the current rate whenever that
-   rate has lasted long enough for capacity ordered now to still meet it. On the
+   scale-down window until it persists itself: :func:`persisted_level`).
+   :func:`decide <tritonscale.core.autoscale.decide>` plans the current rate, the
+   drain and the panic floor from it, so a miss of the SLO on the Ready fleet
+   still orders capacity for the current rate whenever that rate has lasted long
+   enough for capacity ordered now to still meet it. On the
    bursty fleet (benchmarks/bench_policies.py; ``H`` = 135-255 s, 15-s
    decisions) a rate counts after 67-127 s: a 10-30 s burst at 12x the mean, which
    planned at its current rate ordered up to 54 replicas Ready after it was over,
