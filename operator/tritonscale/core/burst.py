@@ -226,12 +226,11 @@ def persisted_level(history: Sequence[Sequence[float]], now: float, horizon_s: f
     tau = PERSISTENCE * max(0.0, horizon_s)
     if upto[0][0] > now - tau:
         return None
+    span = [(u, v) for u, v in upto if u > now - window_s - tau]
     best = 0.0
-    for t, _ in upto:
-        if t < now - window_s:
-            continue
-        held = min(v for u, v in upto if t - tau < u <= t)
-        best = max(best, held)
+    for t, _ in span:
+        if t >= now - window_s:
+            best = max(best, min(v for u, v in span if t - tau < u <= t))
     return best
 
 
