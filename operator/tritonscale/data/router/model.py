@@ -42,8 +42,12 @@ histograms, :class:`LatencyWindow`: fixed memory, each quantile within 0.5 %) an
 inferences (rows): ``tritonscale_cascade_requests_total`` (tier 1 answered them through
 the router: each is then answered, or dropped before its tier-2 call),
 ``tritonscale_cascade_escalated_total`` (of those, below the threshold),
-``tritonscale_cascade_fallback_total``, ``tritonscale_cascade_abandoned_total``. All
-are exported through Triton's custom metrics API, on the server's metrics port.
+``tritonscale_cascade_fallback_total``, ``tritonscale_cascade_abandoned_total``; and
+the gauge ``tritonscale_cascade_pending_requests``: requests the router holds (handed
+off, not yet answered), in a thread or waiting for one. Triton's own
+``nv_inference_pending_request_count`` of the router is ~0 (its execute returns at
+once), so without it a backlog in the router's queues would show nowhere. All are
+exported through Triton's custom metrics API, on the server's metrics port.
 
 The threshold comes from ``threshold_file`` (a ConfigMap mounted as a directory: the
 kubelet swaps the file in place), re-read whenever its modification time changes, so
@@ -168,6 +172,13 @@ class TritonPythonModel:
         self._families.append(abandoned)
         self.m_abandoned = {stage: abandoned.Metric(labels={**labels, "stage": stage})
                             for stage in ("tier1", "tier2")}
+        held = pb_utils.MetricFamily(
+            name="tritonscale_cascade_pending_requests",
+            description="Requests the cascade router holds (handed off by its execute, "
+                        "not yet answered): in a thread or waiting for one",
+            kind=pb_utils.MetricFamily.GAUGE)
+        self._families.append(held)
+        self.m_pending = held.Metric(labels=labels)
         self.m_duration = self._metric(
             "tritonscale_cascade_request_duration_us",
             "Cumulative end-to-end time of the requests the router answered, in microseconds",
@@ -271,8 +282,12 @@ class TritonPythonModel:
                 self.m_fallback.increment(fallback)
             self.m_duration.increment(took_us)
         sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        with self._lock:  # after the send: a send that raises is failed (and uncounted) once
+            self.m_pending.increment(-1)
 
     def _fail(self, sender: Any, message: str) -> None:
+        with self._lock:
+            self.m_pending.increment(-1)
         err = pb_utils.TritonError(message)
         sender.send(pb_utils.InferenceResponse(error=err),
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
@@ -364,6 +379,8 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> None:
         self._reload()
         start = time.monotonic()
+        with self._lock:
+            self.m_pending.increment(len(requests))
         for r in requests:
             # Copied here: the request's tensors need not outlive execute.
             inputs = {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy().copy()
