@@ -150,7 +150,9 @@ def test_overloaded_router_drops_requests_whose_client_has_gone(real_log_dir: Pa
         errors = _send(tier1.url, unsure[:n], threshold=0.0, timeout_s=0.5)
         dropped = [e for e in errors if e]
         a1 = _stage_counter(metrics, "tier1") - before["a1"]
-        assert 1 <= len(dropped) <= n - threads, errors
+        # (At least the first is served: a thread takes it at once. The router's
+        # batcher may hand all of them to one instance, hence not n - threads.)
+        assert 1 <= len(dropped) <= n - 1, errors
         assert all("not sent to tier1" in e and "deadline" in e for e in dropped), dropped
         assert a1 == len(dropped)
         # Tier 1 computed the answered requests only (its statistics settle after the
