@@ -253,3 +253,29 @@ def test_latency_queries_prefer_the_routers_own_series() -> None:
     assert p.mean_latency_expr("ml", "bert-qa-cascade") == (
         f"sum(rate(tritonscale_cascade_request_duration_us{{{sel}}}[30s])) / {ok} or "
         f"sum(rate(nv_inference_request_duration_us{{{sel}}}[30s])) / {ok}")
+
+
+def test_a_routers_own_pending_count_replaces_tritons() -> None:
+    """The router holds its requests after its execute returned (Triton's pending count
+    of the router is ~0 even while hundreds wait for its threads): both sources read
+    the router's own gauge, and a model without it keeps Triton's."""
+    from tritonscale.adapters.prometheus import PrometheusSignals
+    from tritonscale.adapters.triton import MetricsSnapshot
+
+    lab = 'model="m-cascade",version="1"'
+    text = "\n".join([
+        "# TYPE nv_inference_pending_request_count gauge",
+        f"nv_inference_pending_request_count{{{lab}}} 0",
+        "# TYPE tritonscale_cascade_pending_requests gauge",
+        'tritonscale_cascade_pending_requests{model="m-cascade"} 737',
+        "",
+    ])
+    assert MetricsSnapshot.parse(text, "m-cascade", 0.0).pending == 737.0
+    plain = text.replace('{model="m-cascade"} 737', '{model="other"} 737')
+    assert MetricsSnapshot.parse(plain, "m-cascade", 0.0).pending == 0.0
+
+    p = PrometheusSignals("http://p:9090", window_s=30)
+    sel = 'namespace="ml",model="bert-qa-cascade"'
+    assert p.pending_expr("ml", "bert-qa-cascade") == (
+        f"sum(tritonscale_cascade_pending_requests{{{sel}}}) or "
+        f"sum(nv_inference_pending_request_count{{{sel}}})")

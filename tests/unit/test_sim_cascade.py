@@ -267,6 +267,10 @@ def test_stage1_requests_wait_for_a_router_thread(
     # Tier 1 computed only what a thread handed it (the engine's queue, without the
     # limit, computes r4 within its patience).
     assert int(np.count_nonzero(np.isfinite(t1.done))) == (5 if dropped else 6)
+    # Triton's pending count of tier 1 at 0.5 s holds what the threads handed it (r0
+    # computing, r1 queued), not the requests waiting for a thread.
+    t1.now = 0.5
+    assert t1.pending() == (2 if threads else 5)
 
 
 def test_stage2_requests_wait_for_a_router_thread() -> None:
@@ -295,6 +299,12 @@ def test_stage2_requests_wait_for_a_router_thread() -> None:
     assert sim.t2.n == 4 and sim.t2.done.tolist() == pytest.approx([5, 9, 13, 17])
     assert done.tolist() == pytest.approx([5, 9, np.inf, np.inf, np.inf, 11])
     assert fell.tolist() == [False, False, True, True, False, True]
+    # The router's pending gauge: at 6 s all but r0 (answered at 5) are held, in a
+    # thread or waiting for one; from 11 s none.
+    sim.now = 6.0
+    assert sim.held() == 5
+    sim.now = 11.0
+    assert sim.held() == 0
     # Without the limit every request calls at 1: answers 5, 9, then late at 11.
     free = CascadeSimulator(spec, arr, SimConfig(seed=5, client_timeout_s=10.5),
                             router_threads=None, substep_s=1.0)

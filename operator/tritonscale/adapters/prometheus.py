@@ -28,7 +28,9 @@ Queries (``W`` is the rate window, ``SEL`` the escaped label matchers):
   percentile);
 * queue time: mean ``rate(nv_inference_queue_duration_us[W]) /
   rate(nv_inference_request_success[W])``;
-* pending requests: ``sum(nv_inference_pending_request_count{SEL})``;
+* pending requests: ``sum(nv_inference_pending_request_count{SEL})``; a cascade's
+  router holds its requests after its execute returned, so its own gauge stands in:
+  ``sum(tritonscale_cascade_pending_requests{SEL}) or`` the above;
 * a cascade's escalation rate (:meth:`PrometheusSignals.escalation`):
   ``sum(rate(tritonscale_cascade_escalated_total{SEL}[W])) /
   sum(rate(tritonscale_cascade_requests_total{SEL}[W]))``, the counters the router
@@ -67,6 +69,7 @@ from tritonscale.adapters import outbound
 from tritonscale.adapters.signals import (
     CASCADE_DURATION,
     CASCADE_ESCALATED,
+    CASCADE_PENDING,
     CASCADE_REQUESTS,
     CASCADE_SUMMARY,
     ESCALATION_OUT_OF_RANGE,
@@ -414,7 +417,8 @@ class PrometheusSignals:
 
     def pending_expr(self, namespace: str, model: str, *, grouped: bool = False) -> str:
         sel = self.labels.selector(namespace, model)
-        return f"sum{self._by(grouped)}({PENDING}{{{sel}}})"
+        by = self._by(grouped)
+        return f"sum{by}({CASCADE_PENDING}{{{sel}}}) or sum{by}({PENDING}{{{sel}}})"
 
     def escalation_expr(self, namespace: str, router: str) -> str:
         sel = self.labels.selector(namespace, router)

@@ -29,6 +29,10 @@ CASCADE_ESCALATED = "tritonscale_cascade_escalated_total"
 # a sliding minute) and duration counter are shaped. Both sources prefer them.
 CASCADE_SUMMARY = "tritonscale_cascade_request_summary_us"
 CASCADE_DURATION = "tritonscale_cascade_request_duration_us"
+# Requests the router holds (a gauge): Triton's pending count of the router is ~0, its
+# execute returning at once, so both sources prefer this one (the backlog in the
+# router's queues would show nowhere else).
+CASCADE_PENDING = "tritonscale_cascade_pending_requests"
 ESCALATION_OUT_OF_RANGE = "escalation rate outside [0, 1]"
 
 

@@ -27,6 +27,7 @@ from tritonscale.adapters import outbound, resolve
 from tritonscale.adapters.signals import (
     CASCADE_DURATION,
     CASCADE_ESCALATED,
+    CASCADE_PENDING,
     CASCADE_REQUESTS,
     CASCADE_SUMMARY,
     ESCALATION_OUT_OF_RANGE,
@@ -324,8 +325,8 @@ class MetricsSnapshot:
 
     ``taken_at`` is the scraper's clock (monotonic seconds).  ``quantiles`` maps a
     quantile (0.95) to the latency summary's value in microseconds, as exported. For a
-    cascade's router, its own end-to-end summary and duration counter replace Triton's
-    (which end when the router's execute hands the request off).
+    cascade's router, its own end-to-end summary, duration counter and pending gauge
+    replace Triton's (which end when the router's execute hands the request off).
     """
 
     taken_at: float
@@ -348,6 +349,7 @@ class MetricsSnapshot:
         cascade: dict[str, float] = {}
         own_quantiles: dict[float, float] = {}
         own_duration: float | None = None
+        own_pending: float | None = None
         found = False
         for family in text_string_to_metric_families(text):
             for s in family.samples:
@@ -365,6 +367,10 @@ class MetricsSnapshot:
                     if value is not None and value >= 0:
                         key = _CASCADE[s.name]
                         cascade[key] = cascade.get(key, 0.0) + value
+                elif name == CASCADE_PENDING and family.type == "gauge":
+                    value = finite(s.value)
+                    if value is not None:
+                        own_pending = (own_pending or 0.0) + value
                 elif name == CASCADE_DURATION and family.type == "counter":
                     value = finite(s.value)
                     if value is not None:
@@ -382,6 +388,8 @@ class MetricsSnapshot:
         if own_duration is not None:
             sums["duration_us"] = own_duration
             quantiles = own_quantiles  # an idle router's NaN: no quantile, as Triton's
+        if own_pending is not None:
+            sums["pending"] = own_pending  # the router holds its requests past execute
         return cls(taken_at=taken_at, quantiles=quantiles, found=found,
                    cascade_requests=cascade["cascade_requests"] if both else None,
                    cascade_escalated=cascade["cascade_escalated"] if both else None,

@@ -158,6 +158,20 @@ class _Tier(Simulator):
         for name in self._GROWN:
             setattr(self, name, bufs[name][:self.n])
 
+    def pending(self) -> float:
+        """Triton's pending count of the model: with router threads, only the requests
+        a thread handed to tier 1 (the router's own backlog, waiting for a thread, is
+        in no Triton metric the operator reads)."""
+        if self.slots is None:
+            return super().pending()
+        horizon = 600.0 if math.isinf(self._timeout) else self._timeout + 120.0
+        lo = int(np.searchsorted(self.arr, self.now - horizon, "left"))
+        hi = int(np.searchsorted(self.arr, self.now, "left"))
+        d = self.done[lo:hi]
+        inside = self.entered[lo:hi] <= self.now  # NaN (still waiting): False
+        busy = np.isnan(d) | ((d > self.now) & np.isfinite(d))
+        return float(np.count_nonzero(inside & busy))
+
     def _append(self, r: Replica, idx: NDArray[np.int64]) -> None:
         super()._append(r, idx)
         self.rep[idx] = r.rid
@@ -387,7 +401,8 @@ class CascadeSimulator:
         self.t1.now = self.now
         return self.t1.rps(window_s)
 
-    def _e2e(self, lo: int, hi: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    def _e2e(self, lo: int, hi: int, client: bool = True
+             ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """End-to-end completion of requests lo..hi-1 as known at ``now`` (NaN: in
         flight, inf: dropped or timed out) and which fell back to tier 1's answer."""
         d1 = self.t1.done[lo:hi]
@@ -417,9 +432,28 @@ class CascadeSimulator:
         out[esc & self.drop2[lo:hi]] = np.inf  # the client had gone: dropped
         out[~self.fwd[lo:hi]] = np.nan  # not routed yet: still in flight
         fell &= self.fwd[lo:hi]
-        # The client gave up: an answer later than its patience after it sent.
-        out[np.isfinite(out) & (out - self.arr[lo:hi] > self._patience)] = np.inf
+        # The client gave up: an answer later than its patience after it sent (not for
+        # ``client=False``: when the router answered, whoever still listened).
+        if client:
+            out[np.isfinite(out) & (out - self.arr[lo:hi] > self._patience)] = np.inf
         return out, fell
+
+    def held(self) -> float:
+        """Requests the router holds at ``now`` (its pending gauge): sent, not yet
+        answered or dropped, in a thread or waiting for one."""
+        horizon = 600.0 if math.isinf(self._patience) else self._patience + 120.0
+        lo = int(np.searchsorted(self.arr, self.now - horizon, "left"))
+        hi = int(np.searchsorted(self.arr, self.now, "left"))
+        d1 = self.t1.done[lo:hi]
+        # Tier 1's answer; the drop at a stage-1 thread; gone at once (no Ready pod).
+        end = np.where(np.isfinite(d1), d1, self.t1.entered[lo:hi])
+        end = np.where(np.isinf(d1) & np.isnan(end), self.arr[lo:hi], end)
+        esc = self.esc[lo:hi] & self.fwd[lo:hi]
+        if np.any(esc):
+            out, _fell = self._e2e(lo, hi, client=False)
+            out = np.where(self.drop2[lo:hi], self.s2[lo:hi], out)
+            end = np.where(esc, out, end)
+        return float(np.count_nonzero(np.isnan(end) | (end > self.now)))
 
     def latency_ms(self, percentile: float, window_s: float | None = None) -> float | None:
         w = window_s or self.cfg.latency_window_s
@@ -437,12 +471,16 @@ class CascadeSimulator:
         self.t1.now = self.t2.now = self.now
         o1 = self.t1.observe(percentile)
         o2 = self.t2.observe(percentile)
-        pending = None if o1.pending is None or o2.pending is None else o1.pending + o2.pending
+        # The router's own pending gauge and Triton's queue time of the router model
+        # (~0: its execute returns at once), which the signal sources read for a
+        # cascade (adapters/prometheus.py, adapters/triton.py).
+        pending = self.held() if self.threads is not None else (
+            None if o1.pending is None or o2.pending is None else o1.pending + o2.pending)
         return Observation(
             rps=o1.rps,
             latency_ms=self.latency_ms(percentile),
             current=self.current(),
-            queue_ms=o1.queue_ms,
+            queue_ms=0.0 if self.threads is not None else o1.queue_ms,
             pending=pending,
             per_placement_rps={**o1.per_placement_rps, **o2.per_placement_rps},
             per_placement_latency_ms={**o1.per_placement_latency_ms,

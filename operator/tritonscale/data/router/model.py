@@ -20,6 +20,10 @@ Each request is served on its own, so no request waits for another's tier-2 call
   it does not fail requests). The timeout counts from tier 1's answer, so a request
   that waited for a stage-2 thread has less of it (none left: a fallback at once). A
   slow tier 2 holds stage-2 threads only, never the tier-1-only requests.
+  The tier-2 Service's name is looked up with a deadline (the call's remaining
+  timeout) and its address kept for ``LOOKUP_TTL_S`` (:class:`Tier2Address`):
+  urllib looks a host up with no timeout of its own, so a resolver that drops
+  queries would otherwise hold every stage-2 thread for minutes.
 * A request whose client has gone is not computed: before its tier-1 call and before
   its tier-2 call (each when a thread takes it), a request that its client cancelled
   (``is_cancelled()``: gRPC cancellations, a client's timeout through gRPC) or whose
@@ -42,8 +46,12 @@ histograms, :class:`LatencyWindow`: fixed memory, each quantile within 0.5 %) an
 inferences (rows): ``tritonscale_cascade_requests_total`` (tier 1 answered them through
 the router: each is then answered, or dropped before its tier-2 call),
 ``tritonscale_cascade_escalated_total`` (of those, below the threshold),
-``tritonscale_cascade_fallback_total``, ``tritonscale_cascade_abandoned_total``. All
-are exported through Triton's custom metrics API, on the server's metrics port.
+``tritonscale_cascade_fallback_total``, ``tritonscale_cascade_abandoned_total``; and
+the gauge ``tritonscale_cascade_pending_requests``: requests the router holds (handed
+off, not yet answered), in a thread or waiting for one. Triton's own
+``nv_inference_pending_request_count`` of the router is ~0 (its execute returns at
+once), so without it a backlog in the router's queues would show nowhere. All are
+exported through Triton's custom metrics API, on the server's metrics port.
 
 The threshold comes from ``threshold_file`` (a ConfigMap mounted as a directory: the
 kubelet swaps the file in place), re-read whenever its modification time changes, so
@@ -61,8 +69,10 @@ import contextlib
 import json
 import math
 import os
+import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -131,6 +141,74 @@ class LatencyWindow:
         return out
 
 
+# How long a looked-up tier-2 address is used before it is looked up again (a
+# Service's ClusterIP lives as long as the Service; the refresh runs in the
+# background while the old address keeps serving).
+LOOKUP_TTL_S = 30.0
+
+
+class Tier2Address:
+    """The tier-2 host's address, looked up with a deadline and kept for a while.
+
+    :meth:`get` answers the cached address at once while it is fresh, and a stale
+    one while a refresh runs; with none yet it waits for the lookup at most
+    ``timeout`` seconds (``TimeoutError`` past it). One lookup runs at a time: a
+    resolver that never answers keeps one thread, not one per request. A failed
+    lookup keeps the last address (``OSError`` only when there is none)."""
+
+    def __init__(self, host: str, port: int, ttl_s: float = LOOKUP_TTL_S,
+                 lookup: Any = None) -> None:
+        self.host, self.port, self.ttl_s = host, port, ttl_s
+        self._lookup = lookup or socket.getaddrinfo
+        self._lock = threading.Lock()
+        self._address: str | None = None
+        self._error = ""
+        self._at = -math.inf
+        self._pending: threading.Event | None = None
+
+    def get(self, timeout: float) -> str:
+        with self._lock:
+            fresh = time.monotonic() - self._at < self.ttl_s
+            if self._address is not None and fresh:
+                return self._address
+            if self._pending is None:
+                self._pending = threading.Event()
+                threading.Thread(target=self._run, args=(self._pending,), daemon=True,
+                                 name=f"lookup {self.host}").start()
+            if self._address is not None:
+                return self._address  # stale while the refresh runs
+            pending = self._pending
+        if not pending.wait(max(0.0, timeout)):
+            raise TimeoutError(f"looking up {self.host} took over {timeout:.3g} s")
+        with self._lock:
+            if self._address is None:
+                raise OSError(f"{self.host} does not resolve: {self._error}")
+            return self._address
+
+    def _run(self, done: threading.Event) -> None:
+        address, error = None, ""
+        try:
+            infos = self._lookup(self.host, self.port, 0, socket.SOCK_STREAM)
+            address = str(infos[0][4][0])
+        except Exception as exc:  # any failure: keep the last address
+            error = str(exc)
+        with self._lock:
+            if address is not None:
+                self._address, self._at = address, time.monotonic()
+            else:
+                self._error = error
+            self._pending = None
+        done.set()
+
+
+def _literal(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config: dict[str, Any] = json.loads(args["model_config"])
@@ -139,6 +217,11 @@ class TritonPythonModel:
         self.name = args.get("model_name", config.get("name", "router"))
         self.tier1 = params["tier1_model"]
         self.tier2_url = params["tier2_url"].rstrip("/")
+        parts = urllib.parse.urlsplit(self.tier2_url)
+        self._tier2_host = parts.hostname or ""
+        self._tier2_port = parts.port or 80
+        self._tier2_address = (None if _literal(self._tier2_host)
+                               else Tier2Address(self._tier2_host, self._tier2_port))
         self.tier2 = params["tier2_model"]
         self.conf_name = params.get("confidence_output", "CONFIDENCE")
         self.threshold = float(params.get("threshold", "0.5"))
@@ -168,6 +251,13 @@ class TritonPythonModel:
         self._families.append(abandoned)
         self.m_abandoned = {stage: abandoned.Metric(labels={**labels, "stage": stage})
                             for stage in ("tier1", "tier2")}
+        held = pb_utils.MetricFamily(
+            name="tritonscale_cascade_pending_requests",
+            description="Requests the cascade router holds (handed off by its execute, "
+                        "not yet answered): in a thread or waiting for one",
+            kind=pb_utils.MetricFamily.GAUGE)
+        self._families.append(held)
+        self.m_pending = held.Metric(labels=labels)
         self.m_duration = self._metric(
             "tritonscale_cascade_request_duration_us",
             "Cumulative end-to-end time of the requests the router answered, in microseconds",
@@ -242,10 +332,20 @@ class TritonPythonModel:
             {"name": n, "shape": list(a.shape), "datatype": _DATATYPES[str(a.dtype)],
              "data": a.ravel().tolist()} for n, a in inputs.items()],
             "outputs": [{"name": n} for n in self.outputs]}
+        headers = {"Content-Type": "application/json"}
+        base = self.tier2_url
+        if self._tier2_address is not None:  # connect to the address, name in Host
+            started = time.monotonic()
+            address = self._tier2_address.get(timeout)
+            timeout -= time.monotonic() - started
+            if timeout <= 0:
+                raise TimeoutError("the tier-2 lookup spent the timeout")
+            host = f"[{address}]" if ":" in address else address
+            base = f"http://{host}:{self._tier2_port}"
+            headers["Host"] = f"{self._tier2_host}:{self._tier2_port}"
         req = urllib.request.Request(
-            f"{self.tier2_url}/v2/models/{self.tier2}/infer",
-            data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
-            method="POST")
+            f"{base}/v2/models/{self.tier2}/infer",
+            data=json.dumps(body).encode(), headers=headers, method="POST")
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             payload: dict[str, Any] = json.loads(resp.read())
         out: dict[str, Any] = {}
@@ -271,8 +371,12 @@ class TritonPythonModel:
                 self.m_fallback.increment(fallback)
             self.m_duration.increment(took_us)
         sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        with self._lock:  # after the send: a send that raises is failed (and uncounted) once
+            self.m_pending.increment(-1)
 
     def _fail(self, sender: Any, message: str) -> None:
+        with self._lock:
+            self.m_pending.increment(-1)
         err = pb_utils.TritonError(message)
         sender.send(pb_utils.InferenceResponse(error=err),
                     flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
@@ -364,6 +468,8 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> None:
         self._reload()
         start = time.monotonic()
+        with self._lock:
+            self.m_pending.increment(len(requests))
         for r in requests:
             # Copied here: the request's tensors need not outlive execute.
             inputs = {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy().copy()
