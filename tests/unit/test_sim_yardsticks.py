@@ -4,6 +4,7 @@ and the operator-like observation (per-placement latency)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -115,6 +116,122 @@ def test_timeout_against_a_hand_built_trace() -> None:
     assert mixed.abandoned == [2] and mixed.starts == [0.0, 1.0, 2.5]
 
 
+def test_abandoned_computed_against_a_hand_traced_timeline() -> None:
+    """Max batch 2, no queue delay, S = 1 s for 1 or 2 requests, clients wait 0.5 s.
+    Four requests at 0 and one at 1.8.  The first two run 0-1 in any case; the
+    next two could start at 1, after 1 s > 0.5 s, so their clients have gone.
+    cancelled (gRPC): they leave the queue unserved; the arrival at 1.8 starts at
+           1.8 (the instance is free), done at 2.8.
+    computed (HTTP): they still run 1-2 as a full batch, only their answer is
+           thrown away; the arrival at 1.8 waits 0.2 s for them and runs 2-3."""
+    arrivals = [0.0, 0.0, 0.0, 0.0, 1.8]
+    svc = [0.0, 1.0, 1.0]
+    gone = serve(arrivals, 0.0, 2, 0.0, svc, 100.0, timeout=0.5)
+    assert gone.abandoned == [2, 3]
+    assert gone.starts == [0.0, 1.8] and gone.sizes == [2, 1] and gone.dones == [1.0, 2.8]
+    assert gone.busy_s == pytest.approx(2.0) and gone.left == 5
+    run = serve(arrivals, 0.0, 2, 0.0, svc, 100.0, timeout=0.5, abandoned="computed")
+    assert run.abandoned == [2, 3]
+    assert run.starts == [0.0, 1.0, 2.0] and run.sizes == [2, 2, 1]
+    assert run.dones == [1.0, 2.0, 3.0]
+    assert run.busy_s == pytest.approx(3.0) and run.left == 5
+    # Cut into segments (as the simulator does), the timeline is the same.
+    first = serve(arrivals, 0.0, 2, 0.0, svc, 1.5, timeout=0.5, abandoned="computed")
+    rest = serve(arrivals[first.left :], first.t_free, 2, 0.0, svc, 100.0, timeout=0.5,
+                 abandoned="computed")
+    assert first.abandoned == [2, 3] and rest.abandoned == []
+    assert first.starts + rest.starts == run.starts
+    with pytest.raises(ValueError, match="abandoned"):
+        serve(arrivals, 0.0, 2, 0.0, svc, 100.0, abandoned="dropped")  # type: ignore[arg-type]
+
+
+def _fifo_with_patience(arr: np.ndarray, service_s: float, patience_s: float,
+                        computed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One unbatched instance, first come first served, written out request by
+    request: (completion time, inf if timed out; timed out)."""
+    done = np.full(len(arr), np.inf)
+    timed_out = np.zeros(len(arr), dtype=bool)
+    free = 0.0
+    for k, a in enumerate(arr):
+        start = max(a, free)
+        if start - a > patience_s:
+            timed_out[k] = True
+            if not computed:
+                continue
+        free = start + service_s
+        if not timed_out[k]:
+            done[k] = free
+    return done, timed_out
+
+
+def test_abandoned_computed_on_an_overloaded_replica(make_spec: SpecFactory) -> None:
+    """One 10-ms unbatched replica, clients wait 1 s.  A 10-s burst at 150 req/s
+    (1.5x what it serves), then 20 s at 50 req/s.  Both modes against the same queue
+    written out request by request.  cancelled: the queue wait never exceeds the
+    patience, the extra third times out.  computed: nothing leaves the queue, the
+    wait grows by 0.5 s every second of the burst and drains at 0.5 s/s after it, so
+    every request from ~2 s into the burst until ~8 s after it times out, and the
+    few served in between wait longer."""
+    spec = _unbatched(make_spec)
+    rng = np.random.default_rng(5)
+    burst = np.cumsum(rng.exponential(1.0 / 150.0, 1500))
+    burst = burst[burst < 10.0]
+    calm = 10.0 + np.cumsum(rng.exponential(1.0 / 50.0, 1000))
+    arr = np.concatenate((burst, calm[calm < 30.0]))
+    runs = {}
+    for mode in ("cancelled", "computed"):
+        run = Simulator(spec, arr, SimConfig(client_timeout_s=1.0, abandoned=mode)).run(
+            Fixed({("one", "t4-od"): 1})
+        )
+        want_done, want_to = _fifo_with_patience(arr, D_MS / 1000.0, 1.0, mode == "computed")
+        assert np.array_equal(run.timed_out, want_to)
+        assert np.allclose(run.done, want_done, rtol=0.0, atol=1e-9)
+        s = summarize(spec, run, "fixed")
+        assert s["timed_out"] == int(want_to.sum()) and s["dropped"] == 0
+        runs[mode] = run
+    gone, kept = runs["cancelled"], runs["computed"]
+    assert 250 < gone.timed_out.sum() < 700
+    assert kept.timed_out.sum() > 2 * gone.timed_out.sum()
+    # Requests served in both modes are never faster with "computed" (more work is
+    # ahead of them), and those served while its backlog drains are far slower.
+    both = ~gone.timed_out & ~kept.timed_out
+    slower = kept.done[both] - gone.done[both]
+    assert slower.min() >= -1e-9 and slower.max() > 0.5
+    # A request timed out while still queued is no longer waited for by its client:
+    # KPA's in-flight concurrency is the same in both modes up to the end of the
+    # burst (the clients are the same); Triton's pending count still holds it.
+    seen: dict[str, tuple[float, float]] = {}
+    for mode in ("cancelled", "computed"):
+        sim = Simulator(spec, arr, SimConfig(client_timeout_s=1.0, abandoned=mode))
+        probe = _Probe({("one", "t4-od"): 1}, at=9.0)
+        sim.run(probe)
+        seen[mode] = probe.seen
+    conc_gone, pend_gone = seen["cancelled"]
+    conc_kept, pend_kept = seen["computed"]
+    assert conc_kept == pytest.approx(conc_gone, rel=0.05)
+    # cancelled: only the last second's arrivals (~150) can still be queued;
+    # computed: the burst's whole backlog (0.5 s of work per second, ~450 requests).
+    assert pend_gone < 160 and pend_kept > 300
+
+
+class _Probe(Fixed):
+    """Fixed, recording (5-s concurrency, pending) at the first step at/after ``at``."""
+
+    interval_s = 1.0
+
+    def __init__(self, plan: Mapping[Key, int], at: float) -> None:
+        super().__init__(plan)
+        self.at = at
+        self.seen = (math.nan, math.nan)
+
+    def step(self, view: SimView) -> Mapping[Key, int]:
+        if view.now >= self.at and math.isnan(self.seen[0]):
+            sim = view
+            assert isinstance(sim, Simulator)
+            self.seen = (sim.concurrency(5.0), sim.pending())
+        return self.plan
+
+
 def test_timed_out_requests_are_reported_apart_from_dropped(make_spec: SpecFactory) -> None:
     """An overloaded replica (200 req/s offered, 100 req/s served) for 20 s with 2-s
     patience.  The arrival at t waits t s (100 req/s of backlog, 10 ms each) until
@@ -161,6 +278,8 @@ def test_config_rejects_unknown_balancing_and_bad_timeout() -> None:
         SimConfig(load_balancing="least-conn")
     with pytest.raises(ValueError, match="client_timeout_s"):
         SimConfig(client_timeout_s=0.0)
+    with pytest.raises(ValueError, match="abandoned"):
+        SimConfig(abandoned="dropped")  # type: ignore[arg-type]
 
 
 def test_observation_carries_per_placement_signals(make_spec: SpecFactory) -> None:
@@ -206,6 +325,12 @@ def test_cli_flags_and_json_timed_out(tmp_path: object,
     assert row["timed_out"] == 0 and row["dropped"] == 0
     assert main([*args, "--client-timeout", "-1"]) == 2
     assert "--client-timeout" in capsys.readouterr().err
+    assert main([*args, "--abandoned", "computed", "--client-timeout", "5"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["timed_out"] == 0 and row["dropped"] == 0
+    with pytest.raises(SystemExit):
+        main([*args, "--abandoned", "dropped"])
+    assert "--abandoned" in capsys.readouterr().err
 
 
 def test_scale_down_removes_the_newest_ready_replica(make_spec: SpecFactory) -> None:

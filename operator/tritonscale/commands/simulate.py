@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tritonscale.commands import inputs
+from tritonscale.core.batcher import ABANDONED
 from tritonscale.core.spec import ScaledModelSpec
 from tritonscale.sim.engine import DEFAULT_PREROLL_S, LOAD_BALANCING, SimConfig, StepRecord
 from tritonscale.sim.policies import POLICIES, HPAConfig
@@ -84,6 +85,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a request still queued this long is abandoned and counted as timed out "
         "(default: the spec's scaling.clientTimeoutSeconds, else 30; 0 = clients wait "
         "forever)",
+    )
+    parser.add_argument(
+        "--abandoned",
+        choices=list(ABANDONED),
+        default="cancelled",
+        help="what Triton does with a request whose client timed out while it was "
+        "queued: cancelled (the default; gRPC clients, Triton >= 23.10 drops the "
+        "cancelled request from its queue) or computed (HTTP clients: the request "
+        "stays queued and uses the GPU in its batch, only its response is "
+        "discarded); either way it counts as timed out",
     )
     parser.add_argument(
         "--warmup",
@@ -185,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         load_balancing=args.load_balancing
         or ("weighted" if spec.routing.weighted else "random"),
         client_timeout_s=timeout if timeout > 0 else None,
+        abandoned=args.abandoned,
         preroll_max_s=args.preroll,
     )
     duration = float(arrivals[-1]) if len(arrivals) else 0.0

@@ -25,8 +25,15 @@ preferred batch sizes, default queue policy):
 * a batch of b takes ``S(b)`` seconds (the profile, :func:`service_table`).
 
 Client patience: a request still waiting (not yet in a running batch) ``timeout``
-seconds after it arrived is abandoned by its client and leaves the queue without
-using the instance.
+seconds after it arrived is abandoned by its client.  What Triton then does with it
+(``abandoned``, :data:`ABANDONED`):
+
+* ``"cancelled"`` (the default): it leaves the queue without using the instance.
+  That is Triton with gRPC clients (since 23.10 a cancelled gRPC call cancels its
+  request and the dynamic batcher drops it) or with a queue-policy timeout;
+* ``"computed"``: it stays queued and takes its place in a batch like any other
+  request (the instance's time is spent), only its response is thrown away.  That
+  is Triton with HTTP clients: a closed connection does not cancel the request.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from tritonscale.core.spec import Profile
 
@@ -96,16 +103,24 @@ class Batcher:
         )
 
 
+# What happens to a request whose client gave up while it was queued (module doc).
+Abandoned = Literal["cancelled", "computed"]
+ABANDONED: tuple[Abandoned, ...] = ("cancelled", "computed")
+
+
 class Served(NamedTuple):
     """What :func:`serve` did: the first ``left`` queued requests left the queue."""
 
     left: int  # requests that left the queue (served or abandoned)
+    # per batch below: with abandoned="computed" the batches hold the abandoned too
     t_free: float  # when the instance frees up
     starts: list[float]  # per batch: dispatch time
     dones: list[float]  # per batch: completion time
     sizes: list[int]  # per batch: requests
     busy_s: float  # compute seconds
-    abandoned: list[int]  # positions (in the queue) of requests whose client gave up
+    # Positions (in the queue) of requests whose client gave up (with
+    # abandoned="computed": they were computed all the same, in their batch).
+    abandoned: list[int]
     last_svc: float  # compute time of the last batch dispatched (for the next call)
 
 
@@ -119,27 +134,32 @@ def serve(
     timeout: float = math.inf,
     growth: float = 1.0,
     last_svc: float = 0.0,
+    abandoned: Abandoned = "cancelled",
 ) -> Served:
     """Run the batcher over the queued arrivals ``pa`` (sorted) until the next
     dispatch would be at or after ``end``.  ``t_free``: when the instance frees up;
     ``last_svc``: compute time of the batch that frees it (its start is
-    ``t_free - last_svc``); ``growth``: g of the module docstring."""
+    ``t_free - last_svc``); ``growth``: g of the module docstring; ``abandoned``:
+    what Triton does with a request whose client gave up (module docstring)."""
+    if abandoned not in ABANDONED:
+        raise ValueError(f"abandoned: {abandoned!r} is not one of {', '.join(ABANDONED)}")
+    computed = abandoned == "computed"
     n = len(pa)
     i = 0
     starts: list[float] = []
     dones: list[float] = []
     counts: list[int] = []
-    abandoned: list[int] = []
+    abandoned_at: list[int] = []
     busy = 0.0
     while i < n:
         a = pa[i]
         s = t_free if t_free > a else a
-        if s - a > timeout:
+        if s - a > timeout and not computed:
             # The oldest would start after its client gave up: drop everyone whose
             # patience runs out before the instance (or this segment's end) comes.
             j = bisect_left(pa, (s if s < end else end) - timeout, i, n)
             if j > i:
-                abandoned.extend(range(i, j))
+                abandoned_at.extend(range(i, j))
                 i = j
                 continue
         if s >= end:
@@ -168,6 +188,10 @@ def serve(
         cnt = bisect_right(pa, close, i, hi) - i
         if cnt < 1:
             cnt = 1
+        if computed and disp - a > timeout:
+            # Computed all the same; their clients had given up before it started.
+            j = bisect_left(pa, disp - timeout, i, i + cnt)
+            abandoned_at.extend(range(i, j))
         st = svc[cnt]
         last_svc = st
         t_free = disp + st
@@ -176,4 +200,4 @@ def serve(
         dones.append(t_free)
         counts.append(cnt)
         i += cnt
-    return Served(i, t_free, starts, dones, counts, busy, abandoned, last_svc)
+    return Served(i, t_free, starts, dones, counts, busy, abandoned_at, last_svc)

@@ -18,7 +18,17 @@ Pure code (numpy only). What it models, and how:
   batches with ``bisect`` on the replica's queue).
 * **Client patience** (``SimConfig.client_timeout_s``, default 30 s): a request
   not yet in a running batch that long after it arrived is abandoned by its
-  client, leaves the queue without using the GPU and counts as *timed out*.
+  client and counts as *timed out* (never as served, whatever happens to it
+  next). What Triton does with it (``SimConfig.abandoned``, the batcher's
+  ``abandoned``): ``"cancelled"`` (default) it leaves the queue without using the
+  GPU -- Triton with gRPC clients (>= 23.10 cancels the request of a cancelled
+  call) or a model queue-policy timeout; ``"computed"`` it stays queued and is
+  computed in its batch like any other, delaying those behind it, and only its
+  response is discarded -- Triton with HTTP clients, which cancel nothing. Either
+  way the client (Knative's in-flight concurrency) stops waiting at arrival +
+  timeout; with ``"computed"`` Triton's pending count, busy time and queue time
+  still include it until its batch has run. Measured on the bursty fleet
+  (docs/comparison.md, "Fleet scale"): see there for what it costs.
 * **Scaling**: a policy is called every ``interval_s`` of simulated time with
   signals sampled like Prometheus scrapes (rate over a window, percentile over
   a window of completed requests, busy fraction, in-flight concurrency). New
@@ -61,7 +71,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from tritonscale.core.batcher import TRITON_GROWTH, serve, service_table
+from tritonscale.core.batcher import ABANDONED, TRITON_GROWTH, Abandoned, serve, service_table
 from tritonscale.core.pricing import replica_price_per_hour
 from tritonscale.core.render import DEFAULT_OPTIONS
 from tritonscale.core.spec import Profile, ScaledModelSpec
@@ -112,8 +122,16 @@ class SimConfig:
     load_balancing: str = "random"
     # A request still queued this long after arrival is abandoned (None: never).
     client_timeout_s: float | None = 30.0
+    # What Triton does with a request whose client gave up while it was queued:
+    # "cancelled" (gRPC clients: it leaves the queue unserved) or "computed" (HTTP
+    # clients: it is computed anyway, only the response is discarded).
+    abandoned: Abandoned = "cancelled"
 
     def __post_init__(self) -> None:
+        if self.abandoned not in ABANDONED:
+            raise ValueError(
+                f"abandoned: {self.abandoned!r} is not one of {', '.join(ABANDONED)}"
+            )
         if self.load_balancing not in LOAD_BALANCING:
             raise ValueError(
                 f"load_balancing: {self.load_balancing!r} is not one of "
@@ -167,6 +185,8 @@ class Replica:
     pend_t: NDArray[np.float64] = field(default_factory=lambda: _EMPTY_F)
     pend_i: NDArray[np.int64] = field(default_factory=lambda: _EMPTY_I)
     busy_s: float = 0.0
+    # Arrival of the oldest request in the last batch dispatched (abandoned="computed").
+    run_head: float = math.inf
 
 
 class SimView(Protocol):
@@ -235,6 +255,9 @@ class Simulator:
         self.done = np.full(self.n, np.nan)
         # Abandoned by their client (done = inf as well).
         self.timed_out = np.zeros(self.n, dtype=bool)
+        # abandoned="computed": when the batch of a timed-out request completed.
+        self._computed = self.cfg.abandoned == "computed"
+        self.gpu_done = np.full(self.n, np.nan)
         # Index (in self.keys) of the placement each request was routed to; -1: none.
         self.where = np.full(self.n, -1, dtype=np.int16)
         self.keys: list[Key] = []
@@ -371,7 +394,11 @@ class Simulator:
         hi = int(np.searchsorted(self.arr, self.now, "left"))
         a = self.arr[lo:hi]
         d = self.done[lo:hi]
-        end = np.where(np.isnan(d), self.now, d)
+        if self._computed:
+            # Still queued past its client's patience: the client has gone.
+            end = np.where(np.isnan(d), np.minimum(self.now, a + self._timeout), d)
+        else:
+            end = np.where(np.isnan(d), self.now, d)
         gone = np.isinf(d)
         if gone.any():
             to = self.timed_out[lo:hi]
@@ -395,11 +422,21 @@ class Simulator:
         """Requests in flight right now (queued or computing), like Triton's
         ``nv_inference_pending_request_count`` summed over replicas."""
         horizon = 600.0 if math.isinf(self._timeout) else self._timeout + 120.0
-        lo = int(np.searchsorted(self.arr, self.now - horizon, "left"))
+        since = self.now - horizon
+        if self._computed:
+            # Triton still holds requests whose clients have gone, however old.
+            for r in [*(r for v in self.replicas.values() for r in v), *self.draining]:
+                if len(r.pend_t):
+                    since = min(since, float(r.pend_t[0]))
+                since = min(since, r.run_head)
+        lo = int(np.searchsorted(self.arr, since, "left"))
         hi = int(np.searchsorted(self.arr, self.now, "left"))
         d = self.done[lo:hi]
         routed = self.where[lo:hi] >= 0
-        return float(np.count_nonzero(routed & (np.isnan(d) | ((d > self.now) & np.isfinite(d)))))
+        busy = np.isnan(d) | ((d > self.now) & np.isfinite(d))
+        if self._computed:
+            busy |= self.gpu_done[lo:hi] > self.now
+        return float(np.count_nonzero(routed & busy))
 
     def queue_ms(self, window_s: float | None = None) -> float | None:
         """Mean scheduler-queue wait (ms) of requests whose batch started in the window."""
@@ -524,6 +561,9 @@ class Simulator:
             if len(late):
                 self.done[late] = np.inf
                 self._lost.append((late, now + grace))
+            if self._computed:
+                g = self.gpu_done[idx]
+                self.gpu_done[idx[g > now + grace]] = now + grace
         if r.bill_until > r.bill_from:
             self.draining.append(r)
 
@@ -533,14 +573,31 @@ class Simulator:
             return 0.0, 0.0, 0
         res = serve(
             r.pend_t.tolist(), r.t_free, r.big_b, r.delay_s, r.svc, end, self._timeout,
-            self.cfg.batch_growth, r.last_svc,
+            self.cfg.batch_growth, r.last_svc, self.cfg.abandoned,
         )
         r.t_free = res.t_free
         r.last_svc = res.last_svc
         qsum = 0.0
         started = 0
         i = res.left
-        if i:
+        if i and self._computed:
+            # Every one of them took its place in a batch; those whose client had
+            # gone are timed out all the same (their response is discarded).
+            idx = r.pend_i[:i]
+            sizes = np.asarray(res.sizes)
+            dn = np.repeat(np.asarray(res.dones), sizes)
+            self.done[idx] = dn
+            if res.abandoned:
+                ab = idx[np.asarray(res.abandoned, dtype=np.int64)]
+                self.gpu_done[ab] = self.done[ab]
+                self.done[ab] = np.inf
+                self.timed_out[ab] = True
+            qsum = float(np.sum(np.repeat(np.asarray(res.starts), sizes) - r.pend_t[:i]))
+            started = i
+            r.run_head = float(r.pend_t[i - res.sizes[-1]])
+            r.pend_t = r.pend_t[i:]
+            r.pend_i = r.pend_i[i:]
+        elif i:
             idx = r.pend_i[:i]
             if res.abandoned:
                 gone = np.zeros(i, dtype=bool)
@@ -570,6 +627,13 @@ class Simulator:
             for r in reps:
                 if r.ready_at <= t:
                     self._serve(r, t)  # batches already dispatched complete
+                if self._computed and len(r.pend_i):
+                    # Those whose client had already gone are timed out, not lost.
+                    gone = r.pend_t < t - self._timeout
+                    if gone.any():
+                        self.done[r.pend_i[gone]] = np.inf
+                        self.timed_out[r.pend_i[gone]] = True
+                        r.pend_t, r.pend_i = r.pend_t[~gone], r.pend_i[~gone]
                 if len(r.pend_i):
                     self.done[r.pend_i] = np.inf
                     self._lost.append((r.pend_i, t))
@@ -729,11 +793,14 @@ class Simulator:
         n = len(arr)
         done = np.full(n, np.nan)
         timed_out = np.zeros(n, dtype=bool)
+        gpu_done = np.full(n, np.nan)
         where = np.full(n, -1, dtype=np.int16)
         if keep:
             done[:keep] = self.done[:keep]
             timed_out[:keep] = self.timed_out[:keep]
+            gpu_done[:keep] = self.gpu_done[:keep]
             where[:keep] = self.where[:keep]
+        self.gpu_done = gpu_done
         self.arr, self.done, self.timed_out, self.where, self.n = (
             arr, done, timed_out, where, n
         )

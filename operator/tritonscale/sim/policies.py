@@ -507,6 +507,7 @@ class OraclePolicy:
             seed=base.seed,
             load_balancing=base.load_balancing,
             client_timeout_s=base.client_timeout_s,
+            abandoned=base.abandoned,
             batch_growth=base.batch_growth,
             startup_override_s=0.0,
             warmup_s=0.0,
