@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bursty_trace as bt  # noqa: E402
 from tritonscale.commands.simulate import client_timeout, load_spec  # noqa: E402
+from tritonscale.core.batcher import ABANDONED  # noqa: E402
 from tritonscale.core.spec import ScaledModelSpec  # noqa: E402
 from tritonscale.sim.baselines import candidates, sweep, where  # noqa: E402
 from tritonscale.sim.engine import SimConfig, SimRun  # noqa: E402
@@ -180,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                          "trace lasts 3600)")
     ap.add_argument("--warmup", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--abandoned", choices=list(ABANDONED), default="cancelled",
+                    help="what Triton does with a request whose client timed out while "
+                         "queued: cancelled (gRPC clients; the default) or computed "
+                         "(HTTP clients: it still uses the GPU)")
     ap.add_argument("--quick", action="store_true",
                     help="light scale and 900 s only (a smoke run)")
     args = ap.parse_args(argv)
@@ -200,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 patience = client_timeout(spec, None)
                 cfg = SimConfig(seed=args.seed, preemption_rate_per_hour=rate,
                                 warmup_s=args.warmup,
-                                client_timeout_s=patience if patience > 0 else None)
+                                client_timeout_s=patience if patience > 0 else None,
+                                abandoned=args.abandoned)
                 log: list[str] = []
                 ts_run = run_policy(spec, arr, "tritonscale", cfg).run
                 ts = outcome(spec, "tritonscale", "mix", ts_run, args.warmup)

@@ -6,7 +6,8 @@ Metrics (one dict per policy):
   served (no Ready replica, or queued on a preempted replica); ``timed_out``:
   arrivals whose client gave up while they were still queued
   (``--client-timeout``; default the spec's ``scaling.clientTimeoutSeconds``, else
-  30 s). Both count as misses everywhere.
+  30 s), whether Triton then dropped or computed them (``--abandoned``). Both
+  count as misses everywhere.
 * ``slo_attainment``: fraction of all requests (dropped count as misses)
   served within the latency target.
 * ``windows_met``: fraction of non-empty 1-minute windows (by arrival time)
