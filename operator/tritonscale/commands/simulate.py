@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "queued: cancelled (the default; gRPC clients, Triton >= 23.10 drops the "
         "cancelled request from its queue) or computed (HTTP clients: the request "
         "stays queued and uses the GPU in its batch, only its response is "
-        "discarded); either way it counts as timed out",
+        "discarded); either way it counts as timed out. A cascade's router drops a "
+        "gone client's request itself, so the flag does not change a cascade",
     )
     parser.add_argument(
         "--warmup",

@@ -133,7 +133,8 @@ class _Tier(Simulator):
         # Sub-steps of one policy interval record one signal sample (see run_interval).
         self.merge_samples = False
 
-    _GROWN = ("arr", "done", "timed_out", "where", "rep", "entered", "abandoned")
+    _GROWN = ("arr", "done", "timed_out", "gpu_done", "where", "rep", "entered",
+              "abandoned")
 
     def extend(self, times: NDArray[np.float64]) -> None:
         """Append arrivals (sorted, none before the last). The per-request arrays are
@@ -145,8 +146,8 @@ class _Tier(Simulator):
         bufs: dict[str, NDArray[Any]] = getattr(self, "_bufs", {})
         if not bufs or n + k > len(bufs["arr"]):
             cap = max(2 * (n + k), 1024)
-            fill = {"arr": np.inf, "done": np.nan, "timed_out": False, "where": -1,
-                    "rep": -1, "entered": np.nan, "abandoned": False}
+            fill = {"arr": np.inf, "done": np.nan, "timed_out": False, "gpu_done": np.nan,
+                    "where": -1, "rep": -1, "entered": np.nan, "abandoned": False}
             for name in self._GROWN:
                 old: NDArray[Any] = getattr(self, name)
                 buf = np.full(cap, fill[name], dtype=old.dtype)
@@ -341,7 +342,10 @@ class CascadeSimulator:
             raise ValueError(f"substep_s must be a positive number of seconds; got {substep_s}")
         self.spec = spec
         self.cas: Cascade = spec.cascade
-        self.cfg = config or SimConfig()
+        # The router, not the client's protocol, decides what a gone client's request
+        # costs (module doc): it drops it before calling tier 1, and the tiers compute
+        # whatever it handed them. SimConfig.abandoned does not apply.
+        self.cfg = replace(config or SimConfig(), abandoned="cancelled")
         self.threads = router_threads
         self.substep_s = float(substep_s)
         self.t1 = _Tier(spec, arrivals, self.cfg, router_threads)
