@@ -214,6 +214,49 @@ def test_abandoned_computed_on_an_overloaded_replica(make_spec: SpecFactory) -> 
     assert pend_gone < 160 and pend_kept > 300
 
 
+def test_abandoned_computed_when_a_spot_replica_is_preempted(
+    make_spec: SpecFactory,
+) -> None:
+    """A 1-s unbatched model (one spot replica), clients wait 2.5 s: ten requests at
+    0, one at 4.0, the pool preempted at 4.5 (and an arrival at 20 with no replica,
+    dropped in both modes).
+    cancelled: 0-2 run 0-3; 3-9 would start at 3 > 2.5 and leave; the one at 4.0
+           starts at once, 4-5, a batch already running when the pod dies: served.
+    computed:  0-2 run 0-3; 3 and 4 run 3-4 and 4-5, timed out all the same; at 4.5
+           5-9 are still queued but their clients left at 2.5: timed out, not
+           dropped; the one at 4.0 is still queued (its client waits until 6.5):
+           lost with the pod, dropped."""
+    spec = make_spec(
+        variants=[
+            {
+                "name": "one",
+                "precision": "fp16",
+                "accuracy": 0.9,
+                "profiles": [
+                    {"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
+                     "batches": [{"size": 1, "latencyMs": 1000.0}]},
+                ],
+            }
+        ]
+    )
+    arr = np.array([0.0] * 10 + [4.0, 20.0])
+    out = {}
+    for mode in ("cancelled", "computed"):
+        sim = Simulator(spec, arr, SimConfig(client_timeout_s=2.5, abandoned=mode))
+        sim.preemptions = [(4.5, "t4-spot")]
+        run = sim.run(Fixed({("one", "t4-spot"): 1}))
+        served = np.isfinite(run.done)
+        dropped = ~served & ~run.timed_out
+        out[mode] = (np.flatnonzero(served).tolist(), np.flatnonzero(run.timed_out).tolist(),
+                     np.flatnonzero(dropped).tolist())
+        if mode == "computed":
+            # Triton computed 3 and 4 (the pod's GPU time), not 5-9.
+            assert sim.gpu_done[[3, 4]].tolist() == [4.0, 5.0]
+            assert np.isnan(sim.gpu_done[5:10]).all()
+    assert out["cancelled"] == ([0, 1, 2, 10], [3, 4, 5, 6, 7, 8, 9], [11])
+    assert out["computed"] == ([0, 1, 2], [3, 4, 5, 6, 7, 8, 9], [10, 11])
+
+
 class _Probe(Fixed):
     """Fixed, recording (5-s concurrency, pending) at the first step at/after ``at``."""
 
