@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import socket
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from tests.harness.fakes import load_example
 from tests.harness.net import HUNG_HOST
 
 from tritonscale.core.spec import ScaledModelSpec, parse_manifest, parse_spec
+from tritonscale.router import router_source
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "resnet50.yaml"
@@ -110,3 +113,15 @@ def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
         yield release
     finally:
         release.set()
+
+
+@pytest.fixture
+def router(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The cascade router's ``model.py`` as a module. It imports Triton's
+    ``triton_python_backend_utils``, which only exists inside the Python-backend stub;
+    an empty stand-in under that name lets the parts that do not use it be tested."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils",
+                        types.ModuleType("triton_python_backend_utils"))
+    module = types.ModuleType("cascade_router")
+    exec(compile(router_source(), "model.py", "exec"), module.__dict__)
+    return module

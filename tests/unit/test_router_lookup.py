@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,19 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonscale.router import router_source
-
 # Far below the hung lookup's 30 s, far above any scheduling delay of a loaded box.
 BOUNDED_S = 10.0
-
-
-@pytest.fixture
-def router(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils",
-                        types.ModuleType("triton_python_backend_utils"))
-    module = types.ModuleType("cascade_router")
-    exec(compile(router_source(), "model.py", "exec"), module.__dict__)
-    return module
 
 
 class _Lookup:

@@ -8,23 +8,10 @@ module is loaded with an empty stand-in under that name (nothing of it is called
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import Any
 
 import numpy as np
 import pytest
-
-from tritonscale.router import router_source
-
-
-@pytest.fixture
-def router(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils",
-                        types.ModuleType("triton_python_backend_utils"))
-    module = types.ModuleType("cascade_router")
-    exec(compile(router_source(), "model.py", "exec"), module.__dict__)
-    return module
 
 
 def test_quantiles_match_numpys_on_the_samples_within_half_a_percent(router: Any) -> None:

@@ -21,7 +21,7 @@ SpecFactory = Callable[..., ScaledModelSpec]
 D_MS = 10.0  # deterministic service time of the batch-1 model
 
 
-def _unbatched(make_spec: SpecFactory) -> ScaledModelSpec:
+def _unbatched(make_spec: SpecFactory, latency_ms: float = D_MS) -> ScaledModelSpec:
     """One variant, batch size 1 and no queue delay: each replica is an M/D/1 queue."""
     return make_spec(
         variants=[
@@ -31,7 +31,7 @@ def _unbatched(make_spec: SpecFactory) -> ScaledModelSpec:
                 "accuracy": 0.9,
                 "profiles": [
                     {"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
-                     "batches": [{"size": 1, "latencyMs": D_MS}]},
+                     "batches": [{"size": 1, "latencyMs": latency_ms}]},
                 ],
             }
         ]
@@ -226,19 +226,7 @@ def test_abandoned_computed_when_a_spot_replica_is_preempted(
            5-9 are still queued but their clients left at 2.5: timed out, not
            dropped; the one at 4.0 is still queued (its client waits until 6.5):
            lost with the pod, dropped."""
-    spec = make_spec(
-        variants=[
-            {
-                "name": "one",
-                "precision": "fp16",
-                "accuracy": 0.9,
-                "profiles": [
-                    {"accelerator": "T4", "maxBatchSize": 1, "maxQueueDelayMs": 0,
-                     "batches": [{"size": 1, "latencyMs": 1000.0}]},
-                ],
-            }
-        ]
-    )
+    spec = _unbatched(make_spec, latency_ms=1000.0)
     arr = np.array([0.0] * 10 + [4.0, 20.0])
     out = {}
     for mode in ("cancelled", "computed"):
