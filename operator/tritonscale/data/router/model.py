@@ -242,32 +242,25 @@ class TritonPythonModel:
         self.m_fallback = self._metric(
             "tritonscale_cascade_fallback_total",
             "Escalated inferences answered by tier 1 because tier 2 failed", labels)
-        abandoned = pb_utils.MetricFamily(
-            name="tritonscale_cascade_abandoned_total",
-            description="Inferences the cascade router dropped, without calling the "
-                        "stage's tier, because their client had cancelled or their "
-                        "deadline had passed when a thread took them",
-            kind=pb_utils.MetricFamily.COUNTER)
-        self._families.append(abandoned)
+        abandoned = self._family(
+            "tritonscale_cascade_abandoned_total",
+            "Inferences the cascade router dropped, without calling the stage's tier, "
+            "because their client had cancelled or their deadline had passed when a "
+            "thread took them")
         self.m_abandoned = {stage: abandoned.Metric(labels={**labels, "stage": stage})
                             for stage in ("tier1", "tier2")}
-        held = pb_utils.MetricFamily(
-            name="tritonscale_cascade_pending_requests",
-            description="Requests the cascade router holds (handed off by its execute, "
-                        "not yet answered): in a thread or waiting for one",
-            kind=pb_utils.MetricFamily.GAUGE)
-        self._families.append(held)
-        self.m_pending = held.Metric(labels=labels)
+        self.m_pending = self._family(
+            "tritonscale_cascade_pending_requests",
+            "Requests the cascade router holds (handed off by its execute, not yet "
+            "answered): in a thread or waiting for one", gauge=True).Metric(labels=labels)
         self.m_duration = self._metric(
             "tritonscale_cascade_request_duration_us",
             "Cumulative end-to-end time of the requests the router answered, in microseconds",
             labels)
-        summary = pb_utils.MetricFamily(
-            name="tritonscale_cascade_request_summary_us",
-            description="End-to-end latency of the requests the router answered over a "
-                        "sliding minute, in microseconds (NaN when idle)",
-            kind=pb_utils.MetricFamily.GAUGE)
-        self._families.append(summary)
+        summary = self._family(
+            "tritonscale_cascade_request_summary_us",
+            "End-to-end latency of the requests the router answered over a sliding "
+            "minute, in microseconds (NaN when idle)", gauge=True)
         self.m_summary = {q: summary.Metric(labels={**labels, "quantile": f"{q:g}"})
                           for q in QUANTILES}
         self._lock = threading.Lock()
@@ -280,12 +273,15 @@ class TritonPythonModel:
         self._refresh()
         self._refresher.start()
 
-    def _metric(self, name: str, description: str, labels: dict[str, str]) -> Any:
-        # A MetricFamily must outlive its Metric objects: keep both.
-        family = pb_utils.MetricFamily(
-            name=name, description=description, kind=pb_utils.MetricFamily.COUNTER)
+    def _family(self, name: str, description: str, gauge: bool = False) -> Any:
+        # A MetricFamily must outlive its Metric objects: keep it.
+        kind = pb_utils.MetricFamily.GAUGE if gauge else pb_utils.MetricFamily.COUNTER
+        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
         self._families.append(family)
-        return family.Metric(labels=labels)
+        return family
+
+    def _metric(self, name: str, description: str, labels: dict[str, str]) -> Any:
+        return self._family(name, description).Metric(labels=labels)
 
     # ------------------------------------------------------------------ threshold
     def _reload(self) -> None:
