@@ -533,3 +533,40 @@ def test_oracle_is_sized_on_the_simulator(make_spec: SpecFactory) -> None:
     smallest = pol._plan((hi - lo) / 15.0 * 0.6, frozenset())
     assert sum(smallest.values()) < sum(plan.values())
     assert not pol._meets(smallest, int(lo), int(hi), 150.0)
+
+
+def test_foresight_orders_each_pool_its_own_startup_ahead(make_spec: SpecFactory) -> None:
+    """Foresight holds, per (variant, pool), the most any interval needs from now to
+    that pool's own startup ahead (t4-spot 60 s = 4 intervals, a100-od 120 s = 8), and
+    nothing for intervals after the last arrival. Hand-traced on a fixed schedule of
+    interval plans: a100 x1 in intervals 0-5 and 10-13, t4-spot x3 in 6-9, and
+    (past the last arrival, 205 s: interval 13) t4-od x4.
+
+    - now 0: t4-spot's need at interval 6 is 6 > 4 intervals ahead: not yet (it was
+      ordered with the slowest pool's 8 intervals, billed 60 s before it could serve);
+      a100 x1.
+    - now 30 (interval 2): interval 6 is 4 ahead: t4-spot x3 ordered, Ready at 90 s.
+    - now 150 (interval 10): intervals 10-14 need no t4-spot; t4-od's interval 14 is
+      after the trace (its rate 0 planned minReplicas on the cheapest pool, which
+      joined a fleet serving 10k requests/s on the bundled fleet: two minutes lost)."""
+    from tritonscale.sim.policies import OraclePolicy
+
+    spec = make_spec()
+    a100, t4, t4od = ("big", "a100-od"), ("big", "t4-spot"), ("small", "t4-od")
+
+    class Schedule(OraclePolicy):
+        def window_plan(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
+            if k > 13:
+                return {t4od: 4}
+            return {t4: 3} if 6 <= k <= 9 else {a100: 1}
+
+    arr = np.arange(0.0, 206.0, 1.0)
+    pol = Schedule(spec, arr, SimConfig(), lookahead_s=120.0, name="foresight")
+    assert (pol.lead("t4-spot"), pol.lead("a100-od")) == (4, 8)
+    assert pol._target(0.0, frozenset()) == {a100: 1}
+    assert pol._target(30.0, frozenset()) == {a100: 1, t4: 3}
+    assert pol._target(90.0, frozenset()) == {a100: 1, t4: 3}
+    assert pol._target(150.0, frozenset()) == {a100: 1}
+    # The oracle (no look-ahead) holds each interval's own plan.
+    oracle = Schedule(spec, arr, SimConfig())
+    assert oracle._target(90.0, frozenset()) == {t4: 3}

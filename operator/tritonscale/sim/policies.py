@@ -34,8 +34,9 @@
   (:class:`OraclePolicy`), not the one the performance model promises: what no
   policy can beat on cost while meeting the SLO, where the pools can.
 * ``foresight``: the same sizing, run with the pools' real startup times: it
-  requests capacity startupSeconds ahead of the load that needs it, the best
-  any policy could do on this fleet.
+  requests each pool's capacity that pool's startupSeconds ahead of the load that
+  needs it (:meth:`OraclePolicy.lead`): what perfect knowledge of the arrivals
+  achieves on this fleet when every replica pays its real startup.
 """
 
 from __future__ import annotations
@@ -481,8 +482,9 @@ class OraclePolicy:
     ``lookahead_s = 0`` is ``oracle`` (run with zero startup: what no policy can
     beat on cost).  ``lookahead_s`` = the pools' longest startup is ``foresight``
     (run with the real startups): it holds, for each (variant, pool), the most any
-    interval from now to ``lookahead_s`` ahead needs, so capacity requested now is
-    Ready when that load comes -- the best a policy could do on this fleet.
+    interval from now to that pool's own startup ahead needs (at most
+    ``lookahead_s``; no interval after the last arrival), so capacity requested now
+    is Ready when that load comes, and billed no earlier than it must be.
     """
 
     name = "oracle"
@@ -514,6 +516,8 @@ class OraclePolicy:
             preroll_max_s=0.0,
         )
         self._sized: dict[tuple[int, frozenset[str]], dict[Key, int]] = {}
+        self.startup_override_s = base.startup_override_s
+        self._lead_max = max((self.lead(p.name) for p in spec.node_pools), default=0)
         self.windows_sized = 0
 
     def _plan(self, rate: float, unavailable: frozenset[str]) -> dict[Key, int]:
@@ -582,13 +586,25 @@ class OraclePolicy:
         self.windows_sized += 1
         return best
 
+    def lead(self, pool: str) -> int:
+        """Intervals ahead of its need a replica on ``pool`` is requested: the pool's
+        startup in the replay (at most ``lookahead_s``), so it is Ready when needed."""
+        s = self.startup_override_s
+        startup = self.spec.pool(pool).startup_seconds if s is None else s
+        return math.ceil(min(self.lookahead_s, startup) / self.interval_s - 1e-9)
+
     def _target(self, now: float, unavailable: frozenset[str]) -> Mapping[Key, int]:
         k0 = int(now // self.interval_s + 1e-9)
-        k1 = k0 + math.ceil(self.lookahead_s / self.interval_s - 1e-9)
+        # Intervals after the last arrival are not replayed: nothing is sized for them.
+        last = int(self.arr[-1] // self.interval_s) if len(self.arr) else k0
         out: dict[Key, int] = {}
-        for k in range(k0, k1 + 1):
+        for k in range(k0, max(k0, last) + 1):
+            if k > k0 and k - k0 > self._lead_max:
+                break
             for key, n in self.window_plan(k, unavailable).items():
-                out[key] = max(out.get(key, 0), n)
+                # A pool's replicas are ordered its own startup ahead, no earlier.
+                if k - k0 <= self.lead(key[1]):
+                    out[key] = max(out.get(key, 0), n)
         return out
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
