@@ -570,3 +570,37 @@ def test_foresight_orders_each_pool_its_own_startup_ahead(make_spec: SpecFactory
     # The oracle (no look-ahead) holds each interval's own plan.
     oracle = Schedule(spec, arr, SimConfig())
     assert oracle._target(90.0, frozenset()) == {t4: 3}
+
+
+def test_foresight_moves_off_its_pairs_only_when_the_move_pays(make_spec: SpecFactory) -> None:
+    """Foresight pays startups, so it follows the oracle's plan onto new pairs only
+    where the move pays for them. Oracle plans (fixed here): 2 x t4-spot ($0.40/h),
+    except 1 x t4-od ($0.50/h) in interval 4 and from interval 10 on. On t4-spot
+    alone the replay needs 3 in interval 4 ($0.60/h) and 4 from 10 on ($0.80/h).
+    One t4-od replica's 60-s startup costs 0.5 x 60 / 3600 = $0.00833.
+
+    - interval 4: the move saves $0.10/h for 1 interval (the oracle is back on
+      t4-spot in 5): $0.00042 < $0.00833, so 3 x t4-spot;
+    - interval 10: it saves $0.30/h for the 20 intervals of the 300-s stabilisation
+      window: $0.025 > $0.00833, so 1 x t4-od.
+    The oracle (no startups) takes every cheaper plan."""
+    from tritonscale.sim.policies import OraclePolicy
+
+    spec = make_spec()
+    a, b = ("big", "t4-spot"), ("big", "t4-od")
+
+    class Plans(OraclePolicy):
+        def _cheapest(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
+            return {b: 1} if k == 4 or k >= 10 else {a: 2}
+
+        def _sized_plan(self, k: int, unavailable: frozenset[str],
+                        keys: frozenset[Key] | None = None) -> dict[Key, int] | None:
+            assert keys == frozenset({a})
+            return {a: 3} if k == 4 else {a: 4}
+
+    arr = np.arange(0.0, 600.0, 1.0)
+    fore = Plans(spec, arr, SimConfig(), lookahead_s=120.0, name="foresight")
+    assert [fore.window_plan(k, frozenset()) for k in (3, 4, 5, 9, 10, 11)] == [
+        {a: 2}, {a: 3}, {a: 2}, {a: 2}, {b: 1}, {b: 1}]
+    oracle = Plans(spec, arr, SimConfig())
+    assert oracle.window_plan(4, frozenset()) == {b: 1}
