@@ -533,3 +533,74 @@ def test_oracle_is_sized_on_the_simulator(make_spec: SpecFactory) -> None:
     smallest = pol._plan((hi - lo) / 15.0 * 0.6, frozenset())
     assert sum(smallest.values()) < sum(plan.values())
     assert not pol._meets(smallest, int(lo), int(hi), 150.0)
+
+
+def test_foresight_orders_each_pool_its_own_startup_ahead(make_spec: SpecFactory) -> None:
+    """Foresight holds, per (variant, pool), the most any interval needs from now to
+    that pool's own startup ahead (t4-spot 60 s = 4 intervals, a100-od 120 s = 8), and
+    nothing for intervals after the last arrival. Hand-traced on a fixed schedule of
+    interval plans: a100 x1 in intervals 0-5 and 10-13, t4-spot x3 in 6-9, and
+    (past the last arrival, 205 s: interval 13) t4-od x4.
+
+    - now 0: t4-spot's need at interval 6 is 6 > 4 intervals ahead: not yet (it was
+      ordered with the slowest pool's 8 intervals, billed 60 s before it could serve);
+      a100 x1.
+    - now 30 (interval 2): interval 6 is 4 ahead: t4-spot x3 ordered, Ready at 90 s.
+    - now 150 (interval 10): intervals 10-14 need no t4-spot; t4-od's interval 14 is
+      after the trace (its rate 0 planned minReplicas on the cheapest pool, which
+      joined a fleet serving 10k requests/s on the bundled fleet: two minutes lost)."""
+    from tritonscale.sim.policies import OraclePolicy
+
+    spec = make_spec()
+    a100, t4, t4od = ("big", "a100-od"), ("big", "t4-spot"), ("small", "t4-od")
+
+    class Schedule(OraclePolicy):
+        def window_plan(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
+            if k > 13:
+                return {t4od: 4}
+            return {t4: 3} if 6 <= k <= 9 else {a100: 1}
+
+    arr = np.arange(0.0, 206.0, 1.0)
+    pol = Schedule(spec, arr, SimConfig(), lookahead_s=120.0, name="foresight")
+    assert (pol.lead("t4-spot"), pol.lead("a100-od")) == (4, 8)
+    assert pol._target(0.0, frozenset()) == {a100: 1}
+    assert pol._target(30.0, frozenset()) == {a100: 1, t4: 3}
+    assert pol._target(90.0, frozenset()) == {a100: 1, t4: 3}
+    assert pol._target(150.0, frozenset()) == {a100: 1}
+    # The oracle (no look-ahead) holds each interval's own plan.
+    oracle = Schedule(spec, arr, SimConfig())
+    assert oracle._target(90.0, frozenset()) == {t4: 3}
+
+
+def test_foresight_moves_off_its_pairs_only_when_the_move_pays(make_spec: SpecFactory) -> None:
+    """Foresight pays startups, so it follows the oracle's plan onto new pairs only
+    where the move pays for them. Oracle plans (fixed here): 2 x t4-spot ($0.40/h),
+    except 1 x t4-od ($0.50/h) in interval 4 and from interval 10 on. On t4-spot
+    alone the replay needs 3 in interval 4 ($0.60/h) and 4 from 10 on ($0.80/h).
+    One t4-od replica's 60-s startup costs 0.5 x 60 / 3600 = $0.00833.
+
+    - interval 4: the move saves $0.10/h for 1 interval (the oracle is back on
+      t4-spot in 5): $0.00042 < $0.00833, so 3 x t4-spot;
+    - interval 10: it saves $0.30/h for the 20 intervals of the 300-s stabilisation
+      window: $0.025 > $0.00833, so 1 x t4-od.
+    The oracle (no startups) takes every cheaper plan."""
+    from tritonscale.sim.policies import OraclePolicy
+
+    spec = make_spec()
+    a, b = ("big", "t4-spot"), ("big", "t4-od")
+
+    class Plans(OraclePolicy):
+        def _cheapest(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
+            return {b: 1} if k == 4 or k >= 10 else {a: 2}
+
+        def _sized_plan(self, k: int, unavailable: frozenset[str],
+                        keys: frozenset[Key] | None = None) -> dict[Key, int] | None:
+            assert keys == frozenset({a})
+            return {a: 3} if k == 4 else {a: 4}
+
+    arr = np.arange(0.0, 600.0, 1.0)
+    fore = Plans(spec, arr, SimConfig(), lookahead_s=120.0, name="foresight")
+    assert [fore.window_plan(k, frozenset()) for k in (3, 4, 5, 9, 10, 11)] == [
+        {a: 2}, {a: 3}, {a: 2}, {a: 2}, {b: 1}, {b: 1}]
+    oracle = Plans(spec, arr, SimConfig())
+    assert oracle.window_plan(4, frozenset()) == {b: 1}

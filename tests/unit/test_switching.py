@@ -57,14 +57,53 @@ def test_a_switch_that_pays_goes_ahead() -> None:
     assert not g.held and g.plan == plan and g.savings > g.switching_cost
 
 
-def test_gate_lets_a_needed_switch_through() -> None:
+def test_a_needed_switch_goes_through_the_cheapest_way() -> None:
+    """T4 spot (16 x 411) cannot hold 9,000 requests/s: a switch is needed. Over the
+    300-s window plus switching cost (x 2: SWITCH_RISK):
+    - the planner's 1 L4-od + 10 L4-spot, $4.9778/h, 11 new: 0.4148 + 0.3319 = 0.7467;
+    - T4 spot + 6 L4 spot ($5.7198/h; 6 new): 0.4767 + 6 x 0.4173 / 15 = 0.6436;
+    - T4 spot + 6 T4 on-demand ($6.372/h): 0.5310 + 6 x 0.526 / 15 = 0.7414;
+    - with L4 on-demand or A100 more still. The second wins: it goes through."""
     spec = _fleet()
     combos = pl.candidates(spec)
-    req = pl.Request(load_rps=9000.0, max_replicas=60)  # T4 spot (16 x 420) cannot hold it
+    req = pl.Request(load_rps=9000.0, max_replicas=60)
+    t4, l4 = ("large-int8", "t4-spot"), ("large-int8", "l4-spot")
     plan = pl.solve(combos, req)
     assert plan is not None
-    g = switching.gate(spec, combos, req, plan, {("large-int8", "t4-spot"): 16})
-    assert not g.held and g.plan == plan
+    assert dict(plan.counts) == {("large-int8", "l4-ondemand"): 1, l4: 10}
+    g = switching.gate(spec, combos, req, plan, {t4: 16})
+    assert g.held and dict(g.plan.counts) == {t4: 16, l4: 6}
+    assert g.switching_cost == pytest.approx(6 * 0.4173 * 120 / 3600 * 2)
+    assert g.savings == pytest.approx(-(5.7198 - 4.9778) * 300 / 3600)
+    assert "switched to 6x large-int8@l4-spot + 16x large-int8@t4-spot" in g.note
+    # Nothing cheaper to start: the planner's switch goes through as planned.
+    big = pl.Request(load_rps=20000.0, max_replicas=60)
+    p2 = pl.solve(combos, big)
+    assert p2 is not None
+    g2 = switching.gate(spec, combos, big, p2, {t4: 16})
+    assert not g2.held and g2.plan == p2
+
+
+def test_a_needed_switch_does_not_start_a_pool_it_can_do_without() -> None:
+    """The bundled fleet at x1500 (sim.report.run_policy, per step): 8 L4-spot
+    replicas, a ramp planned at 8,782 requests/s, L4 capacity corrected to ~740
+    requests/s per replica. The planner's cheapest, 6 L4-spot + 16 T4-spot ($5.7198/h),
+    starts 16 T4 ($0.2144 with the risk premium): 0.4767 + 0.2144 = 0.6911 over the
+    300-s window; 10 L4-spot + 2 L4-od ($5.7826/h) starts 2 ($0.1073): 0.4819 +
+    0.1073 = 0.5892. The T4 replicas it ordered were billed 270 s, Ready after the
+    backlog was gone, and never needed; the gate now picks the L4 plan."""
+    from dataclasses import replace
+
+    spec = _fleet()
+    combos = tuple(replace(c, capacity_rps=740.0) if c.pool.startswith("l4") else c
+                   for c in pl.candidates(spec))
+    req = pl.Request(load_rps=8782.0, max_replicas=60)
+    l4, od = ("large-int8", "l4-spot"), ("large-int8", "l4-ondemand")
+    plan = pl.solve(combos, req)
+    assert plan is not None and dict(plan.counts) == {l4: 6, ("large-int8", "t4-spot"): 16}
+    g = switching.gate(spec, combos, req, plan, {l4: 8})
+    assert g.held and dict(g.plan.counts) == {l4: 10, od: 2}
+    assert g.switching_cost == pytest.approx(2 * 0.8048 * 120 / 3600 * 2)
 
 
 def test_no_pool_flapping_after_a_lull() -> None:

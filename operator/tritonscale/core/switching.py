@@ -13,10 +13,20 @@ may move again before the switch has paid for itself. :func:`gate` compares:
   the new mix) x the stabilisation window ``scaleDownStabilizationSeconds`` (the
   time a plan is expected to hold before the next scale-down may revise it).
 
-The switch goes ahead only if savings exceed the switching cost, or if the pairs
-already deployed cannot hold the load at all (then it is needed, not a saving).
-Otherwise the plan stays on the deployed pairs (scaling them as needed), and the
-decision's message says what the switch would have saved and cost.
+The switch goes ahead only if savings exceed the switching cost. Otherwise the
+plan stays on the deployed pairs (scaling them as needed), and the decision's
+message says what the switch would have saved and cost.
+
+When the pairs already deployed cannot hold the load at all, a switch is needed,
+but not necessarily the planner's: its cheapest mix per hour may start many new
+replicas where adding one pair to the deployed ones starts few. The same rule
+picks among them: for the planner's plan and the cheapest plan on the deployed
+pairs plus each one other pair, the cost over the window plus the switching
+cost; the lowest wins (ties to the planner's). On the bundled fleet at x1500,
+with 8 L4-spot replicas and a ramp asking for 8.8k requests/s, the planner's
+6 L4-spot + 16 T4-spot ($5.72/h; 16 new replicas, $0.214 to start) lost to
+10 L4-spot + 2 L4-on-demand ($5.78/h; 2 new, $0.107): the T4 replicas were
+billed 270 s, Ready after the ramp's backlog was gone, and never needed.
 """
 
 from __future__ import annotations
@@ -34,7 +44,9 @@ SWITCH_RISK = 1.0
 @dataclass(frozen=True)
 class Gate:
     plan: pl.Plan
-    held: bool  # the switch did not pay: plan kept on deployed pairs
+    # The planner's plan was replaced: its switch did not pay (plan kept on the
+    # deployed pairs), or a cheaper switch holds the load (``note`` says which).
+    held: bool
     note: str  # one clause for the message ("" when nothing was gated)
     switching_cost: float = 0.0
     savings: float = 0.0
@@ -55,12 +67,10 @@ def gate(
         return Gate(plan, False, "")
     on_deployed = [c for c in combos if c.key in have]
     alt = pl.solve(on_deployed, request, respect_budget=respect_budget) if on_deployed else None
-    if alt is None:
-        return Gate(plan, False, "")
-    prices = {c.key: c.price_per_hour for c in combos}
-    startup = max(spec.pool(p).startup_seconds for (_, p) in new)
-    cost = sum(n * prices[k] for k, n in new.items()) * startup / 3600.0 * (1.0 + SWITCH_RISK)
     window = spec.scaling.scale_down_stabilization_seconds
+    if alt is None:
+        return _needed(spec, combos, request, plan, have, window, respect_budget)
+    cost = switching_cost(spec, combos, plan, have)
     savings = (alt.cost_per_hour - plan.cost_per_hour) * window / 3600.0
     if savings > cost:
         return Gate(plan, False, "", cost, savings)
@@ -69,3 +79,50 @@ def gate(
         f"${savings:.3f} over {window:g} s, less than its switching cost ${cost:.3f}"
     )
     return Gate(alt, True, note, cost, savings)
+
+
+def switching_cost(
+    spec: ScaledModelSpec, combos: Sequence[pl.Combo], plan: pl.Plan, have: set[Key]
+) -> float:
+    """What moving to ``plan`` costs beyond its $/h: its replicas on pairs not in
+    ``have`` billed through the slowest new pool's startup, x (1 + SWITCH_RISK)."""
+    new = {k: n for k, n in plan.counts if n > 0 and k not in have}
+    if not new:
+        return 0.0
+    prices = {c.key: c.price_per_hour for c in combos}
+    startup = max(spec.pool(p).startup_seconds for (_, p) in new)
+    return sum(n * prices[k] for k, n in new.items()) * startup / 3600.0 * (1.0 + SWITCH_RISK)
+
+
+def _needed(
+    spec: ScaledModelSpec,
+    combos: Sequence[pl.Combo],
+    request: pl.Request,
+    plan: pl.Plan,
+    have: set[Key],
+    window: float,
+    respect_budget: bool,
+) -> Gate:
+    """The deployed pairs cannot hold the load: the cheapest switch over the window
+    (its $/h x window + its switching cost), the planner's plan or the deployed
+    pairs plus one other."""
+
+    def score(p: pl.Plan) -> float:
+        return p.cost_per_hour * window / 3600.0 + switching_cost(spec, combos, p, have)
+
+    best, best_score = plan, score(plan)
+    for key in sorted({c.key for c in combos} - have):
+        sub = [c for c in combos if c.key in have or c.key == key]
+        p = pl.solve(sub, request, respect_budget=respect_budget)
+        if p is not None and score(p) < best_score - 1e-9:
+            best, best_score = p, score(p)
+    cost = switching_cost(spec, combos, best, have)
+    if best is plan:
+        return Gate(plan, False, "", cost, 0.0)
+    saved = switching_cost(spec, combos, plan, have) - cost
+    extra = (best.cost_per_hour - plan.cost_per_hour) * window / 3600.0
+    note = (
+        f"switched to {pl.describe(best)} instead of {pl.describe(plan)}: it costs "
+        f"${extra:.3f} more over {window:g} s and ${saved:.3f} less to start"
+    )
+    return Gate(best, True, note, cost, -extra)

@@ -34,8 +34,11 @@
   (:class:`OraclePolicy`), not the one the performance model promises: what no
   policy can beat on cost while meeting the SLO, where the pools can.
 * ``foresight``: the same sizing, run with the pools' real startup times: it
-  requests capacity startupSeconds ahead of the load that needs it, the best
-  any policy could do on this fleet.
+  requests each pool's capacity that pool's startupSeconds ahead of the load that
+  needs it (:meth:`OraclePolicy.lead`), and moves onto pairs the previous
+  interval's plan does not use only where the move pays for their startups: what
+  perfect knowledge of the arrivals achieves on this fleet when every replica pays
+  its real startup (an achievable schedule, not a proven optimum).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from numpy.typing import NDArray
 from tritonscale.core import perf
 from tritonscale.core import planner as pl
 from tritonscale.core.autoscale import decide
-from tritonscale.core.pricing import replica_price_per_hour
+from tritonscale.core.pricing import mix_cost_per_hour, replica_price_per_hour
 from tritonscale.core.routing import route_weights
 from tritonscale.core.spec import NodePool, Profile, ScaledModelSpec, Variant
 from tritonscale.core.types import Observation, PlacementState
@@ -481,8 +484,15 @@ class OraclePolicy:
     ``lookahead_s = 0`` is ``oracle`` (run with zero startup: what no policy can
     beat on cost).  ``lookahead_s`` = the pools' longest startup is ``foresight``
     (run with the real startups): it holds, for each (variant, pool), the most any
-    interval from now to ``lookahead_s`` ahead needs, so capacity requested now is
-    Ready when that load comes -- the best a policy could do on this fleet.
+    interval from now to that pool's own startup ahead needs (at most
+    ``lookahead_s``; no interval after the last arrival), so capacity requested now
+    is Ready when that load comes, and billed no earlier than it must be. Its
+    interval plans stay on the previous interval's pairs (the cheapest plan there
+    the replay accepts) unless the oracle's move off them saves, over the intervals
+    it stays cheaper (up to the stabilisation window), more than the new replicas'
+    startups cost (:meth:`_stay`): the oracle's flips between near-equal mixes
+    (16 T4-spot at $3.22/h, 8 L4-spot at $3.34/h) each cost foresight a fleet
+    billed through its startup and, in ``service`` routing, both fleets meanwhile.
     """
 
     name = "oracle"
@@ -514,11 +524,21 @@ class OraclePolicy:
             preroll_max_s=0.0,
         )
         self._sized: dict[tuple[int, frozenset[str]], dict[Key, int]] = {}
+        self._free: dict[tuple[int, frozenset[str]], dict[Key, int]] = {}
+        self.startup_override_s = base.startup_override_s
+        self._lead_max = max((self.lead(p.name) for p in spec.node_pools), default=0)
         self.windows_sized = 0
 
     def _plan(self, rate: float, unavailable: frozenset[str]) -> dict[Key, int]:
+        return self._plan_on(rate, unavailable, None)
+
+    def _plan_on(
+        self, rate: float, unavailable: frozenset[str], keys: frozenset[Key] | None
+    ) -> dict[Key, int]:
+        """The planner's cheapest mix for ``rate`` (on ``keys`` only, if given)."""
         sc = self.spec.scaling
-        combos = pl.candidates(self.spec, unavailable)
+        combos = [c for c in pl.candidates(self.spec, unavailable)
+                  if keys is None or c.key in keys]
         req = pl.Request(
             load_rps=rate,
             od_load_rps=rate if sc.spot_protection else 0.0,
@@ -551,21 +571,28 @@ class OraclePolicy:
         k = max(0, math.ceil(slo.percentile / 100.0 * len(lat)) - 1)
         return float(np.partition(lat, k)[k]) <= slo.target_ms
 
-    def window_plan(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
-        """The cheapest plan found to meet the SLO over interval ``k`` (cached)."""
-        got = self._sized.get((k, unavailable))
-        if got is not None:
-            return got
+    def _bounds(self, k: int) -> tuple[int, int, float]:
         t0 = k * self.interval_s
         lo = int(np.searchsorted(self.arr, t0, "left"))
         hi = int(np.searchsorted(self.arr, t0 + self.interval_s, "left"))
+        return lo, hi, t0
+
+    def _sized_plan(
+        self, k: int, unavailable: frozenset[str], keys: frozenset[Key] | None = None
+    ) -> dict[Key, int] | None:
+        """The cheapest plan (on ``keys`` only, if given) whose replay of interval
+        ``k`` meets the SLO, over the margins bisected; None if none does."""
+        lo, hi, t0 = self._bounds(k)
         rate = (hi - lo) / self.interval_s
         best: dict[Key, int] | None = None
         a, b = 0, len(ORACLE_MARGINS) - 1
         tried: dict[tuple[tuple[Key, int], ...], bool] = {}
         while a <= b:
             mid = (a + b) // 2
-            plan = self._plan(rate * ORACLE_MARGINS[mid], unavailable)
+            if keys is None:
+                plan = self._plan(rate * ORACLE_MARGINS[mid], unavailable)
+            else:
+                plan = self._plan_on(rate * ORACLE_MARGINS[mid], unavailable, keys)
             sig = tuple(sorted(plan.items()))
             ok = tried.get(sig)
             if ok is None:
@@ -576,19 +603,89 @@ class OraclePolicy:
                 b = mid - 1
             else:
                 a = mid + 1
-        if best is None:
-            best = self._plan(rate * ORACLE_MARGINS[-1], unavailable)
-        self._sized[(k, unavailable)] = best
-        self.windows_sized += 1
         return best
+
+    def _cheapest(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
+        """The oracle's plan for interval ``k``: the cheapest the replay accepts, else
+        the plan for the largest margin (the pools' capacity binds). Cached."""
+        got = self._free.get((k, unavailable))
+        if got is None:
+            lo, hi, _ = self._bounds(k)
+            got = self._sized_plan(k, unavailable)
+            if got is None:
+                got = self._plan((hi - lo) / self.interval_s * ORACLE_MARGINS[-1],
+                                 unavailable)
+            self._free[(k, unavailable)] = got
+            self.windows_sized += 1
+        return got
+
+    def window_plan(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
+        """The plan held for interval ``k`` (cached): the oracle's, or, with a
+        look-ahead, the previous interval's pairs when moving off them does not pay."""
+        got = self._sized.get((k, unavailable))
+        if got is not None:
+            return got
+        best = self._cheapest(k, unavailable)
+        if self.lookahead_s > 0 and k > 0:
+            best = self._stay(k, unavailable, best)
+        self._sized[(k, unavailable)] = best
+        return best
+
+    def _stay(
+        self, k: int, unavailable: frozenset[str], best: dict[Key, int]
+    ) -> dict[Key, int]:
+        """Foresight: a plan that starts replicas on pairs the previous interval's
+        plan does not use pays their startups (billed, not serving) and, in
+        ``service`` routing, holds both fleets meanwhile. It is taken only if what
+        it saves per hour, over the intervals it stays the cheaper way (up to the
+        stabilisation window), pays for those startups; otherwise interval ``k``
+        gets the cheapest plan on the previous pairs that the replay accepts."""
+        prev = self.window_plan(k - 1, unavailable)
+        have = frozenset(key for key, n in prev.items() if n > 0)
+        new = {key: n for key, n in best.items() if n > 0 and key not in have}
+        if not have or not new:
+            return best
+        stay = self._sized_plan(k, unavailable, have)
+        if stay is None:
+            return best
+        start = sum(
+            n * replica_price_per_hour(self.spec.pool(key[1])) * self._startup(key[1])
+            for key, n in new.items()) / 3600.0
+        if start <= 0:
+            return best
+        # The intervals from k on whose oracle plan leaves the previous pairs.
+        last = int(self.arr[-1] // self.interval_s) if len(self.arr) else k
+        span = math.ceil(self.spec.scaling.scale_down_stabilization_seconds / self.interval_s)
+        run = 0
+        for j in range(k, min(last, k + span - 1) + 1):
+            if all(key in have for key, n in self._cheapest(j, unavailable).items() if n > 0):
+                break
+            run += 1
+        saved = (mix_cost_per_hour(self.spec, stay) - mix_cost_per_hour(self.spec, best)) \
+            * run * self.interval_s / 3600.0
+        return best if saved > start else stay
+
+    def _startup(self, pool: str) -> float:
+        s = self.startup_override_s
+        return self.spec.pool(pool).startup_seconds if s is None else s
+
+    def lead(self, pool: str) -> int:
+        """Intervals ahead of its need a replica on ``pool`` is requested: the pool's
+        startup in the replay (at most ``lookahead_s``), so it is Ready when needed."""
+        return math.ceil(min(self.lookahead_s, self._startup(pool)) / self.interval_s - 1e-9)
 
     def _target(self, now: float, unavailable: frozenset[str]) -> Mapping[Key, int]:
         k0 = int(now // self.interval_s + 1e-9)
-        k1 = k0 + math.ceil(self.lookahead_s / self.interval_s - 1e-9)
+        # Intervals after the last arrival are not replayed: nothing is sized for them.
+        last = int(self.arr[-1] // self.interval_s) if len(self.arr) else k0
         out: dict[Key, int] = {}
-        for k in range(k0, k1 + 1):
+        for k in range(k0, max(k0, last) + 1):
+            if k > k0 and k - k0 > self._lead_max:
+                break
             for key, n in self.window_plan(k, unavailable).items():
-                out[key] = max(out.get(key, 0), n)
+                # A pool's replicas are ordered its own startup ahead, no earlier.
+                if k - k0 <= self.lead(key[1]):
+                    out[key] = max(out.get(key, 0), n)
         return out
 
     def initial(self, view: SimView) -> Mapping[Key, int]:
