@@ -6,8 +6,10 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from tritonscale.core.spec import ScaledModelSpec
+from tritonscale.sim.engine import SimConfig
 from tritonscale.sim.policies import (
     HPAConfig,
     HPAState,
@@ -352,3 +354,116 @@ def test_spot_protection_without_an_on_demand_pool_is_a_clean_error(
     with pytest.raises(ValueError, match=r"spotProtection.*on-demand node pool"):
         candidates(spec, arr)
     assert candidates(spec, arr, pool="spot") == [("one", "spot")]
+
+
+def _two_spot_pools(make_spec: SpecFactory, on_demand: bool) -> ScaledModelSpec:
+    """Like _one_variant: two spot pools alike in everything ('spot-a', 'spot-b',
+    0.1 $/h), and with ``on_demand`` an on-demand one at a 20 % premium ('od')."""
+    pools: list[dict[str, object]] = [
+        {"name": n, "accelerator": "T4", "capacityType": "spot", "pricePerHour": 0.1,
+         "maxReplicas": 4, "startupSeconds": 60} for n in ("spot-a", "spot-b")]
+    if on_demand:
+        pools.append({"name": "od", "accelerator": "T4", "pricePerHour": 0.12,
+                      "maxReplicas": 4, "startupSeconds": 60})
+    return make_spec(variants=[ONE_VARIANT], nodePools=pools)
+
+
+def _seed_hitting(spec: ScaledModelSpec, arr: NDArray[np.float64], pool: str,
+                  rate: float, cfg: SimConfig) -> int:
+    """The first seed whose own preemption draw (over the measured replay) hits
+    ``pool`` and no other spot pool."""
+    from dataclasses import replace
+
+    from tritonscale.sim.engine import Simulator
+
+    for seed in range(200):
+        sim = Simulator(spec, arr, replace(cfg, seed=seed, preemption_rate_per_hour=rate))
+        if {p for _, p in sim.preemptions} == {pool}:
+            return seed
+    raise AssertionError(f"no seed hits only {pool}")
+
+
+def test_the_sweep_judges_spot_pools_by_the_rate_not_by_where_the_draw_fell(
+    make_spec: SpecFactory,
+) -> None:
+    """static-peak at 120 req/s on two alike spot pools, 6 preemptions/h, 10 min.
+    The run's own draw hits one of them; a sweep that judged the candidates on that
+    draw would pick the other (hindsight no user has). Judged in expectation over
+    the same preemption worlds, both pools replay alike: the verdict is the same
+    whichever pool the draw hit (the cheaper-named one of the class, 'spot-a'), and
+    the reported run is that pool's replay on the run's own draw."""
+    from tritonscale.sim.baselines import sweep
+    from tritonscale.sim.engine import SimConfig
+    from tritonscale.sim.windows import verdicts
+
+    spec = _two_spot_pools(make_spec, on_demand=False)
+    arr = np.arange(0.0, 600.0, 1 / 120)
+    cfg = SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=600.0)
+    picks = set()
+    for hit in ("spot-a", "spot-b"):
+        seed = _seed_hitting(spec, arr, hit, 6.0, cfg)
+        s = sweep(spec, arr, "static-peak",
+                  SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=600.0,
+                            seed=seed, preemption_rate_per_hour=6.0))
+        picks.add(s.key)
+        assert {p for _, p in s.run.preemptions} == {hit}  # the run's own draw
+        by = {t.key[1]: t for t in s.tried}
+        assert by["spot-a"].complete and by["spot-a"].replays == 5
+        assert by["spot-b"].note.startswith("same replay as one@spot-a")
+        assert by["spot-b"].missed == by["spot-a"].missed > 0  # preemptions cost minutes
+        if hit == "spot-a":  # the winner's own draw hit it: it misses minutes
+            assert not verdicts(spec, s.run.arrivals, s.run.done)[1].all()
+    assert picks == {("one", "spot-a")}
+
+
+def test_the_sweep_prefers_on_demand_when_spot_risk_costs_minutes(
+    make_spec: SpecFactory,
+) -> None:
+    """The same with an on-demand pool at a 20 % premium: the run's own draw hits
+    'spot-a' only, so 'spot-b' replayed on that draw meets every minute at 0.1 $/h
+    per replica and judged on it would win. Any preemption of a one-Deployment
+    baseline's pool costs minutes (the pool is down 300 s), so in expectation every
+    spot candidate misses more than 'od', which meets every minute: the sweep picks
+    'od' at n x 0.12 $/h."""
+    from tritonscale.core.perf import capacity
+    from tritonscale.sim.baselines import sweep
+    from tritonscale.sim.engine import SimConfig
+    from tritonscale.sim.windows import verdicts
+
+    spec = _two_spot_pools(make_spec, on_demand=True)
+    arr = np.arange(0.0, 600.0, 1 / 120)
+    n = int(np.ceil(120 / capacity(spec.variants[0].profiles[0], spec.slo.latency)))
+    base = SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=600.0)
+    seed = _seed_hitting(spec, arr, "spot-a", 6.0, base)
+    cfg = SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=600.0,
+                    seed=seed, preemption_rate_per_hour=6.0)
+    # On the run's own draw alone, 'spot-b' meets every minute, cheaper than 'od'.
+    b = run_policy(spec, arr, "static-peak", cfg, variant="one", pool="spot-b").run
+    assert verdicts(spec, b.arrivals, b.done)[1].all()
+    s = sweep(spec, arr, "static-peak", cfg)
+    assert s.key == ("one", "od")
+    assert s.run.cost_usd == pytest.approx(n * 0.12 * (arr[-1] + 1e-6) / 3600.0, rel=1e-9)
+    by = {t.key[1]: t for t in s.tried}
+    assert by["od"].complete and by["od"].missed == 0 and by["od"].replays == 1
+    assert by["spot-a"].missed > 0
+
+
+def test_preemption_draws_are_stratified_and_pool_blind() -> None:
+    """The world without an event carries its exact Poisson probability, every
+    other world has at least one event inside the horizon, the weights sum to 1, and
+    the same seed gives the same times whatever the pool is called."""
+    import math
+
+    from tritonscale.sim.engine import preemption_draws
+
+    a = preemption_draws(["x"], 6.0, 600.0, 4, seed=3)
+    b = preemption_draws(["y"], 6.0, 600.0, 4, seed=3)
+    assert len(a) == 5 and a[0] == (pytest.approx(math.exp(-1.0)), ())
+    assert sum(w for w, _ in a) == pytest.approx(1.0)
+    assert all(ev and all(0 <= t < 600.0 and p == "x" for t, p in ev) for _, ev in a[1:])
+    assert [[t for t, _ in ev] for _, ev in a] == [[t for t, _ in ev] for _, ev in b]
+    assert preemption_draws(["x"], 0.0, 600.0, 4, seed=3) == [(1.0, ())]
+    # Two pools: the no-event world is exp(-2), the events fall on both names.
+    two = preemption_draws(["x", "y"], 6.0, 600.0, 50, seed=3)
+    assert two[0][0] == pytest.approx(math.exp(-2.0))
+    assert {p for _, ev in two[1:] for _, p in ev} == {"x", "y"}

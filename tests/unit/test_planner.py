@@ -222,3 +222,44 @@ def test_solve_handles_zero_load_and_zero_min(make_spec: SpecFactory) -> None:
     combos = pl.candidates(make_spec())
     plan = pl.solve(combos, pl.Request(0.0, 0.0, 0, 10, None))
     assert plan is not None and plan.total == 0 and plan.cost_per_hour == 0.0
+
+
+def test_fill_even_spreads_and_only_grows() -> None:
+    """Units over pools alike: as even as the rooms allow, the remainder to the first
+    pools with room, and each pool's share never shrinks as the total grows."""
+    assert pl._fill_even([4, 4], 2) == [1, 1]
+    assert pl._fill_even([4, 4], 3) == [2, 1]
+    assert pl._fill_even([1, 4, 4], 6) == [1, 3, 2]
+    assert pl._fill_even([2, 2], 9) == [2, 2]
+    prev = [0, 0, 0]
+    for want in range(12):
+        got = pl._fill_even([2, 5, 4], want)
+        assert sum(got) == min(want, 11)
+        assert all(g >= p for g, p in zip(got, prev, strict=True)), (want, got)
+        assert max(got) - min(min(g, r) for g, r in zip(got, [2, 5, 4], strict=True)) <= 5
+        prev = got
+
+
+def test_alike_spot_pools_share_the_replicas(make_spec: SpecFactory) -> None:
+    """Two spot pools alike in price and capacity (one per zone, say): splitting the
+    replicas between them costs nothing and a preemption of one then leaves the
+    other's replicas serving, so the plan spreads them (it put every replica on
+    the first pool by name). Same cost as the cheapest plan; an on-demand pool alike
+    but for the capacity type is not mixed in."""
+    t4 = {"accelerator": "T4", "pricePerHour": 0.2, "maxReplicas": 4, "startupSeconds": 60}
+    spec = make_spec(nodePools=[
+        {"name": "spot-a", "capacityType": "spot", **t4},
+        {"name": "spot-b", "capacityType": "spot", **t4},
+        {"name": "od", **t4, "pricePerHour": 0.5},
+    ], scaling={"minReplicas": 2})
+    combos = pl.candidates(spec)
+    cap = max(c.capacity_rps for c in combos)  # 'small', the cheapest per request
+    plan = pl.solve(combos, pl.Request(load_rps=0.5 * cap, min_replicas=2))
+    assert plan is not None
+    assert {k[1]: n for k, n in plan.counts} == {"spot-a": 1, "spot-b": 1}
+    assert plan.cost_per_hour == pytest.approx(brute_force(
+        combos, pl.Request(load_rps=0.5 * cap, min_replicas=2)))
+    plan = pl.solve(combos, pl.Request(load_rps=2.5 * cap, min_replicas=2))
+    assert plan is not None
+    assert sorted(n for _, n in plan.counts) == [1, 2]  # three replicas, split
+    assert {k[1] for k, _ in plan.counts} == {"spot-a", "spot-b"}

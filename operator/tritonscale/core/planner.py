@@ -34,8 +34,10 @@ above its threshold is usable (all variants on a pool cost the same, so the
 pool contributes its most accurate such variant), N and N_od are fixed by the
 constraints, and the cheapest way to buy N units of which at least N_od are
 on-demand is greedy: the N_od cheapest on-demand units, then the cheapest of
-what remains. ``tests/unit/test_planner.py`` checks optimality against brute
-force. With 4 variants x 6 pools that is at most 13 x 13 threshold pairs of a
+what remains; pools alike in price, capacity and capacity type share their part
+evenly (:func:`_fill_even`: the same cost, and a spot pool per zone then loses
+only its share to a preemption). ``tests/unit/test_planner.py`` checks optimality
+against brute force. With 4 variants x 6 pools that is at most 13 x 13 threshold pairs of a
 six-step greedy each.
 """
 
@@ -229,36 +231,80 @@ def _greedy(
     """Cheapest N units with at least n_od on-demand; None if caps forbid it.
 
     ``od_sorted`` / ``all_sorted`` are the usable pools' combos sorted by price.
-    """
+    Pools alike in price, capacity and capacity type share what is taken from them
+    evenly (:func:`_alike`), at no cost."""
     alloc: dict[Key, int] = {}
     room: dict[str, int] = {}
     cost = 0.0
     need = n_od
-    for c in od_sorted:
+    for group in _alike(od_sorted):
         if need <= 0:
             break
-        take = c.pool_max if c.pool_max < need else need
-        if take > 0:
-            alloc[c.key] = take
-            cost += take * c.price_per_hour
-            need -= take
-            room[c.pool] = c.pool_max - take
+        takes = _fill_even([c.pool_max for c in group], need)
+        for c, take in zip(group, takes, strict=True):
+            if take > 0:
+                alloc[c.key] = take
+                cost += take * c.price_per_hour
+                need -= take
+                room[c.pool] = c.pool_max - take
     if need > 0:
         return None
     rest = n_total - n_od
-    for c in all_sorted:
+    for group in _alike(all_sorted):
         if rest <= 0:
             break
-        free = room.get(c.pool, c.pool_max)
-        take = free if free < rest else rest
-        if take > 0:
-            alloc[c.key] = alloc.get(c.key, 0) + take
-            cost += take * c.price_per_hour
-            room[c.pool] = free - take
-            rest -= take
+        takes = _fill_even([room.get(c.pool, c.pool_max) for c in group], rest)
+        for c, take in zip(group, takes, strict=True):
+            if take > 0:
+                alloc[c.key] = alloc.get(c.key, 0) + take
+                cost += take * c.price_per_hour
+                room[c.pool] = room.get(c.pool, c.pool_max) - take
+                rest -= take
     if rest > 0:
         return None
     return alloc, cost
+
+
+def _alike(combos: Sequence[Combo]) -> list[list[Combo]]:
+    """``combos`` (sorted by :func:`_price_key`) in runs alike in price, capacity and
+    capacity type: any split of a run's replicas costs and holds the same, so the
+    planner spreads them (two spot pools alike -- say one per zone -- then lose half
+    the fleet to a preemption instead of all of it)."""
+    out: list[list[Combo]] = []
+    for c in combos:
+        last = out[-1][-1] if out else None
+        if (last is not None and last.spot == c.spot
+                and abs(last.price_per_hour - c.price_per_hour) <= 1e-12
+                and abs(last.capacity_rps - c.capacity_rps) <= 1e-9):
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
+
+
+def _fill_even(rooms: Sequence[int], want: int) -> list[int]:
+    """Up to ``want`` units over pools with ``rooms`` free, as evenly as the rooms
+    allow; the units left after an even level go to the first pools with room.
+    Each pool's share never shrinks as ``want`` grows (a plan grows by adding)."""
+    total = sum(max(0, r) for r in rooms)
+    if want >= total:
+        return [max(0, r) for r in rooms]
+    lo, hi = 0, max(rooms, default=0)
+    while lo < hi:  # the highest level whose fill fits in want
+        mid = (lo + hi + 1) // 2
+        if sum(min(max(0, r), mid) for r in rooms) <= want:
+            lo = mid
+        else:
+            hi = mid - 1
+    takes = [min(max(0, r), lo) for r in rooms]
+    left = want - sum(takes)
+    for i, r in enumerate(rooms):
+        if left <= 0:
+            break
+        if r > takes[i]:
+            takes[i] += 1
+            left -= 1
+    return takes
 
 
 def _price_key(c: Combo) -> tuple[float, float, bool]:

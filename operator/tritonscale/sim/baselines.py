@@ -19,19 +19,34 @@ found by replaying it on every candidate:
   under ``spotProtection`` (:func:`ignores_spot_protection`);
 * verdict: most minutes meeting the SLO after the warm-up, then lowest cost, then
   the order they are tried in: cheapest estimate (replicas for the mean rate x
-  price), then most accurate variant.
+  price), then most accurate variant;
+* under spot preemptions, in expectation: a careful user tunes a Deployment
+  knowing the pools' preemption *rate*, not where the run's random events will
+  fall, so a candidate on a spot pool is judged by its expected missed minutes and
+  cost over the preemption process of its pool
+  (:func:`tritonscale.sim.engine.preemption_draws`): the world without an event,
+  weighted by its exact probability ``exp(-rate x duration)``, plus ``DRAWS``
+  worlds drawn conditioned on at least one event (seeded by the run's seed), each
+  weighted ``(1 - that) / DRAWS`` -- ``1 + DRAWS`` replays. Every spot pool sees
+  the same worlds (common random numbers: the verdict between two alike spot pools
+  never hinges on which one a draw hit). A candidate on an on-demand pool, which
+  no event can touch, needs one replay. The winner is then reported as replayed on
+  the run's own draw (one more replay when it is a spot candidate), like every
+  other policy.
 
-The sweep gives the same answer as replaying every candidate in full, at a
-fraction of the cost:
+The sweep gives the same answer as replaying every candidate (in every world) in
+full, at a fraction of the cost:
 
 * candidates that would replay identically -- same variant, same accelerator
-  (same profile), same startup and ``maxReplicas``, and no spot preemptions
-  telling the pools apart -- are replayed once, on the cheapest price; the others
-  cost exactly price-ratio times as much and meet the same minutes;
+  (same profile), same startup and ``maxReplicas``, both spot or both not -- are
+  replayed once, on the cheapest price; the others cost exactly price-ratio times
+  as much and meet the same minutes;
 * candidates are tried cheapest estimate first, and a replay is stopped as soon
-  as it cannot win any more: when it has already missed more minutes than the
-  best complete one, or missed as many and its cost so far plus the least it
-  must still pay (its floor of replicas until the end) reaches that one's cost.
+  as it cannot win any more: when its expected missed minutes so far (the worlds
+  done, plus this one's weighted) already exceed the best complete candidate's, or
+  equal them and its expected cost so far plus the least it must still pay (its
+  floor of replicas until the end, outside its worlds' outages) reaches that one's
+  cost.
 """
 
 from __future__ import annotations
@@ -53,6 +68,7 @@ from tritonscale.sim.engine import (
     SimRun,
     Simulator,
     StepRecord,
+    preemption_draws,
 )
 from tritonscale.sim.policies import (
     HPAConfig,
@@ -66,6 +82,8 @@ from tritonscale.sim.trace import per_window_rate
 from tritonscale.sim.windows import verdicts, windows
 
 BASELINES = ("hpa", "kpa", "static-peak")
+# Preemption worlds drawn with at least one event, per spot candidate (module doc).
+DRAWS = 4
 
 
 def where(key: Key) -> str:
@@ -79,24 +97,31 @@ class Tried:
 
     key: Key
     minutes: int
-    missed: int
+    missed: float
     cost_usd: float
     complete: bool
     note: str
+    # Replays it was judged on: 1, or the preemption worlds of a spot candidate
+    # (``missed`` and ``cost_usd`` are then their expectation).
+    replays: int = 1
 
     def as_dict(self) -> dict[str, object]:
         return {
             "runs_on": where(self.key),
             "minutes": self.minutes,
-            "missed": self.missed,
+            "missed": round(self.missed, 4),
             "cost_usd": round(self.cost_usd, 4),
             "complete": self.complete,
+            "replays": self.replays,
             "note": self.note,
         }
 
 
 @dataclass
 class Sweep:
+    """The winner (``key``), its replay on the run's own preemption draw (``run``)
+    and what each candidate did (in expectation over the preemption worlds)."""
+
     policy: str
     key: Key
     run: SimRun
@@ -205,13 +230,84 @@ def estimate(spec: ScaledModelSpec, arrivals: NDArray[np.float64], key: Key) -> 
 def _replay_class(spec: ScaledModelSpec, key: Key, cfg: SimConfig) -> tuple[object, ...]:
     """Candidates with the same class replay identically but for the price."""
     p = spec.pool(key[1])
-    spot = p.is_spot and cfg.preemption_rate_per_hour > 0
-    return (key[0], p.accelerator, p.startup_seconds, p.max_replicas,
-            p.name if spot else "")
+    # Every spot pool is judged on the same preemption worlds (_worlds): spot pools
+    # alike but for the price replay identically too.
+    return (key[0], p.accelerator, p.startup_seconds, p.max_replicas, _hit(spec, key, cfg))
+
+
+def _hit(spec: ScaledModelSpec, key: Key, cfg: SimConfig) -> bool:
+    """Whether preemptions can hit a Deployment of ``key``."""
+    return spec.pool(key[1]).is_spot and cfg.preemption_rate_per_hour > 0
+
+
+def _worlds(spec: ScaledModelSpec, key: Key, cfg: SimConfig, dur: float,
+            draws: int) -> list[tuple[float, SimConfig]]:
+    """(weight, config) of each replay a candidate is judged on (module doc)."""
+    if not _hit(spec, key, cfg):
+        return [(1.0, cfg)]
+    return [(w, replace(cfg, preemption_events=ev)) for w, ev in
+            preemption_draws([key[1]], cfg.preemption_rate_per_hour, dur, draws, cfg.seed)]
+
+
+def _up_s(events: tuple[tuple[float, str], ...] | None, outage: float, a: float,
+          b: float) -> float:
+    """Seconds of [a, b) outside the outages that ``events`` cause (pods of a
+    preempted pool are not billed until its outage ends)."""
+    if b <= a:
+        return 0.0
+    down = 0.0
+    end = a
+    for t, _pool in sorted(events or ()):
+        lo, hi = max(t, end), min(t + outage, b)
+        if hi > lo:
+            down += hi - lo
+        end = max(end, t + outage)
+    return b - a - down
+
+
+_EPS = 1e-9
 
 
 class _Stop(Exception):
     pass
+
+
+class _Check:
+    """Called at every step of one replay of a sweep: raises _Stop (``stopped`` says
+    why) once the candidate cannot beat the lead any more (module doc)."""
+
+    def __init__(self, sim: Simulator, judge: _Judge,
+                 lead: list[tuple[float, float, Key, SimRun | None]], key: Key,
+                 n_worlds: int, j: int, weight: float, got: tuple[float, float],
+                 rest: float, floor_rate: float,
+                 events: tuple[tuple[float, str], ...] | None, outage: float,
+                 interval: float, show: Callable[[StepRecord], None] | None) -> None:
+        self.sim, self.judge, self.lead, self.key = sim, judge, lead, key
+        self.n_worlds, self.weight, self.got, self.rest = n_worlds, weight, got, rest
+        self.floor_rate, self.events, self.outage = floor_rate, events, outage
+        self.interval, self.show = interval, show
+        self.at = f" in preemption world {j + 1}/{n_worlds}" if n_worlds > 1 else ""
+        self.stopped: Tried | None = None
+
+    def __call__(self, rec: StepRecord) -> None:
+        if self.show is not None:
+            self.show(rec)
+        if not self.lead:
+            return
+        best = self.lead[0]
+        sim = self.sim
+        end = sim.end_t - sim.t0
+        t1 = min(rec.t + self.interval, end)
+        missed = self.got[0] + self.weight * self.judge.update(sim, t1)
+        left = self.floor_rate * _up_s(self.events, self.outage, t1, end) / 3600.0
+        cost_lb = self.got[1] + self.weight * (sim.cost_usd + left) + self.rest
+        if missed > best[0] + _EPS or (missed >= best[0] - _EPS and cost_lb >= best[1]):
+            why = ("already missed more minutes than" if missed > best[0] + _EPS
+                   else "would cost at least as much as")
+            self.stopped = Tried(self.key, self.judge.minutes, missed, cost_lb, False,
+                                 f"stopped at {t1 / 60:.1f} min{self.at}: {why} "
+                                 f"{where(best[2])}", self.n_worlds)
+            raise _Stop
 
 
 class _Judge:
@@ -260,10 +356,12 @@ def sweep(
     variant: str | None = None,
     pool: str | None = None,
     progress: Callable[[str], Callable[[StepRecord], None] | None] | None = None,
+    draws: int = DRAWS,
 ) -> Sweep:
     """Baseline ``name`` on its fairest (variant, pool) (module doc): the winner's
-    complete replay and what was tried. Each replay starts from the baseline's steady
-    state (``cfg.preroll_max_s``; None: up to DEFAULT_PREROLL_S)."""
+    replay on ``cfg``'s own preemption draw, and what was tried (a spot candidate in
+    expectation over 1 + ``draws`` preemption worlds). Each replay starts from the
+    baseline's steady state (``cfg.preroll_max_s``; None: up to DEFAULT_PREROLL_S)."""
     if cfg.preroll_max_s is None:
         cfg = replace(cfg, preroll_max_s=DEFAULT_PREROLL_S)
     keys = candidates(spec, arrivals, variant, pool)
@@ -275,61 +373,73 @@ def sweep(
     price = {k: replica_price_per_hour(spec.pool(k[1])) for k in order}
     reps = [min(ks, key=lambda k: (price[k], order.index(k))) for ks in classes.values()]
     reps.sort(key=order.index)
+    dur = float(arrivals[-1]) + 1e-6 if len(arrivals) else 0.0
+    outage = cfg.preemption_outage_s
     tried: list[Tried] = []
-    # The best complete replay so far: (missed minutes, cost, key, run).
-    lead: list[tuple[int, float, Key, SimRun]] = []
+    # The best candidate judged in full so far: (expected missed minutes, expected
+    # cost, key, its replay when that is the run's own draw).
+    lead: list[tuple[float, float, Key, SimRun | None]] = []
     for key in reps:
         policy = make_baseline(name, spec, arrivals, key, hpa)
-        sim = Simulator(spec, arrivals, cfg)
-        judge = _Judge(spec, arrivals, cfg)
+        worlds = _worlds(spec, key, cfg, dur, draws)
         floor_rate = _floor_replicas(policy) * price[key]
-        if spec.pool(key[1]).is_spot and cfg.preemption_rate_per_hour > 0:
-            floor_rate = 0.0  # its pods are not billed while the pool is down
-        show = progress(f"{name} on {where(key)}") if progress else None
-        stopped: list[Tried] = []
-
-        def check(rec: StepRecord, sim: Simulator = sim, judge: _Judge = judge,
-                  key: Key = key, floor_rate: float = floor_rate,
-                  show: Callable[[StepRecord], None] | None = show,
-                  stopped: list[Tried] = stopped,
-                  interval: float = float(policy.interval_s)) -> None:
-            if show is not None:
-                show(rec)
-            if not lead:
-                return
+        floors = [floor_rate * _up_s(w_cfg.preemption_events, outage, 0.0, dur) / 3600.0
+                  for _w, w_cfg in worlds]
+        minutes = _Judge(spec, arrivals, cfg).minutes
+        if lead and lead[0][0] <= _EPS:
             best = lead[0]
-            t1 = min(rec.t + interval, sim.end_t - sim.t0)
-            missed = judge.update(sim, t1)
-            cost_lb = sim.cost_usd + floor_rate * max(0.0, sim.end_t - sim.t0 - t1) / 3600.0
-            if missed > best[0] or (missed >= best[0] and cost_lb >= best[1]):
-                why = ("already missed more minutes than" if missed > best[0]
-                       else "would cost at least as much as")
-                stopped.append(Tried(key, judge.minutes, missed, cost_lb, False,
-                                     f"stopped at {t1 / 60:.1f} min: {why} "
-                                     f"{where(best[2])}"))
-                raise _Stop
-
-        if lead and lead[0][0] == 0:
-            best = lead[0]
-            dur = float(arrivals[-1]) if len(arrivals) else 0.0
-            if floor_rate * dur / 3600.0 >= best[1]:
-                tried.append(Tried(key, judge.minutes, 0, floor_rate * dur / 3600.0, False,
+            floor = sum(w * f for (w, _c), f in zip(worlds, floors, strict=True))
+            if floor >= best[1]:
+                tried.append(Tried(key, minutes, 0, floor, False,
                                    f"not run: its floor of replicas costs at least as much "
-                                   f"as {where(best[2])}"))
+                                   f"as {where(best[2])}", len(worlds)))
                 continue
-        try:
-            run = sim.run(policy, check)
-        except _Stop:
+        got_missed = 0.0
+        got_cost = 0.0
+        last: SimRun | None = None
+        stopped: list[Tried] = []
+        for j, (weight, w_cfg) in enumerate(worlds):
+            policy = make_baseline(name, spec, arrivals, key, hpa)
+            sim = Simulator(spec, arrivals, w_cfg)
+            judge = _Judge(spec, arrivals, w_cfg)
+            rest = sum(w * f for (w, _c), f in zip(worlds[j + 1:], floors[j + 1:], strict=True))
+            label = f"{name} on {where(key)}"
+            if len(worlds) > 1:
+                label += f" (preemption world {j + 1}/{len(worlds)})"
+            show = progress(label) if progress else None
+
+            check = _Check(
+                sim, judge, lead, key, len(worlds), j, weight, (got_missed, got_cost), rest,
+                floor_rate, w_cfg.preemption_events, outage, float(policy.interval_s), show)
+            try:
+                run = sim.run(policy, check)
+            except _Stop:
+                assert check.stopped is not None
+                stopped.append(check.stopped)
+                break
+            win, ok = verdicts(spec, run.arrivals, run.done, cfg.slo_window_s)
+            after = win.start_s >= cfg.warmup_s
+            got_missed += weight * int(np.count_nonzero(after & ~ok))
+            got_cost += weight * run.cost_usd
+            last = run
+        if stopped:
             tried.append(stopped[0])
             continue
-        win, ok = verdicts(spec, run.arrivals, run.done, cfg.slo_window_s)
-        after = win.start_s >= cfg.warmup_s
-        missed = int(np.count_nonzero(after & ~ok))
-        tried.append(Tried(key, int(np.count_nonzero(after)), missed, run.cost_usd, True,
-                           "replayed"))
-        if not lead or (missed, run.cost_usd) < lead[0][:2]:
-            lead[:] = [(missed, run.cost_usd, key, run)]
+        note = ("replayed" if len(worlds) == 1 else
+                f"expected over {len(worlds)} preemption worlds (one without an event, "
+                f"weighted by its probability {worlds[0][0]:.2f}; {len(worlds) - 1} "
+                f"drawn with at least one)")
+        tried.append(Tried(key, minutes, got_missed, got_cost, True, note, len(worlds)))
+        if not lead or got_missed < lead[0][0] - _EPS or (
+                got_missed <= lead[0][0] + _EPS and got_cost < lead[0][1]):
+            lead[:] = [(got_missed, got_cost, key, last if len(worlds) == 1 else None)]
     best = lead[0]
+    run_own = best[3]
+    if run_own is None:
+        # A spot winner, judged in expectation: its replay on the run's own draw.
+        policy = make_baseline(name, spec, arrivals, best[2], hpa)
+        show = progress(f"{name} on {where(best[2])}") if progress else None
+        run_own = Simulator(spec, arrivals, cfg).run(policy, show)
     by_key = {t.key: t for t in tried}
     for ks in classes.values():
         rep = next(k for k in ks if k in by_key)
@@ -339,7 +449,7 @@ def sweep(
                 continue
             ratio = price[k] / price[rep] if price[rep] > 0 else math.inf
             tried.append(Tried(k, t.minutes, t.missed, t.cost_usd * ratio, t.complete,
-                               f"same replay as {where(rep)} at {ratio:.2f}x its price"))
+                               f"same replay as {where(rep)} at {ratio:.2f}x its price",
+                               t.replays))
     tried.sort(key=lambda t: order.index(t.key))
-    return Sweep(name, best[2], best[3], tried)
-
+    return Sweep(name, best[2], run_own, tried)

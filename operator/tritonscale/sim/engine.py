@@ -60,13 +60,16 @@ Pure code (numpy only). What it models, and how:
   an event kills every replica of the pool (queued requests are *dropped*),
   and the pool is unavailable for ``preemption_outage_s``; the Deployment's
   pods come back ``startupSeconds`` after the outage ends.
+  ``SimConfig.preemption_events`` replays given events instead, and
+  :func:`preemption_draws` draws stratified worlds of the process for outcomes in
+  expectation (the fair baselines' sweep, sim/baselines.py).
 * Requests arriving while no replica is Ready are dropped.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -97,6 +100,9 @@ class SimConfig:
     # Spot preemptions: mean events per hour per spot pool (0 = none).
     preemption_rate_per_hour: float = 0.0
     preemption_outage_s: float = 300.0
+    # Exactly these (time in the measured replay, pool) events instead of the seeded
+    # draw (None: drawn at preemption_rate_per_hour); see :func:`preemption_draws`.
+    preemption_events: tuple[tuple[float, str], ...] | None = None
     # Replicas of the initial plan are Ready at t=0 (a warm fleet).
     warm_start: bool = True
     # Override every pool's startup delay (the oracle uses 0).
@@ -149,6 +155,55 @@ class SimConfig:
         w = self.preroll_window_s
         if not (w > 0 and math.isfinite(w)):
             raise ValueError(f"preroll_window_s: {w!r} must be a positive number of seconds")
+        for tp, _pool in self.preemption_events or ():
+            if not (tp >= 0 and math.isfinite(tp)):
+                raise ValueError(f"preemption_events: time {tp!r} must be >= 0 seconds")
+
+
+def preemption_draws(
+    pools: Sequence[str], rate_per_hour: float, horizon_s: float, draws: int, seed: int
+) -> list[tuple[float, tuple[tuple[float, str], ...]]]:
+    """Stratified draws of the spot preemption process, for an outcome in expectation.
+
+    Each pool in ``pools`` is preempted as a Poisson process at ``rate_per_hour``
+    over ``[0, horizon_s)``. Returns ``(weight, events)`` pairs whose weights sum to
+    1: the world without any event, weighted by its exact probability
+    ``exp(-rate x pools x horizon)``, then ``draws`` independent worlds drawn
+    conditioned on at least one event, each weighted ``(1 - that) / draws``. The
+    weighted mean of a replay's outcome over them is an unbiased estimate of its
+    expectation over the process, with no chance of ``draws`` all-quiet samples
+    hiding the risk. Seeded by ``seed`` alone, so the same call gives the same
+    worlds whatever the pools are named: two pools drawn alone see the same events
+    (common random numbers)."""
+    if rate_per_hour <= 0 or not pools or horizon_s <= 0:
+        return [(1.0, ())]
+    lam = rate_per_hour * len(pools) * horizon_s / 3600.0
+    p0 = math.exp(-lam)
+    out: list[tuple[float, tuple[tuple[float, str], ...]]] = []
+    if p0 > 0:
+        out.append((p0, ()))
+    rng = np.random.default_rng([seed, 0x9E3779B9])
+    for _ in range(max(1, draws)):
+        n = _at_least_one(lam, rng)
+        times = np.sort(rng.uniform(0.0, horizon_s, n))
+        marks = rng.integers(0, len(pools), n)
+        events = tuple((float(t), pools[int(m)]) for t, m in zip(times, marks, strict=True))
+        out.append(((1.0 - p0) / max(1, draws), events))
+    return out
+
+
+def _at_least_one(lam: float, rng: np.random.Generator) -> int:
+    """A Poisson(``lam``) count conditioned on >= 1 (inverse CDF)."""
+    p = math.exp(-lam)
+    if p <= 1e-12:  # a zero is (practically) impossible
+        return max(1, int(rng.poisson(lam)))
+    u = float(rng.uniform(p, 1.0))
+    k, cdf = 0, p
+    while cdf < u and k < 100_000:
+        k += 1
+        p *= lam / k
+        cdf += p
+    return max(1, k)
 
 
 def _batch_loop(
@@ -159,7 +214,10 @@ def _batch_loop(
     return r.left, r.t_free, r.dones, r.sizes, r.busy_s
 
 
-__all__ = ["DEFAULT_PREROLL_S", "LOAD_BALANCING", "SimConfig", "Simulator", "service_table"]
+__all__ = [
+    "DEFAULT_PREROLL_S", "LOAD_BALANCING", "SimConfig", "Simulator", "preemption_draws",
+    "service_table",
+]
 
 
 _EMPTY_F = np.empty(0, dtype=np.float64)
@@ -307,6 +365,9 @@ class Simulator:
     def _draw_preemptions(self, horizon: float | None = None) -> list[tuple[float, str]]:
         """Seeded preemption events over [0, horizon) (default: the replay)."""
         end = self.end_t if horizon is None else horizon
+        if self.cfg.preemption_events is not None:
+            return sorted((float(tp), str(p)) for tp, p in self.cfg.preemption_events
+                          if tp < end)
         rate = self.cfg.preemption_rate_per_hour
         if rate <= 0:
             return []
