@@ -107,11 +107,22 @@ def test_drain_plans_only_for_requests_clients_still_wait_for() -> None:
     assert patient.lasting_rps == pytest.approx(3_300.0)  # the burst has not lasted
     assert patient.backlog == pytest.approx(600_000.0)
     assert patient.drain_rps == pytest.approx(181_500.0 / 60.0)
-    # Clients giving up after 30 s: at now + 135 s only requests sent after now + 105 s
-    # can still wait, at most the lasting rate x 30 s = 99,000 (today's backlog has
-    # timed out by then): the drain plans for those alone.
+    # Clients giving up after 30 s: by now + 30 s every request queued now has been
+    # served or given up; what waits then is at most the lasting rate x 30 s =
+    # 99,000, which the Ready fleet's spare 3,100 rps clears in 32 s, long before
+    # capacity ordered now is Ready (135 s): no drain. (The old bound planned for the
+    # 99,000 as if nothing drained them: 1,650 rps, Ready after the queue was gone.)
     impatient = burst.assess(_spec(drain_seconds=60.0, client_timeout_seconds=30.0), *args)
-    assert impatient.drain_rps == pytest.approx(99_000.0 / 60.0)
+    assert impatient.drain_rps == 0.0
+    # A fleet at its margin (3,500 rps Ready): 99,000 - 200 x 105 = 78,000 left.
+    thin = burst.assess(_spec(drain_seconds=60.0, client_timeout_seconds=30.0),
+                        obs, 24_600.0, calm, 0.0, 135.0, 3_500.0)
+    assert thin.drain_rps == pytest.approx(78_000.0 / 60.0)
+    # Overloaded (3,000 Ready < 3,300 lasting): the queue grows; the bound is the
+    # arrivals the clients still wait for, 99,000.
+    over = burst.assess(_spec(drain_seconds=60.0, client_timeout_seconds=30.0),
+                        obs, 24_600.0, calm, 0.0, 135.0, 3_000.0)
+    assert over.drain_rps == pytest.approx(99_000.0 / 60.0)
     # Patience longer than H: today's requests sent in the last 300 - 135 = 165 s
     # still wait too (at most the backlog): the patient bound holds.
     long = burst.assess(_spec(drain_seconds=60.0, client_timeout_seconds=300.0), *args)
@@ -573,3 +584,108 @@ def test_the_closed_loops_compressed_climb_scales_up_in_time() -> None:
     n = [r[1] for r in out]
     assert n[: len(calm) + 3] == [1] * (len(calm) + 3)  # 2,900 x 1.25 fits one
     assert all(x >= 2 for x in n[len(calm) + 3:]), out
+
+
+def test_replicas_already_starting_drain_before_new_ones_could() -> None:
+    # Overloaded (lasting 1,000 > 800 Ready) with 30,000 queued; H = 50 s. Patient
+    # clients: 30,000 + 200 x 50 = 40,000 left when capacity ordered now is Ready.
+    assert burst.backlog_left(30_000.0, 800.0, 1_000.0, 1_000.0, 50.0, None) == 40_000.0
+    # 500 rps of replicas already starting, Ready within 20 s: they drain 500 x 30
+    # = 15,000 of it before then.
+    assert burst.backlog_left(30_000.0, 800.0, 1_000.0, 1_000.0, 50.0, None,
+                              500.0, 20.0) == 25_000.0
+    # Ready only at H or later: no credit.
+    assert burst.backlog_left(30_000.0, 800.0, 1_000.0, 1_000.0, 50.0, None,
+                              500.0, 60.0) == 40_000.0
+    # Patience 10 s, a fleet holding the lasting rate (1,200 Ready): what waits at
+    # 10 s (<= 1,000 x 10) drains at 200/s for 40 s (8,000) and at 700/s from 20 s
+    # (booting): 10,000 - 8,000 - 500 x 30 < 0: nothing left.
+    assert burst.backlog_left(30_000.0, 1_200.0, 1_000.0, 1_000.0, 50.0, 10.0,
+                              500.0, 20.0) == 0.0
+    # Without the booting replicas: 10,000 - 200 x 40 = 2,000.
+    assert burst.backlog_left(30_000.0, 1_200.0, 1_000.0, 1_000.0, 50.0, 10.0) == 2_000.0
+
+
+def test_decide_gives_replicas_still_starting_credit_in_the_drain() -> None:
+    # 4 Ready replicas and 4 more starting (ordered at an earlier step), 1,000 rps
+    # that lasted, 60,000 requests queued, patient clients. The drain used to plan as
+    # if the 4 starting replicas did not exist until capacity ordered now is Ready.
+    spec = _spec(scale_down_stabilization_seconds=300.0, drain_seconds=60.0)
+    state = decide(spec, Observation(rps=1000.0, current=()), None, 0.0).state
+    t = 0.0
+    for _ in range(12):
+        t += 15.0
+        state = decide(spec, Observation(rps=1000.0, current=_ready(spec, 4), pending=10.0,
+                                         latency_ms=40.0), state, t).state
+    ready = _ready(spec, 4)
+    starting = (PlacementState("v", "p", 8, 4),)
+    obs = dict(rps=1000.0, pending=60_000.0, latency_ms=5000.0)
+    only_ready = decide(spec, Observation(current=ready, **obs), state, t + 15.0)
+    with_boot = decide(spec, Observation(current=starting, **obs), state, t + 15.0)
+    d_ready = only_ready.details["burst"]["drain_rps"]  # type: ignore[index]
+    d_boot = with_boot.details["burst"]["drain_rps"]  # type: ignore[index]
+    cap = _ready_capacity(spec, Observation(rps=1.0, current=ready), frozenset())
+    # Ready within 60 - 15 = 45 s of H = 75 s: 4 replicas' capacity drains 30 s more.
+    assert d_boot == pytest.approx(max(0.0, d_ready - cap * 30.0 / 60.0), rel=1e-6)
+    assert d_boot < d_ready
+
+
+def test_held_levels_a_cluster_of_bursts_is_no_level_until_it_lasts() -> None:
+    # The bursty fleet's seed-2 cluster as decide() saw it (benchmarks/bench_policies.py
+    # --seed 2, 30-s rate window, 15-s steps; L4 pools: H = 135 s, tau = 67.5 s):
+    # 1,240 rps, a lull at 625, then 12x bursts for 105 s.
+    hist = [[float(t), 1240.0] for t in range(0, 300, 15)]
+    hist += [[float(t), 625.0] for t in range(300, 480, 15)]
+    rates = [20_366.0, 44_435.0, 27_499.0, 12_979.0, 34_448.0, 39_356.0, 15_394.0]
+    hist += [[480.0 + 15.0 * i, r] for i, r in enumerate(rates)]
+    at = {t: i for i, (t, _) in enumerate(hist)}
+    old = burst.held_levels(hist, 135.0)
+    # The lowest rate of (now - 67.5, now] was 12,979 from the cluster's fifth step:
+    # a level to the old rule, planned for and Ready after the cluster.
+    assert old[at[540.0]] == 12_979.0 and old[at[570.0]] == 12_979.0
+    new = burst.held_levels(hist, 135.0, 300.0, 2.0)
+    # 10x what lasted, swinging 13k-44k within tau (bursts with gaps): not held for
+    # the whole H, so the level is what lasted before it.
+    assert new[at[540.0]] == 1240.0 and new[at[570.0]] == 1240.0
+    assert burst.persisted_level(hist, 570.0, 135.0, 300.0, 2.0) == 1240.0
+    assert burst.persisted_level(hist, 570.0, 135.0, 0.0, 2.0, 300.0) == 1240.0
+    # Still swinging, but held for the whole H (12,979 or more over (480, 615]): a
+    # level after all, the lowest of it.
+    lasted = [*hist[:at[555.0] + 1], [570.0, 15_000.0], [585.0, 40_000.0],
+              [600.0, 14_000.0], [615.0, 35_000.0]]
+    assert burst.held_levels(lasted, 135.0, 300.0, 2.0)[-1] == 12_979.0
+    # A steady 5x step (within 2x over tau) counts after tau, as before.
+    step = hist[:at[465.0] + 1] + [[480.0 + 15.0 * i, 6200.0] for i in range(5)]
+    assert burst.held_levels(step, 135.0, 300.0, 2.0)[-1] == 6200.0
+    # The lasting rate: the cluster's lowest rate extrapolated as a rise from the
+    # lull used to count up to the current rate; now what lasted (no rise from it).
+    assert burst.lasting_rate(hist[:at[540.0] + 1], 540.0, 135.0) == 34_448.0
+    assert burst.lasting_rate(hist[:at[540.0] + 1], 540.0, 135.0, None, 2.0, 300.0) == 1240.0
+    assert burst.lasting_rate(step, 540.0, 135.0, None, 2.0, 300.0) == 6200.0
+
+
+def test_a_cluster_of_bursts_shorter_than_the_startup_orders_nothing_for_its_rate() -> None:
+    # The bursty fleet's seed-2 cluster (benchmarks/bench_policies.py --seed 2) on a
+    # 60-s pool (H = 75 s): 1,240 rps, then 60 s of 12x bursts seen through a 30-s
+    # rate window (20k, 44k, 27k, 13k), with their backlog. Their lowest rate over
+    # half a startup (13k) passed for a level: the old rule planned 13k rps and more
+    # (10x the fleet), Ready 75 s later, after the cluster, and held it while the
+    # look-ahead's window ran. (On the fleet, H = 135 s: the cluster lasted 105 s.)
+    spec = _spec(scale_down_stabilization_seconds=300.0, drain_seconds=60.0,
+                 client_timeout_seconds=30.0)
+    d = decide(spec, Observation(rps=1240.0, current=()), None, 0.0)
+    t = 0.0
+    for _ in range(24):
+        t += 15.0
+        d = decide(spec, Observation(rps=1240.0, current=_ready(spec, d.total_replicas),
+                                     pending=10.0, latency_ms=40.0), d.state, t)
+    calm = d.total_replicas
+    loads = []
+    for rps in (20_366.0, 44_435.0, 27_499.0, 12_979.0):
+        t += 15.0
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, calm),
+                                     pending=rps * 30.0, latency_ms=20_000.0), d.state, t)
+        loads.append(float(d.details["planning_load_rps"]))  # type: ignore[arg-type]
+    assert max(loads) < 3.0 * 1240.0, loads
+    assert d.total_replicas <= 2 * calm
+

@@ -28,7 +28,9 @@ In order:
    one more horizon, no further). A rate beyond ``1 + maxHeadroom`` times the
    highest one that lasted half a horizon within the scale-down window
    (:func:`.burst.persisted_level`) is not folded in until it lasts itself, and
-   a level held that long is taken as the forecast's level at once.
+   a level held that long is taken as the forecast's level at once; a cluster of
+   bursts swinging by more than that factor is no level until it has held for the
+   whole horizon (:func:`.burst.held_levels`).
 3. **Online correction** (:mod:`.correction`, the only one): per (variant,
    pool), the service-time factor at which the performance model reproduces the
    observed latency percentile at the load that placement received (or the whole
@@ -44,7 +46,10 @@ In order:
    lasting rate) x (1 + headroom) through the same windows but held for at most
    the horizon it was about (and while an overload lasts). With a backlog the
    planning load is at least ``lasting x (1 + headroom) + drain`` (:mod:`.burst`);
-   the drain is not added on top of the look-ahead's margin, which drains it too.
+   the drain is not added on top of the look-ahead's margin, which drains it too,
+   nor planned for what the Ready and starting replicas drain before capacity
+   ordered now is Ready (:func:`.burst.backlog_left`). The observed demand's
+   median counts a burst cluster only as far as it lasted.
    The lasting rate (:func:`.burst.lasting_rate`) is the current rate as far as
    it has persisted for half the startup horizon (held at that level, or rising
    towards it, for ``H / 2``) or the forecast follows it: capacity ordered for a
@@ -253,6 +258,25 @@ def _ready_capacity(spec: ScaledModelSpec, obs: Observation, unavailable: frozen
     if not ready:
         return 0.0
     return sum(n for _, n in ready) * min(c for c, _ in ready)
+
+
+def _booting(spec: ScaledModelSpec, obs: Observation, unavailable: frozenset[str],
+             ready_cap: float) -> tuple[float, float]:
+    """Capacity of the replicas still starting (what the desired replicas will hold
+    beyond the Ready ones, as the planner counts a mix) and the longest they can
+    still take to be Ready: their pools' ``startupSeconds`` less one interval
+    (they were ordered at an earlier step). (0, 0) for a cascade."""
+    if spec.cascade is not None:
+        return 0.0, 0.0
+    caps = {c.key: c.capacity_rps for c in pl.candidates(spec, unavailable)}
+    want = [(caps.get(p.key, 0.0), p.desired) for p in obs.current if p.desired > 0]
+    starting = [p.pool for p in obs.current if p.desired > p.ready]
+    if not want or not starting:
+        return 0.0, 0.0
+    total = sum(n for _, n in want) * min(c for c, _ in want)
+    startup = max((p.startup_seconds for p in spec.node_pools if p.name in starting),
+                  default=0.0)
+    return max(0.0, total - ready_cap), max(0.0, startup - spec.scaling.interval_seconds)
 
 
 def _keep_current(target: Mapping[Key, int], cur: Mapping[Key, int], limit: int
@@ -491,11 +515,13 @@ def _known(
     # startup) within the scale-down window is a burst to the forecaster until it
     # lasts: the lasting rate refuses to plan for it, so must the look-ahead. A level
     # held for that long is the forecast's level at once (no trend from it).
+    # A cluster of bursts is no level until it has held for H (burst.held_levels).
     seen = [*prev.burst_history, (now, rps)]
-    persisted = burst.persisted_level(seen, now, horizon, sc.scale_down_stabilization_seconds)
-    fstate = fc.update(prev.forecast, rps, now, persisted=persisted,
-                       burst_factor=1.0 + sc.max_headroom,
-                       held=burst.persisted_level(seen, now, horizon, 0.0))
+    bf = 1.0 + sc.max_headroom
+    window_d = sc.scale_down_stabilization_seconds
+    persisted = burst.persisted_level(seen, now, horizon, window_d, bf)
+    fstate = fc.update(prev.forecast, rps, now, persisted=persisted, burst_factor=bf,
+                       held=burst.persisted_level(seen, now, horizon, 0.0, bf, window_d))
     # The smoothed look-ahead (no floor at the last observation: one spike moves it
     # by a bounded amount); below, its trend is capped at how far the rate rose.
     look_ahead = fc.forecast(fstate, horizon, floor=False)
@@ -511,8 +537,10 @@ def _known(
     # drain, panic.
     bst_st: dict[str, Any] = {"vh": [list(x) for x in prev.burst_history],
                               "pz": prev.panic_until}
-    bst = burst.assess(spec, obs, rps, bst_st, now, horizon,
-                       _ready_capacity(spec, obs, unavailable), look_ahead)
+    ready_cap = _ready_capacity(spec, obs, unavailable)
+    booting_rps, booting_in = _booting(spec, obs, unavailable, ready_cap)
+    bst = burst.assess(spec, obs, rps, bst_st, now, horizon, ready_cap, look_ahead,
+                       booting_rps, booting_in)
     burst.store(bst_st, bst)
     # The forecast's extrapolated trend goes at most as far ahead as the rate rose
     # over the last horizon: after a ramp, Holt's level catches up with a step that
@@ -541,6 +569,11 @@ def _known(
     hr = 1.0 + bst.headroom
     recent = sorted(v for t, v in bst.history if t >= now - horizon) or [rps]
     median = recent[(len(recent) - 1) // 2]
+    if persisted is not None and median > bf * persisted:
+        # A cluster of bursts spanning half the horizon is its median, not a level
+        # (burst.held_levels): held for the scale-down window, it kept capacity
+        # ordered for it (Ready after the cluster) for five minutes.
+        median = persisted
     rec = max(predicted, bst.panic_rps) * hr
     load_obs, window = stabilize_load(
         prev.load_window, prev.load, median * hr, now,

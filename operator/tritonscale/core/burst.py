@@ -30,6 +30,14 @@ autoscaler state into three adjustments of the load the planner plans for
    lasting rate over ``min(H, T)`` plus, when ``T > H``, the part of today's
    backlog sent in the last ``T - H`` seconds (:func:`backlog_left`); no replica
    is ordered for requests that will have timed out (unset: patient clients).
+   And when ``T < H`` and the Ready fleet holds the lasting rate, every request
+   queued now is served or gone by ``now + T``; what waits then (at most the
+   lasting rate x ``T``) drains at the fleet's spare capacity for the ``H - T``
+   left: a burst's queue that the Ready fleet clears before new capacity could be
+   Ready orders none (capacity Ready after the queue is gone is waste). Replicas
+   already starting count too: their capacity drains from when they are Ready (at
+   most their pool's ``startupSeconds`` less one interval from now: they were
+   ordered at an earlier step).
    ``decide`` plans for the larger of the stabilised load
    and ``rps x (1 + headroom) + drain`` (the look-ahead's margin above the current
    rate drains the backlog until the forecast's rise comes; the two are not summed).
@@ -61,6 +69,16 @@ autoscaler state into three adjustments of the load the planner plans for
      H)``. A burst shorter than ``PERSISTENCE x H`` moves neither: the held level
      and the one before are the rate it rose from.
 
+   A *cluster of bursts* is no level: a held level more than ``1 + maxHeadroom``
+   times the highest one that held within the scale-down window before it, whose
+   rate still swings by more than that factor within ``PERSISTENCE x H`` (bursts
+   with gaps, not a step), counts only as far as it has held for the whole ``H``
+   (:func:`held_levels`). On the bursty fleet (seed 2) a cluster of 12x bursts
+   lasting 105 s, against ``H`` = 135 s, was held at 10x the level for 67 s and
+   planned for in full: 54 replicas, Ready after the cluster. A steady step
+   (within that factor over ``PERSISTENCE x H``) still counts after
+   ``PERSISTENCE x H``.
+
    The lasting rate is the current rate, at most the larger of that and the
    forecast's look-ahead (Holt's level and trend, which is not shown a rate above
    ``1 + maxHeadroom`` times the highest one that persisted within the
@@ -83,6 +101,7 @@ State (keys in the autoscaler state): ``vh`` per-step rate history
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -191,7 +210,8 @@ def recent_rise(history: Sequence[Sequence[float]], now: float, horizon_s: float
 
 
 def lasting_rate(history: Sequence[Sequence[float]], now: float, horizon_s: float,
-                 expected_rps: float | None = None) -> float:
+                 expected_rps: float | None = None, burst_factor: float | None = None,
+                 window_s: float = 0.0) -> float:
     """The part of the current rate expected to outlast a startup (module doc, 4.).
 
     ``history`` holds ``[t, rps]`` per step; ``horizon_s`` is ``H``, the time new
@@ -199,58 +219,117 @@ def lasting_rate(history: Sequence[Sequence[float]], now: float, horizon_s: floa
     lowest rate of ``(now - tau, now]``, ``before`` = the lowest of ``(now - 2 tau,
     now - tau]``; the rate that persisted is ``held + max(0, held - before) x H /
     tau``, at least ``expected_rps`` (the forecast's look-ahead) when given, and at
-    most the last rate. 0 with no history."""
-    upto = [(t, v) for t, v in history if t <= now]
+    most the last rate. With ``burst_factor`` (and the scale-down window
+    ``window_s``), a held level that is a cluster of bursts (:func:`held_levels`)
+    counts only as far as it has held for ``H``, with no rise extrapolated from it.
+    0 with no history."""
+    upto = sorted((float(t), float(v)) for t, v in history if t <= now)
     if not upto:
         return 0.0
     last = upto[-1][1]
     tau = PERSISTENCE * max(0.0, horizon_s)
     held = min((v for t, v in upto if t > now - tau), default=last)
     before = min((v for t, v in upto if now - 2.0 * tau < t <= now - tau), default=held)
-    lasting = held + (max(0.0, held - before) * horizon_s / tau if tau > 0 else 0.0)
+    level = held
+    if burst_factor is not None:
+        level = held_levels(upto, horizon_s, window_s, burst_factor)[-1]
+    if level < held:
+        lasting = level  # a burst cluster that has not held for H: no ramp from it
+    else:
+        lasting = held + (max(0.0, held - before) * horizon_s / tau if tau > 0 else 0.0)
     if expected_rps is not None:
         lasting = max(lasting, expected_rps)
     return min(last, lasting)
 
 
+def held_levels(history: Sequence[Sequence[float]], horizon_s: float,
+                window_s: float = 0.0, burst_factor: float | None = None) -> list[float]:
+    """The level the rate has held at each step of ``history`` (module doc, 4.).
+
+    At step ``t``: the lowest rate of ``(t - tau, t]``, ``tau = PERSISTENCE x H``.
+    With ``burst_factor`` (``1 + maxHeadroom``), a cluster of bursts is no level: a
+    held level more than ``burst_factor`` times the highest one held within the
+    ``window_s`` (the scale-down window) before ``t - tau``, over a span whose rate
+    still swung by more than ``burst_factor`` (bursts with gaps, not a step),
+    counts only as far as it has held for the whole ``H`` (the lowest rate of
+    ``(t - H, t]``, at least that earlier level). Capacity ordered for it is Ready
+    ``H`` later: a cluster of 10-30-s bursts spanning ``tau`` was planned for in
+    full and its capacity was Ready after the cluster. A steady step (within
+    ``burst_factor`` over ``tau``) counts after ``tau`` as before."""
+    pts = sorted((float(t), float(v)) for t, v in history)
+    tau = PERSISTENCE * max(0.0, horizon_s)
+    times = [t for t, _ in pts]
+    out: list[float] = []
+    for i, (t, _) in enumerate(pts):
+        lo = bisect.bisect_right(times, t - tau, 0, i + 1)
+        span = [v for _, v in pts[lo:i + 1]]
+        h = min(span)
+        level = h
+        if burst_factor is not None:
+            a = bisect.bisect_left(times, t - tau - window_s, 0, i)
+            b = bisect.bisect_right(times, t - tau, 0, i)
+            if b > a:
+                ref = max(out[a:b])
+                if h > burst_factor * ref and max(span) > burst_factor * h:
+                    lo_h = bisect.bisect_right(times, t - horizon_s, 0, i + 1)
+                    level = max(ref, min(v for _, v in pts[lo_h:i + 1]))
+        out.append(level)
+    return out
+
+
 def persisted_level(history: Sequence[Sequence[float]], now: float, horizon_s: float,
-                    window_s: float) -> float | None:
+                    window_s: float, burst_factor: float | None = None,
+                    burst_window_s: float | None = None) -> float | None:
     """The highest rate that persisted within the last ``window_s``: the largest,
-    over the steps ``t`` of ``[now - window_s, now]``, of the lowest rate of
-    ``(t - tau, t]``, ``tau = PERSISTENCE x H`` (the *held* level of
-    :func:`lasting_rate` at ``t``). None when the history does not reach back
-    ``tau`` (nothing is known to have persisted yet)."""
-    upto = [(float(t), float(v)) for t, v in history if t <= now]
+    over the steps ``t`` of ``[now - window_s, now]``, of the level held at ``t``
+    (:func:`held_levels`: the lowest rate of ``(t - tau, t]``, ``tau = PERSISTENCE x
+    H``; with ``burst_factor``, a burst cluster beyond what held within
+    ``burst_window_s`` before it (default ``window_s``) counts only once it has held
+    for ``H``). None when the history does not reach back ``tau`` (nothing is known
+    to have persisted yet)."""
+    upto = sorted((float(t), float(v)) for t, v in history if t <= now)
     if not upto:
         return None
     tau = PERSISTENCE * max(0.0, horizon_s)
     if upto[0][0] > now - tau:
         return None
-    span = [(u, v) for u, v in upto if u > now - window_s - tau]
-    best = 0.0
-    for t, _ in span:
-        if t >= now - window_s:
-            best = max(best, min(v for u, v in span if t - tau < u <= t))
-    return best
+    levels = held_levels(upto, horizon_s,
+                         window_s if burst_window_s is None else burst_window_s, burst_factor)
+    return max((lv for (u, _), lv in zip(upto, levels, strict=True) if u >= now - window_s),
+               default=0.0)
 
 
 def backlog_left(backlog: float, ready_capacity_rps: float, lasting_rps: float, rps: float,
-                 horizon_s: float, patience_s: float | None) -> float:
+                 horizon_s: float, patience_s: float | None, booting_rps: float = 0.0,
+                 booting_in_s: float = 0.0) -> float:
     """Requests still waiting when capacity ordered now is Ready (module doc, 2.).
 
     The Ready fleet drains (or, overloaded, adds) ``(capacity - lasting) x H`` of
     the backlog before then, at the rate that lasts, not at a burst's, which is over
-    before that capacity arrives. With clients that give up after ``patience_s``
-    seconds, only requests sent within ``patience_s`` before ``now + H`` can still
-    be waiting then: at most the arrivals at the lasting rate over
-    ``min(H, patience)``, plus, when the patience is longer than ``H``, the part of
-    today's backlog sent in the last ``patience - H`` seconds (at most ``rps`` per
-    second). None: patient clients (the first bound alone)."""
-    left = backlog - (ready_capacity_rps - lasting_rps) * horizon_s
+    before that capacity arrives; replicas already starting (``booting_rps`` of
+    capacity, Ready within ``booting_in_s``) drain ``booting_rps x (H -
+    booting_in_s)`` more. With clients that give up after ``patience_s`` seconds,
+    only requests sent within ``patience_s`` before ``now + H`` can still be waiting
+    then: at most the arrivals at the lasting rate over ``min(H, patience)``, plus,
+    when the patience is longer than ``H``, the part of today's backlog sent in the
+    last ``patience - H`` seconds (at most ``rps`` per second). And when the Ready
+    fleet holds the lasting rate, by ``now + patience`` every request waiting now
+    has been served or given up: what waits then (at most the lasting rate x
+    patience) drains at the fleet's spare capacity for the ``H - patience`` left,
+    so a burst's queue that the fleet clears before new capacity could be Ready
+    orders none. None: patient clients (the first bound alone)."""
+    boot = max(0.0, booting_rps) * max(0.0, horizon_s - max(0.0, booting_in_s))
+    left = backlog - (ready_capacity_rps - lasting_rps) * horizon_s - boot
     if patience_s is not None:
         alive = (lasting_rps * min(horizon_s, patience_s)
                  + min(backlog, rps * max(0.0, patience_s - horizon_s)))
         left = min(left, alive)
+        if ready_capacity_rps >= lasting_rps and horizon_s > patience_s:
+            after = horizon_s - patience_s
+            boot_after = max(0.0, booting_rps) * max(
+                0.0, horizon_s - max(patience_s, booting_in_s))
+            left = min(left, lasting_rps * patience_s
+                       - (ready_capacity_rps - lasting_rps) * after - boot_after)
     return max(0.0, left)
 
 
@@ -275,6 +354,8 @@ def assess(
     horizon_s: float,
     ready_capacity_rps: float,
     expected_rps: float | None = None,
+    booting_rps: float = 0.0,
+    booting_in_s: float = 0.0,
 ) -> BurstAssessment:
     """The step's headroom, backlog drain and panic (see the module docstring)."""
     sc = spec.scaling
@@ -291,12 +372,12 @@ def assess(
     cap = max(floor, sc.max_headroom)
     headroom = floor if vol is None else min(cap, max(floor, vol))
 
-    lasting = lasting_rate(hist, now, horizon_s, expected_rps)
+    lasting = lasting_rate(hist, now, horizon_s, expected_rps, 1.0 + sc.max_headroom, held)
     backlog = backlog_requests(
         finite_or_none(obs.pending), finite_or_none(obs.queue_ms), rps, target
     )
     left = backlog_left(backlog, ready_capacity_rps, lasting, rps, horizon_s,
-                        sc.client_timeout_seconds)
+                        sc.client_timeout_seconds, booting_rps, booting_in_s)
     drain = left / sc.drain_seconds if sc.drain_seconds > 0 and backlog > 0 else 0.0
 
     lat = finite_or_none(obs.latency_ms)
