@@ -89,9 +89,10 @@ def test_a_needed_switch_does_not_start_a_pool_it_can_do_without() -> None:
     replicas, a ramp planned at 8,782 requests/s, L4 capacity corrected to ~740
     requests/s per replica. The planner's cheapest, 6 L4-spot + 16 T4-spot ($5.7198/h),
     starts 16 T4 ($0.2144 with the risk premium): 0.4767 + 0.2144 = 0.6911 over the
-    300-s window; 10 L4-spot + 2 L4-od ($5.7826/h) starts 2 ($0.1073): 0.4819 +
-    0.1073 = 0.5892. The T4 replicas it ordered were billed 270 s, Ready after the
-    backlog was gone, and never needed; the gate now picks the L4 plan."""
+    300-s window; 10 L4-spot + 2 L4-od ($5.7826/h) starts 2 of each
+    ((2 x 0.4173 + 2 x 0.8048) / 15 = $0.1630): 0.4819 + 0.1630 = 0.6449. The T4
+    replicas it ordered were billed 270 s, Ready after the backlog was gone, and never
+    needed; the gate now picks the L4 plan."""
     from dataclasses import replace
 
     spec = _fleet()
@@ -103,7 +104,27 @@ def test_a_needed_switch_does_not_start_a_pool_it_can_do_without() -> None:
     assert plan is not None and dict(plan.counts) == {l4: 6, ("large-int8", "t4-spot"): 16}
     g = switching.gate(spec, combos, req, plan, {l4: 8})
     assert g.held and dict(g.plan.counts) == {l4: 10, od: 2}
-    assert g.switching_cost == pytest.approx(2 * 0.8048 * 120 / 3600 * 2)
+    assert g.switching_cost == pytest.approx((2 * 0.4173 + 2 * 0.8048) * 120 / 3600 * 2)
+
+
+def test_a_needed_switch_counts_every_replica_it_starts() -> None:
+    """The bursty fleet (seed 3, 1 preemption/h) lost its 10 L4-spot replicas with 1
+    L4-od left, at 8,326 requests/s planned. The planner's 5 T4-od + 16 T4-spot
+    ($5.846/h) starts 21: (5 x 0.526 + 16 x 0.201) / 15 = $0.3898; 5 L4-od + 16 T4-spot
+    ($7.240/h) starts 20: (4 x 0.8048 + 16 x 0.201) / 15 = $0.4290 (its 4 more L4-od
+    are billed through their startup like any new pair's). Over 300 s: 0.4872 +
+    0.3898 = 0.8770 against 0.6033 + 0.4290 = 1.0323: the planner's plan goes
+    through. Counting only new pairs' replicas, the L4 plan looked $0.175 cheaper to
+    start and was picked ($5.12/h for the run against $4.69/h, the same minutes)."""
+    spec = _fleet()
+    combos = pl.candidates(spec, unavailable=["l4-spot"])
+    req = pl.Request(load_rps=8326.0, max_replicas=60)
+    t4, t4od, l4od = (("large-int8", p) for p in ("t4-spot", "t4-ondemand", "l4-ondemand"))
+    plan = pl.solve(combos, req)
+    assert plan is not None and dict(plan.counts) == {t4: 16, t4od: 5}
+    g = switching.gate(spec, combos, req, plan, {l4od: 1, ("large-int8", "l4-spot"): 10})
+    assert not g.held and g.plan == plan
+    assert g.switching_cost == pytest.approx((5 * 0.526 + 16 * 0.201) * 120 / 3600 * 2)
 
 
 def test_no_pool_flapping_after_a_lull() -> None:

@@ -25,12 +25,14 @@ When the pairs already deployed cannot hold the load at all, a switch is needed,
 but not necessarily the planner's: its cheapest mix per hour may start many new
 replicas where adding one pair to the deployed ones starts few. The same rule
 picks among them: for the planner's plan and the cheapest plan on the deployed
-pairs plus each one other pair, the cost over the window plus the switching
-cost; the lowest wins (ties to the planner's). On the bundled fleet at x1500,
-with 8 L4-spot replicas and a ramp asking for 8.8k requests/s, the planner's
-6 L4-spot + 16 T4-spot ($5.72/h; 16 new replicas, $0.214 to start) lost to
-10 L4-spot + 2 L4-on-demand ($5.78/h; 2 new, $0.107): the T4 replicas were
-billed 270 s, Ready after the ramp's backlog was gone, and never needed.
+pairs plus each one other pair, the cost over the window plus what the replicas
+it adds cost to start (:func:`starting_cost`: on new pairs or deployed ones
+alike, since every one of them is billed through its startup); the lowest wins
+(ties to the planner's). On the bundled fleet at x1500, with 8 L4-spot replicas
+and a ramp asking for 8.8k requests/s, the planner's 6 L4-spot + 16 T4-spot
+($5.72/h; 16 replicas added, $0.214 to start) lost to 10 L4-spot + 2 L4-on-demand
+($5.78/h; 4 added, $0.163): the T4 replicas were billed 270 s, Ready after the
+ramp's backlog was gone, and never needed.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def gate(
     alt = pl.solve(on_deployed, request, respect_budget=respect_budget) if on_deployed else None
     window = spec.scaling.scale_down_stabilization_seconds
     if alt is None:
-        return _needed(spec, combos, request, plan, have, window, respect_budget)
+        return _needed(spec, combos, request, plan, deployed, window, respect_budget)
     cost = switching_cost(spec, combos, plan, have)
     savings = (alt.cost_per_hour - plan.cost_per_hour) * window / 3600.0
     if savings > cost or _spreads(combos, plan, alt, have):
@@ -116,21 +118,36 @@ def switching_cost(
     return sum(n * prices[k] for k, n in new.items()) * startup / 3600.0 * (1.0 + SWITCH_RISK)
 
 
+def starting_cost(
+    spec: ScaledModelSpec, combos: Sequence[pl.Combo], plan: pl.Plan,
+    deployed: Mapping[Key, int],
+) -> float:
+    """What the replicas ``plan`` adds to ``deployed`` (on any pair) cost before they
+    serve: billed through the slowest of their pools' startups, x (1 + SWITCH_RISK)."""
+    added = {k: n - deployed.get(k, 0) for k, n in plan.counts if n > deployed.get(k, 0)}
+    if not added:
+        return 0.0
+    prices = {c.key: c.price_per_hour for c in combos}
+    startup = max(spec.pool(p).startup_seconds for (_, p) in added)
+    return sum(n * prices[k] for k, n in added.items()) * startup / 3600.0 * (1.0 + SWITCH_RISK)
+
+
 def _needed(
     spec: ScaledModelSpec,
     combos: Sequence[pl.Combo],
     request: pl.Request,
     plan: pl.Plan,
-    have: set[Key],
+    deployed: Mapping[Key, int],
     window: float,
     respect_budget: bool,
 ) -> Gate:
     """The deployed pairs cannot hold the load: the cheapest switch over the window
-    (its $/h x window + its switching cost), the planner's plan or the deployed
-    pairs plus one other."""
+    (its $/h x window + what its added replicas cost to start, on new pairs or
+    deployed ones alike), the planner's plan or the deployed pairs plus one other."""
+    have = {k for k, n in deployed.items() if n > 0}
 
     def score(p: pl.Plan) -> float:
-        return p.cost_per_hour * window / 3600.0 + switching_cost(spec, combos, p, have)
+        return p.cost_per_hour * window / 3600.0 + starting_cost(spec, combos, p, deployed)
 
     best, best_score = plan, score(plan)
     for key in sorted({c.key for c in combos} - have):
@@ -138,10 +155,10 @@ def _needed(
         p = pl.solve(sub, request, respect_budget=respect_budget)
         if p is not None and score(p) < best_score - 1e-9:
             best, best_score = p, score(p)
-    cost = switching_cost(spec, combos, best, have)
+    cost = starting_cost(spec, combos, best, deployed)
     if best is plan:
         return Gate(plan, False, "", cost, 0.0)
-    saved = switching_cost(spec, combos, plan, have) - cost
+    saved = starting_cost(spec, combos, plan, deployed) - cost
     extra = (best.cost_per_hour - plan.cost_per_hour) * window / 3600.0
     note = (
         f"switched to {pl.describe(best)} instead of {pl.describe(plan)}: it costs "
