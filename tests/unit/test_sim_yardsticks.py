@@ -604,3 +604,45 @@ def test_foresight_moves_off_its_pairs_only_when_the_move_pays(make_spec: SpecFa
         {a: 2}, {a: 3}, {a: 2}, {a: 2}, {b: 1}, {b: 1}]
     oracle = Plans(spec, arr, SimConfig())
     assert oracle.window_plan(4, frozenset()) == {b: 1}
+
+
+def test_foresight_keeps_ready_replicas_until_what_it_needs_now_is_ready(
+    make_spec: SpecFactory,
+) -> None:
+    """Plans: 2 x t4-spot in intervals 0-9, 1 x t4-od from 10 on (leads: 4 intervals).
+
+    - now 90 (interval 6): t4-od's need at 10 is ordered; what interval 6 needs,
+      2 x t4-spot, is Ready: nothing held beyond the target.
+    - now 150 (interval 10), t4-od not Ready (it could not be ordered ahead: its pool
+      came back from an outage, say): the 2 Ready t4-spot stay until it is.
+    - once it is Ready they go. The oracle (no startups) never holds."""
+    from tritonscale.core.types import PlacementState
+    from tritonscale.sim.policies import OraclePolicy
+
+    spec = make_spec()
+    a, b = ("big", "t4-spot"), ("big", "t4-od")
+
+    class Plans(OraclePolicy):
+        def window_plan(self, k: int, unavailable: frozenset[str]) -> dict[Key, int]:
+            return {a: 2} if k < 10 else {b: 1}
+
+    class View:
+        def __init__(self, now: float, *states: PlacementState) -> None:
+            self.now, self.states = now, states
+
+        def current(self) -> tuple[PlacementState, ...]:
+            return self.states
+
+        def unavailable_pools(self) -> frozenset[str]:
+            return frozenset()
+
+    arr = np.arange(0.0, 600.0, 1.0)
+    fore = Plans(spec, arr, SimConfig(), lookahead_s=120.0, name="foresight")
+    t4_ready = PlacementState("big", "t4-spot", 2, 2)
+    assert fore.step(View(90.0, t4_ready)) == {a: 2, b: 1}  # type: ignore[arg-type]
+    late = PlacementState("big", "t4-od", 1, 0)
+    assert fore.step(View(150.0, t4_ready, late)) == {a: 2, b: 1}  # type: ignore[arg-type]
+    ready = PlacementState("big", "t4-od", 1, 1)
+    assert fore.step(View(165.0, t4_ready, ready)) == {b: 1}  # type: ignore[arg-type]
+    oracle = Plans(spec, arr, SimConfig())
+    assert oracle.step(View(150.0, t4_ready, late)) == {b: 1}  # type: ignore[arg-type]

@@ -53,3 +53,23 @@ def test_a_preemption_of_one_zone_leaves_the_other_serving(make_spec: SpecFactor
     _win, ok = verdicts(spec, run.arrivals, run.done)
     assert ok.all(), [i for i, o in enumerate(ok) if not o]
     assert np.isinf(run.done).sum() <= 1  # at most what spot-a had in flight
+
+
+def test_the_replicas_spread_again_once_the_pool_is_back(make_spec: SpecFactory) -> None:
+    """After spot-a's preemption at 400 s its replica is replaced on spot-b; the pool
+    is back at 700 s. Moving one replica back costs a startup and saves nothing per
+    hour, so the switching gate kept both on spot-b for good, and the next
+    preemption (spot-b at 1300 s) left nothing Ready for a startup. The move that
+    only spreads over alike pools now goes ahead: one replica on each pool again
+    before 1300 s, and every minute meets the SLO through both preemptions."""
+    spec = _zones(make_spec)
+    arr = np.arange(0.0, 1800.0, 1 / 30)
+    cfg = SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=600.0,
+                    preemption_events=((400.0, "spot-a"), (1300.0, "spot-b")))
+    run = run_policy(spec, arr, "tritonscale", cfg).run
+    during = next(s for s in run.steps if s.t >= 600.0)
+    assert {k[1]: n for k, n in during.desired.items()} == {"spot-b": 2}
+    before = next(s for s in run.steps if s.t >= 1290.0)
+    assert {k[1]: n for k, n in before.ready.items()} == {"spot-a": 1, "spot-b": 1}
+    _win, ok = verdicts(spec, run.arrivals, run.done)
+    assert ok.all(), [i for i, o in enumerate(ok) if not o]

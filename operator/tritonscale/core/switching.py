@@ -13,7 +13,11 @@ may move again before the switch has paid for itself. :func:`gate` compares:
   the new mix) x the stabilisation window ``scaleDownStabilizationSeconds`` (the
   time a plan is expected to hold before the next scale-down may revise it).
 
-The switch goes ahead only if savings exceed the switching cost. Otherwise the
+The switch goes ahead only if savings exceed the switching cost, or if it only
+spreads the replicas over pools alike to the deployed ones (same price, capacity and
+capacity type) at no more $/h: the planner shares replicas over such pools, and a
+fleet moved onto one of them by a preemption spreads again once the pool is back,
+so the next preemption takes one pool's share, not the whole fleet. Otherwise the
 plan stays on the deployed pairs (scaling them as needed), and the decision's
 message says what the switch would have saved and cost.
 
@@ -72,13 +76,31 @@ def gate(
         return _needed(spec, combos, request, plan, have, window, respect_budget)
     cost = switching_cost(spec, combos, plan, have)
     savings = (alt.cost_per_hour - plan.cost_per_hour) * window / 3600.0
-    if savings > cost:
+    if savings > cost or _spreads(combos, plan, alt, have):
         return Gate(plan, False, "", cost, savings)
     note = (
         f"kept the deployed pools: switching to {pl.describe(plan)} would save "
         f"${savings:.3f} over {window:g} s, less than its switching cost ${cost:.3f}"
     )
     return Gate(alt, True, note, cost, savings)
+
+
+def _spreads(combos: Sequence[pl.Combo], plan: pl.Plan, alt: pl.Plan, have: set[Key]) -> bool:
+    """``plan`` only spreads the deployed replicas over pools alike to theirs (same
+    price, capacity and capacity type: the planner shares replicas over such pools,
+    e.g. after one came back from a preemption) at no more $/h: it goes ahead,
+    paying its startup, so the next preemption takes only one pool's share."""
+    if plan.cost_per_hour > alt.cost_per_hour + 1e-9:
+        return False
+    by = {c.key: c for c in combos}
+
+    def sig(k: Key) -> tuple[float, float, bool] | None:
+        c = by.get(k)
+        return None if c is None else (round(c.price_per_hour, 9), round(c.capacity_rps, 6),
+                                       c.spot)
+
+    deployed = {sig(k) for k in have}
+    return all(sig(k) in deployed for k, n in plan.counts if n > 0 and k not in have)
 
 
 def switching_cost(
