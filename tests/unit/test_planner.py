@@ -263,3 +263,28 @@ def test_alike_spot_pools_share_the_replicas(make_spec: SpecFactory) -> None:
     assert plan is not None
     assert sorted(n for _, n in plan.counts) == [1, 2]  # three replicas, split
     assert {k[1] for k, _ in plan.counts} == {"spot-a", "spot-b"}
+
+
+def test_alike_spot_pools_share_the_replicas_under_weighted_routing(
+    make_spec: SpecFactory,
+) -> None:
+    """The same under weighted routing (capacities add up): the integer program
+    returned an optimum all on one pool; spread over the alike pools the plan
+    costs the same (the cheapest: minReplicas, then 3 replicas for 2.5x one's
+    capacity) and holds the same capacity sum."""
+    t4 = {"accelerator": "T4", "pricePerHour": 0.2, "maxReplicas": 4, "startupSeconds": 60}
+    spec = make_spec(nodePools=[
+        {"name": "spot-a", "capacityType": "spot", **t4},
+        {"name": "spot-b", "capacityType": "spot", **t4},
+        {"name": "od", **t4, "pricePerHour": 0.5},
+    ], scaling={"minReplicas": 2})
+    combos = pl.candidates(spec)
+    cap = max(c.capacity_rps for c in combos)
+    for load, want in ((0.5 * cap, [1, 1]), (2.5 * cap, [1, 2])):
+        req = pl.Request(load_rps=load, min_replicas=2, weighted=True)
+        plan = pl.solve(combos, req)
+        assert plan is not None and plan.weighted
+        assert sorted(n for _, n in plan.counts) == want
+        assert {k[1] for k, _ in plan.counts} == {"spot-a", "spot-b"}
+        assert plan.capacity_sum_rps >= load
+        assert plan.cost_per_hour == pytest.approx(0.2 * sum(want))

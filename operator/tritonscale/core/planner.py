@@ -44,7 +44,7 @@ six-step greedy each.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -447,8 +447,43 @@ def _search_weighted(
     ru: Plan | None = None
     if want_runner_up:
         alt = weighted.runner_up(combos, req, alloc, respect_budget)
-        ru = _make_plan(alt, by_key, True) if alt is not None else None
-    return _make_plan(alloc, by_key, True), ru
+        ru = _make_plan(_spread(alt, combos), by_key, True) if alt is not None else None
+    return _make_plan(_spread(alloc, combos), by_key, True), ru
+
+
+def _spread(alloc: Mapping[Key, int], combos: Sequence[Combo]) -> dict[Key, int]:
+    """``alloc`` with the replicas of each run of alike combos (same price, capacity,
+    capacity type and accuracy, on pools ``alloc`` uses for nothing else) shared as
+    :func:`_fill_even` shares them: the same cost and capacity sum (weighted
+    routing), and one pool's preemption takes only its share."""
+    out = {k: n for k, n in alloc.items() if n > 0}
+    used_pools: dict[str, int] = {}
+    for _v, p in out:
+        used_pools[p] = used_pools.get(p, 0) + 1
+    groups: dict[tuple[float, float, bool, float], list[Combo]] = {}
+    for c in combos:
+        if c.capacity_rps <= 0 or c.pool_max <= 0:
+            continue
+        mine = used_pools.get(c.pool, 0)
+        # A pool the plan uses for another variant is not free to take a share.
+        if mine > 1 or (mine == 1 and c.key not in out):
+            continue
+        sig = (round(c.price_per_hour, 9), round(c.capacity_rps, 6), c.spot,
+               round(c.accuracy, 9))
+        groups.setdefault(sig, []).append(c)
+    for group in groups.values():
+        if len(group) < 2 or len({c.pool for c in group}) < len(group):
+            continue
+        total = sum(out.get(c.key, 0) for c in group)
+        if total == 0:
+            continue
+        group.sort(key=lambda c: (c.pool, c.variant))
+        for c, n in zip(group, _fill_even([c.pool_max for c in group], total), strict=True):
+            if n > 0:
+                out[c.key] = n
+            else:
+                out.pop(c.key, None)
+    return out
 
 
 def _keyset(alloc: dict[Key, int]) -> frozenset[Key]:
