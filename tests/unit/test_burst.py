@@ -689,3 +689,22 @@ def test_a_cluster_of_bursts_shorter_than_the_startup_orders_nothing_for_its_rat
     assert max(loads) < 3.0 * 1240.0, loads
     assert d.total_replicas <= 2 * calm
 
+
+
+def test_the_return_from_a_lull_is_no_rise_to_extrapolate() -> None:
+    # 1,000 rps for 5 minutes, a 90-s lull at 50, then 1,000 again (the bursty
+    # fleet's seed 1 at 9 min: 3,300 -> 170 -> 3,300 rps). Holt's clipped residuals
+    # doubled its deviation at every step of the lull, and its burst allowance put
+    # the look-ahead at 1.5-1.7x the level the rate came back to: that many more
+    # replicas, Ready two minutes after the return, for minutes.
+    spec = _spec(scale_down_stabilization_seconds=300.0)
+    d = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    t = 0.0
+    looks = []
+    for rps in [1000.0] * 20 + [50.0] * 6 + [1000.0] * 8:
+        t += 15.0
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, d.total_replicas),
+                                     pending=1.0, latency_ms=40.0), d.state, t)
+        looks.append(float(d.details["forecast_rps"]))  # type: ignore[arg-type]
+    assert looks[19] == pytest.approx(1000.0, rel=0.05)
+    assert max(looks[26:]) < 1.1 * 1000.0, looks[25:]

@@ -97,3 +97,30 @@ def test_a_level_held_above_the_forecast_is_taken_without_a_trend() -> None:
     assert max(p_ahead) > 7500.0 and p_ahead[-1] > 5000.0
     assert all(4000.0 <= x < 4700.0 for x in h_ahead[42:])
     assert h_ahead[-1] < h_ahead[42]
+
+
+def test_a_lull_below_what_lasted_is_no_noise() -> None:
+    # 1,000 rps that lasted (persisted), then a lull at 50 for six 15-s steps. Each
+    # lull residual was clipped at 2 x clip x the deviation and moved it by a fifth
+    # of that: the deviation doubled at every step (48 -> 950 rps on the bursty
+    # fleet's seed 1), and the burst allowance z x deviation put the look-ahead at
+    # 1.7x the level the rate came back to.
+    st = None
+    for i in range(20):
+        st = fc.update(st, 1000.0, 15.0 * i, persisted=1000.0)
+    assert st is not None
+    dev = st["s"]
+    t = 300.0
+    lull = dict(st)
+    for _ in range(6):
+        lull = fc.update(lull, 50.0, t, persisted=1000.0)
+        t += 15.0
+    assert lull["s"] <= dev  # not noise: the deviation is kept
+    assert lull["l"] < st["l"]  # the level still follows it down
+    # Without a level that lasted (persisted unknown) it is noise, as before.
+    raw = dict(st)
+    t = 300.0
+    for _ in range(6):
+        raw = fc.update(raw, 50.0, t)
+        t += 15.0
+    assert raw["s"] > 10.0 * dev

@@ -60,7 +60,13 @@ def update(
     A level the rate has held above the forecast's is taken as the level at once,
     without a trend: a step that has lasted is no ramp to extrapolate (Holt
     climbing to it by clipped residuals built a trend that kept the look-ahead
-    above the step for minutes)."""
+    above the step for minutes).
+
+    A lull (an observation below ``persisted / burst_factor`` and beyond the clip
+    band) moves the level as usual but not the deviation: it is no noise to allow
+    for. (Its residuals, clipped at a multiple of the deviation, doubled it at every
+    step of a 90-s lull, and the burst allowance ``z x deviation`` put the
+    look-ahead at 1.7x the level the rate came back to.)"""
     y = max(0.0, float(rps))
     if not state or "l" not in state:
         return {"l": y, "b": 0.0, "s": 0.05 * y, "t": now, "y": y}
@@ -82,11 +88,13 @@ def update(
         y = min(y, max(persisted, pred))
         floor = max(1e-6, 0.02 * max(pred, y))
         lim = cfg.clip * max(dev, floor)
+    # A lull below 1 / burst_factor of what lasted is no noise (see the docstring).
+    lull = persisted is not None and y < persisted / burst_factor and y < pred - lim
     resid = y - pred
     clipped = max(-lim, min(lim, resid))
     new_level = max(0.0, pred + a * clipped)
     new_trend = (1.0 - cfg.beta) * trend + cfg.beta * (new_level - level) / dt
-    new_dev = (1.0 - g) * dev + g * min(abs(resid), 2.0 * lim)
+    new_dev = dev if lull else (1.0 - g) * dev + g * min(abs(resid), 2.0 * lim)
     return {"l": new_level, "b": new_trend, "s": new_dev, "t": now, "y": y}
 
 
