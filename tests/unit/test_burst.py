@@ -708,3 +708,31 @@ def test_the_return_from_a_lull_is_no_rise_to_extrapolate() -> None:
         looks.append(float(d.details["forecast_rps"]))  # type: ignore[arg-type]
     assert looks[19] == pytest.approx(1000.0, rel=0.05)
     assert max(looks[26:]) < 1.1 * 1000.0, looks[25:]
+
+
+def test_a_ramp_that_stopped_is_not_extrapolated_at_its_old_pace() -> None:
+    # A ramp 400 -> 1,000 rps in four steps, then flat for 45 s (more than half the
+    # horizon, H = 60 s startup + 15 s). Holt's trend (smoothed) still says +30 %
+    # over H; the old cap let the look-ahead run as far as the rate rose over the
+    # whole horizon (+300 rps: 1,000 -> 1,300) for a ramp already over. The rise now
+    # goes on at the pace it kept over the last H / 2: none, so the look-ahead is the
+    # rate plus the forecast's noise allowance. (Bundled trace at x1500: 3k rps of
+    # trend above a rate flat at 8.7k for two minutes after its ramp, each step's
+    # look-ahead held for H: L4 on-demand replicas kept until minute 7.)
+    spec = _spec(scale_down_stabilization_seconds=300.0, panic_seconds=0.0)
+    d = decide(spec, Observation(rps=400.0, current=()), None, 0.0)
+    t = 0.0
+    ahead: list[float] = []
+    for rps in (400.0,) * 6 + (550.0, 700.0, 850.0, 1000.0) + (1000.0,) * 3:
+        t += 15.0
+        d = decide(spec, Observation(rps=rps, current=_ready(spec, d.total_replicas),
+                                     latency_ms=40.0, pending=0.0), d.state, t)
+        ahead.append(float(d.details["forecast_rps"]))  # type: ignore[arg-type]
+    noise = 1.5 * float(d.state["forecast"]["s"])  # type: ignore[index]
+    assert ahead[-1] == pytest.approx(1000.0 + noise, rel=1e-6)
+    # Holt's own look-ahead still carried the trend (+190 rps); the old cap
+    # (1,000 + 300 + noise) let it through.
+    level, trend = (float(d.state["forecast"][k]) for k in ("l", "b"))  # type: ignore[index]
+    assert level + trend * 75.0 + noise > ahead[-1] + 150.0
+    # While the ramp ran, its rise was extrapolated (x1.3 the rate at its end).
+    assert max(ahead) > 1.3 * 1000.0

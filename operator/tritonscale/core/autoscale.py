@@ -25,7 +25,8 @@ In order:
    Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
    of all available pools before there is one) plus one interval; at most the
    current rate plus how far it rose over the last horizon (the rise goes on for
-   one more horizon, no further). A rate beyond ``1 + maxHeadroom`` times the
+   one more horizon, no further), and at most at the pace it kept over the last
+   half horizon (a ramp that stopped is not extrapolated at its old pace). A rate beyond ``1 + maxHeadroom`` times the
    highest one that lasted half a horizon within the scale-down window
    (:func:`.burst.persisted_level`) is not folded in until it lasts itself, and
    a level held that long is taken as the forecast's level at once; a cluster of
@@ -547,9 +548,15 @@ def _known(
     # is already over and its trend kept the look-ahead far above a flat rate for
     # minutes (a ramp 3.5k -> 8.6k rps forecast 15k for three minutes of 8k).
     # (The forecast's own noise allowance, z x deviation, stays.)
-    ahead = min(look_ahead,
-                rps + burst.recent_rise(bst.history, now, horizon)
-                + fc.DEFAULT.z * float(fstate.get("s", 0.0)))
+    # ... and at the pace it kept over the last half horizon (burst.PERSISTENCE x H):
+    # a ramp that slowed down or stopped is extrapolated at its pace now, not at the
+    # pace of the whole horizon (Holt's trend, smoothed, kept the look-ahead 3k rps
+    # above a rate flat at 8.7k for two minutes after the ramp).
+    tau = burst.PERSISTENCE * horizon
+    rise = burst.recent_rise(bst.history, now, horizon)
+    if tau > 0:
+        rise = min(rise, burst.recent_rise(bst.history, now, tau) * horizon / tau)
+    ahead = min(look_ahead, rps + rise + fc.DEFAULT.z * float(fstate.get("s", 0.0)))
     # The current rate counts only as far as it lasts (core/burst.py, lasting_rate):
     # capacity ordered for a burst shorter than the startup is Ready after it.
     predicted = max(ahead, bst.lasting_rps)
