@@ -26,9 +26,9 @@ In order:
    of all available pools before there is one) plus one interval; at most the
    current rate plus how far it rose over the last horizon (the rise goes on for
    one more horizon, no further), and at most at the pace it kept over the last
-   half horizon (a ramp that stopped is not extrapolated at its old pace). A rate beyond ``1 + maxHeadroom`` times the
-   highest one that lasted half a horizon within the scale-down window
-   (:func:`.burst.persisted_level`) is not folded in until it lasts itself, and
+   half horizon (a ramp that stopped is not extrapolated at its old pace). A rate
+   beyond ``1 + maxHeadroom`` times the highest one that lasted half a horizon
+   within the scale-down window (:func:`.burst.persisted_level`) is not folded in until it lasts itself, and
    a level held that long is taken as the forecast's level at once; a cluster of
    bursts swinging by more than that factor is no level until it has held for the
    whole horizon (:func:`.burst.held_levels`).
