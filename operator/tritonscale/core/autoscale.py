@@ -28,10 +28,10 @@ In order:
    one more horizon, no further), and at most at the pace it kept over the last
    half horizon (a ramp that stopped is not extrapolated at its old pace). A rate
    beyond ``1 + maxHeadroom`` times the highest one that lasted half a horizon
-   within the scale-down window (:func:`.burst.persisted_level`) is not folded in until it lasts itself, and
-   a level held that long is taken as the forecast's level at once; a cluster of
-   bursts swinging by more than that factor is no level until it has held for the
-   whole horizon (:func:`.burst.held_levels`).
+   within the scale-down window (:func:`.burst.persisted_level`) is not folded in
+   until it lasts itself, and a level held that long is taken as the forecast's
+   level at once; a cluster of bursts swinging by more than that factor is no
+   level until it has held for the whole horizon (:func:`.burst.held_levels`).
 3. **Online correction** (:mod:`.correction`, the only one): per (variant,
    pool), the service-time factor at which the performance model reproduces the
    observed latency percentile at the load that placement received (or the whole
