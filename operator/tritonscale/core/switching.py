@@ -110,12 +110,8 @@ def switching_cost(
 ) -> float:
     """What moving to ``plan`` costs beyond its $/h: its replicas on pairs not in
     ``have`` billed through the slowest new pool's startup, x (1 + SWITCH_RISK)."""
-    new = {k: n for k, n in plan.counts if n > 0 and k not in have}
-    if not new:
-        return 0.0
-    prices = {c.key: c.price_per_hour for c in combos}
-    startup = max(spec.pool(p).startup_seconds for (_, p) in new)
-    return sum(n * prices[k] for k, n in new.items()) * startup / 3600.0 * (1.0 + SWITCH_RISK)
+    return _startup_bill(spec, combos,
+                         {k: n for k, n in plan.counts if n > 0 and k not in have})
 
 
 def starting_cost(
@@ -124,12 +120,21 @@ def starting_cost(
 ) -> float:
     """What the replicas ``plan`` adds to ``deployed`` (on any pair) cost before they
     serve: billed through the slowest of their pools' startups, x (1 + SWITCH_RISK)."""
-    added = {k: n - deployed.get(k, 0) for k, n in plan.counts if n > deployed.get(k, 0)}
-    if not added:
+    return _startup_bill(spec, combos, {k: n - deployed.get(k, 0) for k, n in plan.counts
+                                        if n > deployed.get(k, 0)})
+
+
+def _startup_bill(
+    spec: ScaledModelSpec, combos: Sequence[pl.Combo], started: Mapping[Key, int]
+) -> float:
+    """``started`` replicas billed through the slowest of their pools' startups,
+    x (1 + SWITCH_RISK)."""
+    if not started:
         return 0.0
     prices = {c.key: c.price_per_hour for c in combos}
-    startup = max(spec.pool(p).startup_seconds for (_, p) in added)
-    return sum(n * prices[k] for k, n in added.items()) * startup / 3600.0 * (1.0 + SWITCH_RISK)
+    startup = max(spec.pool(p).startup_seconds for (_, p) in started)
+    return (sum(n * prices[k] for k, n in started.items()) * startup / 3600.0
+            * (1.0 + SWITCH_RISK))
 
 
 def _needed(
