@@ -240,19 +240,26 @@ def test_fill_even_spreads_and_only_grows() -> None:
         prev = got
 
 
-def test_alike_spot_pools_share_the_replicas(make_spec: SpecFactory) -> None:
-    """Two spot pools alike in price and capacity (one per zone, say): splitting the
-    replicas between them costs nothing and a preemption of one then leaves the
-    other's replicas serving, so the plan spreads them (it put every replica on
-    the first pool by name). Same cost as the cheapest plan; an on-demand pool alike
-    but for the capacity type is not mixed in."""
+def _alike_spot_pools(make_spec: SpecFactory) -> tuple[pl.Combo, ...]:
+    """Candidates on two T4 spot pools alike in price and capacity (one per zone,
+    say) and a T4 on-demand pool alike but for its price and capacity type;
+    minReplicas 2."""
     t4 = {"accelerator": "T4", "pricePerHour": 0.2, "maxReplicas": 4, "startupSeconds": 60}
     spec = make_spec(nodePools=[
         {"name": "spot-a", "capacityType": "spot", **t4},
         {"name": "spot-b", "capacityType": "spot", **t4},
         {"name": "od", **t4, "pricePerHour": 0.5},
     ], scaling={"minReplicas": 2})
-    combos = pl.candidates(spec)
+    return pl.candidates(spec)
+
+
+def test_alike_spot_pools_share_the_replicas(make_spec: SpecFactory) -> None:
+    """Two spot pools alike in price and capacity (one per zone, say): splitting the
+    replicas between them costs nothing and a preemption of one then leaves the
+    other's replicas serving, so the plan spreads them (it put every replica on
+    the first pool by name). Same cost as the cheapest plan; an on-demand pool alike
+    but for the capacity type is not mixed in."""
+    combos = _alike_spot_pools(make_spec)
     cap = max(c.capacity_rps for c in combos)  # 'small', the cheapest per request
     plan = pl.solve(combos, pl.Request(load_rps=0.5 * cap, min_replicas=2))
     assert plan is not None
@@ -272,13 +279,7 @@ def test_alike_spot_pools_share_the_replicas_under_weighted_routing(
     returned an optimum all on one pool; spread over the alike pools the plan
     costs the same (the cheapest: minReplicas, then 3 replicas for 2.5x one's
     capacity) and holds the same capacity sum."""
-    t4 = {"accelerator": "T4", "pricePerHour": 0.2, "maxReplicas": 4, "startupSeconds": 60}
-    spec = make_spec(nodePools=[
-        {"name": "spot-a", "capacityType": "spot", **t4},
-        {"name": "spot-b", "capacityType": "spot", **t4},
-        {"name": "od", **t4, "pricePerHour": 0.5},
-    ], scaling={"minReplicas": 2})
-    combos = pl.candidates(spec)
+    combos = _alike_spot_pools(make_spec)
     cap = max(c.capacity_rps for c in combos)
     for load, want in ((0.5 * cap, [1, 1]), (2.5 * cap, [1, 2])):
         req = pl.Request(load_rps=load, min_replicas=2, weighted=True)
