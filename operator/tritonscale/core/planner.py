@@ -451,6 +451,12 @@ def _search_weighted(
     return _make_plan(_spread(alloc, combos), by_key, True), ru
 
 
+def alike_key(c: Combo) -> tuple[float, float, bool]:
+    """What makes pools alike for sharing replicas: price, capacity and capacity
+    type (rounded, so equal prices and capacities parsed alike compare equal)."""
+    return round(c.price_per_hour, 9), round(c.capacity_rps, 6), c.spot
+
+
 def _spread(alloc: Mapping[Key, int], combos: Sequence[Combo]) -> dict[Key, int]:
     """``alloc`` with the replicas of each run of alike combos (same price, capacity,
     capacity type and accuracy, on pools ``alloc`` uses for nothing else) shared as
@@ -468,8 +474,7 @@ def _spread(alloc: Mapping[Key, int], combos: Sequence[Combo]) -> dict[Key, int]
         # A pool the plan uses for another variant is not free to take a share.
         if mine > 1 or (mine == 1 and c.key not in out):
             continue
-        sig = (round(c.price_per_hour, 9), round(c.capacity_rps, 6), c.spot,
-               round(c.accuracy, 9))
+        sig = (*alike_key(c), round(c.accuracy, 9))
         groups.setdefault(sig, []).append(c)
     for group in groups.values():
         if len(group) < 2 or len({c.pool for c in group}) < len(group):

@@ -98,8 +98,7 @@ def _spreads(combos: Sequence[pl.Combo], plan: pl.Plan, alt: pl.Plan, have: set[
 
     def sig(k: Key) -> tuple[float, float, bool] | None:
         c = by.get(k)
-        return None if c is None else (round(c.price_per_hour, 9), round(c.capacity_rps, 6),
-                                       c.spot)
+        return None if c is None else pl.alike_key(c)
 
     deployed = {sig(k) for k in have}
     return all(sig(k) in deployed for k, n in plan.counts if n > 0 and k not in have)
