@@ -38,7 +38,9 @@ In order:
    model's, when the signals have no per-placement latency) moves a bounded
    factor that scales that profile, so the planner adds the capacity the model
    did not predict and gives back what it over-predicted. Nothing is learnt while
-   requests queue beyond the SLO (a backlog draining is not slow replicas).
+   requests queue beyond the SLO (a backlog draining is not slow replicas), nor
+   from a placement whose Ready count changed within the signals' window
+   (:func:`.correction.settle`: its rate and latency mix two fleets).
    Persisted in the state; ``simulate`` runs it from the simulator's
    per-placement signals exactly as the operator does.
 4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
@@ -529,9 +531,12 @@ def _known(
 
     # 3. The online correction (core/correction.py): per (variant, pool) factors,
     # bounded, persisted, applied to the profiles the planner sees; not learnt
-    # while a backlog drains.
+    # while a backlog drains, nor from a placement whose Ready count changed within
+    # the signals' window.
+    ready_since, settled = correction.settle(prev.ready_since, obs.current, now)
     factors = {k: round(v, 4) for k, v in correction.update(
-        prev.correction, obs, _predictor(spec), spec.slo.latency.target_ms).items()}
+        prev.correction, obs, _predictor(spec), spec.slo.latency.target_ms,
+        settled=settled).items()}
     spec_c = corrected_spec(spec, factors)
 
     # 3c. Bursts and cold starts (core/burst.py): volatility headroom, backlog
@@ -643,6 +648,7 @@ def _known(
         od_window=tuple((t, round(v, 3)) for t, v in od_window),
         od_load=round(od_kept, 3),
         correction=factors,
+        ready_since=ready_since,
         failures=0,
         idle_since=idle,
         burst_history=tuple((float(t), float(v)) for t, v in bst_st.get("vh") or ()),

@@ -24,6 +24,11 @@ Each step, for every placement with enough traffic and every replica Ready:
 * updated in log space with an EWMA (``alpha``), so one noisy window cannot
   swing it and over- and under-prediction are treated symmetrically;
 * clamped to ``[min_factor, max_factor]``;
+* **not learnt from a placement whose Ready count changed within the signals'
+  window** (``settle_s``, :func:`settle`): its rate and latency percentile then
+  mix two fleets (a replica Ready for 15 s of a 30-s rate window reads as half
+  its rate; a window with two replicas' latency read against three), and learning
+  them raised a T4 factor from 1.02 to 1.10 in one step after every scale-up;
 * **not learnt while requests queue beyond what the SLO allows**
   (:func:`tritonscale.core.burst.backlog_requests` > 0, from Triton's pending
   count and queue time): that latency is a backlog draining, not slow
@@ -42,12 +47,12 @@ from the simulator's per-placement signals. Pure code.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from tritonscale.core.burst import backlog_requests
 from tritonscale.core.spec import BatchPoint, Profile, ScaledModelSpec, Variant
-from tritonscale.core.types import Observation, finite_or_none
+from tritonscale.core.types import Observation, PlacementState, finite_or_none
 
 # predict(variant, pool, rps, ready_replicas, factor) -> (latency percentile ms,
 # utilisation) of one placement with its profile's latencies scaled by ``factor``,
@@ -55,6 +60,10 @@ from tritonscale.core.types import Observation, finite_or_none
 Predictor = Callable[[str, str, float, int, float], tuple[float, float] | None]
 
 BISECT_STEPS = 24
+Key = tuple[str, str]
+# Per placement: its Ready count and since when it holds (None: since before the
+# record began, e.g. a fresh state; such a count is settled).
+ReadySince = Mapping[Key, tuple[int, float | None]]
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,10 @@ class CorrectionSettings:
     min_rps: float = 1.0
     # Ignore samples where the uncorrected model predicts utilisation above this.
     max_predicted_util: float = 0.9
+    # Seconds a placement's Ready count must have held before its signals are
+    # learnt from: the signals' window (the Prometheus source's rate() range,
+    # adapters/prometheus.py, and the simulator's latency window: 60 s).
+    settle_s: float = 60.0
 
 
 def key(variant: str, pool: str) -> str:
@@ -117,21 +130,46 @@ def queue_dominated(obs: Observation, target_ms: float) -> bool:
     ) > 0.0
 
 
+def settle(
+    prev: ReadySince,
+    current: Sequence[PlacementState],
+    now: float,
+    settings: CorrectionSettings = CorrectionSettings(),
+) -> tuple[dict[Key, tuple[int, float | None]], frozenset[Key]]:
+    """Each current placement's Ready count and since when it holds (a count that
+    differs from ``prev``'s starts now; one ``prev`` has no record of keeps
+    None: its history is unknown, as after a restart), and the placements whose
+    count has held for ``settle_s``: the only ones whose signals are learnt."""
+    since: dict[Key, tuple[int, float | None]] = {}
+    settled: set[Key] = set()
+    for p in current:
+        if p.desired <= 0 and p.ready <= 0:
+            continue
+        old = prev.get(p.key)
+        t = (old[1] if old[0] == p.ready else now) if old is not None else None
+        since[p.key] = (p.ready, t)
+        if t is None or now - t >= settings.settle_s:
+            settled.add(p.key)
+    return since, frozenset(settled)
+
+
 def update(
     factors: Mapping[str, float],
     obs: Observation,
     predict: Predictor,
     target_ms: float,
     settings: CorrectionSettings = CorrectionSettings(),
+    settled: Collection[Key] | None = None,
 ) -> dict[str, float]:
     """One step of the correction (see the module docstring): per placement when the
     signals have per-placement latency, else from the whole model's; nothing is
-    learnt while requests queue beyond the SLO."""
+    learnt while requests queue beyond the SLO, nor from a placement not in
+    ``settled`` (:func:`settle`; None: every placement is)."""
     if queue_dominated(obs, target_ms):
         return {k: float(v) for k, v in factors.items()}
     if obs.per_placement_latency_ms:
-        return update_factors(factors, obs, predict, settings)
-    return update_from_model(factors, obs, predict, settings)
+        return update_factors(factors, obs, predict, settings, settled)
+    return update_from_model(factors, obs, predict, settings, settled)
 
 
 def _usable(pred: tuple[float, float] | None, s: CorrectionSettings) -> bool:
@@ -146,8 +184,10 @@ def update_factors(
     obs: Observation,
     predict: Predictor,
     settings: CorrectionSettings = CorrectionSettings(),
+    settled: Collection[Key] | None = None,
 ) -> dict[str, float]:
-    """Per placement: each learns the factor that explains its own latency."""
+    """Per placement: each learns the factor that explains its own latency (only
+    those in ``settled``, when given)."""
     out = {k: float(v) for k, v in factors.items()}
     state = {p.key: p for p in obs.current}
     for (variant, pool), lat in obs.per_placement_latency_ms.items():
@@ -157,6 +197,8 @@ def update_factors(
             continue
         if p.ready < p.desired:
             continue  # replicas starting: the split and the window say little
+        if settled is not None and p.key not in settled:
+            continue  # Ready count changed within the signals' window
         if not (math.isfinite(lat) and math.isfinite(rps)) or lat <= 0:
             continue
         n = p.ready
@@ -181,17 +223,21 @@ def update_from_model(
     obs: Observation,
     predict: Predictor,
     settings: CorrectionSettings = CorrectionSettings(),
+    settled: Collection[Key] | None = None,
 ) -> dict[str, float]:
     """No per-placement latency: one common multiplier ``g`` of the current factors
     such that the worst placement's prediction (even split over Ready replicas)
     matches the whole model's percentile; every running placement learns ``f x g``.
-    Only when every replica is Ready."""
+    Only when every replica is Ready (and every running placement in ``settled``,
+    when given)."""
     out = {k: float(v) for k, v in factors.items()}
     lat, rps = finite_or_none(obs.latency_ms), finite_or_none(obs.rps)
     if lat is None or rps is None or lat <= 0 or rps < settings.min_rps:
         return out
     running = [p for p in obs.current if p.desired > 0]
     if not running or any(p.ready < p.desired for p in running):
+        return out
+    if settled is not None and any(p.key not in settled for p in running):
         return out
     total = sum(p.ready for p in running)
     base = {p.key: out.get(key(p.variant, p.pool), 1.0) for p in running}

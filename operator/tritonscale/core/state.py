@@ -29,7 +29,8 @@ JSON layout, version 3 (``version`` is required)::
      "idleSince": t | null,                             # rate 0 since (scale to zero)
      "binding": [signature, text],                      # cached binding constraint
      "threshold": t, "escalationScale": s,              # cascades only
-     "accuracyServed": [t, requests, accuracy]}         # cascades only (rolling window)
+     "accuracyServed": [t, requests, accuracy],         # cascades only (rolling window)
+     "readySince": [[variant, pool, ready, t | null], ...]}  # Ready count held since
 
 Migrated on first read: version 2 (the same layout plus ``"loadCorrection": c``,
 a fleet-wide load multiplier in [1, 2] kept beside the per-placement factors) and
@@ -39,8 +40,8 @@ multiplier ``c`` asked for ``c`` times the capacity, which is what a service-tim
 factor ``c`` gives, so ``c`` is folded into the factor of every placement of the
 stored target and of every stored factor (``f x c``, within the factor bounds).
 
-An optional key added within a version (``accuracyServed``) is ignored by an
-operator that does not know it, so it needs no new version.
+An optional key added within a version (``accuracyServed``, ``readySince``) is
+ignored by an operator that does not know it, so it needs no new version.
 
 Pure code.
 """
@@ -72,6 +73,8 @@ ESC_MIN, ESC_MAX = 0.25, 4.0
 MAX_LOAD_CORRECTION = 2.0
 # Requests a cascade's rolling accuracy window may weigh (MAX_RPS for a day).
 MAX_SERVED = MAX_RPS * 86_400.0
+# Ready replicas one placement may report (far above any real Deployment).
+MAX_READY = 1_000_000
 
 Key = tuple[str, str]
 Window = tuple[tuple[float, float], ...]
@@ -107,6 +110,9 @@ class AutoscalerState:
     # Bursts (:mod:`.burst`): recent rate history and the panic deadline.
     burst_history: Window = ()
     panic_until: float | None = None
+    # The online correction's settling (:func:`.correction.settle`): per placement,
+    # its Ready count and since when it holds (None: since before the record).
+    ready_since: Mapping[Key, tuple[int, float | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,9 @@ def encode(state: AutoscalerState) -> dict[str, Any]:
         out["burstHistory"] = [[_r(t, 3), _r(v, 3)] for t, v in state.burst_history]
     if state.panic_until is not None:
         out["panicUntil"] = _r(state.panic_until, 3)
+    if state.ready_since:
+        out["readySince"] = [[v, p, n, None if t is None else _r(t, 3)]
+                             for (v, p), (n, t) in sorted(state.ready_since.items())]
     return out
 
 
@@ -267,6 +276,22 @@ def _served(x: Any, now: float) -> tuple[float, float, float]:
     return (_time(x[0], now), _num(x[1], 0.0, MAX_SERVED), _num(x[2], 0.0, 1.0))
 
 
+def _ready_since(x: Any, now: float) -> dict[Key, tuple[int, float | None]]:
+    if not isinstance(x, list):
+        raise _Bad(f"{_show(x)} is not a list of [variant, pool, ready, since]")
+    if len(x) > MAX_WINDOW:
+        raise _Bad(f"{len(x)} entries (at most {MAX_WINDOW})")
+    out: dict[Key, tuple[int, float | None]] = {}
+    for item in x:
+        if not isinstance(item, list) or len(item) != 4:
+            raise _Bad(f"entry {_show(item)} is not [variant, pool, ready, since]")
+        v, p, n, t = item
+        if not isinstance(v, str) or not isinstance(p, str) or len(v) + len(p) > MAX_TEXT:
+            raise _Bad(f"entry {_show(item)} does not name a variant and a pool")
+        out[(v, p)] = (_int(n, 0, MAX_READY), _opt_time(t, now))
+    return out
+
+
 def _binding(x: Any) -> tuple[str, str]:
     if (
         not isinstance(x, list)
@@ -357,6 +382,7 @@ def decode(raw: Any, *, now: float, max_replicas: int) -> Decoded:
                            lambda x: None if x is None else _served(x, now)),
         "burstHistory": ("burst_history", lambda x: _window(x, now)),
         "panicUntil": ("panic_until", lambda x: None if x is None else _num(x, 0.0, 1e12)),
+        "readySince": ("ready_since", lambda x: _ready_since(x, now)),
     }
     for key, (attr, parse) in parsers.items():
         if key not in doc:
