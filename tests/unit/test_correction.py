@@ -12,6 +12,7 @@ from tritonscale.core.correction import (
     corrected_spec,
     key,
     scaled_profile,
+    settle,
     update,
     update_factors,
 )
@@ -235,3 +236,67 @@ def test_update_skips_placements_whose_replicas_are_starting() -> None:
                     per_placement_latency_ms={("int8", "t4-spot"): 50.0})
     assert update(
         {}, o, _pred(10.0), SPEC.slo.latency.target_ms) == {}
+
+
+def test_settle_starts_a_clock_at_each_ready_change_and_keeps_unknown_history_settled() -> None:
+    t4, l4 = ("int8", "t4-spot"), ("int8", "l4-spot")
+    s = CorrectionSettings(settle_s=60.0)
+    # No record (a fresh state, a restart): the history is unknown, nothing waits.
+    since, ok = settle({}, (PlacementState(*t4, 2, 2),), 100.0, s)
+    assert since == {t4: (2, None)} and ok == {t4}
+    # The count changes: it settles once it has held for settle_s.
+    since, ok = settle(since, (PlacementState(*t4, 3, 3),), 115.0, s)
+    assert since == {t4: (3, 115.0)} and ok == frozenset()
+    since, ok = settle(since, (PlacementState(*t4, 3, 3),), 160.0, s)
+    assert since == {t4: (3, 115.0)} and ok == frozenset()
+    since, ok = settle(since, (PlacementState(*t4, 3, 3),), 175.0, s)
+    assert ok == {t4}
+    # A new placement (ordered, none Ready) and one that is gone.
+    since, ok = settle(since, (PlacementState(*l4, 2, 0),), 190.0, s)
+    assert since == {l4: (0, 190.0)} and ok == frozenset()
+
+
+def test_decide_learns_nothing_from_a_placement_whose_ready_count_just_changed() -> None:
+    # Two T4 replicas report exactly what the model predicts: the factor stays 1.
+    # A third becomes Ready; for the signals' window (60 s) the placement's latency
+    # still reflects two replicas' load, above what the model predicts for three.
+    # Learning it read the replicas as slower than they are (on the bundled light
+    # trace a T4 factor went 1.02 -> 1.10 in one step, and the planner ordered a
+    # third replica for minutes); now it waits until the count has held 60 s.
+    import json
+
+    from tritonscale.core.autoscale import _predictor, decide
+    from tritonscale.core.perf import capacity
+
+    pred = _predictor(SPEC)
+    k = ("int8", "t4-spot")
+    prof = SPEC.variant("int8").profile_for("T4")
+    assert prof is not None
+    rps = 1.2 * capacity(prof, SPEC.slo.latency)
+
+    def obs(ready: int, latency_of: int) -> Observation:
+        lat, _ = pred(*k, rps, latency_of, 1.0)  # type: ignore[misc]
+        return Observation(rps=rps, latency_ms=lat,
+                           current=(PlacementState(*k, ready, ready),),
+                           per_placement_rps={k: rps}, per_placement_latency_ms={k: lat})
+
+    state: Any = None
+    now = 0.0
+    for _ in range(8):
+        now += 15.0
+        d = decide(SPEC, obs(2, 2), state, now)
+        state = json.loads(json.dumps(dict(d.state)))
+    before = state.get("correction", {}).get(key(*k), 1.0)
+    assert before == pytest.approx(1.0, abs=1e-3)
+    # The third replica is Ready at the next step; the windows still mix the fleets.
+    for _ in range(4):  # 15, 30, 45, 60 s less than a full window after the change
+        now += 15.0
+        d = decide(SPEC, obs(3, 2), state, now)
+        state = json.loads(json.dumps(dict(d.state)))
+        assert state.get("correction", {}).get(key(*k), 1.0) == before
+    # Once the count has held for the window, the placement is learnt from again.
+    now += 15.0
+    d = decide(SPEC, obs(3, 3), state, now)
+    assert d.state["correction"][key(*k)] == pytest.approx(1.0, abs=1e-3)
+    d = decide(SPEC, obs(3, 2), json.loads(json.dumps(dict(d.state))), now + 15.0)
+    assert d.state["correction"][key(*k)] > 1.01  # a real slowdown is still learnt

@@ -39,6 +39,7 @@ FULL = AutoscalerState(
     idle_since=None,
     binding=("sig", "nodePools[t4].maxReplicas"),
     accuracy_served=(NOW - 15, 1234.5, 0.8931),
+    ready_since={("int8", "t4"): (3, NOW - 45.0), ("fp16", "a100"): (1, None)},
 )
 
 
@@ -123,6 +124,22 @@ def test_invalid_accuracy_window_resets_that_field(value: Any, why: str) -> None
     assert out.problems[0].startswith("status.autoscaler.accuracyServed:")
     assert why in out.problems[0]
     assert out.state.accuracy_served is None and out.state.load == 7.0
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ([["int8", "t4", 2, NOW + 3600]], "outside"),  # a time in the future
+    ([["int8", "t4", -1, NOW - 1]], "outside"),     # a negative Ready count
+    ([["int8", "t4", 1.5, NOW - 1]], "not an integer"),
+    ([["int8", "t4", 2]], "is not [variant, pool, ready, since]"),
+    ([[1, "t4", 2, None]], "does not name a variant and a pool"),
+    ({"int8/t4": 2}, "is not a list"),
+])
+def test_invalid_ready_since_resets_that_field(value: Any, why: str) -> None:
+    out = _dec({"version": VERSION, "load": 7.0, "readySince": value})
+    assert len(out.problems) == 1
+    assert out.problems[0].startswith("status.autoscaler.readySince:")
+    assert why in out.problems[0]
+    assert out.state.ready_since == {} and out.state.load == 7.0
 
 
 @pytest.mark.parametrize("raw", [[1, 2], "x", 3, {"v": 9}, {"version": 4}, {"version": True}])

@@ -137,16 +137,20 @@ def settle(
     settings: CorrectionSettings = CorrectionSettings(),
 ) -> tuple[dict[Key, tuple[int, float | None]], frozenset[Key]]:
     """Each current placement's Ready count and since when it holds (a count that
-    differs from ``prev``'s starts now; one ``prev`` has no record of keeps
-    None: its history is unknown, as after a restart), and the placements whose
-    count has held for ``settle_s``: the only ones whose signals are learnt."""
+    differs from ``prev``'s starts now; with no record at all, None: the history
+    is unknown, as after a restart), and the placements whose
+    count has held for ``settle_s``: the only ones whose signals are learnt. With
+    a record of other placements, one without a record is new: its clock starts."""
     since: dict[Key, tuple[int, float | None]] = {}
     settled: set[Key] = set()
     for p in current:
         if p.desired <= 0 and p.ready <= 0:
             continue
         old = prev.get(p.key)
-        t = (old[1] if old[0] == p.ready else now) if old is not None else None
+        if old is None:
+            t = now if prev else None
+        else:
+            t = old[1] if old[0] == p.ready else now
         since[p.key] = (p.ready, t)
         if t is None or now - t >= settings.settle_s:
             settled.add(p.key)
