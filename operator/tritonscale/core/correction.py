@@ -147,10 +147,11 @@ def settle(
         if p.desired <= 0 and p.ready <= 0:
             continue
         old = prev.get(p.key)
-        if old is None:
-            t = now if prev else None
-        else:
-            t = old[1] if old[0] == p.ready else now
+        t: float | None = now  # a new count, or a new placement beside recorded ones
+        if old is None and not prev:
+            t = None
+        elif old is not None and old[0] == p.ready:
+            t = old[1]
         since[p.key] = (p.ready, t)
         if t is None or now - t >= settings.settle_s:
             settled.add(p.key)
