@@ -221,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--abandoned", choices=list(ABANDONED), default="cancelled",
                     help="what Triton does with a request whose client timed out while "
-                         "queued: cancelled (gRPC clients; the default) or computed "
-                         "(HTTP clients: it still uses the GPU)")
+                         "queued: cancelled (gRPC clients, the default: dropped unless "
+                         "already in the batch Triton prepares), rejected (a model "
+                         "queue policy: dropped) or computed (HTTP clients: it still "
+                         "uses the GPU); see tests/real/test_abandoned_real.py")
     ap.add_argument("--draws", type=int, default=DRAWS,
                     help="preemption worlds drawn with an event per spot candidate of the "
                          "baselines' sweep, and for tritonscale's expected line (default "

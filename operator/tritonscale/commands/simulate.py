@@ -91,10 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=list(ABANDONED),
         default="cancelled",
         help="what Triton does with a request whose client timed out while it was "
-        "queued: cancelled (the default; gRPC clients, Triton >= 23.10 drops the "
-        "cancelled request from its queue) or computed (HTTP clients: the request "
-        "stays queued and uses the GPU in its batch, only its response is "
-        "discarded); either way it counts as timed out. A cascade's router drops a "
+        "queued (measured on Triton 2.51, tests/real/test_abandoned_real.py): cancelled "
+        "(the default; gRPC clients: it leaves the queue unserved unless the batcher had "
+        "already taken it into the batch it prepares, which is computed whole: under "
+        "sustained overload most of the GPU then goes to gone clients), rejected (a "
+        "model queue policy, timeout_action REJECT, below the clients' timeout: it "
+        "leaves the queue unserved) or computed (HTTP clients: the request stays queued "
+        "and uses the GPU in its batch, only its response is discarded); either way it "
+        "counts as timed out. A cascade's router drops a "
         "gone client's request itself, so the flag does not change a cascade",
     )
     parser.add_argument(

@@ -20,17 +20,23 @@ Pure code (numpy only). What it models, and how:
   not yet in a running batch that long after it arrived is abandoned by its
   client and counts as *timed out* (never as served, whatever happens to it
   next). What Triton does with it (``SimConfig.abandoned``, the batcher's
-  ``abandoned``): ``"cancelled"`` (default) it leaves the queue without using the
-  GPU -- Triton with gRPC clients (>= 23.10 cancels the request of a cancelled
-  call) or a model queue-policy timeout; ``"computed"`` it stays queued and is
-  computed in its batch like any other, delaying those behind it, and only its
-  response is discarded -- Triton with HTTP clients, which cancel nothing. Either
-  way the client (Knative's in-flight concurrency) stops waiting at arrival +
-  timeout; with ``"computed"`` Triton's pending count, busy time and queue time
-  still include it until its batch has run. On the bursty fleet (seed 1,
-  docs/comparison.md "Fleet scale") ``"computed"`` takes tritonscale from 16/20
-  minutes met, 26.7 % missed, $2.93/h to 10/20, 50.1 %, $3.36/h, and the fair
-  HPA from 16/20, 23.5 %, $3.19/h to 14/20, 29.5 %, $16.39/h.
+  ``abandoned``, measured on Triton 2.51 by tests/real/test_abandoned_real.py):
+  ``"cancelled"`` (default; gRPC clients, whose timeout cancels the request) it
+  leaves the queue without using the GPU, unless the batcher had already taken
+  it into the batch it prepares while the instance computes: that batch is
+  computed whole, and under sustained overload it holds mostly requests whose
+  clients have gone; ``"rejected"`` (a model queue-policy timeout: Triton then
+  prepares no batch ahead) it leaves the queue unserved; ``"computed"`` it stays
+  queued and is computed in its batch like any other, delaying those behind it,
+  and only its response is discarded -- Triton with HTTP clients, which cancel
+  nothing. Either way the client (Knative's in-flight concurrency) stops waiting
+  at arrival + timeout; Triton's pending count, busy time and queue time still
+  include a request computed for a gone client until its batch has run. On the
+  bursty fleet (seed 1, docs/comparison.md "Fleet scale", before ``"cancelled"``
+  computed the prepared batch, i.e. as ``"rejected"`` does now) ``"computed"``
+  took tritonscale from 16/20 minutes met, 26.7 % missed, $2.93/h to 10/20,
+  50.1 %, $3.36/h, and the fair HPA from 16/20, 23.5 %, $3.19/h to 14/20,
+  29.5 %, $16.39/h.
 * **Scaling**: a policy is called every ``interval_s`` of simulated time with
   signals sampled like Prometheus scrapes (rate over a window, percentile over
   a window of completed requests, busy fraction, in-flight concurrency). New
@@ -130,9 +136,12 @@ class SimConfig:
     load_balancing: str = "random"
     # A request still queued this long after arrival is abandoned (None: never).
     client_timeout_s: float | None = 30.0
-    # What Triton does with a request whose client gave up while it was queued:
-    # "cancelled" (gRPC clients: it leaves the queue unserved) or "computed" (HTTP
-    # clients: it is computed anyway, only the response is discarded).
+    # What Triton does with a request whose client gave up while it was queued
+    # (core/batcher.py, measured by tests/real/test_abandoned_real.py): "cancelled"
+    # (gRPC clients: it leaves the queue unserved unless the batcher had already
+    # taken it into the batch it prepares), "rejected" (a model queue policy: it
+    # leaves the queue unserved) or "computed" (HTTP clients: it is computed anyway,
+    # only the response is discarded).
     abandoned: Abandoned = "cancelled"
 
     def __post_init__(self) -> None:
@@ -497,8 +506,8 @@ class Simulator:
         d = self.done[lo:hi]
         routed = self.where[lo:hi] >= 0
         busy = np.isnan(d) | ((d > self.now) & np.isfinite(d))
-        if self._computed:
-            busy |= self.gpu_done[lo:hi] > self.now
+        # Computed for a client that had gone: pending until its batch has run.
+        busy |= self.gpu_done[lo:hi] > self.now
         return float(np.count_nonzero(routed & busy))
 
     def queue_ms(self, window_s: float | None = None) -> float | None:
@@ -624,9 +633,8 @@ class Simulator:
             if len(late):
                 self.done[late] = np.inf
                 self._lost.append((late, now + grace))
-            if self._computed:
-                g = self.gpu_done[idx]
-                self.gpu_done[idx[g > now + grace]] = now + grace
+            g = self.gpu_done[idx]
+            self.gpu_done[idx[g > now + grace]] = now + grace
         if r.bill_until > r.bill_from:
             self.draining.append(r)
 
@@ -643,39 +651,28 @@ class Simulator:
         qsum = 0.0
         started = 0
         i = res.left
-        if i and self._computed:
-            # Every one of them took its place in a batch; those whose client had
-            # gone are timed out all the same (their response is discarded).
+        if i:
+            # The batches hold every request that left the queue but the dropped
+            # ones; those whose client had gone before their batch started were
+            # computed all the same (their response is discarded): timed out.
             idx = r.pend_i[:i]
-            sizes = np.asarray(res.sizes)
-            dn = np.repeat(np.asarray(res.dones), sizes)
-            self.done[idx] = dn
-            if res.abandoned:
-                ab = idx[np.asarray(res.abandoned, dtype=np.int64)]
-                self.gpu_done[ab] = self.done[ab]
-                self.done[ab] = np.inf
-                self.timed_out[ab] = True
-            qsum = float(np.sum(np.repeat(np.asarray(res.starts), sizes) - r.pend_t[:i]))
-            started = i
-            r.run_head = float(r.pend_t[i - res.sizes[-1]])
-            r.pend_t = r.pend_t[i:]
-            r.pend_i = r.pend_i[i:]
-        elif i:
-            idx = r.pend_i[:i]
-            if res.abandoned:
-                gone = np.zeros(i, dtype=bool)
-                gone[np.asarray(res.abandoned, dtype=np.int64)] = True
-                self.done[idx[gone]] = np.inf
-                self.timed_out[idx[gone]] = True
-                idx = idx[~gone]
-                arr_served = r.pend_t[:i][~gone]
-            else:
-                arr_served = r.pend_t[:i]
+            arr = r.pend_t[:i]
+            if res.dropped:
+                kept = np.ones(i, dtype=bool)
+                kept[np.asarray(res.dropped, dtype=np.int64)] = False
+                idx, arr = idx[kept], arr[kept]
             if len(idx):
                 sizes = np.asarray(res.sizes)
                 self.done[idx] = np.repeat(np.asarray(res.dones), sizes)
-                qsum = float(np.sum(np.repeat(np.asarray(res.starts), sizes) - arr_served))
+                qsum = float(np.sum(np.repeat(np.asarray(res.starts), sizes) - arr))
                 started = len(idx)
+                r.run_head = float(arr[len(arr) - res.sizes[-1]])
+            if res.abandoned:
+                ab = r.pend_i[:i][np.asarray(res.abandoned, dtype=np.int64)]
+                computed = ab[np.isfinite(self.done[ab])]  # not dropped
+                self.gpu_done[computed] = self.done[computed]
+                self.done[ab] = np.inf
+                self.timed_out[ab] = True
             r.pend_t = r.pend_t[i:]
             r.pend_i = r.pend_i[i:]
         r.busy_s += res.busy_s

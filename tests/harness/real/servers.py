@@ -392,3 +392,40 @@ def wait_until_scraped(prom: PrometheusServer, targets: int, timeout: float = 30
         f"prometheus scraped {seen}/{targets} targets after {timeout}s; log {prom.log_path}:\n"
         + tail(prom.log_path)
     )
+
+
+def write_ledger_model(
+    repo: Path,
+    name: str,
+    ledger: Path,
+    *,
+    base_ms: float = 0.0,
+    max_batch: int = 2,
+    queue_delay_us: int = 1000,
+    queue_timeout_us: int | None = None,
+) -> None:
+    """Copy the ``ledger`` test model into ``repo/name``: it records in ``ledger`` the
+    ids of the requests it computes. ``queue_timeout_us``: a dynamic-batching queue
+    policy that rejects a request still queued that long after it arrived
+    (``default_queue_policy { timeout_action: REJECT ... allow_timeout_override }``)."""
+    src = MODELS_DIR / "ledger"
+    dst = repo / name
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = (src / "config.pbtxt").read_text()
+    cfg = re.sub(r'name: "ledger"', f'name: "{name}"', cfg)
+    cfg = re.sub(r"max_batch_size: \d+", f"max_batch_size: {max_batch}", cfg)
+    policy = ""
+    if queue_timeout_us is not None:
+        policy = (
+            "\n  default_queue_policy {\n    timeout_action: REJECT\n"
+            f"    default_timeout_microseconds: {queue_timeout_us}\n"
+            "    allow_timeout_override: true\n  }"
+        )
+    cfg = re.sub(
+        r"max_queue_delay_microseconds: \d+",
+        f"max_queue_delay_microseconds: {queue_delay_us}{policy}",
+        cfg,
+    )
+    for key, value in (("base_ms", base_ms), ("ledger_path", ledger)):
+        cfg = re.sub(rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"', rf'\g<1>"{value}"', cfg)
+    (dst / "config.pbtxt").write_text(cfg)
