@@ -39,8 +39,8 @@ In order:
    factor that scales that profile, so the planner adds the capacity the model
    did not predict and gives back what it over-predicted. Nothing is learnt while
    requests queue beyond the SLO (a backlog draining is not slow replicas), nor
-   from a placement whose Ready count changed within the signals' window
-   (:func:`.correction.settle`: its rate and latency mix two fleets).
+   from a placement that has not served for the whole signals' window
+   (:func:`.correction.settle`: its rate is counted over all of it).
    Persisted in the state; ``simulate`` runs it from the simulator's
    per-placement signals exactly as the operator does.
 4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
@@ -531,8 +531,8 @@ def _known(
 
     # 3. The online correction (core/correction.py): per (variant, pool) factors,
     # bounded, persisted, applied to the profiles the planner sees; not learnt
-    # while a backlog drains, nor from a placement whose Ready count changed within
-    # the signals' window.
+    # while a backlog drains, nor from a placement that has not served for the
+    # whole signals' window.
     ready_since, settled = correction.settle(prev.ready_since, obs.current, now)
     factors = {k: round(v, 4) for k, v in correction.update(
         prev.correction, obs, _predictor(spec), spec.slo.latency.target_ms,

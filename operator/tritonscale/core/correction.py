@@ -24,11 +24,11 @@ Each step, for every placement with enough traffic and every replica Ready:
 * updated in log space with an EWMA (``alpha``), so one noisy window cannot
   swing it and over- and under-prediction are treated symmetrically;
 * clamped to ``[min_factor, max_factor]``;
-* **not learnt from a placement whose Ready count changed within the signals'
-  window** (``settle_s``, :func:`settle`): its rate and latency percentile then
-  mix two fleets (a replica Ready for 15 s of a 30-s rate window reads as half
-  its rate; a window with two replicas' latency read against three), and learning
-  them raised a T4 factor from 1.02 to 1.10 in one step after every scale-up;
+* **not learnt from a placement that has not served for the whole signals'
+  window** (``settle_s``, :func:`settle`): its rate is counted over the whole
+  window (a pair Ready for 15 s of a 30-s window reads as half its rate), and
+  learning it raised a T4 factor from 1.02 to 1.10 in one step when the pair
+  came back after a preemption, so the planner ordered a third replica;
 * **not learnt while requests queue beyond what the SLO allows**
   (:func:`tritonscale.core.burst.backlog_requests` > 0, from Triton's pending
   count and queue time): that latency is a backlog draining, not slow
@@ -61,8 +61,8 @@ Predictor = Callable[[str, str, float, int, float], tuple[float, float] | None]
 
 BISECT_STEPS = 24
 Key = tuple[str, str]
-# Per placement: its Ready count and since when it holds (None: since before the
-# record began, e.g. a fresh state; such a count is settled).
+# Per placement: its Ready count and since when it has served (None: since before
+# the record began, e.g. a fresh state; such a placement is settled).
 ReadySince = Mapping[Key, tuple[int, float | None]]
 
 
@@ -75,8 +75,8 @@ class CorrectionSettings:
     min_rps: float = 1.0
     # Ignore samples where the uncorrected model predicts utilisation above this.
     max_predicted_util: float = 0.9
-    # Seconds a placement's Ready count must have held before its signals are
-    # learnt from: the signals' window (the Prometheus source's rate() range,
+    # Seconds a placement must have served (had Ready replicas) before its signals
+    # are learnt from: the signals' window (the Prometheus source's rate() range,
     # adapters/prometheus.py, and the simulator's latency window: 60 s).
     settle_s: float = 60.0
 
@@ -136,21 +136,27 @@ def settle(
     now: float,
     settings: CorrectionSettings = CorrectionSettings(),
 ) -> tuple[dict[Key, tuple[int, float | None]], frozenset[Key]]:
-    """Each current placement's Ready count and since when it holds (a count that
-    differs from ``prev``'s starts now; with no record at all, None: the history
-    is unknown, as after a restart), and the placements whose
-    count has held for ``settle_s``: the only ones whose signals are learnt. With
-    a record of other placements, one without a record is new: its clock starts."""
+    """Each current placement's Ready count and since when it has served (its
+    clock starts when its Ready count leaves 0, or when it first appears beside
+    placements already recorded; with no record at all, None: the history is
+    unknown, as after a restart), and the placements that have served for
+    ``settle_s``: the only ones whose signals are learnt.
+
+    A placement that served for part of the signals' window has its rate counted
+    over all of it (a pair Ready for 15 s of a 30-s window reads as half its rate).
+    A count that changes while serving shifts each replica's share by ~1/n; at fleet
+    scale counts change nearly every step, and waiting a window after each change
+    left the correction nearly blind (bursty fleet at 1/h: 16 -> 13 minutes of 20)."""
     since: dict[Key, tuple[int, float | None]] = {}
     settled: set[Key] = set()
     for p in current:
         if p.desired <= 0 and p.ready <= 0:
             continue
         old = prev.get(p.key)
-        t: float | None = now  # a new count, or a new placement beside recorded ones
+        t: float | None = now  # starts serving, or new beside recorded placements
         if old is None and not prev:
             t = None
-        elif old is not None and old[0] == p.ready:
+        elif old is not None and (old[0] > 0 or p.ready == 0):
             t = old[1]
         since[p.key] = (p.ready, t)
         if t is None or now - t >= settings.settle_s:
@@ -203,7 +209,7 @@ def update_factors(
         if p.ready < p.desired:
             continue  # replicas starting: the split and the window say little
         if settled is not None and p.key not in settled:
-            continue  # Ready count changed within the signals' window
+            continue  # it has not served for the whole signals' window
         if not (math.isfinite(lat) and math.isfinite(rps)) or lat <= 0:
             continue
         n = p.ready

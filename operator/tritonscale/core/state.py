@@ -30,7 +30,7 @@ JSON layout, version 3 (``version`` is required)::
      "binding": [signature, text],                      # cached binding constraint
      "threshold": t, "escalationScale": s,              # cascades only
      "accuracyServed": [t, requests, accuracy],         # cascades only (rolling window)
-     "readySince": [[variant, pool, ready, t | null], ...]}  # Ready count held since
+     "readySince": [[variant, pool, ready, t | null], ...]}  # Ready replicas since
 
 Migrated on first read: version 2 (the same layout plus ``"loadCorrection": c``,
 a fleet-wide load multiplier in [1, 2] kept beside the per-placement factors) and
@@ -111,7 +111,8 @@ class AutoscalerState:
     burst_history: Window = ()
     panic_until: float | None = None
     # The online correction's settling (:func:`.correction.settle`): per placement,
-    # its Ready count and since when it holds (None: since before the record).
+    # its Ready count and since when it has had Ready replicas (None: since before
+    # the record).
     ready_since: Mapping[Key, tuple[int, float | None]] = field(default_factory=dict)
 
 
