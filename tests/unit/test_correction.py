@@ -293,7 +293,7 @@ def test_decide_learns_nothing_from_a_placement_that_served_part_of_the_window()
 
     state: Any = None
     now = 0.0
-    for i in range(8):  # T4 starting: nothing learnt of it (replicas not Ready)
+    for _ in range(8):  # T4 starting: nothing learnt of it (replicas not Ready)
         now += 15.0
         d = decide(SPEC, obs(0, 0.0), state, now)
         state = json.loads(json.dumps(dict(d.state)))
