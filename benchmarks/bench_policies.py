@@ -30,8 +30,10 @@ probability + ``--draws`` worlds drawn with one, seeded by ``--seed``), as a use
 knows the rate but not where this run's events fall would tune it; the table shows
 the winner replayed on the run's own draw, and the line "in expectation" each winner's
 expected minutes and cost beside tritonscale's own over the same process (every spot
-pool preempted independently; at the scales ``--expected-scales`` names, light by
-default: 1 + draws tritonscale replays). The goals are judged on the run's own draw.
+pool preempted independently; at the scales ``--expected-scales`` names, both by
+default: 1 + draws tritonscale replays). The goals are judged on the run's own draw;
+the expected line shows whether that draw was a lucky one (at fleet scale it was:
+the bursty fleet at 1/h meets 16/20 on it, 15.15/20 in expectation).
 Baseline settings are their upstream defaults (HPA 70 %
 utilisation, KPA 70 % target utilisation); nothing is tuned against tritonscale.
 
@@ -229,10 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="preemption worlds drawn with an event per spot candidate of the "
                          "baselines' sweep, and for tritonscale's expected line (default "
                          f"{DRAWS}, what `tritonscale simulate` uses)")
-    ap.add_argument("--expected-scales", nargs="*", default=["light"],
+    ap.add_argument("--expected-scales", nargs="*", default=["light", "fleet"],
                     choices=["light", "fleet"],
                     help="scales at which tritonscale is also replayed over the baselines' "
-                         "preemption worlds (1 + DRAWS replays; default light: cheap there)")
+                         "preemption worlds (1 + DRAWS replays; default both: at fleet "
+                         "scale ~2 min more per scenario with preemptions)")
     ap.add_argument("--quick", action="store_true",
                     help="light scale and 900 s only (a smoke run)")
     args = ap.parse_args(argv)
