@@ -24,9 +24,9 @@ Each step, for every placement with enough traffic and every replica Ready:
 * updated in log space with an EWMA (``alpha``), so one noisy window cannot
   swing it and over- and under-prediction are treated symmetrically;
 * clamped to ``[min_factor, max_factor]``;
-* **not learnt from a placement that has not served for the whole signals'
-  window** (``settle_s``, :func:`settle`): its rate is counted over the whole
-  window (a pair Ready for 15 s of a 30-s window reads as half its rate), and
+* **not learnt from a placement's own signals before it has served for the whole
+  signals' window** (``settle_s``, :func:`settle`): its rate is counted over the
+  whole window (a pair Ready for 15 s of a 30-s window reads as half its rate), and
   learning it raised a T4 factor from 1.02 to 1.10 in one step when the pair
   came back after a preemption, so the planner ordered a third replica;
 * **not learnt while requests queue beyond what the SLO allows**
@@ -174,13 +174,14 @@ def update(
 ) -> dict[str, float]:
     """One step of the correction (see the module docstring): per placement when the
     signals have per-placement latency, else from the whole model's; nothing is
-    learnt while requests queue beyond the SLO, nor from a placement not in
-    ``settled`` (:func:`settle`; None: every placement is)."""
+    learnt while requests queue beyond the SLO, nor from a placement's own signals
+    when it is not in ``settled`` (:func:`settle`; None: every placement is)."""
     if queue_dominated(obs, target_ms):
         return {k: float(v) for k, v in factors.items()}
     if obs.per_placement_latency_ms:
         return update_factors(factors, obs, predict, settings, settled)
-    return update_from_model(factors, obs, predict, settings, settled)
+    # The whole model's rate counts every request, whichever placement served it.
+    return update_from_model(factors, obs, predict, settings)
 
 
 def _usable(pred: tuple[float, float] | None, s: CorrectionSettings) -> bool:
@@ -234,21 +235,17 @@ def update_from_model(
     obs: Observation,
     predict: Predictor,
     settings: CorrectionSettings = CorrectionSettings(),
-    settled: Collection[Key] | None = None,
 ) -> dict[str, float]:
     """No per-placement latency: one common multiplier ``g`` of the current factors
     such that the worst placement's prediction (even split over Ready replicas)
     matches the whole model's percentile; every running placement learns ``f x g``.
-    Only when every replica is Ready (and every running placement in ``settled``,
-    when given)."""
+    Only when every replica is Ready."""
     out = {k: float(v) for k, v in factors.items()}
     lat, rps = finite_or_none(obs.latency_ms), finite_or_none(obs.rps)
     if lat is None or rps is None or lat <= 0 or rps < settings.min_rps:
         return out
     running = [p for p in obs.current if p.desired > 0]
     if not running or any(p.ready < p.desired for p in running):
-        return out
-    if settled is not None and any(p.key not in settled for p in running):
         return out
     total = sum(p.ready for p in running)
     base = {p.key: out.get(key(p.variant, p.pool), 1.0) for p in running}
