@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from tritonscale.core import render
@@ -205,3 +206,17 @@ def test_service(resnet50: dict[str, Any]) -> None:
 def test_names_fit_dns_limits(resnet50: dict[str, Any]) -> None:
     name = render.deployment_name("a" * 20, "b" * 20, "c" * 20)
     assert len(name) <= 63
+
+
+def test_triton_exports_the_slo_percentile(resnet50: dict[str, Any]) -> None:
+    """Triton exports 0.5/0.9/0.95/0.99 unless told (0.5 within +-0.05 of rank): the
+    SLO's percentile is added, every quantile within a tenth of its tail."""
+    doc = copy.deepcopy(resnet50)
+    doc["spec"]["slo"]["latency"]["percentile"] = 99.9
+    args = _container(
+        render.get_deployment(OWNER, _spec(doc), Placement("fp16", "a100-ondemand", 1))
+    )["args"]
+    assert ("--metrics-config=summary_quantiles=0.5:0.001,0.9:0.001,0.95:0.001,0.99:0.001,"
+            "0.999:0.0001") in args
+    assert render.summary_quantiles(97) == "0.5:0.001,0.9:0.001,0.95:0.001,0.97:0.001,0.99:0.001"
+    assert render.summary_quantiles(95) == "0.5:0.001,0.9:0.001,0.95:0.001,0.99:0.001"

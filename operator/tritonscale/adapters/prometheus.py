@@ -61,7 +61,6 @@ import threading
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 import requests
 
@@ -79,6 +78,7 @@ from tritonscale.adapters.signals import (
     Signals,
     finite,
 )
+from tritonscale.core.render import quantile_label as quantile_label
 from tritonscale.core.spec import PROMETHEUS_URL_PATTERN, PrometheusSource
 
 _BASE_URL = re.compile(PROMETHEUS_URL_PATTERN)
@@ -138,12 +138,6 @@ class LabelMapping:
         """The escaped label matchers (without braces) selecting one ScaledModel."""
         pairs = [(self.namespace, namespace), (self.model, model), *self.extra]
         return ",".join(f"{k}={promql_string(v)}" for k, v in pairs)
-
-
-def quantile_label(percentile: float) -> str:
-    """The ``quantile`` label value Triton exports for ``percentile`` (95 -> "0.95")."""
-    q = (Decimal(str(percentile)) / 100).normalize()
-    return format(q, "f")
 
 
 NOT_ALLOWED = (

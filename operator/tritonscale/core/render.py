@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from tritonscale.core import cascade_render as cr
@@ -125,6 +126,40 @@ def spec_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Quantiles Triton exports by default (``summary_quantiles``'s default), kept for
+# dashboards; the SLO's own percentile is added to them.
+DEFAULT_QUANTILES = (50.0, 90.0, 95.0, 99.0)
+
+
+def quantile_label(percentile: float) -> str:
+    """The ``quantile`` label value Triton exports for ``percentile`` (95 -> "0.95")."""
+    q = (Decimal(str(percentile)) / 100).normalize()
+    return format(q, "f")
+
+
+def summary_quantiles(percentile: float) -> str:
+    """``summary_quantiles`` for Triton's latency summary: the defaults and the SLO's
+    ``percentile``, each with a rank error of a tenth of its tail (at most 0.001).
+
+    Triton exports only 0.5, 0.9, 0.95 and 0.99 unless told, so an SLO at p97 or
+    p99.9 had no percentile to read and the operator fell back to the mean latency;
+    and its default error for 0.5 is 0.05: a "median" anywhere between p45 and p55.
+    """
+    out = []
+    for p in sorted({*DEFAULT_QUANTILES, float(percentile)}):
+        tail = (Decimal(100) - Decimal(str(p))) / 100
+        err = min(Decimal("0.001"), tail / 10).normalize()
+        out.append(f"{quantile_label(p)}:{format(err, 'f')}")
+    return ",".join(out)
+
+
+def metrics_args(percentile: float) -> list[str]:
+    """tritonserver's flags for the latency summary the operator reads at the SLO's
+    ``percentile`` (the test harness starts its real servers with them too)."""
+    return ["--metrics-config=summary_latencies=true",
+            f"--metrics-config=summary_quantiles={summary_quantiles(percentile)}"]
+
+
 def triton_args(spec: ScaledModelSpec, variant: Variant, options: RenderOptions) -> list[str]:
     """``tritonserver``, the ScaledModel's ``model.args``, then the operator's own flags.
 
@@ -142,7 +177,7 @@ def triton_args(spec: ScaledModelSpec, variant: Variant, options: RenderOptions)
     if variant.config_name:
         args.append(f"--model-config-name={variant.config_name}")
     args += [
-        "--metrics-config=summary_latencies=true",
+        *metrics_args(spec.slo.latency.percentile),
         f"--http-port={HTTP_PORT}",
         f"--grpc-port={GRPC_PORT}",
         f"--metrics-port={METRICS_PORT}",

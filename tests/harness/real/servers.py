@@ -34,6 +34,8 @@ from pathlib import Path
 import yaml
 from tests.harness.net import free_port
 
+from tritonscale.core.render import metrics_args
+
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 PROMETHEUS_BIN = os.environ.get("TRITONSCALE_PROMETHEUS_BIN", "/usr/bin/prometheus")
 INSTALL_HINT = "run hack/install-triton-prometheus.sh"
@@ -178,6 +180,8 @@ class TritonServer:
     proc: subprocess.Popen[bytes] | None = None
     # More --model-repository directories (a cascade's router, mounted from a ConfigMap).
     extra_repositories: Sequence[Path] = ()
+    # More flags, after the harness's own (the last value of a flag wins).
+    extra_args: Sequence[str] = ()
 
     @property
     def repo(self) -> Path:
@@ -223,10 +227,12 @@ class TritonServer:
             "--grpc-address=127.0.0.1",
             "--metrics-address=127.0.0.1",
             "--allow-gpu-metrics=false",
-            "--metrics-config=summary_latencies=true",
+            # The operator's own summary flags (core/render.py), for a p99 SLO.
+            *metrics_args(99.0),
             "--metrics-interval-ms=500",
             "--exit-timeout-secs=3",
             "--log-verbose=0",
+            *self.extra_args,
         ]
         env = stub_environment(self.install, os.environ)
         log = self.log_path.open("ab")

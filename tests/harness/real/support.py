@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +46,13 @@ class TritonFactory:
         self.install = find_triton()  # raises (fails the test) if the wheel is missing
         self.servers: list[TritonServer] = []
 
-    def start(self, label: str, models: Mapping[str, Timing]) -> TritonServer:
+    def start(
+        self, label: str, models: Mapping[str, Timing], args: Sequence[str] = ()
+    ) -> TritonServer:
         workdir = self.log_dir / f"triton-{label}-{len(self.servers)}"
         workdir.mkdir(parents=True)
-        server = TritonServer(workdir=workdir, models=list(models), install=self.install)
+        server = TritonServer(workdir=workdir, models=list(models), install=self.install,
+                              extra_args=tuple(args))
         server.repo.mkdir(parents=True)
         for name, t in models.items():
             write_model(
