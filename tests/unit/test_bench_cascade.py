@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
+from tests.harness.benchmarks import load_benchmark
 
 from tritonscale.sim.engine import SimConfig
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_cascade", ROOT / "benchmarks" /
-                                                  "bench_cascade.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_cascade"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bc = _load()
+bc = load_benchmark("bench_cascade")
 
 
 def _trace(burst_at: float, minutes: int = 10) -> np.ndarray:

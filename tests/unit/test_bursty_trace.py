@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from tests.harness.benchmarks import load_benchmark
 
 from tritonscale.sim.trace import load_trace
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bursty_trace", ROOT / "benchmarks" /
-                                                  "bursty_trace.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bursty_trace"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bt = _load()
+bt = load_benchmark("bursty_trace")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

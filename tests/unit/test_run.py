@@ -363,17 +363,13 @@ def test_bench_scale_fake_kube_is_complete() -> None:
     """benchmarks/bench_scale.py's in-memory API has every method of the port the
     reconciler calls (a missing one would break the benchmark only on the path
     that needs it, e.g. list_backend_services with weighted routing)."""
-    import importlib.util
     import inspect
-    from pathlib import Path
+
+    from tests.harness.benchmarks import load_benchmark
 
     from tritonscale.handlers.ports import KubeAPI
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
-    spec = importlib.util.spec_from_file_location("bench_scale", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("bench_scale")
     port = {n for n, _ in inspect.getmembers(KubeAPI, inspect.isfunction)
             if not n.startswith("_")}
     assert port and port - set(dir(mod._MemKube)) == set()

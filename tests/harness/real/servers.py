@@ -151,18 +151,35 @@ def write_model(
     queue_delay_us: int = 2000,
 ) -> None:
     """Copy the ``sleepy`` test model into ``repo/name`` with the given timing."""
-    src = MODELS_DIR / "sleepy"
+    _copy_model("sleepy", repo, name, max_batch=max_batch, queue_delay_us=queue_delay_us,
+                params={"base_ms": base_ms, "per_item_ms": per_item_ms})
+
+
+def _copy_model(
+    template: str,
+    repo: Path,
+    name: str,
+    *,
+    max_batch: int,
+    queue_delay_us: int,
+    params: Mapping[str, object],
+    batching_extra: str = "",
+) -> None:
+    """Copy the test model ``template`` into ``repo/name``: its config renamed, with
+    ``max_batch``, the batcher's queue delay (``batching_extra`` appended to the
+    ``dynamic_batching`` block) and the string ``params`` set."""
+    src = MODELS_DIR / template
     dst = repo / name
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
     cfg = (src / "config.pbtxt").read_text()
-    cfg = re.sub(r'name: "sleepy"', f'name: "{name}"', cfg)
+    cfg = re.sub(rf'name: "{template}"', f'name: "{name}"', cfg)
     cfg = re.sub(r"max_batch_size: \d+", f"max_batch_size: {max_batch}", cfg)
     cfg = re.sub(
         r"max_queue_delay_microseconds: \d+",
-        f"max_queue_delay_microseconds: {queue_delay_us}",
+        f"max_queue_delay_microseconds: {queue_delay_us}{batching_extra}",
         cfg,
     )
-    for key, value in (("base_ms", base_ms), ("per_item_ms", per_item_ms)):
+    for key, value in params.items():
         cfg = re.sub(rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"', rf'\g<1>"{value}"', cfg)
     (dst / "config.pbtxt").write_text(cfg)
 
@@ -414,12 +431,6 @@ def write_ledger_model(
     ids of the requests it computes. ``queue_timeout_us``: a dynamic-batching queue
     policy that rejects a request still queued that long after it arrived
     (``default_queue_policy { timeout_action: REJECT ... allow_timeout_override }``)."""
-    src = MODELS_DIR / "ledger"
-    dst = repo / name
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    cfg = (src / "config.pbtxt").read_text()
-    cfg = re.sub(r'name: "ledger"', f'name: "{name}"', cfg)
-    cfg = re.sub(r"max_batch_size: \d+", f"max_batch_size: {max_batch}", cfg)
     policy = ""
     if queue_timeout_us is not None:
         policy = (
@@ -427,11 +438,5 @@ def write_ledger_model(
             f"    default_timeout_microseconds: {queue_timeout_us}\n"
             "    allow_timeout_override: true\n  }"
         )
-    cfg = re.sub(
-        r"max_queue_delay_microseconds: \d+",
-        f"max_queue_delay_microseconds: {queue_delay_us}{policy}",
-        cfg,
-    )
-    for key, value in (("base_ms", base_ms), ("ledger_path", ledger)):
-        cfg = re.sub(rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"', rf'\g<1>"{value}"', cfg)
-    (dst / "config.pbtxt").write_text(cfg)
+    _copy_model("ledger", repo, name, max_batch=max_batch, queue_delay_us=queue_delay_us,
+                params={"base_ms": base_ms, "ledger_path": ledger}, batching_extra=policy)
