@@ -136,11 +136,16 @@ def _escalation_for(points: list[tuple[float, float]], acc: float) -> float | No
     return None
 
 
+def _hot_windows(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Requests per 10-s window, and which windows are above BURST_FACTOR x the mean."""
+    r10 = np.bincount((arr // 10).astype(np.int64))
+    return r10, r10 > BURST_FACTOR * len(arr) / len(r10)
+
+
 def bursts(spec: ScaledModelSpec, arr: np.ndarray) -> str:
     """The trace's bursts (runs of 10-s windows above BURST_FACTOR x the mean): how
     many, how long against the pools' quickest startup, and the requests they carry."""
-    r10 = np.bincount((arr // 10).astype(np.int64))  # requests per 10-s window
-    hot = r10 > BURST_FACTOR * len(arr) / len(r10)
+    r10, hot = _hot_windows(arr)
     if not hot.any():
         return f"bursts: no 10-s window above {BURST_FACTOR:g}x the mean"
     edges = np.flatnonzero(np.diff(np.r_[0, hot.astype(np.int8), 0]))
@@ -161,8 +166,7 @@ def unforeseen(arr: np.ndarray, cfg: SimConfig) -> str:
     after the warm-up is met only by a fleet already standing for a peak it has never
     seen: without that, at most all the other judged minutes are met.
     """
-    r10 = np.bincount((arr // 10).astype(np.int64))
-    hot = np.flatnonzero(r10 > BURST_FACTOR * len(arr) / len(r10))
+    hot = np.flatnonzero(_hot_windows(arr)[1])
     if not len(hot):
         return "first burst: none"
     first = float(hot[0]) * 10.0
