@@ -20,11 +20,14 @@ repeated scrapes over several refreshes of the gauges:
   ``MetricsSnapshot``) is the same finite value, within [client's - 50 ms,
   client's x 1.005] of numpy's percentile of the client's latencies;
 * the same through a real Prometheus with the operator's PromQL
-  (``PrometheusSignals.latency``).
+  (``PrometheusSignals.latency``);
+* an idle router's NaN never lets that PromQL fall back to Triton's summary of the
+  router, which ends at the hand-off (~0 ms).
 """
 
 from __future__ import annotations
 
+import http.server
 import math
 import shutil
 import threading
@@ -43,6 +46,7 @@ from tests.harness.real.servers import (
     ScrapeTarget,
     TritonServer,
     find_triton,
+    prometheus_query,
     wait_until_scraped,
 )
 
@@ -216,3 +220,68 @@ def test_prometheus_reads_the_same_percentile(served: Served, real_log_dir: Path
             assert want - OVERHEAD_MS <= values[0] <= want * (1 + BIN_REL), (p, values, want)
     finally:
         prom.stop()
+
+
+IDLE_ROUTER = """\
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="r-cascade",version="1"} 40
+# TYPE nv_inference_request_duration_us counter
+nv_inference_request_duration_us{model="r-cascade",version="1"} 2000
+# TYPE nv_inference_request_summary_us summary
+nv_inference_request_summary_us{model="r-cascade",version="1",quantile="0.95"} 50
+# TYPE tritonscale_cascade_request_duration_us counter
+tritonscale_cascade_request_duration_us{model="r-cascade"} 4000000
+# TYPE tritonscale_cascade_request_summary_us gauge
+tritonscale_cascade_request_summary_us{model="r-cascade",quantile="0.95"} NaN
+"""
+
+
+class _Exposition(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_idle_routers_nan_never_falls_back_to_the_hand_off_latency(
+    real_log_dir: Path,
+) -> None:
+    """A router with no answers in its window exports NaN quantiles while Triton's
+    summary of the router (which ends at the hand-off: 50 us here) may still hold
+    values: the operator's PromQL, on a real Prometheus scraping that exposition,
+    reads no percentile (then the mean: none either, the counters stand still)
+    rather than Triton's 0.05 ms."""
+    from tritonscale.adapters.prometheus import PrometheusSignals
+
+    handler = type("Idle", (_Exposition,), {"body": IDLE_ROUTER.encode()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    prom = PrometheusServer(real_log_dir / "cascade-idle-prom", [
+        ScrapeTarget(f"127.0.0.1:{server.server_address[1]}",
+                     {"namespace": NS, "tritonscale_io_variant": "t4",
+                      "tritonscale_io_pool": "spot"})])
+    try:
+        prom.start()
+        wait_until_scraped(prom, 1, timeout=60)
+        signals = PrometheusSignals(prom.url, timeout_s=5.0)
+        # Both series are there: Triton's hand-off quantile would answer 0.05 ms.
+        deadline = time.monotonic() + 30
+        while not prometheus_query(prom.url, "tritonscale_cascade_request_summary_us"):
+            assert time.monotonic() < deadline, "not scraped"
+            time.sleep(0.2)
+        assert prometheus_query(prom.url, "nv_inference_request_summary_us >= 0")
+        got = signals.latency(NS, "r-cascade", 95.0)
+        assert got.value is None, got
+        groups = signals.latency_by_group(NS, "r-cascade", 95.0)
+        assert all(r.value is None for r in groups.values.values()), groups
+    finally:
+        prom.stop()
+        server.shutdown()
+        server.server_close()
