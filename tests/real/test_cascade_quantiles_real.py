@@ -67,6 +67,7 @@ N_FAST, N_SLOW, SLOW_AT_ONCE = 60, 24, 6
 # bounded here by (far below the 240 ms between the two kinds):
 OVERHEAD_MS = 50.0
 BIN_REL = 0.005  # the window's bins (data/router/model.py: BIN_RATIO 1.01)
+SHARED_BASE = "/dev/shm"  # where the router's instances share their windows
 
 
 @dataclass
@@ -152,9 +153,16 @@ def served(real_log_dir: Path) -> Iterator[Served]:
         # The gauges are set every 0.5 s (SUMMARY_REFRESH_S): two periods on, they
         # hold every answer above.
         time.sleep(1.0)
+        # Both instances share their windows: one slot each in the server's directory.
+        assert tier1.proc is not None
+        shared = Path(SHARED_BASE) / f"tritonscale-router-{tier1.proc.pid}-{ROUTER}-1"
+        assert sorted(p.name for p in shared.iterdir()) == [
+            *(f"slot-{k}.window" for k in range(cr.ROUTER_INSTANCES)), "writer.lock"]
         yield Served(tier1, latencies)
     finally:
         tier1.stop()
+    # The instances ended with the server: they removed it.
+    assert not shared.exists()
 
 
 def _scrape(url: str) -> str:

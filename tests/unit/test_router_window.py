@@ -98,6 +98,9 @@ def test_one_instance_writes_and_another_takes_over_when_it_ends(
     assert int(b.histogram(11.0).sum()) == int(c.histogram(11.0).sum()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "slot-0.window", "slot-1.window", "slot-2.window", "writer.lock"]
+    for w in (b, c, d):  # the model unloads: the last one removes the directory
+        w.close()
+    assert not tmp_path.exists()
 
 
 def test_a_new_slot_file_holds_no_seconds(router: Any, tmp_path: Any) -> None:

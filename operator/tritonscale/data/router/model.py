@@ -296,7 +296,9 @@ class SharedWindows:
         return total
 
     def close(self) -> None:
-        """Remove this instance's slot, free the writer lock."""
+        """Remove this instance's slot, free the writer lock; the last instance
+        removes the directory (Triton loads a model's new instances before it ends
+        the old ones, so none is starting in it then)."""
         with contextlib.suppress(OSError):
             os.unlink(self._slot)
         for fd in self._files:
@@ -304,6 +306,10 @@ class SharedWindows:
                 os.close(fd)
         self._files = []
         self.writer = False
+        with contextlib.suppress(OSError):
+            if not any(e.name.endswith(".window") for e in os.scandir(self.directory)):
+                os.unlink(os.path.join(self.directory, _WRITER))
+                os.rmdir(self.directory)
 
 
 def shared_directory(model: str, version: str) -> str:
