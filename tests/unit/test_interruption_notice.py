@@ -184,3 +184,89 @@ def test_decide_plans_off_the_noticed_pool_and_keeps_its_ready_replicas(
                 warm.state, 15.0)
     assert d3.reason == "Replaced"
     assert d3.replicas() == {("one", "spot"): 2, ("one", "od"): 2}
+
+
+# An event off the 15-s grid: announced at 607.5 - 120 = 487.5 s, between the steps
+# at 480 and 495 s.
+OFF_GRID = 607.5
+
+
+def _run_off_grid(spec: ScaledModelSpec, policy: str = "tritonscale") -> Any:
+    arr = np.arange(0.0, 1200.0, 1 / 30)
+    cfg = SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=600.0,
+                    preemption_events=((OFF_GRID, "spot"),))
+    return run_policy(spec, arr, policy, cfg).run
+
+
+def test_a_notice_between_steps_is_acted_on_at_once(make_spec: SpecFactory) -> None:
+    """Hand-built timeline: the notice comes at 487.5 s, between two 15-s steps. The
+    policy decides at that instant: 2 on-demand replicas ordered at 487.5 s, Ready at
+    487.5 + 120 = 607.5 s, the instant the spot pair dies: no time with nothing Ready,
+    nothing lost but what the spot pair had in flight (at most 2 requests at 30 req/s
+    and 10 ms each), every minute meets the SLO. Acted on at the next step (495 s,
+    main before this change), the pair is Ready at 615 s: 7.5 s x 30 req/s = 225
+    requests dropped."""
+    spec = _spec(make_spec, 120)
+    run = _run_off_grid(spec)
+    assert run.preemptions == [(OFF_GRID, "spot")]
+    at = _at(run.steps, OFF_GRID - 120.0)  # the notice decision's own record
+    assert _by_pool(at.desired) == {"spot": 2, "od": 2}, at
+    assert _by_pool(at.ready) == {"spot": 2, "od": 0}
+    prior = _at(run.steps, 480.0)
+    assert _by_pool(prior.desired) == {"spot": 2}  # nothing known yet at 480 s
+    for s in run.steps:
+        if OFF_GRID - 120.0 <= s.t < OFF_GRID:
+            assert _by_pool(s.ready).get("spot") == 2, s  # make-before-break
+    # The next steps are still on the 15-s grid (the notice added one, moved none).
+    times = [s.t for s in run.steps]
+    assert 495.0 in times and 510.0 in times and 615.0 in times
+    assert sum(1 for t in times if t % 15.0) == 1
+    assert _by_pool(_at(run.steps, 615.0).ready) == {"od": 2}
+    assert np.isinf(run.done).sum() <= 2, int(np.isinf(run.done).sum())
+    _win, ok = verdicts(spec, run.arrivals, run.done)
+    assert ok.all(), [i for i, o in enumerate(ok) if not o]
+
+
+@pytest.mark.parametrize("policy", ["oracle", "foresight"])
+def test_the_references_also_decide_at_the_notice(make_spec: SpecFactory, policy: str
+                                                  ) -> None:
+    """oracle and foresight get the same extra decision at 487.5 s: on-demand is
+    ordered then, nothing is lost beyond the event's in-flight requests."""
+    run = _run_off_grid(_spec(make_spec, 120), policy)
+    at = _at(run.steps, OFF_GRID - 120.0)
+    assert _by_pool(at.desired).get("od", 0) >= 1, at
+    assert np.isinf(run.done).sum() <= 2, int(np.isinf(run.done).sum())
+
+
+def test_baselines_get_no_extra_decision(make_spec: SpecFactory) -> None:
+    """hpa cannot read a notice: the simulator does not call it between its steps."""
+    arr = np.arange(0.0, 1200.0, 1 / 30)
+    cfg = SimConfig(load_balancing="round-robin", warmup_s=0.0, preroll_max_s=600.0,
+                    preemption_events=((OFF_GRID, "spot"),))
+    run = run_policy(_spec(make_spec, 120), arr, "hpa", cfg, variant="one",
+                     pool="spot").run
+    assert all(abs(s.t % 15.0) < 1e-9 for s in run.steps), [s.t for s in run.steps]
+
+
+def test_the_notice_decision_learns_nothing(make_spec: SpecFactory) -> None:
+    """The off-cadence decision re-plans only: the forecast, the correction, the
+    burst history and the failure count stay as the last interval step left them,
+    while the target (the replacement) and the windows take the decision's."""
+    from tritonscale.core.interruption import replan_state
+
+    spec = _spec(make_spec, 120)
+    cur = (PlacementState("one", "spot", 2, 2),)
+    warm = decide(spec, Observation(rps=30.0, latency_ms=12.0, current=cur), None, 0.0)
+    step = decide(spec, Observation(rps=30.0, latency_ms=12.0, current=cur), warm.state,
+                  15.0)
+    why = "node n1 tainted karpenter.sh/disrupted:NoSchedule"
+    # Signals that would move what is learnt: twice the rate, latency way above target.
+    d = decide(spec, Observation(rps=60.0, latency_ms=400.0, current=cur,
+                                 noticed_pools={"spot": why}), step.state, 22.5)
+    got = replan_state(step.state, d.state)
+    for key in ("forecast", "correction", "burstHistory", "failures"):
+        assert got.get(key) == step.state.get(key), key
+    assert d.state.get("forecast") != step.state.get("forecast")  # it would have learnt
+    assert got["target"] == d.state["target"]
+    assert {p for _v, p, _n in got["target"]} == {"od"}
+    assert replan_state(None, d.state) == dict(d.state)

@@ -127,3 +127,32 @@ def noticed_pools(
         out[pool.name] = (f"node {node}{more} tainted {bad[node]} by "
                           f"{INTERRUPTION_TAINTS.get(key, 'its drainer')}")
     return out
+
+
+# What an off-cadence decision (one taken at a notice's instant, between two of the
+# model's interval steps) must not learn: the forecast's Holt update (time-scaled,
+# but its deviation is fed per update), the online correction's EWMA (one update per
+# step, not per second: an extra step would weigh the same signals' window twice),
+# the burst history's per-step rates (its rise quantile counts steps) and the count
+# of consecutive failures (``failureThreshold`` counts steps).
+LEARNT_STATE_KEYS = ("forecast", "correction", "burstHistory", "failures")
+
+
+def replan_state(
+    previous: Mapping[str, Any] | None, new: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The state an off-cadence (notice) decision leaves: ``new`` (its target, its
+    stabilisation windows' entries -- windows in time --, its make-before-break
+    bookkeeping) with what is learnt per step (:data:`LEARNT_STATE_KEYS`) as it was
+    in ``previous``. So the notice only re-plans: the next interval step learns from
+    the signals exactly as if the notice decision had not run. Without a previous
+    state of the same version (first decision, or a layout change), ``new`` as is."""
+    out = dict(new)
+    if not isinstance(previous, Mapping) or previous.get("version") != new.get("version"):
+        return out
+    for key in LEARNT_STATE_KEYS:
+        if key in previous:
+            out[key] = previous[key]
+        else:
+            out.pop(key, None)
+    return out

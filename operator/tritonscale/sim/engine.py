@@ -70,7 +70,12 @@ Pure code (numpy only). What it models, and how:
   (the cloud's interruption warning: AWS EC2 spot 120 s, GCP and Azure about
   30 s): from then until the event the view lists it in ``noticed_pools`` (and
   the observation in ``Observation.noticed_pools``); its replicas serve
-  normally until the event.
+  normally until the event. A policy with a ``notice`` method that has replicas
+  on that pool decides at the announcement's instant (an extra decision between
+  two of its steps, which stay on their ``interval_s`` grid), as the operator
+  does when the Node is tainted; tritonscale's only re-plans
+  (:func:`tritonscale.core.interruption.replan_state`: the forecast, correction,
+  burst history and failure count are learnt at the regular steps alone).
   ``SimConfig.preemption_events`` replays given events instead, and
   :func:`preemption_draws` draws stratified worlds of the process for outcomes in
   expectation (the fair baselines' sweep, sim/baselines.py).
@@ -291,6 +296,10 @@ class Policy(Protocol):
 
     def initial(self, view: SimView) -> Mapping[Key, int]: ...
     def step(self, view: SimView) -> Mapping[Key, int]: ...
+
+    # Optional: ``notice(view) -> Mapping[Key, int]``, called at the instant a pool
+    # the policy has replicas on comes under an interruption notice (between its
+    # steps); a policy without it is not called then (it cannot react to notices).
 
 
 @dataclass
@@ -910,6 +919,26 @@ class Simulator:
         ]
         self._pre_i = 0
 
+    def _next_notice(self, t: float) -> float | None:
+        """The first instant after ``t`` a preemption still to come is announced."""
+        out: float | None = None
+        for tp, pool in self.preemptions[self._pre_i :]:
+            lead = self._notice_s.get(pool, 0)
+            if out is not None and tp - self._notice_max >= out:
+                break
+            tn = tp - lead
+            if lead > 0 and tn > t + 1e-9 and (out is None or tn < out):
+                out = tn
+        return out
+
+    def _notice_in_use(self, t: float) -> bool:
+        """Whether a pool announced at ``t`` hosts replicas of the policy."""
+        used = {key[1] for key, reps in self.replicas.items() if reps}
+        return any(
+            pool in used and abs(tp - self._notice_s.get(pool, 0) - t) <= 1e-9
+            for tp, pool in self.preemptions[self._pre_i :]
+        )
+
     def _fleet(self, t: float) -> tuple[dict[Key, int], bool]:
         """Replicas per placement, and whether all of them are Ready at ``t``."""
         counts = {k: len(v) for k, v in self.replicas.items() if v}
@@ -935,12 +964,24 @@ class Simulator:
         # The fleet last seen, and since when it has been unchanged and all Ready.
         fleet: dict[Key, int] = {}
         calm: float | None = None
+        # The policy's own cadence (its steps every ``interval``), and whether ``t``
+        # is an interruption notice's instant between two of them instead.
+        next_step = 0.0
+        at_notice = False
+        react = callable(getattr(policy, "notice", None))
         while t < self.end_t:
             self.now = t
-            if not first:
-                target = policy.step(self)
-                self._take_weights(policy)
-                self.apply(target)
+            if at_notice:
+                if self._notice_in_use(t):
+                    target = policy.notice(self)  # type: ignore[attr-defined]
+                    self._take_weights(policy)
+                    self.apply(target)
+            else:
+                if not first:
+                    target = policy.step(self)
+                    self._take_weights(policy)
+                    self.apply(target)
+                next_step = t + interval
             first = False
             if not measuring:
                 now_fleet, all_ready = self._fleet(t)
@@ -954,9 +995,14 @@ class Simulator:
                 ):
                     self._begin_measure(t)
                     measuring = True
-            t1 = min(t + interval, self.end_t)
+            t1 = min(next_step, self.end_t)
             if not measuring:
                 t1 = min(t1, pre_max)
+            at_notice = False
+            if measuring and react:
+                tn = self._next_notice(t)
+                if tn is not None and tn < t1 - 1e-9:
+                    t1, at_notice = tn, True
             desired = {k: len(v) for k, v in self.replicas.items() if v}
             ready_n = {
                 k: sum(1 for r in v if r.ready_at <= t) for k, v in self.replicas.items() if v

@@ -63,6 +63,7 @@ from numpy.typing import NDArray
 from tritonscale.core import perf
 from tritonscale.core import planner as pl
 from tritonscale.core.autoscale import decide
+from tritonscale.core.interruption import replan_state
 from tritonscale.core.pricing import mix_cost_per_hour, replica_price_per_hour
 from tritonscale.core.routing import route_weights
 from tritonscale.core.spec import NodePool, Profile, ScaledModelSpec, Variant
@@ -112,6 +113,7 @@ class TritonscalePolicy:
         self.state: Mapping[str, Any] | None = None
         self.last_reason = ""
         self.decisions = 0
+        self.notice_decisions = 0  # off-cadence, at an interruption notice
         # Gateway mode: backendRef weights per placement (read by the engine).
         self.route_weights: dict[Key, float] | None = None
         # Its longest memory (engine pre-roll): the scale-down stabilisation window
@@ -136,6 +138,18 @@ class TritonscalePolicy:
         self.state = json.loads(json.dumps(d.state))
         self.last_reason = d.reason
         self.decisions += 1
+        self.route_weights = gateway_weights(self.spec, view, d.replicas())
+        return d.replicas()
+
+    def notice(self, view: SimView) -> Mapping[Key, int]:
+        """A pool in use came under an interruption notice between two steps: decide
+        at once (as the operator does when a Node is tainted), re-planning only: the
+        state keeps what the regular steps learn (core/interruption.py replan_state)."""
+        obs = view.observe(self.spec.slo.latency.percentile)
+        d = decide(self.spec, obs, self.state, view.now)
+        self.state = replan_state(self.state, json.loads(json.dumps(d.state)))
+        self.last_reason = d.reason
+        self.notice_decisions += 1
         self.route_weights = gateway_weights(self.spec, view, d.replicas())
         return d.replicas()
 
@@ -723,6 +737,12 @@ class OraclePolicy:
             if k[1] not in down and s.ready > out.get(k, 0):
                 out[k] = s.ready
         return out
+
+    def notice(self, view: SimView) -> Mapping[Key, int]:
+        """At an interruption notice's instant (between steps): the same plan as a
+        step then (the interval's, with the pool off), as tritonscale gets a decision
+        then."""
+        return self.step(view)
 
     def step(self, view: SimView) -> Mapping[Key, int]:
         # A pool under an interruption notice is planned off at once, as an unavailable
