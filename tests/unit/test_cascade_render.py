@@ -130,8 +130,8 @@ def test_router_config_declares_the_tensors_and_the_operators_own_url() -> None:
         "tier2_url": "http://bert-cascade-tier2.ml.svc:8000",
         "confidence_output": "CONFIDENCE",
         "threshold": "0.5",  # the least escalating point within the floor
-        "threshold_file": "/cascade/threshold/threshold", "tier2_timeout_s": "10",
-        "workers": "256",
+        "threshold_file": "/cascade/threshold/threshold", "tier1_timeout_s": "10",
+        "tier2_timeout_s": "10", "workers": "256", "max_pending": "1024",
     }
     # Each request is answered on its own (model.py): the router's batcher only saves
     # executes, and two instances spread the router's Python work.

@@ -49,6 +49,9 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
         def list_pods(self, namespace: str, name: str) -> list[Any]:
             return []
 
+        def list_nodes(self, selector: str) -> list[Any]:
+            return []
+
     monkeypatch.setattr(kube.KubeAdapter, "from_environment",
                         classmethod(lambda cls, **kw: StubKube()))
     monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
@@ -62,6 +65,7 @@ def test_run_starts_kopf_with_reconciler(monkeypatch: pytest.MonkeyPatch) -> Non
     rec = seen["memo"].reconciler
     assert isinstance(rec, Reconciler)
     assert type(rec.signals).__name__ == "SpecSignalSource"
+    assert type(rec.interruptions).__name__ == "NodeNotices"  # nodes' taints
     assert type(rec.listeners[0]).__name__ == "MetricsListener"
     assert rec.pool_stall_floor_seconds == 15.0
     assert _args().pool_stall_seconds == 120.0
@@ -140,6 +144,9 @@ def test_shard_flags(monkeypatch: pytest.MonkeyPatch) -> None:
 
     class StubKube:
         def list_pods(self, namespace: str, name: str) -> list[Any]:
+            return []
+
+        def list_nodes(self, selector: str) -> list[Any]:
             return []
 
     seen: dict[str, Any] = {}
@@ -224,6 +231,9 @@ def test_prometheus_rate_window_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         def list_pods(self, namespace: str, name: str) -> list[Any]:
             return []
 
+        def list_nodes(self, selector: str) -> list[Any]:
+            return []
+
     seen: dict[str, Any] = {}
     monkeypatch.setattr(kube.KubeAdapter, "from_environment",
                         classmethod(lambda cls, **kw: StubKube()))
@@ -247,6 +257,9 @@ def test_security_flags_reach_the_adapters(monkeypatch: pytest.MonkeyPatch) -> N
 
     class StubKube:
         def list_pods(self, namespace: str, name: str) -> list[Any]:
+            return []
+
+        def list_nodes(self, selector: str) -> list[Any]:
             return []
 
     seen: dict[str, Any] = {}

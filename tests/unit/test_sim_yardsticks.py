@@ -691,6 +691,9 @@ def test_foresight_keeps_ready_replicas_until_what_it_needs_now_is_ready(
         def unavailable_pools(self) -> frozenset[str]:
             return frozenset()
 
+        def noticed_pools(self) -> dict[str, str]:
+            return {}
+
     arr = np.arange(0.0, 600.0, 1.0)
     fore = Plans(spec, arr, SimConfig(), lookahead_s=120.0, name="foresight")
     t4_ready = PlacementState("big", "t4-spot", 2, 2)

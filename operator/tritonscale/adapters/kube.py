@@ -192,6 +192,12 @@ class KubeAdapter:
         return self._list("list pods", self._core.list_namespaced_pod, namespace,
                           f"{LABEL_SM}={scaledmodel}")
 
+    def list_nodes(self, selector: str) -> list[dict[str, Any]]:
+        """Nodes matching the label ``selector`` (cluster-scoped; ``""``: all), for
+        their interruption taints (handlers/interruption.py)."""
+        res = self._call("list nodes", self._core.list_node, label_selector=selector)
+        return [dict(i) for i in (res or {}).get("items") or []]
+
     def get_scaledmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj = self._call(

@@ -252,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
     from tritonscale.adapters.metrics import OperatorMetrics
     from tritonscale.adapters.prometheus import PrometheusSignals
     from tritonscale.handlers import lifecycle  # registers the handlers
+    from tritonscale.handlers.interruption import NodeNotices
     from tritonscale.handlers.reconcile import Reconciler
     from tritonscale.handlers.signals import SpecSignalSource
     from tritonscale.handlers.telemetry import MetricsListener
@@ -306,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
                 allowlist=allowlist, max_timeout_s=args.prometheus_max_timeout,
             ),
         ),
+        interruptions=NodeNotices(kube.list_nodes, kube.list_pods),
         listeners=[MetricsListener(metrics)],
         pool_stall_floor_seconds=args.pool_stall_seconds,
         image_policy=images,

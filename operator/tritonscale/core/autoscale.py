@@ -21,6 +21,12 @@ In order:
    held (their pool is unavailable or left the spec, their variant left the spec
    or is below ``minAccuracy``) move to the cheapest usable combos, same total
    (reason ``Replaced``).
+1b. **Interruption notice.** A pool in ``obs.noticed_pools`` (the cloud reclaims
+   its spot capacity soon) is planned as if unavailable: no new replica goes
+   there and its replicas' replacement is ordered elsewhere at once, while they
+   keep serving (counted as Ready capacity) until the replacement is Ready or
+   they are gone (make-before-break, rule 6). The message names the pool and
+   what announced it.
 2. **Forecast** (:mod:`.forecast`) over the time new capacity needs to become
    Ready: the slowest ``startupSeconds`` among the pools of the current mix (or
    of all available pools before there is one) plus one interval; at most the
@@ -487,6 +493,10 @@ def _finish(spec: ScaledModelSpec, obs: Observation, step: _Step, reset: str) ->
         reason = movement_reason(tr.held_for_readiness, final, cur)
     message = step.explain(final) if step.explain is not None else step.message
     details = dict(step.details)
+    notice = _notice_text(obs, cur, final)
+    if notice:
+        message = f"{message} {notice}"
+        details["interruption"] = {p: str(w) for p, w in sorted(obs.noticed_pools.items())}
     details["target"] = as_state_mix(step.target)
     details["step_limited"] = tr.step_limited
     return Decision(
@@ -506,6 +516,23 @@ def _finish(spec: ScaledModelSpec, obs: Observation, step: _Step, reset: str) ->
     )
 
 
+def _notice_text(obs: Observation, cur: Mapping[Key, int], final: Mapping[Key, int]) -> str:
+    """Rule 1b for the decision message: each noticed pool that hosts replicas, what
+    announced it, and what this step keeps of them."""
+    parts = []
+    for pool, why in sorted(obs.noticed_pools.items()):
+        had = sum(n for (_, p), n in cur.items() if p == pool)
+        if had <= 0:
+            continue
+        kept = sum(n for (_, p), n in final.items() if p == pool)
+        parts.append(
+            f"Pool {pool} is under interruption notice ({why}): its {had} replica(s) "
+            + (f"serve until their replacement is Ready ({kept} kept this step)."
+               if kept else "are released, their replacement being Ready.")
+        )
+    return " ".join(parts)
+
+
 def _known(
     spec: ScaledModelSpec, obs: Observation, prev: AutoscalerState, rps: float, now: float
 ) -> _Step:
@@ -513,7 +540,10 @@ def _known(
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
 
     # 2. Forecast.
-    unavailable = frozenset(obs.unavailable_pools)
+    # 1b. A pool under an interruption notice gets nothing new (planned as if
+    # unavailable); its Ready replicas still serve (``down`` sizes what is Ready).
+    down = frozenset(obs.unavailable_pools)
+    unavailable = down | frozenset(obs.noticed_pools)
     horizon = horizon_seconds(spec, unavailable, frozenset(p for _, p in prev.target))
     # A rate beyond (1 + maxHeadroom) x the highest one that lasted (for half a
     # startup) within the scale-down window is a burst to the forecaster until it
@@ -544,8 +574,8 @@ def _known(
     # drain, panic.
     bst_st: dict[str, Any] = {"vh": [list(x) for x in prev.burst_history],
                               "pz": prev.panic_until}
-    ready_cap = _ready_capacity(spec, obs, unavailable)
-    booting_rps, booting_in = _booting(spec, obs, unavailable, ready_cap)
+    ready_cap = _ready_capacity(spec, obs, down)
+    booting_rps, booting_in = _booting(spec, obs, down, ready_cap)
     bst = burst.assess(spec, obs, rps, bst_st, now, horizon, ready_cap, look_ahead,
                        booting_rps, booting_in)
     burst.store(bst_st, bst)
@@ -665,7 +695,8 @@ def _known(
                      else None),
     )
     if spec.cascade is not None:
-        return _cascade(spec, obs, base, loads[0], od_load, min_eff, rps, now, {
+        away = replace(obs, unavailable_pools=unavailable)
+        return _cascade(spec, away, base, loads[0], od_load, min_eff, rps, now, {
             "rps": round(rps, 3), "forecast_rps": round(predicted, 3),
             "planning_load_rps": round(loads[0], 3), "correction": dict(sorted(factors.items()))})
     level = prev.level
@@ -827,7 +858,8 @@ def _unknown(
     details: dict[str, Any] = {"failures": fails}
     cur = {p.key: p.desired for p in obs.current if p.desired > 0}
     base = cur or dict(prev.target)
-    combos = cc.candidates(spec, obs.unavailable_pools)
+    away = frozenset(obs.unavailable_pools) | frozenset(obs.noticed_pools)
+    combos = cc.candidates(spec, away)
     usable = {(c.variant, c.pool) for c in combos}
     gone = {k: n for k, n in base.items() if k not in usable}
     if gone:
@@ -842,9 +874,9 @@ def _unknown(
             state=replace(prev, failures=fails, target=_bounded(mix, sc.max_replicas)),
             reason="Replaced",
             message=(
-                f"Signals unknown ({why}); {lost} can no longer run (pool unavailable or "
-                f"removed, or variant not eligible): moving to {_mix_text(mix)} at "
-                f"${_cost(spec, mix):.2f}/h."
+                f"Signals unknown ({why}); {lost} can no longer run (pool unavailable, "
+                f"under interruption notice or removed, or variant not eligible): moving "
+                f"to {_mix_text(mix)} at ${_cost(spec, mix):.2f}/h."
             ),
             slo_feasible=bool(mix),
             details=details,
@@ -853,17 +885,17 @@ def _unknown(
         # Nothing deployed and no plan yet: minReplicas on the cheapest combo.
         req = pl.Request(0.0, 0.0, max(1, sc.min_replicas), max(1, sc.max_replicas),
                          spec.slo.max_cost_per_hour)
-        first_combos = pl.candidates(spec, obs.unavailable_pools)
+        first_combos = pl.candidates(spec, away)
         plan = pl.solve(first_combos, req)
         over = plan is None and spec.cascade is None
         if plan is None:
             plan = pl.solve(first_combos, req, respect_budget=False) or pl.Plan(
                 (), 0.0, math.inf, math.inf)
         mix = (dict(plan.counts) if spec.cascade is None
-               else cc.initial_mix(spec, obs.unavailable_pools))
+               else cc.initial_mix(spec, away))
         cut: tuple[str, ...] = ()
         if fails >= sc.failure_threshold and sc.safe_plan:
-            safe = admissible_safe_plan(spec, mix, obs.unavailable_pools)
+            safe = admissible_safe_plan(spec, mix, away)
             mix, cut = safe.mix, safe.notes
         if cut:
             details["safePlanCut"] = list(cut)
@@ -881,7 +913,7 @@ def _unknown(
             details=details,
         )
     if fails >= sc.failure_threshold and sc.safe_plan:
-        safe = admissible_safe_plan(spec, base, obs.unavailable_pools)
+        safe = admissible_safe_plan(spec, base, away)
         mix, cut = safe.mix, safe.notes
         if cut:
             details["safePlanCut"] = list(cut)

@@ -54,6 +54,12 @@ ROUTER_INSTANCES = 2
 # stage 2 during its tier-2 call (at most the tier-2 timeout), so a pod holds up to
 # ROUTER_INSTANCES x ROUTER_WORKERS requests in each stage before they queue.
 ROUTER_WORKERS = 256
+# Requests an instance holds at most (in a thread or waiting for one); beyond it the
+# router answers at once with an error (unavailable), so overload cannot grow its memory.
+ROUTER_MAX_PENDING = 4 * ROUTER_WORKERS
+# Bounds of the router's calls (a request's own deadline, when sooner, bounds them
+# instead): tier 1 counted from the router's hand-off, tier 2 from tier 1's answer.
+TIER1_TIMEOUT_SECONDS = 10
 TIER2_TIMEOUT_SECONDS = 10
 HTTP_PORT = 8000
 
@@ -127,8 +133,10 @@ def router_config(spec: ScaledModelSpec, sm: str, namespace: str) -> str:
         "confidence_output": cas.confidence_output,
         "threshold": f"{initial_threshold(spec):g}",
         "threshold_file": THRESHOLD_FILE,
+        "tier1_timeout_s": str(TIER1_TIMEOUT_SECONDS),
         "tier2_timeout_s": str(TIER2_TIMEOUT_SECONDS),
         "workers": str(ROUTER_WORKERS),
+        "max_pending": str(ROUTER_MAX_PENDING),
     }
     for value in params.values():
         if any(c in value for c in '"\\\n'):

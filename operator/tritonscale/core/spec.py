@@ -160,6 +160,11 @@ class NodePool:
     capacity_type: str = "onDemand"
     max_replicas: int = 10
     startup_seconds: float = 120.0
+    # Seconds between the cloud's interruption warning and the reclaim (spot: AWS
+    # gives 120, GCP and Azure about 30); 0 = no notice. The simulator announces
+    # each preemption that long before it; the operator reads the warning from
+    # the nodes' taints (adapters/kube.py, INTERRUPTION_TAINTS).
+    interruption_notice_seconds: int = 0
 
     @property
     def is_spot(self) -> bool:
@@ -586,6 +591,7 @@ def _parse_pool(r: _Reader, data: Any, path: str) -> NodePool | None:
     ct = r.string(d, "capacityType", path, default="onDemand", enum=CAPACITY_TYPES)
     maxr = r.integer(d, "maxReplicas", path, default=10, minimum=0, maximum=1000)
     startup = r.number(d, "startupSeconds", path, default=120.0, minimum=0.0, maximum=3600.0)
+    notice = r.integer(d, "interruptionNoticeSeconds", path, default=0, minimum=0, maximum=3600)
     sel = r.str_map(d, "nodeSelector", path)
     for k, v in sel:
         for m in k8s.qualified_name_errors(k):
@@ -604,6 +610,7 @@ def _parse_pool(r: _Reader, data: Any, path: str) -> NodePool | None:
         capacity_type=ct or "onDemand",
         max_replicas=maxr if maxr is not None else 10,
         startup_seconds=startup if startup is not None else 120.0,
+        interruption_notice_seconds=notice if notice is not None else 0,
     )
 
 

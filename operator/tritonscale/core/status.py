@@ -386,6 +386,10 @@ def build_status(
             slo_condition(observation, spec.slo.latency.target_ms, spec.slo.latency.percentile)
         )
         patch["observed"] = replace_patch(old.get("observed"), observed_status(observation, now))
+        patch["interruptionNotices"] = [
+            {"pool": pool, "reason": clip(why)}
+            for pool, why in sorted(observation.noticed_pools.items())
+        ]
     conds.append(ready_condition(states, draining, target))
     conds.extend(extra_conditions)
     dropped = set(drop_conditions)

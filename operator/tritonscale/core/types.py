@@ -79,6 +79,11 @@ class Observation:
     error: str | None = None
     # Pools that currently cannot host replicas (nodes lost, preempted).
     unavailable_pools: frozenset[str] = frozenset()
+    # Pools under a spot interruption notice (the cloud reclaims their capacity
+    # soon: a node tainted by Karpenter or the AWS Node Termination Handler, or the
+    # simulator's announced preemption), each with what announced it. Their replicas
+    # serve until then; nothing new goes there (core/autoscale.py, rule 1b).
+    noticed_pools: Mapping[str, str] = field(default_factory=dict)
     # Cascades: observed fraction of requests escalated to the last tier (None: unknown).
     escalated: float | None = None
 

@@ -67,6 +67,20 @@ class SignalSource(Protocol):
     def observe(self, namespace: str, name: str, spec: ScaledModelSpec) -> Observation: ...
 
 
+class InterruptionSource(Protocol):
+    """Pools of a ScaledModel under a spot interruption notice, each with why
+    (:class:`tritonscale.handlers.interruption.NodeNotices`). Never raises."""
+
+    def observe(self, namespace: str, name: str, spec: ScaledModelSpec) -> Mapping[str, str]: ...
+
+
+class NoInterruptions:
+    """No node information: no pool is ever under notice."""
+
+    def observe(self, namespace: str, name: str, spec: ScaledModelSpec) -> Mapping[str, str]:
+        return {}
+
+
 class NullSignalSource:
     """No signals: load is unknown, so the plan is held (or the interim rule applies)."""
 

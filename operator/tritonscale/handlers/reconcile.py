@@ -66,7 +66,14 @@ from tritonscale.core.routing import (
 from tritonscale.core.spec import ScaledModelSpec, SpecError, parse_manifest
 from tritonscale.core.types import Decision, Observation, Placement, PlacementState
 from tritonscale.handlers import apierrors, ownership
-from tritonscale.handlers.ports import KubeAPI, NullSignalSource, Policy, SignalSource
+from tritonscale.handlers.ports import (
+    InterruptionSource,
+    KubeAPI,
+    NoInterruptions,
+    NullSignalSource,
+    Policy,
+    SignalSource,
+)
 from tritonscale.router import router_source
 
 log = logging.getLogger(__name__)
@@ -112,6 +119,8 @@ class Outcome:
 class Reconciler:
     kube: KubeAPI
     signals: SignalSource = field(default_factory=NullSignalSource)
+    # Pools under a spot interruption notice (nodes' taints; handlers/interruption.py).
+    interruptions: InterruptionSource = field(default_factory=NoInterruptions)
     policy: Policy = decide
     clock: Callable[[], float] = time.time
     options: RenderOptions = field(default_factory=lambda: replace(
@@ -577,8 +586,10 @@ class Reconciler:
         down = self._unavailable_pools(uid, spec, owned, now)
         if decide or prev_plan is None:
             obs = self.signals.observe(ns, name, spec)
+            notices = dict(self.interruptions.observe(ns, name, spec))
             obs = replace(obs, current=tuple(states),
-                          unavailable_pools=obs.unavailable_pools | down)
+                          unavailable_pools=obs.unavailable_pools | down,
+                          noticed_pools={**obs.noticed_pools, **notices})
             decision = self.policy(spec, obs, status.get("autoscaler"), now)
             plan = decision.placements
             target = decision.target if decision.target is not None else plan
@@ -708,6 +719,8 @@ class Reconciler:
                 self._event(involved, "Warning", "AutoscalerStateReset",
                             f"status.autoscaler was invalid and is reset: "
                             f"{st.clip(decision.state_reset)}")
+        if obs is not None:
+            self._notice_events(involved, status, obs, decision)
         return Outcome(
             valid=True, namespace=ns, name=name, decided=decision is not None,
             created=tuple(created), updated=tuple(updated), deleted=tuple(deleted),
@@ -884,6 +897,22 @@ class Reconciler:
         if uid:
             self._status[uid] = st.merge_patch(status, patch)
         return True
+
+    def _notice_events(self, involved: Mapping[str, Any], status: Mapping[str, Any],
+                       obs: Observation, decision: Decision | None) -> None:
+        """One Warning ``InterruptionNotice`` per pool newly under notice (not in the
+        status's ``interruptionNotices`` before this pass)."""
+        before = {str(n.get("pool")) for n in status.get("interruptionNotices") or ()
+                  if isinstance(n, Mapping)}
+        target = "" if decision is None or decision.target is None else ", ".join(
+            f"{p.replicas} x {p.variant} on {p.pool}" for p in decision.target)
+        for pool, why in sorted(obs.noticed_pools.items()):
+            if pool in before:
+                continue
+            self._event(involved, "Warning", "InterruptionNotice",
+                        f"Pool {pool} is under interruption notice ({why}): no new replica "
+                        f"goes there; its replicas serve until their replacement is Ready"
+                        + (f" (target: {target})." if target else "."))
 
     def _decision_events(
         self,

@@ -401,6 +401,10 @@ class CascadeSimulator:
         self.t1.now = self.now
         return self.t1.unavailable_pools()
 
+    def noticed_pools(self) -> dict[str, str]:
+        self.t1.now = self.now
+        return self.t1.noticed_pools()
+
     def rps(self, window_s: float | None = None) -> float:
         self.t1.now = self.now
         return self.t1.rps(window_s)
@@ -490,6 +494,7 @@ class CascadeSimulator:
             per_placement_latency_ms={**o1.per_placement_latency_ms,
                                       **o2.per_placement_latency_ms},
             unavailable_pools=o1.unavailable_pools,
+            noticed_pools=o1.noticed_pools,
             escalated=self.escalated(),
         )
 

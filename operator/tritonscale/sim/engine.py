@@ -65,7 +65,12 @@ Pure code (numpy only). What it models, and how:
 * **Spot preemptions** (optional, seeded): a Poisson process per spot pool;
   an event kills every replica of the pool (queued requests are *dropped*),
   and the pool is unavailable for ``preemption_outage_s``; the Deployment's
-  pods come back ``startupSeconds`` after the outage ends.
+  pods come back ``startupSeconds`` after the outage ends. A pool with
+  ``interruptionNoticeSeconds`` > 0 announces each event that long before it
+  (the cloud's interruption warning: AWS EC2 spot 120 s, GCP and Azure about
+  30 s): from then until the event the view lists it in ``noticed_pools`` (and
+  the observation in ``Observation.noticed_pools``); its replicas serve
+  normally until the event.
   ``SimConfig.preemption_events`` replays given events instead, and
   :func:`preemption_draws` draws stratified worlds of the process for outcomes in
   expectation (the fair baselines' sweep, sim/baselines.py).
@@ -272,6 +277,7 @@ class SimView(Protocol):
     ) -> float | None: ...
     def concurrency(self, window_s: float) -> float: ...
     def unavailable_pools(self) -> frozenset[str]: ...
+    def noticed_pools(self) -> dict[str, str]: ...
     def observe(self, percentile: float) -> Observation: ...
 
 
@@ -344,6 +350,8 @@ class Simulator:
         self._rr = 0
         self.cost_usd = 0.0
         self.outage_until: dict[str, float] = {}
+        self._notice_s = {p.name: p.interruption_notice_seconds for p in spec.node_pools}
+        self._notice_max = max(self._notice_s.values(), default=0)
         self.preemptions = self._draw_preemptions()
         self._pre_i = 0
         self.steps: list[StepRecord] = []
@@ -412,6 +420,21 @@ class Simulator:
 
     def unavailable_pools(self) -> frozenset[str]:
         return frozenset(p for p, until in self.outage_until.items() if until > self.now)
+
+    def noticed_pools(self) -> dict[str, str]:
+        """Pools whose next preemption is announced (within their
+        ``interruptionNoticeSeconds`` of now, not yet happened: an event is applied
+        when the interval starting at its time runs, after that instant's policy
+        step), each with the announcement (the seconds left)."""
+        out: dict[str, str] = {}
+        for tp, pool in self.preemptions[self._pre_i :]:
+            if tp - self._notice_max > self.now:
+                break
+            lead = self._notice_s.get(pool, 0)
+            # An event at ``now`` happens after this instant's step: still announced.
+            if pool not in out and lead > 0 and tp - lead <= self.now <= tp:
+                out[pool] = f"preemption announced, in {tp - self.now:.0f} s"
+        return out
 
     def rps(self, window_s: float | None = None) -> float:
         w = min(window_s or self.cfg.rate_window_s, max(self.now, 1e-9))
@@ -556,6 +579,7 @@ class Simulator:
             per_placement_rps=per_rps,
             per_placement_latency_ms=per_lat,
             unavailable_pools=self.unavailable_pools(),
+            noticed_pools=self.noticed_pools(),
         )
 
     # --------------------------------------------------------------- mechanics

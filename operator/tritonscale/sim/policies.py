@@ -39,6 +39,14 @@
   interval's plan does not use only where the move pays for their startups: what
   perfect knowledge of the arrivals achieves on this fleet when every replica pays
   its real startup (an achievable schedule, not a proven optimum).
+
+Spot interruption notices (``interruptionNoticeSeconds``): ``tritonscale`` gets
+them through its observation (``Observation.noticed_pools``, as the operator from
+the nodes' taints); ``oracle`` and ``foresight`` plan off a noticed pool from the
+notice on, as from an unavailable one (foresight keeps its Ready replicas there
+until the replacement is Ready, as any policy's make-before-break would). The
+one-Deployment baselines (``hpa``, ``kpa``, ``static-peak``) cannot move to
+another pool, so a notice changes nothing for them.
 """
 
 from __future__ import annotations
@@ -692,7 +700,8 @@ class OraclePolicy:
         return self.step(view)
 
     def _hold_until_ready(
-        self, view: SimView, mix: Mapping[Key, int], unavailable: frozenset[str]
+        self, view: SimView, mix: Mapping[Key, int], unavailable: frozenset[str],
+        down: frozenset[str],
     ) -> dict[Key, int]:
         """Foresight's make-before-break. Ordering ahead, it has what the current
         interval needs Ready, except where it could not see the need coming: a
@@ -700,7 +709,10 @@ class OraclePolicy:
         it at once), replicas lost. Then the Ready replicas the target drops stay
         until the current interval's plan is Ready, as any policy's would: on the
         bursty fleet (seed 1, 1 preemption/h) it dropped 4 L4-spot replicas when
-        t4-spot came back, ordered 9 T4-spot, and had nothing Ready for 120 s."""
+        t4-spot came back, ordered 9 T4-spot, and had nothing Ready for 120 s.
+        ``unavailable``: the pools planned off (down or under an interruption
+        notice); ``down``: those whose replicas cannot serve (a noticed pool's Ready
+        replicas are held like any other until their replacement is Ready)."""
         out = dict(mix)
         k0 = int(view.now // self.interval_s + 1e-9)
         need = self.window_plan(k0, unavailable)
@@ -708,15 +720,18 @@ class OraclePolicy:
         if all((cur[k].ready if k in cur else 0) >= n for k, n in need.items()):
             return out
         for k, s in cur.items():
-            if k[1] not in unavailable and s.ready > out.get(k, 0):
+            if k[1] not in down and s.ready > out.get(k, 0):
                 out[k] = s.ready
         return out
 
     def step(self, view: SimView) -> Mapping[Key, int]:
-        unavailable = view.unavailable_pools()
+        # A pool under an interruption notice is planned off at once, as an unavailable
+        # one; its Ready replicas still serve until the event.
+        down = view.unavailable_pools()
+        unavailable = down | frozenset(view.noticed_pools())
         mix: Mapping[Key, int] = self._target(view.now, unavailable)
         if self.lookahead_s > 0:
-            mix = self._hold_until_ready(view, mix, unavailable)
+            mix = self._hold_until_ready(view, mix, unavailable, down)
         self.route_weights = gateway_weights(
             self.spec, view, mix, instant=self.lookahead_s <= 0.0
         )

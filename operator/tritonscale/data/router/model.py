@@ -10,16 +10,28 @@ Each request is served on its own, so no request waits for another's tier-2 call
 * Stage 1 (``workers`` threads): call the tier-1 model in the same server through BLS,
   one BLS request per client request, so tier 1's own dynamic batcher batches them as
   it batches any client's. A request whose rows are all at or above the threshold is
-  answered at once.
+  answered at once. The call is bounded: a request whose tier 1 does not answer
+  within ``tier1_timeout_s`` from the hand-off, or by its deadline if that comes
+  first, is answered with an error and counted in
+  ``tritonscale_cascade_tier1_timeout_total``. Triton cannot cut a call it runs (the
+  BLS request's ``timeout``, which the router sets to the same bound, acts only while
+  the request waits in tier 1's queue, under a queue policy with
+  ``allow_timeout_override``: measured on 2.51), so the call runs on a thread of its
+  own and the stage-1 thread stops waiting for it; the request keeps its place in the
+  router until the call returns, so a wedged tier 1 fills the router's bound (below)
+  and no more.
 * Stage 2 (another ``workers`` threads): a request with rows whose confidence
   (``confidence_output``) is below the threshold sends those rows to the tier-2 model
   over the KServe v2 HTTP/JSON protocol (standard library only: the stub environment
   and the stock Triton image carry numpy but not tritonclient); their tier-2 answers
-  replace tier 1's. If tier 2 fails or does not answer within ``tier2_timeout_s``, the
-  rows keep tier 1's answer and a fallback is counted (the cascade degrades to tier 1,
-  it does not fail requests). The timeout counts from tier 1's answer, so a request
-  that waited for a stage-2 thread has less of it (none left: a fallback at once). A
-  slow tier 2 holds stage-2 threads only, never the tier-1-only requests.
+  replace tier 1's. If tier 2 fails or does not answer within ``tier2_timeout_s``, or
+  by the request's deadline if that comes first, the rows keep tier 1's answer and a
+  fallback is counted (the cascade degrades to tier 1, it does not fail requests).
+  The timeout counts from tier 1's answer, so a request that waited for a stage-2
+  thread has less of it (none left: a fallback at once); the time left is also sent
+  as the tier-2 request's ``timeout`` (tier 2 drops it in its queue past that under a
+  queue policy allowing the override). A slow tier 2 holds stage-2 threads only,
+  never the tier-1-only requests.
   The tier-2 Service's name is looked up with a deadline (the call's remaining
   timeout) and its address kept for ``LOOKUP_TTL_S`` (:class:`Tier2Address`):
   urllib looks a host up with no timeout of its own, so a resolver that drops
@@ -34,6 +46,11 @@ Each request is served on its own, so no request waits for another's tier-2 call
   ...}``) counted from the router's hand-off; a request without one has none. Under
   overload the threads' queues hold requests for long, so without this the router
   would spend tier 1 (and tier 2) on answers nobody reads.
+* An instance holds at most ``max_pending`` requests (in a thread or waiting for one,
+  or answered at the tier-1 timeout while their call runs); ``execute`` answers any
+  beyond at once with an error (code UNAVAILABLE: HTTP 503, as Triton answers beyond a
+  model's ``max_queue_size``) and counts them in ``tritonscale_cascade_rejected_total``:
+  overload cannot grow the router's memory.
 
 Because ``execute`` returns before the requests are answered, Triton's own request
 statistics for this model (``nv_inference_request_summary_us``, ``..._duration_us``)
@@ -46,9 +63,11 @@ histograms, :class:`LatencyWindow`: fixed memory, each quantile within 0.5 %) an
 inferences (rows): ``tritonscale_cascade_requests_total`` (tier 1 answered them through
 the router: each is then answered, or dropped before its tier-2 call),
 ``tritonscale_cascade_escalated_total`` (of those, below the threshold),
-``tritonscale_cascade_fallback_total``, ``tritonscale_cascade_abandoned_total``; and
+``tritonscale_cascade_fallback_total``, ``tritonscale_cascade_abandoned_total``,
+``tritonscale_cascade_tier1_timeout_total``, ``tritonscale_cascade_rejected_total``; and
 the gauge ``tritonscale_cascade_pending_requests``: requests the router holds (handed
-off, not yet answered), in a thread or waiting for one. Triton's own
+off, not yet answered, or answered at the tier-1 timeout while their call runs), in a
+thread or waiting for one: what ``max_pending`` bounds. Triton's own
 ``nv_inference_pending_request_count`` of the router is ~0 (its execute returns at
 once), so without it a backlog in the router's queues would show nowhere. All are
 exported through Triton's custom metrics API, on the server's metrics port.
@@ -60,7 +79,8 @@ that request.
 
 Parameters (config.pbtxt ``parameters``): tier1_model, tier2_url (http://host:port),
 tier2_model, confidence_output, threshold (initial), threshold_file (optional),
-tier2_timeout_s (default 10), workers (per stage and instance, default 256).
+tier1_timeout_s (default 10), tier2_timeout_s (default 10), workers (per stage and
+instance, default 256), max_pending (per instance, default 4 x workers).
 """
 
 from __future__ import annotations
@@ -75,6 +95,7 @@ import time
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 import numpy as np
@@ -98,6 +119,9 @@ SUMMARY_REFRESH_S = 0.5
 BIN_RATIO = 1.01
 BIN_MIN_US = 1.0
 BIN_MAX_US = 1e9
+# max_pending's default: requests an instance holds per thread of a stage (a request in
+# each stage's thread, more waiting for one) before it answers more with an error.
+MAX_PENDING_PER_WORKER = 4
 
 
 class LatencyWindow:
@@ -209,6 +233,23 @@ def _literal(host: str) -> bool:
     return True
 
 
+class _Held:
+    """One request the router holds: from its hand-off until it is answered and its
+    tier-1 call, if one runs, has returned (``refs`` counts those two holders)."""
+
+    __slots__ = ("deadline", "inputs", "refs", "sender", "start", "threshold")
+
+    def __init__(self, sender: Any, inputs: dict[str, Any], threshold: float, start: float,
+                 deadline: float | None) -> None:
+        self.sender, self.inputs, self.threshold = sender, inputs, threshold
+        self.start, self.deadline = start, deadline
+        self.refs = 1
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.inputs.values()))) if self.inputs else 1
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config: dict[str, Any] = json.loads(args["model_config"])
@@ -226,8 +267,14 @@ class TritonPythonModel:
         self.conf_name = params.get("confidence_output", "CONFIDENCE")
         self.threshold = float(params.get("threshold", "0.5"))
         self.threshold_file = params.get("threshold_file", "")
+        self.tier1_timeout = float(params.get("tier1_timeout_s", "10"))
         self.timeout = float(params.get("tier2_timeout_s", "10"))
         workers = int(params.get("workers", "256"))
+        self.max_pending = int(params.get("max_pending", str(MAX_PENDING_PER_WORKER * workers)))
+        if min(self.tier1_timeout, self.timeout) <= 0 or min(workers, self.max_pending) < 1:
+            raise ValueError("tier1_timeout_s and tier2_timeout_s must be > 0, workers and "
+                             "max_pending >= 1")
+        self._pending = 0  # this instance's requests held (the gauge sums the instances)
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self._mtime: int | None = None
@@ -249,10 +296,19 @@ class TritonPythonModel:
             "thread took them")
         self.m_abandoned = {stage: abandoned.Metric(labels={**labels, "stage": stage})
                             for stage in ("tier1", "tier2")}
+        self.m_tier1_timeout = self._metric(
+            "tritonscale_cascade_tier1_timeout_total",
+            "Inferences answered with an error because tier 1 did not answer within "
+            "tier1_timeout_s or the request's deadline, whichever came first", labels)
+        self.m_rejected = self._metric(
+            "tritonscale_cascade_rejected_total",
+            "Inferences answered at once with an error (unavailable) because the router "
+            "instance held max_pending requests", labels)
         self.m_pending = self._family(
             "tritonscale_cascade_pending_requests",
             "Requests the cascade router holds (handed off by its execute, not yet "
-            "answered): in a thread or waiting for one", gauge=True).Metric(labels=labels)
+            "answered, or answered at the tier-1 timeout while their tier-1 call still "
+            "runs): in a thread or waiting for one", gauge=True).Metric(labels=labels)
         self.m_duration = self._metric(
             "tritonscale_cascade_request_duration_us",
             "Cumulative end-to-end time of the requests the router answered, in microseconds",
@@ -268,6 +324,11 @@ class TritonPythonModel:
         self._stop = threading.Event()
         self._stage1 = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tier1")
         self._stage2 = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tier2")
+        # The tier-1 calls themselves, so a stage-1 thread can stop waiting for one. A
+        # held request has at most one running and is held until it returns, so there
+        # are never more than max_pending: this pool never queues.
+        self._calls = ThreadPoolExecutor(max_workers=self.max_pending,
+                                         thread_name_prefix="tier1-call")
         self._refresher = threading.Thread(target=self._refresh_loop, daemon=True)
         self._reload()
         self._refresh()
@@ -327,7 +388,10 @@ class TritonPythonModel:
         body = {"inputs": [
             {"name": n, "shape": list(a.shape), "datatype": _DATATYPES[str(a.dtype)],
              "data": a.ravel().tolist()} for n, a in inputs.items()],
-            "outputs": [{"name": n} for n in self.outputs]}
+            "outputs": [{"name": n} for n in self.outputs],
+            # Tier 2 may drop it in its queue past this (a queue policy that allows
+            # the override); the call below gives up then anyway.
+            "parameters": {"timeout": max(1, int(timeout * 1e6))}}
         headers = {"Content-Type": "application/json"}
         base = self.tier2_url
         if self._tier2_address is not None:  # connect to the address, name in Host
@@ -350,32 +414,37 @@ class TritonPythonModel:
                 o["shape"])
         return out
 
-    def _answer(self, sender: Any, outs: dict[str, Any], rows: int, escalated: int,
-                fallback: int, start: float) -> None:
+    def _release(self, held: _Held) -> None:
+        """One holder of ``held`` is done with it; the last frees its place."""
+        with self._lock:
+            held.refs -= 1
+            if held.refs:
+                return
+            self._pending -= 1
+            self.m_pending.increment(-1)
+
+    def _answer(self, held: _Held, outs: dict[str, Any], escalated: int,
+                fallback: int) -> None:
         tensors = [pb_utils.Tensor(k, v) for k, v in outs.items()]
         response = pb_utils.InferenceResponse(output_tensors=tensors)
         # Counted before the answer leaves: a client that reads the counters after its
         # answer sees its request in them.
         now = time.monotonic()
-        took_us = (now - start) * 1e6
+        took_us = (now - held.start) * 1e6
         with self._lock:
             self._window.add(now, took_us)
-            self.m_requests.increment(rows)
+            self.m_requests.increment(held.rows)
             if escalated:
                 self.m_escalated.increment(escalated)
             if fallback:
                 self.m_fallback.increment(fallback)
             self.m_duration.increment(took_us)
-        sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        with self._lock:  # after the send: a send that raises is failed (and uncounted) once
-            self.m_pending.increment(-1)
+        held.sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        self._release(held)  # after the send: a send that raises is failed (and released) once
 
-    def _fail(self, sender: Any, message: str) -> None:
-        with self._lock:
-            self.m_pending.increment(-1)
-        err = pb_utils.TritonError(message)
-        sender.send(pb_utils.InferenceResponse(error=err),
-                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    def _fail(self, held: _Held, message: str) -> None:
+        self._release(held)
+        _send_error(held.sender, message)
 
     @staticmethod
     def _gone(sender: Any, deadline: float | None) -> str:
@@ -389,68 +458,104 @@ class TritonPythonModel:
             pass
         return ""
 
-    def _drop(self, sender: Any, stage: str, rows: int, why: str) -> None:
+    def _drop(self, held: _Held, stage: str, why: str) -> None:
         with self._lock:
-            self.m_abandoned[stage].increment(rows)
-        self._fail(sender, f"cascade router: not sent to {stage}: {why}")
+            self.m_abandoned[stage].increment(held.rows)
+        self._fail(held, f"cascade router: not sent to {stage}: {why}")
 
-    def _serve(self, sender: Any, inputs: dict[str, Any], thr: float, start: float,
-               deadline: float | None) -> None:
+    @staticmethod
+    def _left(bound: float, deadline: float | None) -> tuple[float, str]:
+        """Seconds left until ``bound`` or the request's deadline, whichever comes
+        first, and which one that is."""
+        now = time.monotonic()
+        if deadline is not None and deadline < bound:
+            return deadline - now, "the request's deadline"
+        return bound - now, "the timeout"
+
+    def _call_tier1(self, inputs: dict[str, Any], timeout_us: int) -> Any:
+        # Triton applies the BLS request's timeout only while it waits in tier 1's
+        # queue, and only under a queue policy with allow_timeout_override; a call
+        # that tier 1 is computing is never cut: the caller bounds its own wait.
+        bls = pb_utils.InferenceRequest(
+            model_name=self.tier1, requested_output_names=self.outputs,
+            inputs=[pb_utils.Tensor(n, a) for n, a in inputs.items()], timeout=timeout_us)
+        return bls.exec()
+
+    def _serve(self, held: _Held) -> None:
         """Stage 1: tier 1 through BLS; answer, or hand the request to stage 2."""
         try:
-            why = self._gone(sender, deadline)
+            why = self._gone(held.sender, held.deadline)
             if why:
-                rows = len(next(iter(inputs.values()))) if inputs else 1
-                self._drop(sender, "tier1", rows, why)
+                self._drop(held, "tier1", why)
                 return
-            bls = pb_utils.InferenceRequest(
-                model_name=self.tier1, requested_output_names=self.outputs,
-                inputs=[pb_utils.Tensor(n, a) for n, a in inputs.items()])
-            resp = bls.exec()
+            # The tier-1 bound counts from the hand-off: waiting for a stage-1 thread
+            # spends it too.
+            left, which = self._left(held.start + self.tier1_timeout, held.deadline)
+            resp = None
+            if left > 0:
+                with self._lock:
+                    held.refs += 1  # the call holds the request until it returns
+                try:
+                    call = self._calls.submit(self._call_tier1, held.inputs,
+                                              max(1, int(left * 1e6)))
+                except BaseException:
+                    self._release(held)
+                    raise
+                call.add_done_callback(lambda _call: self._release(held))
+                with contextlib.suppress(FuturesTimeout):
+                    resp = call.result(timeout=left)
+            if resp is None:
+                with self._lock:
+                    self.m_tier1_timeout.increment(held.rows)
+                bound = (f"{self.tier1_timeout:g} s (tier1_timeout_s)"
+                         if which == "the timeout" else which)
+                self._fail(held, f"cascade router: tier 1 ({self.tier1}) did not answer "
+                                 f"within {bound}")
+                return
             if resp.has_error():
-                self._fail(sender, f"tier 1 ({self.tier1}): {resp.error().message()}")
+                self._fail(held, f"tier 1 ({self.tier1}): {resp.error().message()}")
                 return
             outs = {n: pb_utils.get_output_tensor_by_name(resp, n).as_numpy().copy()
                     for n in self.outputs}
             conf = outs[self.conf_name].reshape(len(outs[self.conf_name]), -1)[:, 0]
-            esc = conf < thr
+            esc = conf < held.threshold
             if np.any(esc):
-                self._stage2.submit(self._escalate, sender, inputs, outs, esc, start,
-                                    time.monotonic(), deadline)
+                self._stage2.submit(self._escalate, held, outs, esc, time.monotonic())
             else:
-                self._answer(sender, outs, len(conf), 0, 0, start)
+                self._answer(held, outs, 0, 0)
         except Exception as exc:  # answer every request exactly once, even on a bug
-            self._fail(sender, f"cascade router: {exc}")
+            self._fail(held, f"cascade router: {exc}")
 
-    def _escalate(self, sender: Any, inputs: dict[str, Any], outs: dict[str, Any],
-                  esc: Any, start: float, tier1_done: float, deadline: float | None) -> None:
+    def _escalate(self, held: _Held, outs: dict[str, Any], esc: Any,
+                  tier1_done: float) -> None:
         """Stage 2: the escalated rows to tier 2 (tier 1's answer kept on failure)."""
         try:
             n_esc = int(esc.sum())
-            why = self._gone(sender, deadline)
+            why = self._gone(held.sender, held.deadline)
             if why:
                 with self._lock:  # tier 1 answered and routed it: counted as such
                     self.m_requests.increment(len(esc))
                     self.m_escalated.increment(n_esc)
-                self._drop(sender, "tier2", len(esc), why)
+                self._drop(held, "tier2", why)
                 return
             fallback = 0
             try:
                 # The timeout counts from tier 1's answer, not from when a stage-2
-                # thread took the request: waiting for a thread spends it too.
-                left = self.timeout - (time.monotonic() - tier1_done)
+                # thread took the request: waiting for a thread spends it too. A
+                # request's deadline that comes sooner bounds the call instead.
+                left, _which = self._left(tier1_done + self.timeout, held.deadline)
                 if left <= 0:
                     raise TimeoutError("no stage-2 thread before the tier-2 timeout")
-                answers = self._tier2({n: a[esc] for n, a in inputs.items()}, left)
+                answers = self._tier2({n: a[esc] for n, a in held.inputs.items()}, left)
                 for n in self.outputs:
                     if n in answers:
                         outs[n][esc] = answers[n].astype(outs[n].dtype).reshape(
                             outs[n][esc].shape)
             except Exception:  # any tier-2 failure or timeout: keep tier 1's answer
                 fallback = n_esc
-            self._answer(sender, outs, len(esc), n_esc, fallback, start)
+            self._answer(held, outs, n_esc, fallback)
         except Exception as exc:
-            self._fail(sender, f"cascade router: {exc}")
+            self._fail(held, f"cascade router: {exc}")
 
     @staticmethod
     def _deadline(request: Any, start: float) -> float | None:
@@ -461,20 +566,54 @@ class TritonPythonModel:
             return None
         return start + us / 1e6 if us > 0 else None
 
+    def _admit(self) -> bool:
+        """Take a place for one more request, if this instance holds fewer than
+        ``max_pending``."""
+        with self._lock:
+            if self._pending >= self.max_pending:
+                return False
+            self._pending += 1
+            self.m_pending.increment(1)
+            return True
+
     def execute(self, requests: list[Any]) -> None:
         self._reload()
         start = time.monotonic()
-        with self._lock:
-            self.m_pending.increment(len(requests))
         for r in requests:
-            # Copied here: the request's tensors need not outlive execute.
-            inputs = {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy().copy()
-                      for n in self.inputs}
-            self._stage1.submit(self._serve, r.get_response_sender(), inputs,
-                                self._request_threshold(r), start, self._deadline(r, start))
+            sender = r.get_response_sender()
+            if not self._admit():
+                # Beyond its bound the router holds nothing more: answered at once,
+                # as Triton answers beyond a model's max_queue_size.
+                rows = len(pb_utils.get_input_tensor_by_name(r, self.inputs[0]).as_numpy())
+                with self._lock:
+                    self.m_rejected.increment(rows)
+                _send_error(sender, f"cascade router: exceeds its maximum of "
+                                    f"{self.max_pending} held requests (max_pending)",
+                            unavailable=True)
+                continue
+            try:
+                # Copied here: the request's tensors need not outlive execute.
+                inputs = {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy().copy()
+                          for n in self.inputs}
+                held = _Held(sender, inputs, self._request_threshold(r), start,
+                             self._deadline(r, start))
+                self._stage1.submit(self._serve, held)
+            except Exception as exc:
+                with self._lock:
+                    self._pending -= 1
+                    self.m_pending.increment(-1)
+                _send_error(sender, f"cascade router: {exc}")
         return None
 
     def finalize(self) -> None:
         self._stop.set()
         self._stage1.shutdown(wait=True)
         self._stage2.shutdown(wait=True)
+        self._calls.shutdown(wait=False)  # a wedged tier-1 call must not hold the unload
+
+
+def _send_error(sender: Any, message: str, unavailable: bool = False) -> None:
+    err = (pb_utils.TritonError(message, pb_utils.TritonError.UNAVAILABLE) if unavailable
+           else pb_utils.TritonError(message))
+    sender.send(pb_utils.InferenceResponse(error=err),
+                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)

@@ -1,0 +1,143 @@
+"""A spot interruption notice on a real kube-apiserver with KWOK nodes: the spot pool's
+node is tainted as Karpenter taints a node it is about to reclaim; the operator (its
+own process, on the chart's ServiceAccount: the chart's RBAC lets it read nodes)
+orders the replacement on another pool at once, keeps the spot replica serving while
+the replacement cannot start, and removes it only once the replacement is Ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tests.harness.e2e import (
+    LABEL_SM,
+    DeploymentWatch,
+    add_isolated_nodes,
+    apply,
+    deployment_names,
+    dump_state,
+    get_sm,
+    isolate_pools,
+    load_example,
+    scratch_namespace,
+    wait_converged,
+)
+from tests.harness.k8s import NODE_POOL_LABEL, Cluster, wait_for
+from tests.harness.operator import OperatorProcess, Operators
+
+pytestmark = pytest.mark.e2e
+
+SM = "resnet50"
+STARTUP_SECONDS = 5
+INTERVAL_SECONDS = 2
+TAINT = "karpenter.sh/disrupted"
+
+
+@pytest.fixture
+def ns(cluster: Cluster, chart_release: Any) -> Iterator[str]:
+    with scratch_namespace(cluster, "itn") as name:
+        yield name
+
+
+@pytest.fixture
+def start_operator(
+    cluster: Cluster, operator_kubeconfig: Path, ns: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., OperatorProcess]]:
+    ops = Operators(cluster.log_dir, request.node.name)
+
+    def start(*extra: str) -> OperatorProcess:
+        return ops.start(operator_kubeconfig, *extra)
+
+    yield start
+    ops.stop_all()
+
+
+def _events(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.get_json(
+        "events", "-n", ns, "--field-selector", f"involvedObject.name={SM}")["items"]
+    return items
+
+
+def _decisions(op: OperatorProcess, ns: str) -> float:
+    """The operator's decisions about the model so far (its /metrics)."""
+    want = {"namespace": ns, "scaledmodel": SM}
+    return sum(x.value for f in text_string_to_metric_families(op.metrics())
+               for x in f.samples
+               if x.name == "tritonscale_decisions_total" and want.items() <= x.labels.items())
+
+
+def _pods_node_pools(cluster: Cluster, ns: str) -> set[str]:
+    out = set()
+    for p in cluster.get_json("pods", "-n", ns, "-l", f"{LABEL_SM}={SM}")["items"]:
+        node = p["spec"].get("nodeName")
+        if node and not p["metadata"].get("deletionTimestamp"):
+            out.add(cluster.get_json("node", node)["metadata"]["labels"][NODE_POOL_LABEL])
+    return out
+
+
+def test_tainted_spot_node_is_replaced_make_before_break(
+    cluster: Cluster, ns: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    manifest = load_example(namespace=ns)
+    manifest["spec"]["scaling"]["intervalSeconds"] = INTERVAL_SECONDS
+    prefix = ns.split("-")[-1]
+    # t4-ondemand has no nodes yet: its replica cannot start until they come.
+    pools = isolate_pools(cluster, manifest, prefix, pools=["t4-spot", "t4-ondemand"],
+                          with_nodes=["t4-spot"], startup_seconds=STARTUP_SECONDS)
+    spot_dep, od_dep = f"{SM}-int8-t4-spot", f"{SM}-int8-t4-ondemand"
+    op = start_operator()
+    apply(cluster, manifest)
+    wait_converged(cluster, ns, SM, [spot_dep], op)
+    assert get_sm(cluster, ns, SM)["status"].get("interruptionNotices") == []
+
+    watch = DeploymentWatch(cluster, ns, SM).start()
+    try:
+        # The interruption warning: Karpenter taints the node before draining it.
+        spot = pools["t4-spot"]
+        nodes = [n["metadata"]["name"] for n in
+                 cluster.get_json("nodes", "-l", f"{NODE_POOL_LABEL}={spot}")["items"]]
+        cluster.kubectl("taint", "nodes", *nodes, f"{TAINT}:NoSchedule")
+
+        wait_for(lambda: deployment_names(cluster, ns, SM) == sorted([od_dep, spot_dep]),
+                 timeout=60, what="the replacement ordered beside the spot Deployment",
+                 on_timeout=lambda: dump_state(cluster, ns, op))
+        status = get_sm(cluster, ns, SM)["status"]
+        (notice,) = status["interruptionNotices"]
+        assert notice["pool"] == "t4-spot" and TAINT in notice["reason"], notice
+        assert nodes[0] in notice["reason"]
+
+        # Make-before-break: while the replacement cannot start, decisions go on and
+        # the spot replica keeps serving.
+        first = _decisions(op, ns)
+        wait_for(lambda: _decisions(op, ns) >= first + 2, timeout=30,
+                 what="two more decisions", on_timeout=lambda: dump_state(cluster, ns, op))
+        old = cluster.get_json("deployment", spot_dep, "-n", ns)
+        assert old["spec"]["replicas"] == 1 and old["status"].get("readyReplicas") == 1
+        assert deployment_names(cluster, ns, SM) == sorted([od_dep, spot_dep])
+
+        # Capacity for the replacement arrives: it becomes Ready, then the spot one goes.
+        add_isolated_nodes(cluster, manifest, "t4-ondemand", pools["t4-ondemand"])
+        wait_converged(cluster, ns, SM, [od_dep], op, timeout=180)
+    finally:
+        watch.stop()
+    assert _pods_node_pools(cluster, ns) == {pools["t4-ondemand"]}
+    # Never without a Ready replica, and the spot Deployment was deleted only after
+    # the replacement was Ready.
+    after = [tot for t, tot, _ in watch.totals]
+    assert after and min(after) >= 1, watch.totals
+    deleted = next(i for i, e in enumerate(watch.events)
+                   if e[1] == spot_dep and e[4] == "DELETED")
+    ready_before = [e for e in watch.events[:deleted] if e[1] == od_dep and e[3] >= 1]
+    assert ready_before, watch.events
+    events = _events(cluster, ns)
+    notices = [e for e in events if e["reason"] == "InterruptionNotice"]
+    assert len(notices) == 1 and notices[0]["type"] == "Warning", notices
+    assert "t4-spot" in notices[0]["message"] and TAINT in notices[0]["message"]
+    assert any(e["reason"] == "DeletedDeployment" and spot_dep in e["message"]
+               for e in events), [e["message"] for e in events]
+    assert "Traceback" not in op.log_text()
+    op.check_alive()
