@@ -178,7 +178,15 @@ def test_the_look_ahead_margins_are_not_stacked() -> None:
     from dataclasses import replace as dc_replace
 
     from tritonscale.core.spec import (
-        SLO, BatchPoint, LatencySLO, ModelSpec, NodePool, Profile, Scaling, Variant)
+        SLO,
+        BatchPoint,
+        LatencySLO,
+        ModelSpec,
+        NodePool,
+        Profile,
+        Scaling,
+        Variant,
+    )
 
     prof = Profile("T4", 8, (BatchPoint(1, 5.0), BatchPoint(8, 20.0)), 2.0)
     spec = ScaledModelSpec(

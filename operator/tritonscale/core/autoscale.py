@@ -45,21 +45,22 @@ In order:
    factor that scales that profile, so the planner adds the capacity the model
    did not predict and gives back what it over-predicted. Nothing is learnt while
    requests queue beyond the SLO (a backlog draining is not slow replicas), nor
-   from a placement that has not served for the whole signals' window
+   from a percentile above the SLO target (its window still holds a backlog
+   drained since), nor from a placement that has not served for the whole signals' window
    (:func:`.correction.settle`: its rate is counted over all of it).
    Persisted in the state; ``simulate`` runs it from the simulator's
    per-placement signals exactly as the operator does.
-4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load
-   is the larger of the observed demand (the median rate of the last horizon) x
-   (1 + headroom) through HPA-like windows, and the look-ahead (the larger of
-   max(forecast without its noise allowance, lasting rate) x (1 + headroom) and
-   the forecast with it: the two margins are not stacked) through the same
-   windows but held for at most the horizon it was about (and while an overload
-   lasts). With a backlog the planning load is at least
-   ``lasting x (1 + headroom) + drain`` (:mod:`.burst`); the drain is not added on top of the look-ahead's margin, which drains it too,
-   nor planned for what the Ready and starting replicas drain before capacity
-   ordered now is Ready (:func:`.burst.backlog_left`). The observed demand's
-   median counts a burst cluster only as far as it lasted.
+4. **Load stabilisation** (:func:`.stabilize.stabilize_load`): the planning load is
+   the larger of the observed demand (the median rate of the last horizon) x (1 +
+   headroom) through HPA-like windows, and the look-ahead (the larger of
+   max(forecast without its noise allowance, lasting rate) x (1 + headroom) and the
+   forecast with it: the two margins are not stacked) through the same windows but
+   held for at most the horizon it was about (and while an overload lasts). With a
+   backlog the planning load is at least ``lasting x (1 + headroom) + drain``
+   (:mod:`.burst`); the drain is not added on top of the look-ahead's margin, which
+   drains it too, nor planned for what the Ready and starting replicas drain before
+   capacity ordered now is Ready (:func:`.burst.backlog_left`). The observed
+   demand's median counts a burst cluster only as far as it lasted.
    The lasting rate (:func:`.burst.lasting_rate`) is the current rate as far as
    it has persisted for half the startup horizon (held at that level, or rising
    towards it, for ``H / 2``) or the forecast follows it: capacity ordered for a
