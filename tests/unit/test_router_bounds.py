@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -155,6 +156,9 @@ class _Request:
         return self.timeout_us
 
 
+_SHARED = tempfile.TemporaryDirectory(prefix="router-windows-")
+
+
 @pytest.fixture
 def tier1(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Tier1]:
     calls = _Tier1()
@@ -173,6 +177,7 @@ def tier1(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Tier1]:
 def _router(**params: str) -> Any:
     module = types.ModuleType("cascade_router")
     exec(compile(router_source(), "model.py", "exec"), module.__dict__)
+    module.SHARED_BASE = _SHARED.name  # not the machine's /dev/shm
     config = {
         "name": "m-cascade",
         "input": [{"name": "INPUT"}],

@@ -248,7 +248,8 @@ def test_latency_queries_prefer_the_routers_own_series() -> None:
     sel = 'namespace="ml",model="bert-qa-cascade"'
     assert p.percentile_expr("ml", "bert-qa-cascade", 95.0) == (
         f'max(tritonscale_cascade_request_summary_us{{{sel},quantile="0.95"}} >= 0) / 1000'
-        f' or max(nv_inference_request_summary_us{{{sel},quantile="0.95"}} >= 0) / 1000')
+        f' or (max(nv_inference_request_summary_us{{{sel},quantile="0.95"}} >= 0) / 1000'
+        f' unless count(tritonscale_cascade_request_summary_us{{{sel},quantile="0.95"}}))')
     ok = f"sum(rate(nv_inference_request_success{{{sel}}}[30s])) / 1000"
     assert p.mean_latency_expr("ml", "bert-qa-cascade") == (
         f"sum(rate(tritonscale_cascade_request_duration_us{{{sel}}}[30s])) / {ok} or "

@@ -21,8 +21,13 @@ Queries (``W`` is the rate window, ``SEL`` the escaped label matchers):
   conservative.  ``>= 0`` drops the NaN an idle pod's summary reports.  Triton's
   summary covers a sliding window of about a minute, not ``W``. A cascade's router
   answers after its execute returned, so its own series stand in for Triton's:
-  ``max(tritonscale_cascade_request_summary_us{...} >= 0) / 1000 or`` the above
-  (likewise ``tritonscale_cascade_request_duration_us`` for the mean);
+  ``max(tritonscale_cascade_request_summary_us{...} >= 0) / 1000 or (`` the above
+  ``unless count(tritonscale_cascade_request_summary_us{...}))``: Triton's summary of
+  the router, which ends at its hand-off (~0), is never read where the router exports
+  its own, even when that is NaN (an idle router: no percentile, then the mean). The
+  router's series holds the quantiles of all its instances' requests (one instance
+  exports those of their shared windows), so ``max`` is over pods only (likewise
+  ``tritonscale_cascade_request_duration_us`` for the mean);
 * otherwise the *mean* latency ``rate(nv_inference_request_duration_us[W]) /
   rate(nv_inference_request_success[W])``, flagged ``is_mean`` (a mean is not a
   percentile);
@@ -385,9 +390,13 @@ class PrometheusSignals:
         sel = self.labels.selector(namespace, model)
         q = promql_string(quantile_label(percentile))
         by = self._by(grouped)
-        # A cascade router's own summary first (only a router exports it).
-        return (f"max{by}({CASCADE_SUMMARY}{{{sel},quantile={q}}} >= 0) / 1000 or "
-                f"max{by}({REQUEST_SUMMARY}{{{sel},quantile={q}}} >= 0) / 1000")
+        # A cascade router's own summary first (only a router exports it); Triton's
+        # summary of the router ends at its hand-off (~0): never read where the
+        # router exports its own, even an idle router's NaN.
+        own = f"{CASCADE_SUMMARY}{{{sel},quantile={q}}}"
+        return (f"max{by}({own} >= 0) / 1000 or "
+                f"(max{by}({REQUEST_SUMMARY}{{{sel},quantile={q}}} >= 0) / 1000"
+                f" unless count{by}({own}))")
 
     def _per_request_ms_expr(
         self, numerator: str, namespace: str, model: str, *, grouped: bool

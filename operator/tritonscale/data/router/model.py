@@ -58,7 +58,10 @@ end at the hand-off and do not hold the cascade's latency. The router measures e
 request from the hand-off to its response and exports that itself:
 ``tritonscale_cascade_request_summary_us{quantile=...}`` (the quantiles Triton's
 summary has, over a sliding minute, as Triton's: NaN when idle; kept as per-second
-histograms, :class:`LatencyWindow`: fixed memory, each quantile within 0.5 %) and
+histograms, :class:`LatencyWindow`: fixed memory, each quantile within 0.5 %; the
+quantiles of ALL the router's requests in the server, whichever instance answered
+them: the instances share their windows through files in ``/dev/shm`` and one of
+them sets the gauges, :class:`SharedWindows`) and
 ``tritonscale_cascade_request_duration_us`` (the sum, a counter). Counters of
 inferences (rows): ``tritonscale_cascade_requests_total`` (tier 1 answered them through
 the router: each is then answered, or dropped before its tier-2 call),
@@ -86,10 +89,13 @@ instance, default 256), max_pending (per instance, default 4 x workers).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
+import re
 import socket
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -125,20 +131,29 @@ MAX_PENDING_PER_WORKER = 4
 
 
 class LatencyWindow:
-    """Latencies over a sliding window of whole seconds, as per-second histograms."""
+    """Latencies over a sliding window of whole seconds, as per-second histograms.
 
-    def __init__(self, seconds: float = SUMMARY_WINDOW_S) -> None:
+    ``counts`` and ``stamp`` are this window's own arrays, or views of a file that the
+    router's instances share (:class:`SharedWindows`)."""
+
+    def __init__(self, seconds: float = SUMMARY_WINDOW_S, counts: Any = None,
+                 stamp: Any = None) -> None:
         self.seconds = math.ceil(seconds)
         self._log_ratio = math.log(BIN_RATIO)
-        self.bins = math.ceil(math.log(BIN_MAX_US / BIN_MIN_US) / self._log_ratio) + 1
-        self.counts = np.zeros((self.seconds, self.bins), dtype=np.int32)
-        self.stamp = np.full(self.seconds, -1, dtype=np.int64)  # the second a row holds
+        self.bins = window_bins()
+        self.counts = (np.zeros((self.seconds, self.bins), dtype=np.int32)
+                       if counts is None else counts)
+        # The second each row holds (-1: none).
+        self.stamp = np.full(self.seconds, -1, dtype=np.int64) if stamp is None else stamp
         self.middle = BIN_MIN_US * BIN_RATIO ** (np.arange(self.bins) + 0.5)
 
     def add(self, now: float, value_us: float) -> None:
         sec = int(now)
         row = sec % self.seconds
         if self.stamp[row] != sec:
+            # A reader in another process skips a row stamped -1, so it never counts
+            # the second this row held before as the new one.
+            self.stamp[row] = -1
             self.counts[row] = 0
             self.stamp[row] = sec
         ratio = max(value_us, BIN_MIN_US) / BIN_MIN_US
@@ -163,6 +178,143 @@ class LatencyWindow:
             a, b = float(self.middle[lo]), float(self.middle[hi])
             out.append(a + (h - math.floor(h)) * (b - a))
         return out
+
+
+def window_bins() -> int:
+    return math.ceil(math.log(BIN_MAX_US / BIN_MIN_US) / math.log(BIN_RATIO)) + 1
+
+
+# Where the instances of one router share their windows: a directory per server process
+# (the stubs' parent), model and version, in the pod's in-memory /dev/shm.
+SHARED_BASE = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+_SLOT = "slot-{}.window"
+_WRITER = "writer.lock"
+
+
+class SharedWindows:
+    """The latency windows of all the instances of one router in one server.
+
+    Each instance of a Python-backend model is a process of its own, and Triton's
+    custom metrics API gives them ONE series per label set: an instance setting the
+    quantile gauges from its own window overwrote the others' (the exported p50
+    alternated between instances, an idle one wrote NaN). So each instance keeps its
+    window in a file of its own (``slot-<k>.window``, memory-mapped, locked for the
+    instance's life: a slot whose instance ended is taken by the next that starts,
+    and its seconds age out as any), every instance reads all the slots, and one
+    instance at a time, the holder of ``writer.lock``, sets the gauges from the sum
+    of their histograms: the quantiles of the union of the router's requests, as one
+    process's window would hold them. The others try for the lock at every refresh
+    (the holder's end frees it)."""
+
+    def __init__(self, directory: str, seconds: float = SUMMARY_WINDOW_S) -> None:
+        self.directory = directory
+        self.seconds = math.ceil(seconds)
+        self.bins = window_bins()
+        os.makedirs(directory, exist_ok=True)
+        self._files: list[int] = []
+        self._slot = ""
+        self.writer = False
+        self._writer_fd: int | None = None
+        k = 0
+        while True:
+            path = os.path.join(directory, _SLOT.format(k))
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                k += 1
+                continue
+            try:  # the file an ending instance unlinked after this one opened it
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self._files.append(fd)
+        self._slot = path
+        fresh = os.fstat(fd).st_size < self._size
+        if fresh:
+            os.ftruncate(fd, self._size)
+        stamp, counts = self._map(path, writable=True)
+        if fresh:
+            stamp[:] = -1
+        self.own = LatencyWindow(seconds, counts=counts, stamp=stamp)
+        self._others: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self.try_writer()
+
+    @property
+    def _size(self) -> int:
+        return self.seconds * 8 + self.seconds * self.bins * 4
+
+    def _map(self, path: str, writable: bool) -> tuple[Any, Any]:
+        if writable:
+            return (np.memmap(path, dtype=np.int64, mode="r+", shape=(self.seconds,)),
+                    np.memmap(path, dtype=np.int32, mode="r+", offset=self.seconds * 8,
+                              shape=(self.seconds, self.bins)))
+        return (np.memmap(path, dtype=np.int64, mode="r", shape=(self.seconds,)),
+                np.memmap(path, dtype=np.int32, mode="r", offset=self.seconds * 8,
+                          shape=(self.seconds, self.bins)))
+
+    def try_writer(self) -> bool:
+        """Take ``writer.lock`` if no other instance holds it; True if this one does."""
+        if self.writer:
+            return True
+        fd = os.open(os.path.join(self.directory, _WRITER), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._writer_fd, self.writer = fd, True
+        self._files.append(fd)
+        return True
+
+    def histogram(self, now: float) -> Any:
+        """The sum of every instance's histogram within the window before ``now``."""
+        total = self.own.histogram(now)
+        seen: set[tuple[int, int]] = set()
+        for entry in os.scandir(self.directory):
+            if not entry.name.endswith(".window") or entry.path == self._slot:
+                continue
+            try:
+                st = entry.stat()
+                key = (st.st_dev, st.st_ino)
+                if key not in self._others:
+                    if st.st_size < self._size:
+                        continue  # its instance is still creating it
+                    self._others[key] = self._map(entry.path, writable=False)
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+            seen.add(key)
+            stamp, counts = self._others[key]
+            live = np.asarray(stamp) > int(now) - self.seconds
+            total = total + np.asarray(counts)[live].sum(axis=0, dtype=np.int64)
+        for key in set(self._others) - seen:
+            del self._others[key]
+        return total
+
+    def close(self) -> None:
+        """Remove this instance's slot, free the writer lock; the last instance
+        removes the directory (Triton loads a model's new instances before it ends
+        the old ones, so none is starting in it then)."""
+        with contextlib.suppress(OSError):
+            os.unlink(self._slot)
+        for fd in self._files:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._files = []
+        self.writer = False
+        with contextlib.suppress(OSError):
+            if not any(e.name.endswith(".window") for e in os.scandir(self.directory)):
+                os.unlink(os.path.join(self.directory, _WRITER))
+                os.rmdir(self.directory)
+
+
+def shared_directory(model: str, version: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model}-{version}")
+    return os.path.join(SHARED_BASE, f"tritonscale-router-{os.getppid()}-{safe}")
 
 
 # How long a looked-up tier-2 address is used before it is looked up again (a
@@ -320,7 +472,18 @@ class TritonPythonModel:
         self.m_summary = {q: summary.Metric(labels={**labels, "quantile": f"{q:g}"})
                           for q in QUANTILES}
         self._lock = threading.Lock()
-        self._window = LatencyWindow()
+        self._shared: SharedWindows | None = None
+        try:
+            self._shared = SharedWindows(shared_directory(
+                self.name, str(args.get("model_version", "1"))))
+            self._window = self._shared.own
+        except (OSError, ValueError) as exc:
+            # No shared files: this instance's window alone, and it sets the gauges
+            # only while it has answers in it, so an idle one never writes its NaN
+            # over a busy one's quantiles.
+            self._window = LatencyWindow()
+            _log_warn(f"cascade router: latency windows not shared ({exc}); each "
+                      "instance exports its own quantiles while it has answers")
         self._stop = threading.Event()
         self._stage1 = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tier1")
         self._stage2 = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tier2")
@@ -331,7 +494,7 @@ class TritonPythonModel:
                                          thread_name_prefix="tier1-call")
         self._refresher = threading.Thread(target=self._refresh_loop, daemon=True)
         self._reload()
-        self._refresh()
+        self._refresh(first=True)
         self._refresher.start()
 
     def _family(self, name: str, description: str, gauge: bool = False) -> Any:
@@ -370,10 +533,19 @@ class TritonPythonModel:
         return value if 0.0 <= value <= 1.0 else self.threshold
 
     # ------------------------------------------------------------------ latency summary
-    def _refresh(self) -> None:
+    def _refresh(self, first: bool = False) -> None:
+        """Set the quantile gauges: the holder of the shared windows' writer lock,
+        from the union of all the instances' answers (NaN when none has any)."""
         now = time.monotonic()
-        with self._lock:
-            hist = self._window.histogram(now)
+        if self._shared is not None:
+            if not self._shared.try_writer():
+                return
+            hist = self._shared.histogram(now)
+        else:
+            with self._lock:
+                hist = self._window.histogram(now)
+            if not first and int(hist.sum()) == 0:
+                return
         for q, value in zip(QUANTILES, self._window.quantiles(hist, QUANTILES), strict=True):
             self.m_summary[q].set(value)
 
@@ -607,9 +779,16 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self._stop.set()
+        if self._shared is not None:
+            self._shared.close()
         self._stage1.shutdown(wait=True)
         self._stage2.shutdown(wait=True)
         self._calls.shutdown(wait=False)  # a wedged tier-1 call must not hold the unload
+
+
+def _log_warn(message: str) -> None:
+    with contextlib.suppress(Exception):  # a stand-in without Logger
+        pb_utils.Logger.log_warn(message)
 
 
 def _send_error(sender: Any, message: str, unavailable: bool = False) -> None:
