@@ -529,7 +529,7 @@ def _notice_text(obs: Observation, cur: Mapping[Key, int], final: Mapping[Key, i
         parts.append(
             f"Pool {pool} is under interruption notice ({why}): its {had} replica(s) "
             + (f"serve until their replacement is Ready ({kept} kept this step)."
-               if kept else "are released, their replacement being Ready.")
+               if kept else "are released (their replacement is Ready, or they were not).")
         )
     return " ".join(parts)
 
