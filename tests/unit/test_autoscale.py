@@ -165,3 +165,50 @@ def test_simulate_never_below_min_ready_when_a_variant_leaves_the_spec(
     for obs in (dict(rps=100.0), dict(rps=None, error="prometheus down")):
         fleet = _drive(two, [dict(obs, spec=fewer) for _ in range(6)])
         assert fleet.min_ready is not None and fleet.min_ready >= 2, obs
+
+
+def test_the_look_ahead_margins_are_not_stacked() -> None:
+    # A rate that was noisy (the forecaster's deviation is large) and is now flat at
+    # 1,000 rps for more than the horizon: no rise to extrapolate, so the look-ahead
+    # is the rate, with either margin: x (1 + headroom) or the forecaster's noise
+    # allowance (1.5 x its deviation). Both allow for the load beyond what is
+    # expected over the horizon; the old plan took their product, (rate + noise) x
+    # (1 + headroom), and paid for both (bundled fleet $6.83/h against $6.72/h, the
+    # same minutes).
+    from dataclasses import replace as dc_replace
+
+    from tritonscale.core.spec import (
+        SLO,
+        BatchPoint,
+        LatencySLO,
+        ModelSpec,
+        NodePool,
+        Profile,
+        Scaling,
+        Variant,
+    )
+
+    prof = Profile("T4", 8, (BatchPoint(1, 5.0), BatchPoint(8, 20.0)), 2.0)
+    spec = ScaledModelSpec(
+        model=ModelSpec("m", "s3://m"),
+        variants=(Variant("v", "fp16", 0.9, (prof,)),),
+        node_pools=(NodePool("p", "T4", 1.0, max_replicas=100, startup_seconds=60.0),),
+        slo=SLO(LatencySLO(95.0, 100.0)),
+        scaling=dc_replace(Scaling(min_replicas=1, max_replicas=100, headroom=0.1),
+                           scale_down_stabilization_seconds=0.0, panic_seconds=0.0),
+    )
+    d = decide(spec, Observation(rps=1000.0, current=()), None, 0.0)
+    t = 0.0
+    for rps in (1000.0, 1300.0, 800.0, 1250.0, 850.0, 1200.0) + (1000.0,) * 7:
+        t += 15.0
+        n = d.total_replicas
+        d = decide(spec, Observation(rps=rps, current=(PlacementState("v", "p", n, n),),
+                                     latency_ms=40.0, pending=0.0), d.state, t)
+    noise = 1.5 * float(d.state["forecast"]["s"])
+    hr = 1.0 + float(d.details["burst"]["headroom"])  # type: ignore[index]
+    ahead = float(d.details["forecast_rps"])  # type: ignore[arg-type]
+    assert noise > 20.0 and ahead == pytest.approx(1000.0 + noise, rel=1e-4)
+    # The stabilised look-ahead (windows of 0 s: this step's) takes the larger margin.
+    assert float(d.state["forecastLoad"]) == pytest.approx(max(1000.0 * hr, 1000.0 + noise),
+                                                           rel=1e-4)
+    assert float(d.state["forecastLoad"]) < (1000.0 + noise) * hr - 1.0

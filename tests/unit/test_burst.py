@@ -253,7 +253,9 @@ def test_forecast_look_ahead_does_not_hold_the_fleet_for_the_scale_down_window()
                                      latency_ms=40.0, pending=0.0), d.state, t)
         peak = max(peak, d.details["planning_load_rps"])  # type: ignore[arg-type]
     final = d.details["planning_load_rps"]
-    assert peak > 1.3 * 1000.0 * 1.1  # the trend did inflate the look-ahead
+    # The trend did inflate the look-ahead (x 1.19 the flat rate's margin; x 1.3 while
+    # the look-ahead stacked the headroom on the forecast's noise allowance).
+    assert peak > 1.15 * 1000.0 * 1.1
     assert final < 0.85 * peak
     # ... and it still plans for what was observed (the window), with headroom.
     assert final >= 1000.0 * 1.1 - 1e-6

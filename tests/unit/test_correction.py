@@ -183,6 +183,19 @@ def test_no_learning_while_a_backlog_drains() -> None:
     assert "loadCorrection" not in st
 
 
+def test_no_learning_from_a_percentile_above_the_target() -> None:
+    # Triton reports no backlog (pending and queue time unknown or small) but the
+    # window's percentile is above the SLO target: it still holds the queueing of a
+    # backlog drained since, not slow replicas. The old correction learnt from it.
+    assert update({}, _obs(lat=300.0), _pred(10.0), 150.0) == {}
+    whole = Observation(rps=100.0, latency_ms=300.0,
+                        current=(PlacementState("int8", "t4-spot", 2, 2),))
+    assert update({}, whole, _pred(10.0), 150.0) == {}
+    # Within the target it is learnt as before.
+    f = update({}, _obs(lat=20.0), _pred(10.0), 150.0)
+    assert f[key("int8", "t4-spot")] > 1.0
+
+
 def test_whole_model_latency_feeds_the_same_factors() -> None:
     # A source without per-placement latency: the whole model's percentile, 1.5x
     # what the model predicts, is learnt by the per-placement factors (no separate

@@ -32,8 +32,13 @@ Each step, for every placement with enough traffic and every replica Ready:
 * **not learnt while requests queue beyond what the SLO allows**
   (:func:`tritonscale.core.burst.backlog_requests` > 0, from Triton's pending
   count and queue time): that latency is a backlog draining, not slow
-  replicas, and learning it inflated every later plan; nor where the
-  uncorrected model predicts utilisation above ``max_predicted_util``.
+  replicas, and learning it inflated every later plan; nor from a percentile
+  above the SLO target (the whole model's, or that placement's): Triton's
+  pending count and queue time are this instant's, the percentile spans its
+  window, which still holds a backlog drained since (the bundled fleet at x1500
+  learnt L4 1.10 -> 1.22 from a 2.7-s p95 the step its backlog was gone, and
+  ordered 16 T4 cancelled 30 s later); nor where the uncorrected model predicts
+  utilisation above ``max_predicted_util``.
 
 Profiles are keyed by accelerator, so two pools with the same accelerator (spot
 and on-demand T4, say) share the more pessimistic of their factors.
@@ -174,14 +179,25 @@ def update(
 ) -> dict[str, float]:
     """One step of the correction (see the module docstring): per placement when the
     signals have per-placement latency, else from the whole model's; nothing is
-    learnt while requests queue beyond the SLO, nor from a placement's own signals
-    when it is not in ``settled`` (:func:`settle`; None: every placement is)."""
-    if queue_dominated(obs, target_ms):
+    learnt while requests queue beyond the SLO, nor from a percentile above the
+    target, nor from a placement's own signals when it is not in ``settled``
+    (:func:`settle`; None: every placement is)."""
+    if queue_dominated(obs, target_ms) or beyond_target(obs.latency_ms, target_ms):
         return {k: float(v) for k, v in factors.items()}
     if obs.per_placement_latency_ms:
-        return update_factors(factors, obs, predict, settings, settled)
+        within = {k: v for k, v in obs.per_placement_latency_ms.items()
+                  if not beyond_target(v, target_ms)}
+        return update_factors(factors, replace(obs, per_placement_latency_ms=within),
+                              predict, settings, settled)
     # The whole model's rate counts every request, whichever placement served it.
     return update_from_model(factors, obs, predict, settings)
+
+
+def beyond_target(latency_ms: float | None, target_ms: float) -> bool:
+    """A latency percentile above the SLO target (see the module docstring): the
+    window it was measured over holds requests that queued beyond the SLO."""
+    lat = finite_or_none(latency_ms)
+    return lat is not None and lat > target_ms
 
 
 def _usable(pred: tuple[float, float] | None, s: CorrectionSettings) -> bool:
