@@ -131,8 +131,9 @@ OPERATOR_NAMESPACED = {
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CRD_READ = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-            # Nodes' interruption taints (handlers/interruption.py): read, never watched.
-            ("", "nodes"): {"get", "list"}}
+            # Nodes' interruption taints (handlers/interruption.py), watched for a new
+            # taint (handlers/lifecycle.py on_node); never written.
+            ("", "nodes"): {"get", "list", "watch"}}
 # Exact watchNamespaces: no Namespace access at all (the operator never lists them).
 NAMESPACED_CLUSTER_READ = CRD_READ
 PEERING_VERBS = {"get", "list", "watch", "patch"}

@@ -210,3 +210,139 @@ def test_the_reconciler_replaces_a_noticed_pool_make_before_break(kube: FakeKube
     clock.t += 15
     r.reconcile(body())
     assert kube.scaledmodels[(NS, NAME)]["status"]["interruptionNotices"] == []
+
+
+def test_a_new_taint_drops_the_cached_lists_of_the_selectors_the_node_matches() -> None:
+    spec = spec_()
+    labels = _spot_selector(spec)
+    nodes = Lister([node("s1", **labels)])
+    notices = NodeNotices(nodes, lambda ns, name: [pod("t4-spot", "s1")], ttl_seconds=60.0,
+                          clock=Clock())
+    assert notices.observe(NS, NAME, spec) == {}
+    nodes.nodes[0]["spec"]["taints"] = [DISRUPTED]
+    assert notices.observe(NS, NAME, spec) == {}  # cached for 60 s
+    dropped = notices.invalidate(nodes.nodes[0]["metadata"]["labels"])
+    # The spot pool's selector and any empty one; not the other pools' selectors.
+    want = {ir.node_selector(p) for p in spec.node_pools
+            if ir.selector_matches(ir.node_selector(p), labels)}
+    assert dropped == len(want) >= 1
+    assert set(notices.observe(NS, NAME, spec)) == {"t4-spot"}  # seen at once
+    assert notices.invalidate({"unrelated": "x"}) == len(
+        [p for p in spec.node_pools if not p.node_selector])
+
+
+def test_models_on_a_node_by_their_pools_selectors_untrusted_spec() -> None:
+    def sm(uid: str, pools: Any) -> dict[str, Any]:
+        return {"metadata": {"uid": uid}, "spec": {"nodePools": pools}}
+
+    labels = {"pool": "spot", "zone": "a"}
+    bodies = [
+        sm("match", [{"nodeSelector": {"pool": "od"}}, {"nodeSelector": {"pool": "spot"}}]),
+        sm("any-node", [{"name": "p"}]),  # no selector: every node
+        sm("other", [{"nodeSelector": {"pool": "od"}}]),
+        sm("partial", [{"nodeSelector": {"pool": "spot", "zone": "b"}}]),
+        sm("bad-sel", [{"nodeSelector": ["pool=spot"]}, "garbage"]),
+        sm("bad-val", [{"nodeSelector": {"pool": 1}}]),
+        {"metadata": {}, "spec": {"nodePools": [{}]}},
+        {"metadata": {"uid": "no-spec"}},
+    ]
+    assert ir.models_on_node(bodies, labels) == ["match", "any-node"]
+    assert ir.selector_matches("pool=spot", labels)
+    assert ir.selector_matches("", labels)
+    assert not ir.selector_matches("pool=spot,zone=b", labels)
+
+
+def test_a_notice_decision_replans_without_learning_or_moving_the_slot(
+    kube: FakeKube,
+) -> None:
+    """Reconciler.notice (the tick loop's nudge): decides between two interval steps,
+    orders the replacement, keeps what the steps learn (forecast, correction, burst
+    history) as the last step left it, and the next step keeps its slot."""
+    clock = Clock()
+    notices = Notices()
+    signals = Fixed(Observation(rps=50.0, latency_ms=5.0))
+    r = Reconciler(kube=kube, signals=signals, interruptions=notices, clock=clock)
+
+    def body() -> dict[str, Any]:
+        return copy.deepcopy(kube.scaledmodels[(NS, NAME)])
+
+    r.reconcile(body())
+    (old,) = kube.deployment_names()
+    kube.set_ready(old)
+    clock.t += 15
+    assert r.tick(body()) is not None
+    learnt = copy.deepcopy(kube.scaledmodels[(NS, NAME)]["status"]["autoscaler"])
+    pool = kube.deployments[(NS, old)]["metadata"]["labels"]["tritonscale.io/pool"]
+    notices.now = {pool: "node s1 tainted karpenter.sh/disrupted:NoSchedule by Karpenter"}
+    # Other signals than the step's: the notice decision would learn from them.
+    signals.obs = Observation(rps=120.0, latency_ms=40.0)
+    clock.t += 4
+    assert not r.due(body())  # the slot is 11 s away
+    out = r.notice(body())
+    assert out is not None and out.decided
+    (new,) = out.created
+    assert pool not in new and old in kube.deployment_names()  # make-before-break
+    state = kube.scaledmodels[(NS, NAME)]["status"]["autoscaler"]
+    for key in ir.LEARNT_STATE_KEYS:
+        assert state.get(key) == learnt.get(key), key
+    assert state["target"] and pool not in {p for _v, p, _n in state["target"]}
+    assert state.get("forecast") is not None
+    # The next regular step is still 15 s after the last one, not after the notice.
+    clock.t += 10
+    assert not r.due(body())
+    clock.t += 1
+    assert r.due(body())
+
+
+def test_the_node_handler_nudges_the_models_that_may_run_there_once_per_taint() -> None:
+    """handlers/lifecycle.py on_node, called as Kopf calls it: a newly tainted node
+    drops the matching cached Node lists and nudges the models whose pools' selectors
+    match it; later events of the same taint do nothing; once the taint is gone a
+    new one nudges again."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from tritonscale.handlers import lifecycle
+    from tritonscale.handlers.ticker import TickLoop
+
+    spec = spec_()
+    labels = _spot_selector(spec)
+    doc = load_example("resnet50.yaml")
+    doc["metadata"]["uid"] = UID
+    other = {"metadata": {"uid": "uid-2"},
+             "spec": {"nodePools": [{"nodeSelector": {"elsewhere": "yes"}}]}}
+    nudged: list[list[str]] = []
+
+    class Loop(TickLoop):
+        def nudge(self, uids: Any) -> int:
+            nudged.append(sorted(uids))
+            return len(nudged[-1])
+
+    lister = Lister([node("s1", **labels)])
+    notices = NodeNotices(lister, lambda ns, name: [pod("t4-spot", "s1")],
+                          ttl_seconds=60.0, clock=Clock())
+    memo = SimpleNamespace(
+        reconciler=Reconciler(kube=FakeKube(), interruptions=notices),
+        tick_loop=Loop(entries=list, tick=lambda b: None, due=lambda b: True))
+    index = {UID: [doc], "uid-2": [other]}
+    assert notices.observe(NS, NAME, spec) == {}  # cached: untainted
+    tainted = node("s1", DISRUPTED, **labels)
+
+    def event(type_: str | None, body: dict[str, Any]) -> None:
+        if lifecycle.node_of_interest(body=body, memo=memo):
+            asyncio.run(lifecycle.on_node(type=type_, body=body, memo=memo,
+                                          scaledmodels=index))
+
+    event(None, node("s1", **labels))  # untainted: filtered out
+    assert nudged == []
+    lister.nodes[0] = tainted
+    event("MODIFIED", tainted)
+    assert nudged == [[UID]]
+    assert set(notices.observe(NS, NAME, spec)) == {"t4-spot"}  # the cache was dropped
+    event("MODIFIED", tainted)  # the same taint again (a status update)
+    assert nudged == [[UID]]
+    event("MODIFIED", node("s1", **labels))  # taint removed: remembered as gone
+    event("MODIFIED", tainted)
+    assert nudged == [[UID], [UID]]
+    event("DELETED", tainted)
+    assert "s1" not in memo.noticed_nodes

@@ -186,3 +186,81 @@ def test_models_that_leave_the_index_are_forgotten_once() -> None:
     loop.scan(2.0, 3.0)
     meta = removed["metadata"]
     assert gone == [(meta["uid"], "ml", meta["name"])]
+
+
+def test_a_nudge_runs_the_model_now_once_and_after_a_running_one() -> None:
+    """Interval 3600 s: no slot passes in the test, so every run is a nudge's. A
+    nudged model runs through ``notice`` within one wake; nudged again while queued
+    it runs once; nudged while running it runs again after; a uid not owned is
+    ignored; nudges before the loop runs are kept for its first wake."""
+    models = [model(u, interval=3600) for u in UIDS[:3]]
+    a, b, c = (m["metadata"]["uid"] for m in models)
+    runs: list[tuple[str, str]] = []
+    release = threading.Event()
+
+    def tick(body: Mapping[str, Any]) -> None:
+        runs.append(("tick", body["metadata"]["uid"]))
+
+    def notice(body: Mapping[str, Any]) -> None:
+        uid = body["metadata"]["uid"]
+        runs.append(("notice", uid))
+        if uid == b and not release.is_set():
+            release.wait(5)  # b is "running" while the test nudges it again
+
+    clock = SimClock(0.001, stop=1.0)  # far from any 3600-s slot (phases spread it)
+    loop = TickLoop(entries=lambda: models, tick=tick, due=lambda body: True,
+                    resolution=0.01, concurrency=2, clock=clock, notice=notice)
+    assert loop.nudge([c]) == 0  # not running yet: kept
+
+    async def main() -> None:
+        task = asyncio.create_task(loop.run())
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if ("notice", c) in runs:
+                break
+        assert ("notice", c) in runs  # the pre-run nudge, at the first wake
+        # Queued twice at once: one run.
+        assert loop.nudge([a, a, "not-ours"]) == 1
+        assert loop.nudge([a]) == 0  # already queued or running
+        # b runs (blocked inside notice); nudged again meanwhile: runs once more after.
+        assert loop.nudge([b]) == 1
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if ("notice", b) in runs:
+                break
+        assert loop.nudge([b]) == 0  # running: re-queued when it ends
+        release.set()
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if runs.count(("notice", b)) == 2 and not loop._inflight:
+                break
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert runs.count(("notice", a)) == 1, runs
+    assert runs.count(("notice", b)) == 2, runs
+    assert runs.count(("notice", c)) == 1, runs
+    assert not [r for r in runs if r[0] == "tick"], runs  # no slot passed
+    assert loop.nudges == 4
+
+
+def test_a_standby_replica_ignores_nudges() -> None:
+    models = [model(u, interval=3600) for u in UIDS[:2]]
+    runs: list[str] = []
+    clock = SimClock(0.001, stop=0.2)
+    standby = TickLoop(entries=lambda: models, tick=lambda body: None,
+                       due=lambda body: True, resolution=0.01, clock=clock,
+                       notice=lambda body: runs.append(body["metadata"]["uid"]),
+                       gate=PeeringGate(source=Peers({"o": _peer(9, 0)}), identity="me"))
+
+    async def main() -> None:
+        task = asyncio.create_task(standby.run())
+        await asyncio.sleep(0.05)
+        assert standby.nudge([m["metadata"]["uid"] for m in models]) == 0
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert runs == [] and standby.nudges == 0

@@ -73,6 +73,44 @@ def node_selector(pool: NodePool) -> str:
     return ",".join(f"{k}={v}" for k, v in pool.node_selector)
 
 
+def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    """Whether ``labels`` satisfy a :func:`node_selector` string (``k=v,...``)."""
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+def models_on_node(
+    models: Iterable[Mapping[str, Any]], node_labels: Mapping[str, str]
+) -> list[str]:
+    """The uids of the ScaledModel bodies with a node pool whose ``nodeSelector`` the
+    node's labels satisfy (its pods may run there; no selector: any node). Read from
+    the raw spec, untrusted: a malformed pool or selector matches nothing."""
+    out: list[str] = []
+    for body in models:
+        meta = body.get("metadata")
+        spec = body.get("spec")
+        uid = meta.get("uid") if isinstance(meta, Mapping) else None
+        pools = spec.get("nodePools") if isinstance(spec, Mapping) else None
+        if not isinstance(uid, str) or not uid or not isinstance(pools, list):
+            continue
+        for pool in pools:
+            if not isinstance(pool, Mapping):
+                continue
+            sel = pool.get("nodeSelector")
+            if sel is None:
+                sel = {}
+            if isinstance(sel, Mapping) and all(
+                isinstance(k, str) and isinstance(v, str) and node_labels.get(k) == v
+                for k, v in sel.items()
+            ):
+                out.append(uid)
+                break
+    return out
+
+
 def _name(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata")
     return str(meta.get("name", "")) if isinstance(meta, Mapping) else ""

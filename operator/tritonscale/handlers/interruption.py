@@ -69,6 +69,15 @@ class NodeNotices:
                     del self._cache[k]
         return found
 
+    def invalidate(self, node_labels: Mapping[str, str]) -> int:
+        """Drop the cached lists of every selector a node with ``node_labels`` matches
+        (its taint just changed: the next read lists again). Returns how many."""
+        with self._lock:
+            stale = [sel for sel in self._cache if ir.selector_matches(sel, node_labels)]
+            for sel in stale:
+                del self._cache[sel]
+        return len(stale)
+
     def observe(self, namespace: str, name: str, spec: ScaledModelSpec) -> dict[str, str]:
         tainted: dict[str, Mapping[str, str]] = {}
         for pool in spec.node_pools:

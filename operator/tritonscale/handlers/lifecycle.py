@@ -15,6 +15,12 @@ Importing this module registers the handlers in Kopf's default registry;
   create/update/resume/event/index handlers.
 - events of owned Deployments: refresh ready counts and finish make-before-break
   transitions as soon as replacements become Ready.
+- Nodes tainted for a spot interruption (:data:`tritonscale.core.interruption.
+  INTERRUPTION_TAINTS`): the ScaledModels with a pool whose nodeSelector the node
+  matches decide at once (:meth:`TickLoop.nudge`, an off-cadence decision that only
+  re-plans), not at their next ``intervalSeconds`` slot; the Nodes cache of those
+  selectors is dropped first so the decision sees the taint. Only the first event of
+  a taint nudges; its removal is remembered so a new taint nudges again.
 - deletion of an owned Service (the model's, a cascade's tier-2, a placement's):
   apply it again at once. Deployments and Services are watched with a server-side
   label selector (managed-by tritonscale, with a ScaledModel label), so the operator
@@ -45,6 +51,7 @@ from typing import Any, TypeVar
 
 import kopf
 
+from tritonscale.core import interruption as ir
 from tritonscale.core.api import (
     ANNOTATION_SPEC_HASH,
     GROUP,
@@ -140,7 +147,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 # Watch-event handlers that run on every event of our Deployments and Services:
 # Kopf logs "Handler '<id>' succeeded." at INFO after each (thousands of lines, and
 # their formatting, at 2,000 ScaledModels). Failures and warnings still show.
-EVENT_HANDLERS = ("on_deployment", "on_owned_service")
+EVENT_HANDLERS = ("on_deployment", "on_owned_service", "on_node")
 
 
 class QuietEventHandlers(logging.Filter):
@@ -213,6 +220,15 @@ async def start_ticking(
             log.warning("autoscale step of %s/%s failed, retrying next interval: %s",
                         meta.get("namespace"), meta.get("name"), e)
 
+    def notice(body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        try:
+            reconciler.notice(body, _indexed(
+                deployments_by_model, str(meta.get("namespace")), str(meta.get("name"))))
+        except ReconcileError as e:
+            log.warning("decision of %s/%s on an interruption notice failed, its next "
+                        "interval decides: %s", meta.get("namespace"), meta.get("name"), e)
+
     gate = getattr(memo, "gate", None)
     loop = TickLoop(
         entries=lambda: _bodies(scaledmodels or {}),
@@ -223,6 +239,7 @@ async def start_ticking(
         gate=gate if isinstance(gate, PeeringGate) else PeeringGate(),
         executor=_lane(memo, "background_executor") or settings.execution.executor,
         gone=reconciler.forget,
+        notice=notice,
     )
     memo.tick_loop = loop
     memo.tick_task = asyncio.create_task(loop.run(), name="tritonscale tick loop")
@@ -397,6 +414,50 @@ async def on_owned_service(
         return
     await _in_lane(memo, "background_executor", _owned_deleted, body, memo,
                    deployments_by_model, scaledmodels)
+
+
+def _node_taint(body: Mapping[str, Any]) -> tuple[str, str | None]:
+    meta = body.get("metadata") or {}
+    return str(meta.get("name") or ""), ir.interruption_taint(body)
+
+
+def node_of_interest(body: Any, memo: Any, **_: Any) -> bool:
+    """Filter of :func:`on_node`: tainted for an interruption, or was (its taint went)."""
+    name, taint = _node_taint(body)
+    return taint is not None or name in _noticed_nodes(memo)
+
+
+def _noticed_nodes(memo: Any) -> dict[str, str]:
+    seen = getattr(memo, "noticed_nodes", None)
+    if not isinstance(seen, dict):
+        seen = {}
+        memo.noticed_nodes = seen
+    return seen
+
+
+@kopf.on.event("", "v1", "nodes", when=node_of_interest)
+async def on_node(
+    type: str | None, body: Any, memo: Any, scaledmodels: Any = None, **_: Any,
+) -> None:
+    """A Node newly tainted for an interruption: the models that may run there decide
+    now. Cheap (no API call here): the decisions run in the tick loop's workers."""
+    name, taint = _node_taint(body)
+    seen = _noticed_nodes(memo)
+    if type == "DELETED" or taint is None:
+        seen.pop(name, None)
+        return
+    if not name or seen.get(name) == taint:
+        return  # this taint was seen already (a later event of the same node)
+    seen[name] = taint
+    labels = plain((body.get("metadata") or {}).get("labels") or {})
+    invalidate = getattr(_reconciler(memo).interruptions, "invalidate", None)
+    if callable(invalidate):
+        invalidate(labels)
+    uids = ir.models_on_node(_bodies(scaledmodels or {}), labels)
+    loop = getattr(memo, "tick_loop", None)
+    queued = loop.nudge(uids) if isinstance(loop, TickLoop) else 0
+    log.info("node %s tainted %s: %d ScaledModel(s) may run there, %d decide now",
+             name, taint, len(uids), queued)
 
 
 @kopf.on.probe(id="reconciler")

@@ -26,6 +26,8 @@ from typing import Any
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import admission
+from tritonscale.core import interruption as ir
+from tritonscale.core import state as st_codec
 from tritonscale.core import status as st
 from tritonscale.core.api import (
     ANNOTATION_SPEC_HASH,
@@ -188,15 +190,18 @@ class Reconciler:
         *,
         decide: bool = True,
         deployments: Sequence[Mapping[str, Any]] | None = None,
+        replan: bool = False,
     ) -> Outcome:
         """Converge one ScaledModel; ``decide`` makes a new decision first.
 
         ``deployments``: the model's Deployments if the caller already has them (the
-        Kopf layer keeps an index fed by its watch); otherwise they are listed."""
+        Kopf layer keeps an index fed by its watch); otherwise they are listed.
+        ``replan``: an off-cadence decision (an interruption notice, :meth:`notice`)
+        that only re-plans and leaves the model's interval slots where they are."""
         meta = body.get("metadata") or {}
         out: Outcome = self._guarded(
             str(meta.get("namespace", "")), str(meta.get("name", "")),
-            lambda: self._reconcile(body, decide, deployments),
+            lambda: self._reconcile(body, decide, deployments, replan),
         )
         return out
 
@@ -239,6 +244,27 @@ class Reconciler:
         if not self.due(body):
             return None
         return self.reconcile(body, decide=True, deployments=deployments)
+
+    def notice(
+        self,
+        body: Mapping[str, Any],
+        deployments: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Outcome | None:
+        """Decide now, off the model's interval: a Node running its pods was tainted
+        for an interruption (the tick loop's nudge). Like the simulator's decision at a
+        notice, it only re-plans (:func:`tritonscale.core.interruption.replan_state`:
+        what the regular steps learn is kept as the last one left it) and does not
+        move the next regular decision. Skipped while backing off or blocked."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        now = self.clock()
+        if now < self._retry_at.get(uid, 0.0):
+            return None
+        blocked = self._blocked.get(uid)
+        if blocked is not None and blocked.generation == meta.get("generation") and (
+                now < blocked.until):
+            return None
+        return self.reconcile(body, decide=True, deployments=deployments, replan=True)
 
     def due(self, body: Mapping[str, Any]) -> bool:
         """Has ``spec.scaling.intervalSeconds`` passed since the last decision?
@@ -450,6 +476,7 @@ class Reconciler:
         body: Mapping[str, Any],
         decide: bool,
         deployments: Sequence[Mapping[str, Any]] | None = None,
+        replan: bool = False,
     ) -> Outcome:
         """One pass, with API failures classified (handlers/apierrors.py): permanent
         ones block the model until its spec changes, others raise for a retry after
@@ -463,7 +490,7 @@ class Reconciler:
                                name=str(meta.get("name", "")), failure=blocked.message)
             del self._blocked[uid]
         try:
-            out = self._reconcile_pass(body, decide, deployments)
+            out = self._reconcile_pass(body, decide, deployments, replan)
         except (ReconcileError, KubeAPIError) as e:
             return self._failed(body, e)
         self._failures.pop(uid, None)
@@ -538,6 +565,7 @@ class Reconciler:
         body: Mapping[str, Any],
         decide: bool,
         deployments: Sequence[Mapping[str, Any]] | None = None,
+        replan: bool = False,
     ) -> Outcome:
         now = self.clock()
         meta = body.get("metadata") or {}
@@ -591,9 +619,17 @@ class Reconciler:
                           unavailable_pools=obs.unavailable_pools | down,
                           noticed_pools={**obs.noticed_pools, **notices})
             decision = self.policy(spec, obs, status.get("autoscaler"), now)
+            if replan and prev_plan is not None:
+                # Off-cadence: what the steps learn stays as the last step left it
+                # (validated as decide reads it), and the next step keeps its slot.
+                learnt = st_codec.encode(st_codec.decode(
+                    status.get("autoscaler"), now=now,
+                    max_replicas=spec.scaling.max_replicas).state)
+                decision = replace(decision, state=ir.replan_state(learnt, decision.state))
+            else:
+                self._last_decided[uid] = now
             plan = decision.placements
             target = decision.target if decision.target is not None else plan
-            self._last_decided[uid] = now
         else:
             plan = prev_plan
             target = st.target_from_status(status) or prev_plan

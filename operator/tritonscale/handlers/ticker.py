@@ -9,6 +9,14 @@ their ``intervalSeconds``) to a few workers that reconcile in Kopf's thread pool
 
 A replica in standby (Kopf peering) does not tick: :class:`PeeringGate` reads the
 peering object every few seconds and applies Kopf's rule.
+
+:meth:`TickLoop.nudge` runs a model now, off its slot: a Node running its pods was
+tainted for a spot interruption (handlers/lifecycle.py ``on_node``), so waiting for
+the next slot (up to ``intervalSeconds``) would cost that much of the notice. The
+nudged run is handed to ``notice`` (an off-cadence decision that only re-plans;
+the model's slots do not move). A model already queued is not queued twice; one
+already running is run again once it ends (it may have read the Nodes before the
+taint).
 """
 
 from __future__ import annotations
@@ -88,7 +96,13 @@ class TickLoop:
     executor: Executor | None = None
     clock: Callable[[], float] = time.time
     gone: Callable[[str, str, str], object] | None = None
+    # Run one body now, off its slot (a nudge); None: nudges run ``tick``.
+    notice: Callable[[Mapping[str, Any]], object] | None = None
     _inflight: set[str] = field(default_factory=set)
+    _running: set[str] = field(default_factory=set)
+    _nudged: set[str] = field(default_factory=set)
+    _queue: asyncio.Queue[tuple[Mapping[str, Any], bool]] | None = None
+    nudges: int = 0
     _known: dict[str, tuple[str, str]] = field(default_factory=dict)
     ticks: int = 0
 
@@ -125,9 +139,44 @@ class TickLoop:
                     log.exception("forgetting %s/%s failed", ns, name)
         self._known = known
 
+    def nudge(self, uids: Iterable[str]) -> int:
+        """Queue these models' decisions now (call from the event loop's thread).
+
+        A model already queued (not yet started) is left as it is: that run reads the
+        Nodes after the nudge. One running now is queued again when it ends. Models
+        not owned (not in ``entries``) or on a standby replica are ignored. Returns
+        how many were queued now."""
+        self._nudged.update(u for u in uids if u)
+        return self._queue_nudged()
+
+    def _queue_nudged(self) -> int:
+        if not self._nudged or self._queue is None:
+            return 0
+        queued = 0
+        for body in self.entries():
+            meta = body.get("metadata") or {}
+            uid = str(meta.get("uid") or "")
+            if uid not in self._nudged:
+                continue
+            if uid in self._running:
+                continue  # queued again when it ends
+            self._nudged.discard(uid)
+            if uid in self._inflight:
+                continue  # queued, not started: it will read the Nodes as they are now
+            if not self.gate.active(str(meta.get("namespace") or "")):
+                continue
+            self._inflight.add(uid)
+            self._queue.put_nowait((body, True))
+            queued += 1
+        # Nudges for models this process does not own (any more) are dropped.
+        self._nudged &= self._running
+        self.nudges += queued
+        return queued
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Mapping[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[Mapping[str, Any], bool]] = asyncio.Queue()
+        self._queue = queue
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.concurrency)]
         try:
             await self._refresh_gate(loop)
@@ -141,9 +190,11 @@ class TickLoop:
                     await self._refresh_gate(loop)
                 for body in self.scan(before, now):
                     self._inflight.add(str(body["metadata"]["uid"]))
-                    queue.put_nowait(body)
+                    queue.put_nowait((body, False))
+                self._queue_nudged()
                 before = now
         finally:
+            self._queue = None
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -155,16 +206,21 @@ class TickLoop:
                       for b in self.entries()}
         await loop.run_in_executor(self.executor, self.gate.refresh, namespaces)
 
-    async def _worker(self, queue: asyncio.Queue[Mapping[str, Any]]) -> None:
+    async def _worker(self, queue: asyncio.Queue[tuple[Mapping[str, Any], bool]]) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            body = await queue.get()
+            body, nudged = await queue.get()
             uid = str(body["metadata"]["uid"])
+            run = self.notice if nudged and self.notice is not None else self.tick
+            self._running.add(uid)
             try:
-                await loop.run_in_executor(self.executor, self.tick, body)
+                await loop.run_in_executor(self.executor, run, body)
                 self.ticks += 1
             except Exception:
                 meta = body["metadata"]
                 log.exception("tick of %s/%s failed", meta.get("namespace"), meta.get("name"))
             finally:
+                self._running.discard(uid)
                 self._inflight.discard(uid)
+                if uid in self._nudged:
+                    self._queue_nudged()
