@@ -2,11 +2,15 @@
 node is tainted as Karpenter taints a node it is about to reclaim; the operator (its
 own process, on the chart's ServiceAccount: the chart's RBAC lets it read nodes)
 orders the replacement on another pool at once, keeps the spot replica serving while
-the replacement cannot start, and removes it only once the replacement is Ready.
+the replacement cannot start, and removes it only once the replacement is Ready. The
+taint itself triggers the decision (the operator watches Nodes): with a 60-s
+``intervalSeconds`` the replacement is ordered seconds after the taint, not at the
+model's next interval slot.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -140,4 +144,52 @@ def test_tainted_spot_node_is_replaced_make_before_break(
     assert any(e["reason"] == "DeletedDeployment" and spot_dep in e["message"]
                for e in events), [e["message"] for e in events]
     assert "Traceback" not in op.log_text()
+    op.check_alive()
+
+
+LONG_INTERVAL_SECONDS = 60
+
+
+def test_the_taint_triggers_the_decision_before_the_next_interval(
+    cluster: Cluster, ns: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    """intervalSeconds 60. Right after one of the model's regular decisions the spot
+    node is tainted: the next regular decision is 60 s away, yet the replacement
+    Deployment is there within a few seconds (the Node watch nudges the model), and
+    the spot one stays."""
+    manifest = load_example(namespace=ns)
+    manifest["spec"]["scaling"]["intervalSeconds"] = LONG_INTERVAL_SECONDS
+    prefix = ns.split("-")[-1]
+    pools = isolate_pools(cluster, manifest, prefix, pools=["t4-spot", "t4-ondemand"],
+                          with_nodes=["t4-spot"], startup_seconds=STARTUP_SECONDS)
+    spot_dep, od_dep = f"{SM}-int8-t4-spot", f"{SM}-int8-t4-ondemand"
+    op = start_operator()
+    apply(cluster, manifest)
+    wait_converged(cluster, ns, SM, [spot_dep], op)
+    # Wait for a regular decision (its slot), so the next one is a whole interval away.
+    before = _decisions(op, ns)
+    wait_for(lambda: _decisions(op, ns) > before, timeout=3 * LONG_INTERVAL_SECONDS,
+             interval=0.2, what="a regular decision",
+             on_timeout=lambda: dump_state(cluster, ns, op))
+    decided_at = time.monotonic()
+    regular = _decisions(op, ns)
+    spot = pools["t4-spot"]
+    nodes = [n["metadata"]["name"] for n in
+             cluster.get_json("nodes", "-l", f"{NODE_POOL_LABEL}={spot}")["items"]]
+    cluster.kubectl("taint", "nodes", *nodes, f"{TAINT}:NoSchedule")
+    wait_for(lambda: od_dep in deployment_names(cluster, ns, SM),
+             timeout=LONG_INTERVAL_SECONDS, interval=0.2,
+             what="the replacement ordered at the taint",
+             on_timeout=lambda: dump_state(cluster, ns, op))
+    took = time.monotonic() - decided_at
+    # Seconds after the taint (load-tolerant bound), well before the next slot (60 s
+    # after the regular decision): the nudge's decision, not the interval's.
+    assert took < LONG_INTERVAL_SECONDS / 2, took
+    assert _decisions(op, ns) == regular + 1
+    assert deployment_names(cluster, ns, SM) == sorted([od_dep, spot_dep])
+    (notice,) = get_sm(cluster, ns, SM)["status"]["interruptionNotices"]
+    assert notice["pool"] == "t4-spot" and TAINT in notice["reason"], notice
+    log_text = op.log_text()
+    assert f"node {nodes[0]} tainted {TAINT}" in log_text
+    assert "Traceback" not in log_text
     op.check_alive()
