@@ -99,7 +99,9 @@ def test_handlers_registered() -> None:
     assert {"on_create", "on_update/spec", "on_resume"} == set(changing)
     assert not any(h.requires_finalizer for h in changing.values())
     assert list(registry._spawning.get_all_handlers()) == []
-    assert {"on_deployment", "on_owned_service"} == {
+    # on_node: a Node's interruption taint nudges the models' decisions (no finalizer:
+    # event handlers never add one).
+    assert {"on_deployment", "on_owned_service", "on_node"} == {
         h.id for h in registry._watching.get_all_handlers()}
     assert {"scaledmodels", "deployments_by_model"} <= {
         h.id for h in registry._indexing.get_all_handlers()}
