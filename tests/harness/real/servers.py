@@ -13,6 +13,7 @@ the tests instead of skipping them (run ``hack/install-triton-prometheus.sh``).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import importlib.metadata
 import importlib.util
 import json
@@ -45,6 +46,10 @@ class ServerSetupError(RuntimeError):
     """A real server could not be found or started."""
 
 
+class PortTaken(ServerSetupError):
+    """The server exited because another process holds one of its ports."""
+
+
 def http_status(url: str, timeout: float = 1.0) -> int | None:
     """GET ``url``; its HTTP status, or ``None`` when nothing answered."""
     try:
@@ -52,7 +57,9 @@ def http_status(url: str, timeout: float = 1.0) -> int | None:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
+        # HTTPException: something else answers there (free_port's race: another
+        # process's gRPC port, speaking HTTP/2), not this server yet.
         return None
 
 
@@ -228,7 +235,21 @@ class TritonServer:
             stub.chmod(0o755)
         return dst
 
-    def start(self, timeout: float = 90.0) -> TritonServer:
+    def start(self, timeout: float = 90.0, attempts: int = 3) -> TritonServer:
+        """Start and wait until ready. free_port's ports were free a moment ago; when
+        another process took one meanwhile, Triton exits saying so, and it is started
+        again on fresh ports (at most ``attempts`` times)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if attempt == attempts:
+                    raise
+                self.http_port, self.grpc_port, self.metrics_port = (
+                    free_port(), free_port(), free_port())
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> TritonServer:
         self.repo.mkdir(parents=True, exist_ok=True)
         args = [
             str(self.install.binary),
@@ -266,6 +287,8 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "already in use" in tail(self.log_path, 5):
+                    raise PortTaken(tail(self.log_path, 5))
                 raise ServerSetupError(
                     f"tritonserver exited with {self.proc.returncode}; log {self.log_path}:\n"
                     + tail(self.log_path)
