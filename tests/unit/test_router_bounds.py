@@ -279,3 +279,24 @@ def test_a_tier2_call_gets_the_sooner_of_its_timeout_and_the_deadline(
     assert _metric("tritonscale_cascade_fallback_total") == 1
     assert low < given[0] <= high, given
     model.finalize()
+
+
+def test_a_deadline_passing_after_the_gone_check_is_a_drop_not_a_tier1_timeout(
+    tier1: _Tier1,
+) -> None:
+    """The deadline can pass between the stage-1 thread's check that the client still
+    waits and the tier-1 bound it computes (a moment under load): the request is then
+    not sent, so it is counted as dropped before tier 1, as the check would have,
+    never as a tier-1 call that timed out (which tests/real/test_cascade_overload_real
+    counts as computed by tier 1: CI33 saw tier 1 compute one request fewer)."""
+    tier1.release.set()
+    model = _router()
+    model._gone = lambda sender, deadline: ""  # looked just before the deadline
+    request = _Request(np.zeros((1, 4), np.float32), timeout_s=1e-6)  # 1 us: passed
+    model.execute([request])
+    assert request.sender.answered.wait(WAIT_S)
+    assert "not sent to tier1: its deadline" in request.sender.error().msg
+    assert tier1.timeouts == []  # no BLS request made
+    assert _metric("tritonscale_cascade_abandoned_total", "tier1") == 1
+    assert _metric("tritonscale_cascade_tier1_timeout_total") == 0
+    model.finalize()

@@ -663,6 +663,12 @@ class TritonPythonModel:
             # The tier-1 bound counts from the hand-off: waiting for a stage-1 thread
             # spends it too.
             left, which = self._left(held.start + self.tier1_timeout, held.deadline)
+            if left <= 0 and which == "the request's deadline":
+                # The deadline passed since _gone looked (a moment's race under load):
+                # not sent, so counted as dropped before tier 1, not as a tier-1 timeout
+                # (which counts calls tier 1 was sent and did not answer in time).
+                self._drop(held, "tier1", "its deadline (the request's timeout) passed")
+                return
             resp = None
             if left > 0:
                 with self._lock:
