@@ -204,10 +204,14 @@ def test_overloaded_router_drops_requests_whose_client_has_gone(real_log_dir: Pa
         assert sum("not sent to tier2" in e for e in dropped) == a2, dropped
         called = n - a1 - a2 - len(late)
         assert called >= 1
-        assert _inferences(pod2, before["t2"] + called) == before["t2"] + called
+        # Tier 2 computed no dropped request. It may compute fewer than were called:
+        # a call with a moment left can time out before its request reaches tier 2
+        # (a fallback all the same).
+        t2 = _inferences(pod2, before["t2"] + called) - before["t2"]
+        assert 1 <= t2 <= called, (t2, called)
         after = totals()
         assert after["t1"] - before["t1"] == n - a1
-        assert after["t2"] - before["t2"] == called  # tier 2 computed no dropped request
+        assert after["t2"] - before["t2"] == t2
         answered = n - a1 - len(late)  # tier 1 answered (and routed) these
         assert after["req"] - before["req"] == answered
         assert after["esc"] - before["esc"] == answered

@@ -300,3 +300,32 @@ def test_a_deadline_passing_after_the_gone_check_is_a_drop_not_a_tier1_timeout(
     assert _metric("tritonscale_cascade_abandoned_total", "tier1") == 1
     assert _metric("tritonscale_cascade_tier1_timeout_total") == 0
     model.finalize()
+
+
+def test_a_deadline_passing_before_the_tier2_call_is_a_drop_not_a_fallback(
+    tier1: _Tier1,
+) -> None:
+    tier1.release.set()
+    tier1.confidence = 0.0  # every row escalates
+    model = _router()
+    model._gone = lambda sender, deadline: ""  # looked just before the deadline
+    called: list[float] = []
+    model._tier2 = lambda inputs, timeout: called.append(timeout)
+    request = _Request(np.zeros((1, 4), np.float32), timeout_s=1e-6)
+    # Stage 1's bound (the first asked for) is let through, as if it came just
+    # before the deadline; stage 2's is the real one, past the deadline.
+    real_left = type(model)._left
+    asked: list[float] = []
+
+    def left(bound: float, deadline: float | None) -> tuple[float, str]:
+        asked.append(bound)
+        return (1.0, "the timeout") if len(asked) == 1 else real_left(bound, deadline)
+
+    model._left = left
+    model.execute([request])
+    assert request.sender.answered.wait(WAIT_S)
+    assert "not sent to tier2: its deadline" in request.sender.error().msg
+    assert called == []
+    assert _metric("tritonscale_cascade_abandoned_total", "tier2") == 1
+    assert _metric("tritonscale_cascade_fallback_total") == 0
+    model.finalize()

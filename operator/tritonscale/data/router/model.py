@@ -704,6 +704,12 @@ class TritonPythonModel:
         except Exception as exc:  # answer every request exactly once, even on a bug
             self._fail(held, f"cascade router: {exc}")
 
+    def _drop_escalated(self, held: _Held, esc: Any, n_esc: int, why: str) -> None:
+        with self._lock:  # tier 1 answered and routed it: counted as such
+            self.m_requests.increment(len(esc))
+            self.m_escalated.increment(n_esc)
+        self._drop(held, "tier2", why)
+
     def _escalate(self, held: _Held, outs: dict[str, Any], esc: Any,
                   tier1_done: float) -> None:
         """Stage 2: the escalated rows to tier 2 (tier 1's answer kept on failure)."""
@@ -711,17 +717,20 @@ class TritonPythonModel:
             n_esc = int(esc.sum())
             why = self._gone(held.sender, held.deadline)
             if why:
-                with self._lock:  # tier 1 answered and routed it: counted as such
-                    self.m_requests.increment(len(esc))
-                    self.m_escalated.increment(n_esc)
-                self._drop(held, "tier2", why)
+                self._drop_escalated(held, esc, n_esc, why)
                 return
             fallback = 0
             try:
                 # The timeout counts from tier 1's answer, not from when a stage-2
                 # thread took the request: waiting for a thread spends it too. A
                 # request's deadline that comes sooner bounds the call instead.
-                left, _which = self._left(tier1_done + self.timeout, held.deadline)
+                left, which = self._left(tier1_done + self.timeout, held.deadline)
+                if left <= 0 and which == "the request's deadline":
+                    # Passed since _gone looked (a moment's race under load): not
+                    # sent, so dropped before tier 2 as the check would have.
+                    self._drop_escalated(held, esc, n_esc,
+                                         "its deadline (the request's timeout) passed")
+                    return
                 if left <= 0:
                     raise TimeoutError("no stage-2 thread before the tier-2 timeout")
                 answers = self._tier2({n: a[esc] for n, a in held.inputs.items()}, left)
