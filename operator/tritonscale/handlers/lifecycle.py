@@ -211,23 +211,23 @@ async def start_ticking(
     """Start the operator-wide tick loop (one asyncio task for all ScaledModels)."""
     reconciler = _reconciler(memo)
 
-    def tick(body: Mapping[str, Any]) -> None:
-        meta = body["metadata"]
-        try:
-            reconciler.tick(body, _indexed(
-                deployments_by_model, str(meta.get("namespace")), str(meta.get("name"))))
-        except ReconcileError as e:
-            log.warning("autoscale step of %s/%s failed, retrying next interval: %s",
-                        meta.get("namespace"), meta.get("name"), e)
+    def decider(decide: Callable[[Mapping[str, Any], Any], Any], failed: str
+                ) -> Callable[[Mapping[str, Any]], None]:
+        """One model's decision (``decide`` with its indexed Deployments); a failure
+        is logged with ``failed`` (namespace, name, error) and waits for the next."""
+        def run(body: Mapping[str, Any]) -> None:
+            meta = body["metadata"]
+            try:
+                decide(body, _indexed(
+                    deployments_by_model, str(meta.get("namespace")), str(meta.get("name"))))
+            except ReconcileError as e:
+                log.warning(failed, meta.get("namespace"), meta.get("name"), e)
+        return run
 
-    def notice(body: Mapping[str, Any]) -> None:
-        meta = body["metadata"]
-        try:
-            reconciler.notice(body, _indexed(
-                deployments_by_model, str(meta.get("namespace")), str(meta.get("name"))))
-        except ReconcileError as e:
-            log.warning("decision of %s/%s on an interruption notice failed, its next "
-                        "interval decides: %s", meta.get("namespace"), meta.get("name"), e)
+    tick = decider(reconciler.tick,
+                   "autoscale step of %s/%s failed, retrying next interval: %s")
+    notice = decider(reconciler.notice, "decision of %s/%s on an interruption notice "
+                                        "failed, its next interval decides: %s")
 
     gate = getattr(memo, "gate", None)
     loop = TickLoop(
