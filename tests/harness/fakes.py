@@ -210,3 +210,13 @@ class FakeKube:
     def event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self._enter("event", f"{involved['namespace']}/{involved['name']}")
         self.events.append((type_, reason, message))
+
+
+def kube_with_example(namespace: str, uid: str, name: str = "resnet50.yaml") -> FakeKube:
+    """A FakeKube holding the example ScaledModel ``name`` (examples/), put in
+    ``namespace`` with ``uid`` at generation 1."""
+    k = FakeKube()
+    doc = load_example(name)
+    doc["metadata"].update(namespace=namespace, uid=uid, generation=1)
+    k.add_scaledmodel(doc)
+    return k

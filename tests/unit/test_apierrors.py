@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from tests.harness.fakes import Clock, FakeKube, load_example
+from tests.harness.fakes import Clock, FakeKube, kube_with_example
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core.placement import initial_placement
@@ -58,11 +58,7 @@ def interim(spec: ScaledModelSpec, obs: Observation, state: Any, now: float) -> 
 
 @pytest.fixture
 def kube() -> FakeKube:
-    k = FakeKube()
-    doc = load_example("resnet50.yaml")
-    doc["metadata"].update(namespace=NS, uid=UID, generation=1)
-    k.add_scaledmodel(doc)
-    return k
+    return kube_with_example(NS, UID)
 
 
 def _body(kube: FakeKube) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from tests.harness.fakes import Clock, FakeKube, load_example
+from tests.harness.fakes import Clock, FakeKube, kube_with_example
 from tests.harness.net import HUNG_HOST
 
 from tritonscale.adapters.kube import KubeAPIError
@@ -41,11 +41,7 @@ class FixedSignals:
 
 @pytest.fixture
 def kube() -> FakeKube:
-    k = FakeKube()
-    doc = load_example("resnet50.yaml")
-    doc["metadata"].update(namespace=NS, uid=UID, generation=1)
-    k.add_scaledmodel(doc)
-    return k
+    return kube_with_example(NS, UID)
 
 
 @pytest.fixture
@@ -842,11 +838,7 @@ def _no_nulls(obj: Any) -> Any:
 
 
 def _fresh_kube() -> FakeKube:
-    k = FakeKube()
-    doc = load_example("resnet50.yaml")
-    doc["metadata"].update(namespace=NS, uid=UID, generation=1)
-    k.add_scaledmodel(doc)
-    return k
+    return kube_with_example(NS, UID)
 
 
 def _status_patches(cold: bool) -> list[str]:

@@ -9,7 +9,7 @@ import copy
 from typing import Any
 
 import pytest
-from tests.harness.fakes import Clock, FakeKube, load_example
+from tests.harness.fakes import Clock, FakeKube, kube_with_example, load_example
 
 from tritonscale.adapters.kube import KubeAPIError
 from tritonscale.core import interruption as ir
@@ -141,11 +141,7 @@ def test_node_reads_are_cached_per_selector_and_pods_listed_only_on_a_taint(
 
 @pytest.fixture
 def kube() -> FakeKube:
-    k = FakeKube()
-    doc = load_example("resnet50.yaml")
-    doc["metadata"].update(namespace=NS, uid=UID, generation=1)
-    k.add_scaledmodel(doc)
-    return k
+    return kube_with_example(NS, UID)
 
 
 class Fixed:

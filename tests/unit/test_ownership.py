@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from tests.harness.fakes import FakeKube, load_example
+from tests.harness.fakes import FakeKube, kube_with_example
 
 from tritonscale.core.placement import initial_placement
 from tritonscale.core.spec import ScaledModelSpec
@@ -24,11 +24,7 @@ def interim(spec: ScaledModelSpec, obs: Observation, state: Any, now: float) -> 
 
 @pytest.fixture
 def kube() -> FakeKube:
-    k = FakeKube()
-    doc = load_example("resnet50.yaml")
-    doc["metadata"].update(namespace=NS, uid=UID, generation=1)
-    k.add_scaledmodel(doc)
-    return k
+    return kube_with_example(NS, UID)
 
 
 def _body(kube: FakeKube) -> dict[str, Any]:
