@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,30 +84,54 @@ def _pods_node_pools(cluster: Cluster, ns: str) -> set[str]:
     return out
 
 
+SPOT_DEP, OD_DEP = f"{SM}-int8-t4-spot", f"{SM}-int8-t4-ondemand"
+
+
+@dataclass
+class OnSpot:
+    """The model converged on its spot pool's one node; t4-ondemand has no nodes yet,
+    so a replica ordered there cannot start until they come."""
+
+    manifest: dict[str, Any]
+    pools: dict[str, str]  # pool -> its isolated node-pool label value
+    op: OperatorProcess
+
+
+def _converged_on_spot(cluster: Cluster, ns: str,
+                       start_operator: Callable[..., OperatorProcess],
+                       interval_seconds: int) -> OnSpot:
+    manifest = load_example(namespace=ns)
+    manifest["spec"]["scaling"]["intervalSeconds"] = interval_seconds
+    prefix = ns.split("-")[-1]
+    pools = isolate_pools(cluster, manifest, prefix, pools=["t4-spot", "t4-ondemand"],
+                          with_nodes=["t4-spot"], startup_seconds=STARTUP_SECONDS)
+    op = start_operator()
+    apply(cluster, manifest)
+    wait_converged(cluster, ns, SM, [SPOT_DEP], op)
+    return OnSpot(manifest, pools, op)
+
+
+def _taint(cluster: Cluster, pool_label: str) -> list[str]:
+    """The interruption warning: Karpenter taints the pool's nodes before draining
+    them. Their names."""
+    nodes = [n["metadata"]["name"] for n in
+             cluster.get_json("nodes", "-l", f"{NODE_POOL_LABEL}={pool_label}")["items"]]
+    cluster.kubectl("taint", "nodes", *nodes, f"{TAINT}:NoSchedule")
+    return nodes
+
+
 def test_tainted_spot_node_is_replaced_make_before_break(
     cluster: Cluster, ns: str, start_operator: Callable[..., OperatorProcess]
 ) -> None:
-    manifest = load_example(namespace=ns)
-    manifest["spec"]["scaling"]["intervalSeconds"] = INTERVAL_SECONDS
-    prefix = ns.split("-")[-1]
-    # t4-ondemand has no nodes yet: its replica cannot start until they come.
-    pools = isolate_pools(cluster, manifest, prefix, pools=["t4-spot", "t4-ondemand"],
-                          with_nodes=["t4-spot"], startup_seconds=STARTUP_SECONDS)
-    spot_dep, od_dep = f"{SM}-int8-t4-spot", f"{SM}-int8-t4-ondemand"
-    op = start_operator()
-    apply(cluster, manifest)
-    wait_converged(cluster, ns, SM, [spot_dep], op)
+    on = _converged_on_spot(cluster, ns, start_operator, INTERVAL_SECONDS)
+    manifest, pools, op = on.manifest, on.pools, on.op
     assert get_sm(cluster, ns, SM)["status"].get("interruptionNotices") == []
 
     watch = DeploymentWatch(cluster, ns, SM).start()
     try:
-        # The interruption warning: Karpenter taints the node before draining it.
-        spot = pools["t4-spot"]
-        nodes = [n["metadata"]["name"] for n in
-                 cluster.get_json("nodes", "-l", f"{NODE_POOL_LABEL}={spot}")["items"]]
-        cluster.kubectl("taint", "nodes", *nodes, f"{TAINT}:NoSchedule")
+        nodes = _taint(cluster, pools["t4-spot"])
 
-        wait_for(lambda: deployment_names(cluster, ns, SM) == sorted([od_dep, spot_dep]),
+        wait_for(lambda: deployment_names(cluster, ns, SM) == sorted([OD_DEP, SPOT_DEP]),
                  timeout=60, what="the replacement ordered beside the spot Deployment",
                  on_timeout=lambda: dump_state(cluster, ns, op))
         status = get_sm(cluster, ns, SM)["status"]
@@ -119,13 +144,13 @@ def test_tainted_spot_node_is_replaced_make_before_break(
         first = _decisions(op, ns)
         wait_for(lambda: _decisions(op, ns) >= first + 2, timeout=30,
                  what="two more decisions", on_timeout=lambda: dump_state(cluster, ns, op))
-        old = cluster.get_json("deployment", spot_dep, "-n", ns)
+        old = cluster.get_json("deployment", SPOT_DEP, "-n", ns)
         assert old["spec"]["replicas"] == 1 and old["status"].get("readyReplicas") == 1
-        assert deployment_names(cluster, ns, SM) == sorted([od_dep, spot_dep])
+        assert deployment_names(cluster, ns, SM) == sorted([OD_DEP, SPOT_DEP])
 
         # Capacity for the replacement arrives: it becomes Ready, then the spot one goes.
         add_isolated_nodes(cluster, manifest, "t4-ondemand", pools["t4-ondemand"])
-        wait_converged(cluster, ns, SM, [od_dep], op, timeout=180)
+        wait_converged(cluster, ns, SM, [OD_DEP], op, timeout=180)
     finally:
         watch.stop()
     assert _pods_node_pools(cluster, ns) == {pools["t4-ondemand"]}
@@ -134,14 +159,14 @@ def test_tainted_spot_node_is_replaced_make_before_break(
     after = [tot for t, tot, _ in watch.totals]
     assert after and min(after) >= 1, watch.totals
     deleted = next(i for i, e in enumerate(watch.events)
-                   if e[1] == spot_dep and e[4] == "DELETED")
-    ready_before = [e for e in watch.events[:deleted] if e[1] == od_dep and e[3] >= 1]
+                   if e[1] == SPOT_DEP and e[4] == "DELETED")
+    ready_before = [e for e in watch.events[:deleted] if e[1] == OD_DEP and e[3] >= 1]
     assert ready_before, watch.events
     events = _events(cluster, ns)
     notices = [e for e in events if e["reason"] == "InterruptionNotice"]
     assert len(notices) == 1 and notices[0]["type"] == "Warning", notices
     assert "t4-spot" in notices[0]["message"] and TAINT in notices[0]["message"]
-    assert any(e["reason"] == "DeletedDeployment" and spot_dep in e["message"]
+    assert any(e["reason"] == "DeletedDeployment" and SPOT_DEP in e["message"]
                for e in events), [e["message"] for e in events]
     assert "Traceback" not in op.log_text()
     op.check_alive()
@@ -157,15 +182,8 @@ def test_the_taint_triggers_the_decision_before_the_next_interval(
     node is tainted: the next regular decision is 60 s away, yet the replacement
     Deployment is there within a few seconds (the Node watch nudges the model), and
     the spot one stays."""
-    manifest = load_example(namespace=ns)
-    manifest["spec"]["scaling"]["intervalSeconds"] = LONG_INTERVAL_SECONDS
-    prefix = ns.split("-")[-1]
-    pools = isolate_pools(cluster, manifest, prefix, pools=["t4-spot", "t4-ondemand"],
-                          with_nodes=["t4-spot"], startup_seconds=STARTUP_SECONDS)
-    spot_dep, od_dep = f"{SM}-int8-t4-spot", f"{SM}-int8-t4-ondemand"
-    op = start_operator()
-    apply(cluster, manifest)
-    wait_converged(cluster, ns, SM, [spot_dep], op)
+    on = _converged_on_spot(cluster, ns, start_operator, LONG_INTERVAL_SECONDS)
+    op = on.op
     # Wait for a regular decision (its slot), so the next one is a whole interval away.
     before = _decisions(op, ns)
     wait_for(lambda: _decisions(op, ns) > before, timeout=3 * LONG_INTERVAL_SECONDS,
@@ -173,11 +191,8 @@ def test_the_taint_triggers_the_decision_before_the_next_interval(
              on_timeout=lambda: dump_state(cluster, ns, op))
     decided_at = time.monotonic()
     regular = _decisions(op, ns)
-    spot = pools["t4-spot"]
-    nodes = [n["metadata"]["name"] for n in
-             cluster.get_json("nodes", "-l", f"{NODE_POOL_LABEL}={spot}")["items"]]
-    cluster.kubectl("taint", "nodes", *nodes, f"{TAINT}:NoSchedule")
-    wait_for(lambda: od_dep in deployment_names(cluster, ns, SM),
+    nodes = _taint(cluster, on.pools["t4-spot"])
+    wait_for(lambda: OD_DEP in deployment_names(cluster, ns, SM),
              timeout=LONG_INTERVAL_SECONDS, interval=0.2,
              what="the replacement ordered at the taint",
              on_timeout=lambda: dump_state(cluster, ns, op))
@@ -186,7 +201,7 @@ def test_the_taint_triggers_the_decision_before_the_next_interval(
     # after the regular decision): the nudge's decision, not the interval's.
     assert took < LONG_INTERVAL_SECONDS / 2, took
     assert _decisions(op, ns) == regular + 1
-    assert deployment_names(cluster, ns, SM) == sorted([od_dep, spot_dep])
+    assert deployment_names(cluster, ns, SM) == sorted([OD_DEP, SPOT_DEP])
     (notice,) = get_sm(cluster, ns, SM)["status"]["interruptionNotices"]
     assert notice["pool"] == "t4-spot" and TAINT in notice["reason"], notice
     log_text = op.log_text()
