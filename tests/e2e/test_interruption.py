@@ -200,6 +200,11 @@ def test_the_taint_triggers_the_decision_before_the_next_interval(
     # Seconds after the taint (load-tolerant bound), well before the next slot (60 s
     # after the regular decision): the nudge's decision, not the interval's.
     assert took < LONG_INTERVAL_SECONDS / 2, took
+    # The decision is counted once its reconcile ends (after the Deployment it
+    # creates and the status patch): wait for it, then it must be the only one.
+    wait_for(lambda: _decisions(op, ns) > regular, timeout=LONG_INTERVAL_SECONDS / 4,
+             interval=0.2, what="the nudged decision counted",
+             on_timeout=lambda: dump_state(cluster, ns, op))
     assert _decisions(op, ns) == regular + 1
     assert deployment_names(cluster, ns, SM) == sorted([OD_DEP, SPOT_DEP])
     (notice,) = get_sm(cluster, ns, SM)["status"]["interruptionNotices"]
